@@ -1,0 +1,221 @@
+//! One error type for the whole tool. Every variant knows its exit code and a
+//! hint that tells the user what to do next.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit codes. Documented in README.md and in `pantheros --help`.
+pub mod exit {
+    /// Everything asked for was done.
+    pub const OK: i32 = 0;
+    /// Failed; nothing was changed on any host.
+    pub const FAILED_NOTHING_CHANGED: i32 = 1;
+    /// The command line could not be understood (clap uses 2 as well).
+    pub const USAGE: i32 = 2;
+    /// Failed after a change, and the host was rolled back to where it was.
+    pub const ROLLED_BACK: i32 = 3;
+    /// Failed, and rolling back failed too: manual action is needed.
+    pub const ROLLBACK_FAILED: i32 = 4;
+    /// No flake.nix was found.
+    pub const NO_FLAKE: i32 = 10;
+    /// The flake has no `nixosConfigurations` output.
+    pub const NO_NIXOS_CONFIGURATIONS: i32 = 11;
+    /// `nix` is not installed or not on PATH.
+    pub const NIX_MISSING: i32 = 12;
+    /// The installed Nix is too old.
+    pub const NIX_TOO_OLD: i32 = 13;
+    /// Evaluating the flake failed (for all hosts or for a selected host).
+    pub const EVAL_FAILED: i32 = 14;
+    /// A selector named a host that the flake does not have.
+    pub const UNKNOWN_HOST: i32 = 15;
+    /// The selectors matched no host.
+    pub const EMPTY_SELECTION: i32 = 16;
+    /// The subcommand is not available in this version.
+    pub const NOT_AVAILABLE: i32 = 69;
+}
+
+/// An external command that did not do what was asked.
+#[derive(Debug, Clone)]
+pub struct CommandFailure {
+    /// The argv, exactly as run (secrets are never part of an argv).
+    pub argv: Vec<String>,
+    /// How it ended: "exit status 1", "killed by signal 9", "timed out after 30s", "could not start: …".
+    pub how: String,
+    /// The last lines it printed on stderr (or stdout when stderr was empty).
+    pub tail: Vec<String>,
+}
+
+impl CommandFailure {
+    /// Shell-like rendering of the argv, for error messages and logs.
+    pub fn command_line(&self) -> String {
+        render_argv(&self.argv)
+    }
+
+    /// The whole stderr/stdout tail as one string.
+    pub fn output(&self) -> String {
+        self.tail.join("\n")
+    }
+}
+
+impl fmt::Display for CommandFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` failed ({})", self.command_line(), self.how)
+    }
+}
+
+/// Quote an argv so that a user can paste it into a shell.
+pub fn render_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,#^".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no flake.nix found in {} or any directory above it", start.display())]
+    FlakeNotFound { start: PathBuf },
+
+    #[error("the flake {flake} has no `nixosConfigurations` output")]
+    NoNixosConfigurations {
+        flake: String,
+        failure: CommandFailure,
+    },
+
+    #[error("`nix` was not found on PATH")]
+    NixMissing,
+
+    #[error("Nix {found} is too old: pantheros needs Nix {min} or newer (or Lix)")]
+    NixTooOld { found: String, min: String },
+
+    #[error("evaluating {what} failed")]
+    Eval {
+        what: String,
+        failure: CommandFailure,
+    },
+
+    #[error("{count} selected host(s) failed to evaluate: {names}")]
+    HostsFailedToEvaluate { count: usize, names: String },
+
+    #[error("unknown host `{name}`{}", did_you_mean(suggestions))]
+    UnknownHost {
+        name: String,
+        suggestions: Vec<String>,
+        known: Vec<String>,
+    },
+
+    #[error("the selection {selectors} matched no host")]
+    EmptySelection {
+        selectors: String,
+        known: Vec<String>,
+    },
+
+    #[error("`pantheros {command}` is not available in this version of pantheros")]
+    NotAvailable { command: String },
+
+    #[error("{0}")]
+    Command(CommandFailure),
+
+    #[error("unexpected output from `{command}`: {detail}")]
+    UnexpectedOutput { command: String, detail: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn did_you_mean(s: &[String]) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", s.join(", "))
+    }
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::FlakeNotFound { .. } => exit::NO_FLAKE,
+            Error::NoNixosConfigurations { .. } => exit::NO_NIXOS_CONFIGURATIONS,
+            Error::NixMissing => exit::NIX_MISSING,
+            Error::NixTooOld { .. } => exit::NIX_TOO_OLD,
+            Error::Eval { .. } | Error::HostsFailedToEvaluate { .. } => exit::EVAL_FAILED,
+            Error::UnknownHost { .. } => exit::UNKNOWN_HOST,
+            Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
+            Error::NotAvailable { .. } => exit::NOT_AVAILABLE,
+            Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
+                exit::FAILED_NOTHING_CHANGED
+            }
+        }
+    }
+
+    /// The failed command behind this error, if there is one.
+    pub fn failure(&self) -> Option<&CommandFailure> {
+        match self {
+            Error::NoNixosConfigurations { failure, .. }
+            | Error::Eval { failure, .. }
+            | Error::Command(failure) => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// What the user should do next.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::FlakeNotFound { .. } => {
+                "run pantheros inside your flake's directory, or pass --flake PATH".into()
+            }
+            Error::NoNixosConfigurations { .. } => {
+                "define `nixosConfigurations.<host> = nixpkgs.lib.nixosSystem { … }` in flake.nix".into()
+            }
+            Error::NixMissing => "install Nix (https://nixos.org/download, or `apt-get install nix-bin` on Debian) \
+                 and make sure `nix` is on PATH"
+                .into(),
+            Error::NixTooOld { .. } => {
+                "upgrade Nix (nix-env -iA nixpkgs.nixVersions.stable) or use Lix".into()
+            }
+            Error::Eval { .. } => {
+                "fix the Nix error above; `nix eval` with --show-trace on the same attribute gives the full trace".into()
+            }
+            Error::HostsFailedToEvaluate { .. } => {
+                "fix the Nix errors above, or leave those hosts out of the selection".into()
+            }
+            Error::UnknownHost { known, .. } => format!("known hosts: {}", known.join(", ")),
+            Error::EmptySelection { known, .. } => format!(
+                "selectors are host names, globs such as '*-vps', or @tag; known hosts: {}",
+                known.join(", ")
+            ),
+            Error::NotAvailable { .. } => {
+                "this subcommand is planned; see the README for what works today".into()
+            }
+            Error::Command(_) => "see the command's output above; run with -v for every command pantheros runs".into(),
+            Error::UnexpectedOutput { .. } => {
+                "this is a bug or an unsupported Nix version; please report it with the output of `nix --version`".into()
+            }
+            Error::Io { .. } => return None,
+        })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,477 @@
+//! The fleet, read from the flake's own outputs in one evaluation.
+//!
+//! Every host is a `nixosConfigurations.<name>`; its deployment metadata is
+//! `config.pantheros.deployment` (declared by `modules/deployment.nix`).
+//! Hosts that do not import the module still appear, with defaults.
+
+pub mod flake;
+pub mod select;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CommandFailure, Error, Result};
+use crate::nix::{self, Nix};
+use crate::runner;
+pub use flake::FlakeRef;
+use select::Selectable;
+
+/// Health checks run after activation (see the deploy pipeline).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HealthChecks {
+    pub services: Vec<String>,
+    pub http: Vec<String>,
+    pub commands: Vec<String>,
+    pub timeout: u64,
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        HealthChecks {
+            services: vec![],
+            http: vec![],
+            commands: vec![],
+            timeout: 60,
+        }
+    }
+}
+
+/// Hetzner Cloud settings for `pantheros provision`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Hetzner {
+    pub server_type: String,
+    pub location: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for Hetzner {
+    fn default() -> Self {
+        Hetzner {
+            server_type: "cx23".into(),
+            location: "nbg1".into(),
+            image: "ubuntu-24.04".into(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// `config.pantheros.deployment`, with the module's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Deployment {
+    /// `null` in the module means "the attribute name".
+    pub target_host: Option<String>,
+    pub target_user: String,
+    pub target_port: u16,
+    pub ssh_options: Vec<String>,
+    pub tags: Vec<String>,
+    pub profile: String,
+    pub provider: Option<String>,
+    pub build_on_target: bool,
+    pub substitute_on_destination: bool,
+    pub magic_rollback: bool,
+    pub confirm_timeout: u64,
+    pub activation_timeout: u64,
+    pub rollback_on_failed_units: bool,
+    pub rollback_on_health_failure: bool,
+    pub privilege_escalation_command: Vec<String>,
+    pub health_checks: HealthChecks,
+    pub hetzner: Hetzner,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            target_host: None,
+            target_user: "root".into(),
+            target_port: 22,
+            ssh_options: vec![],
+            tags: vec![],
+            profile: "/nix/var/nix/profiles/system".into(),
+            provider: None,
+            build_on_target: false,
+            substitute_on_destination: true,
+            magic_rollback: true,
+            confirm_timeout: 30,
+            activation_timeout: 600,
+            rollback_on_failed_units: true,
+            rollback_on_health_failure: true,
+            privilege_escalation_command: vec!["sudo".into(), "-n".into()],
+            health_checks: HealthChecks::default(),
+            hetzner: Hetzner::default(),
+        }
+    }
+}
+
+/// One host of the fleet.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    pub name: String,
+    /// Whether the configuration imports the pantheros deployment module.
+    pub uses_module: bool,
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    /// The toplevel's derivation, only when it was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drv_path: Option<String>,
+    /// The toplevel's system (e.g. x86_64-linux), only with the derivation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+}
+
+impl Host {
+    pub fn target_host(&self) -> &str {
+        self.deployment.target_host.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.target_host(), "localhost" | "127.0.0.1" | "::1")
+    }
+}
+
+impl Selectable for Host {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn tags(&self) -> &[String] {
+        &self.deployment.tags
+    }
+}
+
+/// A host whose configuration could not be evaluated.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostError {
+    pub name: String,
+    pub message: String,
+}
+
+/// The result of reading the flake.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub flake: String,
+    #[serde(skip)]
+    pub nix_version: String,
+    pub hosts: Vec<Host>,
+    pub errors: Vec<HostError>,
+}
+
+impl Inventory {
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
+        v.extend(self.errors.iter().map(|e| e.name.clone()));
+        v.sort();
+        v
+    }
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    /// Also return each toplevel's drvPath (instantiates the closures).
+    pub with_drv: bool,
+}
+
+/// A Nix string literal for `s`.
+fn nix_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '$' => out.push_str("\\$"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The function that turns one configuration into what pantheros needs.
+fn inspect_fn(opts: EvalOptions) -> String {
+    let drv = if opts.with_drv {
+        "// { drvPath = top.drvPath; system = top.system or null; }"
+    } else {
+        ""
+    };
+    format!(
+        r#"(name: cfg:
+      let
+        c = cfg.config;
+        top = c.system.build.toplevel;
+      in {{ deployment = c.pantheros.deployment or null; }} {drv})"#
+    )
+}
+
+/// The `--apply` expression for all hosts: each host is evaluated under
+/// `tryEval`, so a host that throws does not hide the others.
+pub fn apply_all(opts: EvalOptions) -> String {
+    format!(
+        r#"cfgs:
+  let
+    inspect = {inspect};
+    guarded = name: cfg:
+      let
+        v = inspect name cfg;
+        r = builtins.tryEval (builtins.deepSeq v v);
+      in if r.success then r.value else {{ failed = true; }};
+  in {{
+    nixVersion = builtins.nixVersion;
+    hosts = builtins.mapAttrs guarded cfgs;
+  }}"#,
+        inspect = inspect_fn(opts)
+    )
+}
+
+/// The `--apply` expression for one host, without `tryEval`, so that Nix
+/// prints the real error.
+fn apply_one(name: &str, opts: EvalOptions) -> String {
+    format!(
+        "cfgs: ({inspect}) {n} cfgs.{n}",
+        inspect = inspect_fn(opts),
+        n = nix_string(name)
+    )
+}
+
+#[derive(Deserialize)]
+struct RawAll {
+    #[serde(rename = "nixVersion")]
+    nix_version: String,
+    hosts: BTreeMap<String, RawHost>,
+}
+
+#[derive(Deserialize)]
+struct RawHost {
+    #[serde(default)]
+    failed: bool,
+    #[serde(default)]
+    deployment: Option<Deployment>,
+    #[serde(default, rename = "drvPath")]
+    drv_path: Option<String>,
+    #[serde(default)]
+    system: Option<String>,
+}
+
+impl RawHost {
+    fn into_host(self, name: String) -> Host {
+        Host {
+            uses_module: self.deployment.is_some(),
+            deployment: self.deployment.unwrap_or_default(),
+            drv_path: self.drv_path,
+            system: self.system,
+            name,
+        }
+    }
+}
+
+/// Remove ANSI colour codes and Nix's "use --show-trace" boilerplate, and
+/// keep the message from its first `error:` line.
+pub fn clean_nix_error(stderr: &str) -> String {
+    let mut plain = String::with_capacity(stderr.len());
+    let mut chars = stderr.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    let lines: Vec<&str> = plain
+        .lines()
+        .filter(|l| !l.contains("--show-trace") && !l.trim().is_empty())
+        .collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("error:"))
+        .unwrap_or(0);
+    lines[start..].join("\n")
+}
+
+fn eval_failure(cmd: &runner::Cmd, out: &runner::Output) -> CommandFailure {
+    let mut f = runner::failure_of(cmd, out);
+    let cleaned = clean_nix_error(&out.stderr);
+    if !cleaned.is_empty() {
+        f.tail = runner::tail(&cleaned, runner::TAIL_LINES);
+    }
+    f
+}
+
+/// Read the fleet from the flake: one `nix eval` for all hosts.
+pub async fn load(nix: &Nix, flake: &FlakeRef, opts: EvalOptions) -> Result<Inventory> {
+    let cmd = nix.cmd([
+        "eval".to_string(),
+        "--json".into(),
+        flake.attr("nixosConfigurations"),
+        "--apply".into(),
+        apply_all(opts),
+    ]);
+    let out = runner::run(&cmd).await.map_err(Error::Command)?;
+    if out.success() {
+        let raw: RawAll =
+            serde_json::from_str(&out.stdout).map_err(|e| Error::UnexpectedOutput {
+                command: "nix eval".into(),
+                detail: format!("the inventory JSON did not parse: {e}"),
+            })?;
+        nix::check_version(&raw.nix_version)?;
+        let mut hosts = Vec::new();
+        let mut failed = Vec::new();
+        for (name, h) in raw.hosts {
+            if h.failed {
+                failed.push(name);
+            } else {
+                hosts.push(h.into_host(name));
+            }
+        }
+        let errors = explain_failures(nix, flake, opts, failed, &mut hosts).await?;
+        return Ok(Inventory {
+            flake: flake.to_string(),
+            nix_version: raw.nix_version,
+            hosts,
+            errors,
+        });
+    }
+    // The evaluation as a whole failed. First rule out a Nix too old for
+    // this command line, then a flake-level problem, then find the host(s).
+    let failure = eval_failure(&cmd, &out);
+    nix.probe_version().await?;
+    let text = failure.output();
+    if text.contains("does not provide attribute") && text.contains("nixosConfigurations") {
+        return Err(Error::NoNixosConfigurations {
+            flake: flake.to_string(),
+            failure,
+        });
+    }
+    let names_cmd = nix.cmd([
+        "eval".to_string(),
+        "--json".into(),
+        flake.attr("nixosConfigurations"),
+        "--apply".into(),
+        "builtins.attrNames".into(),
+    ]);
+    let names_out = runner::run(&names_cmd).await.map_err(Error::Command)?;
+    if !names_out.success() {
+        return Err(Error::Eval {
+            what: format!("the flake {flake}"),
+            failure: eval_failure(&names_cmd, &names_out),
+        });
+    }
+    let names: Vec<String> =
+        serde_json::from_str(&names_out.stdout).map_err(|e| Error::UnexpectedOutput {
+            command: "nix eval".into(),
+            detail: format!("the host names did not parse: {e}"),
+        })?;
+    let mut hosts = Vec::new();
+    let errors = explain_failures(nix, flake, opts, names, &mut hosts).await?;
+    Ok(Inventory {
+        flake: flake.to_string(),
+        nix_version: String::new(),
+        hosts,
+        errors,
+    })
+}
+
+/// Evaluate `names` one by one (a few at a time): hosts that evaluate go to
+/// `hosts`, the others come back with Nix's own error message.
+async fn explain_failures(
+    nix: &Nix,
+    flake: &FlakeRef,
+    opts: EvalOptions,
+    names: Vec<String>,
+    hosts: &mut Vec<Host>,
+) -> Result<Vec<HostError>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names {
+        let cmd = nix.cmd([
+            "eval".to_string(),
+            "--json".into(),
+            flake.attr("nixosConfigurations"),
+            "--apply".into(),
+            apply_one(&name, opts),
+        ]);
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let out = runner::run(&cmd).await;
+            (name, cmd, out)
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((name, cmd, out)) = joined else {
+            continue;
+        };
+        let out = out.map_err(Error::Command)?;
+        if out.success() {
+            let raw: RawHost =
+                serde_json::from_str(&out.stdout).map_err(|e| Error::UnexpectedOutput {
+                    command: "nix eval".into(),
+                    detail: format!("host {name}: {e}"),
+                })?;
+            hosts.push(raw.into_host(name));
+        } else {
+            errors.push(HostError {
+                name,
+                message: eval_failure(&cmd, &out).output(),
+            });
+        }
+    }
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    errors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_strings_are_escaped() {
+        assert_eq!(nix_string(r#"a"b\c${d}"#), r#""a\"b\\c\${d}""#);
+    }
+
+    #[test]
+    fn nix_errors_are_cleaned() {
+        let raw = "\u{1b}[31;1merror:\u{1b}[0m undefined variable 'x'\n\n       at /f.nix:1:1:\n(use '--show-trace' to show detailed location information)\n";
+        assert_eq!(
+            clean_nix_error(raw),
+            "error: undefined variable 'x'\n       at /f.nix:1:1:"
+        );
+    }
+
+    #[test]
+    fn host_without_module_gets_defaults() {
+        let raw: RawHost = serde_json::from_str(r#"{"deployment":null}"#).unwrap();
+        let h = raw.into_host("zephyrus".into());
+        assert!(!h.uses_module);
+        assert_eq!(h.target_host(), "zephyrus");
+        assert_eq!(h.deployment.target_user, "root");
+        assert_eq!(h.deployment.target_port, 22);
+        assert_eq!(h.deployment.profile, "/nix/var/nix/profiles/system");
+    }
+
+    #[test]
+    fn partial_metadata_keeps_defaults_for_the_rest() {
+        let raw: RawHost =
+            serde_json::from_str(r#"{"deployment":{"targetHost":"10.0.0.1","tags":["a"],"healthChecks":{"services":["sshd"]}}}"#)
+                .unwrap();
+        let h = raw.into_host("x".into());
+        assert_eq!(h.target_host(), "10.0.0.1");
+        assert_eq!(h.deployment.health_checks.services, vec!["sshd"]);
+        assert_eq!(h.deployment.health_checks.timeout, 60);
+        assert_eq!(h.deployment.confirm_timeout, 30);
+    }
+}

@@ -1,0 +1,12 @@
+//! pantheros: the engine behind the `pantheros` binary.
+//!
+//! The deployment pipeline reads top to bottom: [`inventory`] (the flake's
+//! hosts) → [`nix`] (eval, build, copy) → … Every external command goes
+//! through [`runner`].
+
+pub mod cli;
+pub mod error;
+pub mod inventory;
+pub mod nix;
+pub mod report;
+pub mod runner;

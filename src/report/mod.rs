@@ -1,0 +1,107 @@
+//! What the user sees: tables, JSON documents, error reports.
+
+use std::io::Write;
+
+use crate::error::Error;
+use crate::inventory::{Host, Inventory};
+
+/// Render rows as left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{:<w$}  ", c, w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+pub fn hosts_table(hosts: &[&Host]) -> String {
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            let d = &h.deployment;
+            let target = if h.is_local() {
+                format!("{} (local)", h.target_host())
+            } else if d.target_port == 22 {
+                h.target_host().to_string()
+            } else {
+                format!("{}:{}", h.target_host(), d.target_port)
+            };
+            vec![
+                h.name.clone(),
+                target,
+                d.target_user.clone(),
+                if d.tags.is_empty() {
+                    "-".into()
+                } else {
+                    d.tags.join(",")
+                },
+                d.provider.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["NAME", "TARGET", "USER", "TAGS", "PROVIDER"], &rows)
+}
+
+/// The `hosts --json` document.
+pub fn hosts_json(inv: &Inventory, hosts: &[&Host]) -> serde_json::Value {
+    serde_json::json!({
+        "flake": inv.flake,
+        "hosts": hosts,
+        "errors": inv.errors,
+    })
+}
+
+/// Print an error the way every pantheros error looks: the cause, the
+/// command and its last output lines, and what to do next.
+pub fn print_error(e: &Error) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {e}");
+    if let Some(f) = e.failure() {
+        let _ = writeln!(err, "  command: {}", shorten_argv(&f.argv));
+        let _ = writeln!(err, "  result:  {}", f.how);
+        if !f.tail.is_empty() {
+            let _ = writeln!(err, "  output (last lines):");
+            for l in &f.tail {
+                let _ = writeln!(err, "    {l}");
+            }
+        }
+    }
+    if let Some(h) = e.hint() {
+        let _ = writeln!(err, "hint: {h}");
+    }
+}
+
+/// The argv for display; a long Nix expression argument is elided (it is
+/// logged in full with -v).
+pub fn shorten_argv(argv: &[String]) -> String {
+    let short: Vec<String> = argv
+        .iter()
+        .map(|a| {
+            if a.len() > 160 || a.contains('\n') {
+                format!("<expression, {} bytes; shown with -v>", a.len())
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    crate::error::render_argv(&short)
+}
