@@ -1,0 +1,620 @@
+//! The test world: real hosts on one machine.
+//!
+//! A [`World`] is a private LAN (a network namespace holding a bridge), one
+//! *client* namespace on it from which the deployer runs, and any number of
+//! light hosts. A light host is a network namespace plus one long-lived
+//! anchor process that owns a private mount namespace (its own `/run`,
+//! `/nix` and `/etc/nix`) and UTS namespace (its own hostname), and runs its
+//! own `sshd` with a pinned host key. Everything is torn down on drop, also
+//! when a test panics; a world left behind by a killed test run is reaped by
+//! the next one.
+//!
+//! Needs root. When the world cannot be built, [`World::new`] returns `None`
+//! and says why, except under `CI=true`, where it panics: a test that cannot
+//! set up its world must fail there, not pass.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STATE_DIR: &str = "/run/pantheros-test-world";
+const PREFIX: &str = "pht";
+const TOOLS: &[&str] = &["ip", "unshare", "nsenter", "ssh", "ssh-keygen", "nix", "nc"];
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// Is this a CI run (where a world that cannot be built is a failure)?
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+/// Skip (locally) or fail (CI) a test whose world cannot be built.
+pub fn cannot_run(why: &str) {
+    if in_ci() {
+        panic!("the test world cannot be built under CI=true: {why}");
+    }
+    eprintln!("SKIPPED (not under CI): the test world cannot be built: {why}");
+}
+
+/// Why the world cannot be built here, if it cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        return Some("it needs root (network and mount namespaces)".into());
+    }
+    for t in TOOLS {
+        if which(t).is_none() {
+            return Some(format!(
+                "`{t}` is not installed (run .ci/run once, or apt-get install it)"
+            ));
+        }
+    }
+    if !Path::new(SSHD).exists() {
+        return Some(format!(
+            "{SSHD} is missing (apt-get install openssh-server)"
+        ));
+    }
+    if !Path::new("/nix/store").exists() && fs::create_dir_all("/nix/store").is_err() {
+        return Some("/nix/store does not exist (apt-get install nix-bin)".into());
+    }
+    None
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Run a command, panicking with its output when it fails.
+#[track_caller]
+pub fn sh(argv: &[&str]) -> Output {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {argv:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{argv:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Run a command, returning whatever happened.
+pub fn try_sh(argv: &[&str]) -> Output {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {argv:?}: {e}"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Kill every process in a network namespace, then delete it.
+fn destroy_netns(ns: &str) {
+    for sig in ["-TERM", "-KILL"] {
+        let out = try_sh(&["ip", "netns", "pids", ns]);
+        let pids: Vec<String> = stdout(&out).split_whitespace().map(String::from).collect();
+        if pids.is_empty() {
+            break;
+        }
+        let mut argv = vec!["kill", sig];
+        argv.extend(pids.iter().map(String::as_str));
+        let _ = try_sh(&argv);
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline
+            && pids
+                .iter()
+                .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = try_sh(&["ip", "netns", "del", ns]);
+}
+
+/// Tear down worlds whose owning test process is gone.
+fn reap_stale_worlds() {
+    let Ok(entries) = fs::read_dir(STATE_DIR) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".owner") else {
+            continue;
+        };
+        let owner: u32 = fs::read_to_string(e.path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if owner != 0 && pid_alive(owner) {
+            continue;
+        }
+        let listed = stdout(&try_sh(&["ip", "netns", "list"]));
+        for line in listed.lines() {
+            let ns = line.split_whitespace().next().unwrap_or("");
+            if ns.starts_with(&format!("{id}-")) {
+                destroy_netns(ns);
+            }
+        }
+        let _ = fs::remove_file(e.path());
+    }
+}
+
+/// A light host: a network namespace and an anchor with private /run, /nix, /etc/nix.
+pub struct LightHost {
+    pub name: String,
+    pub ip: String,
+    pub netns: String,
+    pub anchor: Child,
+    pub dir: PathBuf,
+    pub sshd: Option<Child>,
+    pub host_key_pub: String,
+}
+
+impl LightHost {
+    pub fn anchor_pid(&self) -> u32 {
+        self.anchor.id()
+    }
+
+    /// A command that runs inside this host (its network, mounts and hostname).
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("-t")
+            .arg(self.anchor_pid().to_string())
+            .args(["-n", "-m", "-u", "--wd=/", "--"])
+            .args(argv)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run a command inside the host and return its output (not checked).
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        self.command(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {argv:?} on {}: {e}", self.name))
+    }
+
+    /// Run a command inside the host; panic when it fails.
+    #[track_caller]
+    pub fn exec_ok(&self, argv: &[&str]) -> String {
+        let out = self.exec(argv);
+        if !out.status.success() {
+            panic!(
+                "{argv:?} on {} failed ({}):\n{}{}",
+                self.name,
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        stdout(&out)
+    }
+
+    /// This host's private /nix, as seen from the root mount namespace.
+    pub fn nix_dir(&self) -> PathBuf {
+        self.dir.join("nix")
+    }
+}
+
+/// A private LAN with a client namespace and light hosts.
+pub struct World {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub lan: String,
+    pub client_ns: String,
+    pub subnet: String,
+    pub hosts: Vec<LightHost>,
+    pub client_key: PathBuf,
+    pub ssh_config: PathBuf,
+    pub known_hosts: PathBuf,
+    next_index: u32,
+}
+
+impl World {
+    /// Build an empty world (LAN + client namespace), or say why not.
+    pub fn new() -> Option<World> {
+        if let Some(why) = missing_prerequisite() {
+            cannot_run(&why);
+            return None;
+        }
+        fs::create_dir_all(STATE_DIR).expect("create the test world's state directory");
+        reap_stale_worlds();
+        // Claim a world number: `ip netns add` is atomic, so two test
+        // processes never get the same one.
+        let mut claimed = None;
+        for n in 1..=250u32 {
+            let lan = format!("{PREFIX}{n}-lan");
+            if try_sh(&["ip", "netns", "add", &lan]).status.success() {
+                claimed = Some(n);
+                break;
+            }
+        }
+        let Some(n) = claimed else {
+            cannot_run("no free test world number (250 worlds exist?)");
+            return None;
+        };
+        let id = format!("{PREFIX}{n}");
+        fs::write(
+            format!("{STATE_DIR}/{id}.owner"),
+            std::process::id().to_string(),
+        )
+        .expect("record the world's owner");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pantheros-{id}-"))
+            .tempdir()
+            .expect("make the world's scratch folder");
+        let lan = format!("{id}-lan");
+        let subnet = format!("10.251.{n}");
+        let mut w = World {
+            client_ns: format!("{id}-client"),
+            id,
+            lan,
+            subnet,
+            hosts: vec![],
+            client_key: dir.path().join("client/id_ed25519"),
+            ssh_config: dir.path().join("client/ssh_config"),
+            known_hosts: dir.path().join("client/known_hosts"),
+            dir,
+            next_index: 10,
+        };
+        sh(&["ip", "-n", &w.lan, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &w.lan, "link", "set", "br0", "up"]);
+        sh(&["ip", "-n", &w.lan, "link", "set", "lo", "up"]);
+        let client_ns = w.client_ns.clone();
+        let client_ip = format!("{}.2", w.subnet);
+        w.plug(&client_ns, "c", &client_ip);
+        fs::create_dir_all(w.dir.path().join("client")).unwrap();
+        sh(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "pantheros-test-client",
+            "-f",
+            w.client_key.to_str().unwrap(),
+        ]);
+        fs::write(&w.ssh_config, "").unwrap();
+        fs::write(&w.known_hosts, "").unwrap();
+        Some(w)
+    }
+
+    /// Make `ns` and plug its `eth0` into the LAN with address `ip`.
+    fn plug(&mut self, ns: &str, tag: &str, ip: &str) {
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        let n = self.id.trim_start_matches(PREFIX);
+        let peer = format!("v{n}{tag}");
+        sh(&[
+            "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns",
+            &self.lan,
+        ]);
+        sh(&["ip", "-n", &self.lan, "link", "set", &peer, "master", "br0"]);
+        sh(&["ip", "-n", &self.lan, "link", "set", &peer, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A command run from the client namespace (the deployer's seat). It
+    /// keeps the machine's own mounts, so it sees the real /nix store.
+    pub fn client(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.client_ns))
+            .arg("--")
+            .args(argv)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run from the client namespace and return the output (not checked).
+    pub fn client_exec(&self, argv: &[&str]) -> Output {
+        self.client(argv)
+            .output()
+            .expect("run a command in the client namespace")
+    }
+
+    /// `ssh -F <world config> HOST CMD...` from the client namespace.
+    pub fn ssh(&self, host: &str, cmd: &[&str]) -> Output {
+        let cfg = self.ssh_config.to_str().unwrap().to_string();
+        let mut argv = vec!["ssh", "-F", &cfg, host];
+        argv.extend_from_slice(cmd);
+        self.client_exec(&argv)
+    }
+
+    /// `NIX_SSHOPTS` that makes nix's ssh use this world's config.
+    pub fn nix_sshopts(&self) -> String {
+        format!("-F {}", self.ssh_config.display())
+    }
+
+    /// Start a light host `name` running sshd, reachable as `ssh -F cfg name`.
+    pub fn add_host(&mut self, name: &str) -> &LightHost {
+        let index = self.next_index;
+        self.next_index += 1;
+        let ns = format!("{}-{}", self.id, index);
+        let ip = format!("{}.{}", self.subnet, index);
+        self.plug(&ns.clone(), &format!("h{index}"), &ip);
+        let hdir = self.path().join("hosts").join(name);
+        for sub in ["nix", "etc-nix", "ssh"] {
+            fs::create_dir_all(hdir.join(sub)).unwrap();
+        }
+        fs::write(
+            hdir.join("etc-nix/nix.conf"),
+            "sandbox = false\nsubstituters =\nexperimental-features = nix-command flakes\n",
+        )
+        .unwrap();
+        // The anchor: sh sets up the private mounts, then execs sleep, so its
+        // pid is the anchor's for as long as the host lives.
+        let script = format!(
+            "set -e; hostname {name}; mount -t tmpfs -o mode=755 tmpfs /run; mkdir -m 755 /run/sshd; \
+             mount --bind {nix} /nix; mount --bind {etc} /etc/nix; exec sleep infinity",
+            nix = hdir.join("nix").display(),
+            etc = hdir.join("etc-nix").display(),
+        );
+        let mut anchor = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "unshare",
+                "--uts",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the host's anchor");
+        let pid = anchor.id();
+        let start = Instant::now();
+        loop {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                break;
+            }
+            if let Ok(Some(status)) = anchor.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = anchor.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the anchor of {name} exited ({status}): {err}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "anchor of {name} did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // sshd with a host key made for this run, pinned in known_hosts.
+        let sdir = hdir.join("ssh");
+        let hostkey = sdir.join("ssh_host_ed25519_key");
+        sh(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            name,
+            "-f",
+            hostkey.to_str().unwrap(),
+        ]);
+        let client_pub = fs::read_to_string(self.client_key.with_extension("pub")).unwrap();
+        fs::write(sdir.join("authorized_keys"), &client_pub).unwrap();
+        fs::set_permissions(&sdir, fs::Permissions::from_mode(0o700)).unwrap();
+        let cfg = sdir.join("sshd_config");
+        fs::write(
+            &cfg,
+            format!(
+                "Port 22\nListenAddress {ip}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile /run/sshd.pid\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\nMaxStartups 100\n\
+                 SetEnv PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n",
+                hk = hostkey.display(),
+                ak = sdir.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        let host_key_pub = fs::read_to_string(hostkey.with_extension("pub")).unwrap();
+        let log = fs::File::create(hdir.join("sshd.log")).unwrap();
+        let mut host = LightHost {
+            name: name.to_string(),
+            ip: ip.clone(),
+            netns: ns,
+            anchor,
+            dir: hdir.clone(),
+            sshd: None,
+            host_key_pub: host_key_pub.clone(),
+        };
+        let check = host.exec(&[SSHD, "-t", "-f", cfg.to_str().unwrap()]);
+        assert!(
+            check.status.success(),
+            "sshd -t for {name}: {}",
+            stderr(&check)
+        );
+        let sshd = host
+            .command(&[SSHD, "-D", "-e", "-f", cfg.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        host.sshd = Some(sshd);
+        // Pin the host key and describe the host for ssh.
+        let key = host_key_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut kh = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.known_hosts)
+            .unwrap();
+        writeln!(kh, "{ip} {key}").unwrap();
+        let mut sc = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.ssh_config)
+            .unwrap();
+        writeln!(
+            sc,
+            "Host {name}\n  HostName {ip}\n  Port 22\n  User root\n  IdentityFile {id}\n  IdentitiesOnly yes\n  \
+             UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 3\n  LogLevel ERROR\n",
+            id = self.client_key.display(),
+            kh = self.known_hosts.display(),
+        )
+        .unwrap();
+        let client_ns = self.client_ns.clone();
+        wait_until(&format!("sshd on {name}"), Duration::from_secs(10), || {
+            try_sh(&[
+                "nsenter",
+                &format!("--net=/run/netns/{client_ns}"),
+                "--",
+                "nc",
+                "-z",
+                "-w1",
+                &ip,
+                "22",
+            ])
+            .status
+            .success()
+        });
+        self.hosts.push(host);
+        self.hosts.last().unwrap()
+    }
+
+    pub fn host(&self, name: &str) -> &LightHost {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in this world"))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(s) = &mut h.sshd {
+                let _ = s.kill();
+                let _ = s.wait();
+            }
+            let _ = h.anchor.kill();
+            let _ = h.anchor.wait();
+        }
+        for h in &self.hosts {
+            destroy_netns(&h.netns);
+        }
+        destroy_netns(&self.client_ns);
+        destroy_netns(&self.lan);
+        let _ = fs::remove_file(format!("{STATE_DIR}/{}.owner", self.id));
+        // Store paths under the hosts' private /nix are read-only: make
+        // them writable so the temporary folder can be removed.
+        let _ = Command::new("chmod")
+            .args([
+                "-R",
+                "u+w",
+                self.dir.path().to_str().unwrap_or("/nonexistent"),
+            ])
+            .status();
+    }
+}
+
+/// A copy of the fixture fleet flake in a fresh folder (outside any git
+/// checkout, so nix reads it as a `path:` flake and sees every file).
+pub fn fixture_flake(into: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet");
+    let dst = into.join("fleet");
+    fs::create_dir_all(&dst).unwrap();
+    for e in fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+/// Build `nixosConfigurations.<host>.config.system.build.toplevel` of a
+/// flake with the machine's nix and return its store path.
+pub fn build_toplevel(flake: &Path, host: &str) -> String {
+    let attr = format!(
+        "{}#nixosConfigurations.{host}.config.system.build.toplevel",
+        flake.display()
+    );
+    let out = sh(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "build",
+        "--option",
+        "substituters",
+        "",
+        "--no-link",
+        "--json",
+        &attr,
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("nix build --json output");
+    v[0]["outputs"]["out"]
+        .as_str()
+        .expect("an out path")
+        .to_string()
+}
