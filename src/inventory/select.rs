@@ -60,7 +60,7 @@ pub fn select<T: Selectable>(items: &[T], selectors: &[String]) -> Result<Vec<us
             }
             Selector::Tag(t) => {
                 for (ix, it) in items.iter().enumerate() {
-                    if it.tags().iter().any(|x| *x == t) {
+                    if it.tags().contains(&t) {
                         chosen[ix] = true;
                     }
                 }

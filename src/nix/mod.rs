@@ -76,7 +76,11 @@ pub fn check_version(s: &str) -> Result<()> {
     match parse_version(s) {
         Some(v) if v >= MIN_VERSION => Ok(()),
         _ => Err(Error::NixTooOld {
-            found: s.trim().to_string(),
+            found: s
+                .split_whitespace()
+                .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .unwrap_or(s.trim())
+                .to_string(),
             min: format!("{}.{}", MIN_VERSION.0, MIN_VERSION.1),
         }),
     }

@@ -1,0 +1,370 @@
+//! `pantheros hosts` against the fixture fleet, with the real nix.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn pantheros(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("pantheros").unwrap();
+    c.current_dir(dir)
+        .env_remove("PANTHEROS_FLAKE")
+        .env_remove("PANTHEROS_NIX");
+    c
+}
+
+fn nix_available() -> bool {
+    if support::which("nix").is_some() {
+        return true;
+    }
+    support::cannot_run("nix is not installed (apt-get install nix-bin)");
+    false
+}
+
+fn fleet() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let f = support::fixture_flake(d.path());
+    (d, f)
+}
+
+#[test]
+fn table_lists_every_host_with_defaults_for_hosts_without_the_module() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let out = pantheros(&flake)
+        .arg("hosts")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("PROVIDER"));
+    assert!(
+        lines[1].starts_with("hetzner-vps")
+            && lines[1].contains("203.0.113.10")
+            && lines[1].contains("hetzner")
+    );
+    assert!(lines[2].contains("ovh.example.org:2222") && lines[2].contains("deploy"));
+    assert!(lines[3].contains("localhost (local)"));
+    // zephyrus does not import the module: target = its name, user root.
+    let z: Vec<&str> = lines[4].split_whitespace().collect();
+    assert_eq!(&z[..3], &["zephyrus", "zephyrus", "root"]);
+}
+
+#[test]
+fn works_from_a_subdirectory_and_with_flake_flag() {
+    if !nix_available() {
+        return;
+    }
+    let (d, flake) = fleet();
+    let sub = flake.join("deep/er");
+    fs::create_dir_all(&sub).unwrap();
+    pantheros(&sub)
+        .arg("hosts")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("yoga"));
+    pantheros(d.path())
+        .args(["hosts", "--flake", flake.to_str().unwrap(), "yoga"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("yoga").and(predicate::str::contains("zephyrus").not()));
+}
+
+#[test]
+fn json_is_a_stable_document() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let out = pantheros(&flake)
+        .args(["hosts", "--json", "*-vps", "@laptop"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let names: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["hetzner-vps", "ovh-vps", "yoga"]);
+    let h = &v["hosts"][0];
+    assert_eq!(h["targetHost"], "203.0.113.10");
+    assert_eq!(h["targetPort"], 22);
+    assert_eq!(h["provider"], "hetzner");
+    assert_eq!(h["usesModule"], true);
+    assert_eq!(h["hetzner"]["serverType"], "cx23");
+    assert_eq!(h["profile"], "/nix/var/nix/profiles/system");
+    assert_eq!(h["confirmTimeout"], 30);
+    assert!(
+        h.get("drvPath").is_none(),
+        "hosts must not instantiate closures"
+    );
+    assert_eq!(v["errors"], serde_json::json!([]));
+    assert_eq!(v["hosts"][1]["targetUser"], "deploy");
+}
+
+#[test]
+fn hosts_does_not_instantiate_any_closure() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    // A fleet whose toplevel would fail to instantiate: `hosts` must not care.
+    let f = flake.join("flake.nix");
+    let s = fs::read_to_string(&f).unwrap();
+    assert!(s.contains("system.build.toplevel = mkSystem { inherit name packages generation; };"));
+    fs::write(
+        &f,
+        s.replace(
+            "system.build.toplevel = mkSystem { inherit name packages generation; };",
+            "system.build.toplevel = throw \"toplevel touched\";",
+        ),
+    )
+    .unwrap();
+    pantheros(&flake)
+        .arg("hosts")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("hetzner-vps"));
+}
+
+#[test]
+fn unknown_host_suggests_and_exits_15() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    pantheros(&flake)
+        .args(["hosts", "hetzner"])
+        .assert()
+        .code(15)
+        .stderr(predicate::str::contains(
+            "unknown host `hetzner` (did you mean hetzner-vps?)",
+        ))
+        .stderr(predicate::str::contains(
+            "hint: known hosts: hetzner-vps, ovh-vps, yoga, zephyrus",
+        ));
+}
+
+#[test]
+fn empty_selection_exits_16() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    pantheros(&flake)
+        .args(["hosts", "*-cloud"])
+        .assert()
+        .code(16)
+        .stderr(predicate::str::contains("matched no host"));
+    pantheros(&flake).args(["hosts", "@gpu"]).assert().code(16);
+}
+
+#[test]
+fn not_in_a_flake_exits_10() {
+    let d = tempfile::tempdir().unwrap();
+    pantheros(d.path())
+        .arg("hosts")
+        .assert()
+        .code(10)
+        .stderr(predicate::str::contains("no flake.nix found"))
+        .stderr(predicate::str::contains("hint:"));
+}
+
+#[test]
+fn flake_without_nixos_configurations_exits_11() {
+    if !nix_available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    fs::write(
+        d.path().join("flake.nix"),
+        "{ outputs = { self }: { lib = { }; }; }",
+    )
+    .unwrap();
+    fs::write(
+        d.path().join("flake.lock"),
+        r#"{"nodes":{"root":{}},"root":"root","version":7}"#,
+    )
+    .unwrap();
+    pantheros(d.path())
+        .arg("hosts")
+        .assert()
+        .code(11)
+        .stderr(predicate::str::contains(
+            "has no `nixosConfigurations` output",
+        ))
+        .stderr(predicate::str::contains("command: "))
+        .stderr(predicate::str::contains("nixosConfigurations"));
+}
+
+#[test]
+fn nix_missing_exits_12_and_says_how_to_install() {
+    let (_d, flake) = fleet();
+    let empty = tempfile::tempdir().unwrap();
+    pantheros(&flake)
+        .env("PATH", empty.path())
+        .arg("hosts")
+        .assert()
+        .code(12)
+        .stderr(predicate::str::contains("`nix` was not found on PATH"))
+        .stderr(predicate::str::contains("apt-get install nix-bin"));
+}
+
+#[test]
+fn nix_too_old_exits_13() {
+    let (d, flake) = fleet();
+    // Nix 2.3 has no flakes: its `nix eval` rejects our flags and its
+    // --version names the old release. (There is no real 2.3 to run here.)
+    let old = d.path().join("nix-2.3");
+    fs::write(
+        &old,
+        "#!/bin/sh\ncase \"$1\" in --version) echo 'nix (Nix) 2.3.16';; \
+         *) echo \"error: unrecognised flag '--extra-experimental-features'\" >&2; exit 1;; esac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+    pantheros(&flake)
+        .env("PANTHEROS_NIX", &old)
+        .arg("hosts")
+        .assert()
+        .code(13)
+        .stderr(predicate::str::contains("Nix 2.3.16 is too old"));
+}
+
+#[test]
+fn a_host_that_throws_is_reported_and_the_others_still_list() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let f = flake.join("flake.nix");
+    let s = fs::read_to_string(&f).unwrap();
+    assert!(s.contains("zephyrus = host { name = \"zephyrus\"; };"));
+    let s = s.replace(
+        "zephyrus = host { name = \"zephyrus\"; };",
+        "zephyrus = { config = throw \"zephyrus: missing hardware configuration\"; };",
+    );
+    fs::write(&f, s).unwrap();
+    let out = pantheros(&flake)
+        .args(["hosts", "--json"])
+        .assert()
+        .code(14)
+        .get_output()
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 3);
+    assert_eq!(v["errors"][0]["name"], "zephyrus");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing hardware configuration")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("host zephyrus failed to evaluate"), "{err}");
+    // Selecting only healthy hosts succeeds.
+    pantheros(&flake)
+        .args(["hosts", "*-vps"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_uncatchable_error_in_one_host_falls_back_to_per_host_evaluation() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let f = flake.join("flake.nix");
+    let s = fs::read_to_string(&f).unwrap();
+    // A missing attribute is not caught by tryEval: the single evaluation
+    // fails, and pantheros finds which host it was.
+    assert!(s.contains("zephyrus = host { name = \"zephyrus\"; };"));
+    let s = s.replace(
+        "zephyrus = host { name = \"zephyrus\"; };",
+        "zephyrus = { config = { }.nothing.here; };",
+    );
+    fs::write(&f, s).unwrap();
+    let out = pantheros(&flake)
+        .args(["hosts", "--json"])
+        .assert()
+        .code(14)
+        .get_output()
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["hetzner-vps", "ovh-vps", "yoga"]);
+    assert_eq!(v["errors"][0]["name"], "zephyrus");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing"),
+        "{}",
+        v["errors"]
+    );
+}
+
+#[test]
+fn a_broken_flake_shows_nix_error_not_a_debug_dump() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    fs::write(
+        flake.join("flake.nix"),
+        "{ outputs = { self }: { nixosConfigurations = undefinedThing; }; }",
+    )
+    .unwrap();
+    let out = pantheros(&flake)
+        .arg("hosts")
+        .assert()
+        .code(14)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: evaluating the flake"), "{err}");
+    assert!(err.contains("undefined variable 'undefinedThing'"), "{err}");
+    assert!(!err.contains("CommandFailure"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn planned_subcommands_say_so() {
+    let d = tempfile::tempdir().unwrap();
+    for sub in ["deploy", "build-all", "rollback", "provision"] {
+        pantheros(d.path())
+            .args([sub, "hetzner-vps"])
+            .assert()
+            .code(69)
+            .stderr(predicate::str::contains("is not available in this version"));
+    }
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let d = tempfile::tempdir().unwrap();
+    pantheros(d.path()).arg("--help").assert().success().stdout(
+        predicate::str::contains("Exit codes:").and(predicate::str::contains("rolled back")),
+    );
+}
