@@ -42,11 +42,11 @@ pub struct Cli {
 pub enum Command {
     /// List the hosts of the flake with their deployment metadata.
     Hosts(HostsArgs),
-    /// Build, activate and verify hosts (planned).
-    Deploy(Passthrough),
-    /// Build every host in parallel (planned).
+    /// Build, dry-activate, show the changes, confirm, switch and verify hosts.
+    Deploy(DeployArgs),
+    /// Build every host (or the selected ones) in parallel.
     #[command(name = "build-all")]
-    BuildAll(Passthrough),
+    BuildAll(BuildAllArgs),
     /// List generations and roll a host back (planned).
     Rollback(Passthrough),
     /// Create Hetzner Cloud servers and install NixOS on them (planned).
@@ -68,4 +68,74 @@ pub struct HostsArgs {
 pub struct Passthrough {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Host names, globs ('*-vps') or @tag ('*' for every host).
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Only build; do not touch the hosts.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub build_only: bool,
+
+    /// Build, copy, dry-activate and show the changes; switch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// What activation does: switch now, boot (next boot only), or test (now, not on boot).
+    #[arg(long, value_enum, default_value = "switch")]
+    pub goal: crate::deploy::Goal,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print one JSON document with the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Hosts worked on at once.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
+
+    /// Skip the reachability proof after activation (no magic rollback).
+    #[arg(long)]
+    pub no_magic_rollback: bool,
+
+    /// Keep the new generation even when health checks fail.
+    #[arg(long)]
+    pub no_rollback_on_health: bool,
+
+    /// Deploy to this machine, without SSH, whatever targetHost says.
+    #[arg(long)]
+    pub local: bool,
+
+    /// Where logs go (default: <flake>/logs).
+    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
+
+    /// Remove a deploy lock left behind on the hosts by a dead deployment.
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildAllArgs {
+    /// Host names, globs or @tag; none builds every host.
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+
+    /// Builds at once (default: the number of CPUs).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+
+    /// Print one JSON document with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where logs go (default: <flake>/logs).
+    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
 }

@@ -127,6 +127,9 @@ pub enum Error {
     #[error("{0}")]
     Command(CommandFailure),
 
+    #[error("{0}")]
+    Usage(String),
+
     #[error("unexpected output from `{command}`: {detail}")]
     UnexpectedOutput { command: String, detail: String },
 
@@ -164,6 +167,7 @@ impl Error {
             Error::UnknownHost { .. } => exit::UNKNOWN_HOST,
             Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
             Error::NotAvailable { .. } => exit::NOT_AVAILABLE,
+            Error::Usage(_) => exit::USAGE,
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
                 exit::FAILED_NOTHING_CHANGED
             }
@@ -214,6 +218,7 @@ impl Error {
                 "this is a bug or an unsupported Nix version; please report it with the output of `nix --version`".into()
             }
             Error::Io { .. } => return None,
+            Error::Usage(_) => "see `pantheros --help`".into(),
         })
     }
 }

@@ -5,8 +5,10 @@
 //! through [`runner`].
 
 pub mod cli;
+pub mod deploy;
 pub mod error;
 pub mod inventory;
 pub mod nix;
 pub mod report;
 pub mod runner;
+pub mod transport;

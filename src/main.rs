@@ -53,11 +53,11 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Hosts(args) => {
             let flake = inventory::flake::resolve(cli.flake.as_deref(), &cwd)?;
             let nix = nix::Nix::locate()?;
-            let inv = inventory::load(&nix, &flake, inventory::EvalOptions::default()).await?;
+            let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
             hosts(&inv, &args)
         }
-        Command::Deploy(_) => not_available("deploy"),
-        Command::BuildAll(_) => not_available("build-all"),
+        Command::Deploy(args) => deploy(cli.flake.as_deref(), &cwd, args).await,
+        Command::BuildAll(args) => build_all(cli.flake.as_deref(), &cwd, args).await,
         Command::Rollback(_) => not_available("rollback"),
         Command::Provision(_) => not_available("provision"),
     }
@@ -148,4 +148,158 @@ fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
     };
     report::print_error(&err);
     Ok(err.exit_code())
+}
+
+/// Evaluate the flake once, with drvPaths for the selected hosts, and
+/// return those hosts (every one evaluated).
+async fn selected_hosts(
+    nix: &nix::Nix,
+    flake: &inventory::FlakeRef,
+    selectors: &[String],
+) -> Result<Vec<inventory::Host>> {
+    let opts = inventory::EvalOptions {
+        drv_for: Some(selectors.to_vec()),
+    };
+    let inv = inventory::load(nix, flake, &opts).await?;
+    let all: Vec<inventory::Host> = inv.hosts.clone();
+    let mut names: Vec<String> = all.iter().map(|h| h.name.clone()).collect();
+    names.extend(inv.errors.iter().map(|e| e.name.clone()));
+    // Failed hosts that a name or glob selects are errors; check the names first.
+    for s in selectors {
+        if let inventory::select::Selector::Name(n) = inventory::select::Selector::parse(s) {
+            if let Some(e) = inv.errors.iter().find(|e| e.name == n) {
+                eprintln!("error: host {} failed to evaluate:", e.name);
+                for l in e.message.lines() {
+                    eprintln!("    {l}");
+                }
+                return Err(Error::HostsFailedToEvaluate {
+                    count: 1,
+                    names: e.name.clone(),
+                });
+            }
+            if !names.contains(&n) {
+                names.sort();
+                return Err(Error::UnknownHost {
+                    suggestions: inventory::select::closest(&n, &names),
+                    name: n,
+                    known: names,
+                });
+            }
+        }
+    }
+    let chosen = inventory::select::select(&all, selectors)?;
+    let hosts: Vec<inventory::Host> = chosen.into_iter().map(|i| all[i].clone()).collect();
+    let missing: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h.drv_path.is_none())
+        .map(|h| h.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::UnexpectedOutput {
+            command: "nix eval".into(),
+            detail: format!("no toplevel derivation for {}", missing.join(", ")),
+        });
+    }
+    Ok(hosts)
+}
+
+fn log_root(
+    flake: &inventory::FlakeRef,
+    cwd: &std::path::Path,
+    given: Option<std::path::PathBuf>,
+) -> std::path::PathBuf {
+    given.unwrap_or_else(|| {
+        flake
+            .root
+            .clone()
+            .unwrap_or_else(|| cwd.to_path_buf())
+            .join("logs")
+    })
+}
+
+async fn deploy(flake: Option<&str>, cwd: &std::path::Path, args: cli::DeployArgs) -> Result<i32> {
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
+    if args.local && hosts.len() > 1 {
+        return Err(Error::Usage(format!(
+            "--local deploys to this machine, but {} hosts are selected",
+            hosts.len()
+        )));
+    }
+    let log_dir = log_root(&flake, cwd, args.log_dir);
+    let opts = pantheros::deploy::Options {
+        mode: if args.build_only {
+            pantheros::deploy::Mode::BuildOnly
+        } else if args.dry_run {
+            pantheros::deploy::Mode::DryRun
+        } else {
+            pantheros::deploy::Mode::Deploy
+        },
+        goal: args.goal,
+        gcroot_dir: log_dir.join("gcroots"),
+        log_dir,
+        magic_rollback: args.no_magic_rollback.then_some(false),
+        rollback_on_health: args.no_rollback_on_health.then_some(false),
+        force_local: args.local,
+        run_id: format!(
+            "{}-{}",
+            pantheros::report::log::timestamp(),
+            std::process::id()
+        ),
+    };
+    let fleet = pantheros::deploy::fleet::FleetArgs {
+        yes: args.yes,
+        json: args.json,
+        jobs: args.jobs,
+        break_lock: args.break_lock,
+    };
+    Ok(pantheros::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
+}
+
+async fn build_all(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    args: cli::BuildAllArgs,
+) -> Result<i32> {
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    eprintln!("=== pantheros parallel build ===");
+    eprintln!("Building with {jobs} parallel jobs");
+    eprintln!(
+        "Hosts: {}",
+        hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let log_dir = log_root(&flake, cwd, args.log_dir);
+    let opts = pantheros::deploy::Options {
+        mode: pantheros::deploy::Mode::BuildOnly,
+        goal: pantheros::deploy::Goal::Switch,
+        gcroot_dir: log_dir.join("gcroots"),
+        log_dir,
+        magic_rollback: None,
+        rollback_on_health: None,
+        force_local: true,
+        run_id: format!(
+            "{}-{}",
+            pantheros::report::log::timestamp(),
+            std::process::id()
+        ),
+    };
+    let fleet = pantheros::deploy::fleet::FleetArgs {
+        yes: true,
+        json: args.json,
+        jobs,
+        break_lock: false,
+    };
+    Ok(pantheros::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -171,10 +171,64 @@ impl Inventory {
 }
 
 /// What to evaluate.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EvalOptions {
-    /// Also return each toplevel's drvPath (instantiates the closures).
-    pub with_drv: bool,
+    /// Also return the toplevel's drvPath (which instantiates its closure)
+    /// for the hosts these selectors pick; `Some(vec![])` means every host.
+    pub drv_for: Option<Vec<String>>,
+}
+
+/// A Nix regular expression (POSIX ERE, for `builtins.match`) equivalent
+/// to a selector glob.
+fn glob_to_regex(glob: &str) -> String {
+    let mut re = String::new();
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '[' => {
+                re.push('[');
+                if chars.peek() == Some(&'!') {
+                    chars.next();
+                    re.push('^');
+                }
+                for d in chars.by_ref() {
+                    re.push(d);
+                    if d == ']' {
+                        break;
+                    }
+                }
+            }
+            c if ".+()|^${}\\".contains(c) => {
+                re.push('\\');
+                re.push(c);
+            }
+            c => re.push(c),
+        }
+    }
+    re
+}
+
+/// `name: d: bool` in Nix: does a selector pick this host?
+fn want_fn(selectors: &[String]) -> String {
+    if selectors.is_empty() {
+        return "(name: d: true)".into();
+    }
+    let tests: Vec<String> = selectors
+        .iter()
+        .map(|s| match select::Selector::parse(s) {
+            select::Selector::Name(n) => format!("(name == {})", nix_string(&n)),
+            select::Selector::Glob(g) => format!(
+                "(builtins.match {} name != null)",
+                nix_string(&glob_to_regex(&g))
+            ),
+            select::Selector::Tag(t) => {
+                format!("(builtins.elem {} (d.tags or [ ]))", nix_string(&t))
+            }
+        })
+        .collect();
+    format!("(name: d: builtins.any (x: x) [ {} ])", tests.join(" "))
 }
 
 /// A Nix string literal for `s`.
@@ -194,24 +248,30 @@ fn nix_string(s: &str) -> String {
 }
 
 /// The function that turns one configuration into what pantheros needs.
-fn inspect_fn(opts: EvalOptions) -> String {
-    let drv = if opts.with_drv {
-        "// { drvPath = top.drvPath; system = top.system or null; }"
-    } else {
-        ""
-    };
-    format!(
-        r#"(name: cfg:
+fn inspect_fn(opts: &EvalOptions) -> String {
+    match &opts.drv_for {
+        None => {
+            r#"(name: cfg: { deployment = cfg.config.pantheros.deployment or null; })"#.to_string()
+        }
+        Some(selectors) => format!(
+            r#"(name: cfg:
       let
         c = cfg.config;
+        d = c.pantheros.deployment or null;
         top = c.system.build.toplevel;
-      in {{ deployment = c.pantheros.deployment or null; }} {drv})"#
-    )
+        want = {want};
+      in {{ deployment = d; }}
+        // (if want name (if d == null then {{ }} else d)
+            then {{ drvPath = top.drvPath; system = top.system or null; }}
+            else {{ }}))"#,
+            want = want_fn(selectors)
+        ),
+    }
 }
 
 /// The `--apply` expression for all hosts: each host is evaluated under
 /// `tryEval`, so a host that throws does not hide the others.
-pub fn apply_all(opts: EvalOptions) -> String {
+pub fn apply_all(opts: &EvalOptions) -> String {
     format!(
         r#"cfgs:
   let
@@ -231,7 +291,7 @@ pub fn apply_all(opts: EvalOptions) -> String {
 
 /// The `--apply` expression for one host, without `tryEval`, so that Nix
 /// prints the real error.
-fn apply_one(name: &str, opts: EvalOptions) -> String {
+fn apply_one(name: &str, opts: &EvalOptions) -> String {
     format!(
         "cfgs: ({inspect}) {n} cfgs.{n}",
         inspect = inspect_fn(opts),
@@ -310,7 +370,7 @@ fn eval_failure(cmd: &runner::Cmd, out: &runner::Output) -> CommandFailure {
 }
 
 /// Read the fleet from the flake: one `nix eval` for all hosts.
-pub async fn load(nix: &Nix, flake: &FlakeRef, opts: EvalOptions) -> Result<Inventory> {
+pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
     let cmd = nix.cmd([
         "eval".to_string(),
         "--json".into(),
@@ -388,7 +448,7 @@ pub async fn load(nix: &Nix, flake: &FlakeRef, opts: EvalOptions) -> Result<Inve
 async fn explain_failures(
     nix: &Nix,
     flake: &FlakeRef,
-    opts: EvalOptions,
+    opts: &EvalOptions,
     names: Vec<String>,
     hosts: &mut Vec<Host>,
 ) -> Result<Vec<HostError>> {
@@ -437,6 +497,13 @@ async fn explain_failures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_become_nix_regexes() {
+        assert_eq!(glob_to_regex("*-vps"), ".*-vps");
+        assert_eq!(glob_to_regex("web?.example"), "web.\\.example");
+        assert_eq!(glob_to_regex("[!a]x"), "[^a]x");
+    }
 
     #[test]
     fn nix_strings_are_escaped() {

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+pub mod log;
+
 use crate::error::Error;
 use crate::inventory::{Host, Inventory};
 

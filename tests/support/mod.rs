@@ -618,3 +618,101 @@ pub fn build_toplevel(flake: &Path, host: &str) -> String {
         .expect("an out path")
         .to_string()
 }
+
+/// A host of a generated fixture fleet.
+#[derive(Clone, Debug)]
+pub struct FixtureHost {
+    pub name: String,
+    pub generation: u32,
+    /// (pname, version) packages in the system closure.
+    pub packages: Vec<(String, String)>,
+    pub fail_switch: bool,
+    pub block_ssh: bool,
+    pub fail_unit: bool,
+    pub switch_seconds: u32,
+    /// Nix attrset body for `pantheros.deployment` (without braces).
+    pub deployment: String,
+}
+
+impl FixtureHost {
+    pub fn new(name: &str, generation: u32) -> Self {
+        FixtureHost {
+            name: name.into(),
+            generation,
+            packages: vec![("hello".into(), "2.12".into())],
+            fail_switch: false,
+            block_ssh: false,
+            fail_unit: false,
+            switch_seconds: 0,
+            deployment: String::new(),
+        }
+    }
+}
+
+/// Write a fixture flake (flake.nix, flake.lock, system.nix) into `dir`.
+pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
+    fs::create_dir_all(dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet/system.nix");
+    fs::copy(src, dir.join("system.nix")).unwrap();
+    fs::write(
+        dir.join("flake.lock"),
+        r#"{"nodes":{"root":{}},"root":"root","version":7}"#,
+    )
+    .unwrap();
+    let mut body = String::new();
+    for h in hosts {
+        let pkgs: Vec<String> = h
+            .packages
+            .iter()
+            .map(|(p, v)| format!("{{ pname = \"{p}\"; version = \"{v}\"; }}"))
+            .collect();
+        body.push_str(&format!(
+            "    {name} = {{ config = {{\n      system.build.toplevel = mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; }};\n      \
+             pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
+            name = h.name,
+            g = h.generation,
+            pkgs = pkgs.join(" "),
+            fs = h.fail_switch,
+            bs = h.block_ssh,
+            fu = h.fail_unit,
+            ss = h.switch_seconds,
+            dep = h.deployment,
+        ));
+    }
+    fs::write(
+        dir.join("flake.nix"),
+        format!(
+            "{{\n  outputs = {{ self }}:\n    let mkSystem = import ./system.nix; in {{\n  nixosConfigurations = {{\n{body}  }};\n  }};\n}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The `pantheros` binary under test.
+pub fn pantheros_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pantheros"))
+}
+
+impl World {
+    /// Deployment metadata that reaches `host` through this world's ssh config.
+    pub fn deployment_for(&self, host: &str, extra: &str) -> String {
+        format!(
+            "targetHost = \"{host}\"; sshOptions = [ \"-F\" \"{}\" ]; {extra}",
+            self.ssh_config.display()
+        )
+    }
+
+    /// Run `pantheros ARGS` from the client namespace, in `dir`.
+    pub fn pantheros(&self, dir: &Path, args: &[&str]) -> Output {
+        let bin = pantheros_bin();
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        self.client(&argv)
+            .current_dir(dir)
+            .env("PANTHEROS_LOG_DIR", self.path().join("logs"))
+            .env_remove("PANTHEROS_FLAKE")
+            .output()
+            .expect("run pantheros")
+    }
+}

@@ -1,0 +1,107 @@
+# pantheros target-side activation. POSIX sh; runs detached from the SSH
+# session (under systemd-run, or setsid), so a dropped connection cannot
+# stop it halfway.
+#
+#   activate.sh activate DIR PROFILE TOPLEVEL GOAL MAGIC CONFIRM_TIMEOUT ACTIVATION_TIMEOUT FAIL_ON_UNITS
+#   activate.sh rollback DIR PROFILE GOAL REASON
+#
+# Progress goes to DIR/status (one line, replaced atomically):
+#   activating | awaiting-confirm | confirmed | done
+#   failed <reason>            nothing changed (e.g. the profile could not be set)
+#   rolled-back <reason>       the previous generation is active again
+#   rollback-failed <reason>   manual action needed
+# DIR/prev holds "GENERATION SYSTEM" of the generation before activation.
+set -u
+PATH="$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+mode=$1
+dir=$2
+profile=$3
+mkdir -p "$dir"
+exec >>"$dir/log" 2>&1
+
+status() {
+  printf '%s\n' "$*" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
+  echo "[$(date '+%H:%M:%S')] status: $*"
+}
+
+current_generation() {
+  nix-env -p "$profile" --list-generations 2>/dev/null | awk '$NF == "(current)" { print $1 }'
+}
+
+# Switch the profile back to generation $1 (system $2) and activate it.
+roll_back_to() {
+  gen=$1 sys=$2 goal=$3 reason=$4
+  status "rolling-back $reason"
+  if [ -z "$gen" ] || [ -z "$sys" ]; then
+    status "rollback-failed $reason; there is no previous generation to return to"
+    exit 1
+  fi
+  if ! nix-env -p "$profile" --switch-generation "$gen"; then
+    status "rollback-failed $reason; nix-env --switch-generation $gen failed"
+    exit 1
+  fi
+  case "$goal" in boot) rgoal=boot ;; test) rgoal=test ;; *) rgoal=switch ;; esac
+  "$sys/bin/switch-to-configuration" "$rgoal"
+  rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 4 ]; then
+    status "rollback-failed $reason; switch-to-configuration of generation $gen exited $rc"
+    exit 1
+  fi
+  status "rolled-back $reason"
+  exit 0
+}
+
+case "$mode" in
+activate)
+  toplevel=$4 goal=$5 magic=$6 confirm_timeout=$7 activation_timeout=$8 fail_on_units=$9
+  prev_gen=$(current_generation)
+  prev_sys=$(readlink -f "$profile" 2>/dev/null || true)
+  echo "$prev_gen $prev_sys" >"$dir/prev"
+  if [ "$goal" = switch ] || [ "$goal" = boot ]; then
+    if ! nix-env -p "$profile" --set "$toplevel"; then
+      status "failed nix-env --set did not set the profile"
+      exit 1
+    fi
+  fi
+  status activating
+  if command -v timeout >/dev/null 2>&1; then
+    timeout "$activation_timeout" "$toplevel/bin/switch-to-configuration" "$goal"
+  else
+    "$toplevel/bin/switch-to-configuration" "$goal"
+  fi
+  rc=$?
+  echo "switch-to-configuration $goal exited $rc"
+  if [ $rc -ne 0 ]; then
+    if [ $rc -eq 4 ] && [ "$fail_on_units" = 0 ]; then
+      echo "exit 4 (some units failed) is accepted for this host"
+    elif [ $rc -eq 124 ]; then
+      roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration timed out after ${activation_timeout}s"
+    else
+      roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration exited $rc"
+    fi
+  fi
+  if [ "$magic" = 1 ] && [ "$goal" != boot ]; then
+    status awaiting-confirm
+    ticks=$((confirm_timeout * 10))
+    while [ "$ticks" -gt 0 ]; do
+      if [ -e "$dir/confirm" ]; then
+        status confirmed
+        exit 0
+      fi
+      sleep 0.1
+      ticks=$((ticks - 1))
+    done
+    roll_back_to "$prev_gen" "$prev_sys" "$goal" "no confirmation within ${confirm_timeout}s (target unreachable after activation?)"
+  fi
+  status done
+  ;;
+rollback)
+  goal=$4 reason=$5
+  read -r prev_gen prev_sys <"$dir/prev" || true
+  roll_back_to "${prev_gen:-}" "${prev_sys:-}" "$goal" "$reason"
+  ;;
+*)
+  echo "unknown mode $mode" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,269 @@
+//! What changes between two system closures: packages added, removed and
+//! changed in version (from the store path names of both closures), and
+//! the closure size delta.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::nix::store_path::StorePath;
+
+/// One closure: store paths and their NAR sizes.
+#[derive(Debug, Clone, Default)]
+pub struct Closure {
+    pub paths: Vec<(String, u64)>,
+}
+
+impl Closure {
+    pub fn size(&self) -> u64 {
+        self.paths.iter().map(|(_, s)| s).sum()
+    }
+
+    /// package name → versions present.
+    fn packages(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (p, _) in &self.paths {
+            let Some(sp) = StorePath::parse(p) else {
+                continue;
+            };
+            if sp.name.ends_with(".drv") {
+                continue;
+            }
+            let (name, version) = sp.name_version();
+            if version.is_empty() || name.starts_with("nixos-system-") {
+                continue;
+            }
+            m.entry(name.to_string())
+                .or_default()
+                .insert(version.to_string());
+        }
+        m
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Change {
+    pub name: String,
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Diff {
+    pub added: Vec<Change>,
+    pub removed: Vec<Change>,
+    pub changed: Vec<Change>,
+    pub size_before: u64,
+    pub size_after: u64,
+    pub paths_added: usize,
+    pub paths_removed: usize,
+}
+
+pub fn diff(before: &Closure, after: &Closure) -> Diff {
+    let b = before.packages();
+    let a = after.packages();
+    let mut d = Diff {
+        size_before: before.size(),
+        size_after: after.size(),
+        ..Default::default()
+    };
+    for (name, av) in &a {
+        match b.get(name) {
+            None => d.added.push(Change {
+                name: name.clone(),
+                before: vec![],
+                after: av.iter().cloned().collect(),
+            }),
+            Some(bv) if bv != av => d.changed.push(Change {
+                name: name.clone(),
+                before: bv.iter().cloned().collect(),
+                after: av.iter().cloned().collect(),
+            }),
+            _ => {}
+        }
+    }
+    for (name, bv) in &b {
+        if !a.contains_key(name) {
+            d.removed.push(Change {
+                name: name.clone(),
+                before: bv.iter().cloned().collect(),
+                after: vec![],
+            });
+        }
+    }
+    let bp: BTreeSet<&str> = before.paths.iter().map(|(p, _)| p.as_str()).collect();
+    let ap: BTreeSet<&str> = after.paths.iter().map(|(p, _)| p.as_str()).collect();
+    d.paths_added = ap.difference(&bp).count();
+    d.paths_removed = bp.difference(&ap).count();
+    d
+}
+
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn signed_size(delta: i128) -> String {
+    let sign = if delta < 0 { "-" } else { "+" };
+    format!("{sign}{}", human_size(delta.unsigned_abs() as u64))
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+
+    /// The human rendering, one line per package.
+    pub fn render(&self) -> String {
+        let width = self
+            .added
+            .iter()
+            .chain(&self.removed)
+            .chain(&self.changed)
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0);
+        let mut s = String::new();
+        for c in &self.changed {
+            s.push_str(&format!(
+                "  [U] {:<width$}  {} -> {}\n",
+                c.name,
+                c.before.join(", "),
+                c.after.join(", ")
+            ));
+        }
+        for c in &self.added {
+            s.push_str(&format!(
+                "  [A] {:<width$}  {}\n",
+                c.name,
+                c.after.join(", ")
+            ));
+        }
+        for c in &self.removed {
+            s.push_str(&format!(
+                "  [R] {:<width$}  {}\n",
+                c.name,
+                c.before.join(", ")
+            ));
+        }
+        if self.is_empty() {
+            s.push_str("  no package versions change\n");
+        }
+        s.push_str(&format!(
+            "  closure: {} -> {} ({}); {} paths added, {} removed\n",
+            human_size(self.size_before),
+            human_size(self.size_after),
+            signed_size(self.size_after as i128 - self.size_before as i128),
+            self.paths_added,
+            self.paths_removed
+        ));
+        s
+    }
+}
+
+/// Parse the output of the target-side closure listing: sections that start
+/// with `== NAME` followed by `path<TAB>size` lines.
+pub fn parse_sections(out: &str) -> BTreeMap<String, Closure> {
+    let mut m: BTreeMap<String, Closure> = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("== ") {
+            cur = Some(name.trim().to_string());
+            m.entry(name.trim().to_string()).or_default();
+        } else if let (Some(c), Some((p, sz))) = (&cur, line.split_once('\t')) {
+            if let Ok(sz) = sz.trim().parse() {
+                m.entry(c.clone())
+                    .or_default()
+                    .paths
+                    .push((p.to_string(), sz));
+            }
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(paths: &[(&str, u64)]) -> Closure {
+        Closure {
+            paths: paths
+                .iter()
+                .map(|(n, s)| (format!("/nix/store/{}-{n}", "a".repeat(32)), *s))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn added_removed_changed_and_size() {
+        let before = c(&[
+            ("hello-2.12", 100),
+            ("wget-1.21", 50),
+            ("etc", 5),
+            ("nixos-system-x-26.05.1", 1),
+        ]);
+        let mut after = c(&[
+            ("hello-2.13", 110),
+            ("curl-8.5.0", 70),
+            ("etc", 5),
+            ("nixos-system-x-26.05.2", 1),
+        ]);
+        after.paths[2].0 = format!("/nix/store/{}-etc", "b".repeat(32));
+        let d = diff(&before, &after);
+        assert_eq!(
+            d.changed,
+            vec![Change {
+                name: "hello".into(),
+                before: vec!["2.12".into()],
+                after: vec!["2.13".into()]
+            }]
+        );
+        assert_eq!(d.added[0].name, "curl");
+        assert_eq!(d.removed[0].name, "wget");
+        assert_eq!(d.size_before, 156);
+        assert_eq!(d.size_after, 186);
+        assert_eq!(d.paths_added, 4);
+        let r = d.render();
+        assert!(r.contains("[U] hello  2.12 -> 2.13"), "{r}");
+        assert!(r.contains("[A] curl   8.5.0"), "{r}");
+        assert!(r.contains("[R] wget   1.21"), "{r}");
+        assert!(r.contains("156 B -> 186 B (+30 B)"), "{r}");
+    }
+
+    #[test]
+    fn identical_closures_have_no_changes() {
+        let a = c(&[("hello-2.12", 100)]);
+        let d = diff(&a, &a);
+        assert!(d.is_empty());
+        assert!(d.render().contains("no package versions change"));
+    }
+
+    #[test]
+    fn sizes_render_human() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(signed_size(-2048), "-2.0 KiB");
+    }
+
+    #[test]
+    fn sections_parse() {
+        let m = parse_sections(
+            "== old\n/nix/store/x-a-1\t10\n== new\n/nix/store/y-a-2\t20\n/nix/store/z-b-1\t5\n",
+        );
+        assert_eq!(m["old"].size(), 10);
+        assert_eq!(m["new"].paths.len(), 2);
+    }
+}

@@ -1,0 +1,265 @@
+//! Running the pipeline for many hosts: prepare all in parallel, one
+//! confirmation for the whole set, then activate in parallel; record logs,
+//! `.info` files and the `--json` document; one exit code for the run.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::{HostRun, Mode, Options, Outcome, Result_, StageError, say};
+use crate::inventory::Host;
+use crate::nix::Nix;
+use crate::report::log::HostLog;
+use crate::transport::{self, Target};
+
+pub struct FleetArgs {
+    pub yes: bool,
+    pub json: bool,
+    pub jobs: usize,
+    pub break_lock: bool,
+}
+
+fn record(run: &HostRun, err: Option<&StageError>) -> Outcome {
+    let mut o = run.outcome.clone();
+    if let Some(e) = err {
+        o.error = Some(e.render());
+        run.log.note(&format!("error: {}", e.render()));
+    }
+    o.durations_ms.insert("total".into(), run_started_ms(run));
+    let info = run.log.path.with_extension("info");
+    match serde_json::to_vec_pretty(&o) {
+        Ok(bytes) => {
+            if let Err(e) = write_atomic(&info, &bytes) {
+                eprintln!("warning: could not write {}: {e}", info.display());
+            }
+        }
+        Err(e) => eprintln!("warning: could not encode {}: {e}", info.display()),
+    }
+    o
+}
+
+fn run_started_ms(run: &HostRun) -> u64 {
+    run.started.elapsed().as_millis() as u64
+}
+
+/// Write a file so that no reader ever sees half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Deploy `hosts` (already evaluated with their drvPaths).
+pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs) -> i32 {
+    let opts = Arc::new(opts);
+    let control = match transport::control_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: could not create a directory for SSH control sockets: {e}");
+            return crate::error::exit::FAILED_NOTHING_CHANGED;
+        }
+    };
+    let ts = crate::report::log::timestamp();
+    let log_dir = opts.log_dir.join(if opts.mode == Mode::BuildOnly {
+        "build"
+    } else {
+        "deploy"
+    });
+    let mut runs = Vec::new();
+    for h in hosts {
+        let target = Target::for_host(&h, &control, opts.force_local);
+        let prefix = if opts.mode == Mode::BuildOnly {
+            "build"
+        } else {
+            "deploy"
+        };
+        let log = match HostLog::create(&log_dir, prefix, &h.name, &ts) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: could not create the log file in {}: {e}",
+                    log_dir.display()
+                );
+                return crate::error::exit::FAILED_NOTHING_CHANGED;
+            }
+        };
+        log.note(&format!(
+            "pantheros {} {} goal={} target={}",
+            env!("CARGO_PKG_VERSION"),
+            match opts.mode {
+                Mode::Deploy => "deploy",
+                Mode::BuildOnly => "build-only",
+                Mode::DryRun => "dry-run",
+            },
+            opts.goal.as_str(),
+            if target.is_local() {
+                "local".into()
+            } else {
+                target.destination()
+            }
+        ));
+        runs.push(HostRun::new(h, target, log, opts.clone(), nix.clone()));
+    }
+
+    if args.break_lock {
+        for r in &runs {
+            let cmd = r.target.root_cmd(&[
+                "rm".into(),
+                "-rf".into(),
+                format!("{}/lock", super::target::STATE_DIR),
+            ]);
+            let _ = r.log.run(&cmd).await;
+        }
+    }
+
+    // Phase 1: build, ship, preflight, dry-activate, diff — in parallel.
+    let sem = Arc::new(Semaphore::new(args.jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for mut r in runs {
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let res = r.prepare().await;
+            (r, res)
+        });
+    }
+    let mut prepared: Vec<(HostRun, Result<(), StageError>)> = Vec::new();
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok(x) => prepared.push(x),
+            Err(e) => eprintln!("error: a deployment task crashed: {e}"),
+        }
+    }
+    prepared.sort_by(|a, b| a.0.host.name.cmp(&b.0.host.name));
+
+    let mut outcomes = Vec::new();
+    let mut to_activate = Vec::new();
+    for (mut r, res) in prepared {
+        match res {
+            Err(e) => {
+                r.unlock().await;
+                say(
+                    &r.host.name,
+                    &format!("FAILED (nothing changed): {}", e.render()),
+                );
+                r.outcome.result = Result_::Failed;
+                outcomes.push(record(&r, Some(&e)));
+            }
+            Ok(()) => {
+                if opts.mode != Mode::Deploy || r.outcome.result == Result_::Unchanged {
+                    r.unlock().await;
+                    if r.outcome.result == Result_::Unchanged {
+                        say(&r.host.name, "already running this system: nothing to do");
+                    }
+                    if let Some(d) = &r.outcome.diff {
+                        eprintln!("Changes for {}:\n{}", r.host.name, d.render());
+                    }
+                    outcomes.push(record(&r, None));
+                } else {
+                    to_activate.push(r);
+                }
+            }
+        }
+    }
+
+    // Phase 2: show what changes, and ask once.
+    if !to_activate.is_empty() {
+        for r in &to_activate {
+            let from = match r.outcome.generation_before {
+                Some(g) => format!("generation {g}"),
+                None => "no previous generation".into(),
+            };
+            eprintln!("Changes for {} ({from} -> new):", r.host.name);
+            if let Some(d) = &r.outcome.diff {
+                eprint!("{}", d.render());
+            }
+        }
+        let proceed = if args.yes {
+            true
+        } else if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: refusing to deploy without confirmation: stdin is not a terminal\n\
+                 hint: pass --yes to deploy non-interactively, or --dry-run to only see the changes"
+            );
+            false
+        } else {
+            let names: Vec<&str> = to_activate.iter().map(|r| r.host.name.as_str()).collect();
+            eprintln!("Deploy to {}?", names.join(", "));
+            dialoguer::Input::<String>::new()
+                .with_prompt("Continue with deployment? (yes/no)")
+                .interact_text()
+                .map(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+                .unwrap_or(false)
+        };
+        if !proceed {
+            for mut r in to_activate.drain(..) {
+                r.unlock().await;
+                r.outcome.result = Result_::Failed;
+                let e = StageError::new("not confirmed; nothing was changed");
+                outcomes.push(record(&r, Some(&e)));
+            }
+        }
+    }
+
+    // Phase 3: activate, confirm, health — in parallel.
+    let mut set = tokio::task::JoinSet::new();
+    for mut r in to_activate {
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let res = r.activate().await;
+            r.unlock().await;
+            (r, res)
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        let Ok((r, res)) = j else { continue };
+        match &res {
+            Ok(()) => say(
+                &r.host.name,
+                &format!(
+                    "deployed: generation {} is active",
+                    r.outcome
+                        .generation_after
+                        .map(|g| g.to_string())
+                        .unwrap_or("?".into())
+                ),
+            ),
+            Err(e) => say(
+                &r.host.name,
+                &format!("{:?}: {}", r.outcome.result, e.render()),
+            ),
+        }
+        outcomes.push(record(&r, res.as_ref().err()));
+        r.target.close().await;
+    }
+    outcomes.sort_by(|a, b| a.host.cmp(&b.host));
+    let code = outcomes
+        .iter()
+        .map(|o| o.result.exit_code())
+        .max()
+        .unwrap_or(0);
+    summary(&outcomes);
+    if args.json {
+        let doc = serde_json::json!({ "exitCode": code, "hosts": outcomes });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    let _ = std::fs::remove_dir_all(&control);
+    code
+}
+
+fn summary(outcomes: &[Outcome]) {
+    eprintln!("\n=== Summary ===");
+    for o in outcomes {
+        let mark = match o.result {
+            Result_::Success => "ok",
+            Result_::Unchanged => "unchanged",
+            Result_::Failed => "FAILED (nothing changed)",
+            Result_::RolledBack => "ROLLED BACK",
+            Result_::RollbackFailed => "ROLLBACK FAILED (manual action needed)",
+        };
+        eprintln!("  {:<20} {mark}  (log: {})", o.host, o.log.display());
+    }
+}

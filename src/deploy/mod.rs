@@ -1,0 +1,334 @@
+//! The deployment pipeline, one stage per function, in the order they run:
+//! build → ship → preflight → dry-activate → diff → (confirm) → activate →
+//! confirm reachability → health → record.
+
+pub mod diff;
+pub mod fleet;
+pub mod target;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{CommandFailure, exit};
+use crate::inventory::Host;
+use crate::nix::Nix;
+use crate::report::log::HostLog;
+use crate::runner::Cmd;
+use crate::transport::Target;
+pub use target::{Generation, parse_generations};
+
+/// How far the pipeline goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// build → … → switch → verify.
+    Deploy,
+    /// Build only.
+    BuildOnly,
+    /// Build, ship, dry-activate and diff; change nothing.
+    DryRun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    Switch,
+    Boot,
+    Test,
+}
+
+impl Goal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Goal::Switch => "switch",
+            Goal::Boot => "boot",
+            Goal::Test => "test",
+        }
+    }
+}
+
+/// Settings of one run that are not per host.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    pub goal: Goal,
+    pub log_dir: PathBuf,
+    pub gcroot_dir: PathBuf,
+    pub magic_rollback: Option<bool>,
+    pub rollback_on_health: Option<bool>,
+    pub force_local: bool,
+    pub run_id: String,
+}
+
+/// How one host's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Result_ {
+    /// Done; or nothing to do (already deployed).
+    Success,
+    Unchanged,
+    /// Failed before anything changed on the host.
+    Failed,
+    /// Failed after a change; the previous generation is active again.
+    RolledBack,
+    /// Failed, and the rollback failed too.
+    RollbackFailed,
+}
+
+impl Result_ {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Result_::Success | Result_::Unchanged => exit::OK,
+            Result_::Failed => exit::FAILED_NOTHING_CHANGED,
+            Result_::RolledBack => exit::ROLLED_BACK,
+            Result_::RollbackFailed => exit::ROLLBACK_FAILED,
+        }
+    }
+}
+
+/// What happened to one host: the `.info` file and the `--json` entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub host: String,
+    pub target: String,
+    pub mode: Mode,
+    pub goal: Goal,
+    pub result: Result_,
+    pub generation_before: Option<u64>,
+    pub generation_after: Option<u64>,
+    pub system_before: Option<String>,
+    pub system_after: Option<String>,
+    pub toplevel: Option<String>,
+    pub rollback_reason: Option<String>,
+    pub error: Option<String>,
+    pub diff: Option<diff::Diff>,
+    pub durations_ms: BTreeMap<String, u64>,
+    pub log: PathBuf,
+    pub started: String,
+}
+
+/// A failure inside a stage: a message plus, where there is one, the command.
+#[derive(Debug, Clone)]
+pub struct StageError {
+    pub message: String,
+    pub failure: Option<CommandFailure>,
+    pub hint: Option<String>,
+}
+
+impl StageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StageError {
+            message: message.into(),
+            failure: None,
+            hint: None,
+        }
+    }
+    pub fn cmd(message: impl Into<String>, f: CommandFailure) -> Self {
+        StageError {
+            message: message.into(),
+            failure: Some(f),
+            hint: None,
+        }
+    }
+    pub fn hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+    /// The full text: message, command, result, last lines, hint.
+    pub fn render(&self) -> String {
+        let mut s = self.message.clone();
+        if let Some(f) = &self.failure {
+            s.push_str(&format!(
+                "\n  command: {}\n  result:  {}",
+                crate::report::shorten_argv(&f.argv),
+                f.how
+            ));
+            if !f.tail.is_empty() {
+                s.push_str("\n  output (last lines):");
+                for l in &f.tail {
+                    s.push_str(&format!("\n    {l}"));
+                }
+            }
+        }
+        if let Some(h) = &self.hint {
+            s.push_str(&format!("\n  hint: {h}"));
+        }
+        s
+    }
+}
+
+/// Progress lines on stderr, prefixed with the host name.
+pub fn say(host: &str, msg: &str) {
+    eprintln!("[{host}] {msg}");
+}
+
+/// One host going through the pipeline.
+pub struct HostRun {
+    pub host: Host,
+    pub target: Target,
+    pub log: HostLog,
+    pub opts: Arc<Options>,
+    pub nix: Nix,
+    pub outcome: Outcome,
+    pub toplevel: Option<String>,
+    pub systemd: bool,
+    pub locked: bool,
+    pub(crate) started: Instant,
+}
+
+impl HostRun {
+    pub fn new(host: Host, target: Target, log: HostLog, opts: Arc<Options>, nix: Nix) -> HostRun {
+        let outcome = Outcome {
+            host: host.name.clone(),
+            target: if target.is_local() {
+                "local".into()
+            } else {
+                target.destination()
+            },
+            mode: opts.mode,
+            goal: opts.goal,
+            result: Result_::Failed,
+            generation_before: None,
+            generation_after: None,
+            system_before: None,
+            system_after: None,
+            toplevel: None,
+            rollback_reason: None,
+            error: None,
+            diff: None,
+            durations_ms: BTreeMap::new(),
+            log: log.path.clone(),
+            started: chrono::Local::now().to_rfc3339(),
+        };
+        HostRun {
+            host,
+            target,
+            log,
+            opts,
+            nix,
+            outcome,
+            toplevel: None,
+            systemd: false,
+            locked: false,
+            started: Instant::now(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.host.name.clone()
+    }
+
+    fn timed(&mut self, stage: &str, since: Instant) {
+        self.outcome
+            .durations_ms
+            .insert(stage.to_string(), since.elapsed().as_millis() as u64);
+    }
+
+    pub fn magic(&self) -> bool {
+        self.opts
+            .magic_rollback
+            .unwrap_or(self.host.deployment.magic_rollback)
+    }
+
+    /// Stage: build the toplevel from its derivation (no re-evaluation),
+    /// with a GC root so the result survives a garbage collection.
+    pub async fn build(&mut self) -> Result<(), StageError> {
+        let t = Instant::now();
+        let drv = self.host.drv_path.clone().ok_or_else(|| {
+            StageError::new("the evaluation returned no derivation for this host")
+        })?;
+        say(&self.name(), &format!("building {drv}"));
+        self.log.note(&format!("build {drv}"));
+        if self.host.deployment.build_on_target
+            && !self.target.is_local()
+            && self.opts.mode != Mode::BuildOnly
+        {
+            let copy = self
+                .nix
+                .cmd([
+                    "copy".to_string(),
+                    "--derivation".into(),
+                    "--to".into(),
+                    self.target.store_uri(),
+                    drv.clone(),
+                ])
+                .env("NIX_SSHOPTS", self.target.nix_sshopts());
+            self.log
+                .run_ok(&copy)
+                .await
+                .map_err(|f| StageError::cmd("copying the derivation to the target failed", f))?;
+            let out = self
+                .log
+                .run_ok(&self.target.root_cmd(&[
+                    "nix-store".into(),
+                    "--realise".into(),
+                    drv.clone(),
+                ]))
+                .await
+                .map_err(|f| StageError::cmd("building on the target failed", f))?;
+            self.toplevel = out.stdout.lines().last().map(|s| s.trim().to_string());
+        } else {
+            std::fs::create_dir_all(&self.opts.gcroot_dir).map_err(|e| {
+                StageError::new(format!("creating {}: {e}", self.opts.gcroot_dir.display()))
+            })?;
+            let root = self.opts.gcroot_dir.join(&self.host.name);
+            let cmd = Cmd::new([
+                "nix-store".to_string(),
+                "--realise".into(),
+                drv.clone(),
+                "--add-root".into(),
+                root.to_string_lossy().into_owned(),
+                "--indirect".into(),
+            ]);
+            self.log.run_ok(&cmd).await.map_err(|f| {
+                StageError::cmd("the build failed", f)
+                    .hint("fix the build error above; nothing was changed on the host")
+            })?;
+            let top = std::fs::read_link(&root).map_err(|e| {
+                StageError::new(format!("reading the GC root {}: {e}", root.display()))
+            })?;
+            self.toplevel = Some(top.to_string_lossy().into_owned());
+        }
+        self.outcome.toplevel = self.toplevel.clone();
+        self.timed("build", t);
+        say(
+            &self.name(),
+            &format!("built {}", self.toplevel.as_deref().unwrap_or("?")),
+        );
+        Ok(())
+    }
+
+    /// Stage: copy the closure to the target over the master connection.
+    pub async fn ship(&mut self) -> Result<(), StageError> {
+        if self.target.is_local() || self.host.deployment.build_on_target {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let top = self.toplevel.clone().unwrap_or_default();
+        let mut args = vec!["copy".to_string()];
+        if self.host.deployment.substitute_on_destination {
+            args.push("--substitute-on-destination".into());
+        }
+        args.extend(["--to".into(), self.target.store_uri(), top]);
+        let cmd = self
+            .nix
+            .cmd(args)
+            .env("NIX_SSHOPTS", self.target.nix_sshopts());
+        say(
+            &self.name(),
+            &format!("copying the closure to {}", self.target.destination()),
+        );
+        self.log.run_ok(&cmd).await.map_err(|f| {
+            StageError::cmd("copying the closure to the target failed", f).hint(
+                "check that you can `ssh` to the host and that it has nix; nothing was changed",
+            )
+        })?;
+        self.timed("copy", t);
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Per-host log files: every command with its argv, timing and output.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::CommandFailure;
+use crate::runner::{self, Cmd, Output};
+
+pub struct HostLog {
+    pub path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// `YYYYmmdd-HHMMSS` in local time.
+pub fn timestamp() -> String {
+    chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()
+}
+
+impl HostLog {
+    /// Create `<dir>/<prefix>-<host>-<ts>.log`.
+    pub fn create(dir: &Path, prefix: &str, host: &str, ts: &str) -> std::io::Result<HostLog> {
+        fs::create_dir_all(dir)?;
+        // Two runs in the same second get their own files.
+        for n in 1..100 {
+            let suffix = if n == 1 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
+            let path = dir.join(format!("{prefix}-{host}-{ts}{suffix}.log"));
+            match OpenOptions::new().create_new(true).append(true).open(&path) {
+                Ok(file) => {
+                    return Ok(HostLog {
+                        path,
+                        file: Mutex::new(file),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "too many logs named {prefix}-{host}-{ts}-N.log"
+        )))
+    }
+
+    pub fn note(&self, msg: &str) {
+        if let Ok(mut f) = self.file.lock() {
+            let _ = writeln!(f, "[{}] {msg}", chrono::Local::now().format("%H:%M:%S%.3f"));
+        }
+    }
+
+    fn record(&self, cmd: &Cmd, out: &Result<Output, CommandFailure>) {
+        let Ok(mut f) = self.file.lock() else { return };
+        let _ = writeln!(
+            f,
+            "[{}] $ {}",
+            chrono::Local::now().format("%H:%M:%S%.3f"),
+            crate::report::shorten_argv(&cmd.argv)
+        );
+        match out {
+            Ok(o) => {
+                let _ = writeln!(f, "  -> exit {:?} in {} ms", o.code, o.duration.as_millis());
+                for l in o.stdout.lines() {
+                    let _ = writeln!(f, "  | {l}");
+                }
+                for l in o.stderr.lines() {
+                    let _ = writeln!(f, "  ! {l}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(f, "  -> {}", e.how);
+            }
+        }
+    }
+
+    /// Run and log; a non-zero exit is returned, not an error.
+    pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
+        let out = runner::run(cmd).await;
+        self.record(cmd, &out);
+        out
+    }
+
+    /// Run and log; a non-zero exit is an error.
+    pub async fn run_ok(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
+        let out = self.run(cmd).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(runner::failure_of(cmd, &out))
+        }
+    }
+}

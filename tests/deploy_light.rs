@@ -1,0 +1,448 @@
+//! `pantheros deploy` to light hosts over real SSH, with real nix: the
+//! host's state is checked after each run, not just the exit code.
+
+mod support;
+
+use support::{FixtureHost, World, stderr, stdout, write_fleet};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            stdout(out),
+            stderr(out)
+        )
+    })
+}
+
+fn generation_marker(w: &World, host: &str) -> String {
+    let out = w
+        .host(host)
+        .exec(&["cat", "/run/pantheros-fixture/generation"]);
+    stdout(&out).trim().to_string()
+}
+
+fn profile_target(w: &World, host: &str) -> String {
+    w.host(host)
+        .exec_ok(&["readlink", "-f", "/nix/var/nix/profiles/system"])
+        .trim()
+        .to_string()
+}
+
+/// The status of the newest activation on the host.
+fn latest_status(w: &World, host: &str) -> String {
+    let script = "d=$(ls -td /run/pantheros/*/ 2>/dev/null | grep -v /lock/ | head -n 1); cat \"${d}status\" 2>/dev/null";
+    stdout(&w.host(host).exec(&["sh", "-c", script]))
+}
+
+fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
+    let mut h = FixtureHost::new(name, generation);
+    h.deployment = w.deployment_for(name, &format!("confirmTimeout = 6; {extra}"));
+    h
+}
+
+#[test]
+fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+
+    // 1. First deploy: generation 1 becomes active.
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "success");
+    assert_eq!(v["hosts"][0]["generationAfter"], 1);
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+    let gen1 = profile_target(&w, "alpha");
+    assert_eq!(v["hosts"][0]["toplevel"], gen1.as_str());
+
+    // 2. The same closure again: a no-op that changes nothing.
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["hosts"][0]["result"], "unchanged");
+    let gens = w.host("alpha").exec_ok(&[
+        "nix-env",
+        "-p",
+        "/nix/var/nix/profiles/system",
+        "--list-generations",
+    ]);
+    assert_eq!(gens.lines().count(), 1, "{gens}");
+
+    // 3. Generation 2 with a package update: the diff shows it.
+    let mut h2 = host(&w, "alpha", 2, "");
+    h2.packages = vec![
+        ("hello".into(), "2.13".into()),
+        ("curl".into(), "8.5.0".into()),
+    ];
+    write_fleet(&flake, &[h2]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = |prefix: &str| {
+        err.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("[U] hello").ends_with("2.12 -> 2.13"), "{err}");
+    assert!(line("[A] curl").ends_with("8.5.0"), "{err}");
+    assert!(err.contains("closure: "), "{err}");
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["generationBefore"], 1);
+    assert_eq!(v["hosts"][0]["generationAfter"], 2);
+    assert_eq!(generation_marker(&w, "alpha"), "2");
+    let gen2 = profile_target(&w, "alpha");
+
+    // 4. Generation 3 whose activation fails: rolled back to 2, exit 3.
+    let mut h3 = host(&w, "alpha", 3, "");
+    h3.fail_switch = true;
+    write_fleet(&flake, &[h3]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "rolled-back");
+    assert!(
+        v["hosts"][0]["rollbackReason"]
+            .as_str()
+            .unwrap()
+            .contains("switch-to-configuration exited 1")
+    );
+    assert_eq!(profile_target(&w, "alpha"), gen2);
+    assert_eq!(generation_marker(&w, "alpha"), "2");
+    assert_eq!(v["hosts"][0]["generationAfter"], 2);
+    // The log and .info exist and tell the story.
+    let log = std::path::PathBuf::from(v["hosts"][0]["log"].as_str().unwrap());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("switch-to-configuration") && text.contains("nix copy")
+            || text.contains("copy"),
+        "{text}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(log.with_extension("info")).unwrap()).unwrap();
+    assert_eq!(info["result"], "rolled-back");
+    assert_eq!(info["host"], "alpha");
+    // The lock was released: a new deploy goes through.
+    write_fleet(&flake, &[host(&w, "alpha", 4, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(generation_marker(&w, "alpha"), "4");
+}
+
+#[test]
+fn dry_run_and_build_only_change_nothing() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = profile_target(&w, "alpha");
+
+    write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dry-activate: would activate alpha generation 2"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(profile_target(&w, "alpha"), before);
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+
+    write_fleet(&flake, &[host(&w, "alpha", 3, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--build-only", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let top = json(&out)["hosts"][0]["toplevel"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(std::path::Path::new(&top).exists());
+    // Not copied to the host: its private store does not have it.
+    assert!(
+        !w.host("alpha")
+            .exec(&["nix-store", "--check-validity", &top])
+            .status
+            .success()
+    );
+    assert_eq!(profile_target(&w, "alpha"), before);
+}
+
+#[test]
+fn no_tty_without_yes_is_refused_and_changes_nothing() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert!(
+        !w.host("alpha")
+            .exec(&["test", "-e", "/nix/var/nix/profiles/system"])
+            .status
+            .success()
+    );
+    // And the lock is not left behind.
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_system_that_cuts_ssh_is_rolled_back_by_the_target_itself() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gen1 = profile_target(&w, "alpha");
+
+    let mut bad = host(&w, "alpha", 2, "");
+    bad.block_ssh = true;
+    write_fleet(&flake, &[bad]);
+    let started = std::time::Instant::now();
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "rolled-back");
+    assert!(
+        v["hosts"][0]["rollbackReason"]
+            .as_str()
+            .unwrap()
+            .contains("no confirmation"),
+        "{v}"
+    );
+    assert!(
+        stderr(&out).contains("rolls itself back"),
+        "{}",
+        stderr(&out)
+    );
+    // Back on generation 1, and SSH works again (the rule is gone).
+    assert_eq!(profile_target(&w, "alpha"), gen1);
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert!(w.ssh("alpha", &["true"]).status.success());
+    assert!(took.as_secs() < 6 + 10 + 20, "took {took:?}");
+}
+
+#[test]
+fn a_second_concurrent_deploy_is_refused() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    let mut slow = host(&w, "alpha", 1, "");
+    slow.switch_seconds = 3;
+    write_fleet(&flake, &[slow]);
+    let bin = support::pantheros_bin();
+    let mut first = w
+        .client(&[bin.to_str().unwrap(), "deploy", "alpha", "--yes"])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first holds the lock.
+    let start = std::time::Instant::now();
+    while !w
+        .host("alpha")
+        .exec(&["test", "-d", "/run/pantheros/lock"])
+        .status
+        .success()
+    {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "the first deploy never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another deployment holds the lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("pantheros") && stderr(&out).contains("since"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+}
+
+#[test]
+fn the_deployer_killed_during_activation_leaves_no_half_switched_host() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    assert_eq!(
+        w.pantheros(&flake, &["deploy", "alpha", "--yes"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let gen1 = profile_target(&w, "alpha");
+    let mut slow = host(&w, "alpha", 2, "");
+    slow.switch_seconds = 2;
+    write_fleet(&flake, &[slow]);
+    let bin = support::pantheros_bin();
+    let mut child = w
+        .client(&[bin.to_str().unwrap(), "deploy", "alpha", "--yes"])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as activation has started on the target.
+    let start = std::time::Instant::now();
+    loop {
+        if latest_status(&w, "alpha").contains("activating") {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 30, "activation never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Without the deployer's confirmation the target rolls itself back.
+    let start = std::time::Instant::now();
+    loop {
+        let s = latest_status(&w, "alpha");
+        if s.starts_with("rolled-back") || s.starts_with("rollback-failed") {
+            assert!(s.starts_with("rolled-back"), "{s}");
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 6 + 2 + 15,
+            "no rollback, status {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(profile_target(&w, "alpha"), gen1);
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+}
+
+#[test]
+fn goal_boot_sets_the_profile_without_activating() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    assert_eq!(
+        w.pantheros(&flake, &["deploy", "alpha", "--yes"])
+            .status
+            .code(),
+        Some(0)
+    );
+    write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "alpha", "--yes", "--goal", "boot", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["generationAfter"], 2);
+    assert_eq!(
+        profile_target(&w, "alpha"),
+        v["hosts"][0]["toplevel"].as_str().unwrap()
+    );
+    // Not activated: the running state is still generation 1.
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+}
+
+#[test]
+fn nix_copy_failure_and_host_key_mismatch_change_nothing() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    // Make the target's store unwritable: nix copy fails.
+    w.host("alpha").exec_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /nix/store /nix/var && mount -t tmpfs -o ro tmpfs /nix/store",
+    ]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "failed");
+    assert!(
+        v["hosts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("copying the closure"),
+        "{v}"
+    );
+    assert!(
+        v["hosts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("command: "),
+        "{v}"
+    );
+    w.host("alpha").exec_ok(&["umount", "/nix/store"]);
+    assert!(
+        !w.host("alpha")
+            .exec(&["test", "-e", "/nix/var/nix/profiles/system"])
+            .status
+            .success()
+    );
+
+    // A different host key pinned for alpha: refused before anything runs.
+    let kh = std::fs::read_to_string(&w.known_hosts).unwrap();
+    let ip = w.host("alpha").ip.clone();
+    support::sh(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        w.path().join("rogue").to_str().unwrap(),
+    ]);
+    let rogue = std::fs::read_to_string(w.path().join("rogue.pub")).unwrap();
+    let rogue: String = rogue
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(&w.known_hosts, format!("{ip} {rogue}\n")).unwrap();
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Host key verification failed")
+            || stderr(&out).contains("HOST IDENTIFICATION"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&w.known_hosts, kh).unwrap();
+    assert!(
+        !w.host("alpha")
+            .exec(&["test", "-e", "/nix/var/nix/profiles/system"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn unknown_host_is_refused_before_anything_runs() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpa", "--yes"]);
+    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean alpha"),
+        "{}",
+        stderr(&out)
+    );
+}
