@@ -245,6 +245,7 @@ pub struct World {
     pub client_ns: String,
     pub subnet: String,
     pub hosts: Vec<LightHost>,
+    pub systemd_hosts: Vec<SystemdHost>,
     pub client_key: PathBuf,
     pub ssh_config: PathBuf,
     pub known_hosts: PathBuf,
@@ -292,6 +293,7 @@ impl World {
             lan,
             subnet,
             hosts: vec![],
+            systemd_hosts: vec![],
             client_key: dir.path().join("client/id_ed25519"),
             ssh_config: dir.path().join("client/ssh_config"),
             known_hosts: dir.path().join("client/known_hosts"),
@@ -553,6 +555,12 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        for h in &mut self.systemd_hosts {
+            h.stop();
+        }
+        for h in &self.systemd_hosts {
+            destroy_netns(&h.netns);
+        }
         for h in &mut self.hosts {
             if let Some(s) = &mut h.sshd {
                 let _ = s.kill();
@@ -714,5 +722,191 @@ impl World {
             .env_remove("PANTHEROS_FLAKE")
             .output()
             .expect("run pantheros")
+    }
+}
+
+/// Where the systemd hosts' Debian rootfs is cached between runs.
+pub fn systemd_cache() -> PathBuf {
+    std::env::var_os("PANTHEROS_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/pantheros-test-world"))
+}
+
+/// A systemd host: systemd-nspawn booting the cached Debian rootfs (real
+/// systemd as PID 1, sshd, nix 2.8) in its own network namespace on the
+/// world's LAN, with a throw-away overlay so every boot starts pristine.
+pub struct SystemdHost {
+    pub name: String,
+    pub ip: String,
+    pub netns: String,
+    pub machine: String,
+    pub nspawn: Child,
+    pub dir: PathBuf,
+}
+
+impl SystemdHost {
+    fn stop(&mut self) {
+        let pid = self.nspawn.id().to_string();
+        // nspawn asks the container's systemd to halt on SIGTERM.
+        let _ = try_sh(&["kill", "-TERM", &pid]);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        for h in ["systemd", "unified"] {
+            let d = format!("/sys/fs/cgroup/{h}/{}", self.machine);
+            if Path::new(&d).exists() {
+                let _ = Command::new("find")
+                    .args([&d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                    .status();
+            }
+        }
+    }
+}
+
+impl World {
+    /// A world that can also run systemd hosts: needs systemd-nspawn and the
+    /// cached rootfs (built on first use, about a minute).
+    pub fn with_systemd() -> Option<World> {
+        let w = World::new()?;
+        if which("systemd-nspawn").is_none() {
+            cannot_run("systemd-nspawn is not installed (apt-get install systemd-container)");
+            return None;
+        }
+        if !Path::new("/sys/fs/cgroup/systemd").exists() {
+            cannot_run(
+                "/sys/fs/cgroup/systemd is missing: systemd hosts need the cgroup v1 hybrid layout",
+            );
+            return None;
+        }
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/systemd/build-rootfs.sh");
+        let out = try_sh(&[
+            "bash",
+            script.to_str().unwrap(),
+            systemd_cache().to_str().unwrap(),
+        ]);
+        if !out.status.success() {
+            cannot_run(&format!(
+                "building the systemd host rootfs failed: {}",
+                stderr(&out)
+            ));
+            return None;
+        }
+        Some(w)
+    }
+
+    /// Boot a systemd host `name`, reachable as `ssh -F cfg name` (root) and
+    /// as users `deploy` (password-less sudo) and `nopw` (sudo wants a password).
+    pub fn add_systemd_host(&mut self, name: &str) -> &SystemdHost {
+        let index = self.next_index;
+        self.next_index += 1;
+        let ns = format!("{}-{}", self.id, index);
+        let ip = format!("{}.{}", self.subnet, index);
+        self.plug(&ns.clone(), &format!("s{index}"), &ip);
+        let hdir = self.path().join("systemd").join(name);
+        fs::create_dir_all(&hdir).unwrap();
+        let auth = hdir.join("authorized_keys");
+        fs::copy(self.client_key.with_extension("pub"), &auth).unwrap();
+        fs::set_permissions(&auth, fs::Permissions::from_mode(0o644)).unwrap();
+        let machine = format!("{}-{}", self.id, name);
+        let rootfs = systemd_cache().join("rootfs");
+        let a = auth.display();
+        let script = format!(
+            "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \
+             SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --boot --directory={root} --machine={machine} \
+             --hostname={name} --volatile=overlay --register=no --keep-unit --network-namespace-path=/run/netns/{ns} \
+             --console=passive --bind-ro={a}:/root/.ssh/authorized_keys --bind-ro={a}:/home/deploy/.ssh/authorized_keys \
+             --bind-ro={a}:/home/nopw/.ssh/authorized_keys",
+            root = rootfs.display(),
+        );
+        let log = fs::File::create(hdir.join("console.log")).unwrap();
+        let nspawn = Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start systemd-nspawn");
+        let hostkey = fs::read_to_string(rootfs.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+        let key = hostkey
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut kh = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.known_hosts)
+            .unwrap();
+        writeln!(kh, "{ip} {key}").unwrap();
+        let mut sc = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.ssh_config)
+            .unwrap();
+        writeln!(
+            sc,
+            "Host {name}\n  HostName {ip}\n  User root\n  IdentityFile {id}\n  IdentitiesOnly yes\n  \
+             UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 3\n  LogLevel ERROR\n",
+            id = self.client_key.display(),
+            kh = self.known_hosts.display(),
+        )
+        .unwrap();
+        let mut host = SystemdHost {
+            name: name.into(),
+            ip,
+            netns: ns,
+            machine,
+            nspawn,
+            dir: hdir.clone(),
+        };
+        let start = Instant::now();
+        loop {
+            if self.ssh(name, &["true"]).status.success() {
+                break;
+            }
+            if let Ok(Some(st)) = host.nspawn.try_wait() {
+                panic!(
+                    "systemd-nspawn for {name} exited ({st}):\n{}",
+                    fs::read_to_string(hdir.join("console.log")).unwrap_or_default()
+                );
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                host.stop();
+                panic!(
+                    "{name} did not accept ssh within 60 s:\n{}",
+                    fs::read_to_string(hdir.join("console.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let st = self.ssh(name, &["systemctl", "is-system-running", "--wait"]);
+        assert_eq!(
+            stdout(&st).trim(),
+            "running",
+            "{name} did not boot cleanly: {}",
+            stderr(&st)
+        );
+        self.systemd_hosts.push(host);
+        self.systemd_hosts.last().unwrap()
+    }
+
+    /// `ssh name sh -c SCRIPT`, panicking on failure; returns stdout.
+    #[track_caller]
+    pub fn ssh_ok(&self, host: &str, script: &str) -> String {
+        let out = self.ssh(host, &[script]);
+        if !out.status.success() {
+            panic!(
+                "ssh {host} {script:?} failed ({}): {}{}",
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        stdout(&out)
     }
 }

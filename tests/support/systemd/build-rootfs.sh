@@ -5,10 +5,15 @@
 set -euo pipefail
 CACHE=$1
 R=$CACHE/rootfs
-[ -e "$CACHE/rootfs.ok" ] && exit 0
+# Bump when the package list or the setup below changes.
+VERSION=4
+ready() { [ "$(cat "$CACHE/rootfs.ok" 2>/dev/null)" = "$VERSION" ]; }
+ready && exit 0
+mkdir -p "$(dirname "$CACHE")"
 exec 9>"$CACHE.lock"
 flock 9
-[ -e "$CACHE/rootfs.ok" ] && exit 0
+ready && exit 0
+rm -f "$CACHE/rootfs.ok"
 command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || {
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q systemd-container debootstrap >/dev/null
@@ -16,7 +21,7 @@ command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || {
 mkdir -p "$CACHE"
 rm -rf "$R"
 debootstrap --variant=minbase \
-  --include=systemd,systemd-sysv,dbus,openssh-server,iproute2,curl,ca-certificates,procps \
+  --include=systemd,systemd-sysv,dbus,openssh-server,iproute2,curl,ca-certificates,procps,sudo,nftables \
   bookworm "$R" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
   { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
 # nix-bin separately: debootstrap cannot resolve its virtual dependency perl-dbdabi-94.
@@ -27,4 +32,12 @@ printf 'sandbox = false\nsubstituters =\nexperimental-features = nix-command fla
 echo target > "$R/etc/hostname"
 # No console login prompts: they only cost memory.
 rm -f "$R/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
-touch "$CACHE/rootfs.ok"
+# A non-root deploy user with password-less sudo, and one whose sudo wants a password.
+chroot "$R" useradd -m -s /bin/bash -G nix-users deploy
+chroot "$R" useradd -m -s /bin/bash -G nix-users nopw
+echo 'deploy ALL=(ALL) NOPASSWD: ALL' > "$R/etc/sudoers.d/deploy"
+echo 'nopw ALL=(ALL) ALL' > "$R/etc/sudoers.d/nopw"
+chmod 0440 "$R/etc/sudoers.d/deploy" "$R/etc/sudoers.d/nopw"
+# Let the deploy user talk to the nix daemon as a trusted user (nix copy).
+echo 'trusted-users = root deploy nopw' >> "$R/etc/nix/nix.conf"
+echo "$VERSION" > "$CACHE/rootfs.ok"

@@ -1,0 +1,125 @@
+//! `pantheros deploy` to systemd hosts (systemd-nspawn, real systemd as
+//! PID 1): activation under systemd-run, health checks against systemd's
+//! own view, failed units, privilege escalation.
+
+mod support;
+
+use support::{FixtureHost, World, stderr, stdout, write_fleet};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            stdout(out),
+            stderr(out)
+        )
+    })
+}
+
+fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
+    let mut h = FixtureHost::new(name, generation);
+    h.deployment = w.deployment_for(name, &format!("confirmTimeout = 8; {extra}"));
+    h
+}
+
+#[test]
+fn systemd_host_deploy_health_and_failed_unit_rollback() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys1");
+    let flake = w.path().join("fleet");
+    let checks = r#"healthChecks = { services = [ "ssh.service" ]; commands = [ "test -e /run/pantheros-fixture/generation" ]; timeout = 5; };"#;
+
+    // Generation 1: activated under systemd-run, healthy.
+    write_fleet(&flake, &[host(&w, "sys1", 1, checks)]);
+    let out = w.pantheros(&flake, &["deploy", "sys1", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("health checks passed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        w.ssh_ok("sys1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+    let cgroup = w.ssh_ok("sys1", "cat /run/pantheros-fixture/cgroup");
+    assert!(
+        cgroup.contains("pantheros-"),
+        "activation did not run in a transient unit: {cgroup}"
+    );
+    let gen1 = w.ssh_ok("sys1", "readlink -f /nix/var/nix/profiles/system");
+
+    // Generation 2 starts a unit that fails: degraded → health fails → rolled back.
+    let mut bad = host(&w, "sys1", 2, checks);
+    bad.fail_unit = true;
+    write_fleet(&flake, &[bad]);
+    let out = w.pantheros(&flake, &["deploy", "sys1", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "rolled-back");
+    let reason = v["hosts"][0]["rollbackReason"].as_str().unwrap();
+    assert!(reason.contains("system is degraded"), "{reason}");
+    assert!(
+        reason.contains("failed unit: fixture-broken.service"),
+        "{reason}"
+    );
+    assert_eq!(
+        w.ssh_ok("sys1", "readlink -f /nix/var/nix/profiles/system"),
+        gen1
+    );
+    assert_eq!(
+        w.ssh_ok("sys1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        w.ssh_ok("sys1", "systemctl is-system-running || true")
+            .trim(),
+        "running"
+    );
+
+    // The same failure with --no-rollback-on-health keeps generation 2, exit 1.
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "sys1", "--yes", "--no-rollback-on-health"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        w.ssh_ok("sys1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "2"
+    );
+}
+
+#[test]
+fn a_non_root_user_deploys_through_sudo_and_a_password_prompt_is_explained() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys2");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "sys2", 1, r#"targetUser = "deploy";"#)]);
+    let out = w.pantheros(&flake, &["deploy", "sys2", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["hosts"][0]["target"], "deploy@sys2");
+    assert_eq!(
+        w.ssh_ok("sys2", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+
+    write_fleet(&flake, &[host(&w, "sys2", 2, r#"targetUser = "nopw";"#)]);
+    let out = w.pantheros(&flake, &["deploy", "sys2", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("needs a password"), "{err}");
+    assert!(err.contains("NOPASSWD"), "{err}");
+    assert_eq!(
+        w.ssh_ok("sys2", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+}
