@@ -47,8 +47,8 @@ pub enum Command {
     /// Build every host (or the selected ones) in parallel.
     #[command(name = "build-all")]
     BuildAll(BuildAllArgs),
-    /// List generations and roll a host back (planned).
-    Rollback(Passthrough),
+    /// List generations of a host, or switch it to the previous or a chosen one.
+    Rollback(RollbackArgs),
     /// Create Hetzner Cloud servers and install NixOS on them (planned).
     Provision(Passthrough),
 }
@@ -134,6 +134,49 @@ pub struct BuildAllArgs {
     /// Print one JSON document with the results on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Where logs go (default: <flake>/logs).
+    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The host (from the flake); none means this machine.
+    #[arg(value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// List the generations instead of switching.
+    #[arg(long, conflicts_with = "to")]
+    pub list: bool,
+
+    /// Switch to generation N (default: the one before the current).
+    #[arg(long, value_name = "N")]
+    pub to: Option<u64>,
+
+    /// With --list: also compute each generation's closure size.
+    #[arg(long, requires = "list")]
+    pub sizes: bool,
+
+    /// switch (now and on boot) or boot (next boot only).
+    #[arg(long, value_enum, default_value = "switch")]
+    pub goal: crate::deploy::Goal,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Skip the reachability proof after activation.
+    #[arg(long)]
+    pub no_magic_rollback: bool,
+
+    /// Keep the generation even when health checks fail.
+    #[arg(long)]
+    pub no_rollback_on_health: bool,
 
     /// Where logs go (default: <flake>/logs).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]

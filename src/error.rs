@@ -130,6 +130,13 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("{message}")]
+    Failed {
+        message: String,
+        failure: Option<CommandFailure>,
+        hint: Option<String>,
+    },
+
     #[error("unexpected output from `{command}`: {detail}")]
     UnexpectedOutput { command: String, detail: String },
 
@@ -168,6 +175,7 @@ impl Error {
             Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
             Error::NotAvailable { .. } => exit::NOT_AVAILABLE,
             Error::Usage(_) => exit::USAGE,
+            Error::Failed { .. } => exit::FAILED_NOTHING_CHANGED,
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
                 exit::FAILED_NOTHING_CHANGED
             }
@@ -180,6 +188,7 @@ impl Error {
             Error::NoNixosConfigurations { failure, .. }
             | Error::Eval { failure, .. }
             | Error::Command(failure) => Some(failure),
+            Error::Failed { failure, .. } => failure.as_ref(),
             _ => None,
         }
     }
@@ -219,6 +228,7 @@ impl Error {
             }
             Error::Io { .. } => return None,
             Error::Usage(_) => "see `pantheros --help`".into(),
+            Error::Failed { hint, .. } => return hint.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod deploy;
 pub mod error;
+pub mod generations;
 pub mod inventory;
 pub mod nix;
 pub mod report;

@@ -58,7 +58,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Deploy(args) => deploy(cli.flake.as_deref(), &cwd, args).await,
         Command::BuildAll(args) => build_all(cli.flake.as_deref(), &cwd, args).await,
-        Command::Rollback(_) => not_available("rollback"),
+        Command::Rollback(args) => rollback(cli.flake.as_deref(), &cwd, args).await,
         Command::Provision(_) => not_available("provision"),
     }
 }
@@ -247,6 +247,7 @@ async fn deploy(flake: Option<&str>, cwd: &std::path::Path, args: cli::DeployArg
             pantheros::report::log::timestamp(),
             std::process::id()
         ),
+        rollback_to: None,
     };
     let fleet = pantheros::deploy::fleet::FleetArgs {
         yes: args.yes,
@@ -294,6 +295,7 @@ async fn build_all(
             pantheros::report::log::timestamp(),
             std::process::id()
         ),
+        rollback_to: None,
     };
     let fleet = pantheros::deploy::fleet::FleetArgs {
         yes: true,
@@ -302,4 +304,119 @@ async fn build_all(
         break_lock: false,
     };
     Ok(pantheros::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
+}
+
+/// The host a rollback talks about: from the flake, or this machine.
+async fn rollback_host(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    name: Option<&str>,
+) -> Result<(inventory::Host, std::path::PathBuf)> {
+    let Some(name) = name else {
+        let root = inventory::flake::resolve(flake, cwd)
+            .ok()
+            .and_then(|f| f.root)
+            .map(|r| r.join("logs"))
+            .unwrap_or_else(state_logs);
+        let host = inventory::Host {
+            name: pantheros::deploy::target::hostname(),
+            uses_module: false,
+            deployment: inventory::Deployment {
+                target_host: Some("localhost".into()),
+                ..Default::default()
+            },
+            drv_path: None,
+            system: None,
+        };
+        return Ok((host, root));
+    };
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
+    if let Some(e) = inv.errors.iter().find(|e| e.name == name) {
+        eprintln!(
+            "error: host {} failed to evaluate:\n    {}",
+            e.name,
+            e.message.replace('\n', "\n    ")
+        );
+        return Err(Error::HostsFailedToEvaluate {
+            count: 1,
+            names: e.name.clone(),
+        });
+    }
+    let Some(h) = inv.hosts.iter().find(|h| h.name == name) else {
+        let known = inv.names();
+        return Err(Error::UnknownHost {
+            suggestions: inventory::select::closest(name, &known),
+            name: name.into(),
+            known,
+        });
+    };
+    Ok((h.clone(), log_root(&flake, cwd, None)))
+}
+
+/// `$XDG_STATE_HOME/pantheros/logs`, for runs outside any flake.
+fn state_logs() -> std::path::PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/log"))
+        .join("pantheros/logs")
+}
+
+async fn rollback(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    args: cli::RollbackArgs,
+) -> Result<i32> {
+    let (host, default_logs) = rollback_host(flake, cwd, args.host.as_deref()).await?;
+    let log_dir = args.log_dir.clone().unwrap_or(default_logs);
+    if args.list {
+        let control = pantheros::transport::control_dir()
+            .map_err(|e| Error::io("creating the SSH control directory", e))?;
+        let target = pantheros::transport::Target::for_host(&host, &control, false);
+        let log = pantheros::report::log::HostLog::discard()
+            .map_err(|e| Error::io("opening /dev/null", e))?;
+        let res =
+            pantheros::generations::list(&target, &log, &host.deployment.profile, args.sizes).await;
+        target.close().await;
+        let _ = std::fs::remove_dir_all(&control);
+        let gens = res.map_err(|e| e.into_error())?;
+        if args.json {
+            let doc = serde_json::json!({
+                "host": host.name,
+                "profile": host.deployment.profile,
+                "generations": gens,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        } else {
+            print!("{}", pantheros::generations::table(&gens));
+        }
+        return Ok(exit::OK);
+    }
+    let nix = nix::Nix::locate()?;
+    let opts = pantheros::deploy::Options {
+        mode: pantheros::deploy::Mode::Rollback,
+        goal: args.goal,
+        gcroot_dir: log_dir.join("gcroots"),
+        log_dir,
+        magic_rollback: args.no_magic_rollback.then_some(false),
+        rollback_on_health: args.no_rollback_on_health.then_some(false),
+        force_local: args.host.is_none(),
+        run_id: format!(
+            "{}-{}",
+            pantheros::report::log::timestamp(),
+            std::process::id()
+        ),
+        rollback_to: args.to,
+    };
+    let fleet = pantheros::deploy::fleet::FleetArgs {
+        yes: args.yes,
+        json: args.json,
+        jobs: 1,
+        break_lock: false,
+    };
+    Ok(pantheros::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
 }

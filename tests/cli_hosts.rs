@@ -352,7 +352,7 @@ fn a_broken_flake_shows_nix_error_not_a_debug_dump() {
 #[test]
 fn planned_subcommands_say_so() {
     let d = tempfile::tempdir().unwrap();
-    for sub in ["rollback", "provision"] {
+    for sub in ["provision"] {
         pantheros(d.path())
             .args([sub, "hetzner-vps"])
             .assert()

@@ -2,7 +2,9 @@
 # session (under systemd-run, or setsid), so a dropped connection cannot
 # stop it halfway.
 #
-#   activate.sh activate DIR PROFILE TOPLEVEL GOAL MAGIC CONFIRM_TIMEOUT ACTIVATION_TIMEOUT FAIL_ON_UNITS
+#   activate.sh activate DIR PROFILE TOPLEVEL GOAL MAGIC CONFIRM_TIMEOUT ACTIVATION_TIMEOUT FAIL_ON_UNITS [GENERATION]
+#     (with GENERATION, the profile switches to that existing generation instead
+#     of gaining a new one: that is how `pantheros rollback` activates)
 #   activate.sh rollback DIR PROFILE GOAL REASON
 #
 # Progress goes to DIR/status (one line, replaced atomically):
@@ -54,10 +56,17 @@ roll_back_to() {
 case "$mode" in
 activate)
   toplevel=$4 goal=$5 magic=$6 confirm_timeout=$7 activation_timeout=$8 fail_on_units=$9
+  shift 9
+  generation=${1:-}
   prev_gen=$(current_generation)
   prev_sys=$(readlink -f "$profile" 2>/dev/null || true)
   echo "$prev_gen $prev_sys" >"$dir/prev"
-  if [ "$goal" = switch ] || [ "$goal" = boot ]; then
+  if [ -n "$generation" ]; then
+    if ! nix-env -p "$profile" --switch-generation "$generation"; then
+      status "failed nix-env --switch-generation $generation did not switch the profile"
+      exit 1
+    fi
+  elif [ "$goal" = switch ] || [ "$goal" = boot ]; then
     if ! nix-env -p "$profile" --set "$toplevel"; then
       status "failed nix-env --set did not set the profile"
       exit 1

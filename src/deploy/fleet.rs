@@ -62,20 +62,16 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         }
     };
     let ts = crate::report::log::timestamp();
-    let log_dir = opts.log_dir.join(if opts.mode == Mode::BuildOnly {
-        "build"
-    } else {
-        "deploy"
-    });
+    let kind = match opts.mode {
+        Mode::BuildOnly => "build",
+        Mode::Rollback => "rollback",
+        Mode::Deploy | Mode::DryRun => "deploy",
+    };
+    let log_dir = opts.log_dir.join(kind);
     let mut runs = Vec::new();
     for h in hosts {
         let target = Target::for_host(&h, &control, opts.force_local);
-        let prefix = if opts.mode == Mode::BuildOnly {
-            "build"
-        } else {
-            "deploy"
-        };
-        let log = match HostLog::create(&log_dir, prefix, &h.name, &ts) {
+        let log = match HostLog::create(&log_dir, kind, &h.name, &ts) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
@@ -92,6 +88,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 Mode::Deploy => "deploy",
                 Mode::BuildOnly => "build-only",
                 Mode::DryRun => "dry-run",
+                Mode::Rollback => "rollback",
             },
             opts.goal.as_str(),
             if target.is_local() {
@@ -148,10 +145,14 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 outcomes.push(record(&r, Some(&e)));
             }
             Ok(()) => {
-                if opts.mode != Mode::Deploy || r.outcome.result == Result_::Unchanged {
+                if !matches!(opts.mode, Mode::Deploy | Mode::Rollback)
+                    || r.outcome.result == Result_::Unchanged
+                {
                     r.unlock().await;
                     if r.outcome.result == Result_::Unchanged {
                         say(&r.host.name, "already running this system: nothing to do");
+                    } else if opts.mode == Mode::BuildOnly {
+                        say(&r.host.name, "built");
                     }
                     if let Some(d) = &r.outcome.diff {
                         eprintln!("Changes for {}:\n{}", r.host.name, d.render());
@@ -171,7 +172,11 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 Some(g) => format!("generation {g}"),
                 None => "no previous generation".into(),
             };
-            eprintln!("Changes for {} ({from} -> new):", r.host.name);
+            let to = match r.switch_generation {
+                Some(g) => format!("generation {g}"),
+                None => "new".into(),
+            };
+            eprintln!("Changes for {} ({from} -> {to}):", r.host.name);
             if let Some(d) = &r.outcome.diff {
                 eprint!("{}", d.render());
             }
@@ -186,7 +191,12 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
             false
         } else {
             let names: Vec<&str> = to_activate.iter().map(|r| r.host.name.as_str()).collect();
-            eprintln!("Deploy to {}?", names.join(", "));
+            let verb = if opts.mode == Mode::Rollback {
+                "Roll back"
+            } else {
+                "Deploy to"
+            };
+            eprintln!("{verb} {}?", names.join(", "));
             dialoguer::Input::<String>::new()
                 .with_prompt("Continue with deployment? (yes/no)")
                 .interact_text()
@@ -241,7 +251,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         .map(|o| o.result.exit_code())
         .max()
         .unwrap_or(0);
-    summary(&outcomes);
+    summary(&outcomes, opts.mode);
     if args.json {
         let doc = serde_json::json!({ "exitCode": code, "hosts": outcomes });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -250,8 +260,17 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     code
 }
 
-fn summary(outcomes: &[Outcome]) {
+fn summary(outcomes: &[Outcome], mode: Mode) {
     eprintln!("\n=== Summary ===");
+    if mode == Mode::BuildOnly {
+        let passed = outcomes
+            .iter()
+            .filter(|o| o.result == Result_::Success)
+            .count();
+        eprintln!("  Passed: {passed}");
+        eprintln!("  Failed: {}", outcomes.len() - passed);
+        eprintln!("  Total:  {}", outcomes.len());
+    }
     for o in outcomes {
         let mark = match o.result {
             Result_::Success => "ok",

@@ -19,6 +19,7 @@ use crate::nix::Nix;
 use crate::report::log::HostLog;
 use crate::runner::Cmd;
 use crate::transport::Target;
+pub use fleet::write_atomic;
 pub use target::{Generation, parse_generations};
 
 /// How far the pipeline goes.
@@ -31,6 +32,8 @@ pub enum Mode {
     BuildOnly,
     /// Build, ship, dry-activate and diff; change nothing.
     DryRun,
+    /// Switch to an existing generation (no build, no copy).
+    Rollback,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -62,6 +65,8 @@ pub struct Options {
     pub rollback_on_health: Option<bool>,
     pub force_local: bool,
     pub run_id: String,
+    /// For [`Mode::Rollback`]: the generation to return to (None: the previous one).
+    pub rollback_to: Option<u64>,
 }
 
 /// How one host's run ended.
@@ -139,6 +144,15 @@ impl StageError {
         self.hint = Some(h.into());
         self
     }
+    /// As a top-level error.
+    pub fn into_error(self) -> crate::error::Error {
+        crate::error::Error::Failed {
+            message: self.message,
+            failure: self.failure,
+            hint: self.hint,
+        }
+    }
+
     /// The full text: message, command, result, last lines, hint.
     pub fn render(&self) -> String {
         let mut s = self.message.clone();
@@ -178,6 +192,8 @@ pub struct HostRun {
     pub toplevel: Option<String>,
     pub systemd: bool,
     pub locked: bool,
+    /// Rollback: the existing generation to switch to.
+    pub switch_generation: Option<u64>,
     pub(crate) started: Instant,
 }
 
@@ -215,6 +231,7 @@ impl HostRun {
             toplevel: None,
             systemd: false,
             locked: false,
+            switch_generation: None,
             started: Instant::now(),
         }
     }

@@ -354,6 +354,9 @@ impl HostRun {
             } else {
                 "0".into()
             },
+            self.switch_generation
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
         ])
         .await?;
         let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
@@ -593,6 +596,18 @@ impl HostRun {
 
     /// Everything up to the confirmation prompt.
     pub async fn prepare(&mut self) -> Result<(), StageError> {
+        if self.opts.mode == Mode::Rollback {
+            self.choose_generation().await?;
+            self.preflight().await?;
+            if self.is_noop() && self.opts.goal != super::Goal::Boot {
+                self.outcome.result = Result_::Unchanged;
+                self.outcome.generation_after = self.outcome.generation_before;
+                self.outcome.system_after = self.outcome.system_before.clone();
+                return Ok(());
+            }
+            self.dry_activate().await?;
+            return self.diff().await;
+        }
         self.build().await?;
         if self.opts.mode == Mode::BuildOnly {
             self.outcome.result = Result_::Success;

@@ -46,6 +46,15 @@ impl HostLog {
         )))
     }
 
+    /// A log that keeps nothing (for read-only queries such as `--list`).
+    pub fn discard() -> std::io::Result<HostLog> {
+        let file = OpenOptions::new().append(true).open("/dev/null")?;
+        Ok(HostLog {
+            path: PathBuf::from("/dev/null"),
+            file: Mutex::new(file),
+        })
+    }
+
     pub fn note(&self, msg: &str) {
         if let Ok(mut f) = self.file.lock() {
             let _ = writeln!(f, "[{}] {msg}", chrono::Local::now().format("%H:%M:%S%.3f"));

@@ -1,0 +1,266 @@
+//! Generations of a host's system profile: listing them, and choosing the
+//! one `pantheros rollback` returns to.
+
+use serde::Serialize;
+
+use crate::deploy::{HostRun, StageError};
+use crate::report::log::HostLog;
+use crate::transport::Target;
+
+/// One generation, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenInfo {
+    pub number: u64,
+    /// The host's local time, as nix-env prints it.
+    pub date: String,
+    pub current: bool,
+    /// The toplevel store path the generation points at.
+    pub system: String,
+    /// Whether that store path still exists.
+    pub present: bool,
+    /// `nixos-version` of the generation, when it has one.
+    pub version: Option<String>,
+    /// Closure size in bytes, with `--sizes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closure_size: Option<u64>,
+}
+
+const GENERATIONS_SH: &str = r#"
+profile=$1 sizes=$2
+if [ ! -e "$profile" ] && [ ! -L "$profile" ]; then
+  echo "NO-PROFILE"
+  exit 3
+fi
+nix-env -p "$profile" --list-generations | while read -r n d t cur; do
+  sys=$(readlink -f "$profile-$n-link" 2>/dev/null)
+  present=no
+  [ -n "$sys" ] && [ -e "$sys" ] && present=yes
+  ver=
+  [ "$present" = yes ] && [ -r "$sys/nixos-version" ] && ver=$(head -n 1 "$sys/nixos-version")
+  size=
+  if [ "$sizes" = yes ] && [ "$present" = yes ]; then
+    size=$(nix-store -q --size $(nix-store -qR "$sys") | awk '{ s += $1 } END { print s }')
+  fi
+  printf 'GEN\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$d" "$t" "$cur" "$sys" "$present" "$ver" "$size"
+done
+"#;
+
+/// Exit status of the listing script when the profile does not exist.
+pub const NO_PROFILE: i32 = 3;
+
+pub fn parse(out: &str) -> Vec<GenInfo> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() < 8 || f[0] != "GEN" {
+                return None;
+            }
+            Some(GenInfo {
+                number: f[1].parse().ok()?,
+                date: f[2].to_string(),
+                current: f[3] == "(current)",
+                system: f[4].to_string(),
+                present: f[5] == "yes",
+                version: Some(f[6].to_string()).filter(|v| !v.is_empty()),
+                closure_size: f[7].trim().parse().ok(),
+            })
+        })
+        .collect()
+}
+
+/// List the generations of `profile` on `target`.
+pub async fn list(
+    target: &Target,
+    log: &HostLog,
+    profile: &str,
+    sizes: bool,
+) -> Result<Vec<GenInfo>, StageError> {
+    let cmd = target.root_script(
+        GENERATIONS_SH,
+        &[
+            profile.to_string(),
+            if sizes { "yes".into() } else { "no".into() },
+        ],
+    );
+    let out = log
+        .run(&cmd)
+        .await
+        .map_err(|f| StageError::cmd("listing generations failed", f))?;
+    if out.code == Some(NO_PROFILE) {
+        return Err(StageError::new(format!(
+            "the profile {profile} does not exist on {}",
+            if target.is_local() {
+                "this machine".to_string()
+            } else {
+                target.destination()
+            }
+        ))
+        .hint(
+            "deploy the host first, or set pantheros.deployment.profile to the profile it uses",
+        ));
+    }
+    if !out.success() {
+        let mut e = StageError::cmd(
+            "listing generations failed",
+            crate::runner::failure_of(&cmd, &out),
+        );
+        if crate::transport::needs_password(&out.stderr) {
+            e = e.hint("sudo wants a password on the target: allow the deploy user to run it without one (NOPASSWD)");
+        }
+        return Err(e);
+    }
+    Ok(parse(&out.stdout))
+}
+
+/// Which generation to return to: `to`, or the newest one older than the
+/// current one (what `nix-env --rollback` picks).
+pub fn choose(gens: &[GenInfo], to: Option<u64>) -> Result<&GenInfo, StageError> {
+    let current = gens.iter().find(|g| g.current);
+    let numbers = || {
+        gens.iter()
+            .map(|g| g.number.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = match to {
+        Some(n) => gens.iter().find(|g| g.number == n).ok_or_else(|| {
+            StageError::new(format!("generation {n} does not exist"))
+                .hint(format!("existing generations: {}", numbers()))
+        })?,
+        None => {
+            let cur = current.map(|g| g.number).unwrap_or(u64::MAX);
+            gens.iter()
+                .filter(|g| g.number < cur)
+                .max_by_key(|g| g.number)
+                .ok_or_else(|| {
+                    StageError::new(format!(
+                        "already at the oldest generation ({})",
+                        current.map(|g| g.number).unwrap_or(0)
+                    ))
+                    .hint(format!(
+                        "existing generations: {}; pick one with --to N",
+                        numbers()
+                    ))
+                })?
+        }
+    };
+    if !chosen.present {
+        return Err(StageError::new(format!(
+            "generation {} points at {}, which was garbage-collected",
+            chosen.number, chosen.system
+        ))
+        .hint("pick another generation with --to N, or redeploy that configuration with `pantheros deploy`"));
+    }
+    Ok(chosen)
+}
+
+impl HostRun {
+    /// Rollback: find the generation to return to and make it the toplevel.
+    pub async fn choose_generation(&mut self) -> Result<(), StageError> {
+        let gens = list(
+            &self.target,
+            &self.log,
+            &self.host.deployment.profile,
+            false,
+        )
+        .await?;
+        let g = choose(&gens, self.opts.rollback_to)?.clone();
+        say_choice(&self.host.name, &gens, &g);
+        self.toplevel = Some(g.system.clone());
+        self.outcome.toplevel = Some(g.system);
+        self.switch_generation = Some(g.number);
+        Ok(())
+    }
+}
+
+fn say_choice(host: &str, gens: &[GenInfo], to: &GenInfo) {
+    let from = gens
+        .iter()
+        .find(|g| g.current)
+        .map(|g| g.number.to_string())
+        .unwrap_or("?".into());
+    crate::deploy::say(
+        host,
+        &format!("rolling back: generation {from} -> {}", to.number),
+    );
+}
+
+/// The `--list` table.
+pub fn table(gens: &[GenInfo]) -> String {
+    let rows: Vec<Vec<String>> = gens
+        .iter()
+        .map(|g| {
+            vec![
+                g.number.to_string(),
+                g.date.clone(),
+                if g.current { "*".into() } else { String::new() },
+                g.version.clone().unwrap_or_else(|| "-".into()),
+                g.closure_size
+                    .map(crate::deploy::diff::human_size)
+                    .unwrap_or_else(|| "-".into()),
+                if g.present {
+                    g.system.clone()
+                } else {
+                    format!("{} (garbage-collected)", g.system)
+                },
+            ]
+        })
+        .collect();
+    crate::report::table(
+        &["GEN", "DATE", "CURRENT", "VERSION", "SIZE", "SYSTEM"],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(n: u64, current: bool, present: bool) -> GenInfo {
+        GenInfo {
+            number: n,
+            date: "2026-11-22 01:46:06".into(),
+            current,
+            system: format!("/nix/store/{}-nixos-system-x-{n}", "a".repeat(32)),
+            present,
+            version: None,
+            closure_size: None,
+        }
+    }
+
+    #[test]
+    fn parses_the_listing() {
+        let out = "GEN\t3\t2026-11-22 01:46:07\t(current)\t/nix/store/x-sys\tyes\t26.05.3 (Fixture)\t1024\nGEN\t1\t2026-11-22 01:40:00\t\t/nix/store/y\tno\t\t\n";
+        let v = parse(out);
+        assert_eq!(v.len(), 2);
+        assert!(v[0].current && v[0].present);
+        assert_eq!(v[0].version.as_deref(), Some("26.05.3 (Fixture)"));
+        assert_eq!(v[0].closure_size, Some(1024));
+        assert!(!v[1].current && !v[1].present && v[1].version.is_none());
+    }
+
+    #[test]
+    fn previous_is_the_newest_older_than_current() {
+        let gens = vec![
+            g(1, false, true),
+            g(2, false, true),
+            g(5, true, true),
+            g(7, false, true),
+        ];
+        assert_eq!(choose(&gens, None).unwrap().number, 2);
+        assert_eq!(choose(&gens, Some(7)).unwrap().number, 7);
+    }
+
+    #[test]
+    fn errors_name_what_exists() {
+        let gens = vec![g(1, true, true), g(2, false, false)];
+        let e = choose(&gens, None).unwrap_err();
+        assert!(e.message.contains("oldest generation (1)"), "{}", e.message);
+        let e = choose(&gens, Some(9)).unwrap_err();
+        assert!(e.message.contains("generation 9 does not exist"));
+        assert!(e.hint.unwrap().contains("1, 2"));
+        let e = choose(&gens, Some(2)).unwrap_err();
+        assert!(e.message.contains("garbage-collected"), "{}", e.message);
+    }
+}
