@@ -446,3 +446,116 @@ fn unknown_host_is_refused_before_anything_runs() {
         stderr(&out)
     );
 }
+
+#[test]
+fn local_deploy_runs_the_same_pipeline_without_ssh() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    // Inside alpha, alpha is "this machine": its own nix evaluates, builds
+    // into its private store, and activates without any SSH.
+    let mut h = FixtureHost::new("alpha", 1);
+    h.deployment = r#"targetHost = "localhost"; confirmTimeout = 5;"#.into();
+    write_fleet(&flake, &[h]);
+    let bin = support::pantheros_bin();
+    let logs = w.path().join("local-logs");
+    let run = |args: &[&str]| {
+        let mut argv = vec![bin.to_str().unwrap(), "--flake", flake.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        w.host("alpha")
+            .command(&argv)
+            .current_dir(&flake)
+            .env("PANTHEROS_LOG_DIR", &logs)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["target"], "local");
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert!(
+        !stderr(&out).contains("copying the closure"),
+        "{}",
+        stderr(&out)
+    );
+    // The sshd log shows no login at all during the local deploy.
+    let sshd_log = std::fs::read_to_string(w.host("alpha").dir.join("sshd.log")).unwrap();
+    assert!(!sshd_log.contains("Accepted publickey"), "{sshd_log}");
+
+    let mut h = FixtureHost::new("alpha", 2);
+    h.deployment = r#"targetHost = "localhost"; confirmTimeout = 5;"#.into();
+    write_fleet(&flake, &[h]);
+    assert_eq!(run(&["deploy", "alpha", "--yes"]).status.code(), Some(0));
+    assert_eq!(generation_marker(&w, "alpha"), "2");
+    // And the local rollback: no HOST means this machine.
+    let out = run(&["rollback", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["hosts"][0]["generationAfter"], 1);
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+    let out = run(&["rollback", "--list"]);
+    assert!(stdout(&out).lines().count() == 3, "{}", stdout(&out));
+}
+
+#[test]
+fn http_and_command_health_checks_gate_the_deploy() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let mut server = w
+        .host("alpha")
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            "/",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !w
+        .host("alpha")
+        .exec(&["nc", "-z", "127.0.0.1", "8080"])
+        .status
+        .success()
+    {
+        assert!(start.elapsed().as_secs() < 10, "http server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let flake = w.path().join("fleet");
+    let ok = r#"healthChecks = { http = [ "http://127.0.0.1:8080/" ]; commands = [ "test -d /run" ]; timeout = 3; };"#;
+    write_fleet(&flake, &[host(&w, "alpha", 1, ok)]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("health checks passed"),
+        "{}",
+        stderr(&out)
+    );
+
+    let bad = r#"healthChecks = { http = [ "http://127.0.0.1:8081/" ]; commands = [ "test -e /nonexistent" ]; timeout = 2; };"#;
+    write_fleet(&flake, &[host(&w, "alpha", 2, bad)]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let reason = json(&out)["hosts"][0]["rollbackReason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("http http://127.0.0.1:8081/ answered"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("command failed: test -e /nonexistent"),
+        "{reason}"
+    );
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+    let _ = server.kill();
+    let _ = server.wait();
+}
