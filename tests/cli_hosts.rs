@@ -357,7 +357,6 @@ fn planned_subcommands_say_so() {
         .assert()
         .code(69)
         .stderr(predicate::str::contains("is not available in this version"));
-
 }
 
 #[test]

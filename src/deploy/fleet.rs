@@ -230,7 +230,12 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
             Ok(()) => say(
                 &r.host.name,
                 &format!(
-                    "deployed: generation {} is active",
+                    "{}: generation {} is active",
+                    if r.opts.mode == Mode::Rollback {
+                        "rolled back"
+                    } else {
+                        "deployed"
+                    },
                     r.outcome
                         .generation_after
                         .map(|g| g.to_string())

@@ -545,6 +545,13 @@ impl World {
         self.hosts.last().unwrap()
     }
 
+    pub fn systemd_host(&self, name: &str) -> &SystemdHost {
+        self.systemd_hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no systemd host {name} in this world"))
+    }
+
     pub fn host(&self, name: &str) -> &LightHost {
         self.hosts
             .iter()
@@ -699,7 +706,14 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
 
 /// The `pantheros` binary under test.
 pub fn pantheros_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pantheros"))
+    if let Some(p) = std::env::var_os("PANTHEROS_TEST_BIN") {
+        return PathBuf::from(p);
+    }
+    match option_env!("CARGO_BIN_EXE_pantheros") {
+        Some(p) => PathBuf::from(p),
+        // Examples do not get CARGO_BIN_EXE_*: use the debug build.
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/pantheros"),
+    }
 }
 
 impl World {
@@ -745,6 +759,19 @@ pub struct SystemdHost {
 }
 
 impl SystemdHost {
+    /// Run a command inside the container (all its namespaces), without SSH.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        let children = stdout(&try_sh(&["pgrep", "-P", &self.nspawn.id().to_string()]));
+        // nspawn runs under `setsid` → the container's init is nspawn's child.
+        let mut pid = children.split_whitespace().next().unwrap_or("").to_string();
+        if pid.is_empty() {
+            pid = self.nspawn.id().to_string();
+        }
+        let mut v = vec!["nsenter", "-t", &pid, "-a", "--"];
+        v.extend_from_slice(argv);
+        try_sh(&v)
+    }
+
     fn stop(&mut self) {
         let pid = self.nspawn.id().to_string();
         // nspawn asks the container's systemd to halt on SIGTERM.
