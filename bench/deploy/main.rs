@@ -1,12 +1,12 @@
 //! bench/deploy: what a deploy costs over the floor, on a systemd host.
 //!
 //! The floor is what no deploy tool can avoid: `nix-store --realise` of an
-//! already-built closure plus one fresh `ssh host true`. Measured here:
-//!   * a no-op redeploy (the same closure again),
-//!   * a one-package-change deploy (build, copy, activate, confirm, health),
-//! each as wall time (median) and as a ratio to the floor, and the number of
-//! SSH connections the target's sshd accepted per deploy (from its journal;
-//! the goal is one master connection plus the one fresh reachability proof).
+//! already-built closure plus one fresh `ssh host true`. Measured here: a
+//! no-op redeploy (the same closure again) and a one-package-change deploy
+//! (build, copy, activate, confirm, health), each as wall time (median) and
+//! as a ratio to the floor, and the number of SSH connections the target's
+//! sshd accepted per deploy (from its journal; the goal is one master
+//! connection plus the one fresh reachability proof).
 //!
 //!     bash bench/deploy/run.sh        (needs root; builds the release binary)
 
