@@ -150,6 +150,7 @@ fn rsyncd_conf_loads_in_the_real_daemon_and_serves_the_uploads_module() {
     );
     assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
     let _ = daemon.kill();
+    let _ = daemon.wait();
 }
 
 #[test]
