@@ -246,6 +246,8 @@ pub struct World {
     pub subnet: String,
     pub hosts: Vec<LightHost>,
     pub systemd_hosts: Vec<SystemdHost>,
+    /// Namespaces made by a test for its own purposes (torn down with the world).
+    pub extra_netns: Vec<String>,
     pub client_key: PathBuf,
     pub ssh_config: PathBuf,
     pub known_hosts: PathBuf,
@@ -294,6 +296,7 @@ impl World {
             subnet,
             hosts: vec![],
             systemd_hosts: vec![],
+            extra_netns: vec![],
             client_key: dir.path().join("client/id_ed25519"),
             ssh_config: dir.path().join("client/ssh_config"),
             known_hosts: dir.path().join("client/known_hosts"),
@@ -545,6 +548,15 @@ impl World {
         self.hosts.last().unwrap()
     }
 
+    /// A bare network namespace of this world (named `<world>-<suffix>`).
+    pub fn add_netns(&mut self, suffix: &str) -> String {
+        let ns = format!("{}-{suffix}", self.id);
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        self.extra_netns.push(ns.clone());
+        ns
+    }
+
     pub fn systemd_host(&self, name: &str) -> &SystemdHost {
         self.systemd_hosts
             .iter()
@@ -578,6 +590,9 @@ impl Drop for World {
         }
         for h in &self.hosts {
             destroy_netns(&h.netns);
+        }
+        for ns in &self.extra_netns {
+            destroy_netns(ns);
         }
         destroy_netns(&self.client_ns);
         destroy_netns(&self.lan);
