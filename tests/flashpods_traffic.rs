@@ -65,7 +65,7 @@ fn http_ok(out: &Output) -> bool {
 
 const CURL: [&str; 7] = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m2"];
 
-fn curl<'a>(url: &'a str) -> Vec<&'a str> {
+fn curl(url: &str) -> Vec<&str> {
     let mut v = CURL.to_vec();
     v.push(url);
     v
