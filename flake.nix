@@ -70,10 +70,25 @@
 
       nixosModules = {
         deployment = ./modules/deployment.nix;
+        wireguard = ./modules/wireguard.nix;
+        nftables = ./modules/nftables.nix;
+        rsync = ./modules/rsync.nix;
+        spire = ./modules/spire.nix;
+        flashpods = ./modules/flashpods.nix;
         default = {
-          imports = [ ./modules/deployment.nix ];
+          imports = [
+            ./modules/deployment.nix
+            ./modules/wireguard.nix
+            ./modules/nftables.nix
+            ./modules/rsync.nix
+            ./modules/spire.nix
+            ./modules/flashpods.nix
+          ];
         };
       };
+
+      # Pure renderers (builtins only) behind the modules' generated files.
+      lib = import ./modules/lib;
 
       nixosConfigurations = lib.genAttrs [
         "hetzner-vps"
@@ -84,6 +99,8 @@
 
       checks = forAllSystems (pkgs: {
         package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        flashpods = import ./tests/vm/flashpods.nix { inherit pkgs self; };
+        deploy = import ./tests/vm/deploy.nix { inherit pkgs self; };
       });
 
       devShells = forAllSystems (pkgs: {

@@ -24,11 +24,8 @@ in
 
     services.openssh = {
       enable = true;
-      settings = {
-        PasswordAuthentication = false;
-        KbdInteractiveAuthentication = false;
-        PermitRootLogin = "prohibit-password";
-      };
+      # The same settings tests/renderers.rs checks with `sshd -t`.
+      settings = (import ../../modules/lib).sshd.settings;
     };
     users.users.root.openssh.authorizedKeys.keys = cfg.adminSshKeys;
 

@@ -1,5 +1,8 @@
 # The Flashpods job host on Hetzner Cloud.
 { lib, modulesPath, ... }:
+let
+  net = import ../flashpods-network.nix;
+in
 {
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
@@ -21,7 +24,14 @@
       image = "ubuntu-24.04";
       labels.role = "flashpods";
     };
-    healthChecks.services = [ "sshd.service" ];
+    healthChecks.services = [
+      "sshd.service"
+      "wireguard-wg0.service"
+      "flashpods-podman.service"
+      "rsync.service"
+      "spire-server.service"
+      "spire-agent.service"
+    ];
   };
 
   boot.loader.grub = {
@@ -42,4 +52,16 @@
   };
 
   services.tailscale.enable = true;
+
+  # The Flashpods job host: WireGuard server, firewall, rootless Podman,
+  # rsync, SPIRE, secrets. Set api.package / tokenService.package to run them.
+  services.flashpods = {
+    enable = true;
+    wireguard = {
+      inherit (net.server) address;
+      inherit (net) prefixLength listenPort;
+      laptops = lib.filterAttrs (name: _: name == net.laptop) net.peers;
+    };
+    inherit (net) containerNetworks;
+  };
 }

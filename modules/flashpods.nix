@@ -1,0 +1,524 @@
+# The Flashpods job host: the flashpods user and its directories, rootless
+# Podman with its API socket at /run/flashpods/podman.sock, secrets and the
+# API token kept out of the Nix store, the token service and the API as
+# hardened services, a daily SQLite backup, and (with one `enable`) the
+# WireGuard, firewall, rsync and SPIRE modules wired together.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    mkOption
+    mkEnableOption
+    mkIf
+    mkDefault
+    types
+    ;
+  cfg = config.services.flashpods;
+  podmanSocket = "${cfg.runDir}/podman.sock";
+  tokenSocket = "${cfg.runDir}/token.sock";
+  databasePath = "${cfg.dbDir}/flashpods.db";
+  # Rootless Podman needs a runtime directory of its own.
+  podmanRuntimeDir = "${cfg.runDir}/podman-runtime";
+
+  hardening = {
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = false; # the uploads directory lives under /tmp
+    PrivateDevices = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    NoNewPrivileges = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    SystemCallArchitectures = "native";
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    UMask = "0027";
+    Restart = "on-failure";
+    RestartSec = 5;
+  };
+in
+{
+  imports = [
+    ./wireguard.nix
+    ./nftables.nix
+    ./rsync.nix
+    ./spire.nix
+  ];
+
+  options.services.flashpods = {
+    enable = mkEnableOption "the Flashpods job host (WireGuard, firewall, rootless Podman, rsync, SPIRE, token service, API)";
+
+    user = mkOption {
+      type = types.str;
+      default = "flashpods";
+      description = "User that runs the containers and the services.";
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = "flashpods";
+      description = "Group of {option}`services.flashpods.user`.";
+    };
+
+    uploadsDir = mkOption {
+      type = types.str;
+      default = "/tmp/flashpods/uploads";
+      description = "Job inputs uploaded by the laptop over rsync (0755 flashpods).";
+    };
+
+    artifactsDir = mkOption {
+      type = types.str;
+      default = "/var/lib/flashpods/artifacts";
+      description = "Job outputs (0755 flashpods).";
+    };
+
+    dbDir = mkOption {
+      type = types.str;
+      default = "/var/lib/flashpods/db";
+      description = "The SQLite database's directory (0755 flashpods).";
+    };
+
+    logDir = mkOption {
+      type = types.str;
+      default = "/var/log/flashpods";
+      description = "Log directory (0755 flashpods).";
+    };
+
+    runDir = mkOption {
+      type = types.str;
+      default = "/run/flashpods";
+      description = "Sockets: podman.sock and token.sock (0750 flashpods).";
+    };
+
+    configDir = mkOption {
+      type = types.str;
+      default = "/etc/flashpods";
+      description = "Secrets and the API token (0700 root).";
+    };
+
+    secretsFile = mkOption {
+      type = types.str;
+      default = "${cfg.configDir}/secrets.json";
+      defaultText = lib.literalExpression ''"''${configDir}/secrets.json"'';
+      description = ''
+        JSON with the job secrets (`anthropic_api_key`, `github_token`, …),
+        provisioned out of band (or by agenix/sops-nix): a path string, never
+        a Nix path literal. Its mode is forced to 0600 root on boot.
+      '';
+    };
+
+    apiTokenFile = mkOption {
+      type = types.str;
+      default = "${cfg.configDir}/api-token";
+      defaultText = lib.literalExpression ''"''${configDir}/api-token"'';
+      description = "The API's bearer token (0600 root); generated (32 random bytes, hex) when missing.";
+    };
+
+    wireguard = {
+      address = mkOption {
+        type = types.str;
+        default = "10.0.0.1";
+        description = "The host's WireGuard address; the API and rsync listen here only.";
+      };
+      prefixLength = mkOption {
+        type = types.ints.between 1 32;
+        default = 24;
+        description = "Prefix length of the WireGuard network.";
+      };
+      listenPort = mkOption {
+        type = types.port;
+        default = 51820;
+        description = "WireGuard UDP port (open to the internet).";
+      };
+      laptops = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            options = {
+              address = mkOption {
+                type = types.str;
+                example = "10.0.0.2";
+                description = "The laptop's WireGuard address.";
+              };
+              publicKey = mkOption {
+                type = types.singleLineStr;
+                description = "The laptop's WireGuard public key.";
+              };
+            };
+          }
+        );
+        default = { };
+        example = lib.literalExpression ''{ yoga = { address = "10.0.0.2"; publicKey = "…"; }; }'';
+        description = "The laptops: WireGuard peers allowed to use the API and rsync.";
+      };
+    };
+
+    containerNetworks = mkOption {
+      type = types.listOf types.str;
+      default = [ "10.88.0.0/16" ];
+      description = "Container networks, kept away from the API and rsync.";
+    };
+
+    images = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = lib.literalExpression "[ (pkgs.dockerTools.pullImage { … }) ]";
+      description = "Image archives (`podman load` format) loaded into the flashpods user's store on boot.";
+    };
+
+    tokenService = {
+      package = mkOption {
+        type = types.nullOr types.package;
+        default = null;
+        description = ''
+          The token service. Its unit is only created when this is set. It
+          gets FLASHPODS_TOKEN_SOCKET, FLASHPODS_SECRETS_FILE (a systemd
+          credential) and SPIFFE_ENDPOINT_SOCKET in its environment.
+        '';
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Extra command-line arguments.";
+      };
+    };
+
+    api = {
+      package = mkOption {
+        type = types.nullOr types.package;
+        default = null;
+        description = ''
+          The Flashpods API. Its unit is only created when this is set. It
+          gets FLASHPODS_LISTEN, FLASHPODS_DATABASE, FLASHPODS_API_TOKEN_FILE
+          (a systemd credential), FLASHPODS_PODMAN_SOCKET,
+          FLASHPODS_UPLOADS_DIR and FLASHPODS_ARTIFACTS_DIR.
+        '';
+      };
+      port = mkOption {
+        type = types.port;
+        default = 8080;
+        description = "API port, on the WireGuard address.";
+      };
+      schema = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "SQL schema that initialises the database once, when it does not exist yet.";
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Extra command-line arguments.";
+      };
+    };
+
+    backup = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Back up the SQLite database daily.";
+      };
+      directory = mkOption {
+        type = types.str;
+        default = "/var/lib/flashpods/backups";
+        description = "Where backups go.";
+      };
+      keep = mkOption {
+        type = types.ints.positive;
+        default = 14;
+        description = "How many daily backups to keep.";
+      };
+      onCalendar = mkOption {
+        type = types.str;
+        default = "daily";
+        description = "When to back up (systemd OnCalendar).";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.wireguard.laptops != { };
+        message = "services.flashpods.wireguard.laptops is empty: no laptop could reach the API.";
+      }
+      {
+        assertion = cfg.api.package == null || cfg.api.schema != null;
+        message = "services.flashpods.api.schema must be set with api.package: the database is initialised from it.";
+      }
+      {
+        assertion = lib.all (f: !(lib.hasPrefix builtins.storeDir f)) [
+          cfg.secretsFile
+          cfg.apiTokenFile
+        ];
+        message = "services.flashpods: secretsFile and apiTokenFile must be paths outside the Nix store.";
+      }
+      {
+        assertion = lib.hasPrefix cfg.runDir podmanSocket;
+        message = "services.flashpods.runDir must hold the Podman socket.";
+      }
+    ];
+
+    warnings = lib.optional (cfg.api.package == null) "services.flashpods.api.package is not set: the Flashpods API is not started.";
+
+    users.groups.${cfg.group} = { };
+    users.users.${cfg.user} = {
+      isSystemUser = true;
+      inherit (cfg) group;
+      home = "/var/lib/flashpods";
+      createHome = true;
+      # Rootless Podman maps container users into these ranges.
+      subUidRanges = [
+        {
+          startUid = 200000;
+          count = 65536;
+        }
+      ];
+      subGidRanges = [
+        {
+          startGid = 200000;
+          count = 65536;
+        }
+      ];
+    };
+
+    systemd.tmpfiles.settings."10-flashpods" = {
+      ${cfg.uploadsDir}.d = {
+        mode = "0755";
+        inherit (cfg) user group;
+      };
+      ${cfg.artifactsDir}.d = {
+        mode = "0755";
+        inherit (cfg) user group;
+      };
+      ${cfg.dbDir}.d = {
+        mode = "0755";
+        inherit (cfg) user group;
+      };
+      ${cfg.logDir}.d = {
+        mode = "0755";
+        inherit (cfg) user group;
+      };
+      ${cfg.runDir}.d = {
+        mode = "0750";
+        inherit (cfg) user group;
+      };
+      ${podmanRuntimeDir}.d = {
+        mode = "0700";
+        inherit (cfg) user group;
+      };
+      ${cfg.configDir}.d = {
+        mode = "0700";
+        user = "root";
+        group = "root";
+      };
+      ${cfg.backup.directory}.d = {
+        mode = "0750";
+        user = "root";
+        group = "root";
+      };
+    };
+
+    # The parts, wired together.
+    pantheros.wireguard = {
+      enable = true;
+      role = "server";
+      inherit (cfg.wireguard) address prefixLength listenPort;
+      peers = lib.mapAttrsToList (_: l: {
+        inherit (l) publicKey;
+        allowedIPs = [ "${l.address}/32" ];
+      }) cfg.wireguard.laptops;
+    };
+    pantheros.firewall = {
+      enable = mkDefault true;
+      laptopAddresses = lib.mapAttrsToList (_: l: l.address) cfg.wireguard.laptops;
+      apiPort = cfg.api.port;
+      inherit (cfg) containerNetworks;
+    };
+    pantheros.rsync = {
+      enable = mkDefault true;
+      path = cfg.uploadsDir;
+      inherit (cfg) user group;
+    };
+    pantheros.spire = {
+      enable = mkDefault true;
+      containerSocket = podmanSocket;
+    };
+
+    virtualisation.podman.enable = true;
+
+    # Rootless Podman's API for the flashpods user, at a fixed path that
+    # the API and the SPIRE agent (group flashpods) can reach.
+    systemd.services.flashpods-podman = {
+      description = "Podman API for the flashpods user";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "systemd-tmpfiles-setup.service" ];
+      path = [
+        "/run/wrappers"
+        config.virtualisation.podman.package
+      ];
+      environment.XDG_RUNTIME_DIR = podmanRuntimeDir;
+      serviceConfig = {
+        User = cfg.user;
+        Group = cfg.group;
+        UMask = "0007";
+        ExecStart = "${lib.getExe config.virtualisation.podman.package} system service --time=0 unix://${podmanSocket}";
+        Restart = "on-failure";
+      };
+    };
+
+    systemd.services.flashpods-podman-images = mkIf (cfg.images != [ ]) {
+      description = "Load the Flashpods container images";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "flashpods-podman.service" ];
+      path = [
+        "/run/wrappers"
+        config.virtualisation.podman.package
+      ];
+      environment.XDG_RUNTIME_DIR = podmanRuntimeDir;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        User = cfg.user;
+        Group = cfg.group;
+      };
+      script = lib.concatMapStrings (img: "podman load -i ${img}\n") cfg.images;
+    };
+
+    # Secrets: never in the store; modes enforced; the API token created
+    # once (32 random bytes, hex) when missing.
+    systemd.services.flashpods-secrets = {
+      description = "Check the Flashpods secrets and create the API token";
+      wantedBy = [ "multi-user.target" ];
+      before = [
+        "flashpods-api.service"
+        "flashpods-token-service.service"
+      ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        UMask = "0077";
+      };
+      script = ''
+        if [ ! -s ${cfg.apiTokenFile} ]; then
+          ${pkgs.coreutils}/bin/od -An -vtx1 -N32 /dev/urandom | ${pkgs.coreutils}/bin/tr -d ' \n' > ${cfg.apiTokenFile}.tmp
+          mv ${cfg.apiTokenFile}.tmp ${cfg.apiTokenFile}
+        fi
+        chown root:root ${cfg.apiTokenFile}
+        chmod 0600 ${cfg.apiTokenFile}
+        if [ -e ${cfg.secretsFile} ]; then
+          chown root:root ${cfg.secretsFile}
+          chmod 0600 ${cfg.secretsFile}
+        else
+          echo "warning: ${cfg.secretsFile} is missing: the token service has no secrets to hand out" >&2
+        fi
+      '';
+    };
+
+    systemd.services.flashpods-token-service = mkIf (cfg.tokenService.package != null) {
+      description = "Flashpods token service";
+      wantedBy = [ "multi-user.target" ];
+      after = [
+        "flashpods-secrets.service"
+        "spire-agent.service"
+      ];
+      requires = [ "flashpods-secrets.service" ];
+      environment = {
+        FLASHPODS_TOKEN_SOCKET = tokenSocket;
+        FLASHPODS_SECRETS_FILE = "%d/secrets.json";
+        SPIFFE_ENDPOINT_SOCKET = "unix:///run/spire/agent/public/api.sock";
+      };
+      serviceConfig = hardening // {
+        User = cfg.user;
+        Group = cfg.group;
+        ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.tokenService.package) ] ++ cfg.tokenService.extraArgs);
+        LoadCredential = [ "secrets.json:${cfg.secretsFile}" ];
+        ReadWritePaths = [ cfg.runDir ];
+        RestrictAddressFamilies = [ "AF_UNIX" ];
+        PrivateNetwork = true;
+      };
+    };
+
+    systemd.services.flashpods-api = mkIf (cfg.api.package != null) {
+      description = "Flashpods API";
+      wantedBy = [ "multi-user.target" ];
+      after = [
+        "flashpods-secrets.service"
+        "flashpods-podman.service"
+        "wireguard-${config.pantheros.wireguard.interface}.service"
+        "network-online.target"
+      ];
+      wants = [ "network-online.target" ];
+      requires = [ "flashpods-secrets.service" ];
+      environment = {
+        FLASHPODS_LISTEN = "${cfg.wireguard.address}:${toString cfg.api.port}";
+        FLASHPODS_DATABASE = databasePath;
+        FLASHPODS_API_TOKEN_FILE = "%d/api-token";
+        FLASHPODS_PODMAN_SOCKET = "unix://${podmanSocket}";
+        FLASHPODS_UPLOADS_DIR = cfg.uploadsDir;
+        FLASHPODS_ARTIFACTS_DIR = cfg.artifactsDir;
+        FLASHPODS_TOKEN_SOCKET = tokenSocket;
+      };
+      # The database is created from the schema once, never overwritten.
+      preStart = lib.optionalString (cfg.api.schema != null) ''
+        if [ ! -e ${databasePath} ]; then
+          ${lib.getExe pkgs.sqlite} ${databasePath}.new < ${cfg.api.schema}
+          mv ${databasePath}.new ${databasePath}
+        fi
+      '';
+      serviceConfig = hardening // {
+        User = cfg.user;
+        Group = cfg.group;
+        ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.api.package) ] ++ cfg.api.extraArgs);
+        LoadCredential = [ "api-token:${cfg.apiTokenFile}" ];
+        ReadWritePaths = [
+          cfg.dbDir
+          cfg.artifactsDir
+          cfg.uploadsDir
+          cfg.logDir
+          cfg.runDir
+        ];
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+      };
+    };
+
+    systemd.services.flashpods-db-backup = mkIf cfg.backup.enable {
+      description = "Back up the Flashpods database";
+      serviceConfig = {
+        Type = "oneshot";
+        UMask = "0077";
+      };
+      path = [
+        pkgs.sqlite
+        pkgs.coreutils
+        pkgs.findutils
+      ];
+      script = ''
+        [ -e ${databasePath} ] || { echo "no database yet"; exit 0; }
+        out=${cfg.backup.directory}/flashpods-$(date +%Y%m%d-%H%M%S).db
+        sqlite3 ${databasePath} ".backup '$out.tmp'"
+        mv "$out.tmp" "$out"
+        ls -1t ${cfg.backup.directory}/flashpods-*.db | tail -n +${toString (cfg.backup.keep + 1)} | xargs -r rm --
+      '';
+    };
+    systemd.timers.flashpods-db-backup = mkIf cfg.backup.enable {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = cfg.backup.onCalendar;
+        Persistent = true;
+      };
+    };
+  };
+}

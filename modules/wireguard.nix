@@ -1,0 +1,169 @@
+# WireGuard for the Flashpods network: the server (hetzner-vps) or a peer
+# (a workstation). Built on networking.wireguard.interfaces; the private key
+# stays in a file outside the Nix store and can be generated on first boot.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  cfg = config.pantheros.wireguard;
+  wg = "${pkgs.wireguard-tools}/bin/wg";
+
+  peerModule = types.submodule {
+    options = {
+      publicKey = mkOption {
+        type = types.singleLineStr;
+        example = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+        description = "The peer's WireGuard public key (`wg pubkey < key`).";
+      };
+      allowedIPs = mkOption {
+        type = types.listOf types.str;
+        example = [ "10.0.0.2/32" ];
+        description = "Addresses routed to this peer (for the server: the peer's /32).";
+      };
+      endpoint = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "hetzner-vps.example.org:51820";
+        description = "Where to reach the peer (`host:port`); peers set it for the server.";
+      };
+      persistentKeepalive = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        example = 25;
+        description = "Seconds between keepalives, to keep NAT mappings open (25 behind NAT).";
+      };
+    };
+  };
+in
+{
+  options.pantheros.wireguard = {
+    enable = mkEnableOption "the Flashpods WireGuard interface";
+
+    role = mkOption {
+      type = types.enum [
+        "server"
+        "peer"
+      ];
+      example = "peer";
+      description = "`server` listens on {option}`listenPort` and opens it; a `peer` dials the server.";
+    };
+
+    interface = mkOption {
+      type = types.str;
+      default = "wg0";
+      description = "Name of the WireGuard interface.";
+    };
+
+    address = mkOption {
+      type = types.str;
+      example = "10.0.0.1";
+      description = "This machine's address on the WireGuard network (the checklist's server is 10.0.0.1).";
+    };
+
+    prefixLength = mkOption {
+      type = types.ints.between 1 32;
+      default = 24;
+      description = "Prefix length of the WireGuard network.";
+    };
+
+    listenPort = mkOption {
+      type = types.port;
+      default = 51820;
+      description = "UDP port the server listens on.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = cfg.role == "server";
+      defaultText = lib.literalExpression ''config.pantheros.wireguard.role == "server"'';
+      description = "Open {option}`listenPort` (UDP) to the internet.";
+    };
+
+    privateKeyFile = mkOption {
+      type = types.str;
+      default = "/var/lib/wireguard/${cfg.interface}.key";
+      defaultText = lib.literalExpression ''"/var/lib/wireguard/''${interface}.key"'';
+      description = ''
+        The private key, as a path string outside the Nix store (root, mode
+        0400). Never a Nix path literal: that would copy the key into the
+        world-readable store.
+      '';
+    };
+
+    generatePrivateKey = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Create {option}`privateKeyFile` with `wg genkey` on boot when it does
+        not exist. Its public key is then shown by `wg show` (and written
+        next to it as `.pub`).
+      '';
+    };
+
+    peers = mkOption {
+      type = types.listOf peerModule;
+      default = [ ];
+      description = "The other side(s): for the server, each laptop; for a peer, the server.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = !(lib.hasPrefix builtins.storeDir cfg.privateKeyFile);
+        message = "pantheros.wireguard.privateKeyFile must be outside the Nix store (it is ${cfg.privateKeyFile}).";
+      }
+      {
+        assertion = cfg.peers != [ ];
+        message = "pantheros.wireguard.peers is empty: a WireGuard interface without peers carries no traffic.";
+      }
+      {
+        assertion = cfg.role == "server" || lib.all (p: p.endpoint != null) cfg.peers;
+        message = "pantheros.wireguard: a peer must know the server's endpoint (peers.*.endpoint = \"host:51820\").";
+      }
+    ];
+
+    networking.wireguard.interfaces.${cfg.interface} = {
+      ips = [ "${cfg.address}/${toString cfg.prefixLength}" ];
+      listenPort = if cfg.role == "server" then cfg.listenPort else null;
+      inherit (cfg) privateKeyFile;
+      peers = map (
+        p:
+        {
+          inherit (p) publicKey allowedIPs;
+        }
+        // lib.optionalAttrs (p.endpoint != null) { inherit (p) endpoint; }
+        // lib.optionalAttrs (p.persistentKeepalive != null) { inherit (p) persistentKeepalive; }
+      ) cfg.peers;
+    };
+
+    networking.firewall.allowedUDPPorts = lib.optional cfg.openFirewall cfg.listenPort;
+
+    # Works with both backends of networking.wireguard (scripted and networkd).
+    systemd.services."pantheros-wireguard-key-${cfg.interface}" = mkIf cfg.generatePrivateKey {
+      description = "Create the WireGuard private key for ${cfg.interface} if it is missing";
+      wantedBy = [ "multi-user.target" ];
+      before = [
+        "wireguard-${cfg.interface}.service"
+        "systemd-networkd.service"
+      ];
+      unitConfig.ConditionPathExists = "!${cfg.privateKeyFile}";
+      serviceConfig = {
+        Type = "oneshot";
+        UMask = "0077";
+      };
+      script = ''
+        mkdir -p "$(dirname ${cfg.privateKeyFile})"
+        key=$(${wg} genkey)
+        printf '%s\n' "$key" > ${cfg.privateKeyFile}
+        printf '%s\n' "$key" | ${wg} pubkey > ${cfg.privateKeyFile}.pub
+        chmod 0400 ${cfg.privateKeyFile}
+        chmod 0444 ${cfg.privateKeyFile}.pub
+      '';
+    };
+  };
+}

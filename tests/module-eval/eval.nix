@@ -1,0 +1,220 @@
+# Evaluate pantheros' NixOS modules with the real module system (nixpkgs'
+# lib), where the NixOS options we set are declared by loose stand-ins.
+# This checks our own option declarations, types, defaults, assertions and
+# the values the modules produce; it cannot check nixpkgs' own options.
+# Used by tests/modules_eval.rs when a copy of nixpkgs' lib is available.
+{ libPath, root }:
+let
+  lib = import libPath;
+  inherit (lib) mkOption types;
+
+  # Like types.anything, but lists from several modules are concatenated.
+  loose = lib.mkOptionType {
+    name = "loose";
+    check = _: true;
+    merge =
+      loc: defs:
+      let
+        vs = map (d: d.value) defs;
+      in
+      if builtins.all builtins.isList vs then
+        builtins.concatLists vs
+      else if builtins.all (v: builtins.isAttrs v && !(lib.isStringLike v)) vs then
+        (types.attrsOf loose).merge loc defs
+      else
+        lib.mergeEqualOption loc defs;
+  };
+  looseOpt = mkOption {
+    type = loose;
+    default = { };
+  };
+
+  fake = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+    meta.mainProgram = name;
+  };
+  pkgs =
+    lib.genAttrs [
+      "wireguard-tools"
+      "spire"
+      "jq"
+      "coreutils"
+      "gnugrep"
+      "gnused"
+      "sqlite"
+      "findutils"
+      "podman"
+    ] fake
+    // {
+      writeText = name: _: fake name;
+    };
+
+  stubs = {
+    options = {
+      assertions = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      warnings = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      networking = looseOpt;
+      systemd = looseOpt;
+      users = looseOpt;
+      virtualisation = looseOpt;
+      boot = looseOpt;
+      nix = looseOpt;
+      time = looseOpt;
+      system = looseOpt;
+      environment = looseOpt;
+      fileSystems = looseOpt;
+      disko = looseOpt;
+      nixpkgs = looseOpt;
+      services = {
+        openssh = looseOpt;
+        rsyncd = looseOpt;
+        spire = looseOpt;
+        tailscale = looseOpt;
+        qemuGuest = looseOpt;
+      };
+    };
+    config = {
+      virtualisation.podman.package = lib.mkDefault (fake "podman");
+      _module.args.pkgs = pkgs;
+    };
+  };
+
+  eval =
+    modules:
+    lib.evalModules {
+      modules = [ stubs ] ++ modules;
+      specialArgs.modulesPath = root + "/tests/module-eval/modules-path";
+    };
+
+  failed = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
+
+  all = import (root + "/modules/deployment.nix");
+  flashpodsModules = [
+    (root + "/modules/deployment.nix")
+    (root + "/modules/flashpods.nix")
+  ];
+
+  server = (eval (flashpodsModules ++ [
+    {
+      services.flashpods = {
+        enable = true;
+        wireguard.laptops.yoga = {
+          address = "10.0.0.2";
+          publicKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+        };
+        api.package = fake "flashpods-api";
+        api.schema = "/dev/null";
+      };
+    }
+  ])).config;
+
+  noLaptops = (eval (flashpodsModules ++ [ { services.flashpods.enable = true; } ])).config;
+  apiWithoutSchema = (eval (flashpodsModules ++ [
+    {
+      services.flashpods = {
+        enable = true;
+        wireguard.laptops.yoga = {
+          address = "10.0.0.2";
+          publicKey = "k";
+        };
+        api.package = fake "flashpods-api";
+      };
+    }
+  ])).config;
+  keyInStore = (eval (flashpodsModules ++ [
+    {
+      services.flashpods = {
+        enable = true;
+        wireguard.laptops.yoga = {
+          address = "10.0.0.2";
+          publicKey = "k";
+        };
+      };
+      pantheros.wireguard.privateKeyFile = "/nix/store/abc-wg.key";
+    }
+  ])).config;
+
+  peer = (eval [
+    (root + "/modules/wireguard.nix")
+    {
+      pantheros.wireguard = {
+        enable = true;
+        role = "peer";
+        address = "10.0.0.2";
+        peers = [
+          {
+            publicKey = "k";
+            allowedIPs = [ "10.0.0.1/32" ];
+          }
+        ];
+      };
+    }
+  ]).config;
+
+  hostModules = name: [
+    (root + "/modules/deployment.nix")
+    (root + "/modules/flashpods.nix")
+    (root + "/hosts/common")
+    (root + "/hosts/${name}")
+    { pantheros.site.adminSshKeys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest admin@test" ]; }
+  ];
+  host = name: (eval (hostModules name)).config;
+  hetzner = host "hetzner-vps";
+  tried = v: (builtins.tryEval (builtins.deepSeq v v)).success;
+in
+{
+  server = {
+    failedAssertions = failed server;
+    inherit (server) warnings;
+    wgIps = server.networking.wireguard.interfaces.wg0.ips;
+    wgListenPort = server.networking.wireguard.interfaces.wg0.listenPort;
+    wgPeers = server.networking.wireguard.interfaces.wg0.peers;
+    udpPorts = server.networking.firewall.allowedUDPPorts;
+    wgTcpPorts = server.networking.firewall.interfaces.wg0.allowedTCPPorts;
+    nftFlush = server.networking.nftables.flushRuleset;
+    nftContent = server.networking.nftables.tables.flashpods.content;
+    rsyncSettings = server.services.rsyncd.settings;
+    rsyncPort = server.services.rsyncd.port;
+    spireTrustDomain = server.services.spire.server.settings.server.trust_domain;
+    spireDockerSocket = server.services.spire.agent.settings.plugins.WorkloadAttestor.docker.plugin_data.docker_socket_path;
+    spireCredentials = server.systemd.services.spire-agent.serviceConfig.LoadCredential;
+    tmpfiles = server.systemd.tmpfiles.settings."10-flashpods";
+    user = server.users.users.flashpods;
+    apiEnv = server.systemd.services.flashpods-api.environment;
+    apiCredentials = server.systemd.services.flashpods-api.serviceConfig.LoadCredential;
+    hasTokenService = server.systemd.services ? flashpods-token-service;
+    backupTimer = server.systemd.timers.flashpods-db-backup.timerConfig;
+    podmanExec = server.systemd.services.flashpods-podman.serviceConfig.ExecStart;
+  };
+  noLaptops = failed noLaptops;
+  apiWithoutSchema = failed apiWithoutSchema;
+  keyInStore = failed keyInStore;
+  peer = {
+    failedAssertions = failed peer;
+    listenPort = peer.networking.wireguard.interfaces.wg0.listenPort;
+    udpPorts = peer.networking.firewall.allowedUDPPorts or [ ];
+  };
+  hosts = lib.genAttrs [ "hetzner-vps" "ovh-vps" "yoga" "zephyrus" ] (
+    name:
+    let
+      c = host name;
+    in
+    {
+      deployment = c.pantheros.deployment;
+      # Placeholders (public keys, IPv6, hardware) must fail, not pass silently.
+      wireguardEvaluates = tried (c.networking.wireguard.interfaces or { });
+      fileSystemsEvaluate = tried (c.fileSystems or { });
+    }
+  );
+  hetznerAssertions = failed hetzner;
+  hetznerFlashpods = hetzner.services.flashpods.enable;
+  sshSettings = hetzner.services.openssh.settings;
+}

@@ -1,0 +1,184 @@
+//! Our NixOS modules evaluated by the real module system (nixpkgs' lib),
+//! with loose stand-ins for the NixOS options they set: option types,
+//! defaults, assertions, and the values the modules generate. Runs when a
+//! copy of nixpkgs' lib is available ($PANTHEROS_NIXPKGS_LIB, or
+//! /var/cache/pantheros-nixpkgs-lib/lib); nixpkgs cannot be downloaded on
+//! every machine, so otherwise it says so and does nothing.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+fn nixpkgs_lib() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("PANTHEROS_NIXPKGS_LIB").map(PathBuf::from),
+        Some(PathBuf::from("/var/cache/pantheros-nixpkgs-lib/lib")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("default.nix").exists())
+}
+
+#[test]
+fn modules_evaluate_with_the_real_module_system() {
+    let Some(lib) = nixpkgs_lib() else {
+        eprintln!(
+            "SKIPPED: no copy of nixpkgs' lib here (set PANTHEROS_NIXPKGS_LIB to a nixpkgs/lib directory to run this tier)"
+        );
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let expr = format!(
+        "import {}/tests/module-eval/eval.nix {{ libPath = {}; root = {}; }}",
+        root.display(),
+        lib.display(),
+        root.display()
+    );
+    let out = support::sh(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "eval",
+        "--json",
+        "--impure",
+        "--expr",
+        &expr,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["server"];
+
+    // A well-formed server: no failed assertion, no warning.
+    assert_eq!(s["failedAssertions"], serde_json::json!([]), "{s}");
+    assert_eq!(s["warnings"], serde_json::json!([]));
+    // WireGuard server on 10.0.0.1/24:51820, the laptop as its peer, port open once.
+    assert_eq!(s["wgIps"], serde_json::json!(["10.0.0.1/24"]));
+    assert_eq!(s["wgListenPort"], 51820);
+    assert_eq!(
+        s["wgPeers"][0]["allowedIPs"],
+        serde_json::json!(["10.0.0.2/32"])
+    );
+    assert_eq!(s["udpPorts"], serde_json::json!([51820]));
+    // API and rsync let in on wg0 by the NixOS firewall; our table restricts them.
+    assert_eq!(s["wgTcpPorts"], serde_json::json!([8080, 873]));
+    assert_eq!(
+        s["nftFlush"], false,
+        "a reload must not flush Podman's tables"
+    );
+    let nft = s["nftContent"].as_str().unwrap();
+    assert!(
+        nft.contains(
+            "iifname \"wg0\" ip saddr { 10.0.0.2 } tcp dport { 8080, 873 } counter accept"
+        ),
+        "{nft}"
+    );
+    assert!(nft.contains("ip saddr { 10.88.0.0/16 }"), "{nft}");
+    // rsyncd: the uploads module, bound to the WireGuard address, laptop only, as flashpods.
+    let r = &s["rsyncSettings"];
+    assert_eq!(r["globalSection"]["address"], "10.0.0.1");
+    assert!(
+        r["globalSection"].get("port").is_none(),
+        "the nixpkgs module sets the port itself"
+    );
+    assert_eq!(r["sections"]["uploads"]["hosts allow"], "10.0.0.2");
+    assert_eq!(r["sections"]["uploads"]["uid"], "flashpods");
+    assert_eq!(r["sections"]["uploads"]["path"], "/tmp/flashpods/uploads");
+    // SPIRE: trust domain, the Podman socket for the docker attestor, join token as a credential.
+    assert_eq!(s["spireTrustDomain"], "flashpods.local");
+    assert_eq!(s["spireDockerSocket"], "unix:///run/flashpods/podman.sock");
+    assert!(
+        s["spireCredentials"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("join_token:/run/")
+    );
+    // The checklist's directories, modes and owners.
+    let t = &s["tmpfiles"];
+    for (dir, mode, owner) in [
+        ("/tmp/flashpods/uploads", "0755", "flashpods"),
+        ("/var/lib/flashpods/artifacts", "0755", "flashpods"),
+        ("/var/lib/flashpods/db", "0755", "flashpods"),
+        ("/var/log/flashpods", "0755", "flashpods"),
+        ("/run/flashpods", "0750", "flashpods"),
+        ("/etc/flashpods", "0700", "root"),
+    ] {
+        assert_eq!(t[dir]["d"]["mode"], mode, "{dir}");
+        assert_eq!(t[dir]["d"]["user"], owner, "{dir}");
+    }
+    assert_eq!(s["user"]["isSystemUser"], true);
+    assert_eq!(s["user"]["subUidRanges"][0]["count"], 65536);
+    // The API: configured through the environment, the token as a credential.
+    assert_eq!(s["apiEnv"]["FLASHPODS_LISTEN"], "10.0.0.1:8080");
+    assert_eq!(
+        s["apiCredentials"],
+        serde_json::json!(["api-token:/etc/flashpods/api-token"])
+    );
+    assert_eq!(s["hasTokenService"], false, "no unit without a package");
+    assert_eq!(s["backupTimer"]["OnCalendar"], "daily");
+    assert!(
+        s["podmanExec"]
+            .as_str()
+            .unwrap()
+            .ends_with("system service --time=0 unix:///run/flashpods/podman.sock")
+    );
+
+    // Misconfigurations are caught by assertions, with clear messages.
+    let msgs = |k: &str| {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        msgs("noLaptops")
+            .iter()
+            .any(|m| m.contains("services.flashpods.wireguard.laptops is empty"))
+    );
+    assert!(
+        msgs("apiWithoutSchema")
+            .iter()
+            .any(|m| m.contains("api.schema must be set"))
+    );
+    assert!(
+        msgs("keyInStore")
+            .iter()
+            .any(|m| m.contains("must be outside the Nix store"))
+    );
+    assert!(
+        v["peer"]["failedAssertions"][0]
+            .as_str()
+            .unwrap()
+            .contains("must know the server's endpoint")
+    );
+    assert_eq!(v["peer"]["listenPort"], serde_json::Value::Null);
+    assert_eq!(v["peer"]["udpPorts"], serde_json::json!([]));
+
+    // The example hosts: metadata as `pantheros hosts` reads it; the
+    // placeholders fail instead of building a broken host.
+    let h = &v["hosts"];
+    assert_eq!(h["hetzner-vps"]["deployment"]["provider"], "hetzner");
+    assert_eq!(
+        h["hetzner-vps"]["deployment"]["hetzner"]["serverType"],
+        "cx23"
+    );
+    assert_eq!(
+        h["yoga"]["deployment"]["tags"],
+        serde_json::json!(["workstation", "laptop"])
+    );
+    assert_eq!(
+        h["hetzner-vps"]["wireguardEvaluates"], false,
+        "the server's peer keys are placeholders"
+    );
+    assert_eq!(
+        h["yoga"]["wireguardEvaluates"], false,
+        "the server's public key is a placeholder"
+    );
+    assert_eq!(
+        h["yoga"]["fileSystemsEvaluate"], false,
+        "hardware.nix is a placeholder"
+    );
+    assert_eq!(v["hetznerAssertions"], serde_json::json!([]));
+    assert_eq!(v["hetznerFlashpods"], true);
+    assert_eq!(v["sshSettings"]["PasswordAuthentication"], false);
+}
