@@ -16,7 +16,17 @@ Exit codes:
   14  evaluation failed
   15  unknown host
   16  the selection matched no host
-  69  subcommand not available in this version";
+  20  provision: no usable Hetzner API token
+  21  provision: no usable SSH key
+  22  provision: server type, location or image not usable (nothing created)
+  23  provision: a Hetzner API call failed
+  24  provision: waiting for Hetzner took longer than --timeout
+  25  provision: a server with that name exists and is not managed by pantheros
+  26  provision: no such server
+  30  install: the rescue system could not be booted
+  31  install: nixos-anywhere failed
+  32  install: the server did not come back after the reboot
+  33  install: the server does not run the host's configuration";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,8 +59,8 @@ pub enum Command {
     BuildAll(BuildAllArgs),
     /// List generations of a host, or switch it to the previous or a chosen one.
     Rollback(RollbackArgs),
-    /// Create Hetzner Cloud servers and install NixOS on them (planned).
-    Provision(Passthrough),
+    /// Create Hetzner Cloud servers for hosts of the flake and install NixOS on them.
+    Provision(crate::provision::ProvisionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,11 +74,6 @@ pub struct HostsArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct Passthrough {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
-}
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {

@@ -30,8 +30,28 @@ pub mod exit {
     pub const UNKNOWN_HOST: i32 = 15;
     /// The selectors matched no host.
     pub const EMPTY_SELECTION: i32 = 16;
-    /// The subcommand is not available in this version.
-    pub const NOT_AVAILABLE: i32 = 69;
+    /// provision: no usable Hetzner API token.
+    pub const TOKEN: i32 = 20;
+    /// provision: no usable SSH key.
+    pub const SSH_KEY: i32 = 21;
+    /// provision: server type, location or image not usable (nothing created).
+    pub const PREFLIGHT: i32 = 22;
+    /// provision: a Hetzner API call failed.
+    pub const API: i32 = 23;
+    /// provision: waiting for Hetzner (an action, the server) took longer than --timeout.
+    pub const TIMEOUT: i32 = 24;
+    /// provision: a server with that name exists and pantheros did not create it.
+    pub const FOREIGN_SERVER: i32 = 25;
+    /// provision: no such server.
+    pub const NO_SERVER: i32 = 26;
+    /// install: the rescue system could not be booted.
+    pub const RESCUE: i32 = 30;
+    /// install: nixos-anywhere failed.
+    pub const INSTALL: i32 = 31;
+    /// install: the server did not come back after the installation's reboot.
+    pub const REBOOT: i32 = 32;
+    /// install: the server does not run the host's configuration.
+    pub const VERIFY: i32 = 33;
 }
 
 /// An external command that did not do what was asked.
@@ -121,14 +141,18 @@ pub enum Error {
         known: Vec<String>,
     },
 
-    #[error("`pantheros {command}` is not available in this version of pantheros")]
-    NotAvailable { command: String },
-
     #[error("{0}")]
     Command(CommandFailure),
 
     #[error("{0}")]
     Usage(String),
+
+    #[error("{message}")]
+    Coded {
+        code: i32,
+        message: String,
+        hint: Option<String>,
+    },
 
     #[error("{message}")]
     Failed {
@@ -173,9 +197,9 @@ impl Error {
             Error::Eval { .. } | Error::HostsFailedToEvaluate { .. } => exit::EVAL_FAILED,
             Error::UnknownHost { .. } => exit::UNKNOWN_HOST,
             Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
-            Error::NotAvailable { .. } => exit::NOT_AVAILABLE,
             Error::Usage(_) => exit::USAGE,
             Error::Failed { .. } => exit::FAILED_NOTHING_CHANGED,
+            Error::Coded { code, .. } => *code,
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
                 exit::FAILED_NOTHING_CHANGED
             }
@@ -219,16 +243,13 @@ impl Error {
                 "selectors are host names, globs such as '*-vps', or @tag; known hosts: {}",
                 known.join(", ")
             ),
-            Error::NotAvailable { .. } => {
-                "this subcommand is planned; see the README for what works today".into()
-            }
             Error::Command(_) => "see the command's output above; run with -v for every command pantheros runs".into(),
             Error::UnexpectedOutput { .. } => {
                 "this is a bug or an unsupported Nix version; please report it with the output of `nix --version`".into()
             }
             Error::Io { .. } => return None,
             Error::Usage(_) => "see `pantheros --help`".into(),
-            Error::Failed { hint, .. } => return hint.clone(),
+            Error::Failed { hint, .. } | Error::Coded { hint, .. } => return hint.clone(),
         })
     }
 }

@@ -13,3 +13,4 @@ pub mod nix;
 pub mod report;
 pub mod runner;
 pub mod transport;
+pub mod provision;

@@ -59,15 +59,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Deploy(args) => deploy(cli.flake.as_deref(), &cwd, args).await,
         Command::BuildAll(args) => build_all(cli.flake.as_deref(), &cwd, args).await,
         Command::Rollback(args) => rollback(cli.flake.as_deref(), &cwd, args).await,
-        Command::Provision(_) => not_available("provision"),
+        Command::Provision(args) => provision(cli.flake.as_deref(), &cwd, args).await,
     }
 }
 
-fn not_available(command: &str) -> Result<i32> {
-    Err(Error::NotAvailable {
-        command: command.into(),
-    })
-}
 
 fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
     if inv.hosts.is_empty() && inv.errors.is_empty() {
@@ -419,4 +414,53 @@ async fn rollback(
         break_lock: false,
     };
     Ok(pantheros::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
+}
+
+async fn provision(flake: Option<&str>, cwd: &std::path::Path, args: pantheros::provision::ProvisionArgs) -> Result<i32> {
+    use pantheros::provision::{self as p, ProvisionCmd};
+    let res = match args.action {
+        Some(ProvisionCmd::List { json }) => p::list(json).await,
+        Some(ProvisionCmd::Destroy { host, yes, timeout }) => p::destroy(&host, yes, timeout).await,
+        Some(ProvisionCmd::Iso { action }) => p::iso(&action).await,
+        Some(ProvisionCmd::Rescue { host, ssh_key, timeout }) => p::rescue(&host, ssh_key.as_deref(), timeout).await,
+        Some(ProvisionCmd::Install(a)) => {
+            let flake_ref = inventory::flake::resolve(flake, cwd)?;
+            let nix = nix::Nix::locate()?;
+            let hosts = selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host)).await?;
+            let host = &hosts[0];
+            let toplevel = build_toplevel(host, &log_root(&flake_ref, cwd, None)).await?;
+            let attr = flake_ref.attr(&host.name);
+            p::install::install(&a, &attr, &toplevel).await
+        }
+        None => {
+            let Some(name) = args.create.host.clone() else {
+                return Err(Error::Usage("provision needs a HOST (or list, destroy, iso, rescue, install)".into()));
+            };
+            let (host, _) = rollback_host(flake, cwd, Some(&name)).await?;
+            p::create(&host, &args.create).await
+        }
+    };
+    res.map_err(|f| f.into_error())
+}
+
+/// Build a host's toplevel from its derivation (with a GC root) and return it.
+async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> Result<String> {
+    let drv = host.drv_path.clone().ok_or_else(|| Error::UnexpectedOutput {
+        command: "nix eval".into(),
+        detail: format!("no derivation for {}", host.name),
+    })?;
+    let roots = logs.join("gcroots");
+    std::fs::create_dir_all(&roots).map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
+    let root = roots.join(&host.name);
+    let cmd = pantheros::runner::Cmd::new([
+        "nix-store".to_string(),
+        "--realise".into(),
+        drv,
+        "--add-root".into(),
+        root.to_string_lossy().into_owned(),
+        "--indirect".into(),
+    ]);
+    pantheros::runner::run_ok(&cmd).await.map_err(Error::Command)?;
+    let top = std::fs::read_link(&root).map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
+    Ok(top.to_string_lossy().into_owned())
 }
