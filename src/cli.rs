@@ -74,7 +74,6 @@ pub struct HostsArgs {
     pub json: bool,
 }
 
-
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// Host names, globs ('*-vps') or @tag ('*' for every host).

@@ -10,7 +10,7 @@ pub mod error;
 pub mod generations;
 pub mod inventory;
 pub mod nix;
+pub mod provision;
 pub mod report;
 pub mod runner;
 pub mod transport;
-pub mod provision;

@@ -63,7 +63,6 @@ async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-
 fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
     if inv.hosts.is_empty() && inv.errors.is_empty() {
         return Err(Error::EmptySelection {
@@ -416,13 +415,21 @@ async fn rollback(
     Ok(pantheros::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
 }
 
-async fn provision(flake: Option<&str>, cwd: &std::path::Path, args: pantheros::provision::ProvisionArgs) -> Result<i32> {
+async fn provision(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    args: pantheros::provision::ProvisionArgs,
+) -> Result<i32> {
     use pantheros::provision::{self as p, ProvisionCmd};
     let res = match args.action {
         Some(ProvisionCmd::List { json }) => p::list(json).await,
         Some(ProvisionCmd::Destroy { host, yes, timeout }) => p::destroy(&host, yes, timeout).await,
         Some(ProvisionCmd::Iso { action }) => p::iso(&action).await,
-        Some(ProvisionCmd::Rescue { host, ssh_key, timeout }) => p::rescue(&host, ssh_key.as_deref(), timeout).await,
+        Some(ProvisionCmd::Rescue {
+            host,
+            ssh_key,
+            timeout,
+        }) => p::rescue(&host, ssh_key.as_deref(), timeout).await,
         Some(ProvisionCmd::Install(a)) => {
             let flake_ref = inventory::flake::resolve(flake, cwd)?;
             let nix = nix::Nix::locate()?;
@@ -434,7 +441,9 @@ async fn provision(flake: Option<&str>, cwd: &std::path::Path, args: pantheros::
         }
         None => {
             let Some(name) = args.create.host.clone() else {
-                return Err(Error::Usage("provision needs a HOST (or list, destroy, iso, rescue, install)".into()));
+                return Err(Error::Usage(
+                    "provision needs a HOST (or list, destroy, iso, rescue, install)".into(),
+                ));
             };
             let (host, _) = rollback_host(flake, cwd, Some(&name)).await?;
             p::create(&host, &args.create).await
@@ -445,12 +454,16 @@ async fn provision(flake: Option<&str>, cwd: &std::path::Path, args: pantheros::
 
 /// Build a host's toplevel from its derivation (with a GC root) and return it.
 async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> Result<String> {
-    let drv = host.drv_path.clone().ok_or_else(|| Error::UnexpectedOutput {
-        command: "nix eval".into(),
-        detail: format!("no derivation for {}", host.name),
-    })?;
+    let drv = host
+        .drv_path
+        .clone()
+        .ok_or_else(|| Error::UnexpectedOutput {
+            command: "nix eval".into(),
+            detail: format!("no derivation for {}", host.name),
+        })?;
     let roots = logs.join("gcroots");
-    std::fs::create_dir_all(&roots).map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
+    std::fs::create_dir_all(&roots)
+        .map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
     let root = roots.join(&host.name);
     let cmd = pantheros::runner::Cmd::new([
         "nix-store".to_string(),
@@ -460,7 +473,10 @@ async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> Resul
         root.to_string_lossy().into_owned(),
         "--indirect".into(),
     ]);
-    pantheros::runner::run_ok(&cmd).await.map_err(Error::Command)?;
-    let top = std::fs::read_link(&root).map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
+    pantheros::runner::run_ok(&cmd)
+        .await
+        .map_err(Error::Command)?;
+    let top = std::fs::read_link(&root)
+        .map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
     Ok(top.to_string_lossy().into_owned())
 }

@@ -350,16 +350,6 @@ fn a_broken_flake_shows_nix_error_not_a_debug_dump() {
 }
 
 #[test]
-fn planned_subcommands_say_so() {
-    let d = tempfile::tempdir().unwrap();
-    pantheros(d.path())
-        .args(["provision", "hetzner-vps"])
-        .assert()
-        .code(69)
-        .stderr(predicate::str::contains("is not available in this version"));
-}
-
-#[test]
 fn help_documents_exit_codes() {
     let d = tempfile::tempdir().unwrap();
     pantheros(d.path()).arg("--help").assert().success().stdout(

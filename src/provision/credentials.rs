@@ -60,12 +60,21 @@ pub fn from_env_or_file() -> Result<Option<(Token, Source)>, Failure> {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(token_failure(
-                    format!("{} is readable by others (mode {mode:04o}); refusing to use it", file.display()),
-                    &format!("run `chmod 600 {}` (and rotate the token if others could read it)", file.display()),
+                    format!(
+                        "{} is readable by others (mode {mode:04o}); refusing to use it",
+                        file.display()
+                    ),
+                    &format!(
+                        "run `chmod 600 {}` (and rotate the token if others could read it)",
+                        file.display()
+                    ),
                 ));
             }
             let text = std::fs::read_to_string(&file).map_err(|e| {
-                token_failure(format!("reading {}: {e}", file.display()), "check the file's owner and permissions")
+                token_failure(
+                    format!("reading {}: {e}", file.display()),
+                    "check the file's owner and permissions",
+                )
             })?;
             if text.trim().is_empty() {
                 return Ok(None);
@@ -95,7 +104,8 @@ pub fn save(token: &Token) -> Result<PathBuf, Failure> {
     f.write_all(format!("{}\n", token.expose()).as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &file).map_err(|e| fail(format!("renaming to {}: {e}", file.display())))?;
+    std::fs::rename(&tmp, &file)
+        .map_err(|e| fail(format!("renaming to {}: {e}", file.display())))?;
     Ok(file)
 }
 
@@ -106,9 +116,11 @@ pub async fn validate(token: &Token) -> Result<(), super::hetzner::ApiError> {
         per_page: Some(1),
         ..Default::default()
     };
-    h.call("GET /v1/locations", true, || hcloud::apis::locations_api::list_locations(&h.config, params.clone()))
-        .await
-        .map(|_| ())
+    h.call("GET /v1/locations", true, || {
+        hcloud::apis::locations_api::list_locations(&h.config, params.clone())
+    })
+    .await
+    .map(|_| ())
 }
 
 /// The token, from wherever it is; asks on a terminal as a last resort.
@@ -127,14 +139,25 @@ pub async fn resolve() -> Result<(Token, Source), Failure> {
         ));
     }
     eprintln!("No Hetzner API token found.");
-    eprintln!("Create one at https://console.hetzner.cloud → your project → Security → API Tokens (Read & Write).");
+    eprintln!(
+        "Create one at https://console.hetzner.cloud → your project → Security → API Tokens (Read & Write)."
+    );
     let entered = dialoguer::Password::new()
         .with_prompt("Hetzner API token")
         .interact()
-        .map_err(|e| token_failure(format!("reading the token: {e}"), "run again on a terminal, or set HCLOUD_TOKEN"))?;
+        .map_err(|e| {
+            token_failure(
+                format!("reading the token: {e}"),
+                "run again on a terminal, or set HCLOUD_TOKEN",
+            )
+        })?;
     let token = Token::new(entered);
     if let Err(e) = validate(&token).await {
-        return Err(Failure::api(exit::TOKEN, "the token was not saved: it does not work", e));
+        return Err(Failure::api(
+            exit::TOKEN,
+            "the token was not saved: it does not work",
+            e,
+        ));
     }
     let path = save(&token)?;
     eprintln!("Token saved to {} (mode 0600).", path.display());

@@ -43,7 +43,11 @@ pub struct ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.status {
-            Some(s) => write!(f, "{} failed: {} ({}, HTTP {s})", self.call, self.message, self.code),
+            Some(s) => write!(
+                f,
+                "{} failed: {} ({}, HTTP {s})",
+                self.call, self.message, self.code
+            ),
             None => write!(f, "{} failed: {} ({})", self.call, self.message, self.code),
         }
     }
@@ -106,7 +110,9 @@ impl ApiError {
 /// How long to wait between retries: exponential from `base`, ×2, capped
 /// at 60 s, with full jitter (hcloud-go's policy).
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(Duration::from_secs(60));
+    let exp = base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(Duration::from_secs(60));
     let ms = exp.as_millis() as u64;
     Duration::from_millis(if ms == 0 { 0 } else { fastrand::u64(0..=ms) })
 }
@@ -140,9 +146,10 @@ impl Hetzner {
         config.user_agent = Some(concat!("pantheros/", env!("CARGO_PKG_VERSION")).into());
         config.bearer_access_token = Some(token.expose().to_string());
         if let Ok(endpoint) = std::env::var("HCLOUD_ENDPOINT") {
-            config
-                .base_path_mapping
-                .insert(API_BASE.to_string(), endpoint.trim_end_matches('/').to_string());
+            config.base_path_mapping.insert(
+                API_BASE.to_string(),
+                endpoint.trim_end_matches('/').to_string(),
+            );
         }
         let ms = |var: &str, default: u64| {
             std::env::var(var)
@@ -176,7 +183,11 @@ impl Hetzner {
             };
             let retryable = match (err.status, err.code.as_str()) {
                 (_, "rate_limit_exceeded") | (_, "conflict") => true,
-                (Some(502), _) | (Some(504), _) | (_, "bad_gateway") | (_, "timeout") | (_, "network") => retry_all,
+                (Some(502), _)
+                | (Some(504), _)
+                | (_, "bad_gateway")
+                | (_, "timeout")
+                | (_, "network") => retry_all,
                 _ => false,
             };
             if !retryable || attempt >= self.retries {
@@ -195,7 +206,8 @@ pub fn classify<E>(call: &str, e: hcloud::apis::Error<E>) -> ApiError {
     use hcloud::apis::Error;
     match e {
         Error::ResponseError(rc) => {
-            let parsed: Option<hcloud::models::ErrorResponse> = serde_json::from_str(&rc.content).ok();
+            let parsed: Option<hcloud::models::ErrorResponse> =
+                serde_json::from_str(&rc.content).ok();
             let (code, message, details) = match parsed {
                 Some(p) => (p.error.code, p.error.message, p.error.details.flatten()),
                 None => (
@@ -215,7 +227,11 @@ pub fn classify<E>(call: &str, e: hcloud::apis::Error<E>) -> ApiError {
         Error::Reqwest(re) => ApiError {
             call: call.into(),
             status: re.status().map(|s| s.as_u16()),
-            code: if re.is_timeout() { "timeout".into() } else { "network".into() },
+            code: if re.is_timeout() {
+                "timeout".into()
+            } else {
+                "network".into()
+            },
             // reqwest's message names the URL (no token in it: it travels in a header).
             message: re.to_string(),
             details: None,
@@ -265,9 +281,17 @@ mod tests {
             status: Some(422),
             code: "invalid_input".into(),
             message: "invalid input".into(),
-            details: Some(serde_json::json!({"fields": [{"name": "location", "messages": ["unsupported location for server type"]}]})),
+            details: Some(
+                serde_json::json!({"fields": [{"name": "location", "messages": ["unsupported location for server type"]}]}),
+            ),
         };
-        assert_eq!(e.to_string(), "POST /v1/servers failed: invalid input (invalid_input, HTTP 422)");
-        assert!(e.hint().contains("location: unsupported location for server type"));
+        assert_eq!(
+            e.to_string(),
+            "POST /v1/servers failed: invalid input (invalid_input, HTTP 422)"
+        );
+        assert!(
+            e.hint()
+                .contains("location: unsupported location for server type")
+        );
     }
 }

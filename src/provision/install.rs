@@ -12,7 +12,9 @@ use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::hetzner::Hetzner;
-use super::{Failure, Progress, credentials, ensure_ssh_key, exit, our_server, rescue_boot, sshkey};
+use super::{
+    Failure, Progress, credentials, ensure_ssh_key, exit, our_server, rescue_boot, sshkey,
+};
 
 /// nixos-anywhere to run when it is not on PATH (override with
 /// $PANTHEROS_NIXOS_ANYWHERE: a program path or a flake reference).
@@ -52,7 +54,14 @@ pub fn known_hosts() -> PathBuf {
 pub fn nixos_anywhere() -> Vec<String> {
     if let Ok(v) = std::env::var("PANTHEROS_NIXOS_ANYWHERE") {
         if v.contains(':') {
-            return vec!["nix".into(), "--extra-experimental-features".into(), "nix-command flakes".into(), "run".into(), v, "--".into()];
+            return vec![
+                "nix".into(),
+                "--extra-experimental-features".into(),
+                "nix-command flakes".into(),
+                "run".into(),
+                v,
+                "--".into(),
+            ];
         }
         return vec![v];
     }
@@ -80,10 +89,18 @@ async fn run_streaming(argv: &[String]) -> Result<(), (String, Vec<String>)> {
         .spawn()
         .map_err(|e| (format!("could not start: {e}"), vec![]))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                 child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)]
-        .into_iter()
-        .flatten()
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -102,7 +119,10 @@ async fn run_streaming(argv: &[String]) -> Result<(), (String, Vec<String>)> {
             tail.remove(0);
         }
     }
-    let status = child.wait().await.map_err(|e| (e.to_string(), tail.clone()))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| (e.to_string(), tail.clone()))?;
     if status.success() {
         Ok(())
     } else {
@@ -131,9 +151,14 @@ fn ssh_base(key: &std::path::Path, kh: &std::path::Path) -> Vec<String> {
 /// Scan the server's current host keys into our known_hosts (replacing
 /// what was there for that address: the installation made new keys).
 async fn pin_host_key(ip: &str, kh: &std::path::Path) -> Option<String> {
-    let scan = crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", "-t", "ed25519", ip]).timeout(Duration::from_secs(10));
+    let scan = crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", "-t", "ed25519", ip])
+        .timeout(Duration::from_secs(10));
     let out = crate::runner::run(&scan).await.ok()?;
-    let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
     if lines.is_empty() {
         return None;
     }
@@ -156,13 +181,20 @@ async fn pin_host_key(ip: &str, kh: &std::path::Path) -> Option<String> {
         text.push('\n');
     }
     std::fs::write(kh, text).ok()?;
-    let fp = crate::runner::run(&crate::runner::Cmd::new(["ssh-keygen", "-lf", "-"]).timeout(Duration::from_secs(5))).await;
+    let fp = crate::runner::run(
+        &crate::runner::Cmd::new(["ssh-keygen", "-lf", "-"]).timeout(Duration::from_secs(5)),
+    )
+    .await;
     let _ = fp;
     Some(lines.join("\n"))
 }
 
 /// What the server reports: (os-release ID, /run/current-system target).
-async fn inspect(ip: &str, key: &std::path::Path, kh: &std::path::Path) -> Result<(String, String), String> {
+async fn inspect(
+    ip: &str,
+    key: &std::path::Path,
+    kh: &std::path::Path,
+) -> Result<(String, String), String> {
     let mut argv = ssh_base(key, kh);
     argv.push(format!("root@{ip}"));
     argv.push(". /etc/os-release; echo \"ID=$ID\"; readlink -f /run/current-system".into());
@@ -173,7 +205,11 @@ async fn inspect(ip: &str, key: &std::path::Path, kh: &std::path::Path) -> Resul
         return Err(out.stderr.trim().to_string());
     }
     let mut lines = out.stdout.lines();
-    let id = lines.next().unwrap_or("").trim_start_matches("ID=").to_string();
+    let id = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("ID=")
+        .to_string();
     let sys = lines.next().unwrap_or("").trim().to_string();
     Ok((id, sys))
 }
@@ -187,7 +223,10 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
     let private = key.private_key().ok_or_else(|| {
         Failure::new(
             exit::SSH_KEY,
-            format!("the private key for {} is not next to it", key.path.display()),
+            format!(
+                "the private key for {} is not next to it",
+                key.path.display()
+            ),
             "pass --ssh-key with a public key whose private key is in the same directory",
         )
     })?;
@@ -197,7 +236,13 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
         .ipv4
         .as_ref()
         .map(|i| i.ip.clone())
-        .ok_or_else(|| Failure::new(exit::API, format!("{} has no IPv4 address", args.host), "nixos-anywhere needs one"))?;
+        .ok_or_else(|| {
+            Failure::new(
+                exit::API,
+                format!("{} has no IPv4 address", args.host),
+                "nixos-anywhere needs one",
+            )
+        })?;
     let progress = Progress::new();
     let step = Duration::from_secs(args.timeout);
 
@@ -207,15 +252,21 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
         progress.say(&format!("booting {} into the rescue system", args.host));
         rescue_boot(&h, &server, key_id, Instant::now() + step, &progress).await?;
         let deadline = Instant::now() + step;
-        while crate::runner::run(&crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", ip.as_str()]).timeout(Duration::from_secs(10)))
-            .await
-            .map(|o| o.stdout.trim().is_empty())
-            .unwrap_or(true)
+        while crate::runner::run(
+            &crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", ip.as_str()])
+                .timeout(Duration::from_secs(10)),
+        )
+        .await
+        .map(|o| o.stdout.trim().is_empty())
+        .unwrap_or(true)
         {
             if Instant::now() >= deadline {
                 return Err(Failure::new(
                     exit::RESCUE,
-                    format!("the rescue system of {} did not answer on port 22", args.host),
+                    format!(
+                        "the rescue system of {} did not answer on port 22",
+                        args.host
+                    ),
                     "check the server's console in the Cloud Console; then run install again",
                 ));
             }
@@ -232,7 +283,9 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
         private.to_string_lossy().into_owned(),
         format!("root@{ip}"),
     ]);
-    progress.done(&format!("installing {flake_attr} on {ip} with nixos-anywhere"));
+    progress.done(&format!(
+        "installing {flake_attr} on {ip} with nixos-anywhere"
+    ));
     if let Err((how, tail)) = run_streaming(&argv).await {
         return Err(Failure::new(
             exit::INSTALL,
@@ -252,7 +305,10 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
     let mut last_error = String::from("no answer");
     let mut pinned = None;
     loop {
-        progress.say(&format!("waiting for {} to come back after the installation", args.host));
+        progress.say(&format!(
+            "waiting for {} to come back after the installation",
+            args.host
+        ));
         if let Some(k) = pin_host_key(&ip, &kh).await {
             pinned = Some(k);
             match inspect(&ip, &private, &kh).await {
@@ -260,19 +316,31 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
                 Ok((id, sys)) if id == "nixos" => {
                     return Err(Failure::new(
                         exit::VERIFY,
-                        format!("{} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}", args.host),
+                        format!(
+                            "{} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}",
+                            args.host
+                        ),
                         "run `pantheros deploy` for the host, or install again",
                     ));
                 }
-                Ok((id, _)) => last_error = format!("the server runs {id}, not NixOS (still the old system?)"),
+                Ok((id, _)) => {
+                    last_error = format!("the server runs {id}, not NixOS (still the old system?)")
+                }
                 Err(e) => last_error = e,
             }
         }
         if Instant::now() >= deadline {
-            let code = if pinned.is_none() { exit::REBOOT } else { exit::VERIFY };
+            let code = if pinned.is_none() {
+                exit::REBOOT
+            } else {
+                exit::VERIFY
+            };
             return Err(Failure::new(
                 code,
-                format!("{} did not come back as the installed NixOS: {last_error}", args.host),
+                format!(
+                    "{} did not come back as the installed NixOS: {last_error}",
+                    args.host
+                ),
                 "look at the server's console in the Cloud Console (it may still be booting)",
             ));
         }

@@ -72,11 +72,11 @@ fn indent_of(line: &str) -> usize {
 /// Is this line `key:` (block form) at this indentation?
 fn is_key(line: &str, key: &str, indent: usize) -> bool {
     indent_of(line) == indent && {
-        let t = line.trim_start();
+        let t = line.trim();
         t.strip_prefix(key)
             .map(|rest| {
                 let rest = rest.trim_start();
-                rest == ":" || rest.starts_with(": #") || rest.starts_with(":#") || rest == ":\r"
+                rest == ":" || rest.starts_with(": #") || rest.starts_with(":#")
             })
             .unwrap_or(false)
     }
@@ -86,7 +86,8 @@ fn block_end(lines: &[&str], start: usize, parent_indent: usize) -> usize {
     let mut i = start + 1;
     while i < lines.len() {
         let l = lines[i];
-        if !l.trim().is_empty() && !l.trim_start().starts_with('#') && indent_of(l) <= parent_indent {
+        if !l.trim().is_empty() && !l.trim_start().starts_with('#') && indent_of(l) <= parent_indent
+        {
             break;
         }
         i += 1;
@@ -97,7 +98,10 @@ fn block_end(lines: &[&str], start: usize, parent_indent: usize) -> usize {
 fn find_key(lines: &[&str], from: usize, to: usize, key: &str) -> Option<usize> {
     (from..to).find(|&i| {
         let l = lines[i];
-        !l.trim().is_empty() && !l.trim_start().starts_with('#') && l.trim_start().starts_with(key) && is_key(l, key, indent_of(l))
+        !l.trim().is_empty()
+            && !l.trim_start().starts_with('#')
+            && l.trim_start().starts_with(key)
+            && is_key(l, key, indent_of(l))
     })
 }
 
@@ -126,26 +130,35 @@ fn item_value(line: &str) -> Option<(usize, usize)> {
 
 /// Compute the new text, or say why it cannot be done automatically.
 pub fn update_text(text: &str, ip: &str) -> Result<(String, Outcome), Outcome> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| manual(ip, &format!("config/deploy.yml does not parse ({e})")))?;
-    let doc = docs.first().ok_or_else(|| manual(ip, "config/deploy.yml is empty"))?;
-    let (shape, hosts) = web_hosts(doc).ok_or_else(|| manual(ip, "no `servers` → `web` list in config/deploy.yml"))?;
+    let docs = YamlLoader::load_from_str(text)
+        .map_err(|e| manual(ip, &format!("config/deploy.yml does not parse ({e})")))?;
+    let doc = docs
+        .first()
+        .ok_or_else(|| manual(ip, "config/deploy.yml is empty"))?;
+    let (shape, hosts) = web_hosts(doc)
+        .ok_or_else(|| manual(ip, "no `servers` → `web` list in config/deploy.yml"))?;
     if hosts.iter().any(|h| h == ip) {
         return Ok((text.to_string(), Outcome::Unchanged));
     }
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let servers = find_key(&lines, 0, lines.len(), "servers").filter(|&i| indent_of(lines[i]) == 0);
     let Some(servers) = servers else {
-        return Err(manual(ip, "`servers:` is not a block at the top level of config/deploy.yml"));
+        return Err(manual(
+            ip,
+            "`servers:` is not a block at the top level of config/deploy.yml",
+        ));
     };
     let mut list_at = servers;
     let mut list_end = block_end(&lines, servers, 0);
     if shape != Shape::ServersList {
-        let web = find_key(&lines, servers + 1, list_end, "web").ok_or_else(|| manual(ip, "`web:` is not in block form"))?;
+        let web = find_key(&lines, servers + 1, list_end, "web")
+            .ok_or_else(|| manual(ip, "`web:` is not in block form"))?;
         let web_indent = indent_of(lines[web]);
         list_at = web;
         list_end = block_end(&lines, web, web_indent);
         if shape == Shape::WebHosts {
-            let h = find_key(&lines, web + 1, list_end, "hosts").ok_or_else(|| manual(ip, "`hosts:` is not in block form"))?;
+            let h = find_key(&lines, web + 1, list_end, "hosts")
+                .ok_or_else(|| manual(ip, "`hosts:` is not in block form"))?;
             list_at = h;
             list_end = block_end(&lines, h, indent_of(lines[h]));
         }
@@ -159,10 +172,14 @@ pub fn update_text(text: &str, ip: &str) -> Result<(String, Outcome), Outcome> {
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let outcome = if items.len() == 1 {
         let i = items[0];
-        let (a, b) = item_value(lines[i]).ok_or_else(|| manual(ip, "the web host line is not understood"))?;
+        let (a, b) = item_value(lines[i])
+            .ok_or_else(|| manual(ip, "the web host line is not understood"))?;
         let before = lines[i][a..b].to_string();
         out[i] = format!("{}{}{}", &lines[i][..a], ip, &lines[i][b..]);
-        Outcome::Updated { before: Some(before), line: i + 1 }
+        Outcome::Updated {
+            before: Some(before),
+            line: i + 1,
+        }
     } else {
         // Add a line like the last item (or, for an empty list, indented under the key).
         let (at, template_indent) = match items.last() {
@@ -174,7 +191,10 @@ pub fn update_text(text: &str, ip: &str) -> Result<(String, Outcome), Outcome> {
         if at == lines.len() && !lines.last().is_some_and(|l| l.ends_with('\n')) {
             out[at - 1].push_str(nl);
         }
-        Outcome::Updated { before: None, line: at + 1 }
+        Outcome::Updated {
+            before: None,
+            line: at + 1,
+        }
     };
     let new_text = out.concat();
     // Check the result says what we meant before anything is written.

@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use hcloud::apis::{actions_api, images_api, isos_api, servers_api, ssh_keys_api, server_types_api};
+use hcloud::apis::{
+    actions_api, images_api, isos_api, server_types_api, servers_api, ssh_keys_api,
+};
 use hcloud::models;
 
 pub use crate::error::exit;
@@ -192,11 +194,18 @@ impl Default for Progress {
 }
 
 /// Wait for an action to finish (bounded by `deadline`).
-pub async fn wait_action(h: &Hetzner, id: i64, deadline: Instant, progress: &Progress) -> Result<(), Failure> {
+pub async fn wait_action(
+    h: &Hetzner,
+    id: i64,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<(), Failure> {
     loop {
         let params = actions_api::GetActionParams { id };
         let a = h
-            .call(&format!("GET /v1/actions/{id}"), true, || actions_api::get_action(&h.config, params.clone()))
+            .call(&format!("GET /v1/actions/{id}"), true, || {
+                actions_api::get_action(&h.config, params.clone())
+            })
             .await?
             .action;
         match a.status {
@@ -208,18 +217,27 @@ pub async fn wait_action(h: &Hetzner, id: i64, deadline: Instant, progress: &Pro
                     .unwrap_or_else(|| ("action_failed".into(), "the action failed".into()));
                 return Err(Failure::new(
                     exit::API,
-                    format!("Hetzner action {} ({}) failed: {msg} ({code})", a.id, a.command),
+                    format!(
+                        "Hetzner action {} ({}) failed: {msg} ({code})",
+                        a.id, a.command
+                    ),
                     "see the server in the Cloud Console; running the command again is safe",
                 ));
             }
             models::action::Status::Running => {
-                progress.say(&format!("waiting for {} (action {}, {}%)", a.command, a.id, a.progress));
+                progress.say(&format!(
+                    "waiting for {} (action {}, {}%)",
+                    a.command, a.id, a.progress
+                ));
             }
         }
         if Instant::now() >= deadline {
             return Err(Failure::new(
                 exit::TIMEOUT,
-                format!("Hetzner action {} ({}) is still running after the timeout", a.id, a.command),
+                format!(
+                    "Hetzner action {} ({}) is still running after the timeout",
+                    a.id, a.command
+                ),
                 "raise --timeout, or check the server in the Cloud Console; running the command again is safe",
             ));
         }
@@ -230,11 +248,17 @@ pub async fn wait_action(h: &Hetzner, id: i64, deadline: Instant, progress: &Pro
 pub async fn get_server(h: &Hetzner, id: i64) -> Result<models::Server, Failure> {
     let params = servers_api::GetServerParams { id };
     let r = h
-        .call(&format!("GET /v1/servers/{id}"), true, || servers_api::get_server(&h.config, params.clone()))
+        .call(&format!("GET /v1/servers/{id}"), true, || {
+            servers_api::get_server(&h.config, params.clone())
+        })
         .await?;
-    r.server
-        .map(|s| *s)
-        .ok_or_else(|| Failure::new(exit::NO_SERVER, format!("server {id} does not exist"), "`pantheros provision list`"))
+    r.server.map(|s| *s).ok_or_else(|| {
+        Failure::new(
+            exit::NO_SERVER,
+            format!("server {id} does not exist"),
+            "`pantheros provision list`",
+        )
+    })
 }
 
 /// The server with this name, if any.
@@ -244,7 +268,9 @@ pub async fn find_server(h: &Hetzner, name: &str) -> Result<Option<models::Serve
         ..Default::default()
     };
     let r = h
-        .call("GET /v1/servers?name=…", true, || servers_api::list_servers(&h.config, params.clone()))
+        .call("GET /v1/servers?name=…", true, || {
+            servers_api::list_servers(&h.config, params.clone())
+        })
         .await?;
     Ok(r.servers.into_iter().next())
 }
@@ -270,18 +296,28 @@ pub async fn our_server(h: &Hetzner, host: &str) -> Result<models::Server, Failu
 fn foreign(host: &str) -> Failure {
     Failure::new(
         exit::FOREIGN_SERVER,
-        format!("a server named {host} exists in this project, but pantheros did not create it (labels {LABEL_MANAGED}=pantheros, {LABEL_HOST}={host} are missing)"),
+        format!(
+            "a server named {host} exists in this project, but pantheros did not create it (labels {LABEL_MANAGED}=pantheros, {LABEL_HOST}={host} are missing)"
+        ),
         "rename or delete that server in the Cloud Console, or add those labels if it is really this host",
     )
 }
 
-pub async fn wait_running(h: &Hetzner, id: i64, deadline: Instant, progress: &Progress) -> Result<models::Server, Failure> {
+pub async fn wait_running(
+    h: &Hetzner,
+    id: i64,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<models::Server, Failure> {
     loop {
         let s = get_server(h, id).await?;
         if s.status == models::server::Status::Running {
             return Ok(s);
         }
-        progress.say(&format!("waiting for server {} to run (status: {:?})", s.name, s.status));
+        progress.say(&format!(
+            "waiting for server {} to run (status: {:?})",
+            s.name, s.status
+        ));
         if Instant::now() >= deadline {
             return Err(Failure::new(
                 exit::TIMEOUT,
@@ -295,15 +331,21 @@ pub async fn wait_running(h: &Hetzner, id: i64, deadline: Instant, progress: &Pr
 
 /// The SSH key at Hetzner with this fingerprint, uploading it if absent.
 /// Returns (id, uploaded now?).
-pub async fn ensure_ssh_key(h: &Hetzner, key: &sshkey::LocalKey, dry_run: bool) -> Result<(Option<i64>, bool), Failure> {
+pub async fn ensure_ssh_key(
+    h: &Hetzner,
+    key: &sshkey::LocalKey,
+    dry_run: bool,
+) -> Result<(Option<i64>, bool), Failure> {
     let lookup = || async {
         let params = ssh_keys_api::ListSshKeysParams {
             fingerprint: Some(key.fingerprint.clone()),
             ..Default::default()
         };
-        h.call("GET /v1/ssh_keys?fingerprint=…", true, || ssh_keys_api::list_ssh_keys(&h.config, params.clone()))
-            .await
-            .map(|r| r.ssh_keys.into_iter().next().map(|k| k.id))
+        h.call("GET /v1/ssh_keys?fingerprint=…", true, || {
+            ssh_keys_api::list_ssh_keys(&h.config, params.clone())
+        })
+        .await
+        .map(|r| r.ssh_keys.into_iter().next().map(|k| k.id))
     };
     if let Some(id) = lookup().await? {
         return Ok((Some(id), false));
@@ -315,13 +357,18 @@ pub async fn ensure_ssh_key(h: &Hetzner, key: &sshkey::LocalKey, dry_run: bool) 
     for attempt in 0..2 {
         let params = ssh_keys_api::CreateSshKeyParams {
             create_ssh_key_request: models::CreateSshKeyRequest {
-                labels: Some(HashMap::from([(LABEL_MANAGED.to_string(), "pantheros".to_string())])),
+                labels: Some(HashMap::from([(
+                    LABEL_MANAGED.to_string(),
+                    "pantheros".to_string(),
+                )])),
                 name: name.clone(),
                 public_key: key.public_key.clone(),
             },
         };
         match h
-            .call("POST /v1/ssh_keys", false, || ssh_keys_api::create_ssh_key(&h.config, params.clone()))
+            .call("POST /v1/ssh_keys", false, || {
+                ssh_keys_api::create_ssh_key(&h.config, params.clone())
+            })
             .await
         {
             Ok(r) => return Ok((Some(r.ssh_key.id), true)),
@@ -332,7 +379,15 @@ pub async fn ensure_ssh_key(h: &Hetzner, key: &sshkey::LocalKey, dry_run: bool) 
                     return Ok((Some(id), false));
                 }
                 if attempt == 0 {
-                    name = format!("{}-{}", key.stem, key.fingerprint.replace(':', "").chars().take(8).collect::<String>());
+                    name = format!(
+                        "{}-{}",
+                        key.stem,
+                        key.fingerprint
+                            .replace(':', "")
+                            .chars()
+                            .take(8)
+                            .collect::<String>()
+                    );
                     continue;
                 }
                 return Err(Failure::api(exit::API, "uploading the SSH key failed", e));
@@ -340,18 +395,29 @@ pub async fn ensure_ssh_key(h: &Hetzner, key: &sshkey::LocalKey, dry_run: bool) 
             Err(e) => return Err(Failure::api(exit::API, "uploading the SSH key failed", e)),
         }
     }
-    Err(Failure::new(exit::API, "uploading the SSH key failed", "try again"))
+    Err(Failure::new(
+        exit::API,
+        "uploading the SSH key failed",
+        "try again",
+    ))
 }
 
 /// Preflight: the type exists, is orderable in the location, and the image
 /// exists for its architecture. Nothing is created before this passes.
-pub async fn preflight(h: &Hetzner, server_type: &str, location: &str, image: &str) -> Result<models::ServerType, Failure> {
+pub async fn preflight(
+    h: &Hetzner,
+    server_type: &str,
+    location: &str,
+    image: &str,
+) -> Result<models::ServerType, Failure> {
     let params = server_types_api::ListServerTypesParams {
         name: Some(server_type.to_string()),
         ..Default::default()
     };
     let types = h
-        .call("GET /v1/server_types?name=…", true, || server_types_api::list_server_types(&h.config, params.clone()))
+        .call("GET /v1/server_types?name=…", true, || {
+            server_types_api::list_server_types(&h.config, params.clone())
+        })
         .await?
         .server_types;
     let Some(st) = types.into_iter().next() else {
@@ -360,7 +426,9 @@ pub async fn preflight(h: &Hetzner, server_type: &str, location: &str, image: &s
             ..Default::default()
         };
         let names: Vec<String> = h
-            .call("GET /v1/server_types", true, || server_types_api::list_server_types(&h.config, all.clone()))
+            .call("GET /v1/server_types", true, || {
+                server_types_api::list_server_types(&h.config, all.clone())
+            })
             .await
             .map(|r| {
                 r.server_types
@@ -382,12 +450,18 @@ pub async fn preflight(h: &Hetzner, server_type: &str, location: &str, image: &s
         .filter(|l| l.deprecation.is_none())
         .map(|l| l.name.as_str())
         .collect();
-    let deprecated_here = st.locations.iter().any(|l| l.name == location && l.deprecation.is_some());
-    let deprecated_everywhere = st.deprecated.unwrap_or(false) || matches!(st.deprecation, Some(Some(_)));
+    let deprecated_here = st
+        .locations
+        .iter()
+        .any(|l| l.name == location && l.deprecation.is_some());
+    let deprecated_everywhere =
+        st.deprecated.unwrap_or(false) || matches!(st.deprecation, Some(Some(_)));
     if deprecated_here || (deprecated_everywhere && offered.is_empty()) {
         return Err(Failure::new(
             exit::PREFLIGHT,
-            format!("server type {server_type} is deprecated and can no longer be ordered in {location}; nothing was created"),
+            format!(
+                "server type {server_type} is deprecated and can no longer be ordered in {location}; nothing was created"
+            ),
             "use a current type, e.g. --server-type cx23 (successor of cx22) or cpx22".to_string(),
         ));
     }
@@ -408,13 +482,17 @@ pub async fn preflight(h: &Hetzner, server_type: &str, location: &str, image: &s
         ..Default::default()
     };
     let images = h
-        .call("GET /v1/images?name=…", true, || images_api::list_images(&h.config, params.clone()))
+        .call("GET /v1/images?name=…", true, || {
+            images_api::list_images(&h.config, params.clone())
+        })
         .await?
         .images;
     if images.is_empty() {
         return Err(Failure::new(
             exit::PREFLIGHT,
-            format!("image {image} does not exist for {arch} (server type {server_type}); nothing was created"),
+            format!(
+                "image {image} does not exist for {arch} (server type {server_type}); nothing was created"
+            ),
             "use an image Hetzner offers for that architecture, e.g. --image ubuntu-24.04 or debian-12",
         ));
     }
@@ -458,19 +536,33 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
                 host.name,
                 d.provider.as_deref().unwrap_or("null")
             ),
-            format!("set pantheros.deployment.provider = \"hetzner\"; in {}'s configuration", host.name),
+            format!(
+                "set pantheros.deployment.provider = \"hetzner\"; in {}'s configuration",
+                host.name
+            ),
         ));
     }
-    let server_type = args.server_type.clone().unwrap_or_else(|| d.hetzner.server_type.clone());
-    let location = args.location.clone().unwrap_or_else(|| d.hetzner.location.clone());
-    let image = args.image.clone().unwrap_or_else(|| d.hetzner.image.clone());
+    let server_type = args
+        .server_type
+        .clone()
+        .unwrap_or_else(|| d.hetzner.server_type.clone());
+    let location = args
+        .location
+        .clone()
+        .unwrap_or_else(|| d.hetzner.location.clone());
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| d.hetzner.image.clone());
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let (token, source) = credentials::resolve().await?;
     tracing::debug!(source = %source, "Hetzner token");
     let h = Hetzner::new(&token)?;
     let key = sshkey::choose(args.ssh_key.as_deref())?;
     let progress = Progress::new();
-    progress.say(&format!("checking {server_type} in {location} with {image}"));
+    progress.say(&format!(
+        "checking {server_type} in {location} with {image}"
+    ));
     preflight(&h, &server_type, &location, &image).await?;
 
     // Idempotent: a server of ours with that name is reused.
@@ -482,7 +574,10 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
     }
     let (key_id, uploaded) = ensure_ssh_key(&h, &key, args.dry_run || existing.is_some()).await?;
     let (server, result) = if let Some(s) = existing {
-        progress.say(&format!("server {} exists (id {}); reusing it", s.name, s.id));
+        progress.say(&format!(
+            "server {} exists (id {}); reusing it",
+            s.name, s.id
+        ));
         let s = wait_running(&h, s.id, deadline, &progress).await?;
         (Some(s), "reused")
     } else if args.dry_run {
@@ -491,22 +586,34 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
         let mut labels: HashMap<String, String> = d.hetzner.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED.into(), "pantheros".into());
         labels.insert(LABEL_HOST.into(), host.name.clone());
-        let mut req = models::CreateServerRequest::new(image.clone(), host.name.clone(), server_type.clone());
+        let mut req =
+            models::CreateServerRequest::new(image.clone(), host.name.clone(), server_type.clone());
         req.location = Some(location.clone());
         req.labels = Some(labels);
         req.ssh_keys = key_id.map(|id| vec![id.to_string()]);
         req.start_after_create = Some(true);
-        let params = servers_api::CreateServerParams { create_server_request: req };
-        progress.say(&format!("creating {} ({server_type}, {location}, {image})", host.name));
+        let params = servers_api::CreateServerParams {
+            create_server_request: req,
+        };
+        progress.say(&format!(
+            "creating {} ({server_type}, {location}, {image})",
+            host.name
+        ));
         let created = loop {
             match h
-                .call("POST /v1/servers", false, || servers_api::create_server(&h.config, params.clone()))
+                .call("POST /v1/servers", false, || {
+                    servers_api::create_server(&h.config, params.clone())
+                })
                 .await
             {
                 Ok(r) => break Ok(r),
                 // The request may have created the server before failing:
                 // look it up by name before posting again.
-                Err(e) if matches!(e.status, Some(502) | Some(504)) || e.code == "timeout" || e.code == "network" => {
+                Err(e)
+                    if matches!(e.status, Some(502) | Some(504))
+                        || e.code == "timeout"
+                        || e.code == "network" =>
+                {
                     progress.say(&format!("{e}; checking whether the server was created"));
                     if let Some(s) = find_server(&h, &host.name).await? {
                         if is_ours(&s, &host.name) {
@@ -533,14 +640,23 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
             Err(Some(s)) => s.id,
             Err(None) => unreachable!("only Some is produced above"),
         };
-        (Some(wait_running(&h, id, deadline, &progress).await?), "created")
+        (
+            Some(wait_running(&h, id, deadline, &progress).await?),
+            "created",
+        )
     };
 
     let mut out = Created {
         name: host.name.clone(),
         id: server.as_ref().map(|s| s.id),
-        server_type: server.as_ref().map(|s| s.server_type.name.clone()).unwrap_or(server_type.clone()),
-        location: server.as_ref().map(|s| s.location.name.clone()).unwrap_or(location.clone()),
+        server_type: server
+            .as_ref()
+            .map(|s| s.server_type.name.clone())
+            .unwrap_or(server_type.clone()),
+        location: server
+            .as_ref()
+            .map(|s| s.location.name.clone())
+            .unwrap_or(location.clone()),
         image,
         ipv4: server.as_ref().and_then(ipv4),
         ipv6: server.as_ref().and_then(ipv6),
@@ -557,7 +673,11 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
         "dry-run" => progress.done(&format!(
             "dry run: would create {} ({server_type} in {location}){}; nothing was changed",
             host.name,
-            if key_id.is_none() { " and upload the SSH key" } else { "" }
+            if key_id.is_none() {
+                " and upload the SSH key"
+            } else {
+                ""
+            }
         )),
         _ => progress.done(&format!("server {} is running ({result})", host.name)),
     }
@@ -566,7 +686,10 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
         eprintln!("  type:     {}", out.server_type);
         eprintln!("  location: {}", out.location);
         eprintln!("  IPv4:     {ip}");
-        eprintln!("  IPv6:     {}", out.ipv6.clone().unwrap_or_else(|| "-".into()));
+        eprintln!(
+            "  IPv6:     {}",
+            out.ipv6.clone().unwrap_or_else(|| "-".into())
+        );
         eprintln!("  connect:  ssh root@{ip}");
         eprintln!("  next:     pantheros provision install {}", out.name);
         let kamal = args.kamal.clone().or_else(|| {
@@ -585,7 +708,10 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
 
 fn kamal_update(path: &std::path::Path, ip: &str) -> String {
     match kamal::update_file(path, ip) {
-        Ok(kamal::Outcome::Updated { before: Some(b), line }) => {
+        Ok(kamal::Outcome::Updated {
+            before: Some(b),
+            line,
+        }) => {
             eprintln!("Kamal: {}:{line}: {b} -> {ip}", path.display());
             "updated".into()
         }
@@ -618,7 +744,9 @@ pub async fn list(json: bool) -> Result<i32, Failure> {
         ..Default::default()
     };
     let servers = h
-        .call("GET /v1/servers?label_selector=…", true, || servers_api::list_servers(&h.config, params.clone()))
+        .call("GET /v1/servers?label_selector=…", true, || {
+            servers_api::list_servers(&h.config, params.clone())
+        })
         .await?
         .servers;
     if json {
@@ -632,7 +760,10 @@ pub async fn list(json: bool) -> Result<i32, Failure> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "servers": v })).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "servers": v })).unwrap_or_default()
+        );
     } else {
         let rows: Vec<Vec<String>> = servers
             .iter()
@@ -647,7 +778,10 @@ pub async fn list(json: bool) -> Result<i32, Failure> {
                 ]
             })
             .collect();
-        print!("{}", crate::report::table(&["NAME", "ID", "TYPE", "LOCATION", "STATUS", "IPV4"], &rows));
+        print!(
+            "{}",
+            crate::report::table(&["NAME", "ID", "TYPE", "LOCATION", "STATUS", "IPV4"], &rows)
+        );
     }
     Ok(exit::OK)
 }
@@ -666,20 +800,36 @@ pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure
             ));
         }
         let answer: String = dialoguer::Input::new()
-            .with_prompt(format!("Delete server {host} ({}, {})? Type its name to confirm", s.id, ipv4(&s).unwrap_or_default()))
+            .with_prompt(format!(
+                "Delete server {host} ({}, {})? Type its name to confirm",
+                s.id,
+                ipv4(&s).unwrap_or_default()
+            ))
             .interact_text()
             .unwrap_or_default();
         if answer.trim() != host {
-            return Err(Failure::new(exit::FAILED_NOTHING_CHANGED, "not confirmed; nothing was deleted", "type the server's name"));
+            return Err(Failure::new(
+                exit::FAILED_NOTHING_CHANGED,
+                "not confirmed; nothing was deleted",
+                "type the server's name",
+            ));
         }
     }
     let params = servers_api::DeleteServerParams { id: s.id };
     let r = h
-        .call(&format!("DELETE /v1/servers/{}", s.id), true, || servers_api::delete_server(&h.config, params.clone()))
+        .call(&format!("DELETE /v1/servers/{}", s.id), true, || {
+            servers_api::delete_server(&h.config, params.clone())
+        })
         .await?;
     let progress = Progress::new();
     if let Some(a) = r.action {
-        wait_action(&h, a.id, Instant::now() + Duration::from_secs(timeout), &progress).await?;
+        wait_action(
+            &h,
+            a.id,
+            Instant::now() + Duration::from_secs(timeout),
+            &progress,
+        )
+        .await?;
     }
     progress.done(&format!("server {host} (id {}) deleted", s.id));
     Ok(exit::OK)
@@ -697,45 +847,82 @@ pub async fn iso(cmd: &IsoCmd) -> Result<i32, Failure> {
                 name: Some(iso.clone()),
                 ..Default::default()
             };
-            if h.call("GET /v1/isos?name=…", true, || isos_api::list_isos(&h.config, lp.clone())).await?.isos.is_empty() {
-                return Err(Failure::new(exit::PREFLIGHT, format!("ISO {iso} does not exist at Hetzner"), "list them in the Cloud Console (Servers → ISO Images)"));
+            if h.call("GET /v1/isos?name=…", true, || {
+                isos_api::list_isos(&h.config, lp.clone())
+            })
+            .await?
+            .isos
+            .is_empty()
+            {
+                return Err(Failure::new(
+                    exit::PREFLIGHT,
+                    format!("ISO {iso} does not exist at Hetzner"),
+                    "list them in the Cloud Console (Servers → ISO Images)",
+                ));
             }
             let params = servers_api::AttachIsoToServerParams {
                 id: s.id,
                 attach_iso_to_server_request: models::AttachIsoToServerRequest { iso: iso.clone() },
             };
             let r = h
-                .call(&format!("POST /v1/servers/{}/actions/attach_iso", s.id), true, || {
-                    servers_api::attach_iso_to_server(&h.config, params.clone())
-                })
+                .call(
+                    &format!("POST /v1/servers/{}/actions/attach_iso", s.id),
+                    true,
+                    || servers_api::attach_iso_to_server(&h.config, params.clone()),
+                )
                 .await?;
-            wait_action(&h, r.action.id, Instant::now() + Duration::from_secs(*timeout), &progress).await?;
+            wait_action(
+                &h,
+                r.action.id,
+                Instant::now() + Duration::from_secs(*timeout),
+                &progress,
+            )
+            .await?;
             progress.done(&format!("ISO {iso} attached to {host}"));
         }
         IsoCmd::Detach { host, timeout } => {
             let s = our_server(&h, host).await?;
-            detach_iso(&h, &s, Instant::now() + Duration::from_secs(*timeout), &progress).await?;
+            detach_iso(
+                &h,
+                &s,
+                Instant::now() + Duration::from_secs(*timeout),
+                &progress,
+            )
+            .await?;
             progress.done(&format!("no ISO attached to {host}"));
         }
     }
     Ok(exit::OK)
 }
 
-pub async fn detach_iso(h: &Hetzner, s: &models::Server, deadline: Instant, progress: &Progress) -> Result<(), Failure> {
+pub async fn detach_iso(
+    h: &Hetzner,
+    s: &models::Server,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<(), Failure> {
     if s.iso.is_none() {
         return Ok(());
     }
     let params = servers_api::DetachIsoFromServerParams { id: s.id };
     let r = h
-        .call(&format!("POST /v1/servers/{}/actions/detach_iso", s.id), true, || {
-            servers_api::detach_iso_from_server(&h.config, params.clone())
-        })
+        .call(
+            &format!("POST /v1/servers/{}/actions/detach_iso", s.id),
+            true,
+            || servers_api::detach_iso_from_server(&h.config, params.clone()),
+        )
         .await?;
     wait_action(h, r.action.id, deadline, progress).await
 }
 
 /// Enable rescue with our key and reset into it.
-pub async fn rescue_boot(h: &Hetzner, s: &models::Server, key_id: Option<i64>, deadline: Instant, progress: &Progress) -> Result<(), Failure> {
+pub async fn rescue_boot(
+    h: &Hetzner,
+    s: &models::Server,
+    key_id: Option<i64>,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<(), Failure> {
     let params = servers_api::EnableRescueModeForServerParams {
         id: s.id,
         enable_rescue_mode_for_server_request: models::EnableRescueModeForServerRequest {
@@ -744,31 +931,58 @@ pub async fn rescue_boot(h: &Hetzner, s: &models::Server, key_id: Option<i64>, d
         },
     };
     let r = h
-        .call(&format!("POST /v1/servers/{}/actions/enable_rescue", s.id), true, || {
-            servers_api::enable_rescue_mode_for_server(&h.config, params.clone())
-        })
+        .call(
+            &format!("POST /v1/servers/{}/actions/enable_rescue", s.id),
+            true,
+            || servers_api::enable_rescue_mode_for_server(&h.config, params.clone()),
+        )
         .await
         .map_err(|e| Failure::api(exit::RESCUE, "enabling the rescue system failed", e))?;
     if let Some(a) = r.action {
-        wait_action(h, a.id, deadline, progress).await.map_err(|f| Failure { code: exit::RESCUE, ..f })?;
+        wait_action(h, a.id, deadline, progress)
+            .await
+            .map_err(|f| Failure {
+                code: exit::RESCUE,
+                ..f
+            })?;
     }
     let params = servers_api::ResetServerParams { id: s.id };
     let r = h
-        .call(&format!("POST /v1/servers/{}/actions/reset", s.id), true, || servers_api::reset_server(&h.config, params.clone()))
+        .call(
+            &format!("POST /v1/servers/{}/actions/reset", s.id),
+            true,
+            || servers_api::reset_server(&h.config, params.clone()),
+        )
         .await
         .map_err(|e| Failure::api(exit::RESCUE, "resetting into the rescue system failed", e))?;
-    wait_action(h, r.action.id, deadline, progress).await.map_err(|f| Failure { code: exit::RESCUE, ..f })
+    wait_action(h, r.action.id, deadline, progress)
+        .await
+        .map_err(|f| Failure {
+            code: exit::RESCUE,
+            ..f
+        })
 }
 
 /// `provision rescue HOST`.
-pub async fn rescue(host: &str, ssh_key: Option<&std::path::Path>, timeout: u64) -> Result<i32, Failure> {
+pub async fn rescue(
+    host: &str,
+    ssh_key: Option<&std::path::Path>,
+    timeout: u64,
+) -> Result<i32, Failure> {
     let (token, _) = credentials::resolve().await?;
     let h = Hetzner::new(&token)?;
     let key = sshkey::choose(ssh_key)?;
     let s = our_server(&h, host).await?;
     let (key_id, _) = ensure_ssh_key(&h, &key, false).await?;
     let progress = Progress::new();
-    rescue_boot(&h, &s, key_id, Instant::now() + Duration::from_secs(timeout), &progress).await?;
+    rescue_boot(
+        &h,
+        &s,
+        key_id,
+        Instant::now() + Duration::from_secs(timeout),
+        &progress,
+    )
+    .await?;
     progress.done(&format!(
         "{host} is booting Hetzner's rescue system: ssh root@{} (your key {})",
         ipv4(&s).unwrap_or_default(),

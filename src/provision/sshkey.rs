@@ -29,16 +29,33 @@ impl LocalKey {
 /// Hetzner's fingerprint: MD5 of the key blob, as aa:bb:… hex.
 pub fn fingerprint(public_key: &str) -> Option<String> {
     let blob = public_key.split_whitespace().nth(1)?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(blob).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .ok()?;
     let digest = Md5::digest(&bytes);
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+    Some(
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 pub fn load(path: &Path) -> Result<LocalKey, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(exit::SSH_KEY, format!("reading {}: {e}", path.display()), "pass a readable public key with --ssh-key")
+        Failure::new(
+            exit::SSH_KEY,
+            format!("reading {}: {e}", path.display()),
+            "pass a readable public key with --ssh-key",
+        )
     })?;
-    let public_key = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    let public_key = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let fingerprint = fingerprint(&public_key).ok_or_else(|| {
         Failure::new(
             exit::SSH_KEY,
@@ -83,7 +100,10 @@ pub fn choose(given: Option<&Path>) -> Result<LocalKey, Failure> {
     match keys.len() {
         0 => Err(Failure::new(
             exit::SSH_KEY,
-            format!("no SSH public key in {}; no server was created", dir.display()),
+            format!(
+                "no SSH public key in {}; no server was created",
+                dir.display()
+            ),
             "create one with `ssh-keygen -t ed25519`, or pass --ssh-key PATH",
         )),
         1 => load(&keys[0]),
@@ -94,7 +114,10 @@ pub fn choose(given: Option<&Path>) -> Result<LocalKey, Failure> {
                     format!(
                         "several SSH keys in {}: {}",
                         dir.display(),
-                        keys.iter().map(|k| k.display().to_string()).collect::<Vec<_>>().join(", ")
+                        keys.iter()
+                            .map(|k| k.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     "choose one with --ssh-key PATH",
                 ));
@@ -105,7 +128,13 @@ pub fn choose(given: Option<&Path>) -> Result<LocalKey, Failure> {
                 .items(&items)
                 .default(0)
                 .interact()
-                .map_err(|e| Failure::new(exit::SSH_KEY, format!("reading the choice: {e}"), "pass --ssh-key PATH"))?;
+                .map_err(|e| {
+                    Failure::new(
+                        exit::SSH_KEY,
+                        format!("reading the choice: {e}"),
+                        "pass --ssh-key PATH",
+                    )
+                })?;
             load(&keys[pick])
         }
     }
@@ -118,8 +147,12 @@ mod tests {
     #[test]
     fn fingerprint_matches_ssh_keygen_md5() {
         // `ssh-keygen -E md5 -lf` of this key prints MD5:92:60:c7:79:…
-        let k = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBpT1cQrCn7SMLGfTrDcN8r1SAsKpbkslx4EuvIRMvxI t";
-        assert_eq!(fingerprint(k).unwrap(), "92:60:c7:79:79:ca:8b:8f:b7:ac:a1:f7:6c:db:3d:41");
+        let k =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBpT1cQrCn7SMLGfTrDcN8r1SAsKpbkslx4EuvIRMvxI t";
+        assert_eq!(
+            fingerprint(k).unwrap(),
+            "92:60:c7:79:79:ca:8b:8f:b7:ac:a1:f7:6c:db:3d:41"
+        );
         assert!(fingerprint("not a key").is_none());
     }
 }

@@ -261,6 +261,9 @@ class Fake:
                 return self.err(404, "not_found", "server with ID '%d' not found" % sid)
             srv = p.servers[sid]
             if method == "GET":
+                # Time passes for a server that is looked at: its actions progress.
+                for aid in srv["_actions"]:
+                    p.actions[aid]["polls"] -= 1
                 return 200, {"server": self.server_view(p, srv)}
             if method == "DELETE":
                 a = self.action(p, "delete_server", sid, polls=0)
@@ -417,6 +420,13 @@ def make_handler(fake):
                     return self.reply(200, {t: {"ssh_keys": list(p.ssh_keys.values()),
                                                 "servers": [{k: v for k, v in s.items() if not k.startswith("_")} for s in p.servers.values()]}
                                             for t, p in fake.projects.items()})
+                if path == "/__fake/set-ip" and method == "POST":
+                    req = json.loads(raw)
+                    for p in fake.projects.values():
+                        for srv in p.servers.values():
+                            if srv["name"] == req["name"]:
+                                srv["public_net"]["ipv4"]["ip"] = req["ip"]
+                    return self.reply(200, {"ok": True})
                 if path == "/__fake/action-polls" and method == "POST":
                     fake.action_polls = json.loads(raw)["polls"]
                     return self.reply(200, {"ok": True})

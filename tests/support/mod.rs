@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod hetzner;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,627 @@
+//! `pantheros provision` against a Hetzner fake that validates every request
+//! and response with the stored OpenAPI schema (tests/hetzner/fake_hcloud.py).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::hetzner::FakeHetzner;
+use support::{stderr, stdout};
+
+const TOKEN: &str = "valid-3f9c2a-very-secret";
+
+struct Env {
+    dir: tempfile::TempDir,
+    fake: FakeHetzner,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        if support::which("nix").is_none() {
+            support::cannot_run("nix is not installed");
+            return None;
+        }
+        let fake = FakeHetzner::start()?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
+        support::fixture_flake(dir.path());
+        Some(Env { dir, fake })
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn flake(&self) -> PathBuf {
+        self.dir.path().join("fleet")
+    }
+
+    fn add_key(&self, name: &str) -> PathBuf {
+        let p = self.home().join(".ssh").join(name);
+        support::sh(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            name,
+            "-f",
+            p.to_str().unwrap(),
+        ]);
+        p.with_extension("pub")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(support::pantheros_bin());
+        c.args(args)
+            .current_dir(self.flake())
+            .env("HOME", self.home())
+            .env("XDG_CONFIG_HOME", self.config())
+            .env("HCLOUD_ENDPOINT", self.fake.endpoint())
+            .env("PANTHEROS_HCLOUD_POLL_MS", "20")
+            .env("PANTHEROS_HCLOUD_BACKOFF_MS", "20")
+            .env_remove("HETZNER_API_TOKEN")
+            .env_remove("HCLOUD_TOKEN")
+            .env_remove("PANTHEROS_FLAKE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run with the token in HCLOUD_TOKEN; the token must not appear in any output.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[("HCLOUD_TOKEN", TOKEN)])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        for (_, v) in env {
+            assert!(
+                !stdout(&out).contains(v) && !stderr(&out).contains(v),
+                "a token leaked into the output:\n{}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        out
+    }
+
+    fn no_violations(&self) {
+        let v = self.fake.violations();
+        assert!(v.is_empty(), "requests or responses off the schema: {v:#?}");
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+}
+
+#[test]
+fn create_with_defaults_then_a_second_run_reuses_the_server() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["result"], "created");
+    assert_eq!(v["serverType"], "cx23");
+    assert_eq!(v["location"], "nbg1");
+    assert_eq!(v["status"], "running");
+    let ip = v["ipv4"].as_str().unwrap().to_string();
+    assert!(
+        stderr(&out).contains(&format!("ssh root@{ip}")),
+        "{}",
+        stderr(&out)
+    );
+    // What was posted: defaults, our labels, the uploaded key.
+    let reqs = e.fake.requests();
+    let post = reqs
+        .iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
+        .unwrap();
+    assert_eq!(post["body"]["server_type"], "cx23");
+    assert_eq!(post["body"]["image"], "ubuntu-24.04");
+    assert_eq!(post["body"]["location"], "nbg1");
+    assert_eq!(post["body"]["labels"]["managed-by"], "pantheros");
+    assert_eq!(post["body"]["labels"]["pantheros-host"], "hetzner-vps");
+    assert_eq!(post["body"]["ssh_keys"].as_array().unwrap().len(), 1);
+    // The create action and its next actions were waited for.
+    assert!(
+        reqs.iter()
+            .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/actions/"))
+            .count()
+            >= 2
+    );
+
+    // Again: the same server is reported, nothing is posted.
+    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["result"], "reused");
+    assert_eq!(json(&out)["ipv4"], ip.as_str());
+    assert_eq!(e.fake.count("POST", "/v1/servers"), 1);
+    e.no_violations();
+}
+
+#[test]
+fn flags_override_the_hosts_settings() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&[
+        "provision",
+        "hetzner-vps",
+        "--server-type",
+        "cpx22",
+        "--location",
+        "ash",
+        "--image",
+        "debian-12",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let post = e
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
+        .unwrap();
+    assert_eq!(post["body"]["server_type"], "cpx22");
+    assert_eq!(post["body"]["location"], "ash");
+    assert_eq!(post["body"]["image"], "debian-12");
+    assert_eq!(json(&out)["location"], "ash");
+    e.no_violations();
+}
+
+#[test]
+fn the_ssh_key_is_uploaded_once_over_three_runs_and_an_upload_race_is_absorbed() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    for _ in 0..3 {
+        let out = e.run(&["provision", "hetzner-vps"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(e.fake.count("POST", "/v1/ssh_keys"), 1);
+    let state = e.fake.state();
+    assert_eq!(state[TOKEN]["ssh_keys"].as_array().unwrap().len(), 1);
+
+    // Another project (token): the upload "fails" with uniqueness_error after
+    // the key was stored (someone else uploaded it meanwhile): looked up, not fatal.
+    e.fake
+        .inject("POST", "/v1/ssh_keys", 409, "uniqueness_error", 1, true);
+    let out = e.run_with(
+        &["provision", "hetzner-vps"],
+        &[("HCLOUD_TOKEN", "valid-second-project")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        e.fake.state()["valid-second-project"]["ssh_keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    e.no_violations();
+}
+
+#[test]
+fn ssh_keys_none_several_and_chosen() {
+    let Some(e) = Env::new() else { return };
+    // None: an error with the ssh-keygen hint, and no server.
+    let out = e.run(&["provision", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ssh-keygen -t ed25519"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(e.fake.mutating_requests().len(), 0);
+    // Several without a terminal: named, and --ssh-key picks one.
+    e.add_key("id_ed25519");
+    let second = e.add_key("id_work");
+    let out = e.run(&["provision", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("id_work.pub") && stderr(&out).contains("--ssh-key"),
+        "{}",
+        stderr(&out)
+    );
+    let out = e.run(&[
+        "provision",
+        "hetzner-vps",
+        "--ssh-key",
+        second.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let keys = e.fake.state()[TOKEN]["ssh_keys"].clone();
+    assert_eq!(keys[0]["name"], "id_work");
+    assert_eq!(
+        keys[0]["public_key"].as_str().unwrap().trim(),
+        std::fs::read_to_string(&second).unwrap().trim()
+    );
+    e.no_violations();
+}
+
+#[test]
+fn token_resolution_order_file_modes_and_missing_token() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    // HETZNER_API_TOKEN wins over HCLOUD_TOKEN.
+    let out = e.run_with(
+        &["provision", "hetzner-vps", "--dry-run"],
+        &[
+            ("HETZNER_API_TOKEN", "valid-first"),
+            ("HCLOUD_TOKEN", "broken-second"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // No token anywhere and no terminal: exit 20 with the console hint, no request.
+    let before = e.fake.requests().len();
+    let out = e.run_with(&["provision", "hetzner-vps"], &[]);
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(stderr(&out).contains("API Tokens"), "{}", stderr(&out));
+    assert_eq!(e.fake.requests().len(), before);
+    // The saved file is used when it is 0600, refused when others can read it.
+    let dir = e.config().join("pantheros");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hcloud-token");
+    std::fs::write(&file, "valid-from-file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = e.run_with(&["provision", "hetzner-vps", "--dry-run"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(e.fake.state().get("valid-from-file").is_some());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = e.run_with(&["provision", "hetzner-vps", "--dry-run"], &[]);
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("readable by others") && stderr(&out).contains("chmod 600"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("valid-from-file"));
+    // An invalid token from the environment: said so, exit 20, not echoed.
+    let out = e.run_with(
+        &["provision", "hetzner-vps"],
+        &[("HCLOUD_TOKEN", "nope-this-is-secret")],
+    );
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(unauthorized, HTTP 401)"),
+        "{}",
+        stderr(&out)
+    );
+    e.no_violations();
+}
+
+#[test]
+fn a_prompted_token_is_checked_before_it_is_saved() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    // A real terminal (a pty) answers the hidden prompt.
+    let prompt = |answer: &str| {
+        let bin = support::pantheros_bin();
+        let mut c = e.command(&[]);
+        c.arg("-c")
+            .arg(format!(
+                "(sleep 1; printf '%s\\r' '{answer}') | python3 -c 'import pty,sys,os; sys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))' {} provision hetzner-vps --dry-run",
+                bin.display()
+            ));
+        let mut sh = Command::new("sh");
+        sh.args(c.get_args().collect::<Vec<_>>());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        sh.current_dir(e.flake()).output().unwrap()
+    };
+    let file = e.config().join("pantheros/hcloud-token");
+    let out = prompt("invalid-typed-token");
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!file.exists(), "an invalid token must not be saved");
+    assert!(
+        !stdout(&out).contains("invalid-typed-token"),
+        "the prompt must not echo the token"
+    );
+    let out = prompt("valid-typed-token");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        "valid-typed-token"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(file.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert!(!stdout(&out).contains("valid-typed-token"));
+}
+
+#[test]
+fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&["provision", "hetzner-vps", "--server-type", "cx99"]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cx99 does not exist") && stderr(&out).contains("cx23"),
+        "{}",
+        stderr(&out)
+    );
+    let out = e.run(&["provision", "hetzner-vps", "--server-type", "cx22"]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deprecated") && stderr(&out).contains("cx23"),
+        "{}",
+        stderr(&out)
+    );
+    let out = e.run(&[
+        "provision",
+        "hetzner-vps",
+        "--server-type",
+        "cax11",
+        "--location",
+        "ash",
+    ]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not offered in ash") && stderr(&out).contains("fsn1, nbg1, hel1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = e.run(&["provision", "hetzner-vps", "--image", "windows-11"]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        e.fake.mutating_requests().is_empty(),
+        "{:?}",
+        e.fake.mutating_requests()
+    );
+    e.no_violations();
+}
+
+#[test]
+fn dry_run_sends_no_mutating_request() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&["provision", "hetzner-vps", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["result"], "dry-run");
+    assert!(
+        stderr(&out).contains("would create hetzner-vps"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(e.fake.mutating_requests().is_empty());
+    assert!(e.fake.requests().len() >= 3, "preflight should still ask");
+    e.no_violations();
+}
+
+#[test]
+fn rate_limits_gateways_and_conflicts_are_retried_without_duplicates() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    e.fake.inject(
+        "GET",
+        "/v1/server_types",
+        429,
+        "rate_limit_exceeded",
+        2,
+        false,
+    );
+    e.fake
+        .inject("POST", "/v1/servers", 409, "conflict", 1, false);
+    // A gateway error after Hetzner created the server: looked up, not posted again.
+    e.fake
+        .inject("POST", "/v1/servers", 502, "bad_gateway", 1, true);
+    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(e.fake.count("GET", "/v1/server_types"), 3);
+    let servers = e.fake.state()[TOKEN]["servers"].as_array().unwrap().len();
+    assert_eq!(servers, 1, "exactly one server");
+    assert_eq!(
+        e.fake.count("POST", "/v1/servers"),
+        2,
+        "the conflict retried once, the 502 not re-posted"
+    );
+    e.no_violations();
+}
+
+#[test]
+fn api_errors_show_message_code_and_a_hint() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    e.fake
+        .inject("POST", "/v1/servers", 412, "resource_unavailable", 1, false);
+    let out = e.run(&["provision", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("POST /v1/servers failed: injected resource_unavailable (resource_unavailable, HTTP 412)"), "{err}");
+    assert!(err.contains("--location"), "{err}");
+    e.fake.inject_details(
+        "POST",
+        "/v1/servers",
+        422,
+        "invalid_input",
+        "invalid input in field 'name'",
+        serde_json::json!({"fields": [{"name": "name", "messages": ["must be a valid hostname"]}]}),
+    );
+    let out = e.run(&["provision", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(invalid_input, HTTP 422)")
+            && stderr(&out).contains("name: must be a valid hostname"),
+        "{}",
+        stderr(&out)
+    );
+    e.no_violations();
+}
+
+#[test]
+fn list_destroy_and_foreign_servers() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    assert_eq!(e.run(&["provision", "hetzner-vps"]).status.code(), Some(0));
+    let out = e.run(&["provision", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["servers"][0]["name"], "hetzner-vps");
+    assert_eq!(v["servers"][0]["host"], "hetzner-vps");
+    let out = e.run(&["provision", "list"]);
+    assert!(
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("hetzner-vps"),
+        "{}",
+        stdout(&out)
+    );
+    // No terminal, no --yes: nothing is deleted.
+    let out = e.run(&["provision", "destroy", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        e.fake.count("DELETE", "/v1/servers/1001").max(
+            e.fake
+                .mutating_requests()
+                .iter()
+                .filter(|r| r["method"] == "DELETE")
+                .count()
+        ),
+        0
+    );
+    let out = e.run(&["provision", "destroy", "hetzner-vps", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        e.fake.state()[TOKEN]["servers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // A server of that name that pantheros did not make is never touched.
+    let raw = format!("{}/servers", e.fake.endpoint());
+    support::sh(&[
+        "curl",
+        "-sS",
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        r#"{"name":"hetzner-vps","server_type":"cx23","image":"ubuntu-24.04","location":"nbg1"}"#,
+        &raw,
+    ]);
+    let out = e.run(&["provision", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(25), "{}", stderr(&out));
+    let out = e.run(&["provision", "destroy", "hetzner-vps", "--yes"]);
+    assert_eq!(out.status.code(), Some(25), "{}", stderr(&out));
+    assert_eq!(
+        e.fake.state()[TOKEN]["servers"].as_array().unwrap().len(),
+        1
+    );
+    let out = e.run(&["provision", "destroy", "ovh-vps", "--yes"]);
+    assert_eq!(out.status.code(), Some(26), "{}", stderr(&out));
+    e.no_violations();
+}
+
+#[test]
+fn iso_attach_detach_and_rescue() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    assert_eq!(e.run(&["provision", "hetzner-vps"]).status.code(), Some(0));
+    let out = e.run(&[
+        "provision",
+        "iso",
+        "attach",
+        "hetzner-vps",
+        "nixos-minimal-25.05-x86_64",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        e.fake.state()[TOKEN]["servers"][0]["iso"]["name"],
+        "nixos-minimal-25.05-x86_64"
+    );
+    let out = e.run(&["provision", "iso", "attach", "hetzner-vps", "no-such.iso"]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    let out = e.run(&["provision", "iso", "detach", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(e.fake.state()[TOKEN]["servers"][0]["iso"].is_null());
+    let out = e.run(&["provision", "rescue", "hetzner-vps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(e.fake.state()[TOKEN]["servers"][0]["rescue_enabled"], true);
+    assert_eq!(e.fake.count("POST", "/v1/servers/1001/actions/reset"), 1);
+    e.no_violations();
+}
+
+#[test]
+fn a_non_hetzner_host_is_refused() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&["provision", "yoga"]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a Hetzner host"),
+        "{}",
+        stderr(&out)
+    );
+    let out = e.run(&["provision", "hetzner"]);
+    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+}
+
+#[test]
+fn the_kamal_config_gets_the_new_ip() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let cfg = e.flake().join("config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kamal/map.yml");
+    std::fs::copy(&src, cfg.join("deploy.yml")).unwrap();
+    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ip = json(&out)["ipv4"].as_str().unwrap().to_string();
+    assert_eq!(json(&out)["kamal"], "updated");
+    assert!(
+        stderr(&out).contains(&format!("192.0.2.10 -> {ip}")),
+        "{}",
+        stderr(&out)
+    );
+    let expected = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"192.0.2.10\"", &format!("\"{ip}\""));
+    assert_eq!(
+        std::fs::read_to_string(cfg.join("deploy.yml")).unwrap(),
+        expected
+    );
+}

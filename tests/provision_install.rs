@@ -1,0 +1,122 @@
+//! `pantheros provision install`: nixos-anywhere is a recording program on
+//! PATH (tests/fixtures/nixos-anywhere), the Hetzner API is the schema-
+//! validating fake, and a systemd host of the test world stands in for the
+//! freshly installed server that pantheros then verifies over SSH.
+
+mod support;
+
+use std::path::Path;
+
+use support::hetzner::FakeHetzner;
+use support::{World, stderr, stdout};
+
+const TOKEN: &str = "valid-install-token";
+
+#[test]
+fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys1");
+    let client_ns = w.client_ns.clone();
+    let Some(fake) = FakeHetzner::start_in(Some(&client_ns)) else {
+        return;
+    };
+    let home = w.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(&w.client_key, home.join(".ssh/id_ed25519")).unwrap();
+    std::fs::copy(
+        w.client_key.with_extension("pub"),
+        home.join(".ssh/id_ed25519.pub"),
+    )
+    .unwrap();
+    let flake = support::fixture_flake(w.path());
+    let record = w.path().join("nixos-anywhere.argv");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nixos-anywhere");
+    let path = format!(
+        "{}:{}",
+        fixtures.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], fail: bool| {
+        let bin = support::pantheros_bin();
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let out = w
+            .client(&argv)
+            .current_dir(&flake)
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", w.path().join("config"))
+            .env("HCLOUD_TOKEN", TOKEN)
+            .env("HCLOUD_ENDPOINT", fake.endpoint())
+            .env("PANTHEROS_HCLOUD_POLL_MS", "20")
+            .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+            .env("PATH", &path)
+            .env("NIXOS_ANYWHERE_RECORD", &record)
+            .env("NIXOS_ANYWHERE_FAIL", if fail { "1" } else { "0" })
+            .env_remove("PANTHEROS_NIXOS_ANYWHERE")
+            .output()
+            .unwrap();
+        assert!(
+            !stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN),
+            "token leaked"
+        );
+        out
+    };
+    let out = run(&["provision", "hetzner-vps"], false);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ip = w.systemd_host("sys1").ip.clone();
+    fake.set_ip("hetzner-vps", &ip);
+
+    // A failing installer: its own exit code, its output shown.
+    let out = run(&["provision", "install", "hetzner-vps"], true);
+    assert_eq!(out.status.code(), Some(31), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nixos-anywhere failed")
+            && stderr(&out).contains("kexec failed: simulated"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["provision", "install", "hetzner-vps", "--json"], false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // nixos-anywhere got the flake attribute, our key and the server.
+    let argv: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        argv,
+        vec![
+            "--flake".to_string(),
+            format!("{}#hetzner-vps", flake.display()),
+            "-i".into(),
+            home.join(".ssh/id_ed25519").display().to_string(),
+            format!("root@{ip}"),
+        ]
+    );
+    // The server runs exactly the built toplevel, verified by pantheros.
+    let top = v["toplevel"].as_str().unwrap();
+    assert!(top.contains("nixos-system-hetzner-vps"), "{top}");
+    assert_eq!(
+        w.ssh_ok("sys1", "readlink -f /run/current-system").trim(),
+        top
+    );
+    // Its host key is pinned in the known_hosts pantheros keeps.
+    let kh = std::fs::read_to_string(w.path().join("config/pantheros/known_hosts")).unwrap();
+    let key = std::fs::read_to_string(
+        support::systemd_cache().join("rootfs/etc/ssh/ssh_host_ed25519_key.pub"),
+    )
+    .unwrap();
+    let material = key.split_whitespace().nth(1).unwrap();
+    assert!(kh.contains(&ip) && kh.contains(material), "{kh}");
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}

@@ -1,0 +1,208 @@
+//! The Hetzner Cloud API fake (tests/hetzner/fake_hcloud.py) as a test
+//! fixture: started on 127.0.0.1 with the stored OpenAPI schema, queried
+//! for its request log and schema violations, stopped on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct FakeHetzner {
+    pub child: Child,
+    pub port: u16,
+    /// The network namespace it listens in (None: the machine's loopback).
+    pub netns: Option<String>,
+}
+
+/// The stored schema: $PANTHEROS_HETZNER_SPEC, or shared/hetzner beside the repo.
+pub fn spec_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PANTHEROS_HETZNER_SPEC") {
+        return Some(PathBuf::from(p));
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/hetzner/cloud-openapi.json");
+    p.exists().then_some(p)
+}
+
+impl FakeHetzner {
+    pub fn start() -> Option<FakeHetzner> {
+        Self::start_in(None)
+    }
+
+    /// Start it on the loopback of a network namespace (for a deployer that
+    /// runs inside the test world).
+    pub fn start_in(netns: Option<&str>) -> Option<FakeHetzner> {
+        let Some(spec) = spec_path() else {
+            super::cannot_run(
+                "the Hetzner OpenAPI schema is missing (../shared/hetzner/cloud-openapi.json or $PANTHEROS_HETZNER_SPEC)",
+            );
+            return None;
+        };
+        if !super::try_sh(&["python3", "-c", "import openapi_core"])
+            .status
+            .success()
+        {
+            super::cannot_run("python3 lacks openapi-core (bash scripts/setup installs it)");
+            return None;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hetzner/fake_hcloud.py");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg("python3");
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let mut child = cmd
+            .arg(script)
+            .arg("--spec")
+            .arg(spec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Hetzner fake");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the Hetzner fake did not start: {line:?}"));
+        Some(FakeHetzner {
+            child,
+            port,
+            netns: netns.map(str::to_string),
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/__fake/{path}", self.port);
+        let mut argv: Vec<String> = match &self.netns {
+            Some(ns) => vec![
+                "nsenter".into(),
+                format!("--net=/run/netns/{ns}"),
+                "--".into(),
+            ],
+            None => vec![],
+        };
+        argv.extend([
+            "curl".to_string(),
+            "-sS".into(),
+            "-X".into(),
+            method.into(),
+            url,
+        ]);
+        if let Some(b) = body {
+            argv.extend([
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data".into(),
+                b.to_string(),
+            ]);
+        }
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = super::sh(&refs);
+        serde_json::from_slice(&out.stdout).expect("fake control answer")
+    }
+
+    /// Every API request so far: method, path, query, body.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.control("GET", "requests", None)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Requests with this method and path.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r["method"] == method && r["path"] == path)
+            .count()
+    }
+
+    pub fn mutating_requests(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["method"] != "GET")
+            .collect()
+    }
+
+    /// Requests or responses that did not match the schema.
+    pub fn violations(&self) -> Vec<serde_json::Value> {
+        self.control("GET", "violations", None)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Make the next `times` matching requests fail with Hetzner's error
+    /// (`after`: carry the request out first, then fail, like a timeout
+    /// after the server has acted).
+    pub fn inject(
+        &self,
+        method: &str,
+        path_regex: &str,
+        status: u16,
+        code: &str,
+        times: u32,
+        after: bool,
+    ) {
+        self.control(
+            "POST",
+            "inject",
+            Some(serde_json::json!({"method": method, "path": path_regex, "status": status, "code": code,
+                                    "message": format!("injected {code}"), "times": times, "after": after})),
+        );
+    }
+
+    pub fn inject_details(
+        &self,
+        method: &str,
+        path_regex: &str,
+        status: u16,
+        code: &str,
+        message: &str,
+        details: serde_json::Value,
+    ) {
+        self.control(
+            "POST",
+            "inject",
+            Some(serde_json::json!({"method": method, "path": path_regex, "status": status, "code": code,
+                                    "message": message, "times": 1, "details": details})),
+        );
+    }
+
+    /// The state per token (project).
+    pub fn state(&self) -> serde_json::Value {
+        self.control("GET", "state", None)
+    }
+
+    pub fn set_ip(&self, name: &str, ip: &str) {
+        self.control(
+            "POST",
+            "set-ip",
+            Some(serde_json::json!({"name": name, "ip": ip})),
+        );
+    }
+}
+
+impl Drop for FakeHetzner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
