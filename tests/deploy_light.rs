@@ -559,3 +559,64 @@ fn http_and_command_health_checks_gate_the_deploy() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn a_failed_rollback_exits_4_with_the_console_procedure() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
+    assert_eq!(
+        w.pantheros(&flake, &["deploy", "alpha", "--yes"])
+            .status
+            .code(),
+        Some(0)
+    );
+    // From now on the host refuses every activation, the old one included.
+    w.host("alpha")
+        .exec_ok(&["touch", "/run/pantheros-fixture/refuse-all-activations"]);
+    write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "rollback-failed");
+    let err = v["hosts"][0]["error"].as_str().unwrap();
+    assert!(err.contains("rollback failed"), "{err}");
+    assert!(
+        err.contains("Console") && err.contains("--list-generations"),
+        "{err}"
+    );
+    assert!(
+        stderr(&out).contains("ROLLBACK FAILED (manual action needed)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn several_hosts_deploy_in_parallel_from_one_evaluation() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    w.add_host("beta");
+    let flake = w.path().join("fleet");
+    let mut a = host(&w, "alpha", 1, r#"tags = [ "web" ];"#);
+    a.switch_seconds = 2;
+    let mut b = host(&w, "beta", 1, r#"tags = [ "web" ];"#);
+    b.switch_seconds = 2;
+    write_fleet(&flake, &[a, b]);
+    let started = std::time::Instant::now();
+    let out = w.pantheros(&flake, &["deploy", "@web", "--yes", "--json"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 2);
+    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(generation_marker(&w, "beta"), "1");
+    // Two 2-second activations side by side, not one after the other.
+    let a = v["hosts"][0]["durationsMs"]["activate"].as_u64().unwrap();
+    assert!(a >= 2000, "{v}");
+    assert!(
+        took.as_millis() < (2 * a + 2000) as u128,
+        "took {took:?}: not in parallel?"
+    );
+}

@@ -107,5 +107,9 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
     assert_eq!(v["hosts"].as_array().unwrap().len(), 4);
     // provision: its own options through the app as well.
     let out = run("provision", &["--help"]);
-    assert!(support::stdout(&out).contains("--server-type"), "{}", support::stdout(&out));
+    assert!(
+        support::stdout(&out).contains("--server-type"),
+        "{}",
+        support::stdout(&out)
+    );
 }
