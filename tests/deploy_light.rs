@@ -3,17 +3,7 @@
 
 mod support;
 
-use support::{FixtureHost, World, stderr, stdout, write_fleet};
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            stdout(out),
-            stderr(out)
-        )
-    })
-}
+use support::{FixtureHost, World, json, stderr, stdout, write_fleet};
 
 fn generation_marker(w: &World, host: &str) -> String {
     let out = w
@@ -236,15 +226,7 @@ fn a_second_concurrent_deploy_is_refused() {
     let mut slow = host(&w, "alpha", 1, "");
     slow.switch_seconds = 3;
     write_fleet(&flake, &[slow]);
-    let bin = support::pantheros_bin();
-    let mut first = w
-        .client(&[bin.to_str().unwrap(), "deploy", "alpha", "--yes"])
-        .current_dir(&flake)
-        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = w.spawn_pantheros(&flake, &["deploy", "alpha", "--yes"]);
     // Wait until the first holds the lock.
     let start = std::time::Instant::now();
     while !w
@@ -291,15 +273,7 @@ fn the_deployer_killed_during_activation_leaves_no_half_switched_host() {
     let mut slow = host(&w, "alpha", 2, "");
     slow.switch_seconds = 2;
     write_fleet(&flake, &[slow]);
-    let bin = support::pantheros_bin();
-    let mut child = w
-        .client(&[bin.to_str().unwrap(), "deploy", "alpha", "--yes"])
-        .current_dir(&flake)
-        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = w.spawn_pantheros(&flake, &["deploy", "alpha", "--yes"]);
     // Kill it as soon as activation has started on the target.
     let start = std::time::Instant::now();
     loop {

@@ -4,17 +4,7 @@
 
 mod support;
 
-use support::{FixtureHost, World, stderr, stdout, write_fleet};
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            stdout(out),
-            stderr(out)
-        )
-    })
-}
+use support::{FixtureHost, World, json, stderr, write_fleet};
 
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
     let mut h = FixtureHost::new(name, generation);

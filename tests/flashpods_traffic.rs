@@ -8,30 +8,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{World, stderr, stdout};
-
-fn render(expr: &str) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let full = format!(
-        "let lib = import {}/modules/lib; net = import {}/hosts/flashpods-network.nix; in {expr}",
-        root.display(),
-        root.display()
-    );
-    stdout(&support::sh(&[
-        "nix",
-        "--extra-experimental-features",
-        "nix-command",
-        "eval",
-        "--raw",
-        "--impure",
-        "--expr",
-        &full,
-    ]))
-}
+use support::{World, render, stderr, stdout};
 
 fn in_ns(ns: &str, argv: &[&str]) -> Output {
     Command::new("nsenter")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::hetzner::FakeHetzner;
-use support::{stderr, stdout};
+use support::{json, stderr, stdout};
 
 const TOKEN: &str = "valid-3f9c2a-very-secret";
 
@@ -101,11 +101,6 @@ impl Env {
         let v = self.fake.violations();
         assert!(v.is_empty(), "requests or responses off the schema: {v:#?}");
     }
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
 }
 
 #[test]

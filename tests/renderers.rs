@@ -6,28 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{World, stderr, stdout};
-
-/// `nix eval --raw` of an expression; `lib` and `net` are in scope.
-pub fn render(expr: &str) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let full = format!(
-        "let lib = import {}/modules/lib; net = import {}/hosts/flashpods-network.nix; in {expr}",
-        root.display(),
-        root.display()
-    );
-    let out = support::sh(&[
-        "nix",
-        "--extra-experimental-features",
-        "nix-command",
-        "eval",
-        "--raw",
-        "--impure",
-        "--expr",
-        &full,
-    ]);
-    stdout(&out)
-}
+use support::{World, render, stderr, stdout};
 
 fn have(tool: &str) -> bool {
     if support::which(tool).is_some() {

@@ -1,37 +1,7 @@
-# Workstation `yoga`: deployed locally when you run pantheros on it.
-{ lib, ... }:
-let
-  net = import ../flashpods-network.nix;
-in
+# Workstation `yoga`.
 {
-  imports = [ ./hardware.nix ];
-
-  nixpkgs.hostPlatform = "x86_64-linux";
-
-  pantheros.deployment = {
-    targetHost = "yoga";
-    tags = [
-      "workstation"
-      "laptop"
-    ];
-  };
-
-  boot.loader.systemd-boot.enable = true;
-  boot.loader.efi.canTouchEfiVariables = true;
-  networking.networkmanager.enable = true;
-
-  # A WireGuard peer of the Flashpods server.
-  pantheros.wireguard = {
-    enable = true;
-    role = "peer";
-    inherit (net.peers.yoga) address;
-    inherit (net) prefixLength;
-    peers = [
-      {
-        inherit (net.server) publicKey endpoint;
-        allowedIPs = [ "${net.server.address}/32" ];
-        persistentKeepalive = 25;
-      }
-    ];
-  };
+  imports = [
+    (import ../common/workstation.nix "yoga")
+    ./hardware.nix
+  ];
 }

@@ -358,6 +358,33 @@ impl World {
         self.dir.path()
     }
 
+    /// Pin `host_key` (a .pub line) for `ip` and add `Host name` to the
+    /// world's ssh config (root, the client key, strict host key checking).
+    fn describe_host(&self, name: &str, ip: &str, host_key: &str) {
+        let key = host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut kh = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.known_hosts)
+            .unwrap();
+        writeln!(kh, "{ip} {key}").unwrap();
+        let mut sc = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.ssh_config)
+            .unwrap();
+        writeln!(
+            sc,
+            "Host {name}\n  HostName {ip}\n  User root\n  IdentityFile {id}\n  IdentitiesOnly yes\n  \
+             UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 3\n  LogLevel ERROR\n",
+            id = self.client_key.display(),
+            kh = self.known_hosts.display(),
+        )
+        .unwrap();
+    }
+
     /// A command run from the client namespace (the deployer's seat). It
     /// keeps the machine's own mounts, so it sees the real /nix store.
     pub fn client(&self, argv: &[&str]) -> Command {
@@ -509,28 +536,7 @@ impl World {
             .expect("start sshd");
         host.sshd = Some(sshd);
         // Pin the host key and describe the host for ssh.
-        let key = host_key_pub
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut kh = fs::OpenOptions::new()
-            .append(true)
-            .open(&self.known_hosts)
-            .unwrap();
-        writeln!(kh, "{ip} {key}").unwrap();
-        let mut sc = fs::OpenOptions::new()
-            .append(true)
-            .open(&self.ssh_config)
-            .unwrap();
-        writeln!(
-            sc,
-            "Host {name}\n  HostName {ip}\n  Port 22\n  User root\n  IdentityFile {id}\n  IdentitiesOnly yes\n  \
-             UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 3\n  LogLevel ERROR\n",
-            id = self.client_key.display(),
-            kh = self.known_hosts.display(),
-        )
-        .unwrap();
+        self.describe_host(name, &ip, &host_key_pub);
         let client_ns = self.client_ns.clone();
         wait_until(&format!("sshd on {name}"), Duration::from_secs(10), || {
             try_sh(&[
@@ -878,28 +884,8 @@ impl World {
             .spawn()
             .expect("start systemd-nspawn");
         let hostkey = fs::read_to_string(rootfs.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
-        let key = hostkey
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut kh = fs::OpenOptions::new()
-            .append(true)
-            .open(&self.known_hosts)
-            .unwrap();
-        writeln!(kh, "{ip} {key}").unwrap();
-        let mut sc = fs::OpenOptions::new()
-            .append(true)
-            .open(&self.ssh_config)
-            .unwrap();
-        writeln!(
-            sc,
-            "Host {name}\n  HostName {ip}\n  User root\n  IdentityFile {id}\n  IdentitiesOnly yes\n  \
-             UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 3\n  LogLevel ERROR\n",
-            id = self.client_key.display(),
-            kh = self.known_hosts.display(),
-        )
-        .unwrap();
+        // Pin the host key and describe the host for ssh.
+        self.describe_host(name, &ip, &hostkey);
         let mut host = SystemdHost {
             name: name.into(),
             ip,
@@ -952,5 +938,54 @@ impl World {
             );
         }
         stdout(&out)
+    }
+}
+
+/// Parse a command's stdout as JSON, or fail with everything it printed.
+#[track_caller]
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            stdout(out),
+            stderr(out)
+        )
+    })
+}
+
+/// `nix eval --raw` of an expression with `lib` (modules/lib) and `net`
+/// (hosts/flashpods-network.nix) in scope.
+pub fn render(expr: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let full = format!(
+        "let lib = import {}/modules/lib; net = import {}/hosts/flashpods-network.nix; in {expr}",
+        root.display(),
+        root.display()
+    );
+    stdout(&sh(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "eval",
+        "--raw",
+        "--impure",
+        "--expr",
+        &full,
+    ]))
+}
+
+impl World {
+    /// Start `pantheros ARGS` from the client namespace in the background.
+    pub fn spawn_pantheros(&self, dir: &Path, args: &[&str]) -> Child {
+        let bin = pantheros_bin();
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        self.client(&argv)
+            .current_dir(dir)
+            .env("PANTHEROS_LOG_DIR", self.path().join("logs"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pantheros")
     }
 }
