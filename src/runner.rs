@@ -38,11 +38,6 @@ impl Cmd {
         }
     }
 
-    pub fn arg(mut self, a: impl Into<String>) -> Self {
-        self.argv.push(a.into());
-        self
-    }
-
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -181,11 +181,6 @@ async fn pin_host_key(ip: &str, kh: &std::path::Path) -> Option<String> {
         text.push('\n');
     }
     std::fs::write(kh, text).ok()?;
-    let fp = crate::runner::run(
-        &crate::runner::Cmd::new(["ssh-keygen", "-lf", "-"]).timeout(Duration::from_secs(5)),
-    )
-    .await;
-    let _ = fp;
     Some(lines.join("\n"))
 }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 pub mod log;
 
 use crate::error::Error;
-use crate::inventory::{Host, Inventory};
+use crate::inventory::Host;
 
 /// Render rows as left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -61,15 +61,6 @@ pub fn hosts_table(hosts: &[&Host]) -> String {
         })
         .collect();
     table(&["NAME", "TARGET", "USER", "TAGS", "PROVIDER"], &rows)
-}
-
-/// The `hosts --json` document.
-pub fn hosts_json(inv: &Inventory, hosts: &[&Host]) -> serde_json::Value {
-    serde_json::json!({
-        "flake": inv.flake,
-        "hosts": hosts,
-        "errors": inv.errors,
-    })
 }
 
 /// Print an error the way every pantheros error looks: the cause, the
