@@ -407,20 +407,8 @@ in
         RemainAfterExit = true;
         UMask = "0077";
       };
-      script = ''
-        if [ ! -s ${cfg.apiTokenFile} ]; then
-          ${pkgs.coreutils}/bin/od -An -vtx1 -N32 /dev/urandom | ${pkgs.coreutils}/bin/tr -d ' \n' > ${cfg.apiTokenFile}.tmp
-          mv ${cfg.apiTokenFile}.tmp ${cfg.apiTokenFile}
-        fi
-        chown root:root ${cfg.apiTokenFile}
-        chmod 0600 ${cfg.apiTokenFile}
-        if [ -e ${cfg.secretsFile} ]; then
-          chown root:root ${cfg.secretsFile}
-          chmod 0600 ${cfg.secretsFile}
-        else
-          echo "warning: ${cfg.secretsFile} is missing: the token service has no secrets to hand out" >&2
-        fi
-      '';
+      path = [ pkgs.coreutils ];
+      script = "sh ${./lib/flashpods-secrets.sh} ${cfg.apiTokenFile} ${cfg.secretsFile}";
     };
 
     systemd.services.flashpods-token-service = mkIf (cfg.tokenService.package != null) {
@@ -503,15 +491,8 @@ in
       path = [
         pkgs.sqlite
         pkgs.coreutils
-        pkgs.findutils
       ];
-      script = ''
-        [ -e ${databasePath} ] || { echo "no database yet"; exit 0; }
-        out=${cfg.backup.directory}/flashpods-$(date +%Y%m%d-%H%M%S).db
-        sqlite3 ${databasePath} ".backup '$out.tmp'"
-        mv "$out.tmp" "$out"
-        ls -1t ${cfg.backup.directory}/flashpods-*.db | tail -n +${toString (cfg.backup.keep + 1)} | xargs -r rm --
-      '';
+      script = "sh ${./lib/flashpods-backup.sh} ${databasePath} ${cfg.backup.directory} ${toString cfg.backup.keep}";
     };
     systemd.timers.flashpods-db-backup = mkIf cfg.backup.enable {
       wantedBy = [ "timers.target" ];
