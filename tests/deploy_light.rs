@@ -594,3 +594,28 @@ fn several_hosts_deploy_in_parallel_from_one_evaluation() {
         "took {took:?}: not in parallel?"
     );
 }
+
+#[test]
+fn build_on_target_copies_the_derivation_and_builds_there() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    // A generation no other test builds, so the local store cannot have it.
+    let mut h = host(&w, "alpha", 7001, "buildOnTarget = true;");
+    h.packages = vec![(
+        "only-built-remotely".into(),
+        format!("1.{}", std::process::id()),
+    )];
+    write_fleet(&flake, &[h]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    let top = v["hosts"][0]["toplevel"].as_str().unwrap().to_string();
+    assert_eq!(generation_marker(&w, "alpha"), "7001");
+    assert_eq!(profile_target(&w, "alpha"), top);
+    // Built there, not here: the local store does not have the output.
+    let local = support::try_sh(&["nix-store", "--check-validity", &top]);
+    assert!(!local.status.success(), "{top} was built locally");
+    let log = std::fs::read_to_string(v["hosts"][0]["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("copy --derivation"), "{log}");
+}
