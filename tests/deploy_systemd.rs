@@ -113,3 +113,44 @@ fn a_non_root_user_deploys_through_sudo_and_a_password_prompt_is_explained() {
         "1"
     );
 }
+
+#[test]
+fn a_system_that_cuts_ssh_is_rolled_back_under_systemd_too() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys3");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "sys3", 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", "sys3", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gen1 = w.ssh_ok("sys3", "readlink -f /nix/var/nix/profiles/system");
+    let mut bad = host(&w, "sys3", 2, "");
+    bad.block_ssh = true;
+    write_fleet(&flake, &[bad]);
+    let out = w.pantheros(&flake, &["deploy", "sys3", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v = json(&out);
+    assert!(
+        v["hosts"][0]["rollbackReason"]
+            .as_str()
+            .unwrap()
+            .contains("no confirmation"),
+        "{v}"
+    );
+    // New connections work again, and the host is back on generation 1.
+    assert_eq!(
+        w.ssh_ok("sys3", "readlink -f /nix/var/nix/profiles/system"),
+        gen1
+    );
+    assert_eq!(
+        w.ssh_ok("sys3", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+    assert!(
+        w.ssh_ok("sys3", "nft list tables")
+            .lines()
+            .all(|l| !l.contains("fixture-cut"))
+    );
+}

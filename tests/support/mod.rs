@@ -870,7 +870,7 @@ impl World {
         let script = format!(
             "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \
              SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --boot --directory={root} --machine={machine} \
-             --hostname={name} --volatile=overlay --register=no --keep-unit --network-namespace-path=/run/netns/{ns} \
+             --hostname={name} --volatile=overlay --register=no --keep-unit --capability=CAP_NET_ADMIN --network-namespace-path=/run/netns/{ns} \
              --console=passive --bind-ro={a}:/root/.ssh/authorized_keys --bind-ro={a}:/home/deploy/.ssh/authorized_keys \
              --bind-ro={a}:/home/nopw/.ssh/authorized_keys",
             root = rootfs.display(),
