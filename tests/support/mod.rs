@@ -233,6 +233,21 @@ impl LightHost {
         stdout(&out)
     }
 
+    /// Mount the cgroup v1 hierarchies inside this host's private mount
+    /// namespace (what a container runtime needs; `ip netns exec` left
+    /// /sys/fs/cgroup empty). cgroup2 "unified" is left out on purpose:
+    /// runc refuses the hybrid layout with it.
+    pub fn mount_cgroups(&self) {
+        self.exec_ok(&[
+            "sh",
+            "-c",
+            "mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup && \
+             for c in cpu cpuacct cpuset memory devices freezer blkio pids; do \
+               mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done && \
+             mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd",
+        ]);
+    }
+
     /// This host's private /nix, as seen from the root mount namespace.
     pub fn nix_dir(&self) -> PathBuf {
         self.dir.join("nix")
