@@ -3,7 +3,12 @@
 # Nothing here changes the system itself: these options are metadata that
 # `pantheros` reads from the flake in one evaluation
 # (`config.pantheros.deployment`).
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 let
   inherit (lib) mkOption types;
   cfg = config.pantheros.deployment;
@@ -213,6 +218,9 @@ in
   };
 
   config = {
+    # HTTP health checks are fetched on the host itself, with curl.
+    environment.systemPackages = lib.mkIf (cfg.healthChecks.http != [ ]) [ pkgs.curl ];
+
     assertions = [
       {
         assertion = lib.all (n: !lib.hasPrefix "hetzner.cloud/" n) (lib.attrNames cfg.hetzner.labels);

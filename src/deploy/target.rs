@@ -116,6 +116,7 @@ for a in "$@"; do
   --services)
     if ! systemctl is-active --quiet "$a"; then echo "service $a is $(systemctl is-active "$a" 2>/dev/null)"; fail=1; fi ;;
   --http)
+    if ! command -v curl >/dev/null 2>&1; then echo "http check $a: curl is not installed on the host"; fail=1; continue; fi
     if ! code=$(curl -sS -o /dev/null -m 5 -w '%{http_code}' "$a" 2>&1) || [ "${code#2}" = "$code" ]; then
       echo "http $a answered $code"; fail=1
     fi ;;

@@ -46,6 +46,7 @@ let
       "sqlite"
       "findutils"
       "podman"
+      "curl"
     ] fake
     // {
       writeText = name: _: fake name;
