@@ -181,6 +181,39 @@ async fn selected_hosts(
             }
         }
     }
+    // A glob that also matches a host that failed to evaluate: that host's
+    // error is reported and nothing runs (tags of such a host are unknown).
+    let failed: Vec<&inventory::HostError> = inv
+        .errors
+        .iter()
+        .filter(|e| {
+            selectors.is_empty()
+                || selectors
+                    .iter()
+                    .any(|s| match inventory::select::Selector::parse(s) {
+                        inventory::select::Selector::Glob(g) => {
+                            glob::Pattern::new(&g).is_ok_and(|p| p.matches(&e.name))
+                        }
+                        _ => false,
+                    })
+        })
+        .collect();
+    if !failed.is_empty() {
+        for e in &failed {
+            eprintln!("error: host {} failed to evaluate:", e.name);
+            for l in e.message.lines() {
+                eprintln!("    {l}");
+            }
+        }
+        return Err(Error::HostsFailedToEvaluate {
+            count: failed.len(),
+            names: failed
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     let chosen = inventory::select::select(&all, selectors)?;
     let hosts: Vec<inventory::Host> = chosen.into_iter().map(|i| all[i].clone()).collect();
     let missing: Vec<&str> = hosts

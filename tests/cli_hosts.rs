@@ -356,3 +356,43 @@ fn help_documents_exit_codes() {
         predicate::str::contains("Exit codes:").and(predicate::str::contains("rolled back")),
     );
 }
+
+#[test]
+fn build_all_refuses_when_a_selected_host_fails_to_evaluate() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let f = flake.join("flake.nix");
+    let s = fs::read_to_string(&f).unwrap();
+    assert!(s.contains("zephyrus = host { name = \"zephyrus\"; };"));
+    fs::write(
+        &f,
+        s.replace(
+            "zephyrus = host { name = \"zephyrus\"; };",
+            "zephyrus = { config = throw \"zephyrus is broken\"; };",
+        ),
+    )
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    // Every host (no selector) and a glob that matches it: refused, nothing built.
+    for args in [vec!["build-all"], vec!["build-all", "z*"]] {
+        pantheros(&flake)
+            .env("PANTHEROS_LOG_DIR", logs.path())
+            .args(&args)
+            .assert()
+            .code(14)
+            .stderr(predicate::str::contains("zephyrus is broken"));
+    }
+    assert!(
+        !logs.path().join("build").exists(),
+        "nothing may have been built"
+    );
+    // The healthy hosts alone build.
+    pantheros(&flake)
+        .env("PANTHEROS_LOG_DIR", logs.path())
+        .args(["build-all", "*-vps", "--json"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("Passed: 2"));
+}
