@@ -255,26 +255,18 @@ async fn deploy(flake: Option<&str>, cwd: &std::path::Path, args: cli::DeployArg
         )));
     }
     let log_dir = log_root(&flake, cwd, args.log_dir);
+    let mode = if args.build_only {
+        pantheros::deploy::Mode::BuildOnly
+    } else if args.dry_run {
+        pantheros::deploy::Mode::DryRun
+    } else {
+        pantheros::deploy::Mode::Deploy
+    };
     let opts = pantheros::deploy::Options {
-        mode: if args.build_only {
-            pantheros::deploy::Mode::BuildOnly
-        } else if args.dry_run {
-            pantheros::deploy::Mode::DryRun
-        } else {
-            pantheros::deploy::Mode::Deploy
-        },
-        goal: args.goal,
-        gcroot_dir: log_dir.join("gcroots"),
-        log_dir,
         magic_rollback: args.no_magic_rollback.then_some(false),
         rollback_on_health: args.no_rollback_on_health.then_some(false),
         force_local: args.local,
-        run_id: format!(
-            "{}-{}",
-            pantheros::report::log::timestamp(),
-            std::process::id()
-        ),
-        rollback_to: None,
+        ..pantheros::deploy::Options::new(mode, args.goal, log_dir)
     };
     let fleet = pantheros::deploy::fleet::FleetArgs {
         yes: args.yes,
@@ -310,19 +302,12 @@ async fn build_all(
     );
     let log_dir = log_root(&flake, cwd, args.log_dir);
     let opts = pantheros::deploy::Options {
-        mode: pantheros::deploy::Mode::BuildOnly,
-        goal: pantheros::deploy::Goal::Switch,
-        gcroot_dir: log_dir.join("gcroots"),
-        log_dir,
-        magic_rollback: None,
-        rollback_on_health: None,
         force_local: true,
-        run_id: format!(
-            "{}-{}",
-            pantheros::report::log::timestamp(),
-            std::process::id()
-        ),
-        rollback_to: None,
+        ..pantheros::deploy::Options::new(
+            pantheros::deploy::Mode::BuildOnly,
+            pantheros::deploy::Goal::Switch,
+            log_dir,
+        )
     };
     let fleet = pantheros::deploy::fleet::FleetArgs {
         yes: true,
@@ -425,19 +410,11 @@ async fn rollback(
     }
     let nix = nix::Nix::locate()?;
     let opts = pantheros::deploy::Options {
-        mode: pantheros::deploy::Mode::Rollback,
-        goal: args.goal,
-        gcroot_dir: log_dir.join("gcroots"),
-        log_dir,
         magic_rollback: args.no_magic_rollback.then_some(false),
         rollback_on_health: args.no_rollback_on_health.then_some(false),
         force_local: args.host.is_none(),
-        run_id: format!(
-            "{}-{}",
-            pantheros::report::log::timestamp(),
-            std::process::id()
-        ),
         rollback_to: args.to,
+        ..pantheros::deploy::Options::new(pantheros::deploy::Mode::Rollback, args.goal, log_dir)
     };
     let fleet = pantheros::deploy::fleet::FleetArgs {
         yes: args.yes,

@@ -160,26 +160,12 @@ impl Target {
 
     /// A shell script on the target, as root, with positional arguments.
     pub fn root_script(&self, script: &str, args: &[String]) -> Cmd {
-        let mut argv = vec![
-            "sh".to_string(),
-            "-c".into(),
-            script.to_string(),
-            "pantheros".into(),
-        ];
-        argv.extend(args.iter().cloned());
-        self.wrap(&argv, true, false)
+        self.wrap(&script_argv(script, args), true, false)
     }
 
     /// Like [`Target::root_script`], over a new connection (no master).
     pub fn fresh_root_script(&self, script: &str, args: &[String]) -> Cmd {
-        let mut argv = vec![
-            "sh".to_string(),
-            "-c".into(),
-            script.to_string(),
-            "pantheros".into(),
-        ];
-        argv.extend(args.iter().cloned());
-        self.wrap(&argv, true, true)
+        self.wrap(&script_argv(script, args), true, true)
             .timeout(Duration::from_secs(15))
     }
 
@@ -196,6 +182,18 @@ impl Target {
             let _ = runner::run(&Cmd::new(v).timeout(Duration::from_secs(5))).await;
         }
     }
+}
+
+/// `sh -c SCRIPT pantheros ARGS…` ($0 names us in the script's errors).
+fn script_argv(script: &str, args: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        script.to_string(),
+        "pantheros".into(),
+    ];
+    argv.extend(args.iter().cloned());
+    argv
 }
 
 fn sanitize(s: &str) -> String {

@@ -69,6 +69,24 @@ pub struct Options {
     pub rollback_to: Option<u64>,
 }
 
+impl Options {
+    /// Options for one run: logs and GC roots under `log_dir`, a run id
+    /// unique on this machine, every override unset.
+    pub fn new(mode: Mode, goal: Goal, log_dir: PathBuf) -> Options {
+        Options {
+            mode,
+            goal,
+            gcroot_dir: log_dir.join("gcroots"),
+            log_dir,
+            magic_rollback: None,
+            rollback_on_health: None,
+            force_local: false,
+            run_id: format!("{}-{}", crate::report::log::timestamp(), std::process::id()),
+            rollback_to: None,
+        }
+    }
+}
+
 /// How one host's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
