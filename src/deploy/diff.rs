@@ -137,7 +137,8 @@ impl Diff {
         let mut s = String::new();
         for c in &self.changed {
             s.push_str(&format!(
-                "  [U] {:<width$}  {} -> {}\n",
+                "  {} {:<width$}  {} -> {}\n",
+                crate::report::paint("33", "[U]"),
                 c.name,
                 c.before.join(", "),
                 c.after.join(", ")
@@ -145,14 +146,16 @@ impl Diff {
         }
         for c in &self.added {
             s.push_str(&format!(
-                "  [A] {:<width$}  {}\n",
+                "  {} {:<width$}  {}\n",
+                crate::report::paint("32", "[A]"),
                 c.name,
                 c.after.join(", ")
             ));
         }
         for c in &self.removed {
             s.push_str(&format!(
-                "  [R] {:<width$}  {}\n",
+                "  {} {:<width$}  {}\n",
+                crate::report::paint("31", "[R]"),
                 c.name,
                 c.before.join(", ")
             ));

@@ -277,13 +277,14 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
         eprintln!("  Total:  {}", outcomes.len());
     }
     for o in outcomes {
-        let mark = match o.result {
-            Result_::Success => "ok",
-            Result_::Unchanged => "unchanged",
-            Result_::Failed => "FAILED (nothing changed)",
-            Result_::RolledBack => "ROLLED BACK",
-            Result_::RollbackFailed => "ROLLBACK FAILED (manual action needed)",
+        let (style, text) = match o.result {
+            Result_::Success => ("32", "ok"),
+            Result_::Unchanged => ("32", "unchanged"),
+            Result_::Failed => ("31", "FAILED (nothing changed)"),
+            Result_::RolledBack => ("33", "ROLLED BACK"),
+            Result_::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
         };
+        let mark = crate::report::paint(style, text);
         eprintln!("  {:<20} {mark}  (log: {})", o.host, o.log.display());
     }
 }

@@ -196,7 +196,7 @@ impl StageError {
 
 /// Progress lines on stderr, prefixed with the host name.
 pub fn say(host: &str, msg: &str) {
-    eprintln!("[{host}] {msg}");
+    eprintln!("{} {msg}", crate::report::paint("1", &format!("[{host}]")));
 }
 
 /// One host going through the pipeline.

@@ -4,6 +4,24 @@ use std::io::Write;
 
 pub mod log;
 
+/// Colour on stderr: only on a terminal, and never with NO_COLOR set.
+pub fn color() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    })
+}
+
+/// Wrap `text` in an ANSI style (e.g. "1" bold, "31" red) when colour is on.
+pub fn paint(style: &str, text: &str) -> String {
+    if color() {
+        format!("\x1b[{style}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
 use crate::error::Error;
 use crate::inventory::Host;
 
