@@ -14,6 +14,10 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../src
+      # Cargo.toml names these targets, so they must exist for cargo to read
+      # the manifest (they are not built here).
+      ../examples/demo.rs
+      ../bench/deploy/main.rs
     ];
   };
 
