@@ -25,6 +25,19 @@ fn latest_status(w: &World, host: &str) -> String {
     stdout(&w.host(host).exec(&["sh", "-c", script]))
 }
 
+/// Deploy generation `g` of alpha (no extra settings) and require success.
+#[track_caller]
+fn deploy_generation(w: &World, flake: &std::path::Path, g: u32) {
+    write_fleet(flake, &[host(w, "alpha", g, "")]);
+    let out = w.pantheros(flake, &["deploy", "alpha", "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "deploying generation {g}: {}",
+        stderr(&out)
+    );
+}
+
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
     let mut h = FixtureHost::new(name, generation);
     h.deployment = w.deployment_for(name, &format!("confirmTimeout = 6; {extra}"));
@@ -262,13 +275,7 @@ fn the_deployer_killed_during_activation_leaves_no_half_switched_host() {
     let Some(mut w) = World::new() else { return };
     w.add_host("alpha");
     let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
-    assert_eq!(
-        w.pantheros(&flake, &["deploy", "alpha", "--yes"])
-            .status
-            .code(),
-        Some(0)
-    );
+    deploy_generation(&w, &flake, 1);
     let gen1 = profile_target(&w, "alpha");
     let mut slow = host(&w, "alpha", 2, "");
     slow.switch_seconds = 2;
@@ -308,13 +315,7 @@ fn goal_boot_sets_the_profile_without_activating() {
     let Some(mut w) = World::new() else { return };
     w.add_host("alpha");
     let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
-    assert_eq!(
-        w.pantheros(&flake, &["deploy", "alpha", "--yes"])
-            .status
-            .code(),
-        Some(0)
-    );
+    deploy_generation(&w, &flake, 1);
     write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
     let out = w.pantheros(
         &flake,
@@ -476,32 +477,7 @@ fn local_deploy_runs_the_same_pipeline_without_ssh() {
 fn http_and_command_health_checks_gate_the_deploy() {
     let Some(mut w) = World::new() else { return };
     w.add_host("alpha");
-    let mut server = w
-        .host("alpha")
-        .command(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            "/",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !w
-        .host("alpha")
-        .exec(&["nc", "-z", "127.0.0.1", "8080"])
-        .status
-        .success()
-    {
-        assert!(start.elapsed().as_secs() < 10, "http server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut server = w.host("alpha").serve_http("8080");
     let flake = w.path().join("fleet");
     let ok = r#"healthChecks = { http = [ "http://127.0.0.1:8080/" ]; commands = [ "test -d /run" ]; timeout = 3; };"#;
     write_fleet(&flake, &[host(&w, "alpha", 1, ok)]);
@@ -539,13 +515,7 @@ fn a_failed_rollback_exits_4_with_the_console_procedure() {
     let Some(mut w) = World::new() else { return };
     w.add_host("alpha");
     let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
-    assert_eq!(
-        w.pantheros(&flake, &["deploy", "alpha", "--yes"])
-            .status
-            .code(),
-        Some(0)
-    );
+    deploy_generation(&w, &flake, 1);
     // From now on the host refuses every activation, the old one included.
     w.host("alpha")
         .exec_ok(&["touch", "/run/pantheros-fixture/refuse-all-activations"]);

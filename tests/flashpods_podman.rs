@@ -6,7 +6,6 @@
 mod support;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use support::{World, render, stderr, stdout};
 
@@ -34,37 +33,7 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
     // Services: API and "rsync" ports answering on every address.
     let mut children = vec![];
     for (h, port) in [("server", "8080"), ("server", "873"), ("internet", "80")] {
-        children.push(
-            w.host(h)
-                .command(&[
-                    "python3",
-                    "-m",
-                    "http.server",
-                    port,
-                    "--bind",
-                    "0.0.0.0",
-                    "--directory",
-                    "/",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for (h, addr, port) in [
-        ("server", "10.0.0.1", "8080"),
-        ("server", "10.0.0.1", "873"),
-        ("internet", "0.0.0.0", "80"),
-    ] {
-        let start = Instant::now();
-        while !w.host(h).exec(&["nc", "-z", addr, port]).status.success() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{h}:{port} did not open"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        children.push(w.host(h).serve_http(port));
     }
 
     // A busybox image, imported offline, and one long-running job container.

@@ -210,23 +210,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     // --- Services: the API (any address; only the firewall may stop it),
     // the rsync daemon from the rendered config, a web server "on the internet".
     for (h, port) in [("server", "8080"), ("internet", "80")] {
-        children.push(
-            w.host(h)
-                .command(&[
-                    "python3",
-                    "-m",
-                    "http.server",
-                    port,
-                    "--bind",
-                    "0.0.0.0",
-                    "--directory",
-                    "/",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        children.push(w.host(h).serve_http(port));
     }
     let uploads = w.path().join("uploads");
     std::fs::create_dir_all(&uploads).unwrap();

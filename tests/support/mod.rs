@@ -248,6 +248,36 @@ impl LightHost {
         ]);
     }
 
+    /// Serve HTTP (python3 -m http.server) on `0.0.0.0:port` inside this
+    /// host, and return once the port answers.
+    pub fn serve_http(&self, port: &str) -> Child {
+        let child = self
+            .command(&[
+                "python3",
+                "-m",
+                "http.server",
+                port,
+                "--bind",
+                "0.0.0.0",
+                "--directory",
+                "/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let start = Instant::now();
+        while !self.exec(&["nc", "-z", "127.0.0.1", port]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "port {port} never opened on {}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
     /// This host's private /nix, as seen from the root mount namespace.
     pub fn nix_dir(&self) -> PathBuf {
         self.dir.join("nix")
