@@ -125,8 +125,11 @@ pub enum Error {
         failure: CommandFailure,
     },
 
-    #[error("{count} selected host(s) failed to evaluate: {names}")]
-    HostsFailedToEvaluate { count: usize, names: String },
+    #[error("{} selected host(s) failed to evaluate: {}", failed.len(), failed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "))]
+    HostsFailedToEvaluate {
+        /// (host, Nix's message) for each.
+        failed: Vec<(String, String)>,
+    },
 
     #[error("unknown host `{name}`{}", did_you_mean(suggestions))]
     UnknownHost {

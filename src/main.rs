@@ -64,55 +64,13 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
-    if inv.hosts.is_empty() && inv.errors.is_empty() {
-        return Err(Error::EmptySelection {
-            selectors: "(all hosts)".into(),
-            known: vec![],
-        });
-    }
-    // Hosts that failed to evaluate can still be selected by name or glob.
-    #[derive(Clone)]
-    struct Entry<'a> {
-        name: &'a str,
-        host: Option<&'a inventory::Host>,
-        tags: &'a [String],
-    }
-    impl inventory::select::Selectable for Entry<'_> {
-        fn name(&self) -> &str {
-            self.name
-        }
-        fn tags(&self) -> &[String] {
-            self.tags
-        }
-    }
-    let mut entries: Vec<Entry> = inv
-        .hosts
-        .iter()
-        .map(|h| Entry {
-            name: &h.name,
-            host: Some(h),
-            tags: &h.deployment.tags,
-        })
-        .chain(inv.errors.iter().map(|e| Entry {
-            name: &e.name,
-            host: None,
-            tags: &[],
-        }))
-        .collect();
-    entries.sort_by(|a, b| a.name.cmp(b.name));
-    let chosen = inventory::select::select(&entries, &args.selectors)?;
-    let selected: Vec<&inventory::Host> = chosen.iter().filter_map(|&i| entries[i].host).collect();
-    let failed: Vec<&inventory::HostError> = chosen
-        .iter()
-        .filter(|&&i| entries[i].host.is_none())
-        .filter_map(|&i| inv.errors.iter().find(|e| e.name == entries[i].name))
-        .collect();
+    let selection = inv.select(&args.selectors)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({
             "flake": inv.flake,
-            "hosts": selected,
-            "errors": failed,
+            "hosts": selection.hosts,
+            "errors": selection.failed,
         });
         let _ = writeln!(
             out,
@@ -120,28 +78,17 @@ fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
             serde_json::to_string_pretty(&doc).unwrap_or_default()
         );
     } else {
-        let _ = write!(out, "{}", report::hosts_table(&selected));
+        let _ = write!(out, "{}", report::hosts_table(&selection.hosts));
     }
     drop(out);
-    if failed.is_empty() {
-        return Ok(exit::OK);
-    }
-    for e in &failed {
-        eprintln!("error: host {} failed to evaluate:", e.name);
-        for l in e.message.lines() {
-            eprintln!("    {l}");
+    // The healthy hosts are listed; the failed ones are reported after them.
+    match selection.failure() {
+        None => Ok(exit::OK),
+        Some(err) => {
+            report::print_error(&err);
+            Ok(err.exit_code())
         }
     }
-    let err = Error::HostsFailedToEvaluate {
-        count: failed.len(),
-        names: failed
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-    };
-    report::print_error(&err);
-    Ok(err.exit_code())
 }
 
 /// Evaluate the flake once, with drvPaths for the selected hosts, and
@@ -155,67 +102,11 @@ async fn selected_hosts(
         drv_for: Some(selectors.to_vec()),
     };
     let inv = inventory::load(nix, flake, &opts).await?;
-    let all: Vec<inventory::Host> = inv.hosts.clone();
-    let mut names: Vec<String> = all.iter().map(|h| h.name.clone()).collect();
-    names.extend(inv.errors.iter().map(|e| e.name.clone()));
-    // Failed hosts that a name or glob selects are errors; check the names first.
-    for s in selectors {
-        if let inventory::select::Selector::Name(n) = inventory::select::Selector::parse(s) {
-            if let Some(e) = inv.errors.iter().find(|e| e.name == n) {
-                eprintln!("error: host {} failed to evaluate:", e.name);
-                for l in e.message.lines() {
-                    eprintln!("    {l}");
-                }
-                return Err(Error::HostsFailedToEvaluate {
-                    count: 1,
-                    names: e.name.clone(),
-                });
-            }
-            if !names.contains(&n) {
-                names.sort();
-                return Err(Error::UnknownHost {
-                    suggestions: inventory::select::closest(&n, &names),
-                    name: n,
-                    known: names,
-                });
-            }
-        }
+    let selection = inv.select(selectors)?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
     }
-    // A glob that also matches a host that failed to evaluate: that host's
-    // error is reported and nothing runs (tags of such a host are unknown).
-    let failed: Vec<&inventory::HostError> = inv
-        .errors
-        .iter()
-        .filter(|e| {
-            selectors.is_empty()
-                || selectors
-                    .iter()
-                    .any(|s| match inventory::select::Selector::parse(s) {
-                        inventory::select::Selector::Glob(g) => {
-                            glob::Pattern::new(&g).is_ok_and(|p| p.matches(&e.name))
-                        }
-                        _ => false,
-                    })
-        })
-        .collect();
-    if !failed.is_empty() {
-        for e in &failed {
-            eprintln!("error: host {} failed to evaluate:", e.name);
-            for l in e.message.lines() {
-                eprintln!("    {l}");
-            }
-        }
-        return Err(Error::HostsFailedToEvaluate {
-            count: failed.len(),
-            names: failed
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    let chosen = inventory::select::select(&all, selectors)?;
-    let hosts: Vec<inventory::Host> = chosen.into_iter().map(|i| all[i].clone()).collect();
+    let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     let missing: Vec<&str> = hosts
         .iter()
         .filter(|h| h.drv_path.is_none())
@@ -318,8 +209,9 @@ async fn build_all(
     Ok(pantheros::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }
 
-/// The host a rollback talks about: from the flake, or this machine.
-async fn rollback_host(
+/// One host of the flake by name (for rollback and provision), or, without
+/// a name, this machine; and where its logs go.
+async fn flake_host(
     flake: Option<&str>,
     cwd: &std::path::Path,
     name: Option<&str>,
@@ -345,24 +237,15 @@ async fn rollback_host(
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
     let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
-    if let Some(e) = inv.errors.iter().find(|e| e.name == name) {
-        eprintln!(
-            "error: host {} failed to evaluate:\n    {}",
-            e.name,
-            e.message.replace('\n', "\n    ")
-        );
-        return Err(Error::HostsFailedToEvaluate {
-            count: 1,
-            names: e.name.clone(),
-        });
+    let selection = inv.select(&[name.to_string()])?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
     }
-    let Some(h) = inv.hosts.iter().find(|h| h.name == name) else {
-        let known = inv.names();
-        return Err(Error::UnknownHost {
-            suggestions: inventory::select::closest(name, &known),
-            name: name.into(),
-            known,
-        });
+    let [h] = selection.hosts[..] else {
+        return Err(Error::Usage(format!(
+            "`{name}` selects {} hosts; name exactly one",
+            selection.hosts.len()
+        )));
     };
     Ok((h.clone(), log_root(&flake, cwd, None)))
 }
@@ -383,7 +266,7 @@ async fn rollback(
     cwd: &std::path::Path,
     args: cli::RollbackArgs,
 ) -> Result<i32> {
-    let (host, default_logs) = rollback_host(flake, cwd, args.host.as_deref()).await?;
+    let (host, default_logs) = flake_host(flake, cwd, args.host.as_deref()).await?;
     let log_dir = args.log_dir.clone().unwrap_or(default_logs);
     if args.list {
         let control = pantheros::transport::control_dir()
@@ -455,7 +338,7 @@ async fn provision(
                     "provision needs a HOST (or list, destroy, iso, rescue, install)".into(),
                 ));
             };
-            let (host, _) = rollback_host(flake, cwd, Some(&name)).await?;
+            let (host, _) = flake_host(flake, cwd, Some(&name)).await?;
             p::create(&host, &args.create).await
         }
     };

@@ -161,12 +161,74 @@ pub struct Inventory {
     pub errors: Vec<HostError>,
 }
 
+/// What selectors pick: the hosts that evaluated, and the errors of the
+/// selected hosts that did not.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    pub hosts: Vec<&'a Host>,
+    pub failed: Vec<&'a HostError>,
+}
+
+impl Selection<'_> {
+    /// The error for the failed hosts, if any (deploy and build-all refuse them).
+    pub fn failure(&self) -> Option<Error> {
+        (!self.failed.is_empty()).then(|| Error::HostsFailedToEvaluate {
+            failed: self
+                .failed
+                .iter()
+                .map(|e| (e.name.clone(), e.message.clone()))
+                .collect(),
+        })
+    }
+}
+
 impl Inventory {
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
-        v.extend(self.errors.iter().map(|e| e.name.clone()));
-        v.sort();
-        v
+    /// Apply selectors (names, globs, @tag) to every host, the ones that
+    /// failed to evaluate included: they can be named or matched by a glob
+    /// (their tags are unknown), and an unknown name gets suggestions from
+    /// all of them.
+    pub fn select(&self, selectors: &[String]) -> Result<Selection<'_>> {
+        enum Item<'a> {
+            Ok(&'a Host),
+            Failed(&'a HostError),
+        }
+        struct Entry<'a>(&'a str, &'a [String], Item<'a>);
+        impl Selectable for Entry<'_> {
+            fn name(&self) -> &str {
+                self.0
+            }
+            fn tags(&self) -> &[String] {
+                self.1
+            }
+        }
+        let mut entries: Vec<Entry> = self
+            .hosts
+            .iter()
+            .map(|h| Entry(&h.name, &h.deployment.tags, Item::Ok(h)))
+            .chain(
+                self.errors
+                    .iter()
+                    .map(|e| Entry(&e.name, &[], Item::Failed(e))),
+            )
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        if entries.is_empty() {
+            return Err(Error::EmptySelection {
+                selectors: "(all hosts)".into(),
+                known: vec![],
+            });
+        }
+        let mut selection = Selection {
+            hosts: vec![],
+            failed: vec![],
+        };
+        for i in select::select(&entries, selectors)? {
+            match entries[i].2 {
+                Item::Ok(h) => selection.hosts.push(h),
+                Item::Failed(e) => selection.failed.push(e),
+            }
+        }
+        Ok(selection)
     }
 }
 
@@ -517,6 +579,65 @@ mod tests {
             clean_nix_error(raw),
             "error: undefined variable 'x'\n       at /f.nix:1:1:"
         );
+    }
+
+    fn inventory() -> Inventory {
+        let host = |name: &str, tags: &[&str]| {
+            let mut h = RawHost {
+                failed: false,
+                deployment: None,
+                drv_path: None,
+                system: None,
+            }
+            .into_host(name.into());
+            h.deployment.tags = tags.iter().map(|t| t.to_string()).collect();
+            h
+        };
+        Inventory {
+            flake: ".".into(),
+            nix_version: "2.8.0".into(),
+            hosts: vec![host("hetzner-vps", &["server"]), host("yoga", &["laptop"])],
+            errors: vec![HostError {
+                name: "ovh-vps".into(),
+                message: "error: boom".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn selection_includes_failed_hosts_by_name_glob_or_all() {
+        let inv = inventory();
+        fn names(sel: &Selection) -> (Vec<String>, Vec<String>) {
+            (
+                sel.hosts.iter().map(|h| h.name.clone()).collect(),
+                sel.failed.iter().map(|e| e.name.clone()).collect(),
+            )
+        }
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&inv.select(&[]).unwrap()),
+            (v(&["hetzner-vps", "yoga"]), v(&["ovh-vps"]))
+        );
+        assert_eq!(
+            names(&inv.select(&["*-vps".into()]).unwrap()),
+            (v(&["hetzner-vps"]), v(&["ovh-vps"]))
+        );
+        assert_eq!(
+            names(&inv.select(&["@server".into()]).unwrap()),
+            (v(&["hetzner-vps"]), v(&[]))
+        );
+        let sel = inv.select(&["ovh-vps".into()]).unwrap();
+        match sel.failure() {
+            Some(Error::HostsFailedToEvaluate { failed }) => assert_eq!(
+                failed,
+                vec![("ovh-vps".to_string(), "error: boom".to_string())]
+            ),
+            other => panic!("{other:?}"),
+        }
+        match inv.select(&["ovh".into()]) {
+            Err(Error::UnknownHost { suggestions, .. }) => assert_eq!(suggestions[0], "ovh-vps"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

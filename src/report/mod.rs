@@ -86,6 +86,14 @@ pub fn hosts_table(hosts: &[&Host]) -> String {
 pub fn print_error(e: &Error) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "error: {e}");
+    if let Error::HostsFailedToEvaluate { failed } = e {
+        for (name, message) in failed {
+            let _ = writeln!(err, "  host {name} failed to evaluate:");
+            for l in message.lines() {
+                let _ = writeln!(err, "    {l}");
+            }
+        }
+    }
     if let Some(f) = e.failure() {
         let _ = writeln!(err, "  command: {}", shorten_argv(&f.argv));
         let _ = writeln!(err, "  result:  {}", f.how);
