@@ -150,17 +150,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A failure with its own exit code, message, and (if a command failed) that command.
     #[error("{message}")]
     Coded {
         code: i32,
         message: String,
-        hint: Option<String>,
-    },
-
-    #[error("{message}")]
-    Failed {
-        message: String,
-        failure: Option<CommandFailure>,
+        failure: Option<Box<CommandFailure>>,
         hint: Option<String>,
     },
 
@@ -201,7 +196,6 @@ impl Error {
             Error::UnknownHost { .. } => exit::UNKNOWN_HOST,
             Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
             Error::Usage(_) => exit::USAGE,
-            Error::Failed { .. } => exit::FAILED_NOTHING_CHANGED,
             Error::Coded { code, .. } => *code,
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
                 exit::FAILED_NOTHING_CHANGED
@@ -215,7 +209,7 @@ impl Error {
             Error::NoNixosConfigurations { failure, .. }
             | Error::Eval { failure, .. }
             | Error::Command(failure) => Some(failure),
-            Error::Failed { failure, .. } => failure.as_ref(),
+            Error::Coded { failure, .. } => failure.as_deref(),
             _ => None,
         }
     }
@@ -252,7 +246,7 @@ impl Error {
             }
             Error::Io { .. } => return None,
             Error::Usage(_) => "see `pantheros --help`".into(),
-            Error::Failed { hint, .. } | Error::Coded { hint, .. } => return hint.clone(),
+            Error::Coded { hint, .. } => return hint.clone(),
         })
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::{HostRun, Mode, Options, Outcome, Result_, StageError, say};
+use super::{HostResult, HostRun, Mode, Options, Outcome, StageError, say};
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
@@ -141,15 +141,15 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                     &r.host.name,
                     &format!("FAILED (nothing changed): {}", e.render()),
                 );
-                r.outcome.result = Result_::Failed;
+                r.outcome.result = HostResult::Failed;
                 outcomes.push(record(&r, Some(&e)));
             }
             Ok(()) => {
                 if !matches!(opts.mode, Mode::Deploy | Mode::Rollback)
-                    || r.outcome.result == Result_::Unchanged
+                    || r.outcome.result == HostResult::Unchanged
                 {
                     r.unlock().await;
-                    if r.outcome.result == Result_::Unchanged {
+                    if r.outcome.result == HostResult::Unchanged {
                         say(&r.host.name, "already running this system: nothing to do");
                     } else if opts.mode == Mode::BuildOnly {
                         say(&r.host.name, "built");
@@ -206,7 +206,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         if !proceed {
             for mut r in to_activate.drain(..) {
                 r.unlock().await;
-                r.outcome.result = Result_::Failed;
+                r.outcome.result = HostResult::Failed;
                 let e = StageError::new("not confirmed; nothing was changed");
                 outcomes.push(record(&r, Some(&e)));
             }
@@ -270,7 +270,7 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
     if mode == Mode::BuildOnly {
         let passed = outcomes
             .iter()
-            .filter(|o| o.result == Result_::Success)
+            .filter(|o| o.result == HostResult::Success)
             .count();
         eprintln!("  Passed: {passed}");
         eprintln!("  Failed: {}", outcomes.len() - passed);
@@ -278,11 +278,11 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
     }
     for o in outcomes {
         let (style, text) = match o.result {
-            Result_::Success => ("32", "ok"),
-            Result_::Unchanged => ("32", "unchanged"),
-            Result_::Failed => ("31", "FAILED (nothing changed)"),
-            Result_::RolledBack => ("33", "ROLLED BACK"),
-            Result_::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
+            HostResult::Success => ("32", "ok"),
+            HostResult::Unchanged => ("32", "unchanged"),
+            HostResult::Failed => ("31", "FAILED (nothing changed)"),
+            HostResult::RolledBack => ("33", "ROLLED BACK"),
+            HostResult::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
         };
         let mark = crate::report::paint(style, text);
         eprintln!("  {:<20} {mark}  (log: {})", o.host, o.log.display());

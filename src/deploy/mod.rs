@@ -90,7 +90,7 @@ impl Options {
 /// How one host's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Result_ {
+pub enum HostResult {
     /// Done; or nothing to do (already deployed).
     Success,
     Unchanged,
@@ -102,13 +102,13 @@ pub enum Result_ {
     RollbackFailed,
 }
 
-impl Result_ {
+impl HostResult {
     pub fn exit_code(self) -> i32 {
         match self {
-            Result_::Success | Result_::Unchanged => exit::OK,
-            Result_::Failed => exit::FAILED_NOTHING_CHANGED,
-            Result_::RolledBack => exit::ROLLED_BACK,
-            Result_::RollbackFailed => exit::ROLLBACK_FAILED,
+            HostResult::Success | HostResult::Unchanged => exit::OK,
+            HostResult::Failed => exit::FAILED_NOTHING_CHANGED,
+            HostResult::RolledBack => exit::ROLLED_BACK,
+            HostResult::RollbackFailed => exit::ROLLBACK_FAILED,
         }
     }
 }
@@ -121,7 +121,7 @@ pub struct Outcome {
     pub target: String,
     pub mode: Mode,
     pub goal: Goal,
-    pub result: Result_,
+    pub result: HostResult,
     pub generation_before: Option<u64>,
     pub generation_after: Option<u64>,
     pub system_before: Option<String>,
@@ -164,9 +164,10 @@ impl StageError {
     }
     /// As a top-level error.
     pub fn into_error(self) -> crate::error::Error {
-        crate::error::Error::Failed {
+        crate::error::Error::Coded {
+            code: crate::error::exit::FAILED_NOTHING_CHANGED,
             message: self.message,
-            failure: self.failure,
+            failure: self.failure.map(Box::new),
             hint: self.hint,
         }
     }
@@ -226,7 +227,7 @@ impl HostRun {
             },
             mode: opts.mode,
             goal: opts.goal,
-            result: Result_::Failed,
+            result: HostResult::Failed,
             generation_before: None,
             generation_after: None,
             system_before: None,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{HostRun, Mode, Result_, StageError, diff, say};
+use super::{HostResult, HostRun, Mode, StageError, diff, say};
 
 const ACTIVATE_SH: &str = include_str!("../activate/activate.sh");
 pub const STATE_DIR: &str = "/run/pantheros";
@@ -372,7 +372,7 @@ impl HostRun {
             }
         };
         if let Some(reason) = status.strip_prefix("failed ") {
-            self.outcome.result = Result_::Failed;
+            self.outcome.result = HostResult::Failed;
             return Err(StageError::new(format!(
                 "activation did not start: {reason}"
             )));
@@ -430,7 +430,7 @@ impl HostRun {
                         .rollback(format!("health checks failed: {problems}"))
                         .await;
                 }
-                self.outcome.result = Result_::Failed;
+                self.outcome.result = HostResult::Failed;
                 self.outcome.generation_after = self.current_generation().await;
                 return Err(StageError::new(format!(
                     "health checks failed (rollback disabled, the new generation stays active): {problems}"
@@ -440,7 +440,7 @@ impl HostRun {
         }
         self.outcome.generation_after = self.current_generation().await;
         self.outcome.system_after = self.toplevel.clone();
-        self.outcome.result = Result_::Success;
+        self.outcome.result = HostResult::Success;
         Ok(())
     }
 
@@ -474,13 +474,13 @@ impl HostRun {
             self.outcome.generation_after = self.current_generation().await;
             self.outcome.system_after = now.clone();
             if self.outcome.system_before.is_some() && now != self.outcome.system_before {
-                self.outcome.result = Result_::RollbackFailed;
+                self.outcome.result = HostResult::RollbackFailed;
                 return Err(StageError::new(format!(
                     "the target reports a rollback ({reason}) but its profile points at {}",
                     now.unwrap_or_default()
                 )));
             }
-            self.outcome.result = Result_::RolledBack;
+            self.outcome.result = HostResult::RolledBack;
             return Err(StageError::new(format!("rolled back: {reason}")));
         }
         let reason = status
@@ -488,7 +488,7 @@ impl HostRun {
             .map(str::to_string)
             .unwrap_or_else(|| format!("lost contact with the host (last status: {status:?})"));
         self.outcome.rollback_reason = Some(reason.clone());
-        self.outcome.result = Result_::RollbackFailed;
+        self.outcome.result = HostResult::RollbackFailed;
         Err(StageError::new(format!("rollback failed: {reason}"))
             .hint(console_hint(&self.host.name)))
     }
@@ -510,7 +510,7 @@ impl HostRun {
         ];
         let cmd = self.target.root_script(LAUNCH_SH, &args);
         if let Err(f) = self.log.run_ok(&cmd).await {
-            self.outcome.result = Result_::RollbackFailed;
+            self.outcome.result = HostResult::RollbackFailed;
             return Err(
                 StageError::cmd("could not start the rollback on the target", f)
                     .hint(console_hint(&self.host.name)),
@@ -601,7 +601,7 @@ impl HostRun {
             self.choose_generation().await?;
             self.preflight().await?;
             if self.is_noop() && self.opts.goal != super::Goal::Boot {
-                self.outcome.result = Result_::Unchanged;
+                self.outcome.result = HostResult::Unchanged;
                 self.outcome.generation_after = self.outcome.generation_before;
                 self.outcome.system_after = self.outcome.system_before.clone();
                 return Ok(());
@@ -611,13 +611,13 @@ impl HostRun {
         }
         self.build().await?;
         if self.opts.mode == Mode::BuildOnly {
-            self.outcome.result = Result_::Success;
+            self.outcome.result = HostResult::Success;
             return Ok(());
         }
         self.ship().await?;
         self.preflight().await?;
         if self.is_noop() && self.opts.mode == Mode::Deploy {
-            self.outcome.result = Result_::Unchanged;
+            self.outcome.result = HostResult::Unchanged;
             self.outcome.generation_after = self.outcome.generation_before;
             self.outcome.system_after = self.outcome.system_before.clone();
             return Ok(());
@@ -625,7 +625,7 @@ impl HostRun {
         self.dry_activate().await?;
         self.diff().await?;
         if self.opts.mode == Mode::DryRun {
-            self.outcome.result = Result_::Success;
+            self.outcome.result = HostResult::Success;
         }
         Ok(())
     }

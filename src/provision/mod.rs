@@ -145,6 +145,7 @@ impl Failure {
         crate::error::Error::Coded {
             code: self.code,
             message: self.message,
+            failure: None,
             hint: Some(self.hint),
         }
     }
@@ -599,14 +600,21 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
             "creating {} ({server_type}, {location}, {image})",
             host.name
         ));
-        let created = loop {
+        let mut attempt = 0;
+        let id = loop {
             match h
                 .call("POST /v1/servers", false, || {
                     servers_api::create_server(&h.config, params.clone())
                 })
                 .await
             {
-                Ok(r) => break Ok(r),
+                Ok(r) => {
+                    wait_action(&h, r.action.id, deadline, &progress).await?;
+                    for a in &r.next_actions {
+                        wait_action(&h, a.id, deadline, &progress).await?;
+                    }
+                    break r.server.id;
+                }
                 // The request may have created the server before failing:
                 // look it up by name before posting again.
                 Err(e)
@@ -615,30 +623,20 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
                         || e.code == "network" =>
                 {
                     progress.say(&format!("{e}; checking whether the server was created"));
-                    if let Some(s) = find_server(&h, &host.name).await? {
-                        if is_ours(&s, &host.name) {
-                            break Err(Some(s));
+                    match find_server(&h, &host.name).await? {
+                        Some(s) if is_ours(&s, &host.name) => break s.id,
+                        Some(_) => return Err(foreign(&host.name)),
+                        None if attempt < h.retries && Instant::now() < deadline => {
+                            tokio::time::sleep(hetzner::backoff(h.backoff_base, attempt)).await;
+                            attempt += 1;
                         }
-                        return Err(foreign(&host.name));
+                        None => {
+                            return Err(Failure::api(exit::API, "creating the server failed", e));
+                        }
                     }
-                    if Instant::now() >= deadline {
-                        return Err(Failure::api(exit::API, "creating the server failed", e));
-                    }
-                    tokio::time::sleep(hetzner::backoff(h.backoff_base, 1)).await;
                 }
                 Err(e) => return Err(Failure::api(exit::API, "creating the server failed", e)),
             }
-        };
-        let id = match created {
-            Ok(r) => {
-                wait_action(&h, r.action.id, deadline, &progress).await?;
-                for a in &r.next_actions {
-                    wait_action(&h, a.id, deadline, &progress).await?;
-                }
-                r.server.id
-            }
-            Err(Some(s)) => s.id,
-            Err(None) => unreachable!("only Some is produced above"),
         };
         (
             Some(wait_running(&h, id, deadline, &progress).await?),
