@@ -124,22 +124,9 @@ in
       description = "The API's bearer token (0600 root); generated (32 random bytes, hex) when missing.";
     };
 
+    # The WireGuard interface itself (address, prefix, port) is configured
+    # through pantheros.wireguard; the host only adds its laptops as peers.
     wireguard = {
-      address = mkOption {
-        type = types.str;
-        default = "10.0.0.1";
-        description = "The host's WireGuard address; the API and rsync listen here only.";
-      };
-      prefixLength = mkOption {
-        type = types.ints.between 1 32;
-        default = 24;
-        description = "Prefix length of the WireGuard network.";
-      };
-      listenPort = mkOption {
-        type = types.port;
-        default = 51820;
-        description = "WireGuard UDP port (open to the internet).";
-      };
       laptops = mkOption {
         type = types.attrsOf (
           types.submodule {
@@ -290,48 +277,64 @@ in
       ];
     };
 
-    systemd.tmpfiles.settings."10-flashpods" = {
-      ${cfg.uploadsDir}.d = {
-        mode = "0755";
-        inherit (cfg) user group;
-      };
-      ${cfg.artifactsDir}.d = {
-        mode = "0755";
-        inherit (cfg) user group;
-      };
-      ${cfg.dbDir}.d = {
-        mode = "0755";
-        inherit (cfg) user group;
-      };
-      ${cfg.logDir}.d = {
-        mode = "0755";
-        inherit (cfg) user group;
-      };
-      ${cfg.runDir}.d = {
-        mode = "0750";
-        inherit (cfg) user group;
-      };
-      ${podmanRuntimeDir}.d = {
-        mode = "0700";
-        inherit (cfg) user group;
-      };
-      ${cfg.configDir}.d = {
-        mode = "0700";
-        user = "root";
-        group = "root";
-      };
-      ${cfg.backup.directory}.d = {
-        mode = "0750";
-        user = "root";
-        group = "root";
-      };
-    };
+    # The checklist's directories: (path, mode), owned by flashpods unless
+    # marked root.
+    systemd.tmpfiles.settings."10-flashpods" = lib.listToAttrs (
+      map
+        (
+          d:
+          lib.nameValuePair d.path {
+            d = {
+              inherit (d) mode;
+              user = if d.root or false then "root" else cfg.user;
+              group = if d.root or false then "root" else cfg.group;
+            };
+          }
+        )
+        [
+          {
+            path = cfg.uploadsDir;
+            mode = "0755";
+          }
+          {
+            path = cfg.artifactsDir;
+            mode = "0755";
+          }
+          {
+            path = cfg.dbDir;
+            mode = "0755";
+          }
+          {
+            path = cfg.logDir;
+            mode = "0755";
+          }
+          {
+            path = cfg.runDir;
+            mode = "0750";
+          }
+          {
+            path = podmanRuntimeDir;
+            mode = "0700";
+          }
+          {
+            path = cfg.configDir;
+            mode = "0700";
+            root = true;
+          }
+          {
+            path = cfg.backup.directory;
+            mode = "0750";
+            root = true;
+          }
+        ]
+    );
 
     # The parts, wired together.
     pantheros.wireguard = {
       enable = true;
       role = "server";
-      inherit (cfg.wireguard) address prefixLength listenPort;
+      # The checklist's server address, unless the host sets another.
+      address = mkDefault "10.0.0.1";
       peers = lib.mapAttrsToList (_: l: {
         inherit (l) publicKey;
         allowedIPs = [ "${l.address}/32" ];
@@ -447,7 +450,7 @@ in
       wants = [ "network-online.target" ];
       requires = [ "flashpods-secrets.service" ];
       environment = {
-        FLASHPODS_LISTEN = "${cfg.wireguard.address}:${toString cfg.api.port}";
+        FLASHPODS_LISTEN = "${config.pantheros.wireguard.address}:${toString cfg.api.port}";
         FLASHPODS_DATABASE = databasePath;
         FLASHPODS_API_TOKEN_FILE = "%d/api-token";
         FLASHPODS_PODMAN_SOCKET = "unix://${podmanSocket}";

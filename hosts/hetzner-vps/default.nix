@@ -57,11 +57,11 @@ in
   # rsync, SPIRE, secrets. Set api.package / tokenService.package to run them.
   services.flashpods = {
     enable = true;
-    wireguard = {
-      inherit (net.server) address;
-      inherit (net) prefixLength listenPort;
-      laptops = lib.filterAttrs (name: _: name == net.laptop) net.peers;
-    };
+    wireguard.laptops = lib.filterAttrs (name: _: name == net.laptop) net.peers;
     inherit (net) containerNetworks;
+  };
+  pantheros.wireguard = {
+    inherit (net.server) address;
+    inherit (net) prefixLength listenPort;
   };
 }
