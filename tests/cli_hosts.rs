@@ -30,6 +30,20 @@ fn fleet() -> (tempfile::TempDir, std::path::PathBuf) {
     (d, f)
 }
 
+/// The fixture fleet with zephyrus replaced by `definition` (to break it).
+fn fleet_with_zephyrus(definition: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (d, flake) = fleet();
+    let f = flake.join("flake.nix");
+    let s = fs::read_to_string(&f).unwrap();
+    let healthy = "zephyrus = host { name = \"zephyrus\"; };";
+    assert!(
+        s.contains(healthy),
+        "the fixture changed: {healthy} is gone"
+    );
+    fs::write(&f, s.replace(healthy, &format!("zephyrus = {definition};"))).unwrap();
+    (d, flake)
+}
+
 #[test]
 fn table_lists_every_host_with_defaults_for_hosts_without_the_module() {
     if !nix_available() {
@@ -251,15 +265,8 @@ fn a_host_that_throws_is_reported_and_the_others_still_list() {
     if !nix_available() {
         return;
     }
-    let (_d, flake) = fleet();
-    let f = flake.join("flake.nix");
-    let s = fs::read_to_string(&f).unwrap();
-    assert!(s.contains("zephyrus = host { name = \"zephyrus\"; };"));
-    let s = s.replace(
-        "zephyrus = host { name = \"zephyrus\"; };",
-        "zephyrus = { config = throw \"zephyrus: missing hardware configuration\"; };",
-    );
-    fs::write(&f, s).unwrap();
+    let (_d, flake) =
+        fleet_with_zephyrus("{ config = throw \"zephyrus: missing hardware configuration\"; }");
     let out = pantheros(&flake)
         .args(["hosts", "--json"])
         .assert()
@@ -289,17 +296,9 @@ fn an_uncatchable_error_in_one_host_falls_back_to_per_host_evaluation() {
     if !nix_available() {
         return;
     }
-    let (_d, flake) = fleet();
-    let f = flake.join("flake.nix");
-    let s = fs::read_to_string(&f).unwrap();
     // A missing attribute is not caught by tryEval: the single evaluation
     // fails, and pantheros finds which host it was.
-    assert!(s.contains("zephyrus = host { name = \"zephyrus\"; };"));
-    let s = s.replace(
-        "zephyrus = host { name = \"zephyrus\"; };",
-        "zephyrus = { config = { }.nothing.here; };",
-    );
-    fs::write(&f, s).unwrap();
+    let (_d, flake) = fleet_with_zephyrus("{ config = { }.nothing.here; }");
     let out = pantheros(&flake)
         .args(["hosts", "--json"])
         .assert()
@@ -362,18 +361,7 @@ fn build_all_refuses_when_a_selected_host_fails_to_evaluate() {
     if !nix_available() {
         return;
     }
-    let (_d, flake) = fleet();
-    let f = flake.join("flake.nix");
-    let s = fs::read_to_string(&f).unwrap();
-    assert!(s.contains("zephyrus = host { name = \"zephyrus\"; };"));
-    fs::write(
-        &f,
-        s.replace(
-            "zephyrus = host { name = \"zephyrus\"; };",
-            "zephyrus = { config = throw \"zephyrus is broken\"; };",
-        ),
-    )
-    .unwrap();
+    let (_d, flake) = fleet_with_zephyrus("{ config = throw \"zephyrus is broken\"; }");
     let logs = tempfile::tempdir().unwrap();
     // Every host (no selector) and a glob that matches it: refused, nothing built.
     for args in [vec!["build-all"], vec!["build-all", "z*"]] {

@@ -118,11 +118,17 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     // The log and .info exist and tell the story.
     let log = std::path::PathBuf::from(v["hosts"][0]["log"].as_str().unwrap());
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("switch-to-configuration") && text.contains("nix copy")
-            || text.contains("copy"),
-        "{text}"
-    );
+    // Every step, with its command and what the target answered.
+    for expected in [
+        "copy --substitute-on-destination --to ssh://root@alpha",
+        "bin/switch-to-configuration dry-activate",
+        "| rolled-back switch-to-configuration exited 1",
+    ] {
+        assert!(
+            text.contains(expected),
+            "the log lacks {expected:?}:\n{text}"
+        );
+    }
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(log.with_extension("info")).unwrap()).unwrap();
     assert_eq!(info["result"], "rolled-back");
@@ -371,25 +377,7 @@ fn nix_copy_failure_and_host_key_mismatch_change_nothing() {
     );
 
     // A different host key pinned for alpha: refused before anything runs.
-    let kh = std::fs::read_to_string(&w.known_hosts).unwrap();
-    let ip = w.host("alpha").ip.clone();
-    support::sh(&[
-        "ssh-keygen",
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        w.path().join("rogue").to_str().unwrap(),
-    ]);
-    let rogue = std::fs::read_to_string(w.path().join("rogue.pub")).unwrap();
-    let rogue: String = rogue
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    std::fs::write(&w.known_hosts, format!("{ip} {rogue}\n")).unwrap();
+    let kh = w.pin_wrong_host_key("alpha");
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

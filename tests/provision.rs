@@ -44,18 +44,7 @@ impl Env {
 
     fn add_key(&self, name: &str) -> PathBuf {
         let p = self.home().join(".ssh").join(name);
-        support::sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            name,
-            "-f",
-            p.to_str().unwrap(),
-        ]);
+        support::keygen(&p, name);
         p.with_extension("pub")
     }
 
@@ -261,6 +250,10 @@ fn token_resolution_order_file_modes_and_missing_token() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        e.fake.state().get("valid-first").is_some(),
+        "the first token must have been used"
+    );
     // No token anywhere and no terminal: exit 20 with the console hint, no request.
     let before = e.fake.requests().len();
     let out = e.run_with(&["provision", "hetzner-vps"], &[]);

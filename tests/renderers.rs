@@ -146,16 +146,7 @@ fn sshd_accepts_the_hardening_settings() {
         "{text}"
     );
     let key = w.path().join("hostkey");
-    support::sh(&[
-        "ssh-keygen",
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        key.to_str().unwrap(),
-    ]);
+    support::keygen(&key, "test");
     let cfg = w.path().join("sshd_config");
     std::fs::write(&cfg, format!("{text}HostKey {}\n", key.display())).unwrap();
     let out = w

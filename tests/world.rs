@@ -26,30 +26,7 @@ fn a_changed_host_key_is_refused() {
     let Some(mut w) = World::new() else { return };
     w.add_host("alpha");
     // Pin a different key for alpha's address: ssh must refuse.
-    let kh = std::fs::read_to_string(&w.known_hosts).unwrap();
-    let ip = w.host("alpha").ip.clone();
-    let other = support::sh(&[
-        "ssh-keygen",
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        w.path().join("rogue").to_str().unwrap(),
-    ]);
-    drop(other);
-    let rogue = std::fs::read_to_string(w.path().join("rogue.pub")).unwrap();
-    let rogue: String = rogue
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    std::fs::write(
-        &w.known_hosts,
-        kh.replace(kh.trim(), &format!("{ip} {rogue}")),
-    )
-    .unwrap();
+    w.pin_wrong_host_key("alpha");
     let out = w.ssh("alpha", &["true"]);
     assert_eq!(out.status.code(), Some(255));
     assert!(

@@ -100,6 +100,22 @@ pub fn sh(argv: &[&str]) -> Output {
     out
 }
 
+/// A new passphrase-less ed25519 key pair at `path` (and `path`.pub).
+pub fn keygen(path: &Path, comment: &str) {
+    sh(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        comment,
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+}
+
 /// Run a command, returning whatever happened.
 pub fn try_sh(argv: &[&str]) -> Output {
     Command::new(argv[0])
@@ -357,18 +373,7 @@ impl World {
         let client_ip = format!("{}.2", w.subnet);
         w.plug(&client_ns, "c", &client_ip);
         fs::create_dir_all(w.dir.path().join("client")).unwrap();
-        sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "pantheros-test-client",
-            "-f",
-            w.client_key.to_str().unwrap(),
-        ]);
+        keygen(&w.client_key, "pantheros-test-client");
         fs::write(&w.ssh_config, "").unwrap();
         fs::write(&w.known_hosts, "").unwrap();
         Some(w)
@@ -456,6 +461,24 @@ impl World {
         self.client_exec(&argv)
     }
 
+    /// Pin a freshly made, wrong host key for `host` (as after a reinstall
+    /// or an attack); returns the known_hosts as it was, to restore.
+    pub fn pin_wrong_host_key(&self, host: &str) -> String {
+        let before = fs::read_to_string(&self.known_hosts).unwrap();
+        let rogue = self.path().join(format!("rogue-{host}"));
+        keygen(&rogue, "rogue");
+        let key = fs::read_to_string(rogue.with_extension("pub")).unwrap();
+        let key: Vec<&str> = key.split_whitespace().take(2).collect();
+        let ip = &self.host(host).ip;
+        let kept: String = before
+            .lines()
+            .filter(|l| l.split_whitespace().next() != Some(ip.as_str()))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&self.known_hosts, format!("{kept}{ip} {}\n", key.join(" "))).unwrap();
+        before
+    }
+
     /// `NIX_SSHOPTS` that makes nix's ssh use this world's config.
     pub fn nix_sshopts(&self) -> String {
         format!("-F {}", self.ssh_config.display())
@@ -528,18 +551,7 @@ impl World {
         // sshd with a host key made for this run, pinned in known_hosts.
         let sdir = hdir.join("ssh");
         let hostkey = sdir.join("ssh_host_ed25519_key");
-        sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            name,
-            "-f",
-            hostkey.to_str().unwrap(),
-        ]);
+        keygen(&hostkey, name);
         let client_pub = fs::read_to_string(self.client_key.with_extension("pub")).unwrap();
         fs::write(sdir.join("authorized_keys"), &client_pub).unwrap();
         fs::set_permissions(&sdir, fs::Permissions::from_mode(0o700)).unwrap();
