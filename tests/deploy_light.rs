@@ -369,6 +369,20 @@ fn nix_copy_failure_and_host_key_mismatch_change_nothing() {
         "{v}"
     );
     w.host("alpha").exec_ok(&["umount", "/nix/store"]);
+    // The failed run closed its SSH master: no connection to alpha is left open.
+    let ss = w.client_exec(&[
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+        "dst",
+        &w.host("alpha").ip,
+    ]);
+    assert!(
+        stdout(&ss).trim().is_empty(),
+        "connections left open: {}",
+        stdout(&ss)
+    );
     assert!(
         !w.host("alpha")
             .exec(&["test", "-e", "/nix/var/nix/profiles/system"])

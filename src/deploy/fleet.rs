@@ -21,6 +21,15 @@ pub struct FleetArgs {
     pub break_lock: bool,
 }
 
+/// The end of one host's run, whatever the path: release its lock, write
+/// its .info, and close its SSH master connection.
+async fn finish(run: &mut HostRun, err: Option<&StageError>) -> Outcome {
+    run.unlock().await;
+    let outcome = record(run, err);
+    run.target.close().await;
+    outcome
+}
+
 fn record(run: &HostRun, err: Option<&StageError>) -> Outcome {
     let mut o = run.outcome.clone();
     if let Some(e) = err {
@@ -136,19 +145,17 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     for (mut r, res) in prepared {
         match res {
             Err(e) => {
-                r.unlock().await;
                 say(
                     &r.host.name,
                     &format!("FAILED (nothing changed): {}", e.render()),
                 );
                 r.outcome.result = HostResult::Failed;
-                outcomes.push(record(&r, Some(&e)));
+                outcomes.push(finish(&mut r, Some(&e)).await);
             }
             Ok(()) => {
                 if !matches!(opts.mode, Mode::Deploy | Mode::Rollback)
                     || r.outcome.result == HostResult::Unchanged
                 {
-                    r.unlock().await;
                     if r.outcome.result == HostResult::Unchanged {
                         say(&r.host.name, "already running this system: nothing to do");
                     } else if opts.mode == Mode::BuildOnly {
@@ -157,7 +164,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                     if let Some(d) = &r.outcome.diff {
                         eprintln!("Changes for {}:\n{}", r.host.name, d.render());
                     }
-                    outcomes.push(record(&r, None));
+                    outcomes.push(finish(&mut r, None).await);
                 } else {
                     to_activate.push(r);
                 }
@@ -205,10 +212,9 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         };
         if !proceed {
             for mut r in to_activate.drain(..) {
-                r.unlock().await;
                 r.outcome.result = HostResult::Failed;
                 let e = StageError::new("not confirmed; nothing was changed");
-                outcomes.push(record(&r, Some(&e)));
+                outcomes.push(finish(&mut r, Some(&e)).await);
             }
         }
     }
@@ -220,12 +226,11 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
             let res = r.activate().await;
-            r.unlock().await;
             (r, res)
         });
     }
     while let Some(j) = set.join_next().await {
-        let Ok((r, res)) = j else { continue };
+        let Ok((mut r, res)) = j else { continue };
         match &res {
             Ok(()) => say(
                 &r.host.name,
@@ -247,8 +252,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 &format!("{:?}: {}", r.outcome.result, e.render()),
             ),
         }
-        outcomes.push(record(&r, res.as_ref().err()));
-        r.target.close().await;
+        outcomes.push(finish(&mut r, res.as_ref().err()).await);
     }
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = outcomes
