@@ -208,7 +208,6 @@ pub struct HostRun {
     pub opts: Arc<Options>,
     pub nix: Nix,
     pub outcome: Outcome,
-    pub toplevel: Option<String>,
     pub systemd: bool,
     pub locked: bool,
     /// Rollback: the existing generation to switch to.
@@ -247,7 +246,6 @@ impl HostRun {
             opts,
             nix,
             outcome,
-            toplevel: None,
             systemd: false,
             locked: false,
             switch_generation: None,
@@ -307,7 +305,7 @@ impl HostRun {
                 ]))
                 .await
                 .map_err(|f| StageError::cmd("building on the target failed", f))?;
-            self.toplevel = out.stdout.lines().last().map(|s| s.trim().to_string());
+            self.outcome.toplevel = out.stdout.lines().last().map(|s| s.trim().to_string());
         } else {
             std::fs::create_dir_all(&self.opts.gcroot_dir).map_err(|e| {
                 StageError::new(format!("creating {}: {e}", self.opts.gcroot_dir.display()))
@@ -328,13 +326,12 @@ impl HostRun {
             let top = std::fs::read_link(&root).map_err(|e| {
                 StageError::new(format!("reading the GC root {}: {e}", root.display()))
             })?;
-            self.toplevel = Some(top.to_string_lossy().into_owned());
+            self.outcome.toplevel = Some(top.to_string_lossy().into_owned());
         }
-        self.outcome.toplevel = self.toplevel.clone();
         self.timed("build", t);
         say(
             &self.name(),
-            &format!("built {}", self.toplevel.as_deref().unwrap_or("?")),
+            &format!("built {}", self.outcome.toplevel.as_deref().unwrap_or("?")),
         );
         Ok(())
     }
@@ -345,7 +342,7 @@ impl HostRun {
             return Ok(());
         }
         let t = Instant::now();
-        let top = self.toplevel.clone().unwrap_or_default();
+        let top = self.outcome.toplevel.clone().unwrap_or_default();
         let mut args = vec!["copy".to_string()];
         if self.host.deployment.substitute_on_destination {
             args.push("--substitute-on-destination".into());

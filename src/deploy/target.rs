@@ -161,7 +161,7 @@ impl HostRun {
             &[
                 STATE_DIR.into(),
                 self.host.deployment.profile.clone(),
-                self.toplevel.clone().unwrap_or_default(),
+                self.outcome.toplevel.clone().unwrap_or_default(),
                 who,
             ],
         );
@@ -181,7 +181,7 @@ impl HostRun {
             Some(76) => {
                 return Err(StageError::new(format!(
                     "{} is not a NixOS system (no nixos-version or bin/switch-to-configuration)",
-                    self.toplevel.as_deref().unwrap_or("?")
+                    self.outcome.toplevel.as_deref().unwrap_or("?")
                 ))
                 .hint("deploy a nixosConfigurations.<host>.config.system.build.toplevel"));
             }
@@ -234,7 +234,7 @@ impl HostRun {
     /// Stage: `switch-to-configuration dry-activate` on the target.
     pub async fn dry_activate(&mut self) -> Result<(), StageError> {
         let t = Instant::now();
-        let top = self.toplevel.clone().unwrap_or_default();
+        let top = self.outcome.toplevel.clone().unwrap_or_default();
         let cmd = self.target.root_cmd(&[
             format!("{top}/bin/switch-to-configuration"),
             "dry-activate".into(),
@@ -257,7 +257,7 @@ impl HostRun {
             CLOSURES_SH,
             &[
                 self.outcome.system_before.clone().unwrap_or_default(),
-                self.toplevel.clone().unwrap_or_default(),
+                self.outcome.toplevel.clone().unwrap_or_default(),
             ],
         );
         let out = self
@@ -277,7 +277,7 @@ impl HostRun {
     pub fn is_noop(&self) -> bool {
         self.opts.goal != super::Goal::Test
             && self.outcome.system_before.is_some()
-            && self.outcome.system_before == self.toplevel
+            && self.outcome.system_before == self.outcome.toplevel
     }
 
     async fn read_status(&self, fresh: bool) -> Option<String> {
@@ -345,7 +345,7 @@ impl HostRun {
             "activate".into(),
             self.state_dir(),
             d.profile.clone(),
-            self.toplevel.clone().unwrap_or_default(),
+            self.outcome.toplevel.clone().unwrap_or_default(),
             goal.as_str().into(),
             if magic { "1".into() } else { "0".into() },
             d.confirm_timeout.to_string(),
@@ -439,7 +439,7 @@ impl HostRun {
             self.timed("health", h);
         }
         self.outcome.generation_after = self.current_generation().await;
-        self.outcome.system_after = self.toplevel.clone();
+        self.outcome.system_after = self.outcome.toplevel.clone();
         self.outcome.result = HostResult::Success;
         Ok(())
     }

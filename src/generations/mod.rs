@@ -167,7 +167,6 @@ impl HostRun {
         .await?;
         let g = choose(&gens, self.opts.rollback_to)?.clone();
         say_choice(&self.host.name, &gens, &g);
-        self.toplevel = Some(g.system.clone());
         self.outcome.toplevel = Some(g.system);
         self.switch_generation = Some(g.number);
         Ok(())
