@@ -4,16 +4,13 @@
 //!
 //!     cargo build && cargo run --example demo
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::process::ExitCode;
 
-use support::{FixtureHost, World, write_fleet};
+use testworld::{FixtureHost, World, write_fleet};
 
 fn step(w: &World, flake: &std::path::Path, args: &[&str], expect: i32) -> bool {
     println!("\n+ pantheros {}", args.join(" "));
-    let bin = support::pantheros_bin();
+    let bin = testworld::pantheros_bin();
     let mut argv = vec![bin.to_str().unwrap()];
     argv.extend_from_slice(args);
     let status = w
@@ -49,7 +46,7 @@ fn host(
 }
 
 fn main() -> ExitCode {
-    if !support::pantheros_bin().exists() {
+    if !testworld::pantheros_bin().exists() {
         eprintln!("demo: build pantheros first (cargo build)");
         return ExitCode::FAILURE;
     }
@@ -86,7 +83,7 @@ fn main() -> ExitCode {
         && step(&w, &flake, &["rollback", "hetzner-vps", "--list"], 0)
         && step(&w, &flake, &["rollback", "hetzner-vps", "--yes"], 0)
         && step(&w, &flake, &["rollback", "hetzner-vps", "--list"], 0);
-    let running = support::stdout(
+    let running = testworld::stdout(
         &w.host("hetzner-vps")
             .exec(&["cat", "/run/pantheros-fixture/generation"]),
     );

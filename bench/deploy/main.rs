@@ -10,12 +10,9 @@
 //!
 //!     bash bench/deploy/run.sh        (needs root; builds the release binary)
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{FixtureHost, World, write_fleet};
+use testworld::{FixtureHost, World, write_fleet};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -26,7 +23,7 @@ fn accepted(w: &World, host: &str) -> usize {
     let out =
         w.systemd_host(host)
             .exec(&["journalctl", "--no-pager", "-o", "cat", "-u", "ssh.service"]);
-    support::stdout(&out)
+    testworld::stdout(&out)
         .lines()
         .filter(|l| l.contains("Accepted publickey"))
         .count()
@@ -56,7 +53,7 @@ fn main() {
         assert!(
             out.status.success(),
             "deploy failed: {}",
-            support::stderr(&out)
+            testworld::stderr(&out)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (
@@ -69,7 +66,7 @@ fn main() {
     fleet(1, "2.12");
     let (_, result, top) = deploy();
     assert_eq!(result, "success");
-    let drv = support::stdout(&support::sh(&["nix-store", "--query", "--deriver", &top]))
+    let drv = testworld::stdout(&testworld::sh(&["nix-store", "--query", "--deriver", &top]))
         .trim()
         .to_string();
 
@@ -77,7 +74,7 @@ fn main() {
     let mut floor = vec![];
     for _ in 0..runs {
         let start = Instant::now();
-        support::sh(&["nix-store", "--realise", &drv]);
+        testworld::sh(&["nix-store", "--realise", &drv]);
         let out = w
             .client(&[
                 "ssh",

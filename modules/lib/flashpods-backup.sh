@@ -17,6 +17,7 @@ out="$dir/flashpods-$(date +%Y%m%d-%H%M%S)-$$.db"
 sqlite3 "$db" ".backup '$out.tmp'"
 mv "$out.tmp" "$out"
 echo "backed up $db to $out"
+# shellcheck disable=SC2012 # the names are our own flashpods-<timestamp>.db
 ls -1t "$dir"/flashpods-*.db | tail -n +$((keep + 1)) | while read -r old; do
   rm -f -- "$old"
   echo "removed $old"

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # pantheros target-side activation. POSIX sh; runs detached from the SSH
 # session (under systemd-run, or setsid), so a dropped connection cannot
 # stop it halfway.
@@ -42,7 +43,7 @@ roll_back_to() {
     status "rollback-failed $reason; nix-env --switch-generation $gen failed"
     exit 1
   fi
-  case "$goal" in boot) rgoal=boot ;; test) rgoal=test ;; *) rgoal=switch ;; esac
+  case "$goal" in boot) rgoal=boot ;; test) rgoal="test" ;; *) rgoal=switch ;; esac
   "$sys/bin/switch-to-configuration" "$rgoal"
   rc=$?
   if [ $rc -ne 0 ] && [ $rc -ne 4 ]; then
@@ -102,7 +103,7 @@ activate)
     done
     roll_back_to "$prev_gen" "$prev_sys" "$goal" "no confirmation within ${confirm_timeout}s (target unreachable after activation?)"
   fi
-  status done
+  status "done"
   ;;
 rollback)
   goal=$4 reason=$5

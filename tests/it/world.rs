@@ -1,9 +1,7 @@
 //! Proof that the test world is real: ssh into a light host, copy a closure
 //! into its private store, and set and list generations of its profile.
 
-mod support;
-
-use support::{World, build_toplevel, fixture_flake, stderr, stdout};
+use testworld::{World, build_toplevel, fixture_flake, stderr, stdout};
 
 #[test]
 fn ssh_reaches_a_light_host_with_its_own_hostname() {

@@ -6,7 +6,7 @@ set -euo pipefail
 CACHE=$1
 R=$CACHE/rootfs
 # Bump when the package list or the setup below changes.
-VERSION=4
+VERSION=5
 ready() { [ "$(cat "$CACHE/rootfs.ok" 2>/dev/null)" = "$VERSION" ]; }
 ready && exit 0
 mkdir -p "$(dirname "$CACHE")"
@@ -14,10 +14,10 @@ exec 9>"$CACHE.lock"
 flock 9
 ready && exit 0
 rm -f "$CACHE/rootfs.ok"
-command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || {
+if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q systemd-container debootstrap >/dev/null
-}
+fi
 mkdir -p "$CACHE"
 rm -rf "$R"
 debootstrap --variant=minbase \
@@ -28,7 +28,8 @@ debootstrap --variant=minbase \
 DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -q nix-bin nix-setup-systemd >>"$CACHE/debootstrap.log" 2>&1 ||
   { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
 chroot "$R" apt-get clean
-printf 'sandbox = false\nsubstituters =\nexperimental-features = nix-command flakes\n' > "$R/etc/nix/nix.conf"
+# The same Nix settings as the deployer's (scripts/setup) and the light hosts'.
+cp "$(dirname "$0")/../../../scripts/nix-settings.conf" "$R/etc/nix/nix.conf"
 echo target > "$R/etc/hostname"
 # No console login prompts: they only cost memory.
 rm -f "$R/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true

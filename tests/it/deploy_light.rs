@@ -1,9 +1,7 @@
 //! `pantheros deploy` to light hosts over real SSH, with real nix: the
 //! host's state is checked after each run, not just the exit code.
 
-mod support;
-
-use support::{FixtureHost, World, json, stderr, stdout, write_fleet};
+use testworld::{FixtureHost, World, json, stderr, stdout, write_fleet};
 
 fn generation_marker(w: &World, host: &str) -> String {
     let out = w
@@ -434,7 +432,7 @@ fn local_deploy_runs_the_same_pipeline_without_ssh() {
     let mut h = FixtureHost::new("alpha", 1);
     h.deployment = r#"targetHost = "localhost"; confirmTimeout = 5;"#.into();
     write_fleet(&flake, &[h]);
-    let bin = support::pantheros_bin();
+    let bin = testworld::pantheros_bin();
     let logs = w.path().join("local-logs");
     let run = |args: &[&str]| {
         let mut argv = vec![bin.to_str().unwrap(), "--flake", flake.to_str().unwrap()];
@@ -597,7 +595,7 @@ fn build_on_target_copies_the_derivation_and_builds_there() {
     assert_eq!(generation_marker(&w, "alpha"), "7001");
     assert_eq!(profile_target(&w, "alpha"), top);
     // Built there, not here: the local store does not have the output.
-    let local = support::try_sh(&["nix-store", "--check-validity", &top]);
+    let local = testworld::try_sh(&["nix-store", "--check-validity", &top]);
     assert!(!local.status.success(), "{top} was built locally");
     let log = std::fs::read_to_string(v["hosts"][0]["log"].as_str().unwrap()).unwrap();
     assert!(log.contains("copy --derivation"), "{log}");

@@ -1,9 +1,7 @@
 //! `pantheros rollback`: list and switch generations over SSH, with the
 //! same activation path as deploy (watchdog, rollback of the rollback).
 
-mod support;
-
-use support::{FixtureHost, World, json, stderr, stdout, write_fleet};
+use testworld::{FixtureHost, World, json, stderr, stdout, write_fleet};
 
 fn host(w: &World, name: &str, generation: u32, fail: bool) -> FixtureHost {
     let mut h = FixtureHost::new(name, generation);

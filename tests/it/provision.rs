@@ -1,14 +1,12 @@
 //! `pantheros provision` against a Hetzner fake that validates every request
 //! and response with the stored OpenAPI schema (tests/hetzner/fake_hcloud.py).
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::hetzner::FakeHetzner;
-use support::{json, stderr, stdout};
+use testworld::hetzner::FakeHetzner;
+use testworld::{json, stderr, stdout};
 
 const TOKEN: &str = "valid-3f9c2a-very-secret";
 
@@ -19,14 +17,14 @@ struct Env {
 
 impl Env {
     fn new() -> Option<Env> {
-        if support::which("nix").is_none() {
-            support::cannot_run("nix is not installed");
+        if testworld::which("nix").is_none() {
+            testworld::cannot_run("nix is not installed");
             return None;
         }
         let fake = FakeHetzner::start()?;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
-        support::fixture_flake(dir.path());
+        testworld::fixture_flake(dir.path());
         Some(Env { dir, fake })
     }
 
@@ -44,12 +42,12 @@ impl Env {
 
     fn add_key(&self, name: &str) -> PathBuf {
         let p = self.home().join(".ssh").join(name);
-        support::keygen(&p, name);
+        testworld::keygen(&p, name);
         p.with_extension("pub")
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(support::pantheros_bin());
+        let mut c = Command::new(testworld::pantheros_bin());
         c.args(args)
             .current_dir(self.flake())
             .env("HOME", self.home())
@@ -298,7 +296,7 @@ fn a_prompted_token_is_checked_before_it_is_saved() {
     e.add_key("id_ed25519");
     // A real terminal (a pty) answers the hidden prompt.
     let prompt = |answer: &str| {
-        let bin = support::pantheros_bin();
+        let bin = testworld::pantheros_bin();
         let mut c = e.command(&[]);
         c.arg("-c")
             .arg(format!(
@@ -518,7 +516,7 @@ fn list_destroy_and_foreign_servers() {
     );
     // A server of that name that pantheros did not make is never touched.
     let raw = format!("{}/servers", e.fake.endpoint());
-    support::sh(&[
+    testworld::sh(&[
         "curl",
         "-sS",
         "-X",

@@ -1,7 +1,5 @@
 //! `pantheros hosts` against the fixture fleet, with the real nix.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
@@ -17,16 +15,16 @@ fn pantheros(dir: &Path) -> Command {
 }
 
 fn nix_available() -> bool {
-    if support::which("nix").is_some() {
+    if testworld::which("nix").is_some() {
         return true;
     }
-    support::cannot_run("nix is not installed (apt-get install nix-bin)");
+    testworld::cannot_run("nix is not installed (apt-get install nix-bin)");
     false
 }
 
 fn fleet() -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
-    let f = support::fixture_flake(d.path());
+    let f = testworld::fixture_flake(d.path());
     (d, f)
 }
 

@@ -3,12 +3,10 @@
 //! validating fake, and a systemd host of the test world stands in for the
 //! freshly installed server that pantheros then verifies over SSH.
 
-mod support;
-
 use std::path::Path;
 
-use support::hetzner::FakeHetzner;
-use support::{World, stderr, stdout};
+use testworld::hetzner::FakeHetzner;
+use testworld::{World, stderr, stdout};
 
 const TOKEN: &str = "valid-install-token";
 
@@ -30,7 +28,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
         home.join(".ssh/id_ed25519.pub"),
     )
     .unwrap();
-    let flake = support::fixture_flake(w.path());
+    let flake = testworld::fixture_flake(w.path());
     let record = w.path().join("nixos-anywhere.argv");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nixos-anywhere");
     let path = format!(
@@ -39,7 +37,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
         std::env::var("PATH").unwrap_or_default()
     );
     let run = |args: &[&str], fail: bool| {
-        let bin = support::pantheros_bin();
+        let bin = testworld::pantheros_bin();
         let mut argv = vec![bin.to_str().unwrap()];
         argv.extend_from_slice(args);
         let out = w
@@ -113,7 +111,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
     // Its host key is pinned in the known_hosts pantheros keeps.
     let kh = std::fs::read_to_string(w.path().join("config/pantheros/known_hosts")).unwrap();
     let key = std::fs::read_to_string(
-        support::systemd_cache().join("rootfs/etc/ssh/ssh_host_ed25519_key.pub"),
+        testworld::systemd_cache().join("rootfs/etc/ssh/ssh_host_ed25519_key.pub"),
     )
     .unwrap();
     let material = key.split_whitespace().nth(1).unwrap();

@@ -2,9 +2,7 @@
 //! PID 1): activation under systemd-run, health checks against systemd's
 //! own view, failed units, privilege escalation.
 
-mod support;
-
-use support::{FixtureHost, World, json, stderr, write_fleet};
+use testworld::{FixtureHost, World, json, stderr, write_fleet};
 
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
     let mut h = FixtureHost::new(name, generation);

@@ -1,8 +1,6 @@
 //! The Flashpods host's own scripts (modules/lib/flashpods-*.sh), run for
 //! real: the API token and secrets kept private, the SQLite backups.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -31,11 +29,11 @@ fn the_api_token_is_created_once_and_secrets_are_made_private() {
             .unwrap()
     };
     let out = run();
-    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(out.status.success(), "{}", testworld::stderr(&out));
     assert!(
-        support::stderr(&out).contains("secrets.json is missing"),
+        testworld::stderr(&out).contains("secrets.json is missing"),
         "{}",
-        support::stderr(&out)
+        testworld::stderr(&out)
     );
     let t = std::fs::read_to_string(&token).unwrap();
     assert_eq!(t.len(), 64, "{t:?}");
@@ -60,8 +58,8 @@ fn the_api_token_is_created_once_and_secrets_are_made_private() {
 
 #[test]
 fn backups_are_complete_sqlite_copies_and_only_the_newest_are_kept() {
-    if support::which("sqlite3").is_none() {
-        support::cannot_run("sqlite3 is not installed (bash scripts/setup)");
+    if testworld::which("sqlite3").is_none() {
+        testworld::cannot_run("sqlite3 is not installed (bash scripts/setup)");
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -77,15 +75,15 @@ fn backups_are_complete_sqlite_copies_and_only_the_newest_are_kept() {
             .unwrap()
     };
     let out = run();
-    assert!(out.status.success() && support::stdout(&out).contains("no database yet"));
-    support::sh(&[
+    assert!(out.status.success() && testworld::stdout(&out).contains("no database yet"));
+    testworld::sh(&[
         "sqlite3",
         db.to_str().unwrap(),
         "CREATE TABLE jobs (id INTEGER PRIMARY KEY, state TEXT); INSERT INTO jobs (state) VALUES ('done'), ('running');",
     ]);
     for _ in 0..5 {
         let out = run();
-        assert!(out.status.success(), "{}", support::stderr(&out));
+        assert!(out.status.success(), "{}", testworld::stderr(&out));
     }
     let files: Vec<_> = std::fs::read_dir(&backups)
         .unwrap()
@@ -98,8 +96,8 @@ fn backups_are_complete_sqlite_copies_and_only_the_newest_are_kept() {
             f.extension().is_some_and(|x| x == "db"),
             "no temporary left: {f:?}"
         );
-        let n = support::sh(&["sqlite3", f.to_str().unwrap(), "SELECT count(*) FROM jobs"]);
-        assert_eq!(support::stdout(&n).trim(), "2");
+        let n = testworld::sh(&["sqlite3", f.to_str().unwrap(), "SELECT count(*) FROM jobs"]);
+        assert_eq!(testworld::stdout(&n).trim(), "2");
         assert_eq!(mode(f), 0o600);
     }
 }

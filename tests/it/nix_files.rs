@@ -1,8 +1,6 @@
 //! Every .nix file of the repository parses, and flake.lock is a valid
 //! version-7 lock file for the flake's inputs.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
 fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -21,8 +19,8 @@ fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_nix_file_parses() {
-    if support::which("nix-instantiate").is_none() {
-        support::cannot_run("nix-instantiate is not installed (apt-get install nix-bin)");
+    if testworld::which("nix-instantiate").is_none() {
+        testworld::cannot_run("nix-instantiate is not installed (apt-get install nix-bin)");
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -34,9 +32,9 @@ fn every_nix_file_parses() {
     );
     let mut bad = vec![];
     for f in &files {
-        let out = support::try_sh(&["nix-instantiate", "--parse", f.to_str().unwrap()]);
+        let out = testworld::try_sh(&["nix-instantiate", "--parse", f.to_str().unwrap()]);
         if !out.status.success() {
-            bad.push(format!("{}: {}", f.display(), support::stderr(&out)));
+            bad.push(format!("{}: {}", f.display(), testworld::stderr(&out)));
         }
     }
     assert!(

@@ -13,8 +13,6 @@
 //! and says why, except under `CI=true`, where it panics: a test that cannot
 //! set up its world must fail there, not pass.
 
-#![allow(dead_code)]
-
 pub mod hetzner;
 
 use std::fs;
@@ -29,6 +27,15 @@ const PREFIX: &str = "pht";
 const TOOLS: &[&str] = &["ip", "unshare", "nsenter", "ssh", "ssh-keygen", "nix", "nc"];
 const SSHD: &str = "/usr/sbin/sshd";
 
+/// The pantheros checkout this crate belongs to (two levels above it).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Nix settings every test host gets in its private `/etc/nix` (the same
+/// lines `scripts/setup` merges into the deployer's `/etc/nix/nix.conf`).
+pub const NIX_SETTINGS: &str = include_str!("../../../scripts/nix-settings.conf");
+
 /// Is this a CI run (where a world that cannot be built is a failure)?
 pub fn in_ci() -> bool {
     std::env::var("CI")
@@ -41,7 +48,50 @@ pub fn cannot_run(why: &str) {
     if in_ci() {
         panic!("the test world cannot be built under CI=true: {why}");
     }
-    eprintln!("SKIPPED (not under CI): the test world cannot be built: {why}");
+    skipped(&format!("the test world cannot be built: {why}"));
+}
+
+/// Where skipped tests are recorded: `$PANTHEROS_SKIP_LOG`, else
+/// `target/test-skips.log`. `scripts/test` empties it before the run and
+/// counts it afterwards, so a test that returned early is never counted as
+/// a pass.
+pub fn skip_log() -> PathBuf {
+    std::env::var_os("PANTHEROS_SKIP_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target/test-skips.log"))
+}
+
+/// Record that the calling test did not run its assertions, and why.
+/// Prefer [`cannot_run`], which fails instead under `CI=true`.
+#[track_caller]
+pub fn skipped(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED {test}: {why}");
+    let line = format!("{test}\t{}\n", why.replace(['\n', '\t'], " "));
+    let log = skip_log();
+    if let Some(dir) = log.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(&log) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// nixpkgs' real `lib` directory: `$NIXPKGS_LIB` (a nixpkgs checkout's
+/// `lib`, or the directory holding it), else the vendored copy in
+/// `../shared/vendor/nixpkgs-lib/lib` beside the checkout.
+pub fn nixpkgs_lib() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("NIXPKGS_LIB").map(PathBuf::from),
+        std::env::var_os("PANTHEROS_NIXPKGS_LIB").map(PathBuf::from),
+        Some(project_root().join("../shared/vendor/nixpkgs-lib/lib")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .flat_map(|p| [p.join("lib"), p])
+        .find(|p| p.join("default.nix").is_file() && p.join("modules.nix").is_file())
+        .and_then(|p| p.canonicalize().ok())
 }
 
 /// Why the world cannot be built here, if it cannot.
@@ -495,11 +545,7 @@ impl World {
         for sub in ["nix", "etc-nix", "ssh"] {
             fs::create_dir_all(hdir.join(sub)).unwrap();
         }
-        fs::write(
-            hdir.join("etc-nix/nix.conf"),
-            "sandbox = false\nsubstituters =\nexperimental-features = nix-command flakes\n",
-        )
-        .unwrap();
+        fs::write(hdir.join("etc-nix/nix.conf"), NIX_SETTINGS).unwrap();
         // The anchor: sh sets up the private mounts, then execs sleep, so its
         // pid is the anchor's for as long as the host lives.
         let script = format!(
@@ -677,7 +723,7 @@ impl Drop for World {
 /// A copy of the fixture fleet flake in a fresh folder (outside any git
 /// checkout, so nix reads it as a `path:` flake and sees every file).
 pub fn fixture_flake(into: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet");
+    let src = project_root().join("tests/fixtures/fleet");
     let dst = into.join("fleet");
     fs::create_dir_all(&dst).unwrap();
     for e in fs::read_dir(&src).unwrap() {
@@ -747,7 +793,7 @@ impl FixtureHost {
 /// Write a fixture flake (flake.nix, flake.lock, system.nix) into `dir`.
 pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
     fs::create_dir_all(dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet/system.nix");
+    let src = project_root().join("tests/fixtures/fleet/system.nix");
     fs::copy(src, dir.join("system.nix")).unwrap();
     fs::write(
         dir.join("flake.lock"),
@@ -789,11 +835,16 @@ pub fn pantheros_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PANTHEROS_TEST_BIN") {
         return PathBuf::from(p);
     }
-    match option_env!("CARGO_BIN_EXE_pantheros") {
-        Some(p) => PathBuf::from(p),
-        // Examples do not get CARGO_BIN_EXE_*: use the debug build.
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/pantheros"),
-    }
+    // The running test binary (target/<profile>/deps/it-…) or example
+    // (target/<profile>/examples/demo) sits below the pantheros binary
+    // that cargo built beside it in the same profile.
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("pantheros"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| project_root().join("target/debug/pantheros"))
 }
 
 impl World {
@@ -891,8 +942,7 @@ impl World {
             );
             return None;
         }
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/systemd/build-rootfs.sh");
+        let script = project_root().join("crates/testworld/systemd/build-rootfs.sh");
         let out = try_sh(&[
             "bash",
             script.to_str().unwrap(),
@@ -1013,7 +1063,7 @@ pub fn json(out: &Output) -> serde_json::Value {
 /// `nix eval --raw` of an expression with `lib` (modules/lib) and `net`
 /// (hosts/flashpods-network.nix) in scope.
 pub fn render(expr: &str) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = project_root();
     let full = format!(
         "let lib = import {}/modules/lib; net = import {}/hosts/flashpods-network.nix; in {expr}",
         root.display(),

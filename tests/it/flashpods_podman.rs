@@ -3,17 +3,15 @@
 //! or rsync on the host, still reaches the internet through netavark's NAT,
 //! and reloading our rules leaves netavark's own tables alone.
 
-mod support;
-
 use std::process::Output;
 
-use support::{World, render, stderr, stdout};
+use testworld::{World, render, stderr, stdout};
 
 #[test]
 fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
     for tool in ["podman", "runc", "nft", "busybox", "python3"] {
-        if support::which(tool).is_none() {
-            support::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
+        if testworld::which(tool).is_none() {
+            testworld::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
             return;
         }
     }
@@ -49,7 +47,7 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
     let tar = pod.join("busybox.tar");
-    support::sh(&[
+    testworld::sh(&[
         "tar",
         "-C",
         rootfs.to_str().unwrap(),

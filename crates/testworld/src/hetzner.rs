@@ -3,7 +3,7 @@
 //! for its request log and schema violations, stopped on drop.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub struct FakeHetzner {
@@ -18,7 +18,7 @@ pub fn spec_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PANTHEROS_HETZNER_SPEC") {
         return Some(PathBuf::from(p));
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/hetzner/cloud-openapi.json");
+    let p = super::project_root().join("../shared/hetzner/cloud-openapi.json");
     p.exists().then_some(p)
 }
 
@@ -43,7 +43,7 @@ impl FakeHetzner {
             super::cannot_run("python3 lacks openapi-core (bash scripts/setup installs it)");
             return None;
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hetzner/fake_hcloud.py");
+        let script = super::project_root().join("tests/hetzner/fake_hcloud.py");
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");

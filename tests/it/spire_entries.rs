@@ -4,8 +4,6 @@
 //! `entry show -output json / create / delete` interface
 //! (tests/fixtures/spire/spire-server); jq and the script are the real ones.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -36,10 +34,10 @@ fn reconcile(state: &Path, desired: &str, dir: &Path) -> String {
     assert!(
         out.status.success(),
         "reconcile failed: {}{}",
-        support::stdout(&out),
-        support::stderr(&out)
+        testworld::stdout(&out),
+        testworld::stderr(&out)
     );
-    support::stdout(&out)
+    testworld::stdout(&out)
 }
 
 fn entries(state: &Path) -> Vec<(String, String)> {
@@ -76,15 +74,15 @@ fn entries(state: &Path) -> Vec<(String, String)> {
 #[test]
 fn reconcile_creates_once_then_keeps_and_removes_stale_and_duplicates() {
     for t in ["jq", "python3"] {
-        if support::which(t).is_none() {
-            support::cannot_run(&format!("{t} is not installed (bash scripts/setup)"));
+        if testworld::which(t).is_none() {
+            testworld::cannot_run(&format!("{t} is not installed (bash scripts/setup)"));
             return;
         }
     }
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state.json");
     // The desired list, exactly as lib/spire.nix renders it.
-    let desired = support::stdout(&support::sh(&[
+    let desired = testworld::stdout(&testworld::sh(&[
         "nix",
         "--extra-experimental-features",
         "nix-command",

@@ -6,12 +6,10 @@
 //! Each "blocked" check is preceded by the same request succeeding before
 //! the firewall is loaded, so a wrong rule makes the test fail.
 
-mod support;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{World, render, stderr, stdout};
+use testworld::{World, render, stderr, stdout};
 
 fn in_ns(ns: &str, argv: &[&str]) -> Output {
     Command::new("nsenter")
@@ -62,8 +60,8 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         "busybox",
         "python3",
     ] {
-        if support::which(tool).is_none() {
-            support::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
+        if testworld::which(tool).is_none() {
+            testworld::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
             return;
         }
     }
@@ -78,7 +76,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     // --- WireGuard (wireguard-go, userspace) with rendered configs.
     let mut keys = std::collections::HashMap::new();
     for h in ["server", "laptop"] {
-        let private = stdout(&support::sh(&["wg", "genkey"])).trim().to_string();
+        let private = stdout(&testworld::sh(&["wg", "genkey"])).trim().to_string();
         let public = Command::new("wg")
             .arg("pubkey")
             .stdin(Stdio::piped())
@@ -152,10 +150,10 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     // Podman's own NAT table (what netavark creates) for its egress.
     let ctr = w.add_netns("ctr");
     let server_ns = w.host("server").netns.clone();
-    support::sh(&[
+    testworld::sh(&[
         "ip", "-n", &server_ns, "link", "add", "podman0", "type", "bridge",
     ]);
-    support::sh(&[
+    testworld::sh(&[
         "ip",
         "-n",
         &server_ns,
@@ -165,16 +163,16 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         "dev",
         "podman0",
     ]);
-    support::sh(&["ip", "-n", &server_ns, "link", "set", "podman0", "up"]);
-    support::sh(&[
+    testworld::sh(&["ip", "-n", &server_ns, "link", "set", "podman0", "up"]);
+    testworld::sh(&[
         "ip", "-n", &server_ns, "link", "add", "veth-ctr", "type", "veth", "peer", "name", "eth0",
         "netns", &ctr,
     ]);
-    support::sh(&[
+    testworld::sh(&[
         "ip", "-n", &server_ns, "link", "set", "veth-ctr", "master", "podman0",
     ]);
-    support::sh(&["ip", "-n", &server_ns, "link", "set", "veth-ctr", "up"]);
-    support::sh(&[
+    testworld::sh(&["ip", "-n", &server_ns, "link", "set", "veth-ctr", "up"]);
+    testworld::sh(&[
         "ip",
         "-n",
         &ctr,
@@ -184,8 +182,8 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         "dev",
         "eth0",
     ]);
-    support::sh(&["ip", "-n", &ctr, "link", "set", "eth0", "up"]);
-    support::sh(&[
+    testworld::sh(&["ip", "-n", &ctr, "link", "set", "eth0", "up"]);
+    testworld::sh(&[
         "ip",
         "-n",
         &ctr,
@@ -214,7 +212,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     }
     let uploads = w.path().join("uploads");
     std::fs::create_dir_all(&uploads).unwrap();
-    support::sh(&["chmod", "0777", uploads.to_str().unwrap()]);
+    testworld::sh(&["chmod", "0777", uploads.to_str().unwrap()]);
     let rsyncd = render(&format!(
         "(lib.rsyncd {{ address = net.server.address; allow = [ net.peers.${{net.laptop}}.address ]; path = \"{}\"; \
          user = \"nobody\"; group = \"nogroup\"; pidFile = \"/run/rsyncd.pid\"; logFile = \"{}\"; }}).text",

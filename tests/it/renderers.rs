@@ -2,17 +2,15 @@
 //! modules/lib. Render each with plain `nix eval` for the example fleet's
 //! data (hosts/flashpods-network.nix) and hand it to the real program.
 
-mod support;
-
 use std::path::Path;
 
-use support::{World, render, stderr, stdout};
+use testworld::{World, render, stderr, stdout};
 
 fn have(tool: &str) -> bool {
-    if support::which(tool).is_some() {
+    if testworld::which(tool).is_some() {
         return true;
     }
-    support::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
+    testworld::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
     false
 }
 
@@ -35,14 +33,14 @@ fn the_firewall_passes_nft_check() {
         let f = d.path().join(format!("{name}.nft"));
         std::fs::write(&f, &text).unwrap();
         // -c in a throw-away network namespace: nothing is committed anywhere.
-        let out = support::try_sh(&["unshare", "-n", "nft", "-c", "-f", f.to_str().unwrap()]);
+        let out = testworld::try_sh(&["unshare", "-n", "nft", "-c", "-f", f.to_str().unwrap()]);
         assert!(out.status.success(), "{name}: nft -c failed: {}\n{text}", stderr(&out));
     }
     // And a broken rendering is caught by the same check (the check can fail).
     let f = d.path().join("broken.nft");
     std::fs::write(&f, render(FIREWALL).replace("tcp dport", "tcp dprt")).unwrap();
     assert!(
-        !support::try_sh(&["unshare", "-n", "nft", "-c", "-f", f.to_str().unwrap()])
+        !testworld::try_sh(&["unshare", "-n", "nft", "-c", "-f", f.to_str().unwrap()])
             .status
             .success()
     );
@@ -146,7 +144,7 @@ fn sshd_accepts_the_hardening_settings() {
         "{text}"
     );
     let key = w.path().join("hostkey");
-    support::keygen(&key, "test");
+    testworld::keygen(&key, "test");
     let cfg = w.path().join("sshd_config");
     std::fs::write(&cfg, format!("{text}HostKey {}\n", key.display())).unwrap();
     let out = w
@@ -226,7 +224,7 @@ fn placeholders_fail_loudly() {
         "(import {}/hosts/flashpods-network.nix).server.publicKey",
         root.display()
     );
-    let out = support::try_sh(&[
+    let out = testworld::try_sh(&[
         "nix",
         "--extra-experimental-features",
         "nix-command",

@@ -3,8 +3,6 @@
 //! so the repository's flake.nix is evaluated with a stand-in nixpkgs
 //! (tests/fixtures/stub-nixpkgs) whose package is the binary under test.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
@@ -22,8 +20,8 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 #[test]
 fn nix_run_of_each_app_runs_the_matching_subcommand() {
-    if support::which("nix").is_none() {
-        support::cannot_run("nix is not installed");
+    if testworld::which("nix").is_none() {
+        testworld::cannot_run("nix is not installed");
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -40,7 +38,7 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
     copy_dir(&root.join("tests/fixtures/stub-nixpkgs"), &stub);
     fs::write(
         stub.join("binary"),
-        support::pantheros_bin().to_str().unwrap(),
+        testworld::pantheros_bin().to_str().unwrap(),
     )
     .unwrap();
     fs::write(
@@ -71,7 +69,7 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
             "--",
         ];
         argv.extend_from_slice(args);
-        support::try_sh(&argv)
+        testworld::try_sh(&argv)
     };
     // Each app's --help names its own subcommand's options.
     for (app, marker) in [
@@ -84,9 +82,9 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
         assert!(
             out.status.success(),
             "nix run .#{app}: {}",
-            support::stderr(&out)
+            testworld::stderr(&out)
         );
-        let text = support::stdout(&out);
+        let text = testworld::stdout(&out);
         assert!(
             text.contains(marker),
             "nix run .#{app} -- --help did not show {marker}:\n{text}"
@@ -95,21 +93,21 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
     // The default app is the whole command line.
     let out = run("default", &["--version"]);
     assert!(
-        support::stdout(&out).starts_with("pantheros "),
+        testworld::stdout(&out).starts_with("pantheros "),
         "{}",
-        support::stderr(&out)
+        testworld::stderr(&out)
     );
     // And real work goes through: the fixture fleet, listed by the hosts app.
-    let fleet = support::fixture_flake(d.path());
+    let fleet = testworld::fixture_flake(d.path());
     let out = run("hosts", &["--flake", fleet.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(out.status.success(), "{}", testworld::stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hosts"].as_array().unwrap().len(), 4);
     // provision: its own options through the app as well.
     let out = run("provision", &["--help"]);
     assert!(
-        support::stdout(&out).contains("--server-type"),
+        testworld::stdout(&out).contains("--server-type"),
         "{}",
-        support::stdout(&out)
+        testworld::stdout(&out)
     );
 }

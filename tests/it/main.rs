@@ -1,0 +1,20 @@
+//! pantheros' integration tests: one test binary, one module per area.
+//! The test world (namespace hosts, systemd hosts, fixture fleets, the
+//! Hetzner fake) is the `testworld` crate.
+
+mod cli_hosts;
+mod deploy_light;
+mod deploy_systemd;
+mod flake_apps;
+mod flashpods_podman;
+mod flashpods_scripts;
+mod flashpods_traffic;
+mod kamal;
+mod modules_eval;
+mod nix_files;
+mod provision;
+mod provision_install;
+mod renderers;
+mod rollback;
+mod spire_entries;
+mod world;
