@@ -663,3 +663,118 @@ mod tests {
         assert_eq!(h.deployment.confirm_timeout, 30);
     }
 }
+
+/// The generated Nix regexes agree with the `glob` crate's reading of the
+/// same selector, checked with the real `builtins.match` on random names
+/// and patterns (one `nix eval` for the whole batch).
+#[cfg(test)]
+mod glob_agreement {
+    use super::glob_to_regex;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    const ALPHABET: &[char] = &['a', 'b', '.', '+', '-', '_', '('];
+
+    fn literal() -> impl Strategy<Value = String> {
+        proptest::sample::select(ALPHABET).prop_map(String::from)
+    }
+
+    fn class() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            proptest::collection::vec(proptest::sample::select(&['a', 'b', '.', '+'][..]), 1..3),
+        )
+            .prop_map(|(neg, cs)| {
+                format!(
+                    "[{}{}]",
+                    if neg { "!" } else { "" },
+                    cs.into_iter().collect::<String>()
+                )
+            })
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                4 => literal(),
+                1 => Just("*".to_string()),
+                1 => Just("?".to_string()),
+                1 => class(),
+            ],
+            0..6,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(ALPHABET), 0..7)
+            .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    #[test]
+    fn nix_regexes_and_the_glob_crate_agree() {
+        if testworld::which("nix").is_none() {
+            testworld::cannot_run("nix is not installed (bash scripts/setup)");
+            return;
+        }
+        let mut runner = TestRunner::deterministic();
+        let mut cases = Vec::new();
+        for _ in 0..600 {
+            let p = pattern().new_tree(&mut runner).unwrap().current();
+            // Names drawn at random rarely match: also try names made to fit.
+            let n = name().new_tree(&mut runner).unwrap().current();
+            let fitted: String = p
+                .replace("[!", "[")
+                .chars()
+                .filter(|c| !"*?[]!".contains(*c))
+                .collect();
+            for candidate in [n, fitted] {
+                cases.push((p.clone(), candidate));
+            }
+        }
+        let exprs: Vec<String> = cases
+            .iter()
+            .map(|(p, n)| {
+                format!(
+                    "(builtins.match {} {} != null)",
+                    super::nix_string(&glob_to_regex(p)),
+                    super::nix_string(n)
+                )
+            })
+            .collect();
+        let expr = format!("[ {} ]", exprs.join(" "));
+        let out = testworld::sh(&[
+            "nix",
+            "--extra-experimental-features",
+            "nix-command",
+            "eval",
+            "--json",
+            "--expr",
+            &expr,
+        ]);
+        let got: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut disagree = vec![];
+        let mut compared = 0;
+        for ((p, n), nix) in cases.iter().zip(got) {
+            // `**` is no pattern to the glob crate (recursive wildcard): such
+            // a selector is refused before any Nix runs, so nothing to compare.
+            let Ok(pattern) = glob::Pattern::new(p) else {
+                continue;
+            };
+            compared += 1;
+            let glob = pattern.matches(n);
+            if glob != nix {
+                disagree.push(format!("pattern {p:?} name {n:?}: glob {glob}, nix {nix}"));
+            }
+        }
+        assert!(compared > 1000, "only {compared} comparable cases");
+        assert!(
+            disagree.is_empty(),
+            "{} of {} cases disagree:\n{}",
+            disagree.len(),
+            compared,
+            disagree.join("\n")
+        );
+    }
+}

@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
-#[test]
-fn modules_evaluate_with_the_real_module_system() {
+/// eval.nix's result, or None (recorded as skipped; a failure under CI).
+fn evaluate() -> Option<serde_json::Value> {
     let Some(lib) = testworld::nixpkgs_lib() else {
         testworld::cannot_run(
             "no copy of nixpkgs' lib (set NIXPKGS_LIB, or keep ../shared/vendor/nixpkgs-lib beside the checkout)",
         );
-        return;
+        return None;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let expr = format!(
@@ -32,7 +32,31 @@ fn modules_evaluate_with_the_real_module_system() {
         "--expr",
         &expr,
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The defaults the deployment module declares are the ones the Rust
+/// inventory assumes for a host that does not import the module: the same
+/// options, the same values.
+#[test]
+fn deployment_module_defaults_equal_the_inventory_defaults() {
+    let Some(v) = evaluate() else { return };
+    let module = &v["deploymentDefaults"];
+    let rust = serde_json::to_value(pantheros::inventory::Deployment::default()).unwrap();
+    let keys = |j: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = j.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(module), keys(&rust), "the option sets differ");
+    for k in keys(&rust) {
+        assert_eq!(module[&k], rust[&k], "default of pantheros.deployment.{k}");
+    }
+}
+
+#[test]
+fn modules_evaluate_with_the_real_module_system() {
+    let Some(v) = evaluate() else { return };
     let s = &v["server"];
 
     // A well-formed server: no failed assertion, no warning.

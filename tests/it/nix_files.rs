@@ -44,46 +44,55 @@ fn every_nix_file_parses() {
     );
 }
 
+/// What pantheros relies on in flake.lock: a version-7 lock whose root
+/// inputs are exactly the inputs flake.nix declares, each locked (a narHash),
+/// and every `follows` of flake.nix recorded as such. Which revision or
+/// branch is pinned is the maintainers' choice, not checked here.
 #[test]
 fn flake_lock_is_a_valid_v7_lock_for_the_inputs() {
+    if testworld::which("nix").is_none() {
+        testworld::cannot_run("nix is not installed (bash scripts/setup)");
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lock: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("flake.lock")).unwrap()).unwrap();
     assert_eq!(lock["version"], 7);
-    assert_eq!(lock["root"], "root");
     let nodes = &lock["nodes"];
-    let root_inputs = nodes["root"]["inputs"].as_object().unwrap();
-    let mut names: Vec<&String> = root_inputs.keys().collect();
-    names.sort();
-    assert_eq!(names, ["disko", "nixpkgs"]);
+    let root_node = &nodes[lock["root"].as_str().expect("a root node name")];
+    // flake.nix's own inputs, read by nix (not by text search).
+    let declared = testworld::json(&testworld::sh(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "eval",
+        "--json",
+        "--impure",
+        "--expr",
+        &format!(
+            "builtins.mapAttrs (_: i: {{ follows = builtins.mapAttrs (_: f: f.follows or null) (i.inputs or {{ }}); }}) (import {}/flake.nix).inputs",
+            root.display()
+        ),
+    ]));
+    let root_inputs = root_node["inputs"].as_object().expect("root inputs");
+    let mut locked_names: Vec<&String> = root_inputs.keys().collect();
+    locked_names.sort();
+    let mut declared_names: Vec<&String> = declared.as_object().unwrap().keys().collect();
+    declared_names.sort();
+    assert_eq!(locked_names, declared_names, "flake.lock's root inputs");
     for (input, node_name) in root_inputs {
-        let node = &nodes[node_name.as_str().unwrap()];
-        let locked = &node["locked"];
-        assert_eq!(locked["type"], "github", "{input}");
-        let rev = locked["rev"].as_str().unwrap();
-        assert!(
-            rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()),
-            "{input}: rev {rev}"
-        );
-        assert!(
-            locked["narHash"].as_str().unwrap().starts_with("sha256-"),
-            "{input}"
-        );
-        assert!(
-            locked["lastModified"].as_u64().unwrap() > 1_700_000_000,
-            "{input}"
-        );
-        assert!(node["original"].is_object(), "{input}");
+        let node = &nodes[node_name.as_str().expect("a node name")];
+        let hash = node["locked"]["narHash"].as_str().unwrap_or("");
+        assert!(hash.starts_with("sha256-"), "{input} is not locked: {node}");
+        assert!(node["original"].is_object(), "{input}: no original");
+        for (sub, follows) in declared[input]["follows"].as_object().unwrap() {
+            if let Some(target) = follows.as_str() {
+                assert_eq!(
+                    node["inputs"][sub],
+                    serde_json::json!([target]),
+                    "{input}.inputs.{sub} follows {target} in flake.nix"
+                );
+            }
+        }
     }
-    assert_eq!(nodes["nixpkgs"]["original"]["ref"], "nixos-26.05");
-    // disko follows our nixpkgs.
-    assert_eq!(
-        nodes["disko"]["inputs"]["nixpkgs"],
-        serde_json::json!(["nixpkgs"])
-    );
-    // And flake.nix declares exactly these inputs.
-    let flake = std::fs::read_to_string(root.join("flake.nix")).unwrap();
-    assert!(flake.contains("github:NixOS/nixpkgs/nixos-26.05"));
-    assert!(flake.contains("github:nix-community/disko"));
-    assert!(flake.contains("inputs.nixpkgs.follows = \"nixpkgs\""));
 }

@@ -215,6 +215,8 @@ in
       fileSystemsEvaluate = tried (c.fileSystems or { });
     }
   );
+  # What a host that imports only the deployment module and sets nothing gets.
+  deploymentDefaults = (eval [ (root + "/modules/deployment.nix") ]).config.pantheros.deployment;
   hetznerAssertions = failed hetzner;
   hetznerFlashpods = hetzner.services.flashpods.enable;
   sshSettings = hetzner.services.openssh.settings;
