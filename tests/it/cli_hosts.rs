@@ -171,6 +171,34 @@ fn unknown_host_suggests_and_exits_15() {
         ));
 }
 
+/// Every command that takes hosts refuses an unknown name the same way,
+/// before it builds, connects or locks anything (no world needed: the
+/// fixture's hosts are not reachable, so any attempt would fail otherwise).
+#[test]
+fn every_command_refuses_an_unknown_host_before_anything_runs() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    for args in [
+        &["deploy", "hetzner", "--yes"][..],
+        &["build-all", "hetzner"],
+        &["rollback", "hetzner", "--list"],
+    ] {
+        pantheros(&flake)
+            .args(args)
+            .assert()
+            .code(15)
+            .stderr(predicate::str::contains(
+                "unknown host `hetzner` (did you mean hetzner-vps?)",
+            ));
+    }
+    assert!(
+        !flake.join("logs").exists() && !flake.join("result").exists(),
+        "nothing may be built or logged for an unknown host"
+    );
+}
+
 #[test]
 fn empty_selection_exits_16() {
     if !nix_available() {

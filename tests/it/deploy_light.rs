@@ -2,20 +2,7 @@
 //! host's state is checked after each run, not just the exit code.
 
 use testworld::{FixtureHost, World, json, stderr, stdout, write_fleet};
-
-fn generation_marker(w: &World, host: &str) -> String {
-    let out = w
-        .host(host)
-        .exec(&["cat", "/run/pantheros-fixture/generation"]);
-    stdout(&out).trim().to_string()
-}
-
-fn profile_target(w: &World, host: &str) -> String {
-    w.host(host)
-        .exec_ok(&["readlink", "-f", "/nix/var/nix/profiles/system"])
-        .trim()
-        .to_string()
-}
+use testworld::{assert_exit, assert_stderr_has};
 
 /// The status of the newest activation on the host.
 fn latest_status(w: &World, host: &str) -> String {
@@ -37,9 +24,7 @@ fn deploy_generation(w: &World, flake: &std::path::Path, g: u32) {
 }
 
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
-    let mut h = FixtureHost::new(name, generation);
-    h.deployment = w.deployment_for(name, &format!("confirmTimeout = 6; {extra}"));
-    h
+    w.fixture_host(name, generation, extra)
 }
 
 #[test]
@@ -51,17 +36,17 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     // 1. First deploy: generation 1 becomes active.
     write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "success");
     assert_eq!(v["hosts"][0]["generationAfter"], 1);
-    assert_eq!(generation_marker(&w, "alpha"), "1");
-    let gen1 = profile_target(&w, "alpha");
+    assert_eq!(w.generation_marker("alpha"), "1");
+    let gen1 = w.profile_target("alpha");
     assert_eq!(v["hosts"][0]["toplevel"], gen1.as_str());
 
     // 2. The same closure again: a no-op that changes nothing.
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(json(&out)["hosts"][0]["result"], "unchanged");
     let gens = w.host("alpha").exec_ok(&[
         "nix-env",
@@ -79,7 +64,7 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     ];
     write_fleet(&flake, &[h2]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let err = stderr(&out);
     let line = |prefix: &str| {
         err.lines()
@@ -93,15 +78,15 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     let v = json(&out);
     assert_eq!(v["hosts"][0]["generationBefore"], 1);
     assert_eq!(v["hosts"][0]["generationAfter"], 2);
-    assert_eq!(generation_marker(&w, "alpha"), "2");
-    let gen2 = profile_target(&w, "alpha");
+    assert_eq!(w.generation_marker("alpha"), "2");
+    let gen2 = w.profile_target("alpha");
 
     // 4. Generation 3 whose activation fails: rolled back to 2, exit 3.
     let mut h3 = host(&w, "alpha", 3, "");
     h3.fail_switch = true;
     write_fleet(&flake, &[h3]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_exit(&out, 3);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "rolled-back");
     assert!(
@@ -110,8 +95,8 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
             .unwrap()
             .contains("switch-to-configuration exited 1")
     );
-    assert_eq!(profile_target(&w, "alpha"), gen2);
-    assert_eq!(generation_marker(&w, "alpha"), "2");
+    assert_eq!(w.profile_target("alpha"), gen2);
+    assert_eq!(w.generation_marker("alpha"), "2");
     assert_eq!(v["hosts"][0]["generationAfter"], 2);
     // The log and .info exist and tell the story.
     let log = std::path::PathBuf::from(v["hosts"][0]["log"].as_str().unwrap());
@@ -134,8 +119,8 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     // The lock was released: a new deploy goes through.
     write_fleet(&flake, &[host(&w, "alpha", 4, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(generation_marker(&w, "alpha"), "4");
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "4");
 }
 
 #[test]
@@ -145,23 +130,19 @@ fn dry_run_and_build_only_change_nothing() {
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let before = profile_target(&w, "alpha");
+    assert_exit(&out, 0);
+    let before = w.profile_target("alpha");
 
     write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--dry-run", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("dry-activate: would activate alpha generation 2"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(profile_target(&w, "alpha"), before);
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_exit(&out, 0);
+    assert_stderr_has(&out, &["dry-activate: would activate alpha generation 2"]);
+    assert_eq!(w.profile_target("alpha"), before);
+    assert_eq!(w.generation_marker("alpha"), "1");
 
     write_fleet(&flake, &[host(&w, "alpha", 3, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--build-only", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let top = json(&out)["hosts"][0]["toplevel"]
         .as_str()
         .unwrap()
@@ -174,7 +155,7 @@ fn dry_run_and_build_only_change_nothing() {
             .status
             .success()
     );
-    assert_eq!(profile_target(&w, "alpha"), before);
+    assert_eq!(w.profile_target("alpha"), before);
 }
 
 #[test]
@@ -184,8 +165,8 @@ fn no_tty_without_yes_is_refused_and_changes_nothing() {
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert_exit(&out, 1);
+    assert_stderr_has(&out, &["pass --yes"]);
     assert!(
         !w.host("alpha")
             .exec(&["test", "-e", "/nix/var/nix/profiles/system"])
@@ -194,7 +175,7 @@ fn no_tty_without_yes_is_refused_and_changes_nothing() {
     );
     // And the lock is not left behind.
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
 }
 
 #[test]
@@ -204,8 +185,8 @@ fn a_system_that_cuts_ssh_is_rolled_back_by_the_target_itself() {
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let gen1 = profile_target(&w, "alpha");
+    assert_exit(&out, 0);
+    let gen1 = w.profile_target("alpha");
 
     let mut bad = host(&w, "alpha", 2, "");
     bad.block_ssh = true;
@@ -213,7 +194,7 @@ fn a_system_that_cuts_ssh_is_rolled_back_by_the_target_itself() {
     let started = std::time::Instant::now();
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
     let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_exit(&out, 3);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "rolled-back");
     assert!(
@@ -223,14 +204,10 @@ fn a_system_that_cuts_ssh_is_rolled_back_by_the_target_itself() {
             .contains("no confirmation"),
         "{v}"
     );
-    assert!(
-        stderr(&out).contains("rolls itself back"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, &["rolls itself back"]);
     // Back on generation 1, and SSH works again (the rule is gone).
-    assert_eq!(profile_target(&w, "alpha"), gen1);
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.profile_target("alpha"), gen1);
+    assert_eq!(w.generation_marker("alpha"), "1");
     assert!(w.ssh("alpha", &["true"]).status.success());
     assert!(took.as_secs() < 6 + 10 + 20, "took {took:?}");
 }
@@ -259,19 +236,11 @@ fn a_second_concurrent_deploy_is_refused() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("another deployment holds the lock"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("pantheros") && stderr(&out).contains("since"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 1);
+    assert_stderr_has(&out, &["another deployment holds the lock"]);
+    assert_stderr_has(&out, &["pantheros", "since"]);
     assert!(first.wait().unwrap().success());
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.generation_marker("alpha"), "1");
 }
 
 #[test]
@@ -280,7 +249,7 @@ fn the_deployer_killed_during_activation_leaves_no_half_switched_host() {
     w.add_host("alpha");
     let flake = w.path().join("fleet");
     deploy_generation(&w, &flake, 1);
-    let gen1 = profile_target(&w, "alpha");
+    let gen1 = w.profile_target("alpha");
     let mut slow = host(&w, "alpha", 2, "");
     slow.switch_seconds = 2;
     write_fleet(&flake, &[slow]);
@@ -310,8 +279,8 @@ fn the_deployer_killed_during_activation_leaves_no_half_switched_host() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(profile_target(&w, "alpha"), gen1);
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.profile_target("alpha"), gen1);
+    assert_eq!(w.generation_marker("alpha"), "1");
 }
 
 #[test]
@@ -325,15 +294,15 @@ fn goal_boot_sets_the_profile_without_activating() {
         &flake,
         &["deploy", "alpha", "--yes", "--goal", "boot", "--json"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["generationAfter"], 2);
     assert_eq!(
-        profile_target(&w, "alpha"),
+        w.profile_target("alpha"),
         v["hosts"][0]["toplevel"].as_str().unwrap()
     );
     // Not activated: the running state is still generation 1.
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.generation_marker("alpha"), "1");
 }
 
 #[test]
@@ -349,7 +318,7 @@ fn nix_copy_failure_and_host_key_mismatch_change_nothing() {
         "mkdir -p /nix/store /nix/var && mount -t tmpfs -o ro tmpfs /nix/store",
     ]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "failed");
     assert!(
@@ -391,12 +360,10 @@ fn nix_copy_failure_and_host_key_mismatch_change_nothing() {
     // A different host key pinned for alpha: refused before anything runs.
     let kh = w.pin_wrong_host_key("alpha");
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Host key verification failed")
-            || stderr(&out).contains("HOST IDENTIFICATION"),
-        "{}",
-        stderr(&out)
+    assert_exit(&out, 1);
+    assert_stderr_has(
+        &out,
+        &["Host key verification failed", "HOST IDENTIFICATION"],
     );
     std::fs::write(&w.known_hosts, kh).unwrap();
     assert!(
@@ -404,21 +371,6 @@ fn nix_copy_failure_and_host_key_mismatch_change_nothing() {
             .exec(&["test", "-e", "/nix/var/nix/profiles/system"])
             .status
             .success()
-    );
-}
-
-#[test]
-fn unknown_host_is_refused_before_anything_runs() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
-    let out = w.pantheros(&flake, &["deploy", "alpa", "--yes"]);
-    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("did you mean alpha"),
-        "{}",
-        stderr(&out)
     );
 }
 
@@ -446,10 +398,10 @@ fn local_deploy_runs_the_same_pipeline_without_ssh() {
             .unwrap()
     };
     let out = run(&["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["target"], "local");
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.generation_marker("alpha"), "1");
     assert!(
         !stderr(&out).contains("copying the closure"),
         "{}",
@@ -463,12 +415,12 @@ fn local_deploy_runs_the_same_pipeline_without_ssh() {
     h.deployment = r#"targetHost = "localhost"; confirmTimeout = 5;"#.into();
     write_fleet(&flake, &[h]);
     assert_eq!(run(&["deploy", "alpha", "--yes"]).status.code(), Some(0));
-    assert_eq!(generation_marker(&w, "alpha"), "2");
+    assert_eq!(w.generation_marker("alpha"), "2");
     // And the local rollback: no HOST means this machine.
     let out = run(&["rollback", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(json(&out)["hosts"][0]["generationAfter"], 1);
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.generation_marker("alpha"), "1");
     let out = run(&["rollback", "--list"]);
     assert!(stdout(&out).lines().count() == 3, "{}", stdout(&out));
 }
@@ -482,17 +434,13 @@ fn http_and_command_health_checks_gate_the_deploy() {
     let ok = r#"healthChecks = { http = [ "http://127.0.0.1:8080/" ]; commands = [ "test -d /run" ]; timeout = 3; };"#;
     write_fleet(&flake, &[host(&w, "alpha", 1, ok)]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("health checks passed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
+    assert_stderr_has(&out, &["health checks passed"]);
 
     let bad = r#"healthChecks = { http = [ "http://127.0.0.1:8081/" ]; commands = [ "test -e /nonexistent" ]; timeout = 2; };"#;
     write_fleet(&flake, &[host(&w, "alpha", 2, bad)]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_exit(&out, 3);
     let reason = json(&out)["hosts"][0]["rollbackReason"]
         .as_str()
         .unwrap()
@@ -505,7 +453,7 @@ fn http_and_command_health_checks_gate_the_deploy() {
         reason.contains("command failed: test -e /nonexistent"),
         "{reason}"
     );
-    assert_eq!(generation_marker(&w, "alpha"), "1");
+    assert_eq!(w.generation_marker("alpha"), "1");
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -521,7 +469,7 @@ fn a_failed_rollback_exits_4_with_the_console_procedure() {
         .exec_ok(&["touch", "/run/pantheros-fixture/refuse-all-activations"]);
     write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_exit(&out, 4);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "rollback-failed");
     let err = v["hosts"][0]["error"].as_str().unwrap();
@@ -530,11 +478,7 @@ fn a_failed_rollback_exits_4_with_the_console_procedure() {
         err.contains("Console") && err.contains("--list-generations"),
         "{err}"
     );
-    assert!(
-        stderr(&out).contains("ROLLBACK FAILED (manual action needed)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, &["ROLLBACK FAILED (manual action needed)"]);
 }
 
 #[test]
@@ -549,11 +493,11 @@ fn several_hosts_deploy_in_parallel_from_one_evaluation() {
     b.switch_seconds = 2;
     write_fleet(&flake, &[a, b]);
     let out = w.pantheros(&flake, &["deploy", "@web", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["hosts"].as_array().unwrap().len(), 2);
-    assert_eq!(generation_marker(&w, "alpha"), "1");
-    assert_eq!(generation_marker(&w, "beta"), "1");
+    assert_eq!(w.generation_marker("alpha"), "1");
+    assert_eq!(w.generation_marker("beta"), "1");
     // The two 2-second activations overlapped in time (one machine, one clock).
     let t = |h: &str, f: &str| -> u128 {
         w.host(h)
@@ -589,11 +533,11 @@ fn build_on_target_copies_the_derivation_and_builds_there() {
     )];
     write_fleet(&flake, &[h]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     let top = v["hosts"][0]["toplevel"].as_str().unwrap().to_string();
-    assert_eq!(generation_marker(&w, "alpha"), "7001");
-    assert_eq!(profile_target(&w, "alpha"), top);
+    assert_eq!(w.generation_marker("alpha"), "7001");
+    assert_eq!(w.profile_target("alpha"), top);
     // Built there, not here: the local store does not have the output.
     let local = testworld::try_sh(&["nix-store", "--check-validity", &top]);
     assert!(!local.status.success(), "{top} was built locally");

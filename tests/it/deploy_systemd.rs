@@ -3,11 +3,10 @@
 //! own view, failed units, privilege escalation.
 
 use testworld::{FixtureHost, World, json, stderr, write_fleet};
+use testworld::{assert_exit, assert_stderr_has};
 
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
-    let mut h = FixtureHost::new(name, generation);
-    h.deployment = w.deployment_for(name, &format!("confirmTimeout = 8; {extra}"));
-    h
+    w.fixture_host(name, generation, &format!("confirmTimeout = 8; {extra}"))
 }
 
 #[test]
@@ -22,12 +21,8 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
     // Generation 1: activated under systemd-run, healthy.
     write_fleet(&flake, &[host(&w, "sys1", 1, checks)]);
     let out = w.pantheros(&flake, &["deploy", "sys1", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("health checks passed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
+    assert_stderr_has(&out, &["health checks passed"]);
     assert_eq!(
         w.ssh_ok("sys1", "cat /run/pantheros-fixture/generation")
             .trim(),
@@ -45,7 +40,7 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
     bad.fail_unit = true;
     write_fleet(&flake, &[bad]);
     let out = w.pantheros(&flake, &["deploy", "sys1", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_exit(&out, 3);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "rolled-back");
     let reason = v["hosts"][0]["rollbackReason"].as_str().unwrap();
@@ -74,7 +69,7 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
         &flake,
         &["deploy", "sys1", "--yes", "--no-rollback-on-health"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     assert_eq!(
         w.ssh_ok("sys1", "cat /run/pantheros-fixture/generation")
             .trim(),
@@ -91,7 +86,7 @@ fn a_non_root_user_deploys_through_sudo_and_a_password_prompt_is_explained() {
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "sys2", 1, r#"targetUser = "deploy";"#)]);
     let out = w.pantheros(&flake, &["deploy", "sys2", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(json(&out)["hosts"][0]["target"], "deploy@sys2");
     assert_eq!(
         w.ssh_ok("sys2", "cat /run/pantheros-fixture/generation")
@@ -101,7 +96,7 @@ fn a_non_root_user_deploys_through_sudo_and_a_password_prompt_is_explained() {
 
     write_fleet(&flake, &[host(&w, "sys2", 2, r#"targetUser = "nopw";"#)]);
     let out = w.pantheros(&flake, &["deploy", "sys2", "--yes"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("needs a password"), "{err}");
     assert!(err.contains("NOPASSWD"), "{err}");
@@ -121,13 +116,13 @@ fn a_system_that_cuts_ssh_is_rolled_back_under_systemd_too() {
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "sys3", 1, "")]);
     let out = w.pantheros(&flake, &["deploy", "sys3", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let gen1 = w.ssh_ok("sys3", "readlink -f /nix/var/nix/profiles/system");
     let mut bad = host(&w, "sys3", 2, "");
     bad.block_ssh = true;
     write_fleet(&flake, &[bad]);
     let out = w.pantheros(&flake, &["deploy", "sys3", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_exit(&out, 3);
     let v = json(&out);
     assert!(
         v["hosts"][0]["rollbackReason"]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use testworld::hetzner::FakeHetzner;
+use testworld::{assert_exit, assert_stderr_has};
 use testworld::{json, stderr, stdout};
 
 const TOKEN: &str = "valid-3f9c2a-very-secret";
@@ -95,7 +96,7 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
     let out = e.run(&["provision", "hetzner-vps", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["result"], "created");
     assert_eq!(v["serverType"], "cx23");
@@ -129,7 +130,7 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
 
     // Again: the same server is reported, nothing is posted.
     let out = e.run(&["provision", "hetzner-vps", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(json(&out)["result"], "reused");
     assert_eq!(json(&out)["ipv4"], ip.as_str());
     assert_eq!(e.fake.count("POST", "/v1/servers"), 1);
@@ -151,7 +152,7 @@ fn flags_override_the_hosts_settings() {
         "debian-12",
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let post = e
         .fake
         .requests()
@@ -171,7 +172,7 @@ fn the_ssh_key_is_uploaded_once_over_three_runs_and_an_upload_race_is_absorbed()
     e.add_key("id_ed25519");
     for _ in 0..3 {
         let out = e.run(&["provision", "hetzner-vps"]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     assert_eq!(e.fake.count("POST", "/v1/ssh_keys"), 1);
     let state = e.fake.state();
@@ -185,7 +186,7 @@ fn the_ssh_key_is_uploaded_once_over_three_runs_and_an_upload_race_is_absorbed()
         &["provision", "hetzner-vps"],
         &[("HCLOUD_TOKEN", "valid-second-project")],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         e.fake.state()["valid-second-project"]["ssh_keys"]
             .as_array()
@@ -201,23 +202,15 @@ fn ssh_keys_none_several_and_chosen() {
     let Some(e) = Env::new() else { return };
     // None: an error with the ssh-keygen hint, and no server.
     let out = e.run(&["provision", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("ssh-keygen -t ed25519"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 21);
+    assert_stderr_has(&out, &["ssh-keygen -t ed25519"]);
     assert_eq!(e.fake.mutating_requests().len(), 0);
     // Several without a terminal: named, and --ssh-key picks one.
     e.add_key("id_ed25519");
     let second = e.add_key("id_work");
     let out = e.run(&["provision", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("id_work.pub") && stderr(&out).contains("--ssh-key"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 21);
+    assert_stderr_has(&out, &["id_work.pub", "--ssh-key"]);
     let out = e.run(&[
         "provision",
         "hetzner-vps",
@@ -225,7 +218,7 @@ fn ssh_keys_none_several_and_chosen() {
         second.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let keys = e.fake.state()[TOKEN]["ssh_keys"].clone();
     assert_eq!(keys[0]["name"], "id_work");
     assert_eq!(
@@ -247,7 +240,7 @@ fn token_resolution_order_file_modes_and_missing_token() {
             ("HCLOUD_TOKEN", "broken-second"),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(
         e.fake.state().get("valid-first").is_some(),
         "the first token must have been used"
@@ -255,8 +248,8 @@ fn token_resolution_order_file_modes_and_missing_token() {
     // No token anywhere and no terminal: exit 20 with the console hint, no request.
     let before = e.fake.requests().len();
     let out = e.run_with(&["provision", "hetzner-vps"], &[]);
-    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
-    assert!(stderr(&out).contains("API Tokens"), "{}", stderr(&out));
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["API Tokens"]);
     assert_eq!(e.fake.requests().len(), before);
     // The saved file is used when it is 0600, refused when others can read it.
     let dir = e.config().join("pantheros");
@@ -265,28 +258,20 @@ fn token_resolution_order_file_modes_and_missing_token() {
     std::fs::write(&file, "valid-from-file\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = e.run_with(&["provision", "hetzner-vps", "--dry-run"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(e.fake.state().get("valid-from-file").is_some());
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = e.run_with(&["provision", "hetzner-vps", "--dry-run"], &[]);
-    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("readable by others") && stderr(&out).contains("chmod 600"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["readable by others", "chmod 600"]);
     assert!(!stderr(&out).contains("valid-from-file"));
     // An invalid token from the environment: said so, exit 20, not echoed.
     let out = e.run_with(
         &["provision", "hetzner-vps"],
         &[("HCLOUD_TOKEN", "nope-this-is-secret")],
     );
-    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("(unauthorized, HTTP 401)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["(unauthorized, HTTP 401)"]);
     e.no_violations();
 }
 
@@ -359,19 +344,11 @@ fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
     let out = e.run(&["provision", "hetzner-vps", "--server-type", "cx99"]);
-    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cx99 does not exist") && stderr(&out).contains("cx23"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 22);
+    assert_stderr_has(&out, &["cx99 does not exist", "cx23"]);
     let out = e.run(&["provision", "hetzner-vps", "--server-type", "cx22"]);
-    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("deprecated") && stderr(&out).contains("cx23"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 22);
+    assert_stderr_has(&out, &["deprecated", "cx23"]);
     let out = e.run(&[
         "provision",
         "hetzner-vps",
@@ -380,14 +357,10 @@ fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
         "--location",
         "ash",
     ]);
-    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("not offered in ash") && stderr(&out).contains("fsn1, nbg1, hel1"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 22);
+    assert_stderr_has(&out, &["not offered in ash", "fsn1, nbg1, hel1"]);
     let out = e.run(&["provision", "hetzner-vps", "--image", "windows-11"]);
-    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert_exit(&out, 22);
     assert!(
         e.fake.mutating_requests().is_empty(),
         "{:?}",
@@ -401,13 +374,9 @@ fn dry_run_sends_no_mutating_request() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
     let out = e.run(&["provision", "hetzner-vps", "--dry-run", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(json(&out)["result"], "dry-run");
-    assert!(
-        stderr(&out).contains("would create hetzner-vps"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, &["would create hetzner-vps"]);
     assert!(e.fake.mutating_requests().is_empty());
     assert!(e.fake.requests().len() >= 3, "preflight should still ask");
     e.no_violations();
@@ -431,7 +400,7 @@ fn rate_limits_gateways_and_conflicts_are_retried_without_duplicates() {
     e.fake
         .inject("POST", "/v1/servers", 502, "bad_gateway", 1, true);
     let out = e.run(&["provision", "hetzner-vps", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(e.fake.count("GET", "/v1/server_types"), 3);
     let servers = e.fake.state()[TOKEN]["servers"].as_array().unwrap().len();
     assert_eq!(servers, 1, "exactly one server");
@@ -450,7 +419,7 @@ fn api_errors_show_message_code_and_a_hint() {
     e.fake
         .inject("POST", "/v1/servers", 412, "resource_unavailable", 1, false);
     let out = e.run(&["provision", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    assert_exit(&out, 23);
     let err = stderr(&out);
     assert!(err.contains("POST /v1/servers failed: injected resource_unavailable (resource_unavailable, HTTP 412)"), "{err}");
     assert!(err.contains("--location"), "{err}");
@@ -463,12 +432,13 @@ fn api_errors_show_message_code_and_a_hint() {
         serde_json::json!({"fields": [{"name": "name", "messages": ["must be a valid hostname"]}]}),
     );
     let out = e.run(&["provision", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("(invalid_input, HTTP 422)")
-            && stderr(&out).contains("name: must be a valid hostname"),
-        "{}",
-        stderr(&out)
+    assert_exit(&out, 23);
+    assert_stderr_has(
+        &out,
+        &[
+            "(invalid_input, HTTP 422)",
+            "name: must be a valid hostname",
+        ],
     );
     e.no_violations();
 }
@@ -479,7 +449,7 @@ fn list_destroy_and_foreign_servers() {
     e.add_key("id_ed25519");
     assert_eq!(e.run(&["provision", "hetzner-vps"]).status.code(), Some(0));
     let out = e.run(&["provision", "list", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["servers"][0]["name"], "hetzner-vps");
     assert_eq!(v["servers"][0]["host"], "hetzner-vps");
@@ -495,7 +465,7 @@ fn list_destroy_and_foreign_servers() {
     );
     // No terminal, no --yes: nothing is deleted.
     let out = e.run(&["provision", "destroy", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     assert_eq!(
         e.fake.count("DELETE", "/v1/servers/1001").max(
             e.fake
@@ -507,7 +477,7 @@ fn list_destroy_and_foreign_servers() {
         0
     );
     let out = e.run(&["provision", "destroy", "hetzner-vps", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(
         e.fake.state()[TOKEN]["servers"]
             .as_array()
@@ -530,15 +500,15 @@ fn list_destroy_and_foreign_servers() {
         &raw,
     ]);
     let out = e.run(&["provision", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(25), "{}", stderr(&out));
+    assert_exit(&out, 25);
     let out = e.run(&["provision", "destroy", "hetzner-vps", "--yes"]);
-    assert_eq!(out.status.code(), Some(25), "{}", stderr(&out));
+    assert_exit(&out, 25);
     assert_eq!(
         e.fake.state()[TOKEN]["servers"].as_array().unwrap().len(),
         1
     );
     let out = e.run(&["provision", "destroy", "ovh-vps", "--yes"]);
-    assert_eq!(out.status.code(), Some(26), "{}", stderr(&out));
+    assert_exit(&out, 26);
     e.no_violations();
 }
 
@@ -554,18 +524,18 @@ fn iso_attach_detach_and_rescue() {
         "hetzner-vps",
         "nixos-minimal-25.05-x86_64",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         e.fake.state()[TOKEN]["servers"][0]["iso"]["name"],
         "nixos-minimal-25.05-x86_64"
     );
     let out = e.run(&["provision", "iso", "attach", "hetzner-vps", "no-such.iso"]);
-    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert_exit(&out, 22);
     let out = e.run(&["provision", "iso", "detach", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(e.fake.state()[TOKEN]["servers"][0]["iso"].is_null());
     let out = e.run(&["provision", "rescue", "hetzner-vps"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(e.fake.state()[TOKEN]["servers"][0]["rescue_enabled"], true);
     assert_eq!(e.fake.count("POST", "/v1/servers/1001/actions/reset"), 1);
     e.no_violations();
@@ -576,14 +546,10 @@ fn a_non_hetzner_host_is_refused() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
     let out = e.run(&["provision", "yoga"]);
-    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("not a Hetzner host"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 22);
+    assert_stderr_has(&out, &["not a Hetzner host"]);
     let out = e.run(&["provision", "hetzner"]);
-    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+    assert_exit(&out, 15);
 }
 
 #[test]
@@ -595,7 +561,7 @@ fn the_kamal_config_gets_the_new_ip() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kamal/map.yml");
     std::fs::copy(&src, cfg.join("deploy.yml")).unwrap();
     let out = e.run(&["provision", "hetzner-vps", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let ip = json(&out)["ipv4"].as_str().unwrap().to_string();
     assert_eq!(json(&out)["kamal"], "updated");
     assert!(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use testworld::hetzner::FakeHetzner;
 use testworld::{World, stderr, stdout};
+use testworld::{assert_exit, assert_stderr_has};
 
 const TOKEN: &str = "valid-install-token";
 
@@ -62,19 +63,14 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
         out
     };
     let out = run(&["provision", "hetzner-vps"], false);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let ip = w.systemd_host("sys1").ip.clone();
     fake.set_ip("hetzner-vps", &ip);
 
     // A failing installer: its own exit code, its output shown.
     let out = run(&["provision", "install", "hetzner-vps"], true);
-    assert_eq!(out.status.code(), Some(31), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("nixos-anywhere failed")
-            && stderr(&out).contains("kexec failed: simulated"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 31);
+    assert_stderr_has(&out, &["nixos-anywhere failed", "kexec failed: simulated"]);
 
     let out = run(&["provision", "install", "hetzner-vps", "--json"], false);
     assert_eq!(

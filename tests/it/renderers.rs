@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use testworld::assert_stderr_has;
 use testworld::{World, render, stderr, stdout};
 
 fn have(tool: &str) -> bool {
@@ -125,7 +126,7 @@ fn rsyncd_conf_loads_in_the_real_daemon_and_serves_the_uploads_module() {
         stdout(&out),
         stderr(&out)
     );
-    assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
+    assert_stderr_has(&out, &["access denied"]);
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
@@ -235,9 +236,5 @@ fn placeholders_fail_loudly() {
         &expr,
     ]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("set server.publicKey"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, &["set server.publicKey"]);
 }

@@ -1,6 +1,7 @@
 //! Proof that the test world is real: ssh into a light host, copy a closure
 //! into its private store, and set and list generations of its profile.
 
+use testworld::assert_stderr_has;
 use testworld::{World, build_toplevel, fixture_flake, stderr, stdout};
 
 #[test]
@@ -27,11 +28,12 @@ fn a_changed_host_key_is_refused() {
     w.pin_wrong_host_key("alpha");
     let out = w.ssh("alpha", &["true"]);
     assert_eq!(out.status.code(), Some(255));
-    assert!(
-        stderr(&out).contains("HOST IDENTIFICATION HAS CHANGED")
-            || stderr(&out).contains("Host key verification failed"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        &[
+            "HOST IDENTIFICATION HAS CHANGED",
+            "Host key verification failed",
+        ],
     );
 }
 

@@ -1096,3 +1096,66 @@ impl World {
             .expect("start pantheros")
     }
 }
+
+// ---- The fixture vocabulary shared by every test --------------------------------
+
+impl World {
+    /// A fixture host deployed through this world's SSH config. `extra` is
+    /// more `pantheros.deployment` (Nix attrset body); `confirmTimeout`
+    /// defaults to 6 s unless `extra` sets it.
+    pub fn fixture_host(&self, name: &str, generation: u32, extra: &str) -> FixtureHost {
+        let mut h = FixtureHost::new(name, generation);
+        let timeout = if extra.contains("confirmTimeout") {
+            ""
+        } else {
+            "confirmTimeout = 6; "
+        };
+        h.deployment = self.deployment_for(name, &format!("{timeout}{extra}"));
+        h
+    }
+
+    /// The generation the fixture system running on a light host says it is
+    /// ("" when none was activated).
+    pub fn generation_marker(&self, host: &str) -> String {
+        let out = self
+            .host(host)
+            .exec(&["cat", "/run/pantheros-fixture/generation"]);
+        stdout(&out).trim().to_string()
+    }
+
+    /// The store path the host's system profile points at.
+    pub fn profile_target(&self, host: &str) -> String {
+        self.host(host)
+            .exec_ok(&["readlink", "-f", "/nix/var/nix/profiles/system"])
+            .trim()
+            .to_string()
+    }
+}
+
+/// The command exited with `code`; otherwise fail showing its output.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Every needle occurs in the command's stderr; otherwise fail showing it.
+#[track_caller]
+pub fn assert_stderr_has(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    let missing: Vec<&&str> = needles.iter().filter(|n| !err.contains(**n)).collect();
+    assert!(missing.is_empty(), "stderr lacks {missing:?}:\n{err}");
+}
+
+/// No needle occurs in the command's stdout or stderr.
+#[track_caller]
+pub fn assert_output_lacks(out: &Output, needles: &[&str]) {
+    let all = format!("{}{}", stdout(out), stderr(out));
+    let found: Vec<&&str> = needles.iter().filter(|n| all.contains(**n)).collect();
+    assert!(found.is_empty(), "output contains {found:?}:\n{all}");
+}
