@@ -69,22 +69,17 @@
       });
 
       nixosModules = {
+        # What a deployer's module should be: deployment metadata, nothing
+        # that changes the system.
+        default = ./modules/deployment.nix;
         deployment = ./modules/deployment.nix;
+        # The Flashpods job host with its parts (WireGuard, firewall, rsync,
+        # SPIRE), which it imports itself.
+        flashpods = ./modules/flashpods.nix;
         wireguard = ./modules/wireguard.nix;
         nftables = ./modules/nftables.nix;
         rsync = ./modules/rsync.nix;
         spire = ./modules/spire.nix;
-        flashpods = ./modules/flashpods.nix;
-        default = {
-          imports = [
-            ./modules/deployment.nix
-            ./modules/wireguard.nix
-            ./modules/nftables.nix
-            ./modules/rsync.nix
-            ./modules/spire.nix
-            ./modules/flashpods.nix
-          ];
-        };
       };
 
       # Pure renderers (builtins only) behind the modules' generated files.

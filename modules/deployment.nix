@@ -26,6 +26,48 @@ in
       '';
     };
 
+    placeholders = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options = {
+            filled = mkOption {
+              type = types.bool;
+              description = "Whether the example value has been replaced by this host's own.";
+            };
+            file = mkOption {
+              type = types.str;
+              example = "hosts/hetzner-vps/default.nix";
+              description = "The file to edit to fill it in.";
+            };
+            description = mkOption {
+              type = types.str;
+              example = "the server's IPv6 address (the Hetzner API shows it)";
+              description = "What to put there, for the error message.";
+            };
+          };
+        }
+      );
+      default = { };
+      example = lib.literalExpression ''
+        {
+          ipv6 = {
+            filled = address != "2001:db8::1/64";
+            file = "hosts/hetzner-vps/default.nix";
+            description = "the server's IPv6 address";
+          };
+        }
+      '';
+      description = ''
+        Example values this host still carries, so that the configuration
+        evaluates (and `nix flake check` runs) before it is filled in.
+        pantheros refuses to deploy, provision, install or bring up a host
+        with a placeholder that is not `filled`, naming each one and its
+        file; `pantheros hosts` marks such hosts "needs setup". Declare one
+        where an example stands in for a value only the user knows, with
+        `filled` comparing the value to the example.
+      '';
+    };
+
     targetUser = mkOption {
       type = types.str;
       default = "root";

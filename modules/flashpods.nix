@@ -401,10 +401,10 @@ in
     systemd.services.flashpods-secrets = {
       description = "Check the Flashpods secrets and create the API token";
       wantedBy = [ "multi-user.target" ];
-      before = [
-        "flashpods-api.service"
-        "flashpods-token-service.service"
-      ];
+      # Only units this host has (they exist when their package is set).
+      before =
+        lib.optional (cfg.api.package != null) "flashpods-api.service"
+        ++ lib.optional (cfg.tokenService.package != null) "flashpods-token-service.service";
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;

@@ -143,14 +143,17 @@ in
 
     networking.firewall.allowedUDPPorts = lib.optional cfg.openFirewall cfg.listenPort;
 
-    # Works with both backends of networking.wireguard (scripted and networkd).
+    # The scripted backend of networking.wireguard, also on hosts that use
+    # networkd (where nixpkgs defaults to the networkd backend): its
+    # wireguard-<interface>.service is what the key unit, rsync, the health
+    # checks and the VM test order themselves after; the networkd backend
+    # has no such unit (nixos/modules/services/networking/wireguard-networkd.nix).
+    networking.wireguard.useNetworkd = lib.mkDefault false;
+
     systemd.services."pantheros-wireguard-key-${cfg.interface}" = mkIf cfg.generatePrivateKey {
       description = "Create the WireGuard private key for ${cfg.interface} if it is missing";
       wantedBy = [ "multi-user.target" ];
-      before = [
-        "wireguard-${cfg.interface}.service"
-        "systemd-networkd.service"
-      ];
+      before = [ "wireguard-${cfg.interface}.service" ];
       unitConfig.ConditionPathExists = "!${cfg.privateKeyFile}";
       serviceConfig = {
         Type = "oneshot";

@@ -16,6 +16,7 @@ Exit codes:
   14  evaluation failed
   15  unknown host
   16  the selection matched no host
+  17  a selected host still carries example values (see `pantheros hosts`)
   20  provision: no usable Hetzner API token
   21  provision: no usable SSH key
   22  provision: server type, location or image not usable (nothing created)

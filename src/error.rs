@@ -30,6 +30,8 @@ pub mod exit {
     pub const UNKNOWN_HOST: i32 = 15;
     /// The selectors matched no host.
     pub const EMPTY_SELECTION: i32 = 16;
+    /// A selected host still carries example values (unfilled placeholders).
+    pub const NEEDS_SETUP: i32 = 17;
     /// provision: no usable Hetzner API token.
     pub const TOKEN: i32 = 20;
     /// provision: no usable SSH key.
@@ -144,6 +146,9 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    #[error("{}", needs_setup(unfilled))]
+    NeedsSetup { unfilled: Vec<Unfilled> },
+
     #[error("{0}")]
     Command(CommandFailure),
 
@@ -168,6 +173,32 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// One example value a selected host still carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfilled {
+    pub host: String,
+    pub placeholder: String,
+    pub file: String,
+    pub description: String,
+}
+
+fn needs_setup(unfilled: &[Unfilled]) -> String {
+    let mut hosts: Vec<&str> = unfilled.iter().map(|u| u.host.as_str()).collect();
+    hosts.dedup();
+    let mut s = format!(
+        "{} still carr{} example values; nothing was done:",
+        hosts.join(", "),
+        if hosts.len() == 1 { "ies" } else { "y" }
+    );
+    for u in unfilled {
+        s.push_str(&format!(
+            "\n  {}: {} in {}: {}",
+            u.host, u.placeholder, u.file, u.description
+        ));
+    }
+    s
 }
 
 fn did_you_mean(s: &[String]) -> String {
@@ -195,6 +226,7 @@ impl Error {
             Error::Eval { .. } | Error::HostsFailedToEvaluate { .. } => exit::EVAL_FAILED,
             Error::UnknownHost { .. } => exit::UNKNOWN_HOST,
             Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
+            Error::NeedsSetup { .. } => exit::NEEDS_SETUP,
             Error::Usage(_) => exit::USAGE,
             Error::Coded { code, .. } => *code,
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
@@ -240,6 +272,9 @@ impl Error {
                 "selectors are host names, globs such as '*-vps', or @tag; known hosts: {}",
                 known.join(", ")
             ),
+            Error::NeedsSetup { .. } => "replace each example value in the file named, then run the same command again; \
+                 `pantheros hosts` lists what each host still needs"
+                .into(),
             Error::Command(_) => "see the command's output above; run with -v for every command pantheros runs".into(),
             Error::UnexpectedOutput { .. } => {
                 "this is a bug or an unsupported Nix version; please report it with the output of `nix --version`".into()

@@ -139,6 +139,10 @@ async fn deploy(flake: Option<&str>, cwd: &std::path::Path, args: cli::DeployArg
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
     let hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
+    // A build needs no real values; anything that touches a host does.
+    if !args.build_only {
+        inventory::refuse_unfilled(&hosts)?;
+    }
     if args.local && hosts.len() > 1 {
         return Err(Error::Usage(format!(
             "--local deploys to this machine, but {} hosts are selected",
@@ -327,6 +331,7 @@ async fn provision(
             let flake_ref = inventory::flake::resolve(flake, cwd)?;
             let nix = nix::Nix::locate()?;
             let hosts = selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host)).await?;
+            inventory::refuse_unfilled(&hosts)?;
             let host = &hosts[0];
             let toplevel = build_toplevel(host, &log_root(&flake_ref, cwd, None)).await?;
             let attr = flake_ref.attr(&host.name);
@@ -339,6 +344,7 @@ async fn provision(
                 ));
             };
             let (host, _) = flake_host(flake, cwd, Some(&name)).await?;
+            inventory::refuse_unfilled([&host])?;
             p::create(&host, &args.create).await
         }
     };

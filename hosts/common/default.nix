@@ -2,19 +2,27 @@
 { config, lib, ... }:
 let
   cfg = config.pantheros.site;
+  # An example so that the fleet evaluates as shipped; pantheros refuses to
+  # deploy a host that still has it (see the placeholder below).
+  exampleAdminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEreplaceWithYourOwnAdminKey0000000000 example@pantheros";
 in
 {
   options.pantheros.site = {
     adminSshKeys = lib.mkOption {
-      type = lib.types.listOf lib.types.str;
-      # No default on purpose: a host without an admin key would lock its
-      # owner out, so evaluation fails until the key is set.
-      example = [ "ssh-ed25519 AAAAC3Nza... admin@yoga" ];
+      type = lib.types.listOf lib.types.singleLineStr;
+      default = [ exampleAdminKey ];
+      defaultText = lib.literalMD "an example key, which pantheros refuses to deploy";
       description = "Public SSH keys allowed to log in as root (the only way in: passwords are off).";
     };
   };
 
   config = {
+    pantheros.deployment.placeholders.adminSshKeys = {
+      filled = !(builtins.elem exampleAdminKey cfg.adminSshKeys);
+      file = "hosts/common/default.nix";
+      description = "pantheros.site.adminSshKeys: your SSH public key(s) for root (cat ~/.ssh/id_ed25519.pub)";
+    };
+
     assertions = [
       {
         assertion = cfg.adminSshKeys != [ ];

@@ -6,7 +6,15 @@ let
   net = import ../flashpods-network.nix;
 in
 {
+  imports = [ ../../modules/wireguard.nix ];
+
   nixpkgs.hostPlatform = "x86_64-linux";
+
+  pantheros.deployment.placeholders.serverWireguardKey = {
+    filled = !(net.isExample net.server.publicKey);
+    file = "hosts/flashpods-network.nix";
+    description = "server.publicKey: ${net.server.host}'s WireGuard public key (wg pubkey < /var/lib/wireguard/wg0.key there)";
+  };
 
   pantheros.deployment = {
     targetHost = name;

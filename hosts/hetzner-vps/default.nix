@@ -2,12 +2,31 @@
 { lib, modulesPath, ... }:
 let
   net = import ../flashpods-network.nix;
+  # Example values (documentation addresses): replace them with this
+  # server's own. Until then pantheros refuses to deploy or install it.
+  exampleIPv6 = "2001:db8::1/64";
+  ipv6 = exampleIPv6;
+  laptopKey = net.peers.${net.laptop}.publicKey;
 in
 {
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
     ./disk.nix
+    ../../modules/flashpods.nix
   ];
+
+  pantheros.deployment.placeholders = {
+    ipv6 = {
+      filled = ipv6 != exampleIPv6;
+      file = "hosts/hetzner-vps/default.nix";
+      description = "ipv6: the server's IPv6 address with its /64 (the Hetzner API or `hcloud server describe` shows it)";
+    };
+    laptopWireguardKey = {
+      filled = !(net.isExample laptopKey);
+      file = "hosts/flashpods-network.nix";
+      description = "peers.${net.laptop}.publicKey: ${net.laptop}'s WireGuard public key (wg pubkey < /var/lib/wireguard/wg0.key there)";
+    };
+  };
 
   nixpkgs.hostPlatform = "x86_64-linux";
 
@@ -47,7 +66,7 @@ in
     networkConfig.DHCP = "ipv4";
     # Hetzner gives every server a routed /64 but no DHCPv6: set the
     # address the API reports for this server (see docs/hetzner.md).
-    address = [ (throw "hosts/hetzner-vps: set the server's IPv6 address (e.g. \"2a01:4f8:c0c:1234::1/64\")") ];
+    address = [ ipv6 ];
     gateway = [ "fe80::1" ];
   };
 

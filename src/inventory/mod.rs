@@ -60,6 +60,15 @@ impl Default for Hetzner {
     }
 }
 
+/// An example value a host still carries (`pantheros.deployment.placeholders.<name>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Placeholder {
+    pub filled: bool,
+    pub file: String,
+    pub description: String,
+}
+
 /// `config.pantheros.deployment`, with the module's defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -82,6 +91,7 @@ pub struct Deployment {
     pub privilege_escalation_command: Vec<String>,
     pub health_checks: HealthChecks,
     pub hetzner: Hetzner,
+    pub placeholders: BTreeMap<String, Placeholder>,
 }
 
 impl Default for Deployment {
@@ -104,7 +114,43 @@ impl Default for Deployment {
             privilege_escalation_command: vec!["sudo".into(), "-n".into()],
             health_checks: HealthChecks::default(),
             hetzner: Hetzner::default(),
+            placeholders: BTreeMap::new(),
         }
+    }
+}
+
+impl Deployment {
+    /// The placeholders still holding their example value, by name.
+    pub fn unfilled(&self) -> Vec<(&str, &Placeholder)> {
+        self.placeholders
+            .iter()
+            .filter(|(_, p)| !p.filled)
+            .map(|(n, p)| (n.as_str(), p))
+            .collect()
+    }
+}
+
+/// Refuse hosts that still carry example values, before anything touches
+/// them (deploy, provision, install): every such host and value is named.
+pub fn refuse_unfilled<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> Result<()> {
+    let unfilled: Vec<crate::error::Unfilled> = hosts
+        .into_iter()
+        .flat_map(|h| {
+            h.deployment
+                .unfilled()
+                .into_iter()
+                .map(|(n, p)| crate::error::Unfilled {
+                    host: h.name.clone(),
+                    placeholder: n.to_string(),
+                    file: p.file.clone(),
+                    description: p.description.clone(),
+                })
+        })
+        .collect();
+    if unfilled.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::NeedsSetup { unfilled })
     }
 }
 

@@ -78,7 +78,19 @@ pub fn hosts_table(hosts: &[&Host]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "TARGET", "USER", "TAGS", "PROVIDER"], &rows)
+    let mut out = table(&["NAME", "TARGET", "USER", "TAGS", "PROVIDER"], &rows);
+    // Hosts that still carry example values: pantheros will not deploy them.
+    for h in hosts {
+        let unfilled = h.deployment.unfilled();
+        if !unfilled.is_empty() {
+            let what: Vec<String> = unfilled
+                .iter()
+                .map(|(n, p)| format!("{n} ({})", p.file))
+                .collect();
+            out.push_str(&format!("{} needs setup: {}\n", h.name, what.join(", ")));
+        }
+    }
+    out
 }
 
 /// Print an error the way every pantheros error looks: the cause, the

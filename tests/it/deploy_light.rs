@@ -178,6 +178,66 @@ fn no_tty_without_yes_is_refused_and_changes_nothing() {
     assert_exit(&out, 0);
 }
 
+/// A host whose configuration still carries example values is refused by
+/// every command that would touch it, before any connection: the host keeps
+/// no profile, no lock and no run directory; the values and files are named.
+#[test]
+fn a_host_with_an_unfilled_placeholder_is_refused_and_left_untouched() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    let placeholder = r#"placeholders = {
+        ipv6 = { filled = false; file = "hosts/alpha/default.nix"; description = "the server's IPv6 address"; };
+        adminKey = { filled = true; file = "hosts/common/default.nix"; description = "your SSH key"; };
+      };"#;
+    write_fleet(&flake, &[host(&w, "alpha", 1, placeholder)]);
+    for args in [
+        &["deploy", "alpha", "--yes"][..],
+        &["deploy", "alpha", "--dry-run"],
+        &["provision", "alpha"],
+    ] {
+        let out = w.pantheros(&flake, args);
+        assert_exit(&out, 17);
+        assert_stderr_has(
+            &out,
+            &[
+                "alpha still carries example values; nothing was done",
+                "alpha: ipv6 in hosts/alpha/default.nix: the server's IPv6 address",
+            ],
+        );
+        testworld::assert_output_lacks(&out, &["adminKey"]);
+    }
+    let on_host = w.host("alpha").exec(&[
+        "sh",
+        "-c",
+        "ls -d /nix/var/nix/profiles/system /run/pantheros 2>/dev/null || true",
+    ]);
+    assert_eq!(stdout(&on_host).trim(), "", "the host was touched");
+    // `hosts` says what the host needs; a build needs no real values.
+    let out = w.pantheros(&flake, &["hosts"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("alpha needs setup: ipv6 (hosts/alpha/default.nix)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--build-only"]);
+    assert_exit(&out, 0);
+    // Filled in, the same host deploys.
+    write_fleet(
+        &flake,
+        &[host(
+            &w,
+            "alpha",
+            1,
+            &placeholder.replace("filled = false", "filled = true"),
+        )],
+    );
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "1");
+}
+
 #[test]
 fn a_system_that_cuts_ssh_is_rolled_back_by_the_target_itself() {
     let Some(mut w) = World::new() else { return };

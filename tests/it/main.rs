@@ -6,6 +6,7 @@ mod cli_hosts;
 mod deploy_light;
 mod deploy_systemd;
 mod flake_apps;
+mod flake_eval;
 mod flashpods_podman;
 mod flashpods_scripts;
 mod flashpods_traffic;

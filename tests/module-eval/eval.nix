@@ -210,7 +210,8 @@ in
     in
     {
       deployment = c.pantheros.deployment;
-      # Placeholders (public keys, IPv6, hardware) must fail, not pass silently.
+      # Example values (public keys, IPv6, hardware) evaluate; the
+      # placeholders in `deployment` say they are still examples.
       wireguardEvaluates = tried (c.networking.wireguard.interfaces or { });
       fileSystemsEvaluate = tried (c.fileSystems or { });
     }

@@ -21,7 +21,7 @@ pkgs.testers.runNixOSTest {
   nodes.server =
     { ... }:
     {
-      imports = [ self.nixosModules.default ];
+      imports = [ self.nixosModules.flashpods ];
       environment.etc."wireguard/wg0.key" = {
         text = keys.peer0.privateKey;
         mode = "0400";
@@ -47,7 +47,7 @@ pkgs.testers.runNixOSTest {
   nodes.laptop =
     { ... }:
     {
-      imports = [ self.nixosModules.default ];
+      imports = [ self.nixosModules.wireguard ];
       environment.etc."wireguard/wg0.key" = {
         text = keys.peer1.privateKey;
         mode = "0400";

@@ -1,0 +1,338 @@
+//! The flake-level evaluation tier: the project's own flake evaluated as
+//! `nix flake check` evaluates it, through `--override-input nixpkgs` and
+//! `--override-input disko` pointing at a stand-in flake
+//! (tests/module-eval/flake.nix.in) whose `lib` is nixpkgs' real lib
+//! (`$NIXPKGS_LIB` or the vendored copy) and whose `lib.nixosSystem`
+//! evaluates the modules against typed declarations of every NixOS and disko
+//! option they use (tests/module-eval/nixos/, tests/module-eval/disko.nix).
+//!
+//! For every host: the toplevel evaluates (no failed assertion; warnings
+//! listed), the configuration a build reads is forced, and every unit a
+//! health check or an ordering names exists on the host. For every VM test:
+//! each node the same, and every unit the script waits for exists on its
+//! node. The tier's own tests then prove it fails on a wrong option type, a
+//! misspelt option, a health check naming a unit the host lacks, and a
+//! placeholder that throws instead of carrying an example.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+const SYSTEM: &str = "x86_64-linux";
+
+/// A copy of the flake's sources and the stand-in inputs, in a temp dir.
+struct Tier {
+    _dir: tempfile::TempDir,
+    flake: PathBuf,
+    stub: PathBuf,
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+impl Tier {
+    /// None (recorded as skipped; a failure under CI) without nix or a lib.
+    fn new() -> Option<Tier> {
+        if testworld::which("nix").is_none() {
+            testworld::cannot_run("nix is not installed (bash scripts/setup)");
+            return None;
+        }
+        let Some(lib) = testworld::nixpkgs_lib() else {
+            testworld::cannot_run(
+                "no copy of nixpkgs' lib (set NIXPKGS_LIB, or keep ../shared/vendor/nixpkgs-lib beside the checkout)",
+            );
+            return None;
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let flake = dir.path().join("flake");
+        fs::create_dir_all(flake.join("tests")).unwrap();
+        for f in ["flake.nix", "flake.lock", "Cargo.toml", "Cargo.lock"] {
+            fs::copy(root.join(f), flake.join(f)).unwrap();
+        }
+        // What the flake's outputs read: the package's source set, the
+        // modules and hosts, the VM tests (and the fixture fleet one uses).
+        for d in ["nix", "modules", "hosts", "src", "examples", "bench"] {
+            copy_dir(&root.join(d), &flake.join(d));
+        }
+        for d in ["vm", "fixtures"] {
+            copy_dir(&root.join("tests").join(d), &flake.join("tests").join(d));
+        }
+        let stub = dir.path().join("stub");
+        copy_dir(&root.join("tests/module-eval"), &stub);
+        // The lib's flake is its parent directory (nixpkgs.lib's layout).
+        let lib_flake = lib.parent().unwrap();
+        let template = fs::read_to_string(stub.join("flake.nix.in")).unwrap();
+        fs::write(
+            stub.join("flake.nix"),
+            template.replace("@NIXPKGS_LIB@", lib_flake.to_str().unwrap()),
+        )
+        .unwrap();
+        fs::remove_file(stub.join("flake.nix.in")).unwrap();
+        Some(Tier {
+            _dir: dir,
+            flake,
+            stub,
+        })
+    }
+
+    /// `nix eval --json FLAKE#ATTR --apply APPLY` with the stand-in inputs:
+    /// the value, or Nix's error text.
+    fn eval(&self, attr: &str, apply: &str) -> Result<Value, String> {
+        let stub = format!("path:{}", self.stub.display());
+        let installable = format!("path:{}#{attr}", self.flake.display());
+        let out = testworld::try_sh(&[
+            "nix",
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--no-write-lock-file",
+            "--override-input",
+            "nixpkgs",
+            &stub,
+            "--override-input",
+            "disko",
+            &stub,
+            &installable,
+            "--apply",
+            apply,
+        ]);
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).unwrap())
+        } else {
+            Err(testworld::stderr(&out))
+        }
+    }
+
+    #[track_caller]
+    fn eval_ok(&self, attr: &str, apply: &str) -> Value {
+        self.eval(attr, apply)
+            .unwrap_or_else(|e| panic!("{attr} does not evaluate:\n{e}"))
+    }
+
+    fn host_report(&self, host: &str) -> Result<Value, String> {
+        self.eval(&format!("nixosConfigurations.{host}"), "c: c.report")
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.flake.join(file);
+        let s = fs::read_to_string(&p).unwrap();
+        assert!(s.contains(from), "{file} no longer contains {from:?}");
+        fs::write(&p, s.replacen(from, to, 1)).unwrap();
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// A host's or node's report: it evaluated, was forced, names no missing unit.
+#[track_caller]
+fn assert_sound(what: &str, r: &Value) {
+    assert!(
+        r["drvPath"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("/nix/store/"),
+        "{what}: {r}"
+    );
+    assert_eq!(r["forced"], true, "{what}");
+    assert_eq!(
+        r["units"]["missing"],
+        json!([]),
+        "{what}: units named but absent"
+    );
+}
+
+#[test]
+fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
+    let Some(t) = Tier::new() else { return };
+
+    let hosts = t.eval_ok("nixosConfigurations", "builtins.attrNames");
+    assert_eq!(hosts, json!(["hetzner-vps", "ovh-vps", "yoga", "zephyrus"]));
+    // Each host: what a user must fill in before pantheros deploys it, and
+    // the warnings a build shows (listed here so a new one is noticed).
+    let expected = [
+        (
+            "hetzner-vps",
+            vec!["adminSshKeys", "ipv6", "laptopWireguardKey"],
+            vec!["services.flashpods.api.package is not set: the Flashpods API is not started."],
+        ),
+        ("ovh-vps", vec!["adminSshKeys"], vec![]),
+        (
+            "yoga",
+            vec!["adminSshKeys", "hardware", "serverWireguardKey"],
+            vec![],
+        ),
+        (
+            "zephyrus",
+            vec!["adminSshKeys", "hardware", "serverWireguardKey"],
+            vec![],
+        ),
+    ];
+    for (host, placeholders, warnings) in expected {
+        let r = t
+            .host_report(host)
+            .unwrap_or_else(|e| panic!("{host} does not evaluate:\n{e}"));
+        assert_sound(host, &r);
+        assert_eq!(names(&r["placeholders"]), placeholders, "{host}");
+        for p in r["placeholders"].as_object().unwrap().values() {
+            assert!(
+                t.flake.join(p["file"].as_str().unwrap()).is_file(),
+                "{host}: a placeholder names a file that does not exist: {p}"
+            );
+        }
+        assert_eq!(r["warnings"], json!(warnings), "{host}");
+    }
+
+    // Every check: the VM tests' nodes as hosts, and what their scripts
+    // wait for; the package.
+    let checks = t.eval_ok(&format!("checks.{SYSTEM}"), "builtins.attrNames");
+    assert_eq!(checks, json!(["deploy", "flashpods", "package"]));
+    for vm in ["deploy", "flashpods"] {
+        let r = t.eval_ok(&format!("checks.{SYSTEM}.{vm}"), "c: c.report");
+        let nodes = r["nodes"].as_object().unwrap();
+        assert!(nodes.len() >= 2, "{vm}: {r}");
+        for (node, nr) in nodes {
+            assert_sound(&format!("{vm}.{node}"), nr);
+        }
+        let waits = r["waits"].as_array().unwrap();
+        assert!(!waits.is_empty(), "{vm}: the script waits for no unit?");
+        for w in waits {
+            assert_eq!(
+                w["exists"], true,
+                "{vm}: waits for a unit its node lacks: {w}"
+            );
+        }
+    }
+    let pkg = t.eval_ok(&format!("checks.{SYSTEM}.package"), "p: p.drvPath");
+    assert!(
+        pkg.as_str().unwrap().ends_with("-pantheros-0.1.0.drv"),
+        "{pkg}"
+    );
+
+    // The other outputs `nix flake check` evaluates.
+    let apps = t.eval_ok(
+        &format!("apps.{SYSTEM}"),
+        "a: builtins.mapAttrs (_: x: { inherit (x) type; program = builtins.unsafeDiscardStringContext x.program; }) a",
+    );
+    for app in [
+        "default",
+        "deploy",
+        "build-all",
+        "rollback",
+        "provision",
+        "hosts",
+    ] {
+        assert_eq!(apps[app]["type"], "app", "{app}");
+        assert!(
+            apps[app]["program"]
+                .as_str()
+                .unwrap()
+                .starts_with("/nix/store/")
+        );
+    }
+    for attr in [
+        format!("devShells.{SYSTEM}.default"),
+        format!("formatter.{SYSTEM}"),
+        format!("packages.{SYSTEM}.default"),
+    ] {
+        let d = t.eval_ok(&attr, "d: d.drvPath");
+        assert!(d.as_str().unwrap().ends_with(".drv"), "{attr}: {d}");
+    }
+    // nixosModules.default is the deployment module alone.
+    let m = t.eval_ok("nixosModules", "m: builtins.mapAttrs (_: toString) m");
+    assert!(
+        m["default"]
+            .as_str()
+            .unwrap()
+            .ends_with("/modules/deployment.nix"),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_tier_fails_on_a_wrong_type_a_misspelt_option_a_missing_unit_and_a_throwing_placeholder() {
+    // A wrong option type: nixpkgs declares networking.useDHCP a bool.
+    let Some(t) = Tier::new() else { return };
+    t.edit(
+        "hosts/ovh-vps/default.nix",
+        "networking.useDHCP = true;",
+        "networking.useDHCP = \"yes\";",
+    );
+    let e = t.host_report("ovh-vps").unwrap_err();
+    assert!(
+        e.contains("networking.useDHCP") && e.contains("is not of type"),
+        "{e}"
+    );
+
+    // A misspelt option does not exist.
+    let Some(t) = Tier::new() else { return };
+    t.edit(
+        "hosts/ovh-vps/default.nix",
+        "networking.useDHCP = true;",
+        "networking.useDHCP = true;\n  services.opensh.enable = true;",
+    );
+    let e = t.host_report("ovh-vps").unwrap_err();
+    assert!(
+        e.contains("services.opensh") && e.contains("does not exist"),
+        "{e}"
+    );
+
+    // A health check naming a unit the host does not have.
+    let Some(t) = Tier::new() else { return };
+    t.edit(
+        "hosts/ovh-vps/default.nix",
+        "healthChecks.services = [ \"sshd.service\" ];",
+        "healthChecks.services = [ \"sshd.service\" \"nginx.service\" ];",
+    );
+    let r = t.host_report("ovh-vps").unwrap();
+    assert_eq!(
+        r["units"]["missing"],
+        json!([{ "by": "pantheros.deployment.healthChecks.services", "unit": "nginx.service" }])
+    );
+
+    // A VM test waiting for a unit its node lacks.
+    let Some(t) = Tier::new() else { return };
+    t.edit(
+        "tests/vm/deploy.nix",
+        "target.wait_for_unit(\"sshd.service\")",
+        "target.wait_for_unit(\"sshd.service\")\n    target.wait_for_unit(\"nginx.service\")",
+    );
+    let r = t.eval_ok(&format!("checks.{SYSTEM}.deploy"), "c: c.report");
+    let absent: Vec<&Value> = r["waits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["exists"] == false)
+        .collect();
+    assert_eq!(
+        absent,
+        [&json!({ "node": "target", "unit": "nginx.service", "exists": false })]
+    );
+
+    // A placeholder written the old way (a throw, not an example value)
+    // stops the evaluation again: the tier catches it.
+    let Some(t) = Tier::new() else { return };
+    t.edit(
+        "hosts/flashpods-network.nix",
+        "publicKey = \"EXAMPLEyogaPublicKeyReplaceMe00000000000000=\";",
+        "publicKey = throw \"set peers.yoga.publicKey\";",
+    );
+    let e = t.host_report("hetzner-vps").unwrap_err();
+    assert!(e.contains("set peers.yoga.publicKey"), "{e}");
+}

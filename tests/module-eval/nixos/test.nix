@@ -1,0 +1,91 @@
+# Stand-in for nixpkgs' testers.runNixOSTest (nixos/lib/testing/): every
+# node is evaluated as a NixOS system with the options the test framework
+# adds (nixos/modules/virtualisation/qemu-vm.nix, declared typed here), and
+# the test script is kept so the flake tier can check that every unit it
+# waits for exists on its node. The result is a derivation that is
+# evaluated, never built (a VM test needs KVM and nixpkgs).
+{
+  lib,
+  pkgs,
+  nixosSystem,
+}:
+{
+  name,
+  nodes,
+  testScript,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+  opt =
+    type: default:
+    mkOption {
+      inherit type default;
+      description = "stand-in";
+    };
+  qemuVm = {
+    options.virtualisation = {
+      memorySize = opt types.ints.positive 1024;
+      cores = opt types.ints.positive 1;
+      diskSize = opt types.ints.positive 1024;
+      writableStore = opt types.bool true;
+      graphics = opt types.bool true;
+      vlans = opt (types.listOf types.ints.unsigned) [ 1 ];
+    };
+    # qemu-vm.nix mounts the root file system and boots without a loader.
+    config = {
+      fileSystems."/" = lib.mkOverride 10 {
+        device = "tmpfs";
+        fsType = "tmpfs";
+      };
+      boot.loader.grub.device = lib.mkOverride 10 "nodev";
+    };
+  };
+  evaluated = builtins.mapAttrs (
+    nodeName: module:
+    nixosSystem {
+      modules = [
+        module
+        qemuVm
+        {
+          networking.hostName = lib.mkDefault nodeName;
+          nixpkgs.hostPlatform = lib.mkDefault pkgs.system;
+        }
+      ];
+    }
+  ) nodes;
+  script = if builtins.isFunction testScript then testScript { nodes = builtins.mapAttrs (_: n: n.config) evaluated; } else testScript;
+  # `node.wait_for_unit("unit")` calls in the script, as [ node unit ].
+  waits = lib.concatMap (
+    line:
+    let
+      m = builtins.match ''[[:space:]]*([A-Za-z0-9_]+)\.wait_for_unit\("([^"]+)".*'' line;
+    in
+    lib.optional (m != null) m
+  ) (lib.splitString "\n" script);
+in
+derivation {
+  inherit name;
+  inherit (pkgs) system;
+  builder = "/bin/sh";
+  args = [
+    "-c"
+    "echo 'stand-in VM test: evaluated, never run' >&2; exit 1"
+  ];
+}
+// {
+  nodes = evaluated;
+  testScript = script;
+  report = {
+    nodes = builtins.mapAttrs (_: n: n.report) evaluated;
+    waits = map (w: {
+      node = builtins.elemAt w 0;
+      unit = builtins.elemAt w 1;
+      exists =
+        let
+          n = builtins.elemAt w 0;
+        in
+        evaluated ? ${n} && builtins.elem (builtins.elemAt w 1) evaluated.${n}.report.units.known;
+    }) waits;
+  };
+}
