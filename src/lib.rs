@@ -13,4 +13,4 @@ pub mod nix;
 pub mod provision;
 pub mod report;
 pub mod runner;
-pub mod transport;
+pub mod target;

@@ -273,9 +273,9 @@ async fn rollback(
     let (host, default_logs) = flake_host(flake, cwd, args.host.as_deref()).await?;
     let log_dir = args.log_dir.clone().unwrap_or(default_logs);
     if args.list {
-        let control = pantheros::transport::control_dir()
+        let control = pantheros::target::control_dir()
             .map_err(|e| Error::io("creating the SSH control directory", e))?;
-        let target = pantheros::transport::Target::for_host(&host, &control, false);
+        let target = pantheros::target::Target::for_host(&host, &control, false);
         let log = pantheros::report::log::HostLog::discard()
             .map_err(|e| Error::io("opening /dev/null", e))?;
         let res =

@@ -99,24 +99,12 @@ pub fn diff(before: &Closure, after: &Closure) -> Diff {
     d
 }
 
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 fn signed_size(delta: i128) -> String {
     let sign = if delta < 0 { "-" } else { "+" };
-    format!("{sign}{}", human_size(delta.unsigned_abs() as u64))
+    format!(
+        "{sign}{}",
+        crate::report::human_size(delta.unsigned_abs() as u64)
+    )
 }
 
 impl Diff {
@@ -165,8 +153,8 @@ impl Diff {
         }
         s.push_str(&format!(
             "  closure: {} -> {} ({}); {} paths added, {} removed\n",
-            human_size(self.size_before),
-            human_size(self.size_after),
+            crate::report::human_size(self.size_before),
+            crate::report::human_size(self.size_after),
             signed_size(self.size_after as i128 - self.size_before as i128),
             self.paths_added,
             self.paths_removed
@@ -255,9 +243,9 @@ mod tests {
 
     #[test]
     fn sizes_render_human() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(crate::report::human_size(512), "512 B");
+        assert_eq!(crate::report::human_size(1536), "1.5 KiB");
+        assert_eq!(crate::report::human_size(3 * 1024 * 1024 * 1024), "3.0 GiB");
         assert_eq!(signed_size(-2048), "-2.0 KiB");
     }
 

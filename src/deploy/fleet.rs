@@ -12,7 +12,7 @@ use super::{HostResult, HostRun, Mode, Options, Outcome, StageError, say};
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
-use crate::transport::{self, Target};
+use crate::target::{self, Target};
 
 pub struct FleetArgs {
     pub yes: bool,
@@ -63,7 +63,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Deploy `hosts` (already evaluated with their drvPaths).
 pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs) -> i32 {
     let opts = Arc::new(opts);
-    let control = match transport::control_dir() {
+    let control = match target::control_dir() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: could not create a directory for SSH control sockets: {e}");

@@ -13,14 +13,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::{CommandFailure, exit};
+use crate::error::exit;
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
 use crate::runner::Cmd;
-use crate::transport::Target;
+use crate::target::Target;
 pub use fleet::write_atomic;
-pub use target::{Generation, parse_generations};
 
 /// How far the pipeline goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,70 +134,8 @@ pub struct Outcome {
     pub started: String,
 }
 
-/// A failure inside a stage: a message plus, where there is one, the command.
-#[derive(Debug, Clone)]
-pub struct StageError {
-    pub message: String,
-    pub failure: Option<CommandFailure>,
-    pub hint: Option<String>,
-}
-
-impl StageError {
-    pub fn new(message: impl Into<String>) -> Self {
-        StageError {
-            message: message.into(),
-            failure: None,
-            hint: None,
-        }
-    }
-    pub fn cmd(message: impl Into<String>, f: CommandFailure) -> Self {
-        StageError {
-            message: message.into(),
-            failure: Some(f),
-            hint: None,
-        }
-    }
-    pub fn hint(mut self, h: impl Into<String>) -> Self {
-        self.hint = Some(h.into());
-        self
-    }
-    /// As a top-level error.
-    pub fn into_error(self) -> crate::error::Error {
-        crate::error::Error::Coded {
-            code: crate::error::exit::FAILED_NOTHING_CHANGED,
-            message: self.message,
-            failure: self.failure.map(Box::new),
-            hint: self.hint,
-        }
-    }
-
-    /// The full text: message, command, result, last lines, hint.
-    pub fn render(&self) -> String {
-        let mut s = self.message.clone();
-        if let Some(f) = &self.failure {
-            s.push_str(&format!(
-                "\n  command: {}\n  result:  {}",
-                crate::report::shorten_argv(&f.argv),
-                f.how
-            ));
-            if !f.tail.is_empty() {
-                s.push_str("\n  output (last lines):");
-                for l in &f.tail {
-                    s.push_str(&format!("\n    {l}"));
-                }
-            }
-        }
-        if let Some(h) = &self.hint {
-            s.push_str(&format!("\n  hint: {h}"));
-        }
-        s
-    }
-}
-
-/// Progress lines on stderr, prefixed with the host name.
-pub fn say(host: &str, msg: &str) {
-    eprintln!("{} {msg}", crate::report::paint("1", &format!("[{host}]")));
-}
+pub use crate::error::StageError;
+pub use crate::report::say;
 
 /// One host going through the pipeline.
 pub struct HostRun {

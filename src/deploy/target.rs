@@ -4,141 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::{HostResult, HostRun, Mode, StageError, diff, say};
+use crate::generations::{self, Generation};
+use crate::target::protocol::{Status, exits, section};
+use crate::target::scripts::{self, Activation, HealthArgs};
 
-const ACTIVATE_SH: &str = include_str!("../activate/activate.sh");
+/// Where the target keeps pantheros' state: the lock and one directory per run.
 pub const STATE_DIR: &str = "/run/pantheros";
-pub const LOCK_EXIT: i32 = 75;
-
-/// One line of `nix-env --list-generations`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Generation {
-    pub number: u64,
-    pub date: String,
-    pub current: bool,
-}
-
-/// Parse `nix-env --list-generations`, from the right: the number is the
-/// first field, `(current)` the optional last, the date what is between.
-pub fn parse_generations(out: &str) -> Vec<Generation> {
-    out.lines()
-        .filter_map(|line| {
-            let mut words: Vec<&str> = line.split_whitespace().collect();
-            if words.is_empty() {
-                return None;
-            }
-            let current = words.last() == Some(&"(current)");
-            if current {
-                words.pop();
-            }
-            let number = words.first()?.parse().ok()?;
-            Some(Generation {
-                number,
-                date: words[1..].join(" "),
-                current,
-            })
-        })
-        .collect()
-}
-
-const PREFLIGHT_SH: &str = r#"
-set -u
-state=$1 profile=$2 top=$3 who=$4
-mkdir -p "$state"
-if ! mkdir "$state/lock" 2>/dev/null; then
-  echo "LOCKED $(cat "$state/lock/owner" 2>/dev/null || echo 'unknown holder')"
-  exit 75
-fi
-echo "$who since $(date -Is)" > "$state/lock/owner"
-if [ -n "$top" ]; then
-  if [ ! -e "$top/nixos-version" ] || [ ! -x "$top/bin/switch-to-configuration" ]; then
-    rm -rf "$state/lock"
-    echo "NOT-A-SYSTEM $top"
-    exit 76
-  fi
-fi
-echo "== generations"
-nix-env -p "$profile" --list-generations 2>/dev/null
-echo "== system"
-readlink -f "$profile" 2>/dev/null || true
-echo "== systemd"
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then echo yes; else echo no; fi
-"#;
-
-const CLOSURES_SH: &str = r#"
-for spec in "old=$1" "new=$2"; do
-  name=${spec%%=*} p=${spec#*=}
-  echo "== $name"
-  [ -n "$p" ] && [ -e "$p" ] || continue
-  paths=$(nix-store -qR "$p") || exit 1
-  sizes=$(nix-store -q --size $paths) || exit 1
-  printf '%s\n' "$paths" > /tmp/.pantheros-paths.$$
-  printf '%s\n' "$sizes" | paste /tmp/.pantheros-paths.$$ -
-  rm -f /tmp/.pantheros-paths.$$
-done
-"#;
-
-const LAUNCH_SH: &str = r#"
-set -u
-dir=$1; shift
-unit=$1; shift
-mkdir -p "$dir"
-rm -f "$dir/status" "$dir/confirm"
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-  systemd-run --unit="$unit" --description="pantheros activation" --collect --quiet \
-    --property=KillMode=process -- /bin/sh -c "$@" || exit $?
-else
-  setsid -f /bin/sh -c "$@" </dev/null >/dev/null 2>&1 || exit $?
-fi
-echo launched
-"#;
-
-const HEALTH_SH: &str = r#"
-systemd=$1; shift
-section=
-fail=0
-if [ "$systemd" = yes ]; then
-  state=$(timeout 30 systemctl is-system-running --wait 2>/dev/null)
-  [ -n "$state" ] || state=unknown
-  if [ "$state" != running ]; then
-    echo "system is $state"
-    systemctl --failed --no-legend --plain 2>/dev/null | awk '{ print "  failed unit: " $1 }'
-    fail=1
-  fi
-fi
-for a in "$@"; do
-  case "$a" in
-  --services|--http|--commands) section=$a; continue ;;
-  esac
-  case "$section" in
-  --services)
-    if ! systemctl is-active --quiet "$a"; then echo "service $a is $(systemctl is-active "$a" 2>/dev/null)"; fail=1; fi ;;
-  --http)
-    if ! command -v curl >/dev/null 2>&1; then echo "http check $a: curl is not installed on the host"; fail=1; continue; fi
-    if ! code=$(curl -sS -o /dev/null -m 5 -w '%{http_code}' "$a" 2>&1) || [ "${code#2}" = "$code" ]; then
-      echo "http $a answered $code"; fail=1
-    fi ;;
-  --commands)
-    if ! out=$(sh -c "$a" 2>&1); then echo "command failed: $a: $(printf '%s' "$out" | tail -n 3)"; fail=1; fi ;;
-  esac
-done
-exit $fail
-"#;
-
-fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
-    let mut lines = vec![];
-    let mut inside = false;
-    for l in out.lines() {
-        if let Some(n) = l.strip_prefix("== ") {
-            inside = n.trim() == name;
-        } else if inside {
-            lines.push(l);
-        }
-    }
-    lines
-}
 
 impl HostRun {
     fn state_dir(&self) -> String {
@@ -157,13 +29,13 @@ impl HostRun {
             std::process::id()
         );
         let cmd = self.target.root_script(
-            PREFLIGHT_SH,
-            &[
-                STATE_DIR.into(),
-                self.host.deployment.profile.clone(),
-                self.outcome.toplevel.clone().unwrap_or_default(),
-                who,
-            ],
+            &scripts::PREFLIGHT,
+            &scripts::preflight_args(
+                STATE_DIR,
+                &self.host.deployment.profile,
+                self.outcome.toplevel.as_deref().unwrap_or_default(),
+                &who,
+            ),
         );
         let out =
             self.log.run(&cmd).await.map_err(|f| {
@@ -171,14 +43,14 @@ impl HostRun {
             })?;
         match out.code {
             Some(0) => {}
-            Some(LOCK_EXIT) => {
+            Some(exits::LOCKED) => {
                 let holder = out.stdout.trim().trim_start_matches("LOCKED ").to_string();
                 return Err(StageError::new(format!("another deployment holds the lock on this host: {holder}"))
                     .hint(format!(
                         "wait for it to finish; if it died, remove {STATE_DIR}/lock on the host (or pass --break-lock)"
                     )));
             }
-            Some(76) => {
+            Some(exits::NOT_A_SYSTEM) => {
                 return Err(StageError::new(format!(
                     "{} is not a NixOS system (no nixos-version or bin/switch-to-configuration)",
                     self.outcome.toplevel.as_deref().unwrap_or("?")
@@ -188,7 +60,7 @@ impl HostRun {
             _ => {
                 let f = crate::runner::failure_of(&cmd, &out);
                 let mut e = StageError::cmd("the preflight checks failed on the target", f);
-                if crate::transport::needs_password(&out.stderr) {
+                if crate::target::needs_password(&out.stderr) {
                     e = e.hint(format!(
                         "{} needs a password on {}: allow it without one (e.g. `security.sudo.wheelNeedsPassword = false` \
                          or a NOPASSWD rule for {}), or deploy as root",
@@ -207,7 +79,7 @@ impl HostRun {
             }
         }
         self.locked = true;
-        let gens = parse_generations(&section(&out.stdout, "generations").join("\n"));
+        let gens = generations::parse(&section(&out.stdout, "generations").join("\n"));
         self.outcome.generation_before = gens.iter().find(|g| g.current).map(|g| g.number);
         self.outcome.system_before = section(&out.stdout, "system")
             .first()
@@ -254,11 +126,11 @@ impl HostRun {
     pub async fn diff(&mut self) -> Result<(), StageError> {
         let t = Instant::now();
         let cmd = self.target.root_script(
-            CLOSURES_SH,
-            &[
-                self.outcome.system_before.clone().unwrap_or_default(),
-                self.outcome.toplevel.clone().unwrap_or_default(),
-            ],
+            &scripts::CLOSURES,
+            &scripts::closures_args(
+                self.outcome.system_before.as_deref(),
+                self.outcome.toplevel.as_deref().unwrap_or_default(),
+            ),
         );
         let out = self
             .log
@@ -280,31 +152,26 @@ impl HostRun {
             && self.outcome.system_before == self.outcome.toplevel
     }
 
-    async fn read_status(&self, fresh: bool) -> Option<String> {
-        let script = "cat \"$1/status\" 2>/dev/null || true";
+    /// The activation's status; `None` when the host could not be asked.
+    async fn read_status(&self, fresh: bool) -> Option<Status> {
+        let args = scripts::dir_args(&self.state_dir());
         let cmd = if fresh {
-            self.target.fresh_root_script(script, &[self.state_dir()])
+            self.target.fresh_root_script(&scripts::STATUS, &args)
         } else {
             self.target
-                .root_script(script, &[self.state_dir()])
+                .root_script(&scripts::STATUS, &args)
                 .timeout(Duration::from_secs(20))
         };
         match self.log.run(&cmd).await {
-            Ok(o) if o.success() => Some(o.stdout.trim().to_string()),
+            Ok(o) if o.success() => Some(Status::parse(&o.stdout)),
             _ => None,
         }
     }
 
-    async fn launch(&mut self, argv: Vec<String>) -> Result<(), StageError> {
+    async fn launch(&mut self, what: &Activation) -> Result<(), StageError> {
         let unit = format!("pantheros-{}-{}", self.opts.run_id, self.host.name);
-        let mut args = vec![
-            self.state_dir(),
-            unit,
-            ACTIVATE_SH.to_string(),
-            "activate.sh".into(),
-        ];
-        args.extend(argv);
-        let cmd = self.target.root_script(LAUNCH_SH, &args);
+        let args = scripts::launch_args(&self.state_dir(), &unit, what);
+        let cmd = self.target.root_script(&scripts::LAUNCH, &args);
         self.log
             .run_ok(&cmd)
             .await
@@ -312,18 +179,20 @@ impl HostRun {
         Ok(())
     }
 
-    /// Wait for the watchdog's status to reach one of `until` (or a final
-    /// state). `fresh` polls over new connections (the master may be gone).
-    async fn wait_status(&self, until: &[&str], deadline: Duration, fresh: bool) -> Option<String> {
+    /// Wait until the watchdog's status satisfies `until` or is final.
+    /// `fresh` polls over new connections (the master may be gone). `None`:
+    /// the host could not be asked at all within `deadline`.
+    async fn wait_status(
+        &self,
+        until: impl Fn(&Status) -> bool,
+        deadline: Duration,
+        fresh: bool,
+    ) -> Option<Status> {
         let start = Instant::now();
         let mut last = None;
         while start.elapsed() < deadline {
             if let Some(s) = self.read_status(fresh).await {
-                if until.iter().any(|u| s.starts_with(u))
-                    || s.starts_with("rolled-back")
-                    || s.starts_with("rollback-failed")
-                    || s.starts_with("failed")
-                {
+                if until(&s) || s.is_final() {
                     return Some(s);
                 }
                 last = Some(s);
@@ -341,28 +210,20 @@ impl HostRun {
         let magic = self.magic();
         let goal = self.opts.goal;
         say(&self.host.name, &format!("activating ({})", goal.as_str()));
-        self.launch(vec![
-            "activate".into(),
-            self.state_dir(),
-            d.profile.clone(),
-            self.outcome.toplevel.clone().unwrap_or_default(),
-            goal.as_str().into(),
-            if magic { "1".into() } else { "0".into() },
-            d.confirm_timeout.to_string(),
-            d.activation_timeout.to_string(),
-            if d.rollback_on_failed_units {
-                "1".into()
-            } else {
-                "0".into()
-            },
-            self.switch_generation
-                .map(|g| g.to_string())
-                .unwrap_or_default(),
-        ])
+        self.launch(&Activation::Activate {
+            profile: d.profile.clone(),
+            toplevel: self.outcome.toplevel.clone().unwrap_or_default(),
+            goal: goal.as_str().into(),
+            magic,
+            confirm_timeout: d.confirm_timeout,
+            activation_timeout: d.activation_timeout,
+            fail_on_units: d.rollback_on_failed_units,
+            generation: self.switch_generation,
+        })
         .await?;
         let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
         let status = self
-            .wait_status(&["awaiting-confirm", "confirmed", "done"], budget, false)
+            .wait_status(|s| matches!(s, Status::AwaitingConfirm), budget, false)
             .await;
         let status = match status {
             Some(s) => s,
@@ -371,48 +232,53 @@ impl HostRun {
                 return self.recover_unreachable(t).await;
             }
         };
-        if let Some(reason) = status.strip_prefix("failed ") {
-            self.outcome.result = HostResult::Failed;
-            return Err(StageError::new(format!(
-                "activation did not start: {reason}"
-            )));
-        }
-        if status.starts_with("rolled-back") || status.starts_with("rollback-failed") {
-            return self.finish_rollback(status, t).await;
-        }
-        if status.starts_with("awaiting-confirm") {
-            // The reachability proof: a NEW connection must get in.
-            let confirm = self
-                .target
-                .fresh_root_script("touch \"$1/confirm\"", &[self.state_dir()]);
-            let mut ok = false;
-            let until =
-                Instant::now() + Duration::from_secs(d.confirm_timeout.saturating_sub(2).max(1));
-            while Instant::now() < until {
-                if matches!(self.log.run(&confirm).await, Ok(o) if o.success()) {
-                    ok = true;
-                    break;
+        match status {
+            Status::Failed(reason) => {
+                self.outcome.result = HostResult::Failed;
+                return Err(StageError::new(format!(
+                    "activation did not start: {reason}"
+                )));
+            }
+            Status::RolledBack(_) | Status::RollbackFailed(_) => {
+                return self.finish_rollback(status, t).await;
+            }
+            Status::AwaitingConfirm => {
+                // The reachability proof: a NEW connection must get in.
+                let confirm = self
+                    .target
+                    .fresh_root_script(&scripts::CONFIRM, &scripts::dir_args(&self.state_dir()));
+                let mut ok = false;
+                let until = Instant::now()
+                    + Duration::from_secs(d.confirm_timeout.saturating_sub(2).max(1));
+                while Instant::now() < until {
+                    if matches!(self.log.run(&confirm).await, Ok(o) if o.success()) {
+                        ok = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                if !ok {
+                    return self.recover_unreachable(t).await;
+                }
+                let s = self
+                    .wait_status(
+                        |s| matches!(s, Status::Confirmed),
+                        Duration::from_secs(d.confirm_timeout + 10),
+                        false,
+                    )
+                    .await
+                    .unwrap_or(Status::None);
+                if s != Status::Confirmed {
+                    return self.finish_rollback(s, t).await;
+                }
+                say(
+                    &self.host.name,
+                    "reachable over a fresh SSH connection: confirmed",
+                );
             }
-            if !ok {
-                return self.recover_unreachable(t).await;
-            }
-            let s = self
-                .wait_status(
-                    &["confirmed"],
-                    Duration::from_secs(d.confirm_timeout + 10),
-                    false,
-                )
-                .await
-                .unwrap_or_default();
-            if !s.starts_with("confirmed") {
-                return self.finish_rollback(s, t).await;
-            }
-            say(
-                &self.host.name,
-                "reachable over a fresh SSH connection: confirmed",
-            );
+            Status::Confirmed | Status::Done => {}
+            // Not final, and the wait is over: the host is mid-change.
+            other => return self.finish_rollback(other, t).await,
         }
         self.timed("activate", t);
         // Health.
@@ -457,19 +323,20 @@ impl HostRun {
         );
         let s = self
             .wait_status(
-                &["rolled-back"],
+                |s| matches!(s, Status::RolledBack(_)),
                 Duration::from_secs(d.confirm_timeout + 30),
                 true,
             )
             .await
-            .unwrap_or_default();
+            .unwrap_or(Status::None);
         self.finish_rollback(s, t).await
     }
 
-    async fn finish_rollback(&mut self, status: String, t: Instant) -> Result<(), StageError> {
+    async fn finish_rollback(&mut self, status: Status, t: Instant) -> Result<(), StageError> {
         self.timed("activate", t);
-        if let Some(reason) = status.strip_prefix("rolled-back ") {
-            self.outcome.rollback_reason = Some(reason.to_string());
+        if let Status::RolledBack(reason) = &status {
+            let reason = reason.clone();
+            self.outcome.rollback_reason = Some(reason.clone());
             let now = self.current_system().await;
             self.outcome.generation_after = self.current_generation().await;
             self.outcome.system_after = now.clone();
@@ -483,10 +350,13 @@ impl HostRun {
             self.outcome.result = HostResult::RolledBack;
             return Err(StageError::new(format!("rolled back: {reason}")));
         }
-        let reason = status
-            .strip_prefix("rollback-failed ")
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("lost contact with the host (last status: {status:?})"));
+        let reason = match status {
+            Status::RollbackFailed(r) => r,
+            other => format!(
+                "lost contact with the host (last status: {})",
+                other.describe()
+            ),
+        };
         self.outcome.rollback_reason = Some(reason.clone());
         self.outcome.result = HostResult::RollbackFailed;
         Err(StageError::new(format!("rollback failed: {reason}"))
@@ -497,18 +367,16 @@ impl HostRun {
     pub async fn rollback(&mut self, reason: String) -> Result<(), StageError> {
         let t = Instant::now();
         let unit = format!("pantheros-{}-{}-rollback", self.opts.run_id, self.host.name);
-        let args = vec![
-            self.state_dir(),
-            unit,
-            ACTIVATE_SH.to_string(),
-            "activate.sh".into(),
-            "rollback".into(),
-            self.state_dir(),
-            self.host.deployment.profile.clone(),
-            self.opts.goal.as_str().into(),
-            reason,
-        ];
-        let cmd = self.target.root_script(LAUNCH_SH, &args);
+        let args = scripts::launch_args(
+            &self.state_dir(),
+            &unit,
+            &Activation::Rollback {
+                profile: self.host.deployment.profile.clone(),
+                goal: self.opts.goal.as_str().into(),
+                reason,
+            },
+        );
+        let cmd = self.target.root_script(&scripts::LAUNCH, &args);
         if let Err(f) = self.log.run_ok(&cmd).await {
             self.outcome.result = HostResult::RollbackFailed;
             return Err(
@@ -518,43 +386,33 @@ impl HostRun {
         }
         let s = self
             .wait_status(
-                &["rolled-back"],
+                |s| matches!(s, Status::RolledBack(_)),
                 Duration::from_secs(self.host.deployment.activation_timeout + 30),
                 false,
             )
             .await
-            .unwrap_or_default();
+            .unwrap_or(Status::None);
         self.finish_rollback(s, t).await
     }
 
     /// Run the health checks until they pass or the host's timeout ends.
     async fn health(&mut self) -> Result<(), String> {
         let hc = self.host.deployment.health_checks.clone();
-        let mut args = vec![if self.systemd {
-            "yes".into()
-        } else {
-            "no".into()
-        }];
-        if !hc.services.is_empty() {
-            args.push("--services".into());
-            args.extend(hc.services.iter().cloned());
-        }
-        if !hc.http.is_empty() {
-            args.push("--http".into());
-            args.extend(hc.http.iter().cloned());
-        }
-        if !hc.commands.is_empty() {
-            args.push("--commands".into());
-            args.extend(hc.commands.iter().cloned());
-        }
-        if !self.systemd && args.len() == 1 {
+        let checks = HealthArgs {
+            systemd: self.systemd,
+            services: hc.services.clone(),
+            http: hc.http.clone(),
+            commands: hc.commands.clone(),
+        };
+        if checks.is_empty() {
             return Ok(());
         }
+        let args = scripts::health_args(&checks);
         let deadline = Instant::now() + Duration::from_secs(hc.timeout);
         loop {
             let cmd = self
                 .target
-                .root_script(HEALTH_SH, &args)
+                .root_script(&scripts::HEALTH, &args)
                 .timeout(Duration::from_secs(60));
             let last = match self.log.run(&cmd).await {
                 Ok(o) if o.success() => {
@@ -572,17 +430,31 @@ impl HostRun {
     }
 
     pub async fn current_generation(&self) -> Option<u64> {
-        let cmd = self.target.root_cmd(&[
-            "nix-env".into(),
-            "-p".into(),
-            self.host.deployment.profile.clone(),
-            "--list-generations".into(),
-        ]);
+        let cmd = self.target.root_script(
+            &scripts::GENERATIONS,
+            &scripts::generations_args(&self.host.deployment.profile, false),
+        );
         let out = self.log.run(&cmd).await.ok()?;
-        parse_generations(&out.stdout)
+        generations::parse(&out.stdout)
             .into_iter()
             .find(|g| g.current)
             .map(|g| g.number)
+    }
+
+    /// Rollback: find the generation to return to and make it the toplevel.
+    pub async fn choose_generation(&mut self) -> Result<(), StageError> {
+        let gens: Vec<Generation> = generations::list(
+            &self.target,
+            &self.log,
+            &self.host.deployment.profile,
+            false,
+        )
+        .await?;
+        let g = generations::choose(&gens, self.opts.rollback_to)?.clone();
+        generations::say_choice(&self.host.name, &gens, &g);
+        self.outcome.toplevel = Some(g.system);
+        self.switch_generation = Some(g.number);
+        Ok(())
     }
 
     pub async fn current_system(&self) -> Option<String> {
@@ -646,33 +518,4 @@ pub fn console_hint(host: &str) -> String {
          `nix-env -p /nix/var/nix/profiles/system --rollback && /nix/var/nix/profiles/system/bin/switch-to-configuration switch`; \
          if it does not boot, pick an older generation in the boot menu"
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generations_parse_from_the_right() {
-        let out = "   1   2026-11-22 01:46:06   \n   2   2026-11-22 01:46:06   \n  13   2026-11-22 01:46:07   (current)\n";
-        let g = parse_generations(out);
-        assert_eq!(g.len(), 3);
-        assert_eq!(
-            g[2],
-            Generation {
-                number: 13,
-                date: "2026-11-22 01:46:07".into(),
-                current: true
-            }
-        );
-        assert!(!g[0].current);
-        assert!(parse_generations("").is_empty());
-    }
-
-    #[test]
-    fn sections_split() {
-        let out = "== generations\n 1 x (current)\n== system\n/nix/store/abc\n== systemd\nno\n";
-        assert_eq!(section(out, "system"), vec!["/nix/store/abc"]);
-        assert_eq!(section(out, "systemd"), vec!["no"]);
-    }
 }

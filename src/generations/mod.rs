@@ -3,14 +3,15 @@
 
 use serde::Serialize;
 
-use crate::deploy::{HostRun, StageError};
+use crate::error::StageError;
 use crate::report::log::HostLog;
-use crate::transport::Target;
+use crate::target::protocol::exits;
+use crate::target::{Target, scripts};
 
 /// One generation, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GenInfo {
+pub struct Generation {
     pub number: u64,
     /// The host's local time, as nix-env prints it.
     pub date: String,
@@ -26,37 +27,16 @@ pub struct GenInfo {
     pub closure_size: Option<u64>,
 }
 
-const GENERATIONS_SH: &str = r#"
-profile=$1 sizes=$2
-if [ ! -e "$profile" ] && [ ! -L "$profile" ]; then
-  echo "NO-PROFILE"
-  exit 3
-fi
-nix-env -p "$profile" --list-generations | while read -r n d t cur; do
-  sys=$(readlink -f "$profile-$n-link" 2>/dev/null)
-  present=no
-  [ -n "$sys" ] && [ -e "$sys" ] && present=yes
-  ver=
-  [ "$present" = yes ] && [ -r "$sys/nixos-version" ] && ver=$(head -n 1 "$sys/nixos-version")
-  size=
-  if [ "$sizes" = yes ] && [ "$present" = yes ]; then
-    size=$(nix-store -q --size $(nix-store -qR "$sys") | awk '{ s += $1 } END { print s }')
-  fi
-  printf 'GEN\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$d" "$t" "$cur" "$sys" "$present" "$ver" "$size"
-done
-"#;
-
-/// Exit status of the listing script when the profile does not exist.
-pub const NO_PROFILE: i32 = 3;
-
-pub fn parse(out: &str) -> Vec<GenInfo> {
+/// Parse generations.sh's (and preflight.sh's) GEN lines: the one parser
+/// of a host's generations.
+pub fn parse(out: &str) -> Vec<Generation> {
     out.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             if f.len() < 8 || f[0] != "GEN" {
                 return None;
             }
-            Some(GenInfo {
+            Some(Generation {
                 number: f[1].parse().ok()?,
                 date: f[2].to_string(),
                 current: f[3] == "(current)",
@@ -75,19 +55,16 @@ pub async fn list(
     log: &HostLog,
     profile: &str,
     sizes: bool,
-) -> Result<Vec<GenInfo>, StageError> {
+) -> Result<Vec<Generation>, StageError> {
     let cmd = target.root_script(
-        GENERATIONS_SH,
-        &[
-            profile.to_string(),
-            if sizes { "yes".into() } else { "no".into() },
-        ],
+        &scripts::GENERATIONS,
+        &scripts::generations_args(profile, sizes),
     );
     let out = log
         .run(&cmd)
         .await
         .map_err(|f| StageError::cmd("listing generations failed", f))?;
-    if out.code == Some(NO_PROFILE) {
+    if out.code == Some(exits::NO_PROFILE) {
         return Err(StageError::new(format!(
             "the profile {profile} does not exist on {}",
             if target.is_local() {
@@ -105,7 +82,7 @@ pub async fn list(
             "listing generations failed",
             crate::runner::failure_of(&cmd, &out),
         );
-        if crate::transport::needs_password(&out.stderr) {
+        if crate::target::needs_password(&out.stderr) {
             e = e.hint("sudo wants a password on the target: allow the deploy user to run it without one (NOPASSWD)");
         }
         return Err(e);
@@ -115,7 +92,7 @@ pub async fn list(
 
 /// Which generation to return to: `to`, or the newest one older than the
 /// current one (what `nix-env --rollback` picks).
-pub fn choose(gens: &[GenInfo], to: Option<u64>) -> Result<&GenInfo, StageError> {
+pub fn choose(gens: &[Generation], to: Option<u64>) -> Result<&Generation, StageError> {
     let current = gens.iter().find(|g| g.current);
     let numbers = || {
         gens.iter()
@@ -155,38 +132,21 @@ pub fn choose(gens: &[GenInfo], to: Option<u64>) -> Result<&GenInfo, StageError>
     Ok(chosen)
 }
 
-impl HostRun {
-    /// Rollback: find the generation to return to and make it the toplevel.
-    pub async fn choose_generation(&mut self) -> Result<(), StageError> {
-        let gens = list(
-            &self.target,
-            &self.log,
-            &self.host.deployment.profile,
-            false,
-        )
-        .await?;
-        let g = choose(&gens, self.opts.rollback_to)?.clone();
-        say_choice(&self.host.name, &gens, &g);
-        self.outcome.toplevel = Some(g.system);
-        self.switch_generation = Some(g.number);
-        Ok(())
-    }
-}
-
-fn say_choice(host: &str, gens: &[GenInfo], to: &GenInfo) {
+/// Say which generation a rollback goes to.
+pub fn say_choice(host: &str, gens: &[Generation], to: &Generation) {
     let from = gens
         .iter()
         .find(|g| g.current)
         .map(|g| g.number.to_string())
         .unwrap_or("?".into());
-    crate::deploy::say(
+    crate::report::say(
         host,
         &format!("rolling back: generation {from} -> {}", to.number),
     );
 }
 
 /// The `--list` table.
-pub fn table(gens: &[GenInfo]) -> String {
+pub fn table(gens: &[Generation]) -> String {
     let rows: Vec<Vec<String>> = gens
         .iter()
         .map(|g| {
@@ -196,7 +156,7 @@ pub fn table(gens: &[GenInfo]) -> String {
                 if g.current { "*".into() } else { String::new() },
                 g.version.clone().unwrap_or_else(|| "-".into()),
                 g.closure_size
-                    .map(crate::deploy::diff::human_size)
+                    .map(crate::report::human_size)
                     .unwrap_or_else(|| "-".into()),
                 if g.present {
                     g.system.clone()
@@ -216,8 +176,8 @@ pub fn table(gens: &[GenInfo]) -> String {
 mod tests {
     use super::*;
 
-    fn g(n: u64, current: bool, present: bool) -> GenInfo {
-        GenInfo {
+    fn g(n: u64, current: bool, present: bool) -> Generation {
+        Generation {
             number: n,
             date: "2026-11-22 01:46:06".into(),
             current,

@@ -93,6 +93,27 @@ pub fn hosts_table(hosts: &[&Host]) -> String {
     out
 }
 
+/// Bytes in binary units (B, KiB, MiB, GiB).
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Progress lines on stderr, prefixed with the host name.
+pub fn say(host: &str, msg: &str) {
+    eprintln!("{} {msg}", paint("1", &format!("[{host}]")));
+}
+
 /// Print an error the way every pantheros error looks: the cause, the
 /// command and its last output lines, and what to do next.
 pub fn print_error(e: &Error) {

@@ -1,4 +1,6 @@
-//! Where commands run: the local machine, or a host over SSH.
+//! The target: where commands run (the local machine, or a host over
+//! SSH), the scripts that run there ([`scripts`]) and the protocol they
+//! speak with the deployer ([`protocol`]).
 //!
 //! SSH is the system `ssh` (it honours ~/.ssh/config, the agent and
 //! ProxyJump). All commands of one run share one ControlMaster connection
@@ -11,6 +13,11 @@ use std::time::Duration;
 
 use crate::inventory::Host;
 use crate::runner::{self, Cmd};
+
+pub mod protocol;
+pub mod scripts;
+
+pub use scripts::Script;
 
 #[derive(Debug, Clone)]
 pub enum Kind {
@@ -158,13 +165,14 @@ impl Target {
         self.wrap(argv, true, false)
     }
 
-    /// A shell script on the target, as root, with positional arguments.
-    pub fn root_script(&self, script: &str, args: &[String]) -> Cmd {
+    /// One of pantheros' target scripts, as root, with its arguments (built
+    /// by the script's argv builder in [`scripts`]).
+    pub fn root_script(&self, script: &Script, args: &[String]) -> Cmd {
         self.wrap(&script_argv(script, args), true, false)
     }
 
     /// Like [`Target::root_script`], over a new connection (no master).
-    pub fn fresh_root_script(&self, script: &str, args: &[String]) -> Cmd {
+    pub fn fresh_root_script(&self, script: &Script, args: &[String]) -> Cmd {
         self.wrap(&script_argv(script, args), true, true)
             .timeout(Duration::from_secs(15))
     }
@@ -184,13 +192,13 @@ impl Target {
     }
 }
 
-/// `sh -c SCRIPT pantheros ARGS…` ($0 names us in the script's errors).
-fn script_argv(script: &str, args: &[String]) -> Vec<String> {
+/// `sh -c TEXT NAME ARGS…` (the script's name is its $0, in its errors).
+fn script_argv(script: &Script, args: &[String]) -> Vec<String> {
     let mut argv = vec![
         "sh".to_string(),
         "-c".into(),
-        script.to_string(),
-        "pantheros".into(),
+        script.text(),
+        script.name.into(),
     ];
     argv.extend(args.iter().cloned());
     argv

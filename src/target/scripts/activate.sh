@@ -8,9 +8,11 @@
 #     of gaining a new one: that is how `pantheros rollback` activates)
 #   activate.sh rollback DIR PROFILE GOAL REASON
 #
-# Progress goes to DIR/status (one line, replaced atomically):
+# Progress goes to DIR/status (one line, replaced atomically); the words are
+# the ST_* constants of src/target/protocol.rs (sent in front of this script):
 #   activating | awaiting-confirm | confirmed | done
 #   failed <reason>            nothing changed (e.g. the profile could not be set)
+#   rolling-back <reason>      going back to the previous generation
 #   rolled-back <reason>       the previous generation is active again
 #   rollback-failed <reason>   manual action needed
 # DIR/prev holds "GENERATION SYSTEM" of the generation before activation.
@@ -34,23 +36,23 @@ current_generation() {
 # Switch the profile back to generation $1 (system $2) and activate it.
 roll_back_to() {
   gen=$1 sys=$2 goal=$3 reason=$4
-  status "rolling-back $reason"
+  status "$ST_ROLLING_BACK $reason"
   if [ -z "$gen" ] || [ -z "$sys" ]; then
-    status "rollback-failed $reason; there is no previous generation to return to"
+    status "$ST_ROLLBACK_FAILED $reason; there is no previous generation to return to"
     exit 1
   fi
   if ! nix-env -p "$profile" --switch-generation "$gen"; then
-    status "rollback-failed $reason; nix-env --switch-generation $gen failed"
+    status "$ST_ROLLBACK_FAILED $reason; nix-env --switch-generation $gen failed"
     exit 1
   fi
   case "$goal" in boot) rgoal=boot ;; test) rgoal="test" ;; *) rgoal=switch ;; esac
   "$sys/bin/switch-to-configuration" "$rgoal"
   rc=$?
-  if [ $rc -ne 0 ] && [ $rc -ne 4 ]; then
-    status "rollback-failed $reason; switch-to-configuration of generation $gen exited $rc"
+  if [ $rc -ne 0 ] && [ $rc -ne "$EXIT_UNITS_FAILED" ]; then
+    status "$ST_ROLLBACK_FAILED $reason; switch-to-configuration of generation $gen exited $rc"
     exit 1
   fi
-  status "rolled-back $reason"
+  status "$ST_ROLLED_BACK $reason"
   exit 0
 }
 
@@ -64,16 +66,16 @@ activate)
   echo "$prev_gen $prev_sys" >"$dir/prev"
   if [ -n "$generation" ]; then
     if ! nix-env -p "$profile" --switch-generation "$generation"; then
-      status "failed nix-env --switch-generation $generation did not switch the profile"
+      status "$ST_FAILED nix-env --switch-generation $generation did not switch the profile"
       exit 1
     fi
   elif [ "$goal" = switch ] || [ "$goal" = boot ]; then
     if ! nix-env -p "$profile" --set "$toplevel"; then
-      status "failed nix-env --set did not set the profile"
+      status "$ST_FAILED nix-env --set did not set the profile"
       exit 1
     fi
   fi
-  status activating
+  status "$ST_ACTIVATING"
   if command -v timeout >/dev/null 2>&1; then
     timeout "$activation_timeout" "$toplevel/bin/switch-to-configuration" "$goal"
   else
@@ -82,7 +84,7 @@ activate)
   rc=$?
   echo "switch-to-configuration $goal exited $rc"
   if [ $rc -ne 0 ]; then
-    if [ $rc -eq 4 ] && [ "$fail_on_units" = 0 ]; then
+    if [ $rc -eq "$EXIT_UNITS_FAILED" ] && [ "$fail_on_units" = 0 ]; then
       echo "exit 4 (some units failed) is accepted for this host"
     elif [ $rc -eq 124 ]; then
       roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration timed out after ${activation_timeout}s"
@@ -91,11 +93,11 @@ activate)
     fi
   fi
   if [ "$magic" = 1 ] && [ "$goal" != boot ]; then
-    status awaiting-confirm
+    status "$ST_AWAITING_CONFIRM"
     ticks=$((confirm_timeout * 10))
     while [ "$ticks" -gt 0 ]; do
       if [ -e "$dir/confirm" ]; then
-        status confirmed
+        status "$ST_CONFIRMED"
         exit 0
       fi
       sleep 0.1
@@ -103,7 +105,7 @@ activate)
     done
     roll_back_to "$prev_gen" "$prev_sys" "$goal" "no confirmation within ${confirm_timeout}s (target unreachable after activation?)"
   fi
-  status "done"
+  status "$ST_DONE"
   ;;
 rollback)
   goal=$4 reason=$5

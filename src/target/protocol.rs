@@ -1,0 +1,204 @@
+//! The protocol between the deployer and the scripts it runs on a target:
+//! exit numbers and status words, defined once here and sent to the target
+//! as shell constants in front of every script ([`prelude`]), and the one
+//! parser of what the scripts print ([`Status`], [`section`]).
+
+/// Exit numbers the target scripts use for outcomes the deployer handles.
+pub mod exits {
+    /// preflight.sh: another deployment holds the host's lock.
+    pub const LOCKED: i32 = 75;
+    /// preflight.sh: the toplevel is not a NixOS system.
+    pub const NOT_A_SYSTEM: i32 = 76;
+    /// generations.sh: the profile does not exist.
+    pub const NO_PROFILE: i32 = 3;
+    /// `switch-to-configuration`: the switch worked but some units failed.
+    pub const UNITS_FAILED: i32 = 4;
+}
+
+/// The words of activate.sh's status line, in the order they can appear.
+pub mod words {
+    pub const ACTIVATING: &str = "activating";
+    pub const AWAITING_CONFIRM: &str = "awaiting-confirm";
+    pub const CONFIRMED: &str = "confirmed";
+    pub const DONE: &str = "done";
+    pub const FAILED: &str = "failed";
+    pub const ROLLING_BACK: &str = "rolling-back";
+    pub const ROLLED_BACK: &str = "rolled-back";
+    pub const ROLLBACK_FAILED: &str = "rollback-failed";
+}
+
+/// Shell assignments of the constants above, sent before every script.
+pub fn prelude() -> String {
+    let consts: [(&str, String); 12] = [
+        ("EXIT_LOCKED", exits::LOCKED.to_string()),
+        ("EXIT_NOT_A_SYSTEM", exits::NOT_A_SYSTEM.to_string()),
+        ("EXIT_NO_PROFILE", exits::NO_PROFILE.to_string()),
+        ("EXIT_UNITS_FAILED", exits::UNITS_FAILED.to_string()),
+        ("ST_ACTIVATING", words::ACTIVATING.into()),
+        ("ST_AWAITING_CONFIRM", words::AWAITING_CONFIRM.into()),
+        ("ST_CONFIRMED", words::CONFIRMED.into()),
+        ("ST_DONE", words::DONE.into()),
+        ("ST_FAILED", words::FAILED.into()),
+        ("ST_ROLLING_BACK", words::ROLLING_BACK.into()),
+        ("ST_ROLLED_BACK", words::ROLLED_BACK.into()),
+        ("ST_ROLLBACK_FAILED", words::ROLLBACK_FAILED.into()),
+    ];
+    let mut s = String::from(
+        "# shellcheck disable=SC2034 # pantheros protocol constants (src/target/protocol.rs); not every script uses each\n",
+    );
+    for (k, v) in consts {
+        s.push_str(&format!("{k}='{v}'\n"));
+    }
+    s
+}
+
+/// Where an activation stands, from its status line on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// No status line yet (or it could not be read).
+    None,
+    Activating,
+    AwaitingConfirm,
+    Confirmed,
+    /// Switched without magic rollback (or `--goal boot`).
+    Done,
+    /// Nothing changed on the host.
+    Failed(String),
+    RollingBack(String),
+    RolledBack(String),
+    RollbackFailed(String),
+    /// A line that is none of the above.
+    Unknown(String),
+}
+
+impl Status {
+    pub fn parse(line: &str) -> Status {
+        let line = line.trim();
+        if line.is_empty() {
+            return Status::None;
+        }
+        let (word, rest) = match line.split_once(' ') {
+            Some((w, r)) => (w, r.to_string()),
+            None => (line, String::new()),
+        };
+        match word {
+            words::ACTIVATING => Status::Activating,
+            words::AWAITING_CONFIRM => Status::AwaitingConfirm,
+            words::CONFIRMED => Status::Confirmed,
+            words::DONE => Status::Done,
+            words::FAILED => Status::Failed(rest),
+            words::ROLLING_BACK => Status::RollingBack(rest),
+            words::ROLLED_BACK => Status::RolledBack(rest),
+            words::ROLLBACK_FAILED => Status::RollbackFailed(rest),
+            _ => Status::Unknown(line.to_string()),
+        }
+    }
+
+    /// The watchdog has finished: nothing will change this status any more
+    /// (`Confirmed` and `Done` keep the new system; the others say why not).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Status::Confirmed
+                | Status::Done
+                | Status::Failed(_)
+                | Status::RolledBack(_)
+                | Status::RollbackFailed(_)
+        )
+    }
+
+    /// The status as the target wrote it (for messages).
+    pub fn describe(&self) -> String {
+        match self {
+            Status::None => "no status".into(),
+            Status::Activating => words::ACTIVATING.into(),
+            Status::AwaitingConfirm => words::AWAITING_CONFIRM.into(),
+            Status::Confirmed => words::CONFIRMED.into(),
+            Status::Done => words::DONE.into(),
+            Status::Failed(r) => format!("{} {r}", words::FAILED),
+            Status::RollingBack(r) => format!("{} {r}", words::ROLLING_BACK),
+            Status::RolledBack(r) => format!("{} {r}", words::ROLLED_BACK),
+            Status::RollbackFailed(r) => format!("{} {r}", words::ROLLBACK_FAILED),
+            Status::Unknown(l) => l.clone(),
+        }
+    }
+}
+
+/// The lines after `== name` up to the next `== ` line.
+pub fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    let mut lines = vec![];
+    let mut inside = false;
+    for l in out.lines() {
+        if let Some(n) = l.strip_prefix("== ") {
+            inside = n.trim() == name;
+        } else if inside {
+            lines.push(l);
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_word_parses_and_describes_back() {
+        for line in [
+            "activating",
+            "awaiting-confirm",
+            "confirmed",
+            "done",
+            "failed nix-env --set did not set the profile",
+            "rolling-back health checks failed",
+            "rolled-back switch-to-configuration exited 1",
+            "rollback-failed no previous generation",
+        ] {
+            let s = Status::parse(line);
+            assert!(!matches!(s, Status::Unknown(_) | Status::None), "{line}");
+            assert_eq!(s.describe(), line);
+        }
+        assert_eq!(Status::parse(""), Status::None);
+        assert_eq!(
+            Status::parse("rebooting"),
+            Status::Unknown("rebooting".into())
+        );
+    }
+
+    #[test]
+    fn only_a_finished_watchdog_is_final() {
+        assert!(Status::Confirmed.is_final());
+        assert!(Status::RolledBack("x".into()).is_final());
+        assert!(!Status::Activating.is_final());
+        assert!(!Status::AwaitingConfirm.is_final());
+        assert!(!Status::RollingBack("x".into()).is_final());
+        assert!(!Status::None.is_final());
+        assert!(!Status::Unknown("?".into()).is_final());
+    }
+
+    #[test]
+    fn the_prelude_defines_every_constant_the_scripts_use() {
+        let p = prelude();
+        for script in super::super::scripts::ALL {
+            for word in script
+                .body
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            {
+                if (word.starts_with("EXIT_") || word.starts_with("ST_")) && word.len() > 4 {
+                    assert!(
+                        p.contains(&format!("\n{word}='")),
+                        "{} uses {word}, which the prelude does not define",
+                        script.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sections_split() {
+        let out = "== generations\n 1 x (current)\n== system\n/nix/store/abc\n== systemd\nno\n";
+        assert_eq!(section(out, "system"), vec!["/nix/store/abc"]);
+        assert_eq!(section(out, "systemd"), vec!["no"]);
+    }
+}

@@ -1,0 +1,325 @@
+//! The scripts pantheros runs on targets (`scripts/*.sh`, shellchecked by
+//! `scripts/test` and by the test below), and one argv builder per script:
+//! the only place that knows each script's positional arguments.
+
+use super::protocol;
+
+/// A script that runs on a target.
+#[derive(Debug, Clone, Copy)]
+pub struct Script {
+    pub name: &'static str,
+    pub body: &'static str,
+}
+
+const COMMON: &str = include_str!("scripts/common.sh");
+
+pub const PREFLIGHT: Script = Script {
+    name: "preflight.sh",
+    body: include_str!("scripts/preflight.sh"),
+};
+pub const GENERATIONS: Script = Script {
+    name: "generations.sh",
+    body: include_str!("scripts/generations.sh"),
+};
+pub const CLOSURES: Script = Script {
+    name: "closures.sh",
+    body: include_str!("scripts/closures.sh"),
+};
+pub const LAUNCH: Script = Script {
+    name: "launch.sh",
+    body: include_str!("scripts/launch.sh"),
+};
+pub const ACTIVATE: Script = Script {
+    name: "activate.sh",
+    body: include_str!("scripts/activate.sh"),
+};
+pub const STATUS: Script = Script {
+    name: "status.sh",
+    body: include_str!("scripts/status.sh"),
+};
+pub const CONFIRM: Script = Script {
+    name: "confirm.sh",
+    body: include_str!("scripts/confirm.sh"),
+};
+pub const HEALTH: Script = Script {
+    name: "health.sh",
+    body: include_str!("scripts/health.sh"),
+};
+
+pub const ALL: [Script; 8] = [
+    PREFLIGHT,
+    GENERATIONS,
+    CLOSURES,
+    LAUNCH,
+    ACTIVATE,
+    STATUS,
+    CONFIRM,
+    HEALTH,
+];
+
+impl Script {
+    /// What the target's shell runs: the protocol constants, the shared
+    /// functions, then the script.
+    pub fn text(&self) -> String {
+        format!("{}{COMMON}\n{}", protocol::prelude(), self.body)
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+/// preflight.sh STATE_DIR PROFILE TOPLEVEL OWNER
+pub fn preflight_args(state_dir: &str, profile: &str, toplevel: &str, owner: &str) -> Vec<String> {
+    vec![
+        state_dir.into(),
+        profile.into(),
+        toplevel.into(),
+        owner.into(),
+    ]
+}
+
+/// generations.sh PROFILE SIZES
+pub fn generations_args(profile: &str, sizes: bool) -> Vec<String> {
+    vec![profile.into(), yes_no(sizes)]
+}
+
+/// closures.sh OLD NEW (either may be empty: nothing to list)
+pub fn closures_args(old: Option<&str>, new: &str) -> Vec<String> {
+    vec![old.unwrap_or_default().into(), new.into()]
+}
+
+/// status.sh DIR, confirm.sh DIR
+pub fn dir_args(dir: &str) -> Vec<String> {
+    vec![dir.into()]
+}
+
+/// What activate.sh is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// Set the profile to `toplevel` (or switch it to the existing
+    /// `generation`), switch, and (with magic) wait for the confirmation.
+    Activate {
+        profile: String,
+        toplevel: String,
+        goal: String,
+        magic: bool,
+        confirm_timeout: u64,
+        activation_timeout: u64,
+        fail_on_units: bool,
+        generation: Option<u64>,
+    },
+    /// Go back to the generation recorded before the activation.
+    Rollback {
+        profile: String,
+        goal: String,
+        reason: String,
+    },
+}
+
+/// launch.sh DIR UNIT SCRIPT $0 ARGS…: run activate.sh detached.
+pub fn launch_args(dir: &str, unit: &str, what: &Activation) -> Vec<String> {
+    let mut v = vec![
+        dir.to_string(),
+        unit.to_string(),
+        ACTIVATE.text(),
+        ACTIVATE.name.to_string(),
+    ];
+    match what {
+        Activation::Activate {
+            profile,
+            toplevel,
+            goal,
+            magic,
+            confirm_timeout,
+            activation_timeout,
+            fail_on_units,
+            generation,
+        } => v.extend([
+            "activate".to_string(),
+            dir.to_string(),
+            profile.clone(),
+            toplevel.clone(),
+            goal.clone(),
+            if *magic { "1".into() } else { "0".into() },
+            confirm_timeout.to_string(),
+            activation_timeout.to_string(),
+            if *fail_on_units {
+                "1".into()
+            } else {
+                "0".into()
+            },
+            generation.map(|g| g.to_string()).unwrap_or_default(),
+        ]),
+        Activation::Rollback {
+            profile,
+            goal,
+            reason,
+        } => v.extend([
+            "rollback".to_string(),
+            dir.to_string(),
+            profile.clone(),
+            goal.clone(),
+            reason.clone(),
+        ]),
+    }
+    v
+}
+
+/// The health checks of one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthArgs {
+    pub systemd: bool,
+    pub services: Vec<String>,
+    pub http: Vec<String>,
+    pub commands: Vec<String>,
+}
+
+impl HealthArgs {
+    /// Is there anything to check?
+    pub fn is_empty(&self) -> bool {
+        !self.systemd
+            && self.services.is_empty()
+            && self.http.is_empty()
+            && self.commands.is_empty()
+    }
+}
+
+/// health.sh SYSTEMD [--services …] [--http …] [--commands …]
+pub fn health_args(h: &HealthArgs) -> Vec<String> {
+    let mut v = vec![yes_no(h.systemd)];
+    for (flag, items) in [
+        ("--services", &h.services),
+        ("--http", &h.http),
+        ("--commands", &h.commands),
+    ] {
+        if !items.is_empty() {
+            v.push(flag.into());
+            v.extend(items.iter().cloned());
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activate_argv_matches_the_scripts_positions() {
+        let a = launch_args(
+            "/run/pantheros/r1",
+            "pantheros-r1-web",
+            &Activation::Activate {
+                profile: "/nix/var/nix/profiles/system".into(),
+                toplevel: "/nix/store/abc-system".into(),
+                goal: "switch".into(),
+                magic: true,
+                confirm_timeout: 30,
+                activation_timeout: 600,
+                fail_on_units: true,
+                generation: None,
+            },
+        );
+        assert_eq!(a[0], "/run/pantheros/r1");
+        assert_eq!(a[1], "pantheros-r1-web");
+        assert!(a[2].contains("roll_back_to()") && a[2].contains("ST_CONFIRMED="));
+        assert_eq!(
+            a[3..],
+            [
+                "activate.sh",
+                "activate",
+                "/run/pantheros/r1",
+                "/nix/var/nix/profiles/system",
+                "/nix/store/abc-system",
+                "switch",
+                "1",
+                "30",
+                "600",
+                "1",
+                ""
+            ]
+        );
+        let r = launch_args(
+            "d",
+            "u",
+            &Activation::Rollback {
+                profile: "p".into(),
+                goal: "boot".into(),
+                reason: "health checks failed: x".into(),
+            },
+        );
+        assert_eq!(
+            r[3..],
+            [
+                "activate.sh",
+                "rollback",
+                "d",
+                "p",
+                "boot",
+                "health checks failed: x"
+            ]
+        );
+    }
+
+    #[test]
+    fn health_argv_has_a_section_per_kind_of_check() {
+        let h = HealthArgs {
+            systemd: true,
+            services: vec!["sshd.service".into()],
+            http: vec![],
+            commands: vec!["true".into(), "test -e /x".into()],
+        };
+        assert_eq!(
+            health_args(&h),
+            [
+                "yes",
+                "--services",
+                "sshd.service",
+                "--commands",
+                "true",
+                "test -e /x"
+            ]
+        );
+        assert!(HealthArgs::default().is_empty());
+        assert_eq!(health_args(&HealthArgs::default()), ["no"]);
+    }
+
+    #[test]
+    fn the_other_builders() {
+        assert_eq!(
+            preflight_args("/run/pantheros", "/p", "", "me"),
+            ["/run/pantheros", "/p", "", "me"]
+        );
+        assert_eq!(generations_args("/p", true), ["/p", "yes"]);
+        assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);
+        assert_eq!(dir_args("/d"), ["/d"]);
+    }
+
+    /// Every script, as the target receives it, passes shellcheck.
+    #[test]
+    fn every_script_as_sent_passes_shellcheck() {
+        if testworld::which("shellcheck").is_none() {
+            testworld::cannot_run("shellcheck is not installed (bash scripts/setup)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let mut paths = vec![];
+        for s in ALL {
+            let p = d.path().join(s.name);
+            std::fs::write(&p, s.text()).unwrap();
+            paths.push(p.to_string_lossy().into_owned());
+        }
+        let out = std::process::Command::new("shellcheck")
+            .args(["-s", "sh"])
+            .args(&paths)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
