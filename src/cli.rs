@@ -9,6 +9,8 @@ Exit codes:
    2  usage error
    3  failed after a change; the host was rolled back
    4  rollback failed; manual action needed
+   5  interrupted before any host changed; nothing was changed
+   6  a host's state is unknown (interrupted or cut off mid-change); check it by hand
   10  no flake.nix found
   11  the flake has no nixosConfigurations
   12  nix is not installed

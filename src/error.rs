@@ -16,6 +16,11 @@ pub mod exit {
     pub const ROLLED_BACK: i32 = 3;
     /// Failed, and rolling back failed too: manual action is needed.
     pub const ROLLBACK_FAILED: i32 = 4;
+    /// Interrupted (Ctrl-C, SIGTERM) before any host changed; locks released.
+    pub const INTERRUPTED: i32 = 5;
+    /// A host's state is unknown (interrupted or cut off mid-change, or its
+    /// task crashed): check it by hand.
+    pub const STATE_UNKNOWN: i32 = 6;
     /// No flake.nix was found.
     pub const NO_FLAKE: i32 = 10;
     /// The flake has no `nixosConfigurations` output.

@@ -227,7 +227,7 @@ async fn flake_host(
             .map(|r| r.join("logs"))
             .unwrap_or_else(state_logs);
         let host = inventory::Host {
-            name: pantheros::deploy::target::hostname(),
+            name: pantheros::target::hostname(),
             uses_module: false,
             deployment: inventory::Deployment {
                 target_host: Some("localhost".into()),

@@ -1,12 +1,79 @@
-//! What changes between two system closures: packages added, removed and
-//! changed in version (from the store path names of both closures), and
-//! the closure size delta.
+//! Stage: what the new system would change, asked of the target before
+//! anything changes: `switch-to-configuration dry-activate` and the closure
+//! diff (packages added, removed and changed in version, from the store path
+//! names of both closures, and the closure size delta).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::build::Built;
+use super::preflight::Current;
+use super::{Ctx, StageError};
 use crate::nix::store_path::StorePath;
+use crate::target::protocol::exits;
+use crate::target::scripts;
+
+/// What activating the new system would do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// What dry-activate printed.
+    pub dry_activate: Vec<String>,
+    pub diff: Diff,
+}
+
+/// Dry-activate the new system, then diff its closure against the running one.
+pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, StageError> {
+    let cmd = ctx.target.root_script(
+        &scripts::DRY_ACTIVATE,
+        &scripts::dry_activate_args(&built.toplevel),
+    );
+    let out = ctx
+        .log
+        .run(&cmd)
+        .await
+        .map_err(|f| StageError::cmd("could not run dry-activate on the target", f))?;
+    if out.code == Some(exits::NOT_A_SYSTEM) {
+        return Err(StageError::new(format!(
+            "{} is not a NixOS system (no nixos-version or bin/switch-to-configuration)",
+            built.toplevel
+        ))
+        .hint("deploy a nixosConfigurations.<host>.config.system.build.toplevel"));
+    }
+    if !out.success() {
+        return Err(
+            StageError::cmd("dry-activate failed", crate::runner::failure_of(&cmd, &out))
+                .hint("fix the activation error above; nothing was changed"),
+        );
+    }
+    let dry_activate: Vec<String> = out
+        .stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .take(40)
+        .map(String::from)
+        .collect();
+    for l in &dry_activate {
+        ctx.say(&format!("dry-activate: {l}"));
+    }
+    let old = current.running.as_deref().or(current.system.as_deref());
+    let cmd = ctx.target.root_script(
+        &scripts::CLOSURES,
+        &scripts::closures_args(old, &built.toplevel),
+    );
+    let out = ctx
+        .log
+        .run_ok(&cmd)
+        .await
+        .map_err(|f| StageError::cmd("listing the closures on the target failed", f))?;
+    let sections = parse_sections(&out.stdout);
+    let before = sections.get("old").cloned().unwrap_or_default();
+    let after = sections.get("new").cloned().unwrap_or_default();
+    Ok(Plan {
+        dry_activate,
+        diff: diff(&before, &after),
+    })
+}
 
 /// One closure: store paths and their NAR sizes.
 #[derive(Debug, Clone, Default)]

@@ -1,14 +1,17 @@
-//! Running the pipeline for many hosts: prepare all in parallel, one
-//! confirmation for the whole set, then activate in parallel; record logs,
-//! `.info` files and the `--json` document; one exit code for the run.
+//! Running the pipeline for many hosts: every host's [`pipeline::run_host`]
+//! in its own task (at most `--jobs` working at once), one confirmation for
+//! the whole set ([`Gate`]), interrupts, and the end of the run: every
+//! selected host has an outcome (a crashed task's host too), a summary, the
+//! `--json` document and one exit code.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{HostResult, HostRun, Mode, Options, Outcome, StageError, say};
+use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, pipeline, preflight, say};
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
@@ -21,43 +24,140 @@ pub struct FleetArgs {
     pub break_lock: bool,
 }
 
-/// The end of one host's run, whatever the path: release its lock, write
-/// its .info, and close its SSH master connection.
-async fn finish(run: &mut HostRun, err: Option<&StageError>) -> Outcome {
-    run.unlock().await;
-    let outcome = record(run, err);
-    run.target.close().await;
-    outcome
-}
-
-fn record(run: &HostRun, err: Option<&StageError>) -> Outcome {
-    let mut o = run.outcome.clone();
-    if let Some(e) = err {
-        o.error = Some(e.render());
-        run.log.note(&format!("error: {}", e.render()));
-    }
-    o.durations_ms.insert("total".into(), run_started_ms(run));
-    let info = run.log.path.with_extension("info");
-    match serde_json::to_vec_pretty(&o) {
-        Ok(bytes) => {
-            if let Err(e) = write_atomic(&info, &bytes) {
-                eprintln!("warning: could not write {}: {e}", info.display());
-            }
-        }
-        Err(e) => eprintln!("warning: could not encode {}: {e}", info.display()),
-    }
-    o
-}
-
-fn run_started_ms(run: &HostRun) -> u64 {
-    run.started.elapsed().as_millis() as u64
-}
-
 /// Write a file so that no reader ever sees half of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// At most `--jobs` hosts work at once; a host waiting for the confirmation
+/// holds no permit.
+#[derive(Clone)]
+pub struct Permits(Arc<Semaphore>);
+
+impl Permits {
+    pub fn new(n: usize) -> Permits {
+        Permits(Arc::new(Semaphore::new(n.max(1))))
+    }
+    pub async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().acquire_owned().await.ok()
+    }
+}
+
+pub enum GateMsg {
+    /// This host is ready to activate; here is what changes.
+    Ready { host: String, text: String },
+    /// This host needs no confirmation (it finished, failed or crashed).
+    Left,
+}
+
+/// The confirmation every host passes before it changes: open (`--yes`, so
+/// a host goes on without waiting for the others), or one question for
+/// all, asked when every host is ready or gone.
+pub enum Gate {
+    Open,
+    Ask {
+        tx: mpsc::UnboundedSender<GateMsg>,
+        decision: watch::Receiver<Option<bool>>,
+        sent: bool,
+    },
+}
+
+impl Gate {
+    pub async fn approve(mut self, ctx: &Ctx, text: String) -> bool {
+        match &mut self {
+            Gate::Open => {
+                eprint!("{text}");
+                true
+            }
+            Gate::Ask { tx, decision, sent } => {
+                *sent = true;
+                let _ = tx.send(GateMsg::Ready {
+                    host: ctx.host.name.clone(),
+                    text,
+                });
+                let mut rx = decision.clone();
+                loop {
+                    if let Some(d) = *rx.borrow_and_update() {
+                        return d;
+                    }
+                    tokio::select! {
+                        changed = rx.changed() => if changed.is_err() { return false },
+                        _ = ctx.interrupt.wait() => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Gate {
+    /// A host that never reaches the gate (it ended early, or its task
+    /// panicked) still counts as answered, so the question is asked.
+    fn drop(&mut self) {
+        if let Gate::Ask {
+            tx, sent: false, ..
+        } = self
+        {
+            let _ = tx.send(GateMsg::Left);
+        }
+    }
+}
+
+/// Ask once, when all `expected` hosts are ready or gone.
+async fn gatekeeper(
+    mut rx: mpsc::UnboundedReceiver<GateMsg>,
+    decide: watch::Sender<Option<bool>>,
+    expected: usize,
+    mode: Mode,
+    intr: interrupt::Interrupt,
+) {
+    let mut ready: BTreeMap<String, String> = BTreeMap::new();
+    let mut answered = 0;
+    while answered < expected {
+        match rx.recv().await {
+            Some(GateMsg::Ready { host, text }) => {
+                ready.insert(host, text);
+                answered += 1;
+            }
+            Some(GateMsg::Left) => answered += 1,
+            None => break,
+        }
+    }
+    if ready.is_empty() {
+        return;
+    }
+    for text in ready.values() {
+        eprint!("{text}");
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: refusing to deploy without confirmation: stdin is not a terminal\n\
+             hint: pass --yes to deploy non-interactively, or --dry-run to only see the changes"
+        );
+        let _ = decide.send(Some(false));
+        return;
+    }
+    let names: Vec<String> = ready.keys().cloned().collect();
+    let verb = if mode == Mode::Rollback {
+        "Roll back"
+    } else {
+        "Deploy to"
+    };
+    eprintln!("{verb} {}?", names.join(", "));
+    let ask = tokio::task::spawn_blocking(|| {
+        dialoguer::Input::<String>::new()
+            .with_prompt("Continue with deployment? (yes/no)")
+            .interact_text()
+            .map(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+            .unwrap_or(false)
+    });
+    let answer = tokio::select! {
+        a = ask => a.unwrap_or(false),
+        _ = intr.wait() => false,
+    };
+    let _ = decide.send(Some(answer));
 }
 
 /// Deploy `hosts` (already evaluated with their drvPaths).
@@ -77,7 +177,8 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         Mode::Deploy | Mode::DryRun => "deploy",
     };
     let log_dir = opts.log_dir.join(kind);
-    let mut runs = Vec::new();
+    let intr = interrupt::install();
+    let mut ctxs = Vec::new();
     for h in hosts {
         let target = Target::for_host(&h, &control, opts.force_local);
         let log = match HostLog::create(&log_dir, kind, &h.name, &ts) {
@@ -106,153 +207,80 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 target.destination()
             }
         ));
-        runs.push(HostRun::new(h, target, log, opts.clone(), nix.clone()));
+        ctxs.push(Arc::new(Ctx {
+            host: h,
+            target,
+            log,
+            opts: opts.clone(),
+            nix: nix.clone(),
+            interrupt: intr.clone(),
+        }));
     }
 
-    if args.break_lock {
-        for r in &runs {
-            let cmd = r.target.root_cmd(&[
+    if args.break_lock && matches!(opts.mode, Mode::Deploy | Mode::Rollback) {
+        for c in &ctxs {
+            let cmd = c.target.root_cmd(&[
                 "rm".into(),
                 "-rf".into(),
-                format!("{}/lock", super::target::STATE_DIR),
+                format!("{}/lock", preflight::STATE_DIR),
             ]);
-            let _ = r.log.run(&cmd).await;
+            let _ = c.log.run(&cmd).await;
         }
     }
 
-    // Phase 1: build, ship, preflight, dry-activate, diff — in parallel.
-    let sem = Arc::new(Semaphore::new(args.jobs.max(1)));
+    // The confirmation: asked once, unless --yes or nothing activates.
+    let asks = matches!(opts.mode, Mode::Deploy | Mode::Rollback) && !args.yes;
+    let (gate_tx, gate_rx) = mpsc::unbounded_channel();
+    let (decide_tx, decide_rx) = watch::channel(None);
+    let keeper = asks.then(|| {
+        tokio::spawn(gatekeeper(
+            gate_rx,
+            decide_tx,
+            ctxs.len(),
+            opts.mode,
+            intr.clone(),
+        ))
+    });
+
+    // Every host's pipeline in its own task.
+    let permits = Permits::new(args.jobs);
     let mut set = tokio::task::JoinSet::new();
-    for mut r in runs {
-        let sem = sem.clone();
-        set.spawn(async move {
-            let _p = sem.acquire_owned().await;
-            let res = r.prepare().await;
-            (r, res)
-        });
+    let mut by_task = BTreeMap::new();
+    for c in &ctxs {
+        let gate = if asks {
+            Gate::Ask {
+                tx: gate_tx.clone(),
+                decision: decide_rx.clone(),
+                sent: false,
+            }
+        } else {
+            Gate::Open
+        };
+        let (c2, p) = (c.clone(), permits.clone());
+        let handle = set.spawn(async move { pipeline::run_host(&c2, gate, &p).await });
+        by_task.insert(handle.id(), c.clone());
     }
-    let mut prepared: Vec<(HostRun, Result<(), StageError>)> = Vec::new();
-    while let Some(j) = set.join_next().await {
-        match j {
-            Ok(x) => prepared.push(x),
-            Err(e) => eprintln!("error: a deployment task crashed: {e}"),
-        }
-    }
-    prepared.sort_by(|a, b| a.0.host.name.cmp(&b.0.host.name));
+    drop(gate_tx);
 
     let mut outcomes = Vec::new();
-    let mut to_activate = Vec::new();
-    for (mut r, res) in prepared {
-        match res {
+    while let Some(joined) = set.join_next_with_id().await {
+        let (ctx, outcome) = match joined {
+            Ok((id, o)) => (by_task.get(&id).cloned(), o),
             Err(e) => {
-                say(
-                    &r.host.name,
-                    &format!("FAILED (nothing changed): {}", e.render()),
-                );
-                r.outcome.result = HostResult::Failed;
-                outcomes.push(finish(&mut r, Some(&e)).await);
+                let Some(ctx) = by_task.get(&e.id()).cloned() else {
+                    continue;
+                };
+                let o = crashed(&ctx, &e).await;
+                (Some(ctx), o)
             }
-            Ok(()) => {
-                if !matches!(opts.mode, Mode::Deploy | Mode::Rollback)
-                    || r.outcome.result == HostResult::Unchanged
-                {
-                    if r.outcome.result == HostResult::Unchanged {
-                        say(&r.host.name, "already running this system: nothing to do");
-                    } else if opts.mode == Mode::BuildOnly {
-                        say(&r.host.name, "built");
-                    }
-                    if let Some(d) = &r.outcome.diff {
-                        eprintln!("Changes for {}:\n{}", r.host.name, d.render());
-                    }
-                    outcomes.push(finish(&mut r, None).await);
-                } else {
-                    to_activate.push(r);
-                }
-            }
-        }
-    }
-
-    // Phase 2: show what changes, and ask once.
-    if !to_activate.is_empty() {
-        for r in &to_activate {
-            let from = match r.outcome.generation_before {
-                Some(g) => format!("generation {g}"),
-                None => "no previous generation".into(),
-            };
-            let to = match r.switch_generation {
-                Some(g) => format!("generation {g}"),
-                None => "new".into(),
-            };
-            eprintln!("Changes for {} ({from} -> {to}):", r.host.name);
-            if let Some(d) = &r.outcome.diff {
-                eprint!("{}", d.render());
-            }
-        }
-        let proceed = if args.yes {
-            true
-        } else if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: refusing to deploy without confirmation: stdin is not a terminal\n\
-                 hint: pass --yes to deploy non-interactively, or --dry-run to only see the changes"
-            );
-            false
-        } else {
-            let names: Vec<&str> = to_activate.iter().map(|r| r.host.name.as_str()).collect();
-            let verb = if opts.mode == Mode::Rollback {
-                "Roll back"
-            } else {
-                "Deploy to"
-            };
-            eprintln!("{verb} {}?", names.join(", "));
-            dialoguer::Input::<String>::new()
-                .with_prompt("Continue with deployment? (yes/no)")
-                .interact_text()
-                .map(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
-                .unwrap_or(false)
         };
-        if !proceed {
-            for mut r in to_activate.drain(..) {
-                r.outcome.result = HostResult::Failed;
-                let e = StageError::new("not confirmed; nothing was changed");
-                outcomes.push(finish(&mut r, Some(&e)).await);
-            }
+        if let Some(ctx) = ctx {
+            ctx.target.close().await;
         }
+        outcomes.push(outcome);
     }
-
-    // Phase 3: activate, confirm, health — in parallel.
-    let mut set = tokio::task::JoinSet::new();
-    for mut r in to_activate {
-        let sem = sem.clone();
-        set.spawn(async move {
-            let _p = sem.acquire_owned().await;
-            let res = r.activate().await;
-            (r, res)
-        });
-    }
-    while let Some(j) = set.join_next().await {
-        let Ok((mut r, res)) = j else { continue };
-        match &res {
-            Ok(()) => say(
-                &r.host.name,
-                &format!(
-                    "{}: generation {} is active",
-                    if r.opts.mode == Mode::Rollback {
-                        "rolled back"
-                    } else {
-                        "deployed"
-                    },
-                    r.outcome
-                        .generation_after
-                        .map(|g| g.to_string())
-                        .unwrap_or("?".into())
-                ),
-            ),
-            Err(e) => say(
-                &r.host.name,
-                &format!("{:?}: {}", r.outcome.result, e.render()),
-            ),
-        }
-        outcomes.push(finish(&mut r, res.as_ref().err()).await);
+    if let Some(k) = keeper {
+        k.abort();
     }
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = outcomes
@@ -261,12 +289,54 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         .max()
         .unwrap_or(0);
     summary(&outcomes, opts.mode);
+    if let Some(sig) = intr.fired() {
+        eprintln!("(interrupted by {sig})");
+    }
     if args.json {
         let doc = serde_json::json!({ "exitCode": code, "hosts": outcomes });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     let _ = std::fs::remove_dir_all(&control);
     code
+}
+
+/// A host whose task panicked or was cancelled: its state is unknown. Its
+/// lock is released if this run holds it; the outcome says to check by hand.
+async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
+    let why = if e.is_panic() {
+        "the deployment task for this host crashed"
+    } else {
+        "the deployment task for this host was cancelled"
+    };
+    let msg = format!("{why}; the host's state is unknown: check it by hand");
+    say(&ctx.host.name, &msg);
+    ctx.log.note(&format!("{msg} ({e})"));
+    if ctx.opts.mode != Mode::BuildOnly {
+        preflight::unlock_after_crash(&ctx.target, &ctx.log, &ctx.opts.run_id).await;
+    }
+    let o = Outcome {
+        host: ctx.host.name.clone(),
+        target: ctx.target_label(),
+        mode: ctx.opts.mode,
+        goal: ctx.opts.goal,
+        result: HostResult::Unknown,
+        generation_before: None,
+        generation_after: None,
+        system_before: None,
+        system_after: None,
+        toplevel: None,
+        rollback_reason: None,
+        error: Some(format!(
+            "{msg}\n  hint: {}",
+            super::activate::console_hint(&ctx.host.name)
+        )),
+        diff: None,
+        durations_ms: BTreeMap::new(),
+        log: ctx.log.path.clone(),
+        started: chrono::Local::now().to_rfc3339(),
+    };
+    pipeline::write_info(ctx, &o);
+    o
 }
 
 fn summary(outcomes: &[Outcome], mode: Mode) {
@@ -285,8 +355,10 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
             HostResult::Success => ("32", "ok"),
             HostResult::Unchanged => ("32", "unchanged"),
             HostResult::Failed => ("31", "FAILED (nothing changed)"),
+            HostResult::Interrupted => ("33", "INTERRUPTED (nothing changed)"),
             HostResult::RolledBack => ("33", "ROLLED BACK"),
             HostResult::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
+            HostResult::Unknown => ("1;31", "STATE UNKNOWN (check the host by hand)"),
         };
         let mark = crate::report::paint(style, text);
         eprintln!("  {:<20} {mark}  (log: {})", o.host, o.log.display());

@@ -1,25 +1,39 @@
-//! The deployment pipeline, one stage per function, in the order they run:
-//! build → ship → preflight → dry-activate → diff → (confirm) → activate →
-//! confirm reachability → health → record.
+//! The deployment pipeline. One host goes through [`pipeline::run_host`],
+//! which reads in stage order, one file per stage:
+//!
+//! [`build`] → [`preflight`] → [`ship`] → [`diff`] (dry-activate + closure
+//! diff) → confirmation ([`fleet`]'s gate) → [`activate`] (detached, with a
+//! watchdog and the reachability proof) → [`health`] → [`rollback`] when a
+//! check fails.
+//!
+//! Each stage takes the values it needs and returns its own typed result;
+//! the host's [`Outcome`] is assembled once, at the end. [`fleet`] runs the
+//! hosts: in parallel, one confirmation for all, interrupts, a summary.
 
+pub mod activate;
+pub mod build;
 pub mod diff;
 pub mod fleet;
-pub mod target;
+pub mod health;
+pub mod interrupt;
+pub mod pipeline;
+pub mod preflight;
+pub mod rollback;
+pub mod ship;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Serialize;
 
+pub use crate::error::StageError;
 use crate::error::exit;
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
-use crate::runner::Cmd;
+pub use crate::report::say;
 use crate::target::Target;
-pub use fleet::write_atomic;
 
 /// How far the pipeline goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,10 +109,15 @@ pub enum HostResult {
     Unchanged,
     /// Failed before anything changed on the host.
     Failed,
+    /// Interrupted (Ctrl-C, SIGTERM) before anything changed on the host.
+    Interrupted,
     /// Failed after a change; the previous generation is active again.
     RolledBack,
     /// Failed, and the rollback failed too.
     RollbackFailed,
+    /// pantheros does not know the host's state (its task crashed, or it
+    /// was interrupted or lost contact mid-change): check it by hand.
+    Unknown,
 }
 
 impl HostResult {
@@ -106,8 +125,10 @@ impl HostResult {
         match self {
             HostResult::Success | HostResult::Unchanged => exit::OK,
             HostResult::Failed => exit::FAILED_NOTHING_CHANGED,
+            HostResult::Interrupted => exit::INTERRUPTED,
             HostResult::RolledBack => exit::ROLLED_BACK,
             HostResult::RollbackFailed => exit::ROLLBACK_FAILED,
+            HostResult::Unknown => exit::STATE_UNKNOWN,
         }
     }
 }
@@ -129,75 +150,34 @@ pub struct Outcome {
     pub rollback_reason: Option<String>,
     pub error: Option<String>,
     pub diff: Option<diff::Diff>,
+    /// Wall time of each stage that ran, and `total`.
     pub durations_ms: BTreeMap<String, u64>,
     pub log: PathBuf,
     pub started: String,
 }
 
-pub use crate::error::StageError;
-pub use crate::report::say;
-
-/// One host going through the pipeline.
-pub struct HostRun {
+/// Everything one host's run works with, read-only for every stage.
+pub struct Ctx {
     pub host: Host,
     pub target: Target,
     pub log: HostLog,
     pub opts: Arc<Options>,
     pub nix: Nix,
-    pub outcome: Outcome,
-    pub systemd: bool,
-    pub locked: bool,
-    /// Rollback: the existing generation to switch to.
-    pub switch_generation: Option<u64>,
-    pub(crate) started: Instant,
+    pub interrupt: interrupt::Interrupt,
 }
 
-impl HostRun {
-    pub fn new(host: Host, target: Target, log: HostLog, opts: Arc<Options>, nix: Nix) -> HostRun {
-        let outcome = Outcome {
-            host: host.name.clone(),
-            target: if target.is_local() {
-                "local".into()
-            } else {
-                target.destination()
-            },
-            mode: opts.mode,
-            goal: opts.goal,
-            result: HostResult::Failed,
-            generation_before: None,
-            generation_after: None,
-            system_before: None,
-            system_after: None,
-            toplevel: None,
-            rollback_reason: None,
-            error: None,
-            diff: None,
-            durations_ms: BTreeMap::new(),
-            log: log.path.clone(),
-            started: chrono::Local::now().to_rfc3339(),
-        };
-        HostRun {
-            host,
-            target,
-            log,
-            opts,
-            nix,
-            outcome,
-            systemd: false,
-            locked: false,
-            switch_generation: None,
-            started: Instant::now(),
-        }
+impl Ctx {
+    pub fn name(&self) -> &str {
+        &self.host.name
     }
 
-    fn name(&self) -> String {
-        self.host.name.clone()
+    pub fn say(&self, msg: &str) {
+        say(&self.host.name, msg);
     }
 
-    fn timed(&mut self, stage: &str, since: Instant) {
-        self.outcome
-            .durations_ms
-            .insert(stage.to_string(), since.elapsed().as_millis() as u64);
+    /// This run's directory on the target (status, confirmation, watchdog log).
+    pub fn state_dir(&self) -> String {
+        format!("{}/{}", preflight::STATE_DIR, self.opts.run_id)
     }
 
     pub fn magic(&self) -> bool {
@@ -206,99 +186,12 @@ impl HostRun {
             .unwrap_or(self.host.deployment.magic_rollback)
     }
 
-    /// Stage: build the toplevel from its derivation (no re-evaluation),
-    /// with a GC root so the result survives a garbage collection.
-    pub async fn build(&mut self) -> Result<(), StageError> {
-        let t = Instant::now();
-        let drv = self.host.drv_path.clone().ok_or_else(|| {
-            StageError::new("the evaluation returned no derivation for this host")
-        })?;
-        say(&self.name(), &format!("building {drv}"));
-        self.log.note(&format!("build {drv}"));
-        if self.host.deployment.build_on_target
-            && !self.target.is_local()
-            && self.opts.mode != Mode::BuildOnly
-        {
-            let copy = self
-                .nix
-                .cmd([
-                    "copy".to_string(),
-                    "--derivation".into(),
-                    "--to".into(),
-                    self.target.store_uri(),
-                    drv.clone(),
-                ])
-                .env("NIX_SSHOPTS", self.target.nix_sshopts());
-            self.log
-                .run_ok(&copy)
-                .await
-                .map_err(|f| StageError::cmd("copying the derivation to the target failed", f))?;
-            let out = self
-                .log
-                .run_ok(&self.target.root_cmd(&[
-                    "nix-store".into(),
-                    "--realise".into(),
-                    drv.clone(),
-                ]))
-                .await
-                .map_err(|f| StageError::cmd("building on the target failed", f))?;
-            self.outcome.toplevel = out.stdout.lines().last().map(|s| s.trim().to_string());
+    /// Where the target is reached, for the outcome ("local" or user@host).
+    pub fn target_label(&self) -> String {
+        if self.target.is_local() {
+            "local".into()
         } else {
-            std::fs::create_dir_all(&self.opts.gcroot_dir).map_err(|e| {
-                StageError::new(format!("creating {}: {e}", self.opts.gcroot_dir.display()))
-            })?;
-            let root = self.opts.gcroot_dir.join(&self.host.name);
-            let cmd = Cmd::new([
-                "nix-store".to_string(),
-                "--realise".into(),
-                drv.clone(),
-                "--add-root".into(),
-                root.to_string_lossy().into_owned(),
-                "--indirect".into(),
-            ]);
-            self.log.run_ok(&cmd).await.map_err(|f| {
-                StageError::cmd("the build failed", f)
-                    .hint("fix the build error above; nothing was changed on the host")
-            })?;
-            let top = std::fs::read_link(&root).map_err(|e| {
-                StageError::new(format!("reading the GC root {}: {e}", root.display()))
-            })?;
-            self.outcome.toplevel = Some(top.to_string_lossy().into_owned());
+            self.target.destination()
         }
-        self.timed("build", t);
-        say(
-            &self.name(),
-            &format!("built {}", self.outcome.toplevel.as_deref().unwrap_or("?")),
-        );
-        Ok(())
-    }
-
-    /// Stage: copy the closure to the target over the master connection.
-    pub async fn ship(&mut self) -> Result<(), StageError> {
-        if self.target.is_local() || self.host.deployment.build_on_target {
-            return Ok(());
-        }
-        let t = Instant::now();
-        let top = self.outcome.toplevel.clone().unwrap_or_default();
-        let mut args = vec!["copy".to_string()];
-        if self.host.deployment.substitute_on_destination {
-            args.push("--substitute-on-destination".into());
-        }
-        args.extend(["--to".into(), self.target.store_uri(), top]);
-        let cmd = self
-            .nix
-            .cmd(args)
-            .env("NIX_SSHOPTS", self.target.nix_sshopts());
-        say(
-            &self.name(),
-            &format!("copying the closure to {}", self.target.destination()),
-        );
-        self.log.run_ok(&cmd).await.map_err(|f| {
-            StageError::cmd("copying the closure to the target failed", f).hint(
-                "check that you can `ssh` to the host and that it has nix; nothing was changed",
-            )
-        })?;
-        self.timed("copy", t);
-        Ok(())
     }
 }

@@ -166,15 +166,31 @@ impl Target {
     }
 
     /// One of pantheros' target scripts, as root, with its arguments (built
-    /// by the script's argv builder in [`scripts`]).
+    /// by the script's argv builder in [`scripts`]). The script's text goes
+    /// on stdin (`sh -s NAME ARGS…`), so the command line, the log and
+    /// errors show which script ran with which arguments, and no script
+    /// text sits in either machine's process table.
     pub fn root_script(&self, script: &Script, args: &[String]) -> Cmd {
-        self.wrap(&script_argv(script, args), true, false)
+        let mut c = self.wrap(&script_argv(script, args), true, false);
+        c.stdin = Some(script.text().into_bytes());
+        c
+    }
+
+    /// Like [`Target::root_script`], with the text the script's own builder
+    /// made (launch.sh carries activate.sh inside it).
+    pub fn root_script_text(&self, script: &Script, text: String, args: &[String]) -> Cmd {
+        let mut c = self.wrap(&script_argv(script, args), true, false);
+        c.stdin = Some(text.into_bytes());
+        c
     }
 
     /// Like [`Target::root_script`], over a new connection (no master).
     pub fn fresh_root_script(&self, script: &Script, args: &[String]) -> Cmd {
-        self.wrap(&script_argv(script, args), true, true)
-            .timeout(Duration::from_secs(15))
+        let mut c = self
+            .wrap(&script_argv(script, args), true, true)
+            .timeout(Duration::from_secs(15));
+        c.stdin = Some(script.text().into_bytes());
+        c
     }
 
     /// Close the master connection (best effort).
@@ -192,14 +208,10 @@ impl Target {
     }
 }
 
-/// `sh -c TEXT NAME ARGS…` (the script's name is its $0, in its errors).
+/// `sh -s NAME ARGS…`: the script comes on stdin; its first line drops NAME
+/// (which is there for the reader of the command line).
 fn script_argv(script: &Script, args: &[String]) -> Vec<String> {
-    let mut argv = vec![
-        "sh".to_string(),
-        "-c".into(),
-        script.text(),
-        script.name.into(),
-    ];
+    let mut argv = vec!["sh".to_string(), "-s".into(), script.name.into()];
     argv.extend(args.iter().cloned());
     argv
 }
@@ -214,6 +226,13 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Does this stderr say that sudo wanted a password?

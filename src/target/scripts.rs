@@ -46,8 +46,19 @@ pub const HEALTH: Script = Script {
     body: include_str!("scripts/health.sh"),
 };
 
-pub const ALL: [Script; 8] = [
+pub const UNLOCK: Script = Script {
+    name: "unlock.sh",
+    body: include_str!("scripts/unlock.sh"),
+};
+pub const DRY_ACTIVATE: Script = Script {
+    name: "dry-activate.sh",
+    body: include_str!("scripts/dry-activate.sh"),
+};
+
+pub const ALL: [Script; 10] = [
     PREFLIGHT,
+    UNLOCK,
+    DRY_ACTIVATE,
     GENERATIONS,
     CLOSURES,
     LAUNCH,
@@ -58,9 +69,14 @@ pub const ALL: [Script; 8] = [
 ];
 
 impl Script {
-    /// What the target's shell runs: the protocol constants, the shared
-    /// functions, then the script.
+    /// What the target's shell reads on stdin (`sh -s NAME ARGS…`): drop
+    /// NAME, then the protocol constants, the shared functions, the script.
     pub fn text(&self) -> String {
+        format!("{}shift\n{COMMON}\n{}", protocol::prelude(), self.body)
+    }
+
+    /// The script for a shell that gets its arguments directly (`sh FILE ARGS…`).
+    pub fn standalone(&self) -> String {
         format!("{}{COMMON}\n{}", protocol::prelude(), self.body)
     }
 }
@@ -69,14 +85,24 @@ fn yes_no(b: bool) -> String {
     if b { "yes".into() } else { "no".into() }
 }
 
-/// preflight.sh STATE_DIR PROFILE TOPLEVEL OWNER
-pub fn preflight_args(state_dir: &str, profile: &str, toplevel: &str, owner: &str) -> Vec<String> {
+/// preflight.sh STATE_DIR PROFILE RUN_ID OWNER
+pub fn preflight_args(state_dir: &str, profile: &str, run_id: &str, owner: &str) -> Vec<String> {
     vec![
         state_dir.into(),
         profile.into(),
-        toplevel.into(),
+        run_id.into(),
         owner.into(),
     ]
+}
+
+/// unlock.sh STATE_DIR RUN_ID
+pub fn unlock_args(state_dir: &str, run_id: &str) -> Vec<String> {
+    vec![state_dir.into(), run_id.into()]
+}
+
+/// dry-activate.sh TOPLEVEL
+pub fn dry_activate_args(toplevel: &str) -> Vec<String> {
+    vec![toplevel.into()]
 }
 
 /// generations.sh PROFILE SIZES
@@ -117,14 +143,21 @@ pub enum Activation {
     },
 }
 
-/// launch.sh DIR UNIT SCRIPT $0 ARGS…: run activate.sh detached.
+/// launch.sh's text: activate.sh travels inside it (written to the run's
+/// directory on the target), so neither script is ever an argument.
+pub fn launch_text() -> String {
+    let marker = "PANTHEROS_ACTIVATE_SH";
+    format!(
+        "{}shift\n{COMMON}\nactivate_text() {{\n  cat <<'{marker}'\n{}\n{marker}\n}}\n\n{}",
+        protocol::prelude(),
+        ACTIVATE.standalone(),
+        LAUNCH.body
+    )
+}
+
+/// launch.sh DIR UNIT ARGS…: run activate.sh ARGS… detached.
 pub fn launch_args(dir: &str, unit: &str, what: &Activation) -> Vec<String> {
-    let mut v = vec![
-        dir.to_string(),
-        unit.to_string(),
-        ACTIVATE.text(),
-        ACTIVATE.name.to_string(),
-    ];
+    let mut v = vec![dir.to_string(), unit.to_string()];
     match what {
         Activation::Activate {
             profile,
@@ -223,11 +256,11 @@ mod tests {
         );
         assert_eq!(a[0], "/run/pantheros/r1");
         assert_eq!(a[1], "pantheros-r1-web");
-        assert!(a[2].contains("roll_back_to()") && a[2].contains("ST_CONFIRMED="));
+        let text = launch_text();
+        assert!(text.contains("roll_back_to()") && text.contains("ST_CONFIRMED="));
         assert_eq!(
-            a[3..],
+            a[2..],
             [
-                "activate.sh",
                 "activate",
                 "/run/pantheros/r1",
                 "/nix/var/nix/profiles/system",
@@ -250,15 +283,8 @@ mod tests {
             },
         );
         assert_eq!(
-            r[3..],
-            [
-                "activate.sh",
-                "rollback",
-                "d",
-                "p",
-                "boot",
-                "health checks failed: x"
-            ]
+            r[2..],
+            ["rollback", "d", "p", "boot", "health checks failed: x"]
         );
     }
 
@@ -288,9 +314,14 @@ mod tests {
     #[test]
     fn the_other_builders() {
         assert_eq!(
-            preflight_args("/run/pantheros", "/p", "", "me"),
-            ["/run/pantheros", "/p", "", "me"]
+            preflight_args("/run/pantheros", "/p", "r1", "me"),
+            ["/run/pantheros", "/p", "r1", "me"]
         );
+        assert_eq!(
+            unlock_args("/run/pantheros", "r1"),
+            ["/run/pantheros", "r1"]
+        );
+        assert_eq!(dry_activate_args("/nix/store/t"), ["/nix/store/t"]);
         assert_eq!(generations_args("/p", true), ["/p", "yes"]);
         assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);
         assert_eq!(dir_args("/d"), ["/d"]);
@@ -307,7 +338,12 @@ mod tests {
         let mut paths = vec![];
         for s in ALL {
             let p = d.path().join(s.name);
-            std::fs::write(&p, s.text()).unwrap();
+            let text = if s.name == LAUNCH.name {
+                launch_text()
+            } else {
+                s.text()
+            };
+            std::fs::write(&p, text).unwrap();
             paths.push(p.to_string_lossy().into_owned());
         }
         let out = std::process::Command::new("shellcheck")

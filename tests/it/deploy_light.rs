@@ -104,7 +104,8 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     // Every step, with its command and what the target answered.
     for expected in [
         "copy --substitute-on-destination --to ssh://root@alpha",
-        "bin/switch-to-configuration dry-activate",
+        "sh -s dry-activate.sh /nix/store/",
+        "| would activate alpha generation 3",
         "| rolled-back switch-to-configuration exited 1",
     ] {
         assert!(

@@ -10,6 +10,7 @@ mod flake_eval;
 mod flashpods_podman;
 mod flashpods_scripts;
 mod flashpods_traffic;
+mod interrupts;
 mod kamal;
 mod modules_eval;
 mod nix_files;

@@ -771,6 +771,7 @@ pub struct FixtureHost {
     pub block_ssh: bool,
     pub fail_unit: bool,
     pub switch_seconds: u32,
+    pub build_seconds: u32,
     /// Nix attrset body for `pantheros.deployment` (without braces).
     pub deployment: String,
 }
@@ -785,6 +786,7 @@ impl FixtureHost {
             block_ssh: false,
             fail_unit: false,
             switch_seconds: 0,
+            build_seconds: 0,
             deployment: String::new(),
         }
     }
@@ -809,7 +811,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             .collect();
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      system.build.toplevel = mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; }};\n      \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; buildSeconds = {bsec}; }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             name = h.name,
             g = h.generation,
@@ -818,6 +820,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             bs = h.block_ssh,
             fu = h.fail_unit,
             ss = h.switch_seconds,
+            bsec = h.build_seconds,
             dep = h.deployment,
         ));
     }

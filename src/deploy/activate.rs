@@ -1,0 +1,271 @@
+//! Stage: activate the new system on the target, detached from the SSH
+//! session under a watchdog (activate.sh), then prove that the host still
+//! accepts a *fresh* SSH connection; without that proof the watchdog rolls
+//! the host back by itself. The result is the target's final state, read
+//! from its status line: anything that is not final is `Unknown`.
+
+use std::time::{Duration, Instant};
+
+use super::preflight::Current;
+use super::{Ctx, StageError};
+use crate::generations;
+use crate::target::protocol::Status;
+use crate::target::scripts::{self, Activation};
+
+/// What to activate.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub toplevel: String,
+    /// Switch the profile to this existing generation (rollback) instead of
+    /// adding a new one.
+    pub generation: Option<u64>,
+}
+
+/// How an activation ended, as the target reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activated {
+    /// The new system is active (confirmed, or done without magic rollback).
+    Kept,
+    /// Nothing changed: the activation did not start.
+    NotStarted { reason: String },
+    /// The target went back to the previous generation by itself.
+    RolledBack { reason: String },
+    /// Going back failed too: manual action is needed.
+    RollbackFailed { reason: String },
+    /// The wait ended while the host was mid-change (or unreachable).
+    Unknown { last: String },
+    /// Interrupted while activating; the watchdog goes on by itself.
+    Interrupted { status: Status },
+}
+
+/// How waiting for the watchdog ended.
+pub(super) enum Wait {
+    Reached(Status),
+    TimedOut(Option<Status>),
+    Interrupted(Option<Status>),
+}
+
+/// The activation's status, or `None` when the host could not be asked.
+pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
+    let args = scripts::dir_args(&ctx.state_dir());
+    let cmd = if fresh {
+        ctx.target.fresh_root_script(&scripts::STATUS, &args)
+    } else {
+        ctx.target
+            .root_script(&scripts::STATUS, &args)
+            .timeout(Duration::from_secs(20))
+    };
+    match ctx.log.run(&cmd).await {
+        Ok(o) if o.success() => Some(Status::parse(&o.stdout)),
+        _ => None,
+    }
+}
+
+/// Start activate.sh detached on the target.
+pub(super) async fn launch(ctx: &Ctx, unit: &str, what: &Activation) -> Result<(), StageError> {
+    let args = scripts::launch_args(&ctx.state_dir(), unit, what);
+    let cmd = ctx
+        .target
+        .root_script_text(&scripts::LAUNCH, scripts::launch_text(), &args);
+    ctx.log
+        .run_ok(&cmd)
+        .await
+        .map(|_| ())
+        .map_err(|f| StageError::cmd("starting the activation on the target failed", f))
+}
+
+/// Wait until the watchdog's status satisfies `until` or is final.
+/// `fresh` polls over new connections (the master may be gone).
+pub(super) async fn wait_status(
+    ctx: &Ctx,
+    until: impl Fn(&Status) -> bool,
+    deadline: Duration,
+    fresh: bool,
+) -> Wait {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < deadline {
+        if ctx.interrupt.fired().is_some() {
+            return Wait::Interrupted(read_status(ctx, fresh).await.or(last));
+        }
+        if let Some(s) = read_status(ctx, fresh).await {
+            if until(&s) || s.is_final() {
+                return Wait::Reached(s);
+            }
+            last = Some(s);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = ctx.interrupt.wait() => {}
+        }
+    }
+    Wait::TimedOut(last)
+}
+
+/// The host's current generation and boot default, read again.
+pub async fn observe(ctx: &Ctx) -> (Option<u64>, Option<String>) {
+    let cmd = ctx.target.root_script(
+        &scripts::GENERATIONS,
+        &scripts::generations_args(&ctx.host.deployment.profile, false),
+    );
+    match ctx.log.run(&cmd).await {
+        Ok(out) if out.success() => {
+            let gens = generations::parse(&out.stdout);
+            let cur = gens.iter().find(|g| g.current);
+            (cur.map(|g| g.number), cur.map(|g| g.system.clone()))
+        }
+        _ => (None, None),
+    }
+}
+
+/// A final (or last seen) status as an [`Activated`].
+pub(super) fn ended(status: Option<Status>) -> Activated {
+    match status {
+        Some(Status::Confirmed | Status::Done) => Activated::Kept,
+        Some(Status::Failed(reason)) => Activated::NotStarted { reason },
+        Some(Status::RolledBack(reason)) => Activated::RolledBack { reason },
+        Some(Status::RollbackFailed(reason)) => Activated::RollbackFailed { reason },
+        Some(other) => Activated::Unknown {
+            last: other.describe(),
+        },
+        None => Activated::Unknown {
+            last: "no status could be read".into(),
+        },
+    }
+}
+
+pub async fn activate(
+    ctx: &Ctx,
+    current: &Current,
+    req: &Request,
+) -> Result<Activated, StageError> {
+    let d = &ctx.host.deployment;
+    let goal = ctx.opts.goal;
+    ctx.say(&format!("activating ({})", goal.as_str()));
+    let unit = format!("pantheros-{}-{}", ctx.opts.run_id, ctx.host.name);
+    launch(
+        ctx,
+        &unit,
+        &Activation::Activate {
+            profile: d.profile.clone(),
+            toplevel: req.toplevel.clone(),
+            goal: goal.as_str().into(),
+            magic: ctx.magic(),
+            confirm_timeout: d.confirm_timeout,
+            activation_timeout: d.activation_timeout,
+            fail_on_units: d.rollback_on_failed_units,
+            generation: req.generation,
+        },
+    )
+    .await?;
+    let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
+    let status = match wait_status(ctx, |s| *s == Status::AwaitingConfirm, budget, false).await {
+        Wait::Reached(s) => s,
+        Wait::Interrupted(s) => {
+            return Ok(Activated::Interrupted {
+                status: s.unwrap_or(Status::None),
+            });
+        }
+        // Lost the master connection, or the activation never ended.
+        Wait::TimedOut(_) => return Ok(recover_unreachable(ctx).await),
+    };
+    let activated = match status {
+        Status::AwaitingConfirm => confirm(ctx).await,
+        other => ended(Some(other)),
+    };
+    Ok(verify(ctx, current, activated).await)
+}
+
+/// The reachability proof: a NEW connection must get in and confirm.
+async fn confirm(ctx: &Ctx) -> Activated {
+    let d = &ctx.host.deployment;
+    let cmd = ctx
+        .target
+        .fresh_root_script(&scripts::CONFIRM, &scripts::dir_args(&ctx.state_dir()));
+    let until = Instant::now() + Duration::from_secs(d.confirm_timeout.saturating_sub(2).max(1));
+    let mut ok = false;
+    while Instant::now() < until {
+        if matches!(ctx.log.run(&cmd).await, Ok(o) if o.success()) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !ok {
+        return recover_unreachable(ctx).await;
+    }
+    match wait_status(
+        ctx,
+        |s| *s == Status::Confirmed,
+        Duration::from_secs(d.confirm_timeout + 10),
+        false,
+    )
+    .await
+    {
+        Wait::Reached(Status::Confirmed) => {
+            ctx.say("reachable over a fresh SSH connection: confirmed");
+            Activated::Kept
+        }
+        Wait::Reached(s) => ended(Some(s)),
+        Wait::Interrupted(s) => Activated::Interrupted {
+            status: s.unwrap_or(Status::None),
+        },
+        Wait::TimedOut(s) => ended(s.or(Some(Status::None))),
+    }
+}
+
+/// The host took no fresh connection after activation: its watchdog rolls
+/// it back; wait for that over fresh connections.
+async fn recover_unreachable(ctx: &Ctx) -> Activated {
+    let timeout = ctx.host.deployment.confirm_timeout;
+    ctx.say(&format!(
+        "the host does not accept new SSH connections after activation; it rolls itself back within {timeout}s"
+    ));
+    match wait_status(
+        ctx,
+        |s| matches!(s, Status::RolledBack(_)),
+        Duration::from_secs(timeout + 30),
+        true,
+    )
+    .await
+    {
+        Wait::Reached(s) => ended(Some(s)),
+        Wait::Interrupted(s) => Activated::Interrupted {
+            status: s.unwrap_or(Status::None),
+        },
+        Wait::TimedOut(s) => match s {
+            Some(s) => Activated::Unknown { last: s.describe() },
+            None => Activated::Unknown {
+                last: "the host could not be reached".into(),
+            },
+        },
+    }
+}
+
+/// A rollback the target reports is only believed when its profile is back
+/// where it was.
+pub(super) async fn verify(ctx: &Ctx, current: &Current, a: Activated) -> Activated {
+    if let Activated::RolledBack { reason } = &a {
+        let (_, now) = observe(ctx).await;
+        if current.system.is_some() && now != current.system {
+            return Activated::RollbackFailed {
+                reason: format!(
+                    "the target reports a rollback ({reason}) but its profile points at {}",
+                    now.unwrap_or_default()
+                ),
+            };
+        }
+    }
+    a
+}
+
+/// What to do when a host is left in an unknown state (from the original
+/// workflow's recovery procedure).
+pub fn console_hint(host: &str) -> String {
+    format!(
+        "manual action needed on {host}: open the provider's console (Hetzner: Cloud Console → server → Console), \
+         log in, run `nix-env -p /nix/var/nix/profiles/system --list-generations`, then \
+         `nix-env -p /nix/var/nix/profiles/system --rollback && /nix/var/nix/profiles/system/bin/switch-to-configuration switch`; \
+         if it does not boot, pick an older generation in the boot menu"
+    )
+}

@@ -1,0 +1,415 @@
+//! One host through the pipeline, in stage order. Every stage is a function
+//! in its own file; this function only decides which runs next, and builds
+//! the host's [`Outcome`] once, from what the stages returned.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::activate::{self, Activated, Request};
+use super::build::{self, Built};
+use super::diff::{self, Diff};
+use super::fleet::{Gate, Permits};
+use super::preflight::{self, Current, Lock};
+use super::{Ctx, Goal, HostResult, Mode, Outcome, StageError, health, rollback, ship};
+use crate::target::protocol::Status;
+
+/// Why a host's run stopped before its end.
+enum Stop {
+    Failed(StageError),
+    Interrupted {
+        signal: &'static str,
+        stage: &'static str,
+    },
+}
+
+impl From<StageError> for Stop {
+    fn from(e: StageError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// What the run learnt, for the outcome.
+#[derive(Default)]
+struct Facts {
+    built: Option<Built>,
+    current: Option<Current>,
+    diff: Option<Diff>,
+    generation_after: Option<u64>,
+    system_after: Option<String>,
+    rollback_reason: Option<String>,
+    timings: BTreeMap<String, u64>,
+}
+
+/// How the run ended.
+struct End {
+    result: HostResult,
+    error: Option<StageError>,
+}
+
+impl End {
+    fn ok(result: HostResult) -> End {
+        End {
+            result,
+            error: None,
+        }
+    }
+    fn err(result: HostResult, e: StageError) -> End {
+        End {
+            result,
+            error: Some(e),
+        }
+    }
+}
+
+/// A test-only fault: `PANTHEROS_TEST_FAULT=HOST:STAGE` makes that host's
+/// task panic when it reaches STAGE. Compiled out of release builds.
+fn fault(ctx: &Ctx, stage: &str) {
+    #[cfg(debug_assertions)]
+    if let Ok(spec) = std::env::var("PANTHEROS_TEST_FAULT") {
+        if spec == format!("{}:{stage}", ctx.host.name) {
+            panic!("PANTHEROS_TEST_FAULT: {spec}");
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (ctx, stage);
+}
+
+/// Run one stage that changes nothing on the host: timed, and abandoned
+/// (its commands killed) when the run is interrupted.
+async fn step<T>(
+    ctx: &Ctx,
+    facts: &mut Facts,
+    stage: &'static str,
+    fut: impl std::future::Future<Output = Result<T, StageError>>,
+) -> Result<T, Stop> {
+    fault(ctx, stage);
+    if let Some(signal) = ctx.interrupt.fired() {
+        return Err(Stop::Interrupted { signal, stage });
+    }
+    let t = Instant::now();
+    let r = tokio::select! {
+        r = fut => r.map_err(Stop::Failed),
+        signal = ctx.interrupt.wait() => Err(Stop::Interrupted { signal, stage }),
+    };
+    facts
+        .timings
+        .insert(stage.to_string(), t.elapsed().as_millis() as u64);
+    r
+}
+
+pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
+    let started = Instant::now();
+    let started_at = chrono::Local::now().to_rfc3339();
+    let mut facts = Facts::default();
+    let mut lock: Option<Lock> = None;
+    let end = match stages(ctx, gate, permits, &mut facts, &mut lock).await {
+        Ok(end) => end,
+        Err(Stop::Failed(e)) => End::err(HostResult::Failed, e),
+        Err(Stop::Interrupted { signal, stage }) => End::err(
+            HostResult::Interrupted,
+            StageError::new(format!(
+                "interrupted by {signal} during {stage}; nothing was changed"
+            )),
+        ),
+    };
+    if let Some(l) = lock.take() {
+        preflight::unlock(ctx, l).await;
+    }
+    facts
+        .timings
+        .insert("total".into(), started.elapsed().as_millis() as u64);
+    outcome(ctx, facts, end, started_at)
+}
+
+async fn stages(
+    ctx: &Ctx,
+    gate: Gate,
+    permits: &Permits,
+    facts: &mut Facts,
+    lock: &mut Option<Lock>,
+) -> Result<End, Stop> {
+    let mode = ctx.opts.mode;
+    let goal = ctx.opts.goal;
+    let permit = permits.acquire().await;
+
+    // Build (or, for `rollback`, choose the existing generation).
+    let (built, generation) = if mode == Mode::Rollback {
+        let chosen = step(ctx, facts, "choose", rollback::choose(ctx)).await?;
+        (chosen.built, Some(chosen.generation))
+    } else {
+        (step(ctx, facts, "build", build::build(ctx)).await?, None)
+    };
+    facts.built = Some(built.clone());
+    if mode == Mode::BuildOnly {
+        ctx.say("built");
+        return Ok(End::ok(HostResult::Success));
+    }
+
+    // Preflight: the lock, and where the host stands, before any copy.
+    let (current, l) = step(ctx, facts, "preflight", preflight::preflight(ctx)).await?;
+    *lock = Some(l);
+    facts.current = Some(current.clone());
+    if preflight::is_noop(&current, &built, goal) && mode != Mode::DryRun {
+        ctx.say("already running this system: nothing to do");
+        facts.generation_after = current.generation;
+        facts.system_after = current.system.clone();
+        return Ok(End::ok(HostResult::Unchanged));
+    }
+
+    step(ctx, facts, "copy", ship::ship(ctx, &built)).await?;
+    let plan = step(ctx, facts, "diff", diff::plan(ctx, &current, &built)).await?;
+    facts.diff = Some(plan.diff.clone());
+    if mode == Mode::DryRun {
+        eprintln!("Changes for {}:\n{}", ctx.name(), plan.diff.render());
+        return Ok(End::ok(HostResult::Success));
+    }
+
+    // One confirmation for the whole run.
+    drop(permit);
+    let from = match current.generation {
+        Some(g) => format!("generation {g}"),
+        None => "no previous generation".into(),
+    };
+    let to = match generation {
+        Some(g) => format!("generation {g}"),
+        None => "new".into(),
+    };
+    let text = format!(
+        "Changes for {} ({from} -> {to}):\n{}",
+        ctx.name(),
+        plan.diff.render()
+    );
+    fault(ctx, "confirm");
+    if !gate.approve(ctx, text).await {
+        if let Some(signal) = ctx.interrupt.fired() {
+            return Err(Stop::Interrupted {
+                signal,
+                stage: "the confirmation",
+            });
+        }
+        return Ok(End::err(
+            HostResult::Failed,
+            StageError::new("not confirmed; nothing was changed"),
+        ));
+    }
+    let _permit = permits.acquire().await;
+    if let Some(signal) = ctx.interrupt.fired() {
+        return Err(Stop::Interrupted {
+            signal,
+            stage: "the confirmation",
+        });
+    }
+
+    // Activate: from here on the host changes, and is never abandoned.
+    fault(ctx, "activate");
+    let t = Instant::now();
+    let request = Request {
+        toplevel: built.toplevel.clone(),
+        generation,
+    };
+    let activated = activate::activate(ctx, &current, &request).await?;
+    facts
+        .timings
+        .insert("activate".into(), t.elapsed().as_millis() as u64);
+    let activated = match activated {
+        Activated::Kept if goal != Goal::Boot => {
+            fault(ctx, "health");
+            let t = Instant::now();
+            let checked = health::health(ctx, current.systemd).await;
+            facts
+                .timings
+                .insert("health".into(), t.elapsed().as_millis() as u64);
+            match checked {
+                Ok(()) => Activated::Kept,
+                Err(problems) if ctx.interrupt.fired().is_some() => {
+                    return Ok(interrupted_while_active(
+                        ctx,
+                        facts,
+                        Status::Confirmed,
+                        Some(problems),
+                    )
+                    .await);
+                }
+                Err(problems) => {
+                    let roll = ctx
+                        .opts
+                        .rollback_on_health
+                        .unwrap_or(ctx.host.deployment.rollback_on_health_failure);
+                    if !roll {
+                        (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
+                        ctx.say(
+                            "health checks failed; the new generation stays (rollback disabled)",
+                        );
+                        return Ok(End::err(
+                            HostResult::Failed,
+                            StageError::new(format!(
+                                "health checks failed (rollback disabled, the new generation stays active): {problems}"
+                            )),
+                        ));
+                    }
+                    ctx.say("health checks failed; rolling back");
+                    let t = Instant::now();
+                    let r = rollback::roll_back(
+                        ctx,
+                        &current,
+                        format!("health checks failed: {problems}"),
+                    )
+                    .await;
+                    facts
+                        .timings
+                        .insert("rollback".into(), t.elapsed().as_millis() as u64);
+                    r
+                }
+            }
+        }
+        other => other,
+    };
+    Ok(finish(ctx, facts, activated).await)
+}
+
+/// The end of an activation, from the target's final state.
+async fn finish(ctx: &Ctx, facts: &mut Facts, activated: Activated) -> End {
+    (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
+    match activated {
+        Activated::Kept => {
+            facts.system_after = facts.built.as_ref().map(|b| b.toplevel.clone());
+            ctx.say(&format!(
+                "{}: generation {} is active",
+                if ctx.opts.mode == Mode::Rollback {
+                    "rolled back"
+                } else {
+                    "deployed"
+                },
+                facts
+                    .generation_after
+                    .map(|g| g.to_string())
+                    .unwrap_or("?".into())
+            ));
+            End::ok(HostResult::Success)
+        }
+        Activated::NotStarted { reason } => End::err(
+            HostResult::Failed,
+            StageError::new(format!("activation did not start: {reason}")),
+        ),
+        Activated::RolledBack { reason } => {
+            facts.rollback_reason = Some(reason.clone());
+            ctx.say(&format!("rolled back: {reason}"));
+            End::err(
+                HostResult::RolledBack,
+                StageError::new(format!("rolled back: {reason}")),
+            )
+        }
+        Activated::RollbackFailed { reason } => {
+            facts.rollback_reason = Some(reason.clone());
+            End::err(
+                HostResult::RollbackFailed,
+                StageError::new(format!("rollback failed: {reason}"))
+                    .hint(activate::console_hint(ctx.name())),
+            )
+        }
+        Activated::Unknown { last } => {
+            facts.rollback_reason = Some(format!("state unknown: {last}"));
+            End::err(
+                HostResult::Unknown,
+                StageError::new(format!(
+                    "the host's state is unknown: the activation did not reach a final state (last status: {last})"
+                ))
+                .hint(activate::console_hint(ctx.name())),
+            )
+        }
+        Activated::Interrupted { status } => {
+            interrupted_while_active(ctx, facts, status, None).await
+        }
+    }
+}
+
+/// Interrupted after the activation started: the watchdog goes on by
+/// itself; say where it stands.
+async fn interrupted_while_active(
+    ctx: &Ctx,
+    facts: &mut Facts,
+    status: Status,
+    health: Option<String>,
+) -> End {
+    let timeout = ctx.host.deployment.confirm_timeout;
+    let msg = match &status {
+        Status::Confirmed | Status::Done => format!(
+            "interrupted after the activation was confirmed: the new generation stays active{}",
+            match health {
+                Some(p) => format!("; health checks did not pass yet ({p})"),
+                None => "; health checks did not run".into(),
+            }
+        ),
+        Status::RolledBack(r) => format!("interrupted; the host had already rolled back ({r})"),
+        s if ctx.magic() => format!(
+            "interrupted during activation (status: {}); the host's watchdog rolls it back within {timeout}s \
+             unless it was confirmed",
+            s.describe()
+        ),
+        s => format!(
+            "interrupted during activation (status: {}); without magic rollback the host keeps what it activates",
+            s.describe()
+        ),
+    };
+    ctx.say(&msg);
+    ctx.log.note(&msg);
+    (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
+    End::err(
+        HostResult::Unknown,
+        StageError::new(msg).hint(format!(
+            "check the host with `pantheros rollback {} --list` once the watchdog has finished; \
+             the next deploy needs no --break-lock",
+            ctx.name()
+        )),
+    )
+}
+
+/// Assemble the host's outcome, once, and write it next to the log.
+fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
+    let current = facts.current.unwrap_or_default();
+    let error = end.error.as_ref().map(|e| e.render());
+    if let Some(e) = &error {
+        ctx.log.note(&format!("error: {e}"));
+        if !matches!(end.result, HostResult::RolledBack | HostResult::Success) {
+            let label = match end.result {
+                HostResult::Failed => "FAILED (nothing changed)".to_string(),
+                HostResult::Interrupted => "INTERRUPTED (nothing changed)".to_string(),
+                other => format!("{other:?}"),
+            };
+            ctx.say(&format!("{label}: {e}"));
+        }
+    }
+    let o = Outcome {
+        host: ctx.host.name.clone(),
+        target: ctx.target_label(),
+        mode: ctx.opts.mode,
+        goal: ctx.opts.goal,
+        result: end.result,
+        generation_before: current.generation,
+        generation_after: facts.generation_after,
+        system_before: current.system,
+        system_after: facts.system_after,
+        toplevel: facts.built.map(|b| b.toplevel),
+        rollback_reason: facts.rollback_reason,
+        error,
+        diff: facts.diff,
+        durations_ms: facts.timings,
+        log: ctx.log.path.clone(),
+        started: started_at,
+    };
+    write_info(ctx, &o);
+    o
+}
+
+/// The `.info` file: the outcome as JSON, beside the log.
+pub fn write_info(ctx: &Ctx, o: &Outcome) {
+    let info = ctx.log.path.with_extension("info");
+    match serde_json::to_vec_pretty(o) {
+        Ok(bytes) => {
+            if let Err(e) = super::fleet::write_atomic(&info, &bytes) {
+                eprintln!("warning: could not write {}: {e}", info.display());
+            }
+        }
+        Err(e) => eprintln!("warning: could not encode {}: {e}", info.display()),
+    }
+}

@@ -1,0 +1,177 @@
+//! Stage: take the host's deploy lock and learn where the host stands (its
+//! generations, boot default, running system, whether systemd runs it), in
+//! one round trip, before anything is copied: a host that already runs the
+//! built system needs nothing else.
+
+use super::build::Built;
+use super::{Ctx, Goal, StageError};
+use crate::generations;
+use crate::target::protocol::{exits, section};
+use crate::target::scripts;
+
+/// Where the target keeps pantheros' state: the lock and one directory per run.
+pub const STATE_DIR: &str = "/run/pantheros";
+
+/// The host before this run changes anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Current {
+    /// The profile's current generation.
+    pub generation: Option<u64>,
+    /// What the profile points at: the boot default.
+    pub system: Option<String>,
+    /// `/run/current-system`: what runs now.
+    pub running: Option<String>,
+    /// systemd is PID 1 (activation under systemd-run, systemd health checks).
+    pub systemd: bool,
+}
+
+impl Current {
+    /// Nothing to do: the host runs `top` and boots it by default (for
+    /// `--goal boot`, it boots it by default). `--goal test` always activates.
+    pub fn already_has(&self, top: &str, goal: Goal) -> bool {
+        let boots = self.system.as_deref() == Some(top);
+        let runs = self.running.as_deref() == Some(top);
+        match goal {
+            Goal::Switch => boots && runs,
+            Goal::Boot => boots,
+            Goal::Test => false,
+        }
+    }
+}
+
+/// Proof that this run holds the host's lock; give it back to [`unlock`].
+#[derive(Debug)]
+#[must_use = "a taken lock must be released with preflight::unlock"]
+pub struct Lock(());
+
+fn owner() -> String {
+    format!(
+        "pantheros by {}@{} (pid {})",
+        std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        crate::target::hostname(),
+        std::process::id()
+    )
+}
+
+pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
+    let cmd = ctx.target.root_script(
+        &scripts::PREFLIGHT,
+        &scripts::preflight_args(
+            STATE_DIR,
+            &ctx.host.deployment.profile,
+            &ctx.opts.run_id,
+            &owner(),
+        ),
+    );
+    let out = ctx
+        .log
+        .run(&cmd)
+        .await
+        .map_err(|f| StageError::cmd("could not run the preflight checks on the target", f))?;
+    match out.code {
+        Some(0) => {}
+        Some(exits::LOCKED) => {
+            let holder = out.stdout.trim().trim_start_matches("LOCKED ").to_string();
+            return Err(StageError::new(format!(
+                "another deployment holds the lock on this host: {holder}"
+            ))
+            .hint(format!(
+                "wait for it to finish; if it died, remove {STATE_DIR}/lock on the host (or pass --break-lock)"
+            )));
+        }
+        _ => {
+            let f = crate::runner::failure_of(&cmd, &out);
+            let mut e = StageError::cmd("the preflight checks failed on the target", f);
+            if crate::target::needs_password(&out.stderr) {
+                e = e.hint(format!(
+                    "{} needs a password on {}: allow it without one (e.g. `security.sudo.wheelNeedsPassword = false` \
+                     or a NOPASSWD rule for {}), or deploy as root",
+                    ctx.host.deployment.privilege_escalation_command.join(" "),
+                    ctx.host.name,
+                    ctx.host.deployment.target_user
+                ));
+            } else if out.code == Some(255) {
+                e = e.hint(format!(
+                    "ssh to {} failed: check `ssh {}` works (host key, user, key); nothing was changed",
+                    ctx.host.name,
+                    ctx.target.destination()
+                ));
+            }
+            return Err(e);
+        }
+    }
+    let store_path = |name: &str| {
+        section(&out.stdout, name)
+            .first()
+            .map(|s| s.trim().to_string())
+            .filter(|s| crate::nix::store_path::StorePath::parse(s).is_some())
+    };
+    let gens = generations::parse(&section(&out.stdout, "generations").join("\n"));
+    let current = Current {
+        generation: gens.iter().find(|g| g.current).map(|g| g.number),
+        system: store_path("system"),
+        running: store_path("running"),
+        systemd: section(&out.stdout, "systemd").first().map(|s| s.trim()) == Some("yes"),
+    };
+    Ok((current, Lock(())))
+}
+
+/// Release the lock this run took (only this run's: another run's lock,
+/// e.g. after --break-lock, is left alone and named in the log).
+pub async fn unlock(ctx: &Ctx, lock: Lock) {
+    let Lock(()) = lock;
+    let cmd = ctx.target.root_script(
+        &scripts::UNLOCK,
+        &scripts::unlock_args(STATE_DIR, &ctx.opts.run_id),
+    );
+    match ctx.log.run_ok(&cmd).await {
+        Ok(out) if out.stdout.starts_with("NOT-OURS") => {
+            ctx.log.note(&format!("the lock is not ours any more: {}", out.stdout.trim()));
+        }
+        Ok(_) => {}
+        Err(f) => ctx.say(&format!(
+            "could not release the deploy lock ({}); remove {STATE_DIR}/lock on the host if no deployment runs",
+            f.how
+        )),
+    }
+}
+
+/// Release whatever lock this run holds on a host whose pipeline could not
+/// give its lock back itself (its task crashed).
+pub async fn unlock_after_crash(
+    ctx_target: &crate::target::Target,
+    log: &crate::report::log::HostLog,
+    run_id: &str,
+) {
+    let cmd = ctx_target.root_script(&scripts::UNLOCK, &scripts::unlock_args(STATE_DIR, run_id));
+    let _ = log
+        .run(&cmd.timeout(std::time::Duration::from_secs(20)))
+        .await;
+}
+
+/// Is `built` what the host already runs and boots?
+pub fn is_noop(current: &Current, built: &Built, goal: Goal) -> bool {
+    current.already_has(&built.toplevel, goal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noop_means_running_and_booting_the_built_system() {
+        let c = |system: Option<&str>, running: Option<&str>| Current {
+            system: system.map(String::from),
+            running: running.map(String::from),
+            ..Default::default()
+        };
+        let t = "/nix/store/t";
+        assert!(c(Some(t), Some(t)).already_has(t, Goal::Switch));
+        // After --goal boot: the boot default is new, the running system is not.
+        assert!(!c(Some(t), Some("/nix/store/old")).already_has(t, Goal::Switch));
+        assert!(c(Some(t), Some("/nix/store/old")).already_has(t, Goal::Boot));
+        assert!(!c(Some(t), None).already_has(t, Goal::Switch));
+        assert!(!c(Some(t), Some(t)).already_has(t, Goal::Test));
+        assert!(!c(None, None).already_has(t, Goal::Boot));
+    }
+}

@@ -1,0 +1,315 @@
+//! A run that is interrupted (SIGINT, as Ctrl-C sends it) or whose host
+//! task crashes: every host ends on a consistent generation, holds no lock,
+//! appears in the result with the right code, and the next deploy works
+//! without --break-lock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use testworld::{World, assert_exit, json, stdout, write_fleet};
+
+const NO_LOCK: &str = "test ! -e /run/pantheros/lock";
+
+fn host(w: &World, name: &str, generation: u32) -> testworld::FixtureHost {
+    w.fixture_host(name, generation, "")
+}
+
+/// `pantheros ARGS` from the client namespace with its output in files.
+fn spawn(w: &World, flake: &Path, args: &[&str]) -> (Child, PathBuf, PathBuf) {
+    let bin = testworld::pantheros_bin();
+    let mut argv = vec![bin.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let out = w.path().join(format!("out-{}", fastrand_id()));
+    let err = out.with_extension("err");
+    let child = w
+        .client(&argv)
+        .current_dir(flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    (child, out, err)
+}
+
+fn fastrand_id() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigint(child: &Child) {
+    testworld::sh(&["kill", "-INT", &child.id().to_string()]);
+}
+
+fn finish(mut child: Child, out: &Path, err: &Path) -> (i32, serde_json::Value, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "pantheros did not exit after the interrupt"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(err).unwrap();
+    let out = std::fs::read_to_string(out).unwrap();
+    let doc = serde_json::from_str(&out).unwrap_or_else(|e| panic!("no JSON ({e}):\n{out}\n{err}"));
+    (status.code().unwrap_or(-1), doc, err)
+}
+
+/// After the interrupt: no lock, the profile and the running fixture agree,
+/// and the next deploy goes through without --break-lock.
+fn assert_consistent_and_deployable(w: &World, flake: &Path, name: &str, next: u32) {
+    w.host(name).exec_ok(&["sh", "-c", NO_LOCK]);
+    let marker = w.generation_marker(name);
+    let profile = w.profile_target(name);
+    assert!(
+        profile.ends_with(&format!("-26.05.{marker}")),
+        "{name}: the profile ({profile}) and the running generation ({marker}) disagree"
+    );
+    write_fleet(flake, &[host(w, name, next)]);
+    let out = w.pantheros(flake, &["deploy", name, "--yes"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker(name), next.to_string());
+}
+
+#[test]
+fn an_interrupt_during_the_build_changes_nothing_and_exits_5() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let mut slow = host(&w, "alpha", 2);
+    slow.build_seconds = 30;
+    write_fleet(&flake, &[slow]);
+    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
+    wait_for("the build", 30, || {
+        std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("building /nix/store/")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    sigint(&child);
+    let (code, doc, err) = finish(child, &out, &err);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the build was not stopped"
+    );
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(doc["hosts"][0]["result"], "interrupted", "{doc}");
+    assert!(
+        err.contains("interrupted by SIGINT during build; nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(w.generation_marker("alpha"), "1");
+    assert_consistent_and_deployable(&w, &flake, "alpha", 3);
+}
+
+#[test]
+fn an_interrupt_at_the_confirmation_prompt_releases_every_lock() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    w.add_host("beta");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1), host(&w, "beta", 1)]);
+    assert_exit(
+        &w.pantheros(&flake, &["deploy", "alpha", "beta", "--yes"]),
+        0,
+    );
+    write_fleet(&flake, &[host(&w, "alpha", 2), host(&w, "beta", 2)]);
+    // A real terminal: the prompt only appears on one. The driver waits for
+    // it, sends SIGINT to pantheros, and prints pantheros' exit code last.
+    let bin = testworld::pantheros_bin();
+    let driver = r#"
+import os, pty, signal, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+seen, sent = b"", False
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+    if not sent and b"Continue with deployment?" in seen:
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGINT)
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+print("\nEXIT", os.waitstatus_to_exitcode(status), "PROMPTED", sent)
+"#;
+    let out = w
+        .client(&[
+            "python3",
+            "-c",
+            driver,
+            bin.to_str().unwrap(),
+            "deploy",
+            "alpha",
+            "beta",
+        ])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("PROMPTED True"), "{text}");
+    assert!(text.contains("EXIT 5 "), "{text}");
+    assert!(
+        text.contains("interrupted by SIGINT during the confirmation"),
+        "{text}"
+    );
+    for h in ["alpha", "beta"] {
+        assert_eq!(w.generation_marker(h), "1", "{h} changed");
+    }
+    assert_consistent_and_deployable(&w, &flake, "alpha", 3);
+    assert_consistent_and_deployable(&w, &flake, "beta", 3);
+}
+
+#[test]
+fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let mut slow = host(&w, "alpha", 2);
+    slow.switch_seconds = 2;
+    write_fleet(&flake, &[slow]);
+    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
+    wait_for("the activation", 30, || {
+        std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("activating (switch)")
+    });
+    sigint(&child);
+    let (code, doc, err) = finish(child, &out, &err);
+    assert_eq!(code, 6, "{err}");
+    assert_eq!(doc["hosts"][0]["result"], "unknown", "{doc}");
+    assert!(
+        err.contains("rolls it back within 6s unless it was confirmed"),
+        "{err}"
+    );
+    // The watchdog, unconfirmed, goes back to generation 1 by itself.
+    let status = "d=$(ls -td /run/pantheros/*/ | grep -v /lock/ | head -n 1); cat \"${d}status\"";
+    wait_for("the watchdog's rollback", 30, || {
+        stdout(&w.host("alpha").exec(&["sh", "-c", status])).starts_with("rolled-back")
+    });
+    assert_eq!(w.generation_marker("alpha"), "1");
+    assert_consistent_and_deployable(&w, &flake, "alpha", 3);
+}
+
+#[test]
+fn an_interrupt_during_health_checks_keeps_the_confirmed_generation() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let slow = w.fixture_host(
+        "alpha",
+        2,
+        r#"healthChecks = { commands = [ "sleep 20" ]; timeout = 60; };"#,
+    );
+    write_fleet(&flake, &[slow]);
+    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
+    wait_for("the health checks", 30, || {
+        std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("confirmed")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    sigint(&child);
+    let (code, doc, err) = finish(child, &out, &err);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the health checks were not stopped"
+    );
+    assert_eq!(code, 6, "{err}");
+    assert_eq!(doc["hosts"][0]["result"], "unknown", "{doc}");
+    assert!(err.contains("the new generation stays active"), "{err}");
+    assert_eq!(w.generation_marker("alpha"), "2");
+    assert_consistent_and_deployable(&w, &flake, "alpha", 3);
+}
+
+/// A host whose task panics (a test-only fault) still ends with an outcome:
+/// the other host deploys, the crashed one is "unknown" (exit 6), its lock
+/// is released and its SSH master closed; the run's JSON lists both.
+#[test]
+fn a_crashed_host_task_is_reported_unknown_and_releases_its_lock() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    w.add_host("beta");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1), host(&w, "beta", 1)]);
+    let bin = testworld::pantheros_bin();
+    let out = w
+        .client(&[
+            bin.to_str().unwrap(),
+            "deploy",
+            "alpha",
+            "beta",
+            "--yes",
+            "--json",
+        ])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .env("PANTHEROS_TEST_FAULT", "beta:copy")
+        .output()
+        .unwrap();
+    assert_exit(&out, 6);
+    let doc = json(&out);
+    let results: Vec<(&str, &str)> = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap(), h["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(results, [("alpha", "success"), ("beta", "unknown")]);
+    assert!(
+        doc["hosts"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("crashed"),
+        "{doc}"
+    );
+    assert_eq!(w.generation_marker("alpha"), "1");
+    // beta's preflight took the lock before the crash; it was given back.
+    w.host("beta").exec_ok(&["sh", "-c", NO_LOCK]);
+    assert_eq!(w.generation_marker("beta"), "");
+    let ip = w.host("beta").ip.clone();
+    let ss = w.client_exec(&["ss", "-Htn", "state", "established", "dst", &ip]);
+    assert!(
+        stdout(&ss).trim().is_empty(),
+        "SSH connections left open:\n{}",
+        stdout(&ss)
+    );
+    // And beta deploys next time, without --break-lock.
+    write_fleet(&flake, &[host(&w, "beta", 1)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "beta", "--yes"]), 0);
+    assert_eq!(w.generation_marker("beta"), "1");
+}
