@@ -5,6 +5,7 @@
 //! through [`runner`].
 
 pub mod cli;
+pub mod command;
 pub mod deploy;
 pub mod error;
 pub mod generations;

@@ -1,0 +1,47 @@
+//! `pantheros build-all`: every selected host built in parallel.
+
+use super::{log_root, selected_hosts};
+use crate::cli;
+use crate::error::Result;
+use crate::{inventory, nix};
+
+pub async fn build_all(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    args: cli::BuildAllArgs,
+) -> Result<i32> {
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    eprintln!("=== pantheros parallel build ===");
+    eprintln!("Building with {jobs} parallel jobs");
+    eprintln!(
+        "Hosts: {}",
+        hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let log_dir = log_root(&flake, cwd, args.log_dir);
+    let opts = crate::deploy::Options {
+        force_local: true,
+        ..crate::deploy::Options::new(
+            crate::deploy::Mode::BuildOnly,
+            crate::deploy::Goal::Switch,
+            log_dir,
+        )
+    };
+    let fleet = crate::deploy::fleet::FleetArgs {
+        yes: true,
+        json: args.json,
+        jobs,
+        break_lock: false,
+    };
+    Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
+}

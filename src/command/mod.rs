@@ -1,0 +1,147 @@
+//! One file per subcommand; this module dispatches to them and holds what
+//! several share (host selection with drvPaths, log and GC-root places).
+
+pub mod build_all;
+pub mod deploy;
+pub mod hosts;
+pub mod provision;
+pub mod rollback;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, Result};
+use crate::{inventory, nix};
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
+    match cli.command {
+        Command::Hosts(args) => {
+            let flake = inventory::flake::resolve(cli.flake.as_deref(), &cwd)?;
+            let nix = nix::Nix::locate()?;
+            let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
+            hosts::hosts(&inv, &args)
+        }
+        Command::Deploy(args) => deploy::deploy(cli.flake.as_deref(), &cwd, args).await,
+        Command::BuildAll(args) => build_all::build_all(cli.flake.as_deref(), &cwd, args).await,
+        Command::Rollback(args) => rollback::rollback(cli.flake.as_deref(), &cwd, args).await,
+        Command::Provision(args) => provision::provision(cli.flake.as_deref(), &cwd, args).await,
+    }
+}
+
+/// Evaluate the flake once, with drvPaths for the selected hosts, and
+/// return those hosts (every one evaluated).
+pub async fn selected_hosts(
+    nix: &nix::Nix,
+    flake: &inventory::FlakeRef,
+    selectors: &[String],
+) -> Result<Vec<inventory::Host>> {
+    let opts = inventory::EvalOptions {
+        drv_for: Some(selectors.to_vec()),
+    };
+    let inv = inventory::load(nix, flake, &opts).await?;
+    let selection = inv.select(selectors)?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
+    }
+    let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
+    let missing: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h.drv_path.is_none())
+        .map(|h| h.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::UnexpectedOutput {
+            command: "nix eval".into(),
+            detail: format!("no toplevel derivation for {}", missing.join(", ")),
+        });
+    }
+    Ok(hosts)
+}
+pub fn log_root(
+    flake: &inventory::FlakeRef,
+    cwd: &std::path::Path,
+    given: Option<std::path::PathBuf>,
+) -> std::path::PathBuf {
+    given.unwrap_or_else(|| {
+        flake
+            .root
+            .clone()
+            .unwrap_or_else(|| cwd.to_path_buf())
+            .join("logs")
+    })
+}
+/// One host of the flake by name (for rollback and provision), or, without
+/// a name, this machine; and where its logs go.
+pub async fn flake_host(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    name: Option<&str>,
+) -> Result<(inventory::Host, std::path::PathBuf)> {
+    let Some(name) = name else {
+        let root = inventory::flake::resolve(flake, cwd)
+            .ok()
+            .and_then(|f| f.root)
+            .map(|r| r.join("logs"))
+            .unwrap_or_else(state_logs);
+        let host = inventory::Host {
+            name: crate::target::hostname(),
+            uses_module: false,
+            deployment: inventory::Deployment {
+                target_host: Some("localhost".into()),
+                ..Default::default()
+            },
+            drv_path: None,
+            system: None,
+        };
+        return Ok((host, root));
+    };
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
+    let selection = inv.select(&[name.to_string()])?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
+    }
+    let [h] = selection.hosts[..] else {
+        return Err(Error::Usage(format!(
+            "`{name}` selects {} hosts; name exactly one",
+            selection.hosts.len()
+        )));
+    };
+    Ok((h.clone(), log_root(&flake, cwd, None)))
+}
+/// `$XDG_STATE_HOME/pantheros/logs`, for runs outside any flake.
+pub fn state_logs() -> std::path::PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/log"))
+        .join("pantheros/logs")
+}
+/// Build a host's toplevel from its derivation (with a GC root) and return it.
+pub async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> Result<String> {
+    let drv = host
+        .drv_path
+        .clone()
+        .ok_or_else(|| Error::UnexpectedOutput {
+            command: "nix eval".into(),
+            detail: format!("no derivation for {}", host.name),
+        })?;
+    let roots = logs.join("gcroots");
+    std::fs::create_dir_all(&roots)
+        .map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
+    let root = roots.join(&host.name);
+    let cmd = crate::runner::Cmd::new([
+        "nix-store".to_string(),
+        "--realise".into(),
+        drv,
+        "--add-root".into(),
+        root.to_string_lossy().into_owned(),
+        "--indirect".into(),
+    ]);
+    crate::runner::run_ok(&cmd).await.map_err(Error::Command)?;
+    let top = std::fs::read_link(&root)
+        .map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
+    Ok(top.to_string_lossy().into_owned())
+}
