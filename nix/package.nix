@@ -18,6 +18,7 @@ rustPlatform.buildRustPackage {
       # the manifest (they are not built here).
       ../examples/demo.rs
       ../bench/deploy/main.rs
+      ../bench/fleet/main.rs
     ];
   };
 

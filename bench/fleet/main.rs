@@ -1,0 +1,190 @@
+//! bench/fleet: a fleet of light hosts deployed at once.
+//!
+//! 32 light hosts (`BENCH_HOSTS`), `-j 8` (`BENCH_JOBS`): a no-op redeploy
+//! and a one-change deploy of the whole fleet, each against the same
+//! deploy to one host alone in the same run. With 8 at a time, 32 hosts are
+//! 4 waves, so the goal is wall ≤ 1.25 × (4 × one host). Also reported: the
+//! evaluations per run (from `-v`'s command log), the SSH connections each
+//! host's sshd accepted per run (goal ≤ 2: master + reachability proof), and
+//! the deployer's peak RSS (VmHWM, sampled while it runs).
+//!
+//!     bash bench/fleet/run.sh        (needs root; builds the release binary)
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use testworld::{World, write_fleet};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn accepted(w: &World, host: &str) -> usize {
+    std::fs::read_to_string(w.host(host).dir.join("sshd.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count()
+}
+
+struct Run {
+    wall: Duration,
+    evals: usize,
+    max_conns: usize,
+    peak_rss_kib: u64,
+}
+
+/// Deploy `hosts` (generation `g`), measuring wall time, evaluations,
+/// connections per host and the deployer's peak RSS.
+fn deploy(w: &World, flake: &Path, hosts: &[String], g: u32, jobs: usize, expect: &str) -> Run {
+    let fixtures: Vec<_> = hosts.iter().map(|h| w.fixture_host(h, g, "")).collect();
+    write_fleet(flake, &fixtures);
+    let before: Vec<usize> = hosts.iter().map(|h| accepted(w, h)).collect();
+    let bin = testworld::pantheros_bin();
+    let mut argv = vec![
+        bin.to_str().unwrap().to_string(),
+        "-v".into(),
+        "deploy".into(),
+    ];
+    argv.extend(hosts.iter().cloned());
+    argv.extend([
+        "--yes".into(),
+        "--json".into(),
+        "-j".into(),
+        jobs.to_string(),
+    ]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let child = w
+        .client(&argv)
+        .current_dir(flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        while let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            {
+                peak = peak.max(kib);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    });
+    let out = child.wait_with_output().unwrap();
+    let wall = start.elapsed();
+    let peak_rss_kib = sampler.join().unwrap_or(0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "deploy failed:\n{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["result"].as_str().unwrap_or(""))
+        .collect();
+    assert!(results.iter().all(|r| *r == expect), "{results:?}");
+    assert_eq!(results.len(), hosts.len());
+    let evals = err
+        .lines()
+        .filter(|l| l.contains("run") && l.contains(" eval "))
+        .count();
+    let max_conns = hosts
+        .iter()
+        .zip(before)
+        .map(|(h, b)| accepted(w, h) - b)
+        .max()
+        .unwrap_or(0);
+    Run {
+        wall,
+        evals,
+        max_conns,
+        peak_rss_kib,
+    }
+}
+
+fn main() {
+    let n = env("BENCH_HOSTS", 32);
+    let jobs = env("BENCH_JOBS", 8);
+    let Some(mut w) = World::new() else {
+        eprintln!("bench: the test world cannot be built here");
+        std::process::exit(1);
+    };
+    let names: Vec<String> = (1..=n).map(|i| format!("h{i:02}")).collect();
+    let started = Instant::now();
+    for h in &names {
+        w.add_host(h);
+    }
+    eprintln!(
+        "{n} light hosts up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let flake = w.path().join("fleet");
+    let one = vec![names[0].clone()];
+
+    // First deploys (not measured), then one host alone and the fleet, no-op and one change.
+    deploy(&w, &flake, &names, 1, jobs, "success");
+    let one_noop = deploy(&w, &flake, &one, 1, jobs, "unchanged");
+    let fleet_noop = deploy(&w, &flake, &names, 1, jobs, "unchanged");
+    let one_change = deploy(&w, &flake, &one, 2, jobs, "success");
+    let mut fixtures = vec![w.fixture_host(&names[0], 2, "")];
+    fixtures.extend(names[1..].iter().map(|h| w.fixture_host(h, 1, "")));
+    write_fleet(&flake, &fixtures);
+    let fleet_change = deploy(&w, &flake, &names, 3, jobs, "success");
+
+    let waves = n.div_ceil(jobs) as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("fleet benchmark: {n} light hosts, -j {jobs} ({waves} waves)");
+    println!(
+        "{:<12} {:>12} {:>12} {:>8} {:>6} {:>10} {:>10}",
+        "case", "1 host ms", "fleet ms", "ratio*", "evals", "ssh/host", "peak MiB"
+    );
+    let mut doc = serde_json::Map::new();
+    let mut ok = true;
+    for (case, o, f) in [
+        ("no-op", &one_noop, &fleet_noop),
+        ("one change", &one_change, &fleet_change),
+    ] {
+        let ratio = ms(f.wall) / (waves * ms(o.wall));
+        println!(
+            "{:<12} {:>12.0} {:>12.0} {:>8.2} {:>6} {:>10} {:>10.1}",
+            case,
+            ms(o.wall),
+            ms(f.wall),
+            ratio,
+            f.evals,
+            f.max_conns,
+            f.peak_rss_kib as f64 / 1024.0
+        );
+        doc.insert(
+            case.replace(' ', "_"),
+            serde_json::json!({
+                "oneHostMs": ms(o.wall), "fleetMs": ms(f.wall), "ratio": ratio,
+                "evaluations": f.evals, "maxSshConnectionsPerHost": f.max_conns,
+                "peakRssKiB": f.peak_rss_kib,
+            }),
+        );
+        ok &= f.evals <= 1 && f.max_conns <= 2;
+    }
+    println!("* fleet wall / ({waves} × one host)");
+    println!(
+        "{}",
+        serde_json::json!({ "bench": "fleet", "hosts": n, "jobs": jobs, "cases": doc })
+    );
+    if !ok {
+        eprintln!(
+            "bench: more than one evaluation per run, or more than 2 SSH connections per host"
+        );
+        std::process::exit(1);
+    }
+}
