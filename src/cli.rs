@@ -51,6 +51,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Did the command ask for `--json`? (Then every exit prints a document.)
+    pub fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Hosts(a) => a.json,
+            Command::Deploy(a) => a.json,
+            Command::BuildAll(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Provision(a) => a.wants_json(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the hosts of the flake with their deployment metadata.

@@ -19,10 +19,15 @@ fn main() {
             std::process::exit(exit::FAILED_NOTHING_CHANGED);
         }
     };
+    let json = cli.wants_json();
     let code = match rt.block_on(pantheros::command::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             pantheros::report::print_error(&e);
+            if json {
+                // --json prints one document for every exit, early errors too.
+                println!("{}", pantheros::report::error_document(&e));
+            }
             e.exit_code()
         }
     };

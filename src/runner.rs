@@ -22,6 +22,9 @@ pub struct Cmd {
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub stdin: Option<Vec<u8>>,
+    /// How `-v` shows the command, when it must not show the argv as it is
+    /// (a host's secrets redacted).
+    pub shown: Option<String>,
 }
 
 impl Cmd {
@@ -35,6 +38,7 @@ impl Cmd {
             env: Vec::new(),
             timeout: None,
             stdin: None,
+            shown: None,
         }
     }
 
@@ -49,6 +53,11 @@ impl Cmd {
 
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn envs(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(vars);
         self
     }
 
@@ -84,7 +93,11 @@ pub fn tail(s: &str, n: usize) -> Vec<String> {
 /// use [`run_ok`] for that.
 pub async fn run(cmd: &Cmd) -> Result<Output, CommandFailure> {
     let started = Instant::now();
-    tracing::debug!(argv = %crate::error::render_argv(&cmd.argv), "run");
+    let shown = cmd
+        .shown
+        .clone()
+        .unwrap_or_else(|| crate::error::render_argv(&cmd.argv));
+    tracing::debug!(argv = %shown, "run");
     let Some((program, rest)) = cmd.argv.split_first() else {
         return Err(CommandFailure {
             argv: vec![],

@@ -66,7 +66,8 @@ pub(super) async fn launch(ctx: &Ctx, unit: &str, what: &Activation) -> Result<(
     let args = scripts::launch_args(&ctx.state_dir(), unit, what);
     let cmd = ctx
         .target
-        .root_script_text(&scripts::LAUNCH, scripts::launch_text(), &args);
+        .root_script_text(&scripts::LAUNCH, scripts::launch_text(), &args)
+        .timeout(Duration::from_secs(60));
     ctx.log
         .run_ok(&cmd)
         .await
@@ -104,10 +105,13 @@ pub(super) async fn wait_status(
 
 /// The host's current generation and boot default, read again.
 pub async fn observe(ctx: &Ctx) -> (Option<u64>, Option<String>) {
-    let cmd = ctx.target.root_script(
-        &scripts::GENERATIONS,
-        &scripts::generations_args(&ctx.host.deployment.profile, false),
-    );
+    let cmd = ctx
+        .target
+        .root_script(
+            &scripts::GENERATIONS,
+            &scripts::generations_args(&ctx.host.deployment.profile, false),
+        )
+        .timeout(Duration::from_secs(60));
     match ctx.log.run(&cmd).await {
         Ok(out) if out.success() => {
             let gens = generations::parse(&out.stdout);

@@ -49,7 +49,7 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
                 ctx.target.store_uri(),
                 drv.clone(),
             ])
-            .env("NIX_SSHOPTS", ctx.target.nix_sshopts());
+            .envs(ctx.target.nix_copy_env());
         ctx.log
             .run_ok(&copy)
             .await

@@ -24,10 +24,15 @@ pub struct Plan {
 
 /// Dry-activate the new system, then diff its closure against the running one.
 pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, StageError> {
-    let cmd = ctx.target.root_script(
-        &scripts::DRY_ACTIVATE,
-        &scripts::dry_activate_args(&built.toplevel),
-    );
+    let cmd = ctx
+        .target
+        .root_script(
+            &scripts::DRY_ACTIVATE,
+            &scripts::dry_activate_args(&built.toplevel),
+        )
+        .timeout(std::time::Duration::from_secs(
+            ctx.host.deployment.activation_timeout,
+        ));
     let out = ctx
         .log
         .run(&cmd)
@@ -57,10 +62,13 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
         ctx.say(&format!("dry-activate: {l}"));
     }
     let old = current.running.as_deref().or(current.system.as_deref());
-    let cmd = ctx.target.root_script(
-        &scripts::CLOSURES,
-        &scripts::closures_args(old, &built.toplevel),
-    );
+    let cmd = ctx
+        .target
+        .root_script(
+            &scripts::CLOSURES,
+            &scripts::closures_args(old, &built.toplevel),
+        )
+        .timeout(std::time::Duration::from_secs(300));
     let out = ctx
         .log
         .run_ok(&cmd)

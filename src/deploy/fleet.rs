@@ -24,10 +24,19 @@ pub struct FleetArgs {
     pub break_lock: bool,
 }
 
-/// Write a file so that no reader ever sees half of it.
+/// Write a file so that no reader ever sees half of it; mode 0600 from its
+/// first byte.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -182,7 +191,9 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     for h in hosts {
         let target = Target::for_host(&h, &control, opts.force_local);
         let log = match HostLog::create(&log_dir, kind, &h.name, &ts) {
-            Ok(l) => l,
+            Ok(l) => l.with_redactor(crate::report::redact::Redactor::for_deployment(
+                &h.deployment,
+            )),
             Err(e) => {
                 eprintln!(
                     "error: could not create the log file in {}: {e}",

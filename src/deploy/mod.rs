@@ -171,8 +171,9 @@ impl Ctx {
         &self.host.name
     }
 
+    /// A progress line for this host (its secrets redacted).
     pub fn say(&self, msg: &str) {
-        say(&self.host.name, msg);
+        say(&self.host.name, &self.log.redact(msg));
     }
 
     /// This run's directory on the target (status, confirmation, watchdog log).

@@ -249,12 +249,9 @@ async fn stages(
                     }
                     ctx.say("health checks failed; rolling back");
                     let t = Instant::now();
-                    let r = rollback::roll_back(
-                        ctx,
-                        &current,
-                        format!("health checks failed: {problems}"),
-                    )
-                    .await;
+                    // The reason is written on the target: no secrets in it.
+                    let reason = ctx.log.redact(&format!("health checks failed: {problems}"));
+                    let r = rollback::roll_back(ctx, &current, reason).await;
                     facts
                         .timings
                         .insert("rollback".into(), t.elapsed().as_millis() as u64);
@@ -367,7 +364,7 @@ async fn interrupted_while_active(
 /// Assemble the host's outcome, once, and write it next to the log.
 fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
     let current = facts.current.unwrap_or_default();
-    let error = end.error.as_ref().map(|e| e.render());
+    let error = end.error.as_ref().map(|e| ctx.log.redact(&e.render()));
     if let Some(e) = &error {
         ctx.log.note(&format!("error: {e}"));
         if !matches!(end.result, HostResult::RolledBack | HostResult::Success) {
@@ -390,7 +387,7 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         system_before: current.system,
         system_after: facts.system_after,
         toplevel: facts.built.map(|b| b.toplevel),
-        rollback_reason: facts.rollback_reason,
+        rollback_reason: facts.rollback_reason.map(|r| ctx.log.redact(&r)),
         error,
         diff: facts.diff,
         durations_ms: facts.timings,

@@ -54,15 +54,18 @@ fn owner() -> String {
 }
 
 pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
-    let cmd = ctx.target.root_script(
-        &scripts::PREFLIGHT,
-        &scripts::preflight_args(
-            STATE_DIR,
-            &ctx.host.deployment.profile,
-            &ctx.opts.run_id,
-            &owner(),
-        ),
-    );
+    let cmd = ctx
+        .target
+        .root_script(
+            &scripts::PREFLIGHT,
+            &scripts::preflight_args(
+                STATE_DIR,
+                &ctx.host.deployment.profile,
+                &ctx.opts.run_id,
+                &owner(),
+            ),
+        )
+        .timeout(std::time::Duration::from_secs(60));
     let out = ctx
         .log
         .run(&cmd)
@@ -120,10 +123,13 @@ pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
 /// e.g. after --break-lock, is left alone and named in the log).
 pub async fn unlock(ctx: &Ctx, lock: Lock) {
     let Lock(()) = lock;
-    let cmd = ctx.target.root_script(
-        &scripts::UNLOCK,
-        &scripts::unlock_args(STATE_DIR, &ctx.opts.run_id),
-    );
+    let cmd = ctx
+        .target
+        .root_script(
+            &scripts::UNLOCK,
+            &scripts::unlock_args(STATE_DIR, &ctx.opts.run_id),
+        )
+        .timeout(std::time::Duration::from_secs(30));
     match ctx.log.run_ok(&cmd).await {
         Ok(out) if out.stdout.starts_with("NOT-OURS") => {
             ctx.log.note(&format!("the lock is not ours any more: {}", out.stdout.trim()));

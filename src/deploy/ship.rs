@@ -1,5 +1,6 @@
 //! Stage: copy the closure to the target over the host's master SSH
-//! connection (`NIX_SSHOPTS`), letting it substitute what it can.
+//! connection (through the host's ssh wrapper), letting it substitute what
+//! it can. Bounded: an hour at most, and SSH's keep-alives end a dead link.
 
 use super::build::Built;
 use super::{Ctx, StageError};
@@ -20,7 +21,8 @@ pub async fn ship(ctx: &Ctx, built: &Built) -> Result<(), StageError> {
     let cmd = ctx
         .nix
         .cmd(args)
-        .env("NIX_SSHOPTS", ctx.target.nix_sshopts());
+        .envs(ctx.target.nix_copy_env())
+        .timeout(std::time::Duration::from_secs(3600));
     ctx.say(&format!(
         "copying the closure to {}",
         ctx.target.destination()

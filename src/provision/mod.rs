@@ -37,6 +37,17 @@ pub struct ProvisionArgs {
     pub create: CreateArgs,
 }
 
+impl ProvisionArgs {
+    /// Did the command ask for `--json`?
+    pub fn wants_json(&self) -> bool {
+        match &self.action {
+            None => self.create.json,
+            Some(ProvisionCmd::List { json }) => *json,
+            Some(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The host (from the flake) to create a server for.

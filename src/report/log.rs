@@ -11,6 +11,7 @@ use crate::runner::{self, Cmd, Output};
 pub struct HostLog {
     pub path: PathBuf,
     file: Mutex<File>,
+    redactor: super::redact::Redactor,
 }
 
 /// `YYYYmmdd-HHMMSS` in local time.
@@ -19,9 +20,13 @@ pub fn timestamp() -> String {
 }
 
 impl HostLog {
-    /// Create `<dir>/<prefix>-<host>-<ts>.log`.
+    /// Create `<dir>/<prefix>-<host>-<ts>.log`: mode 0600 from its first
+    /// byte, in a directory that is 0700 (logs name hosts, paths, and the
+    /// output of commands that ran on them).
     pub fn create(dir: &Path, prefix: &str, host: &str, ts: &str) -> std::io::Result<HostLog> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         // Two runs in the same second get their own files.
         for n in 1..100 {
             let suffix = if n == 1 {
@@ -30,11 +35,17 @@ impl HostLog {
                 format!("-{n}")
             };
             let path = dir.join(format!("{prefix}-{host}-{ts}{suffix}.log"));
-            match OpenOptions::new().create_new(true).append(true).open(&path) {
+            match OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+            {
                 Ok(file) => {
                     return Ok(HostLog {
                         path,
                         file: Mutex::new(file),
+                        redactor: Default::default(),
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -52,42 +63,65 @@ impl HostLog {
         Ok(HostLog {
             path: PathBuf::from("/dev/null"),
             file: Mutex::new(file),
+            redactor: Default::default(),
         })
+    }
+
+    /// Hide these secrets in everything this log records (and in what the
+    /// host's run prints through [`HostLog::redact`]).
+    pub fn with_redactor(mut self, r: super::redact::Redactor) -> HostLog {
+        self.redactor = r;
+        self
+    }
+
+    /// `text` without the host's secrets.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.apply(text)
     }
 
     pub fn note(&self, msg: &str) {
         if let Ok(mut f) = self.file.lock() {
-            let _ = writeln!(f, "[{}] {msg}", chrono::Local::now().format("%H:%M:%S%.3f"));
+            let _ = writeln!(
+                f,
+                "[{}] {}",
+                chrono::Local::now().format("%H:%M:%S%.3f"),
+                self.redactor.apply(msg)
+            );
         }
     }
 
     fn record(&self, cmd: &Cmd, out: &Result<Output, CommandFailure>) {
         let Ok(mut f) = self.file.lock() else { return };
+        let r = &self.redactor;
         let _ = writeln!(
             f,
             "[{}] $ {}",
             chrono::Local::now().format("%H:%M:%S%.3f"),
-            crate::report::shorten_argv(&cmd.argv)
+            r.apply(&crate::report::shorten_argv(&cmd.argv))
         );
         match out {
             Ok(o) => {
                 let _ = writeln!(f, "  -> exit {:?} in {} ms", o.code, o.duration.as_millis());
                 for l in o.stdout.lines() {
-                    let _ = writeln!(f, "  | {l}");
+                    let _ = writeln!(f, "  | {}", r.apply(l));
                 }
                 for l in o.stderr.lines() {
-                    let _ = writeln!(f, "  ! {l}");
+                    let _ = writeln!(f, "  ! {}", r.apply(l));
                 }
             }
             Err(e) => {
-                let _ = writeln!(f, "  -> {}", e.how);
+                let _ = writeln!(f, "  -> {}", r.apply(&e.how));
             }
         }
     }
 
     /// Run and log; a non-zero exit is returned, not an error.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
-        let out = runner::run(cmd).await;
+        let mut shown = cmd.clone();
+        if !self.redactor.is_empty() {
+            shown.shown = Some(self.redactor.apply(&crate::error::render_argv(&cmd.argv)));
+        }
+        let out = runner::run(&shown).await;
         self.record(cmd, &out);
         out
     }

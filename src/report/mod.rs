@@ -3,6 +3,7 @@
 use std::io::Write;
 
 pub mod log;
+pub mod redact;
 
 /// Colour on stderr: only on a terminal, and never with NO_COLOR set.
 pub fn color() -> bool {
@@ -112,6 +113,21 @@ pub fn human_size(bytes: u64) -> String {
 /// Progress lines on stderr, prefixed with the host name.
 pub fn say(host: &str, msg: &str) {
     eprintln!("{} {msg}", paint("1", &format!("[{host}]")));
+}
+
+/// The `--json` document of a run that ended with an error before any host
+/// ran: the exit code, the error and its hint, and no hosts.
+pub fn error_document(e: &Error) -> String {
+    let doc = serde_json::json!({
+        "exitCode": e.exit_code(),
+        "error": {
+            "message": e.to_string(),
+            "hint": e.hint(),
+            "command": e.failure().map(|f| shorten_argv(&f.argv)),
+        },
+        "hosts": [],
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 /// Print an error the way every pantheros error looks: the cause, the

@@ -36,16 +36,27 @@ pub struct Target {
     /// Prefix for commands that need root (empty when we are root).
     pub escalate: Vec<String>,
     control_path: PathBuf,
+    /// An `ssh` wrapper carrying this host's exact options, for `nix copy`
+    /// (put first on its PATH; NIX_SSHOPTS would split options on spaces).
+    ssh_wrapper_dir: PathBuf,
 }
 
-/// A directory for the ControlMaster sockets of this run (short, so the
-/// socket path stays under the 108-byte limit).
+/// A new private directory (0700, created with mkdtemp semantics, so it is
+/// never one that someone else made first) for this run's SSH control
+/// sockets and ssh wrappers; short, so socket paths stay under the 108-byte
+/// limit. The caller removes it at the end of the run.
 pub fn control_dir() -> std::io::Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("pantheros-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
-    Ok(d)
+    let d = tempfile::Builder::new()
+        .prefix("pantheros-")
+        .tempdir_in(std::env::temp_dir())?;
+    Ok(d.keep())
+}
+
+/// A short, collision-free file name for a host (`web.1` and `web_1` differ).
+fn host_key(name: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(name.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn am_root() -> bool {
@@ -76,7 +87,8 @@ impl Target {
             port: d.target_port,
             ssh_options: d.ssh_options.clone(),
             escalate,
-            control_path: control_dir.join(format!("{}.sock", sanitize(&h.name))),
+            control_path: control_dir.join(format!("{}.sock", host_key(&h.name))),
+            ssh_wrapper_dir: control_dir.join(format!("{}.ssh", host_key(&h.name))),
         }
     }
 
@@ -97,7 +109,18 @@ impl Target {
             o.extend(["-p".into(), self.port.to_string()]);
         }
         // Never wait for a password or a host-key question: fail instead.
-        o.extend(["-o".into(), "BatchMode=yes".into()]);
+        // A host that accepts TCP but never answers, or goes silent, is
+        // given up on instead of hanging the run.
+        o.extend([
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=15".into(),
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=6".into(),
+        ]);
         o
     }
 
@@ -112,11 +135,57 @@ impl Target {
         ]
     }
 
-    /// NIX_SSHOPTS for `nix copy` over the same master connection.
+    /// NIX_SSHOPTS for `nix copy` over the same master connection. Nix
+    /// splits it on whitespace, so an option with a space in it cannot go
+    /// this way: see [`Target::ssh_wrapper`].
     pub fn nix_sshopts(&self) -> String {
         let mut o = self.common_options();
         o.extend(self.multiplex_options());
         o.join(" ")
+    }
+
+    /// A directory holding an `ssh` that runs the real ssh with this host's
+    /// options, exactly (quoted), over the master connection: put it first
+    /// on `nix copy`'s PATH. Written once per run, 0700.
+    pub fn ssh_wrapper(&self) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = &self.ssh_wrapper_dir;
+        let script = dir.join("ssh");
+        if !script.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            let real = which::which("ssh").unwrap_or_else(|_| PathBuf::from("/usr/bin/ssh"));
+            let mut argv = vec![real.to_string_lossy().into_owned()];
+            argv.extend(self.common_options());
+            argv.extend(self.multiplex_options());
+            let text = format!(
+                "#!/bin/sh\n# pantheros: ssh to {} with its options, for nix copy\nexec {} \"$@\"\n",
+                self.name,
+                shell_words::join(&argv)
+            );
+            let tmp = dir.join("ssh.tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o700)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            std::fs::rename(&tmp, &script)?;
+        }
+        Ok(dir.clone())
+    }
+
+    /// Environment for a `nix copy` to this host: the wrapper first on PATH,
+    /// and no NIX_SSHOPTS (the wrapper has them, quoted).
+    pub fn nix_copy_env(&self) -> Vec<(String, String)> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        match self.ssh_wrapper() {
+            Ok(dir) => vec![
+                ("PATH".into(), format!("{}:{path}", dir.display())),
+                ("NIX_SSHOPTS".into(), String::new()),
+            ],
+            Err(_) => vec![("NIX_SSHOPTS".into(), self.nix_sshopts())],
+        }
     }
 
     /// The store URI for `nix copy --to`.
@@ -214,18 +283,6 @@ fn script_argv(script: &Script, args: &[String]) -> Vec<String> {
     let mut argv = vec!["sh".to_string(), "-s".into(), script.name.into()];
     argv.extend(args.iter().cloned());
     argv
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// This machine's host name.

@@ -391,6 +391,15 @@ impl World {
             return None;
         };
         let id = format!("{PREFIX}{n}");
+        // Host namespaces of an earlier world with this number (one whose
+        // setup failed halfway) are stale: this world owns the number now.
+        let lan_ns = format!("{id}-lan");
+        for line in stdout(&try_sh(&["ip", "netns", "list"])).lines() {
+            let ns = line.split_whitespace().next().unwrap_or("");
+            if ns.starts_with(&format!("{id}-")) && ns != lan_ns {
+                destroy_netns(ns);
+            }
+        }
         fs::write(
             format!("{STATE_DIR}/{id}.owner"),
             std::process::id().to_string(),

@@ -1,0 +1,146 @@
+//! Deploy under faults and misuse: per-host resources that must not
+//! collide, ssh options Nix would split, secrets that must not leak, logs
+//! that are private, and `--json` on every exit. Each test checks the
+//! host's real state and the exact result.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use testworld::{World, assert_exit, json, stderr, stdout, write_fleet};
+
+/// Hosts named `web.1` and `web_1` once shared one SSH control socket, so
+/// one host's commands ran on the other. Each must get its own generation.
+#[test]
+fn hosts_whose_names_differ_only_in_punctuation_stay_apart() {
+    let Some(mut w) = World::new() else { return };
+    // The flake's host names are web.1 and web_1; the machines behind them
+    // are the light hosts weba and webb.
+    w.add_host("weba");
+    w.add_host("webb");
+    let flake = w.path().join("fleet");
+    let mut a = testworld::FixtureHost::new("web.1", 1);
+    a.deployment = w.deployment_for("weba", "confirmTimeout = 6;");
+    let mut b = testworld::FixtureHost::new("web_1", 2);
+    b.deployment = w.deployment_for("webb", "confirmTimeout = 6;");
+    // Attribute names with a dot must be quoted in Nix.
+    write_fleet(&flake, &[a, b]);
+    let f = flake.join("flake.nix");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(&f, text.replacen("    web.1 = {", "    \"web.1\" = {", 1)).unwrap();
+    let out = w.pantheros(&flake, &["deploy", "web.1", "web_1", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("weba"), "1");
+    assert_eq!(w.generation_marker("webb"), "2");
+}
+
+/// An ssh option with a space works for ssh; `NIX_SSHOPTS` would split it
+/// and break `nix copy`. The copy goes through a wrapper that keeps it whole.
+#[test]
+fn an_ssh_option_with_a_space_reaches_nix_copy_intact() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    let mut h = w.fixture_host("alpha", 1, "");
+    h.deployment = h.deployment.replacen(
+        "sshOptions = [ ",
+        "sshOptions = [ \"-o\" \"ConnectionAttempts 2\" ",
+        1,
+    );
+    assert!(
+        h.deployment.contains("ConnectionAttempts 2"),
+        "{}",
+        h.deployment
+    );
+    write_fleet(&flake, &[h]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "1");
+}
+
+/// Credentials in a health check's URL and command appear nowhere: not on
+/// stderr, in `--json`, the log, the `.info`, or the status the target
+/// keeps of the rollback. Logs are 0600 in a 0700 directory.
+#[test]
+fn health_check_secrets_never_reach_output_logs_or_the_target() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[w.fixture_host("alpha", 1, "")]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let secrets = ["hunter2pass", "tok3nV4lue", "B34rerS3cret"];
+    let checks = r#"healthChecks = {
+        http = [ "http://admin:hunter2pass@127.0.0.1:9/health?token=tok3nV4lue" ];
+        commands = [ "curl -sf -H 'Authorization: Bearer B34rerS3cret' http://127.0.0.1:9/" ];
+        timeout = 2;
+      };"#;
+    write_fleet(&flake, &[w.fixture_host("alpha", 2, checks)]);
+    let out = w.pantheros(&flake, &["-v", "deploy", "alpha", "--yes", "--json"]);
+    assert_exit(&out, 3);
+    assert_eq!(w.generation_marker("alpha"), "1");
+    let doc = json(&out);
+    let log = PathBuf::from(doc["hosts"][0]["log"].as_str().unwrap());
+    let info = log.with_extension("info");
+    let on_target = stdout(&w.host("alpha").exec(&[
+        "sh",
+        "-c",
+        "cat /run/pantheros/*/status /run/pantheros/*/log",
+    ]));
+    let places = [
+        ("stderr", stderr(&out)),
+        ("stdout", stdout(&out)),
+        ("log", std::fs::read_to_string(&log).unwrap()),
+        ("info", std::fs::read_to_string(&info).unwrap()),
+        ("target status", on_target.clone()),
+    ];
+    for (place, text) in &places {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} leaked into the {place}:\n{text}");
+        }
+    }
+    // The failure itself is still explained (with the values masked).
+    assert!(
+        stderr(&out).contains("http http://***@127.0.0.1:9/health?token=***"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        on_target.contains("rolled-back health checks failed"),
+        "{on_target}"
+    );
+    for (path, mode) in [
+        (&log, 0o600),
+        (&info, 0o600),
+        (&log.parent().unwrap().to_path_buf(), 0o700),
+    ] {
+        let m = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, mode, "{} is {m:o}", path.display());
+    }
+}
+
+/// `--json` prints one document on every exit, also when the run stops
+/// before any host (here: an unknown host, exit 15).
+#[test]
+fn json_is_printed_for_early_errors_too() {
+    if testworld::which("nix").is_none() {
+        testworld::cannot_run("nix is not installed (bash scripts/setup)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let flake = testworld::fixture_flake(d.path());
+    let out = std::process::Command::new(testworld::pantheros_bin())
+        .args(["deploy", "nosuchhost", "--yes", "--json"])
+        .current_dir(&flake)
+        .output()
+        .unwrap();
+    assert_exit(&out, 15);
+    let doc = json(&out);
+    assert_eq!(doc["exitCode"], 15);
+    assert_eq!(doc["hosts"], serde_json::json!([]));
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown host `nosuchhost`"),
+        "{doc}"
+    );
+}
