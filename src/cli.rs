@@ -11,6 +11,7 @@ Exit codes:
    4  rollback failed; manual action needed
    5  interrupted before any host changed; nothing was changed
    6  a host's state is unknown (interrupted or cut off mid-change); check it by hand
+   7  activated, but health checks failed and rollback was disabled; the new generation stays
   10  no flake.nix found
   11  the flake has no nixosConfigurations
   12  nix is not installed
@@ -136,9 +137,14 @@ pub struct DeployArgs {
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 
-    /// Remove a deploy lock left behind on the hosts by a dead deployment.
+    /// Remove a deploy lock left behind on the hosts by a dead deployment
+    /// (refused while that deployment's activation still runs on the host).
     #[arg(long)]
     pub break_lock: bool,
+
+    /// With --break-lock: break it even while its activation still runs.
+    #[arg(long, requires = "break_lock")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,4 +207,13 @@ pub struct RollbackArgs {
     /// Where logs go (default: <flake>/logs).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
+
+    /// Remove a deploy lock left behind on the host by a dead deployment
+    /// (refused while that deployment's activation still runs on the host).
+    #[arg(long, conflicts_with = "list")]
+    pub break_lock: bool,
+
+    /// With --break-lock: break it even while its activation still runs.
+    #[arg(long, requires = "break_lock")]
+    pub force: bool,
 }

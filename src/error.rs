@@ -21,6 +21,9 @@ pub mod exit {
     /// A host's state is unknown (interrupted or cut off mid-change, or its
     /// task crashed): check it by hand.
     pub const STATE_UNKNOWN: i32 = 6;
+    /// Activated, but health checks failed and rollback was disabled
+    /// (`--no-rollback-on-health`): the new generation stays active.
+    pub const UNHEALTHY: i32 = 7;
     /// No flake.nix was found.
     pub const NO_FLAKE: i32 = 10;
     /// The flake has no `nixosConfigurations` output.

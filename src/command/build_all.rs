@@ -41,7 +41,6 @@ pub async fn build_all(
         yes: true,
         json: args.json,
         jobs,
-        break_lock: false,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -35,13 +35,14 @@ pub async fn deploy(
         magic_rollback: args.no_magic_rollback.then_some(false),
         rollback_on_health: args.no_rollback_on_health.then_some(false),
         force_local: args.local,
+        break_lock: args.break_lock && !args.build_only && !args.dry_run,
+        force: args.force,
         ..crate::deploy::Options::new(mode, args.goal, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
         yes: args.yes,
         json: args.json,
         jobs: args.jobs,
-        break_lock: args.break_lock,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

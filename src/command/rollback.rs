@@ -41,13 +41,14 @@ pub async fn rollback(
         rollback_on_health: args.no_rollback_on_health.then_some(false),
         force_local: args.host.is_none(),
         rollback_to: args.to,
+        break_lock: args.break_lock,
+        force: args.force,
         ..crate::deploy::Options::new(crate::deploy::Mode::Rollback, args.goal, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
         yes: args.yes,
         json: args.json,
         jobs: 1,
-        break_lock: false,
     };
     Ok(crate::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
 }

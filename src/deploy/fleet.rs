@@ -21,7 +21,6 @@ pub struct FleetArgs {
     pub yes: bool,
     pub json: bool,
     pub jobs: usize,
-    pub break_lock: bool,
 }
 
 /// Write a file so that no reader ever sees half of it; mode 0600 from its
@@ -228,17 +227,6 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         }));
     }
 
-    if args.break_lock && matches!(opts.mode, Mode::Deploy | Mode::Rollback) {
-        for c in &ctxs {
-            let cmd = c.target.root_cmd(&[
-                "rm".into(),
-                "-rf".into(),
-                format!("{}/lock", preflight::STATE_DIR),
-            ]);
-            let _ = c.log.run(&cmd).await;
-        }
-    }
-
     // The confirmation: asked once, unless --yes or nothing activates.
     let asks = matches!(opts.mode, Mode::Deploy | Mode::Rollback) && !args.yes;
     let (gate_tx, gate_rx) = mpsc::unbounded_channel();
@@ -367,6 +355,7 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
             HostResult::Unchanged => ("32", "unchanged"),
             HostResult::Failed => ("31", "FAILED (nothing changed)"),
             HostResult::Interrupted => ("33", "INTERRUPTED (nothing changed)"),
+            HostResult::Unhealthy => ("1;33", "UNHEALTHY (deployed; health checks failed)"),
             HostResult::RolledBack => ("33", "ROLLED BACK"),
             HostResult::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
             HostResult::Unknown => ("1;31", "STATE UNKNOWN (check the host by hand)"),

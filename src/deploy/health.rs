@@ -7,11 +7,17 @@ use std::time::{Duration, Instant};
 use super::Ctx;
 use crate::target::scripts::{self, HealthArgs};
 
-/// Run the checks; `Err` carries what the last round found wrong.
-pub async fn health(ctx: &Ctx, systemd: bool) -> Result<(), String> {
+/// Run the checks; `Err` carries what the last round found wrong. Units in
+/// `baseline` had failed before the deploy: they are not blamed on it.
+pub async fn health(ctx: &Ctx, systemd: bool, baseline: &[String]) -> Result<(), String> {
     let hc = &ctx.host.deployment.health_checks;
+    // Each check may take the host's timeout once per attempt, and the
+    // attempts go on until that much time has passed overall.
+    let per_check = hc.timeout.clamp(1, 300);
     let checks = HealthArgs {
         systemd,
+        timeout: per_check,
+        baseline: baseline.to_vec(),
         services: hc.services.clone(),
         http: hc.http.clone(),
         commands: hc.commands.clone(),
@@ -25,13 +31,16 @@ pub async fn health(ctx: &Ctx, systemd: bool) -> Result<(), String> {
         let cmd = ctx
             .target
             .root_script(&scripts::HEALTH, &args)
-            .timeout(Duration::from_secs(60));
+            .timeout(Duration::from_secs(per_check * 2 + 30));
         let round = tokio::select! {
             r = ctx.log.run(&cmd) => r,
             signal = ctx.interrupt.wait() => return Err(format!("interrupted by {signal}")),
         };
         let last = match round {
             Ok(o) if o.success() => {
+                for note in o.stdout.lines().filter(|l| l.starts_with("note: ")) {
+                    ctx.say(note);
+                }
                 ctx.say("health checks passed");
                 return Ok(());
             }

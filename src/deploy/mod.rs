@@ -80,6 +80,9 @@ pub struct Options {
     pub run_id: String,
     /// For [`Mode::Rollback`]: the generation to return to (None: the previous one).
     pub rollback_to: Option<u64>,
+    /// `--break-lock` (and `--force`: also a holder that is still activating).
+    pub break_lock: bool,
+    pub force: bool,
 }
 
 impl Options {
@@ -96,6 +99,8 @@ impl Options {
             force_local: false,
             run_id: format!("{}-{}", crate::report::log::timestamp(), std::process::id()),
             rollback_to: None,
+            break_lock: false,
+            force: false,
         }
     }
 }
@@ -111,6 +116,9 @@ pub enum HostResult {
     Failed,
     /// Interrupted (Ctrl-C, SIGTERM) before anything changed on the host.
     Interrupted,
+    /// Activated, but the health checks failed and rollback was disabled:
+    /// the new generation stays active.
+    Unhealthy,
     /// Failed after a change; the previous generation is active again.
     RolledBack,
     /// Failed, and the rollback failed too.
@@ -126,6 +134,7 @@ impl HostResult {
             HostResult::Success | HostResult::Unchanged => exit::OK,
             HostResult::Failed => exit::FAILED_NOTHING_CHANGED,
             HostResult::Interrupted => exit::INTERRUPTED,
+            HostResult::Unhealthy => exit::UNHEALTHY,
             HostResult::RolledBack => exit::ROLLED_BACK,
             HostResult::RollbackFailed => exit::ROLLBACK_FAILED,
             HostResult::Unknown => exit::STATE_UNKNOWN,

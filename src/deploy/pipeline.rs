@@ -145,6 +145,17 @@ async fn stages(
         return Ok(End::ok(HostResult::Success));
     }
 
+    // A dead deployment's lock, removed on request (never a live one's).
+    if ctx.opts.break_lock {
+        step(
+            ctx,
+            facts,
+            "break-lock",
+            preflight::break_lock(ctx, ctx.opts.force),
+        )
+        .await?;
+    }
+
     // Preflight: the lock, and where the host stands, before any copy.
     let (current, l) = step(ctx, facts, "preflight", preflight::preflight(ctx)).await?;
     *lock = Some(l);
@@ -215,7 +226,7 @@ async fn stages(
         Activated::Kept if goal != Goal::Boot => {
             fault(ctx, "health");
             let t = Instant::now();
-            let checked = health::health(ctx, current.systemd).await;
+            let checked = health::health(ctx, current.systemd, &current.failed_units).await;
             facts
                 .timings
                 .insert("health".into(), t.elapsed().as_millis() as u64);
@@ -237,13 +248,14 @@ async fn stages(
                         .unwrap_or(ctx.host.deployment.rollback_on_health_failure);
                     if !roll {
                         (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
-                        ctx.say(
-                            "health checks failed; the new generation stays (rollback disabled)",
-                        );
                         return Ok(End::err(
-                            HostResult::Failed,
+                            HostResult::Unhealthy,
                             StageError::new(format!(
-                                "health checks failed (rollback disabled, the new generation stays active): {problems}"
+                                "health checks failed; rollback is disabled, so the new generation stays active: {problems}"
+                            ))
+                            .hint(format!(
+                                "fix the host, or roll it back with `pantheros rollback {}`",
+                                ctx.name()
                             )),
                         ));
                     }
@@ -371,6 +383,7 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
             let label = match end.result {
                 HostResult::Failed => "FAILED (nothing changed)".to_string(),
                 HostResult::Interrupted => "INTERRUPTED (nothing changed)".to_string(),
+                HostResult::Unhealthy => "UNHEALTHY (the new generation stays active)".to_string(),
                 other => format!("{other:?}"),
             };
             ctx.say(&format!("{label}: {e}"));

@@ -23,6 +23,8 @@ pub struct Current {
     pub running: Option<String>,
     /// systemd is PID 1 (activation under systemd-run, systemd health checks).
     pub systemd: bool,
+    /// Units that had failed before this run (the health checks' baseline).
+    pub failed_units: Vec<String>,
 }
 
 impl Current {
@@ -78,9 +80,7 @@ pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
             return Err(StageError::new(format!(
                 "another deployment holds the lock on this host: {holder}"
             ))
-            .hint(format!(
-                "wait for it to finish; if it died, remove {STATE_DIR}/lock on the host (or pass --break-lock)"
-            )));
+            .hint("wait for it to finish; if it died, pass --break-lock (refused while its activation runs)"));
         }
         _ => {
             let f = crate::runner::failure_of(&cmd, &out);
@@ -115,8 +115,47 @@ pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
         system: store_path("system"),
         running: store_path("running"),
         systemd: section(&out.stdout, "systemd").first().map(|s| s.trim()) == Some("yes"),
+        failed_units: section(&out.stdout, "failed")
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
     };
     Ok((current, Lock(())))
+}
+
+/// `--break-lock`: remove the lock a dead deployment left. A holder whose
+/// activation is still in progress on the host is refused unless `force`.
+pub async fn break_lock(ctx: &Ctx, force: bool) -> Result<(), StageError> {
+    let cmd = ctx
+        .target
+        .root_script(
+            &scripts::BREAK_LOCK,
+            &scripts::break_lock_args(STATE_DIR, force),
+        )
+        .timeout(std::time::Duration::from_secs(60));
+    let out = ctx
+        .log
+        .run(&cmd)
+        .await
+        .map_err(|f| StageError::cmd("could not break the lock on the target", f))?;
+    match out.code {
+        Some(0) => {
+            if let Some(owner) = out.stdout.trim().strip_prefix("BROKEN ") {
+                ctx.say(&format!("broke the lock of {owner}"));
+            }
+            Ok(())
+        }
+        Some(exits::LOCK_LIVE) => Err(StageError::new(format!(
+            "refusing to break the lock: {}",
+            out.stdout.trim().trim_start_matches("LIVE ")
+        ))
+        .hint("that deployment is still activating on the host; wait for it to finish, or pass --force as well to break it anyway")),
+        _ => Err(StageError::cmd(
+            "breaking the lock failed on the target",
+            crate::runner::failure_of(&cmd, &out),
+        )),
+    }
 }
 
 /// Release the lock this run took (only this run's: another run's lock,

@@ -202,8 +202,9 @@ impl Target {
         match self.kind {
             Kind::Local => Cmd::new(inner),
             Kind::Ssh => {
+                // ssh takes the first value given for an option: a fresh
+                // connection's own settings go before the common ones.
                 let mut v = vec!["ssh".to_string()];
-                v.extend(self.common_options());
                 if fresh {
                     v.extend([
                         "-o".into(),
@@ -213,7 +214,9 @@ impl Target {
                         "-o".into(),
                         "ConnectTimeout=5".into(),
                     ]);
+                    v.extend(self.common_options());
                 } else {
+                    v.extend(self.common_options());
                     v.extend(self.multiplex_options());
                 }
                 v.push(self.destination());

@@ -13,6 +13,8 @@ pub mod exits {
     pub const NO_PROFILE: i32 = 3;
     /// `switch-to-configuration`: the switch worked but some units failed.
     pub const UNITS_FAILED: i32 = 4;
+    /// break-lock.sh: the lock's holder is still activating on the host.
+    pub const LOCK_LIVE: i32 = 77;
 }
 
 /// The words of activate.sh's status line, in the order they can appear.
@@ -29,7 +31,8 @@ pub mod words {
 
 /// Shell assignments of the constants above, sent before every script.
 pub fn prelude() -> String {
-    let consts: [(&str, String); 12] = [
+    let consts: [(&str, String); 13] = [
+        ("EXIT_LOCK_LIVE", exits::LOCK_LIVE.to_string()),
         ("EXIT_LOCKED", exits::LOCKED.to_string()),
         ("EXIT_NOT_A_SYSTEM", exits::NOT_A_SYSTEM.to_string()),
         ("EXIT_NO_PROFILE", exits::NO_PROFILE.to_string()),

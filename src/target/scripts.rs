@@ -55,7 +55,13 @@ pub const DRY_ACTIVATE: Script = Script {
     body: include_str!("scripts/dry-activate.sh"),
 };
 
-pub const ALL: [Script; 10] = [
+pub const BREAK_LOCK: Script = Script {
+    name: "break-lock.sh",
+    body: include_str!("scripts/break-lock.sh"),
+};
+
+pub const ALL: [Script; 11] = [
+    BREAK_LOCK,
     PREFLIGHT,
     UNLOCK,
     DRY_ACTIVATE,
@@ -93,6 +99,11 @@ pub fn preflight_args(state_dir: &str, profile: &str, run_id: &str, owner: &str)
         run_id.into(),
         owner.into(),
     ]
+}
+
+/// break-lock.sh STATE_DIR FORCE
+pub fn break_lock_args(state_dir: &str, force: bool) -> Vec<String> {
+    vec![state_dir.into(), yes_no(force)]
 }
 
 /// unlock.sh STATE_DIR RUN_ID
@@ -203,6 +214,10 @@ pub fn launch_args(dir: &str, unit: &str, what: &Activation) -> Vec<String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthArgs {
     pub systemd: bool,
+    /// Seconds each check may take (`healthChecks.timeout`).
+    pub timeout: u64,
+    /// Units that had failed before the deploy (reported, not blamed).
+    pub baseline: Vec<String>,
     pub services: Vec<String>,
     pub http: Vec<String>,
     pub commands: Vec<String>,
@@ -218,10 +233,11 @@ impl HealthArgs {
     }
 }
 
-/// health.sh SYSTEMD [--services …] [--http …] [--commands …]
+/// health.sh SYSTEMD TIMEOUT [--services …] [--http …] [--commands …]
 pub fn health_args(h: &HealthArgs) -> Vec<String> {
-    let mut v = vec![yes_no(h.systemd)];
+    let mut v = vec![yes_no(h.systemd), h.timeout.to_string()];
     for (flag, items) in [
+        ("--baseline", &h.baseline),
         ("--services", &h.services),
         ("--http", &h.http),
         ("--commands", &h.commands),
@@ -292,6 +308,8 @@ mod tests {
     fn health_argv_has_a_section_per_kind_of_check() {
         let h = HealthArgs {
             systemd: true,
+            timeout: 10,
+            baseline: vec![],
             services: vec!["sshd.service".into()],
             http: vec![],
             commands: vec!["true".into(), "test -e /x".into()],
@@ -300,6 +318,7 @@ mod tests {
             health_args(&h),
             [
                 "yes",
+                "10",
                 "--services",
                 "sshd.service",
                 "--commands",
@@ -308,7 +327,7 @@ mod tests {
             ]
         );
         assert!(HealthArgs::default().is_empty());
-        assert_eq!(health_args(&HealthArgs::default()), ["no"]);
+        assert_eq!(health_args(&HealthArgs::default()), ["no", "0"]);
     }
 
     #[test]
@@ -322,6 +341,10 @@ mod tests {
             ["/run/pantheros", "r1"]
         );
         assert_eq!(dry_activate_args("/nix/store/t"), ["/nix/store/t"]);
+        assert_eq!(
+            break_lock_args("/run/pantheros", false),
+            ["/run/pantheros", "no"]
+        );
         assert_eq!(generations_args("/p", true), ["/p", "yes"]);
         assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);
         assert_eq!(dir_args("/d"), ["/d"]);

@@ -64,12 +64,26 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
         "running"
     );
 
-    // The same failure with --no-rollback-on-health keeps generation 2, exit 1.
+    // The same failure with --no-rollback-on-health keeps generation 2 and
+    // says so: exit 7, "unhealthy", never "nothing changed".
     let out = w.pantheros(
         &flake,
-        &["deploy", "sys1", "--yes", "--no-rollback-on-health"],
+        &[
+            "deploy",
+            "sys1",
+            "--yes",
+            "--no-rollback-on-health",
+            "--json",
+        ],
     );
-    assert_exit(&out, 1);
+    assert_exit(&out, 7);
+    assert_eq!(json(&out)["hosts"][0]["result"], "unhealthy");
+    assert_stderr_has(&out, &["the new generation stays active"]);
+    assert!(
+        !stderr(&out).contains("nothing changed"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         w.ssh_ok("sys1", "cat /run/pantheros-fixture/generation")
             .trim(),
@@ -146,4 +160,43 @@ fn a_system_that_cuts_ssh_is_rolled_back_under_systemd_too() {
             .lines()
             .all(|l| !l.contains("fixture-cut"))
     );
+}
+
+/// A unit that had failed before the deploy is reported, not blamed: the
+/// deploy succeeds instead of rolling back until someone resets it.
+#[test]
+fn units_that_failed_before_the_deploy_are_not_blamed_on_it() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys3");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "sys3", 1, "")]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "sys3", "--yes"]), 0);
+    // Something unrelated fails on the host.
+    w.ssh_ok(
+        "sys3",
+        "systemd-run --unit=old-broken --service-type=oneshot /bin/sh -c 'exit 3' || true",
+    );
+    w.ssh_ok("sys3", "systemctl is-failed old-broken.service");
+    write_fleet(&flake, &[host(&w, "sys3", 2, "")]);
+    let out = w.pantheros(&flake, &["deploy", "sys3", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["hosts"][0]["result"], "success");
+    assert_stderr_has(
+        &out,
+        &["units that had failed before this deploy are still failed: old-broken.service"],
+    );
+    assert_eq!(
+        w.ssh_ok("sys3", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "2"
+    );
+    // A unit that fails because of the deploy is still blamed.
+    let mut bad = host(&w, "sys3", 3, "");
+    bad.fail_unit = true;
+    write_fleet(&flake, &[bad]);
+    let out = w.pantheros(&flake, &["deploy", "sys3", "--yes"]);
+    assert_exit(&out, 3);
+    assert_stderr_has(&out, &["failed unit: fixture-broken.service"]);
 }

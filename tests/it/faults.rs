@@ -144,3 +144,62 @@ fn json_is_printed_for_early_errors_too() {
         "{doc}"
     );
 }
+
+/// `--break-lock` removes a dead deployment's lock, but refuses one whose
+/// activation still runs on the host (that would make two activations
+/// overlap); `--build-only` never touches the hosts, and `rollback` takes
+/// the flag too.
+#[test]
+fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[w.fixture_host("alpha", 1, "")]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+
+    // A dead deployment's lock (no activation of it runs): broken.
+    w.host("alpha").exec_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /run/pantheros/lock && echo 'deadrun pantheros by someone@elsewhere (pid 1)' > /run/pantheros/lock/owner",
+    ]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--build-only", "--break-lock"]);
+    assert_exit(&out, 0);
+    w.host("alpha")
+        .exec_ok(&["test", "-d", "/run/pantheros/lock"]);
+    write_fleet(&flake, &[w.fixture_host("alpha", 2, "")]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--break-lock"]);
+    assert_exit(&out, 0);
+    testworld::assert_stderr_has(&out, &["broke the lock of deadrun"]);
+    assert_eq!(w.generation_marker("alpha"), "2");
+
+    // A live one: a slow activation holds the lock; --break-lock is refused.
+    let mut slow = w.fixture_host("alpha", 3, "");
+    slow.switch_seconds = 4;
+    write_fleet(&flake, &[slow]);
+    let first = w.spawn_pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    let start = std::time::Instant::now();
+    let status = "cat /run/pantheros/*/status 2>/dev/null | grep -q activating";
+    while !w.host("alpha").exec(&["sh", "-c", status]).status.success() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the first deploy never activated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--break-lock"]);
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["refusing to break the lock", "pass --force"]);
+    let mut first = first;
+    assert!(
+        first.wait().unwrap().success(),
+        "the first deploy was disturbed"
+    );
+    assert_eq!(w.generation_marker("alpha"), "3");
+    w.host("alpha")
+        .exec_ok(&["sh", "-c", "test ! -e /run/pantheros/lock"]);
+    // rollback knows the flag (no usage error).
+    let out = w.pantheros(&flake, &["rollback", "alpha", "--yes", "--break-lock"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "2");
+}

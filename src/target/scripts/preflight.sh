@@ -1,8 +1,9 @@
 # shellcheck shell=sh
 # preflight.sh STATE_DIR PROFILE RUN_ID OWNER: take the host's deploy lock (a
 # directory: mkdir is atomic; lock/owner names the run that holds it), then
-# report the generations, the boot default (the profile), the running system
-# and whether systemd runs the host, each section after a "== name" line.
+# report the generations, the boot default (the profile), the running system,
+# whether systemd runs the host and (then) its failed units, each section
+# after a "== name" line.
 set -u
 state=$1 profile=$2 run=$3 owner=$4
 mkdir -p "$state"
@@ -18,4 +19,11 @@ readlink -f "$profile" 2>/dev/null || true
 echo "== running"
 readlink -f /run/current-system 2>/dev/null || true
 echo "== systemd"
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then echo yes; else echo no; fi
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+  echo yes
+  # The health checks' baseline: units that failed before this deploy.
+  echo "== failed"
+  systemctl --failed --no-legend --plain 2>/dev/null | awk '{ print $1 }'
+else
+  echo no
+fi
