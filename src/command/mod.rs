@@ -56,18 +56,36 @@ pub async fn selected_hosts(
     }
     Ok(hosts)
 }
+/// Where a run's logs and GC roots go: `--log-dir`/`$PANTHEROS_LOG_DIR`;
+/// else `logs/` in the flake when it is a git checkout (git flakes copy only
+/// tracked files to the store, and `logs/` is ignored); else the user's
+/// state directory, because Nix copies every file of a plain directory
+/// flake into the world-readable store on every evaluation, logs included.
 pub fn log_root(
     flake: &inventory::FlakeRef,
     cwd: &std::path::Path,
     given: Option<std::path::PathBuf>,
 ) -> std::path::PathBuf {
-    given.unwrap_or_else(|| {
-        flake
-            .root
-            .clone()
-            .unwrap_or_else(|| cwd.to_path_buf())
-            .join("logs")
-    })
+    if let Some(g) = given {
+        return g;
+    }
+    let root = flake.root.clone().unwrap_or_else(|| cwd.to_path_buf());
+    if root.join(".git").exists() {
+        return root.join("logs");
+    }
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flake".into());
+    let key = {
+        use md5::{Digest, Md5};
+        let d = Md5::digest(root.to_string_lossy().as_bytes());
+        d.iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    state_logs().join(format!("{name}-{key}"))
 }
 /// One host of the flake by name (for rollback and provision), or, without
 /// a name, this machine; and where its logs go.

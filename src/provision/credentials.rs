@@ -45,12 +45,33 @@ fn token_failure(message: String, hint: &str) -> Failure {
     Failure::new(exit::TOKEN, message, hint)
 }
 
+/// A token with whitespace or control characters inside cannot be sent as
+/// an HTTP header: say so (where it came from), instead of failing later as
+/// if the network were down.
+fn checked(raw: &str, from: &str) -> Result<Token, Failure> {
+    let t = Token::new(raw);
+    if t.expose()
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(token_failure(
+            format!(
+                "the Hetzner API token in {from} contains a line break, space or control character"
+            ),
+            &format!(
+                "set {from} again to the token alone (it was probably pasted with a line break)"
+            ),
+        ));
+    }
+    Ok(t)
+}
+
 /// Find the token without asking: environment, then the file.
 pub fn from_env_or_file() -> Result<Option<(Token, Source)>, Failure> {
     for var in ["HETZNER_API_TOKEN", "HCLOUD_TOKEN"] {
         if let Ok(v) = std::env::var(var) {
             if !v.trim().is_empty() {
-                return Ok(Some((Token::new(v), Source::Env(var))));
+                return Ok(Some((checked(&v, var)?, Source::Env(var))));
             }
         }
     }
@@ -79,7 +100,8 @@ pub fn from_env_or_file() -> Result<Option<(Token, Source)>, Failure> {
             if text.trim().is_empty() {
                 return Ok(None);
             }
-            Ok(Some((Token::new(text), Source::File(file))))
+            let t = checked(&text, &file.display().to_string())?;
+            Ok(Some((t, Source::File(file))))
         }
         Err(_) => Ok(None),
     }

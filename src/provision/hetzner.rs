@@ -58,7 +58,8 @@ impl ApiError {
     pub fn hint(&self) -> String {
         match self.code.as_str() {
             "unauthorized" => "the API token is invalid: create one in the Hetzner Cloud Console (project → Security → API Tokens) \
-                               and set HCLOUD_TOKEN, or remove the saved one and run again to be asked"
+                               and set it where pantheros read this one (HETZNER_API_TOKEN comes first, then HCLOUD_TOKEN, \
+                               then ~/.config/pantheros/hcloud-token), or remove the saved one and run again to be asked"
                 .into(),
             "token_readonly" => "the API token is read-only: create a Read & Write token".into(),
             "forbidden" | "resource_limit_exceeded" => {

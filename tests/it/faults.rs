@@ -203,3 +203,36 @@ fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
     assert_exit(&out, 0);
     assert_eq!(w.generation_marker("alpha"), "2");
 }
+
+/// A flake that is a plain directory (not a git checkout) is copied whole
+/// into the world-readable store on every evaluation: its logs and GC roots
+/// go to the user's state directory instead of into it.
+#[test]
+fn logs_of_a_plain_directory_flake_stay_out_of_it() {
+    if testworld::which("nix").is_none() {
+        testworld::cannot_run("nix is not installed (bash scripts/setup)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let flake = testworld::fixture_flake(d.path());
+    let state = d.path().join("state");
+    let out = std::process::Command::new(testworld::pantheros_bin())
+        .args(["deploy", "ovh-vps", "--build-only", "--json"])
+        .current_dir(&flake)
+        .env("XDG_STATE_HOME", &state)
+        .env_remove("PANTHEROS_LOG_DIR")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        !flake.join("logs").exists(),
+        "logs were written into the flake"
+    );
+    let log = PathBuf::from(json(&out)["hosts"][0]["log"].as_str().unwrap());
+    assert!(
+        log.starts_with(state.join("pantheros/logs")),
+        "{}",
+        log.display()
+    );
+    assert!(log.exists());
+}

@@ -245,6 +245,17 @@ fn token_resolution_order_file_modes_and_missing_token() {
         e.fake.state().get("valid-first").is_some(),
         "the first token must have been used"
     );
+    // A token with a line break inside (pasted badly) is a token problem
+    // (exit 20, naming the variable), not a network failure; nothing is sent.
+    let before = e.fake.requests().len();
+    let out = e.run_with(
+        &["provision", "hetzner-vps", "--dry-run"],
+        &[("HETZNER_API_TOKEN", "valid-first\nsecond-line")],
+    );
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["HETZNER_API_TOKEN contains a line break"]);
+    assert!(!stderr(&out).contains("second-line"), "{}", stderr(&out));
+    assert_eq!(e.fake.requests().len(), before);
     // No token anywhere and no terminal: exit 20 with the console hint, no request.
     let before = e.fake.requests().len();
     let out = e.run_with(&["provision", "hetzner-vps"], &[]);

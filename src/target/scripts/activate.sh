@@ -29,6 +29,17 @@ status() {
   echo "[$(date '+%H:%M:%S')] status: $*"
 }
 
+# Run "$@" for at most $1 seconds; what ignores SIGTERM is killed 10 s later.
+bounded() {
+  b_limit=$1
+  shift
+  if command -v timeout >/dev/null 2>&1; then
+    timeout -k 10 "$b_limit" "$@"
+  else
+    "$@"
+  fi
+}
+
 current_generation() {
   nix-env -p "$profile" --list-generations 2>/dev/null | awk '$NF == "(current)" { print $1 }'
 }
@@ -46,8 +57,14 @@ roll_back_to() {
     exit 1
   fi
   case "$goal" in boot) rgoal=boot ;; test) rgoal="test" ;; *) rgoal=switch ;; esac
-  "$sys/bin/switch-to-configuration" "$rgoal"
+  # Bounded like the activation itself: a rollback that hangs ends, and says so.
+  limit=$(cat "$dir/timeout" 2>/dev/null || echo 600)
+  bounded "$limit" "$sys/bin/switch-to-configuration" "$rgoal"
   rc=$?
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    status "$ST_ROLLBACK_FAILED $reason; switch-to-configuration of generation $gen did not finish within ${limit}s"
+    exit 1
+  fi
   if [ $rc -ne 0 ] && [ $rc -ne "$EXIT_UNITS_FAILED" ]; then
     status "$ST_ROLLBACK_FAILED $reason; switch-to-configuration of generation $gen exited $rc"
     exit 1
@@ -76,17 +93,14 @@ activate)
     fi
   fi
   status "$ST_ACTIVATING"
-  if command -v timeout >/dev/null 2>&1; then
-    timeout "$activation_timeout" "$toplevel/bin/switch-to-configuration" "$goal"
-  else
-    "$toplevel/bin/switch-to-configuration" "$goal"
-  fi
+  echo "$activation_timeout" >"$dir/timeout"
+  bounded "$activation_timeout" "$toplevel/bin/switch-to-configuration" "$goal"
   rc=$?
   echo "switch-to-configuration $goal exited $rc"
   if [ $rc -ne 0 ]; then
     if [ $rc -eq "$EXIT_UNITS_FAILED" ] && [ "$fail_on_units" = 0 ]; then
       echo "exit 4 (some units failed) is accepted for this host"
-    elif [ $rc -eq 124 ]; then
+    elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
       roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration timed out after ${activation_timeout}s"
     else
       roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration exited $rc"
