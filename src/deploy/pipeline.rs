@@ -157,8 +157,9 @@ async fn stages(
     }
 
     // Preflight: the lock, and where the host stands, before any copy.
-    let (current, l) = step(ctx, facts, "preflight", preflight::preflight(ctx)).await?;
-    *lock = Some(l);
+    let noop_if = (mode == Mode::Deploy && goal == Goal::Switch).then_some(built.toplevel.as_str());
+    let (current, l) = step(ctx, facts, "preflight", preflight::preflight(ctx, noop_if)).await?;
+    *lock = l;
     facts.current = Some(current.clone());
     if preflight::is_noop(&current, &built, goal) && mode != Mode::DryRun {
         ctx.say("already running this system: nothing to do");

@@ -55,7 +55,13 @@ fn owner() -> String {
     )
 }
 
-pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
+/// Take the lock and read the host. With `noop_if` (a switch deploy of that
+/// toplevel), a host that already runs and boots it gives the lock back in
+/// the same round trip: then no [`Lock`] is returned.
+pub async fn preflight(
+    ctx: &Ctx,
+    noop_if: Option<&str>,
+) -> Result<(Current, Option<Lock>), StageError> {
     let cmd = ctx
         .target
         .root_script(
@@ -65,6 +71,7 @@ pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
                 &ctx.host.deployment.profile,
                 &ctx.opts.run_id,
                 &owner(),
+                noop_if,
             ),
         )
         .timeout(std::time::Duration::from_secs(60));
@@ -121,7 +128,8 @@ pub async fn preflight(ctx: &Ctx) -> Result<(Current, Lock), StageError> {
             .filter(|s| !s.is_empty())
             .collect(),
     };
-    Ok((current, Lock(())))
+    let released = out.stdout.lines().any(|l| l.trim() == "== noop");
+    Ok((current, (!released).then_some(Lock(()))))
 }
 
 /// `--break-lock`: remove the lock a dead deployment left. A holder whose

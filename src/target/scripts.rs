@@ -91,14 +91,22 @@ fn yes_no(b: bool) -> String {
     if b { "yes".into() } else { "no".into() }
 }
 
-/// preflight.sh STATE_DIR PROFILE RUN_ID OWNER
-pub fn preflight_args(state_dir: &str, profile: &str, run_id: &str, owner: &str) -> Vec<String> {
-    vec![
+/// preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF]
+pub fn preflight_args(
+    state_dir: &str,
+    profile: &str,
+    run_id: &str,
+    owner: &str,
+    noop_if: Option<&str>,
+) -> Vec<String> {
+    let mut v = vec![
         state_dir.into(),
         profile.into(),
         run_id.into(),
         owner.into(),
-    ]
+    ];
+    v.extend(noop_if.map(String::from));
+    v
 }
 
 /// break-lock.sh STATE_DIR FORCE
@@ -333,8 +341,8 @@ mod tests {
     #[test]
     fn the_other_builders() {
         assert_eq!(
-            preflight_args("/run/pantheros", "/p", "r1", "me"),
-            ["/run/pantheros", "/p", "r1", "me"]
+            preflight_args("/run/pantheros", "/p", "r1", "me", Some("/nix/store/t")),
+            ["/run/pantheros", "/p", "r1", "me", "/nix/store/t"]
         );
         assert_eq!(
             unlock_args("/run/pantheros", "r1"),

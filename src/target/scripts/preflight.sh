@@ -1,11 +1,13 @@
 # shellcheck shell=sh
-# preflight.sh STATE_DIR PROFILE RUN_ID OWNER: take the host's deploy lock (a
+# preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF]: take the host's deploy lock (a
 # directory: mkdir is atomic; lock/owner names the run that holds it), then
 # report the generations, the boot default (the profile), the running system,
 # whether systemd runs the host and (then) its failed units, each section
-# after a "== name" line.
+# after a "== name" line. When the host already runs and boots NOOP_IF, the
+# lock is given back at once and "== noop" ends the report: a no-op deploy
+# is one round trip.
 set -u
-state=$1 profile=$2 run=$3 owner=$4
+state=$1 profile=$2 run=$3 owner=$4 noop_if=${5:-}
 mkdir -p "$state"
 if ! mkdir "$state/lock" 2>/dev/null; then
   echo "LOCKED $(cat "$state/lock/owner" 2>/dev/null || echo 'unknown holder')"
@@ -14,10 +16,12 @@ fi
 echo "$run $owner since $(date -Is)" >"$state/lock/owner"
 echo "== generations"
 list_generations "$profile" no
+system=$(readlink -f "$profile" 2>/dev/null || true)
+running=$(readlink -f /run/current-system 2>/dev/null || true)
 echo "== system"
-readlink -f "$profile" 2>/dev/null || true
+echo "$system"
 echo "== running"
-readlink -f /run/current-system 2>/dev/null || true
+echo "$running"
 echo "== systemd"
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   echo yes
@@ -26,4 +30,8 @@ if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemctl --failed --no-legend --plain 2>/dev/null | awk '{ print $1 }'
 else
   echo no
+fi
+if [ -n "$noop_if" ] && [ "$system" = "$noop_if" ] && [ "$running" = "$noop_if" ]; then
+  rm -rf "$state/lock"
+  echo "== noop"
 fi
