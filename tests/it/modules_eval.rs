@@ -54,6 +54,21 @@ fn deployment_module_defaults_equal_the_inventory_defaults() {
     }
 }
 
+/// `nixosModules.default` is the deployment module; alone it declares
+/// deployment metadata and nothing else.
+#[test]
+fn the_default_module_declares_only_deployment_metadata() {
+    let Some(v) = evaluate() else { return };
+    assert_eq!(
+        v["defaultDeclares"]["top"],
+        serde_json::json!(["pantheros"])
+    );
+    assert_eq!(
+        v["defaultDeclares"]["pantheros"],
+        serde_json::json!(["deployment"])
+    );
+}
+
 #[test]
 fn modules_evaluate_with_the_real_module_system() {
     let Some(v) = evaluate() else { return };

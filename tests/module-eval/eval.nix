@@ -216,6 +216,17 @@ in
       fileSystemsEvaluate = tried (c.fileSystems or { });
     }
   );
+  # nixosModules.default (the deployment module) alone declares only
+  # pantheros.deployment: the option names beyond the stand-ins.
+  defaultDeclares =
+    let
+      o = (eval [ (root + "/modules/deployment.nix") ]).options;
+      base = (eval [ ]).options;
+    in
+    {
+      top = builtins.filter (n: !(base ? ${n})) (builtins.attrNames o);
+      pantheros = builtins.attrNames o.pantheros;
+    };
   # What a host that imports only the deployment module and sets nothing gets.
   deploymentDefaults = (eval [ (root + "/modules/deployment.nix") ]).config.pantheros.deployment;
   hetznerAssertions = failed hetzner;
