@@ -44,6 +44,8 @@ struct Facts {
 struct End {
     result: HostResult,
     error: Option<StageError>,
+    /// The activation still runs: its watchdog releases the lock.
+    hand_over: bool,
 }
 
 impl End {
@@ -51,12 +53,14 @@ impl End {
         End {
             result,
             error: None,
+            hand_over: false,
         }
     }
     fn err(result: HostResult, e: StageError) -> End {
         End {
             result,
             error: Some(e),
+            hand_over: false,
         }
     }
 }
@@ -91,9 +95,9 @@ async fn step<T>(
         r = fut => r.map_err(Stop::Failed),
         signal = ctx.interrupt.wait() => Err(Stop::Interrupted { signal, stage }),
     };
-    facts
-        .timings
-        .insert(stage.to_string(), t.elapsed().as_millis() as u64);
+    let ms = t.elapsed().as_millis() as u64;
+    ctx.log.note(&format!("stage {stage}: {ms} ms"));
+    facts.timings.insert(stage.to_string(), ms);
     r
 }
 
@@ -112,9 +116,25 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
             )),
         ),
     };
-    if let Some(l) = lock.take() {
+    if let Some(mut l) = lock.take() {
+        if end.hand_over {
+            match preflight::hand_over(ctx, l).await {
+                Some(back) => l = back,
+                None => return finish_outcome(ctx, facts, end, started, started_at),
+            }
+        }
         preflight::unlock(ctx, l).await;
     }
+    finish_outcome(ctx, facts, end, started, started_at)
+}
+
+fn finish_outcome(
+    ctx: &Ctx,
+    mut facts: Facts,
+    end: End,
+    started: Instant,
+    started_at: String,
+) -> Outcome {
     facts
         .timings
         .insert("total".into(), started.elapsed().as_millis() as u64);
@@ -364,14 +384,16 @@ async fn interrupted_while_active(
     ctx.say(&msg);
     ctx.log.note(&msg);
     (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
-    End::err(
+    let mut end = End::err(
         HostResult::Unknown,
         StageError::new(msg).hint(format!(
             "check the host with `pantheros rollback {} --list` once the watchdog has finished; \
-             the next deploy needs no --break-lock",
+             it keeps the deploy lock until then, and the next deploy needs no --break-lock",
             ctx.name()
         )),
-    )
+    );
+    end.hand_over = !status.is_final();
+    end
 }
 
 /// Assemble the host's outcome, once, and write it next to the log.

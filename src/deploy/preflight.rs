@@ -166,6 +166,25 @@ pub async fn break_lock(ctx: &Ctx, force: bool) -> Result<(), StageError> {
     }
 }
 
+/// The run stops waiting for an activation that is still going: hand the
+/// lock to the host's watchdog, which releases it when it ends. Returns the
+/// lock back when the watchdog had already ended (then release it here).
+pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
+    let cmd = ctx
+        .target
+        .root_script(&scripts::HANDOVER, &scripts::dir_args(&ctx.state_dir()))
+        .timeout(std::time::Duration::from_secs(20));
+    match ctx.log.run_ok(&cmd).await {
+        Ok(out) if !crate::target::protocol::Status::parse(&out.stdout).is_final() => {
+            ctx.log
+                .note("the deploy lock is handed over to the host's watchdog");
+            let Lock(()) = lock;
+            None
+        }
+        _ => Some(lock),
+    }
+}
+
 /// Release the lock this run took (only this run's: another run's lock,
 /// e.g. after --break-lock, is left alone and named in the log).
 pub async fn unlock(ctx: &Ctx, lock: Lock) {

@@ -60,7 +60,13 @@ pub const BREAK_LOCK: Script = Script {
     body: include_str!("scripts/break-lock.sh"),
 };
 
-pub const ALL: [Script; 11] = [
+pub const HANDOVER: Script = Script {
+    name: "handover.sh",
+    body: include_str!("scripts/handover.sh"),
+};
+
+pub const ALL: [Script; 12] = [
+    HANDOVER,
     BREAK_LOCK,
     PREFLIGHT,
     UNLOCK,

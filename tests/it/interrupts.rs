@@ -213,6 +213,11 @@ fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
         err.contains("rolls it back within 6s unless it was confirmed"),
         "{err}"
     );
+    // Until the watchdog ends, it holds the lock: another deploy is refused
+    // (it must not overlap that activation).
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["another deployment holds the lock"]);
     // The watchdog, unconfirmed, goes back to generation 1 by itself.
     let status = "d=$(ls -td /run/pantheros/*/ | grep -v /lock/ | head -n 1); cat \"${d}status\"";
     wait_for("the watchdog's rollback", 30, || {

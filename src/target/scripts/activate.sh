@@ -29,6 +29,19 @@ status() {
   echo "[$(date '+%H:%M:%S')] status: $*"
 }
 
+# When the deployer stopped waiting (it was interrupted) it hands the host's
+# deploy lock over to this watchdog (DIR/handover): released when the
+# watchdog ends, if the lock is still this run's.
+hand_back() {
+  [ -e "$dir/handover" ] || return 0
+  lock="$(dirname "$dir")/lock"
+  if [ "$(cut -d' ' -f1 "$lock/owner" 2>/dev/null)" = "$(basename "$dir")" ]; then
+    rm -rf "$lock"
+    echo "[$(date '+%H:%M:%S')] released the deploy lock handed over by the deployer"
+  fi
+}
+trap hand_back EXIT
+
 # Run "$@" for at most $1 seconds; what ignores SIGTERM is killed 10 s later.
 bounded() {
   b_limit=$1
