@@ -318,3 +318,47 @@ fn a_crashed_host_task_is_reported_unknown_and_releases_its_lock() {
     assert_exit(&w.pantheros(&flake, &["deploy", "beta", "--yes"]), 0);
     assert_eq!(w.generation_marker("beta"), "1");
 }
+
+/// Interrupted while the closure is being copied (the link throttled so the
+/// copy takes a while): the copy stops, the lock is released, nothing changed.
+#[test]
+fn an_interrupt_during_the_copy_changes_nothing_and_exits_5() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "alpha", 1)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let mut next = host(&w, "alpha", 2);
+    next.blob_kib = 8192;
+    write_fleet(&flake, &[next]);
+    let ns = w.client_ns.clone();
+    let throttle = |on: bool| {
+        let verb = if on { "add" } else { "del" };
+        let mut argv = vec![
+            "ip", "netns", "exec", &ns, "tc", "qdisc", verb, "dev", "eth0", "root",
+        ];
+        if on {
+            argv.extend(["tbf", "rate", "2mbit", "burst", "32kbit", "latency", "10s"]);
+        }
+        testworld::sh(&argv);
+    };
+    throttle(true);
+    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
+    wait_for("the copy", 60, || {
+        std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("copying the closure")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    sigint(&child);
+    let (code, doc, err) = finish(child, &out, &err);
+    throttle(false);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(doc["hosts"][0]["result"], "interrupted", "{doc}");
+    assert!(
+        err.contains("interrupted by SIGINT during copy; nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(w.generation_marker("alpha"), "1");
+    assert_consistent_and_deployable(&w, &flake, "alpha", 3);
+}

@@ -781,6 +781,8 @@ pub struct FixtureHost {
     pub fail_unit: bool,
     pub switch_seconds: u32,
     pub build_seconds: u32,
+    /// KiB of random data in the closure (a slow copy).
+    pub blob_kib: u32,
     /// Nix attrset body for `pantheros.deployment` (without braces).
     pub deployment: String,
 }
@@ -796,6 +798,7 @@ impl FixtureHost {
             fail_unit: false,
             switch_seconds: 0,
             build_seconds: 0,
+            blob_kib: 0,
             deployment: String::new(),
         }
     }
@@ -820,7 +823,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             .collect();
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      system.build.toplevel = mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; buildSeconds = {bsec}; }};\n      \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             name = h.name,
             g = h.generation,
@@ -830,6 +833,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             fu = h.fail_unit,
             ss = h.switch_seconds,
             bsec = h.build_seconds,
+            blob = h.blob_kib,
             dep = h.deployment,
         ));
     }
