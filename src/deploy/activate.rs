@@ -273,3 +273,40 @@ pub fn console_hint(host: &str) -> String {
          if it does not boot, pick an older generation in the boot menu"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The deployer's result is the target's final state; anything else
+    /// is unknown, never success.
+    #[test]
+    fn only_final_statuses_end_an_activation() {
+        assert_eq!(ended(Some(Status::Confirmed)), Activated::Kept);
+        assert_eq!(ended(Some(Status::Done)), Activated::Kept);
+        assert_eq!(
+            ended(Some(Status::RolledBack("x".into()))),
+            Activated::RolledBack { reason: "x".into() }
+        );
+        assert_eq!(
+            ended(Some(Status::RollbackFailed("y".into()))),
+            Activated::RollbackFailed { reason: "y".into() }
+        );
+        assert_eq!(
+            ended(Some(Status::Failed("z".into()))),
+            Activated::NotStarted { reason: "z".into() }
+        );
+        for mid in [
+            Status::Activating,
+            Status::AwaitingConfirm,
+            Status::RollingBack("r".into()),
+            Status::Unknown("rebooting".into()),
+        ] {
+            assert!(
+                matches!(ended(Some(mid.clone())), Activated::Unknown { .. }),
+                "{mid:?}"
+            );
+        }
+        assert!(matches!(ended(None), Activated::Unknown { .. }));
+    }
+}

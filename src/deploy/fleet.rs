@@ -282,11 +282,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         k.abort();
     }
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
-    let code = outcomes
-        .iter()
-        .map(|o| o.result.exit_code())
-        .max()
-        .unwrap_or(0);
+    let code = super::run_exit_code(outcomes.iter().map(|o| o.result));
     summary(&outcomes, opts.mode);
     if let Some(sig) = intr.fired() {
         eprintln!("(interrupted by {sig})");

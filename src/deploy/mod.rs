@@ -105,27 +105,38 @@ impl Options {
     }
 }
 
-/// How one host's run ended.
+/// How one host's run ended, from best to worst: a run's exit code is the
+/// code of its worst host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostResult {
-    /// Done; or nothing to do (already deployed).
+    /// Done.
     Success,
+    /// Nothing to do (already deployed).
     Unchanged,
     /// Failed before anything changed on the host.
     Failed,
     /// Interrupted (Ctrl-C, SIGTERM) before anything changed on the host.
     Interrupted,
+    /// Failed after a change; the previous generation is active again.
+    RolledBack,
     /// Activated, but the health checks failed and rollback was disabled:
     /// the new generation stays active.
     Unhealthy,
-    /// Failed after a change; the previous generation is active again.
-    RolledBack,
     /// Failed, and the rollback failed too.
     RollbackFailed,
     /// pantheros does not know the host's state (its task crashed, or it
     /// was interrupted or lost contact mid-change): check it by hand.
     Unknown,
+}
+
+/// The exit code of a run: that of its worst host (0 for no host).
+pub fn run_exit_code(results: impl IntoIterator<Item = HostResult>) -> i32 {
+    results
+        .into_iter()
+        .max()
+        .map(HostResult::exit_code)
+        .unwrap_or(exit::OK)
 }
 
 impl HostResult {
@@ -203,5 +214,24 @@ impl Ctx {
         } else {
             self.target.destination()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_exits_with_its_worst_host() {
+        use HostResult::*;
+        assert_eq!(run_exit_code([]), 0);
+        assert_eq!(run_exit_code([Success, Unchanged]), 0);
+        assert_eq!(run_exit_code([Success, Failed]), 1);
+        assert_eq!(run_exit_code([Failed, Interrupted]), 5);
+        assert_eq!(run_exit_code([RolledBack, Failed]), 3);
+        assert_eq!(run_exit_code([RolledBack, Unhealthy]), 7);
+        // Manual action wins over everything, an unknown state over all.
+        assert_eq!(run_exit_code([Unhealthy, RollbackFailed]), 4);
+        assert_eq!(run_exit_code([RollbackFailed, Unknown, Success]), 6);
     }
 }
