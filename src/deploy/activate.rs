@@ -138,11 +138,7 @@ pub(super) fn ended(status: Option<Status>) -> Activated {
     }
 }
 
-pub async fn activate(
-    ctx: &Ctx,
-    current: &Current,
-    req: &Request,
-) -> Result<Activated, StageError> {
+pub async fn activate(ctx: &Ctx, req: &Request) -> Result<Activated, StageError> {
     let d = &ctx.host.deployment;
     let goal = ctx.opts.goal;
     ctx.say(&format!("activating ({})", goal.as_str()));
@@ -177,7 +173,7 @@ pub async fn activate(
         Status::AwaitingConfirm => confirm(ctx).await,
         other => ended(Some(other)),
     };
-    Ok(verify(ctx, current, activated).await)
+    Ok(activated)
 }
 
 /// The reachability proof: a NEW connection must get in and confirm.
@@ -246,12 +242,11 @@ async fn recover_unreachable(ctx: &Ctx) -> Activated {
     }
 }
 
-/// A rollback the target reports is only believed when its profile is back
-/// where it was.
-pub(super) async fn verify(ctx: &Ctx, current: &Current, a: Activated) -> Activated {
+/// A rollback the target reports is only believed when its profile (`now`,
+/// read once after the activation ended) is back where it was.
+pub fn verify(current: &Current, a: Activated, now: Option<&str>) -> Activated {
     if let Activated::RolledBack { reason } = &a {
-        let (_, now) = observe(ctx).await;
-        if current.system.is_some() && now != current.system {
+        if current.system.is_some() && now != current.system.as_deref() {
             return Activated::RollbackFailed {
                 reason: format!(
                     "the target reports a rollback ({reason}) but its profile points at {}",

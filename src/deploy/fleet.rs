@@ -307,7 +307,7 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
     say(&ctx.host.name, &msg);
     ctx.log.note(&format!("{msg} ({e})"));
     if ctx.opts.mode != Mode::BuildOnly {
-        preflight::unlock_after_crash(&ctx.target, &ctx.log, &ctx.opts.run_id).await;
+        preflight::unlock_after_crash(ctx).await;
     }
     let o = Outcome {
         host: ctx.host.name.clone(),

@@ -181,7 +181,7 @@ async fn stages(
     let (current, l) = step(ctx, facts, "preflight", preflight::preflight(ctx, noop_if)).await?;
     *lock = l;
     facts.current = Some(current.clone());
-    if preflight::is_noop(&current, &built, goal) && mode != Mode::DryRun {
+    if current.already_has(&built.toplevel, goal) && mode != Mode::DryRun {
         ctx.say("already running this system: nothing to do");
         facts.generation_after = current.generation;
         facts.system_after = current.system.clone();
@@ -239,7 +239,7 @@ async fn stages(
         toplevel: built.toplevel.clone(),
         generation,
     };
-    let activated = activate::activate(ctx, &current, &request).await?;
+    let activated = activate::activate(ctx, &request).await?;
     facts
         .timings
         .insert("activate".into(), t.elapsed().as_millis() as u64);
@@ -284,7 +284,7 @@ async fn stages(
                     let t = Instant::now();
                     // The reason is written on the target: no secrets in it.
                     let reason = ctx.log.redact(&format!("health checks failed: {problems}"));
-                    let r = rollback::roll_back(ctx, &current, reason).await;
+                    let r = rollback::roll_back(ctx, reason).await;
                     facts
                         .timings
                         .insert("rollback".into(), t.elapsed().as_millis() as u64);
@@ -294,13 +294,13 @@ async fn stages(
         }
         other => other,
     };
-    Ok(finish(ctx, facts, activated).await)
+    Ok(finish(ctx, facts, &current, activated).await)
 }
 
 /// The end of an activation, from the target's final state.
-async fn finish(ctx: &Ctx, facts: &mut Facts, activated: Activated) -> End {
+async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Activated) -> End {
     (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
-    match activated {
+    match activate::verify(current, activated, facts.system_after.as_deref()) {
         Activated::Kept => {
             facts.system_after = facts.built.as_ref().map(|b| b.toplevel.clone());
             ctx.say(&format!(

@@ -3,7 +3,6 @@
 //! one round trip, before anything is copied: a host that already runs the
 //! built system needs nothing else.
 
-use super::build::Built;
 use super::{Ctx, Goal, StageError};
 use crate::generations;
 use crate::target::protocol::{exits, section};
@@ -189,6 +188,17 @@ pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
 /// e.g. after --break-lock, is left alone and named in the log).
 pub async fn unlock(ctx: &Ctx, lock: Lock) {
     let Lock(()) = lock;
+    release(ctx).await;
+}
+
+/// Release whatever lock this run holds on a host whose pipeline could not
+/// give its [`Lock`] back itself (its task crashed). unlock.sh checks the
+/// owner, so a lock this run never took is left alone.
+pub async fn unlock_after_crash(ctx: &Ctx) {
+    release(ctx).await;
+}
+
+async fn release(ctx: &Ctx) {
     let cmd = ctx
         .target
         .root_script(
@@ -206,24 +216,6 @@ pub async fn unlock(ctx: &Ctx, lock: Lock) {
             f.how
         )),
     }
-}
-
-/// Release whatever lock this run holds on a host whose pipeline could not
-/// give its lock back itself (its task crashed).
-pub async fn unlock_after_crash(
-    ctx_target: &crate::target::Target,
-    log: &crate::report::log::HostLog,
-    run_id: &str,
-) {
-    let cmd = ctx_target.root_script(&scripts::UNLOCK, &scripts::unlock_args(STATE_DIR, run_id));
-    let _ = log
-        .run(&cmd.timeout(std::time::Duration::from_secs(20)))
-        .await;
-}
-
-/// Is `built` what the host already runs and boots?
-pub fn is_noop(current: &Current, built: &Built, goal: Goal) -> bool {
-    current.already_has(&built.toplevel, goal)
 }
 
 #[cfg(test)]

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use super::activate::{self, Activated, Wait};
 use super::build::Built;
-use super::preflight::Current;
 use super::{Ctx, StageError};
 use crate::generations;
 use crate::target::protocol::Status;
 use crate::target::scripts::Activation;
 
 /// Go back to the generation the host had before this run's activation.
-pub async fn roll_back(ctx: &Ctx, current: &Current, reason: String) -> Activated {
+pub async fn roll_back(ctx: &Ctx, reason: String) -> Activated {
     let unit = format!("pantheros-{}-{}-rollback", ctx.opts.run_id, ctx.host.name);
     let what = Activation::Rollback {
         profile: ctx.host.deployment.profile.clone(),
@@ -27,21 +26,18 @@ pub async fn roll_back(ctx: &Ctx, current: &Current, reason: String) -> Activate
         };
     }
     let deadline = Duration::from_secs(ctx.host.deployment.activation_timeout + 30);
-    let a =
-        match activate::wait_status(ctx, |s| matches!(s, Status::RolledBack(_)), deadline, false)
-            .await
-        {
-            Wait::Reached(s) => activate::ended(Some(s)),
-            Wait::Interrupted(s) => Activated::Interrupted {
-                status: s.unwrap_or(Status::None),
-            },
-            Wait::TimedOut(s) => Activated::Unknown {
-                last: s
-                    .map(|s| s.describe())
-                    .unwrap_or_else(|| "no status could be read".into()),
-            },
-        };
-    activate::verify(ctx, current, a).await
+    match activate::wait_status(ctx, |s| matches!(s, Status::RolledBack(_)), deadline, false).await
+    {
+        Wait::Reached(s) => activate::ended(Some(s)),
+        Wait::Interrupted(s) => Activated::Interrupted {
+            status: s.unwrap_or(Status::None),
+        },
+        Wait::TimedOut(s) => Activated::Unknown {
+            last: s
+                .map(|s| s.describe())
+                .unwrap_or_else(|| "no status could be read".into()),
+        },
+    }
 }
 
 /// The generation `pantheros rollback` goes to, as the system to activate.

@@ -117,11 +117,14 @@ impl HostLog {
 
     /// Run and log; a non-zero exit is returned, not an error.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
-        let mut shown = cmd.clone();
-        if !self.redactor.is_empty() {
+        // Only a host with secrets needs its own rendering for `-v`.
+        let out = if self.redactor.is_empty() {
+            runner::run(cmd).await
+        } else {
+            let mut shown = cmd.clone();
             shown.shown = Some(self.redactor.apply(&crate::error::render_argv(&cmd.argv)));
-        }
-        let out = runner::run(&shown).await;
+            runner::run(&shown).await
+        };
         self.record(cmd, &out);
         out
     }

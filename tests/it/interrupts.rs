@@ -89,30 +89,53 @@ fn assert_consistent_and_deployable(w: &World, flake: &Path, name: &str, next: u
     assert_eq!(w.generation_marker(name), next.to_string());
 }
 
-#[test]
-fn an_interrupt_during_the_build_changes_nothing_and_exits_5() {
-    let Some(mut w) = World::new() else { return };
+/// A world with light host `alpha` already running generation 1.
+fn alpha_at_generation_1() -> Option<(World, PathBuf)> {
+    let mut w = World::new()?;
     w.add_host("alpha");
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "alpha", 1)]);
     assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
-    let mut slow = host(&w, "alpha", 2);
-    slow.build_seconds = 30;
-    write_fleet(&flake, &[slow]);
-    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
-    wait_for("the build", 30, || {
+    Some((w, flake))
+}
+
+/// `deploy alpha --yes --json` in the background, SIGINT once its stderr
+/// shows `marker` (and `settle` more), then its exit code, JSON, stderr and
+/// the time from the signal to its exit.
+fn deploy_interrupted_at(
+    w: &World,
+    flake: &Path,
+    marker: &str,
+    settle: Duration,
+) -> (i32, serde_json::Value, String, Duration) {
+    let (child, out, err) = spawn(w, flake, &["deploy", "alpha", "--yes", "--json"]);
+    wait_for(marker, 60, || {
         std::fs::read_to_string(&err)
             .unwrap_or_default()
-            .contains("building /nix/store/")
+            .contains(marker)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(settle);
     let started = Instant::now();
     sigint(&child);
     let (code, doc, err) = finish(child, &out, &err);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the build was not stopped"
+    (code, doc, err, started.elapsed())
+}
+
+#[test]
+fn an_interrupt_during_the_build_changes_nothing_and_exits_5() {
+    let Some((w, flake)) = alpha_at_generation_1() else {
+        return;
+    };
+    let mut slow = host(&w, "alpha", 2);
+    slow.build_seconds = 30;
+    write_fleet(&flake, &[slow]);
+    let (code, doc, err, took) = deploy_interrupted_at(
+        &w,
+        &flake,
+        "building /nix/store/",
+        Duration::from_millis(300),
     );
+    assert!(took < Duration::from_secs(10), "the build was not stopped");
     assert_eq!(code, 5, "{err}");
     assert_eq!(doc["hosts"][0]["result"], "interrupted", "{doc}");
     assert!(
@@ -191,22 +214,14 @@ print("\nEXIT", os.waitstatus_to_exitcode(status), "PROMPTED", sent)
 
 #[test]
 fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1)]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let Some((w, flake)) = alpha_at_generation_1() else {
+        return;
+    };
     let mut slow = host(&w, "alpha", 2);
     slow.switch_seconds = 2;
     write_fleet(&flake, &[slow]);
-    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
-    wait_for("the activation", 30, || {
-        std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("activating (switch)")
-    });
-    sigint(&child);
-    let (code, doc, err) = finish(child, &out, &err);
+    let (code, doc, err, _) =
+        deploy_interrupted_at(&w, &flake, "activating (switch)", Duration::from_millis(0));
     assert_eq!(code, 6, "{err}");
     assert_eq!(doc["hosts"][0]["result"], "unknown", "{doc}");
     assert!(
@@ -229,29 +244,19 @@ fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
 
 #[test]
 fn an_interrupt_during_health_checks_keeps_the_confirmed_generation() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1)]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let Some((w, flake)) = alpha_at_generation_1() else {
+        return;
+    };
     let slow = w.fixture_host(
         "alpha",
         2,
         r#"healthChecks = { commands = [ "sleep 20" ]; timeout = 60; };"#,
     );
     write_fleet(&flake, &[slow]);
-    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
-    wait_for("the health checks", 30, || {
-        std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("confirmed")
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    sigint(&child);
-    let (code, doc, err) = finish(child, &out, &err);
+    let (code, doc, err, took) =
+        deploy_interrupted_at(&w, &flake, "confirmed", Duration::from_millis(500));
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        took < Duration::from_secs(15),
         "the health checks were not stopped"
     );
     assert_eq!(code, 6, "{err}");
@@ -323,11 +328,9 @@ fn a_crashed_host_task_is_reported_unknown_and_releases_its_lock() {
 /// copy takes a while): the copy stops, the lock is released, nothing changed.
 #[test]
 fn an_interrupt_during_the_copy_changes_nothing_and_exits_5() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1)]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let Some((w, flake)) = alpha_at_generation_1() else {
+        return;
+    };
     let mut next = host(&w, "alpha", 2);
     next.blob_kib = 8192;
     write_fleet(&flake, &[next]);
@@ -343,16 +346,15 @@ fn an_interrupt_during_the_copy_changes_nothing_and_exits_5() {
         testworld::sh(&argv);
     };
     throttle(true);
-    let (child, out, err) = spawn(&w, &flake, &["deploy", "alpha", "--yes", "--json"]);
-    wait_for("the copy", 60, || {
-        std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("copying the closure")
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    sigint(&child);
-    let (code, doc, err) = finish(child, &out, &err);
+    let (code, doc, err, took) = deploy_interrupted_at(
+        &w,
+        &flake,
+        "copying the closure",
+        Duration::from_millis(500),
+    );
     throttle(false);
+    // The 8 MiB copy at 2 Mbit/s takes half a minute: it was stopped.
+    assert!(took < Duration::from_secs(15), "the copy was not stopped");
     assert_eq!(code, 5, "{err}");
     assert_eq!(doc["hosts"][0]["result"], "interrupted", "{doc}");
     assert!(

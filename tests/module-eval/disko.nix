@@ -5,19 +5,8 @@
 # partition. Cited files are in disko's lib/types/.
 { config, lib, ... }:
 let
-  inherit (lib) mkOption types;
-  opt =
-    type: default:
-    mkOption {
-      inherit type default;
-      description = "stand-in";
-    };
-  req =
-    type:
-    mkOption {
-      inherit type;
-      description = "stand-in (no default, as in disko)";
-    };
+  inherit (lib) types;
+  inherit (import ./stand-in.nix lib) opt req;
 
   # lib/default.nix: subType, a submodule chosen by its `type` attribute.
   subType =

@@ -439,6 +439,17 @@ impl World {
     }
 
     /// Make `ns` and plug its `eth0` into the LAN with address `ip`.
+    /// The next host's network namespace and address, plugged into the LAN
+    /// (`kind`: "h" light host, "s" systemd host, in the LAN-side veth name).
+    fn new_slot(&mut self, kind: &str) -> (String, String) {
+        let index = self.next_index;
+        self.next_index += 1;
+        let ns = format!("{}-{}", self.id, index);
+        let ip = format!("{}.{}", self.subnet, index);
+        self.plug(&ns, &format!("{kind}{index}"), &ip);
+        (ns, ip)
+    }
+
     fn plug(&mut self, ns: &str, tag: &str, ip: &str) {
         sh(&["ip", "netns", "add", ns]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -545,11 +556,7 @@ impl World {
 
     /// Start a light host `name` running sshd, reachable as `ssh -F cfg name`.
     pub fn add_host(&mut self, name: &str) -> &LightHost {
-        let index = self.next_index;
-        self.next_index += 1;
-        let ns = format!("{}-{}", self.id, index);
-        let ip = format!("{}.{}", self.subnet, index);
-        self.plug(&ns.clone(), &format!("h{index}"), &ip);
+        let (ns, ip) = self.new_slot("h");
         let hdir = self.path().join("hosts").join(name);
         for sub in ["nix", "etc-nix", "ssh"] {
             fs::create_dir_all(hdir.join(sub)).unwrap();
@@ -977,11 +984,7 @@ impl World {
     /// Boot a systemd host `name`, reachable as `ssh -F cfg name` (root) and
     /// as users `deploy` (password-less sudo) and `nopw` (sudo wants a password).
     pub fn add_systemd_host(&mut self, name: &str) -> &SystemdHost {
-        let index = self.next_index;
-        self.next_index += 1;
-        let ns = format!("{}-{}", self.id, index);
-        let ip = format!("{}.{}", self.subnet, index);
-        self.plug(&ns.clone(), &format!("s{index}"), &ip);
+        let (ns, ip) = self.new_slot("s");
         let hdir = self.path().join("systemd").join(name);
         fs::create_dir_all(&hdir).unwrap();
         let auth = hdir.join("authorized_keys");

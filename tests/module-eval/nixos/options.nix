@@ -17,18 +17,7 @@
 let
   inherit (lib) mkOption types;
 
-  opt =
-    type: default:
-    mkOption {
-      inherit type default;
-      description = "stand-in";
-    };
-  req =
-    type:
-    mkOption {
-      inherit type;
-      description = "stand-in (no default, as in nixpkgs)";
-    };
+  inherit (import ../stand-in.nix lib) opt req;
   bool = default: opt types.bool default;
   enable = bool false;
   strList = opt (types.listOf types.str) [ ];

@@ -16,13 +16,8 @@
   ...
 }:
 let
-  inherit (lib) mkOption types;
-  opt =
-    type: default:
-    mkOption {
-      inherit type default;
-      description = "stand-in";
-    };
+  inherit (lib) types;
+  inherit (import ../stand-in.nix lib) opt;
   qemuVm = {
     options.virtualisation = {
       memorySize = opt types.ints.positive 1024;
