@@ -126,12 +126,9 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
 
 #[test]
 fn dry_run_and_build_only_change_nothing() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
-    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_exit(&out, 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
     let before = w.profile_target("alpha");
 
     write_fleet(&flake, &[host(&w, "alpha", 2, "")]);
@@ -241,12 +238,9 @@ fn a_host_with_an_unfilled_placeholder_is_refused_and_left_untouched() {
 
 #[test]
 fn a_system_that_cuts_ssh_is_rolled_back_by_the_target_itself() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1, "")]);
-    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
-    assert_exit(&out, 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
     let gen1 = w.profile_target("alpha");
 
     let mut bad = host(&w, "alpha", 2, "");

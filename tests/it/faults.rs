@@ -62,11 +62,9 @@ fn an_ssh_option_with_a_space_reaches_nix_copy_intact() {
 /// keeps of the rollback. Logs are 0600 in a 0700 directory.
 #[test]
 fn health_check_secrets_never_reach_output_logs_or_the_target() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[w.fixture_host("alpha", 1, "")]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
     let secrets = ["hunter2pass", "tok3nV4lue", "B34rerS3cret"];
     let checks = r#"healthChecks = {
         http = [ "http://admin:hunter2pass@127.0.0.1:9/health?token=tok3nV4lue" ];
@@ -151,11 +149,9 @@ fn json_is_printed_for_early_errors_too() {
 /// the flag too.
 #[test]
 fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[w.fixture_host("alpha", 1, "")]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
 
     // A dead deployment's lock (no activation of it runs): broken.
     w.host("alpha").exec_ok(&[

@@ -89,16 +89,6 @@ fn assert_consistent_and_deployable(w: &World, flake: &Path, name: &str, next: u
     assert_eq!(w.generation_marker(name), next.to_string());
 }
 
-/// A world with light host `alpha` already running generation 1.
-fn alpha_at_generation_1() -> Option<(World, PathBuf)> {
-    let mut w = World::new()?;
-    w.add_host("alpha");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[host(&w, "alpha", 1)]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
-    Some((w, flake))
-}
-
 /// `deploy alpha --yes --json` in the background, SIGINT once its stderr
 /// shows `marker` (and `settle` more), then its exit code, JSON, stderr and
 /// the time from the signal to its exit.
@@ -123,7 +113,7 @@ fn deploy_interrupted_at(
 
 #[test]
 fn an_interrupt_during_the_build_changes_nothing_and_exits_5() {
-    let Some((w, flake)) = alpha_at_generation_1() else {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
         return;
     };
     let mut slow = host(&w, "alpha", 2);
@@ -214,7 +204,7 @@ print("\nEXIT", os.waitstatus_to_exitcode(status), "PROMPTED", sent)
 
 #[test]
 fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
-    let Some((w, flake)) = alpha_at_generation_1() else {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
         return;
     };
     let mut slow = host(&w, "alpha", 2);
@@ -244,7 +234,7 @@ fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
 
 #[test]
 fn an_interrupt_during_health_checks_keeps_the_confirmed_generation() {
-    let Some((w, flake)) = alpha_at_generation_1() else {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
         return;
     };
     let slow = w.fixture_host(
@@ -328,7 +318,7 @@ fn a_crashed_host_task_is_reported_unknown_and_releases_its_lock() {
 /// copy takes a while): the copy stops, the lock is released, nothing changed.
 #[test]
 fn an_interrupt_during_the_copy_changes_nothing_and_exits_5() {
-    let Some((w, flake)) = alpha_at_generation_1() else {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
         return;
     };
     let mut next = host(&w, "alpha", 2);

@@ -1118,6 +1118,19 @@ impl World {
 
 // ---- The fixture vocabulary shared by every test --------------------------------
 
+/// A world with one light host `name` that already runs fixture generation 1
+/// (deployed by pantheros), and the fixture flake's folder. None when the
+/// world cannot be built (see [`World::new`]).
+pub fn world_with_deployed_host(name: &str) -> Option<(World, PathBuf)> {
+    let mut w = World::new()?;
+    w.add_host(name);
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[w.fixture_host(name, 1, "")]);
+    let out = w.pantheros(&flake, &["deploy", name, "--yes"]);
+    assert_exit(&out, 0);
+    Some((w, flake))
+}
+
 impl World {
     /// A fixture host deployed through this world's SSH config. `extra` is
     /// more `pantheros.deployment` (Nix attrset body); `confirmTimeout`
