@@ -62,11 +62,12 @@ fn main() {
             took,
             v["hosts"][0]["result"].as_str().unwrap_or("").to_string(),
             v["hosts"][0]["toplevel"].as_str().unwrap_or("").to_string(),
+            v["hosts"][0]["durationsMs"].clone(),
         )
     };
 
     fleet(1, "2.12");
-    let (_, result, top) = deploy();
+    let (_, result, top, _) = deploy();
     assert_eq!(result, "success");
     let drv = testworld::stdout(&testworld::sh(&["nix-store", "--query", "--deriver", &top]))
         .trim()
@@ -97,10 +98,12 @@ fn main() {
     // No-op redeploys.
     let mut noop = vec![];
     let mut noop_conns = vec![];
+    let mut noop_stages = serde_json::Value::Null;
     for _ in 0..runs {
         let before = accepted(&w, "bench1");
-        let (t, result, _) = deploy();
+        let (t, result, _, stages) = deploy();
         assert_eq!(result, "unchanged");
+        noop_stages = stages;
         noop_conns.push(accepted(&w, "bench1") - before);
         noop.push(t);
     }
@@ -111,6 +114,7 @@ fn main() {
     let mut change = vec![];
     let mut change_floor = vec![];
     let mut change_conns = vec![];
+    let mut change_stages = serde_json::Value::Null;
     let ssh_cfg = w.ssh_config.to_str().unwrap().to_string();
     let profile = "/nix/var/nix/profiles/system";
     for i in 0..runs {
@@ -161,8 +165,9 @@ fn main() {
 
         fleet(200 + i as u32, &format!("4.{i}"));
         let before = accepted(&w, "bench1");
-        let (t, result, _) = deploy();
+        let (t, result, _, stages) = deploy();
         assert_eq!(result, "success");
+        change_stages = stages;
         change_conns.push(accepted(&w, "bench1") - before);
         change.push(t);
     }
@@ -216,6 +221,8 @@ fn main() {
             "changeMs": ms(change),
             "changeRatio": ms(change) / ms(change_floor),
             "changeSshConnections": change_conns,
+            "noopStagesMs": noop_stages,
+            "changeStagesMs": change_stages,
         })
     );
     if *change_conns.iter().max().unwrap() > 2 || *noop_conns.iter().max().unwrap() > 1 {

@@ -6,7 +6,9 @@
 //! 4 waves, so the goal is wall ≤ 1.25 × (4 × one host). Also reported: the
 //! evaluations per run (from `-v`'s command log), the SSH connections each
 //! host's sshd accepted per run (goal ≤ 2: master + reachability proof), and
-//! the deployer's peak RSS (VmHWM, sampled while it runs).
+//! the deployer's peak RSS (VmHWM, sampled while it runs), and the SSH
+//! floor: one plain `ssh HOST true` per host, `-j` at a time, which on a
+//! small machine running both ends bounds any tool's fleet deploy.
 //!
 //!     bash bench/fleet/run.sh        (needs root; builds the release binary)
 
@@ -35,6 +37,8 @@ struct Run {
     evals: usize,
     max_conns: usize,
     peak_rss_kib: u64,
+    /// Each stage's median over the hosts, in ms.
+    stages: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Deploy `hosts` (generation `g`), measuring wall time, evaluations,
@@ -94,6 +98,22 @@ fn deploy(w: &World, flake: &Path, hosts: &[String], g: u32, jobs: usize, expect
         .map(|h| h["result"].as_str().unwrap_or(""))
         .collect();
     assert!(results.iter().all(|r| *r == expect), "{results:?}");
+    let mut per_stage: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for h in v["hosts"].as_array().unwrap() {
+        for (stage, ms) in h["durationsMs"].as_object().into_iter().flatten() {
+            per_stage
+                .entry(stage.clone())
+                .or_default()
+                .push(ms.as_u64().unwrap_or(0));
+        }
+    }
+    let stages = per_stage
+        .into_iter()
+        .map(|(stage, mut v)| {
+            v.sort();
+            (stage, serde_json::json!(v[v.len() / 2]))
+        })
+        .collect();
     assert_eq!(results.len(), hosts.len());
     let evals = err
         .lines()
@@ -110,6 +130,7 @@ fn deploy(w: &World, flake: &Path, hosts: &[String], g: u32, jobs: usize, expect
         evals,
         max_conns,
         peak_rss_kib,
+        stages,
     }
 }
 
@@ -142,6 +163,25 @@ fn main() {
     write_fleet(&flake, &fixtures);
     let fleet_change = deploy(&w, &flake, &names, 3, jobs, "success");
 
+    // What this machine allows: one `ssh HOST true` per host, `jobs` at a
+    // time (each handshake's CPU, both ends on the same cores, is the limit).
+    let ssh_cfg = w.ssh_config.to_str().unwrap().to_string();
+    let start = Instant::now();
+    for wave in names.chunks(jobs) {
+        let children: Vec<_> = wave
+            .iter()
+            .map(|h| {
+                w.client(&["ssh", "-F", &ssh_cfg, "-o", "ControlPath=none", h, "true"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+    }
+    let ssh_floor = start.elapsed();
+
     let waves = n.div_ceil(jobs) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("fleet benchmark: {n} light hosts, -j {jobs} ({waves} waves)");
@@ -172,11 +212,21 @@ fn main() {
                 "oneHostMs": ms(o.wall), "fleetMs": ms(f.wall), "ratio": ratio,
                 "evaluations": f.evals, "maxSshConnectionsPerHost": f.max_conns,
                 "peakRssKiB": f.peak_rss_kib,
+                "oneHostStagesMs": o.stages, "fleetStagesMedianMs": f.stages,
             }),
         );
         ok &= f.evals <= 1 && f.max_conns <= 2;
     }
     println!("* fleet wall / ({waves} × one host)");
+    println!(
+        "ssh floor: {n} × `ssh true`, {jobs} at a time: {:.0} ms; the no-op fleet is {:.2} × that",
+        ms(ssh_floor),
+        ms(fleet_noop.wall) / ms(ssh_floor)
+    );
+    doc.insert(
+        "ssh_floor".into(),
+        serde_json::json!({ "ms": ms(ssh_floor), "noopFleetRatio": ms(fleet_noop.wall) / ms(ssh_floor) }),
+    );
     println!(
         "{}",
         serde_json::json!({ "bench": "fleet", "hosts": n, "jobs": jobs, "cases": doc })

@@ -12,6 +12,7 @@
 
 pub mod activate;
 pub mod build;
+pub mod connect;
 pub mod diff;
 pub mod fleet;
 pub mod health;

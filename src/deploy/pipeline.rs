@@ -10,7 +10,7 @@ use super::build::{self, Built};
 use super::diff::{self, Diff};
 use super::fleet::{Gate, Permits};
 use super::preflight::{self, Current, Lock};
-use super::{Ctx, Goal, HostResult, Mode, Outcome, StageError, health, rollback, ship};
+use super::{Ctx, Goal, HostResult, Mode, Outcome, StageError, connect, health, rollback, ship};
 use crate::target::protocol::Status;
 
 /// Why a host's run stopped before its end.
@@ -101,6 +101,15 @@ async fn step<T>(
     r
 }
 
+/// A stage's result with its wall time in ms.
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, StageError>>,
+) -> Result<(T, u64), StageError> {
+    let t = Instant::now();
+    let v = fut.await?;
+    Ok((v, t.elapsed().as_millis() as u64))
+}
+
 pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
     let started = Instant::now();
     let started_at = chrono::Local::now().to_rfc3339();
@@ -157,7 +166,22 @@ async fn stages(
         let chosen = step(ctx, facts, "choose", rollback::choose(ctx)).await?;
         (chosen.built, Some(chosen.generation))
     } else {
-        (step(ctx, facts, "build", build::build(ctx)).await?, None)
+        // The SSH handshake runs while the toplevel builds (not when the
+        // build itself runs over SSH: two masters would race).
+        let local_build = !ctx.host.deployment.build_on_target || ctx.target.is_local();
+        if mode != Mode::BuildOnly && local_build {
+            let both =
+                async { tokio::try_join!(timed(build::build(ctx)), timed(connect::connect(ctx))) };
+            let ((built, build_ms), ((), connect_ms)) = step(ctx, facts, "build", both).await?;
+            ctx.log.note(&format!(
+                "build: {build_ms} ms, connect: {connect_ms} ms (side by side)"
+            ));
+            facts.timings.insert("build".into(), build_ms);
+            facts.timings.insert("connect".into(), connect_ms);
+            (built, None)
+        } else {
+            (step(ctx, facts, "build", build::build(ctx)).await?, None)
+        }
     };
     facts.built = Some(built.clone());
     if mode == Mode::BuildOnly {

@@ -4,7 +4,6 @@
 //! built system needs nothing else.
 
 use super::{Ctx, Goal, StageError};
-use crate::generations;
 use crate::target::protocol::{exits, section};
 use crate::target::scripts;
 
@@ -100,11 +99,7 @@ pub async fn preflight(
                     ctx.host.deployment.target_user
                 ));
             } else if out.code == Some(255) {
-                e = e.hint(format!(
-                    "ssh to {} failed: check `ssh {}` works (host key, user, key); nothing was changed",
-                    ctx.host.name,
-                    ctx.target.destination()
-                ));
+                e = e.hint(super::connect::unreachable_hint(ctx));
             }
             return Err(e);
         }
@@ -115,9 +110,10 @@ pub async fn preflight(
             .map(|s| s.trim().to_string())
             .filter(|s| crate::nix::store_path::StorePath::parse(s).is_some())
     };
-    let gens = generations::parse(&section(&out.stdout, "generations").join("\n"));
     let current = Current {
-        generation: gens.iter().find(|g| g.current).map(|g| g.number),
+        generation: section(&out.stdout, "generation")
+            .first()
+            .and_then(|s| s.trim().parse().ok()),
         system: store_path("system"),
         running: store_path("running"),
         systemd: section(&out.stdout, "systemd").first().map(|s| s.trim()) == Some("yes"),

@@ -265,6 +265,22 @@ impl Target {
         c
     }
 
+    /// Open the master connection and return once it is up (`-f -N`: the
+    /// master goes to the background after authentication, its output to
+    /// /dev/null), for the commands that follow. None for a local target.
+    pub fn connect_cmd(&self) -> Option<Cmd> {
+        match self.kind {
+            Kind::Local => None,
+            Kind::Ssh => {
+                let mut v = vec!["ssh".to_string()];
+                v.extend(self.common_options());
+                v.extend(self.multiplex_options());
+                v.extend(["-f".into(), "-N".into(), self.destination()]);
+                Some(Cmd::new(v).timeout(Duration::from_secs(60)))
+            }
+        }
+    }
+
     /// Close the master connection (best effort).
     pub async fn close(&self) {
         if let Kind::Ssh = self.kind {

@@ -1,11 +1,12 @@
 # shellcheck shell=sh
 # preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF]: take the host's deploy lock (a
 # directory: mkdir is atomic; lock/owner names the run that holds it), then
-# report the generations, the boot default (the profile), the running system,
-# whether systemd runs the host and (then) its failed units, each section
-# after a "== name" line. When the host already runs and boots NOOP_IF, the
-# lock is given back at once and "== noop" ends the report: a no-op deploy
-# is one round trip.
+# report the profile's current generation (from its link name, no nix-env),
+# the boot default (the profile), the running system, and, unless nothing is
+# to be done, whether systemd runs the host and (then) its failed units, each
+# section after a "== name" line. When the host already runs and boots
+# NOOP_IF, the lock is given back at once and "== noop" ends the report: a
+# no-op deploy is one round trip of a few reads.
 set -u
 state=$1 profile=$2 run=$3 owner=$4 noop_if=${5:-}
 mkdir -p "$state"
@@ -14,14 +15,26 @@ if ! mkdir "$state/lock" 2>/dev/null; then
   exit "$EXIT_LOCKED"
 fi
 echo "$run $owner since $(date -Is)" >"$state/lock/owner"
-echo "== generations"
-list_generations "$profile" no
+# The profile links to "<name>-<N>-link"; N is the current generation.
+link=$(readlink "$profile" 2>/dev/null || true)
+generation=${link%-link}
+generation=${generation##*-}
 system=$(readlink -f "$profile" 2>/dev/null || true)
 running=$(readlink -f /run/current-system 2>/dev/null || true)
+echo "== generation"
+case $generation in
+  '' | *[!0-9]*) ;;
+  *) echo "$generation" ;;
+esac
 echo "== system"
 echo "$system"
 echo "== running"
 echo "$running"
+if [ -n "$noop_if" ] && [ "$system" = "$noop_if" ] && [ "$running" = "$noop_if" ]; then
+  rm -rf "$state/lock"
+  echo "== noop"
+  exit 0
+fi
 echo "== systemd"
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   echo yes
@@ -30,8 +43,4 @@ if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemctl --failed --no-legend --plain 2>/dev/null | awk '{ print $1 }'
 else
   echo no
-fi
-if [ -n "$noop_if" ] && [ "$system" = "$noop_if" ] && [ "$running" = "$noop_if" ]; then
-  rm -rf "$state/lock"
-  echo "== noop"
 fi
