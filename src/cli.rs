@@ -11,7 +11,9 @@ Exit codes:
    4  rollback failed; manual action needed
    5  interrupted before any host changed; nothing was changed
    6  a host's state is unknown (interrupted or cut off mid-change); check it by hand
-   7  activated, but health checks failed and rollback was disabled; the new generation stays
+   7  activated, but health checks failed and rollback was disabled, or post-activation keys
+      could not be written; the new generation stays
+   8  keys upload: a host's keys could not all be read or written (each written key is whole)
   10  no flake.nix found
   11  the flake has no nixosConfigurations
   12  nix is not installed
@@ -61,6 +63,7 @@ impl Cli {
             Command::BuildAll(a) => a.json,
             Command::Rollback(a) => a.json,
             Command::Provision(a) => a.wants_json(),
+            Command::Keys(KeysCommand::Upload(a)) => a.json,
         }
     }
 }
@@ -78,6 +81,27 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Create Hetzner Cloud servers for hosts of the flake and install NixOS on them.
     Provision(crate::provision::ProvisionArgs),
+    /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write the selected hosts' keys again, without deploying.
+    Upload(KeysUploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysUploadArgs {
+    /// Host names, globs ('*-vps') or @tag ('*' for every host).
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Print one JSON document on stdout: per host, each key's name, path,
+    /// owner, group, mode and size (never a value or a digest).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,9 @@ pub mod exit {
     /// Activated, but health checks failed and rollback was disabled
     /// (`--no-rollback-on-health`): the new generation stays active.
     pub const UNHEALTHY: i32 = 7;
+    /// `keys upload`: a host's keys could not all be read or written (each
+    /// key that was written is whole).
+    pub const KEYS_FAILED: i32 = 8;
     /// No flake.nix was found.
     pub const NO_FLAKE: i32 = 10;
     /// The flake has no `nixosConfigurations` output.

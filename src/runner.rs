@@ -15,8 +15,9 @@ use crate::error::CommandFailure;
 /// How many lines of output an error keeps.
 pub const TAIL_LINES: usize = 20;
 
-/// A command to run.
-#[derive(Debug, Clone)]
+/// A command to run. Its Debug form never shows what goes on stdin (a
+/// key's value may).
+#[derive(Clone)]
 pub struct Cmd {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -25,6 +26,17 @@ pub struct Cmd {
     /// How `-v` shows the command, when it must not show the argv as it is
     /// (a host's secrets redacted).
     pub shown: Option<String>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cmd")
+            .field("argv", &self.argv)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("stdin", &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())))
+            .finish()
+    }
 }
 
 impl Cmd {

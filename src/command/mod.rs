@@ -4,6 +4,7 @@
 pub mod build_all;
 pub mod deploy;
 pub mod hosts;
+pub mod keys;
 pub mod provision;
 pub mod rollback;
 
@@ -24,6 +25,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::BuildAll(args) => build_all::build_all(cli.flake.as_deref(), &cwd, args).await,
         Command::Rollback(args) => rollback::rollback(cli.flake.as_deref(), &cwd, args).await,
         Command::Provision(args) => provision::provision(cli.flake.as_deref(), &cwd, args).await,
+        Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
+            keys::upload(cli.flake.as_deref(), &cwd, args).await
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, pipeline, preflight, say};
+use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline, preflight, say};
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
@@ -217,7 +217,16 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 target.destination()
             }
         ));
+        // Keys are read here, one host and key at a time, before any
+        // pipeline (and its progress output) starts: a key command may ask
+        // for a passphrase on the terminal.
+        let keys = if opts.mode == Mode::Deploy {
+            keys::read(&h).await
+        } else {
+            Ok(vec![])
+        };
         ctxs.push(Arc::new(Ctx {
+            keys,
             host: h,
             target,
             log,
@@ -327,6 +336,7 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         )),
         diff: None,
         durations_ms: BTreeMap::new(),
+        keys: vec![],
         log: ctx.log.path.clone(),
         started: chrono::Local::now().to_rfc3339(),
     };

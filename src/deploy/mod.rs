@@ -17,6 +17,7 @@ pub mod diff;
 pub mod fleet;
 pub mod health;
 pub mod interrupt;
+pub mod keys;
 pub mod pipeline;
 pub mod preflight;
 pub mod rollback;
@@ -173,6 +174,8 @@ pub struct Outcome {
     pub diff: Option<diff::Diff>,
     /// Wall time of each stage that ran, and `total`.
     pub durations_ms: BTreeMap<String, u64>,
+    /// The keys written to the host (names, paths, owners, modes, sizes).
+    pub keys: Vec<keys::Uploaded>,
     pub log: PathBuf,
     pub started: String,
 }
@@ -185,6 +188,9 @@ pub struct Ctx {
     pub opts: Arc<Options>,
     pub nix: Nix,
     pub interrupt: interrupt::Interrupt,
+    /// The host's keys, read on the deployer before the run (empty when the
+    /// run activates nothing), or why they could not be read.
+    pub keys: Result<Vec<keys::Key>, StageError>,
 }
 
 impl Ctx {

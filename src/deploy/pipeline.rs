@@ -10,7 +10,10 @@ use super::build::{self, Built};
 use super::diff::{self, Diff};
 use super::fleet::{Gate, Permits};
 use super::preflight::{self, Current, Lock};
-use super::{Ctx, Goal, HostResult, Mode, Outcome, StageError, connect, health, rollback, ship};
+use super::{
+    Ctx, Goal, HostResult, Mode, Outcome, StageError, connect, health, keys, rollback, ship,
+};
+use crate::inventory::UploadAt;
 use crate::target::protocol::Status;
 
 /// Why a host's run stopped before its end.
@@ -38,6 +41,7 @@ struct Facts {
     system_after: Option<String>,
     rollback_reason: Option<String>,
     timings: BTreeMap<String, u64>,
+    keys: Vec<keys::Uploaded>,
 }
 
 /// How the run ended.
@@ -159,6 +163,14 @@ async fn stages(
 ) -> Result<End, Stop> {
     let mode = ctx.opts.mode;
     let goal = ctx.opts.goal;
+    // A key that could not be read on the deployer fails its host first.
+    let keys = ctx.keys.as_ref().map_err(|e| Stop::Failed(e.clone()))?;
+    if mode == Mode::Rollback && !ctx.host.deployment.keys.is_empty() {
+        ctx.say(
+            "note: keys are not versioned with generations: the rolled-back system finds the keys as they are now \
+             (upload older values with `pantheros keys upload` if it needs them)",
+        );
+    }
     let permit = permits.acquire().await;
 
     // Build (or, for `rollback`, choose the existing generation).
@@ -256,7 +268,25 @@ async fn stages(
         });
     }
 
-    // Activate: from here on the host changes, and is never abandoned.
+    // Keys due before the activation. From here on the host changes: the
+    // uploads are not abandoned half-way (each key is written atomically).
+    let t = Instant::now();
+    let uploaded = keys::upload(ctx, keys, Some(UploadAt::PreActivation)).await;
+    if !keys.is_empty() {
+        facts
+            .timings
+            .insert("keys".into(), t.elapsed().as_millis() as u64);
+    }
+    facts.keys = uploaded.map_err(|e| {
+        Stop::Failed(StageError {
+            hint: e.hint.clone().or(Some(
+                "the system was not activated; fix the key and deploy again".into(),
+            )),
+            ..e
+        })
+    })?;
+
+    // Activate: from here on the system changes, and is never abandoned.
     fault(ctx, "activate");
     let t = Instant::now();
     let request = Request {
@@ -318,7 +348,39 @@ async fn stages(
         }
         other => other,
     };
-    Ok(finish(ctx, facts, &current, activated).await)
+    let end = finish(ctx, facts, &current, activated).await;
+    if end.result != HostResult::Success || mode != Mode::Deploy {
+        return Ok(end);
+    }
+
+    // Keys due after a confirmed, healthy switch (never after a rollback).
+    let t = Instant::now();
+    let uploaded = keys::upload(ctx, keys, Some(UploadAt::PostActivation)).await;
+    if keys.iter().any(|k| k.at == UploadAt::PostActivation) {
+        facts
+            .timings
+            .insert("keys-post".into(), t.elapsed().as_millis() as u64);
+    }
+    match uploaded {
+        Ok(u) => {
+            facts.keys.extend(u);
+            Ok(end)
+        }
+        Err(e) => Ok(End::err(
+            HostResult::Unhealthy,
+            StageError {
+                message: format!(
+                    "the new generation is active and healthy, but its post-activation keys were not all written: {}",
+                    e.message
+                ),
+                hint: Some(format!(
+                    "fix the cause, then `pantheros keys upload {}`",
+                    ctx.name()
+                )),
+                ..e
+            },
+        )),
+    }
 }
 
 /// The end of an activation, from the target's final state.
@@ -451,6 +513,7 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         error,
         diff: facts.diff,
         durations_ms: facts.timings,
+        keys: facts.keys,
         log: ctx.log.path.clone(),
         started: started_at,
     };

@@ -92,6 +92,50 @@ pub struct Deployment {
     pub health_checks: HealthChecks,
     pub hetzner: Hetzner,
     pub placeholders: BTreeMap<String, Placeholder>,
+    /// Secrets the deployer uploads (`pantheros.deployment.keys`): their
+    /// sources and destinations, never their values.
+    pub keys: BTreeMap<String, KeySpec>,
+}
+
+/// When a key is uploaded, relative to the activation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadAt {
+    #[default]
+    PreActivation,
+    PostActivation,
+}
+
+/// One `pantheros.deployment.keys.<name>`, with the module's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KeySpec {
+    /// A file on the deployer.
+    pub key_file: Option<String>,
+    /// Or an argv run on the deployer; its stdout is the secret.
+    pub key_command: Option<Vec<String>>,
+    pub dest_dir: String,
+    /// The file name (the attribute name when unset).
+    pub name: Option<String>,
+    pub user: String,
+    pub group: String,
+    pub permissions: String,
+    pub upload_at: UploadAt,
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        KeySpec {
+            key_file: None,
+            key_command: None,
+            dest_dir: "/run/keys".into(),
+            name: None,
+            user: "root".into(),
+            group: "root".into(),
+            permissions: "0600".into(),
+            upload_at: UploadAt::PreActivation,
+        }
+    }
 }
 
 impl Default for Deployment {
@@ -115,6 +159,7 @@ impl Default for Deployment {
             health_checks: HealthChecks::default(),
             hetzner: Hetzner::default(),
             placeholders: BTreeMap::new(),
+            keys: BTreeMap::new(),
         }
     }
 }

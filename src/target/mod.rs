@@ -256,6 +256,30 @@ impl Target {
         c
     }
 
+    /// Like [`Target::root_script`], with `input` for the script to read
+    /// on stdin after its own text (a key's value: never in an argument or
+    /// the environment). The shell gets the script by reading exactly its
+    /// length (`dd bs=1`), since a shell reading a script from a pipe may
+    /// read ahead into whatever follows it.
+    pub fn root_script_with_input(&self, script: &Script, args: &[String], input: &[u8]) -> Cmd {
+        let text = script.standalone();
+        let mut argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            format!(
+                "eval \"$(dd bs=1 count={} 2>/dev/null)\"",
+                text.len()
+            ),
+            script.name.into(),
+        ];
+        argv.extend(args.iter().cloned());
+        let mut c = self.wrap(&argv, true, false);
+        let mut stdin = text.into_bytes();
+        stdin.extend_from_slice(input);
+        c.stdin = Some(stdin);
+        c
+    }
+
     /// Like [`Target::root_script`], over a new connection (no master).
     pub fn fresh_root_script(&self, script: &Script, args: &[String]) -> Cmd {
         let mut c = self

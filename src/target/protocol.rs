@@ -15,6 +15,8 @@ pub mod exits {
     pub const UNITS_FAILED: i32 = 4;
     /// break-lock.sh: the lock's holder is still activating on the host.
     pub const LOCK_LIVE: i32 = 77;
+    /// keys-check.sh: a key's owner or group does not exist on the host.
+    pub const KEY_OWNER: i32 = 78;
 }
 
 /// The words of activate.sh's status line, in the order they can appear.
@@ -31,7 +33,8 @@ pub mod words {
 
 /// Shell assignments of the constants above, sent before every script.
 pub fn prelude() -> String {
-    let consts: [(&str, String); 13] = [
+    let consts: [(&str, String); 14] = [
+        ("EXIT_KEY_OWNER", exits::KEY_OWNER.to_string()),
         ("EXIT_LOCK_LIVE", exits::LOCK_LIVE.to_string()),
         ("EXIT_LOCKED", exits::LOCKED.to_string()),
         ("EXIT_NOT_A_SYSTEM", exits::NOT_A_SYSTEM.to_string()),

@@ -65,7 +65,19 @@ pub const HANDOVER: Script = Script {
     body: include_str!("scripts/handover.sh"),
 };
 
-pub const ALL: [Script; 12] = [
+pub const KEYS_CHECK: Script = Script {
+    name: "keys-check.sh",
+    body: include_str!("scripts/keys-check.sh"),
+};
+
+pub const KEY_WRITE: Script = Script {
+    name: "key-write.sh",
+    body: include_str!("scripts/key-write.sh"),
+};
+
+pub const ALL: [Script; 14] = [
+    KEYS_CHECK,
+    KEY_WRITE,
     HANDOVER,
     BREAK_LOCK,
     PREFLIGHT,
@@ -113,6 +125,25 @@ pub fn preflight_args(
     ];
     v.extend(noop_if.map(String::from));
     v
+}
+
+/// keys-check.sh USER GROUP [USER GROUP ...]
+pub fn keys_check_args<'a>(owners: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    owners
+        .into_iter()
+        .flat_map(|(u, g)| [u.to_string(), g.to_string()])
+        .collect()
+}
+
+/// key-write.sh DIR FILE USER GROUP MODE
+pub fn key_write_args(dir: &str, file: &str, user: &str, group: &str, mode: &str) -> Vec<String> {
+    vec![
+        dir.into(),
+        file.into(),
+        user.into(),
+        group.into(),
+        mode.into(),
+    ]
 }
 
 /// break-lock.sh STATE_DIR FORCE

@@ -1,0 +1,117 @@
+//! `pantheros keys upload SELECTOR…`: write the selected hosts' keys again
+//! without deploying (after a reboot emptied `/run/keys`, or after a
+//! secret changed), over one SSH connection per host.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::log_root;
+use crate::cli;
+use crate::deploy::{Ctx, Goal, Mode, Options, interrupt, keys};
+use crate::error::{Error, Result, exit};
+use crate::report::log::HostLog;
+use crate::target::{self, Target};
+use crate::{inventory, nix};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HostKeys {
+    host: String,
+    result: &'static str,
+    keys: Vec<keys::Uploaded>,
+    error: Option<String>,
+}
+
+pub async fn upload(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    args: cli::KeysUploadArgs,
+) -> Result<i32> {
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
+    let selection = inv.select(&args.selectors)?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
+    }
+    let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
+    inventory::refuse_unfilled(&hosts)?;
+    let log_dir = log_root(&flake, cwd, None).join("keys");
+    let opts = Arc::new(Options::new(Mode::Deploy, Goal::Switch, log_dir.clone()));
+    let control =
+        target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+    let intr = interrupt::install();
+    let ts = crate::report::log::timestamp();
+    let mut results = vec![];
+    let mut failed = false;
+    for h in hosts {
+        let name = h.name.clone();
+        if h.deployment.keys.is_empty() {
+            crate::report::say(&name, "no keys declared");
+            results.push(HostKeys {
+                host: name,
+                result: "no-keys",
+                keys: vec![],
+                error: None,
+            });
+            continue;
+        }
+        let log = HostLog::create(&log_dir, "keys", &name, &ts)
+            .map_err(|e| Error::io(format!("creating the log in {}", log_dir.display()), e))?
+            .with_redactor(crate::report::redact::Redactor::for_deployment(&h.deployment));
+        let target = Target::for_host(&h, &control, false);
+        let ctx = Ctx {
+            keys: keys::read(&h).await,
+            host: h,
+            target,
+            log,
+            opts: opts.clone(),
+            nix: nix.clone(),
+            interrupt: intr.clone(),
+        };
+        let r = match &ctx.keys {
+            Ok(k) => keys::upload(&ctx, k, None).await,
+            Err(e) => Err(e.clone()),
+        };
+        ctx.target.close().await;
+        match r {
+            Ok(uploaded) => results.push(HostKeys {
+                host: name,
+                result: "success",
+                keys: uploaded,
+                error: None,
+            }),
+            Err(e) => {
+                failed = true;
+                let text = ctx.log.redact(&e.render());
+                ctx.log.note(&text);
+                crate::report::say(&name, &format!("error: {text}"));
+                results.push(HostKeys {
+                    host: name,
+                    result: "failed",
+                    keys: vec![],
+                    error: Some(text),
+                });
+            }
+        }
+    }
+    if args.json {
+        let doc = serde_json::json!({ "hosts": results });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        for r in &results {
+            eprintln!(
+                "  {:<20} {:<9} {}",
+                r.host,
+                r.result,
+                r.keys
+                    .iter()
+                    .map(|k| format!("{} ({}:{} {}, {} bytes)", k.path, k.user, k.group, k.mode, k.size))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(if failed { exit::KEYS_FAILED } else { exit::OK })
+}
