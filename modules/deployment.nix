@@ -224,6 +224,118 @@ in
       };
     };
 
+    keys = mkOption {
+      type = types.attrsOf (
+        types.submodule (
+          { name, config, ... }:
+          {
+            options = {
+              keyFile = mkOption {
+                # A path literal is accepted by the type only to be refused
+                # with a reason: Nix would copy it into the world-readable store.
+                type = types.nullOr (types.either types.str types.path);
+                default = null;
+                apply =
+                  v:
+                  if builtins.isPath v then
+                    throw ''
+                      pantheros.deployment.keys.${name}.keyFile is a Nix path literal (${toString v}): Nix would copy the secret into the world-readable /nix/store. Give the path as a string instead: keyFile = "${toString v}";''
+                  else
+                    v;
+                example = "/home/me/secrets/flashpods.json";
+                description = ''
+                  File on the deploying machine whose content is the key, as a
+                  string (a Nix path literal is refused: it would put the
+                  secret in the Nix store). Give exactly one of `keyFile` and
+                  `keyCommand`.
+                '';
+              };
+              keyCommand = mkOption {
+                type = types.nullOr (types.nonEmptyListOf types.str);
+                default = null;
+                example = [
+                  "pass"
+                  "show"
+                  "flashpods/secrets.json"
+                ];
+                description = ''
+                  Command (argv) run on the deploying machine, with the
+                  terminal for a passphrase prompt; its standard output is
+                  the key. There is no inline text: a value written here
+                  would be part of the evaluation.
+                '';
+              };
+              destDir = mkOption {
+                type = types.strMatching "/[A-Za-z0-9@_./-]*";
+                default = "/run/keys";
+                description = ''
+                  Directory on the host. `/run/keys` is gone after a reboot
+                  (`pantheros keys upload` writes the keys again); use
+                  `/var/lib/pantheros/keys` for keys that must survive one.
+                '';
+              };
+              name = mkOption {
+                type = types.strMatching "[A-Za-z0-9@_-][A-Za-z0-9@_.-]*";
+                default = name;
+                description = "File name in {option}`destDir`.";
+              };
+              path = mkOption {
+                type = types.str;
+                readOnly = true;
+                default = "${config.destDir}/${config.name}";
+                defaultText = lib.literalExpression ''"''${destDir}/''${name}"'';
+                description = "Where the key is on the host (for services to read).";
+              };
+              user = mkOption {
+                type = types.str;
+                default = "root";
+                description = "Owner of the file on the host.";
+              };
+              group = mkOption {
+                type = types.str;
+                default = "root";
+                description = "Group of the file on the host.";
+              };
+              permissions = mkOption {
+                type = types.strMatching "[0-7]{3,4}";
+                default = "0600";
+                description = "Mode of the file, from its first byte.";
+              };
+              uploadAt = mkOption {
+                type = types.enum [
+                  "pre-activation"
+                  "post-activation"
+                ];
+                default = "pre-activation";
+                description = ''
+                  Write the key before the activation (the default), or only
+                  after a switch that was confirmed and passed its health
+                  checks (never after a rollback): for an owner that the new
+                  system creates.
+                '';
+              };
+            };
+          }
+        )
+      );
+      default = { };
+      example = lib.literalExpression ''
+        {
+          flashpods-secrets = {
+            keyCommand = [ "pass" "show" "flashpods/secrets.json" ];
+            destDir = "/var/lib/pantheros/keys";
+          };
+        }
+      '';
+      description = ''
+        Secrets pantheros writes to the host from the deploying machine,
+        never through the Nix store. Each gets a `pantheros-key-<name>`
+        service that is active once its file exists (started by a path unit,
+        restarted by pantheros after each upload): order a service after it
+        and make it `partOf` it to restart when the key changes.
+      '';
+    };
+
     hetzner = {
       serverType = mkOption {
         type = types.str;
@@ -263,10 +375,47 @@ in
     # HTTP health checks are fetched on the host itself, with curl.
     environment.systemPackages = lib.mkIf (cfg.healthChecks.http != [ ]) [ pkgs.curl ];
 
+    # One unit per key, active while its file exists.
+    systemd.paths = lib.mapAttrs' (
+      _: k:
+      lib.nameValuePair "pantheros-key-${k.name}" {
+        description = "Watch for pantheros key ${k.name}";
+        wantedBy = [ "paths.target" ];
+        pathConfig = {
+          PathExists = k.path;
+          Unit = "pantheros-key-${k.name}.service";
+        };
+      }
+    ) cfg.keys;
+    systemd.services = lib.mapAttrs' (
+      _: k:
+      lib.nameValuePair "pantheros-key-${k.name}" {
+        description = "pantheros key ${k.name} (${k.path})";
+        unitConfig.ConditionPathExists = k.path;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${pkgs.coreutils}/bin/test -e ${k.path}";
+        };
+      }
+    ) cfg.keys;
+
     assertions = [
       {
         assertion = lib.all (n: !lib.hasPrefix "hetzner.cloud/" n) (lib.attrNames cfg.hetzner.labels);
         message = "pantheros.deployment.hetzner.labels: the `hetzner.cloud/` prefix is reserved by Hetzner.";
+      }
+      {
+        assertion = lib.all (k: (k.keyFile == null) != (k.keyCommand == null)) (lib.attrValues cfg.keys);
+        message = "pantheros.deployment.keys: give each key exactly one of keyFile and keyCommand (${
+          lib.concatStringsSep ", " (
+            lib.attrNames (lib.filterAttrs (_: k: (k.keyFile == null) == (k.keyCommand == null)) cfg.keys)
+          )
+        }).";
+      }
+      {
+        assertion = lib.all (k: k.keyFile == null || lib.hasPrefix "/" k.keyFile) (lib.attrValues cfg.keys);
+        message = "pantheros.deployment.keys: keyFile must be an absolute path on the deploying machine.";
       }
       {
         assertion = lib.hasPrefix "/" cfg.profile;

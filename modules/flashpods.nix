@@ -23,6 +23,11 @@ let
   databasePath = "${cfg.dbDir}/flashpods.db";
   # Rootless Podman needs a runtime directory of its own.
   podmanRuntimeDir = "${cfg.runDir}/podman-runtime";
+  # The pantheros key unit whose file is the secrets file, if there is one
+  # (hosts without the deployment module have no keys).
+  secretsKeyUnit = map (k: "pantheros-key-${k.name}.service") (
+    lib.filter (k: k.path == cfg.secretsFile) (lib.attrValues (config.pantheros.deployment.keys or { }))
+  );
 
   hardening = {
     ProtectSystem = "strict";
@@ -401,6 +406,11 @@ in
     systemd.services.flashpods-secrets = {
       description = "Check the Flashpods secrets and create the API token";
       wantedBy = [ "multi-user.target" ];
+      # When the secrets file is a pantheros key: after it, and again
+      # whenever pantheros writes a new value.
+      after = secretsKeyUnit;
+      wants = secretsKeyUnit;
+      partOf = secretsKeyUnit;
       # Only units this host has (they exist when their package is set).
       before =
         lib.optional (cfg.api.package != null) "flashpods-api.service"

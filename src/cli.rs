@@ -102,6 +102,10 @@ pub struct KeysUploadArgs {
     /// owner, group, mode and size (never a value or a digest).
     #[arg(long)]
     pub json: bool,
+
+    /// Where logs go (default: <flake>/logs).
+    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -34,7 +34,10 @@ impl std::fmt::Debug for Cmd {
             .field("argv", &self.argv)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("timeout", &self.timeout)
-            .field("stdin", &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())))
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
             .finish()
     }
 }

@@ -1,5 +1,10 @@
 # The Flashpods job host on Hetzner Cloud.
-{ lib, modulesPath, ... }:
+{
+  config,
+  lib,
+  modulesPath,
+  ...
+}:
 let
   net = import ../flashpods-network.nix;
   # Example values (documentation addresses): replace them with this
@@ -74,8 +79,21 @@ in
 
   # The Flashpods job host: WireGuard server, firewall, rootless Podman,
   # rsync, SPIRE, secrets. Set api.package / tokenService.package to run them.
+  # The job secrets (Anthropic key, GitHub token, ...) come from the
+  # deploying machine's password store: pantheros writes them before each
+  # activation, root 0600, where they survive a reboot. Never in the store.
+  pantheros.deployment.keys.flashpods-secrets = {
+    keyCommand = [
+      "pass"
+      "show"
+      "flashpods/secrets.json"
+    ];
+    destDir = "/var/lib/pantheros/keys";
+  };
+
   services.flashpods = {
     enable = true;
+    secretsFile = config.pantheros.deployment.keys.flashpods-secrets.path;
     wireguard.laptops = lib.filterAttrs (name: _: name == net.laptop) net.peers;
     inherit (net) containerNetworks;
   };

@@ -37,7 +37,7 @@ pub async fn upload(
     }
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     inventory::refuse_unfilled(&hosts)?;
-    let log_dir = log_root(&flake, cwd, None).join("keys");
+    let log_dir = log_root(&flake, cwd, args.log_dir.clone()).join("keys");
     let opts = Arc::new(Options::new(Mode::Deploy, Goal::Switch, log_dir.clone()));
     let control =
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
@@ -59,7 +59,9 @@ pub async fn upload(
         }
         let log = HostLog::create(&log_dir, "keys", &name, &ts)
             .map_err(|e| Error::io(format!("creating the log in {}", log_dir.display()), e))?
-            .with_redactor(crate::report::redact::Redactor::for_deployment(&h.deployment));
+            .with_redactor(crate::report::redact::Redactor::for_deployment(
+                &h.deployment,
+            ));
         let target = Target::for_host(&h, &control, false);
         let ctx = Ctx {
             keys: keys::read(&h).await,
@@ -107,7 +109,10 @@ pub async fn upload(
                 r.result,
                 r.keys
                     .iter()
-                    .map(|k| format!("{} ({}:{} {}, {} bytes)", k.path, k.user, k.group, k.mode, k.size))
+                    .map(|k| format!(
+                        "{} ({}:{} {}, {} bytes)",
+                        k.path, k.user, k.group, k.mode, k.size
+                    ))
                     .collect::<Vec<_>>()
                     .join(", ")
             );

@@ -98,7 +98,9 @@ pub fn check(name: &str, spec: &KeySpec) -> Result<(), StageError> {
     if !safe_word(file) || file.starts_with('.') {
         return Err(bad(
             name,
-            format!("the file name {file:?} must be letters, digits, '-', '_', '.', '@' and not start with '.'"),
+            format!(
+                "the file name {file:?} must be letters, digits, '-', '_', '.', '@' and not start with '.'"
+            ),
         ));
     }
     if !spec.dest_dir.starts_with('/') || spec.dest_dir.contains("..") {
@@ -111,7 +113,10 @@ pub fn check(name: &str, spec: &KeySpec) -> Result<(), StageError> {
     if !octal || !spec.permissions.chars().all(|c| ('0'..='7').contains(&c)) {
         return Err(bad(
             name,
-            format!("permissions must be octal like \"0600\", not {:?}", spec.permissions),
+            format!(
+                "permissions must be octal like \"0600\", not {:?}",
+                spec.permissions
+            ),
         ));
     }
     for (what, v) in [("user", &spec.user), ("group", &spec.group)] {
@@ -266,7 +271,10 @@ pub async fn upload(
             )
             .timeout(Duration::from_secs(120));
         let out = ctx.log.run_ok(&cmd).await.map_err(|f| {
-            StageError::cmd(format!("writing key `{}` to {} failed", k.name, k.path()), f)
+            StageError::cmd(
+                format!("writing key `{}` to {} failed", k.name, k.path()),
+                f,
+            )
         })?;
         let size = out
             .stdout

@@ -266,10 +266,7 @@ impl Target {
         let mut argv = vec![
             "sh".to_string(),
             "-c".into(),
-            format!(
-                "eval \"$(dd bs=1 count={} 2>/dev/null)\"",
-                text.len()
-            ),
+            format!("eval \"$(dd bs=1 count={} 2>/dev/null)\"", text.len()),
             script.name.into(),
         ];
         argv.extend(args.iter().cloned());

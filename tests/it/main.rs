@@ -13,6 +13,7 @@ mod flashpods_scripts;
 mod flashpods_traffic;
 mod interrupts;
 mod kamal;
+mod keys;
 mod modules_eval;
 mod nix_files;
 mod provision;

@@ -211,3 +211,91 @@ fn modules_evaluate_with_the_real_module_system() {
     assert_eq!(v["hetznerFlashpods"], true);
     assert_eq!(v["sshSettings"]["PasswordAuthentication"], false);
 }
+
+/// Keys: the Flashpods secrets file is a key on hetzner-vps (from `pass`,
+/// root 0600, kept across reboots), with a path unit and a key unit that
+/// flashpods-secrets follows; a key with two sources fails its assertion.
+#[test]
+fn keys_declare_units_and_the_flashpods_secrets_are_one() {
+    let Some(v) = evaluate() else { return };
+    let k = &v["hetznerKeys"];
+    let key = &k["deployment"]["flashpods-secrets"];
+    assert_eq!(
+        key["keyCommand"],
+        serde_json::json!(["pass", "show", "flashpods/secrets.json"])
+    );
+    assert_eq!(key["path"], "/var/lib/pantheros/keys/flashpods-secrets");
+    assert_eq!(key["permissions"], "0600");
+    assert_eq!(key["user"], "root");
+    assert_eq!(key["uploadAt"], "pre-activation");
+    assert_eq!(k["secretsFile"], key["path"]);
+    let unit = serde_json::json!(["pantheros-key-flashpods-secrets.service"]);
+    for dep in ["after", "wants", "partOf"] {
+        assert_eq!(k["secretsUnit"][dep], unit, "flashpods-secrets {dep}");
+    }
+    assert_eq!(
+        k["pathUnit"]["pathConfig"]["PathExists"],
+        "/var/lib/pantheros/keys/flashpods-secrets"
+    );
+    assert_eq!(
+        k["keyUnit"]["unitConfig"]["ConditionPathExists"],
+        "/var/lib/pantheros/keys/flashpods-secrets"
+    );
+    let failed = v["keyBothSources"].to_string();
+    assert!(
+        failed.contains("exactly one of keyFile and keyCommand (k)"),
+        "{failed}"
+    );
+    // The Rust side reads the same declaration (the evaluated module's JSON).
+    let spec: pantheros::inventory::KeySpec = serde_json::from_value(key.clone()).unwrap();
+    assert_eq!(spec.dest_dir, "/var/lib/pantheros/keys");
+    assert_eq!(
+        spec.upload_at,
+        pantheros::inventory::UploadAt::PreActivation
+    );
+}
+
+/// A Nix path literal as keyFile fails evaluation with the reason, and the
+/// file was not copied into the store on the way.
+#[test]
+fn a_path_literal_key_file_fails_evaluation_without_reaching_the_store() {
+    let Some(lib) = testworld::nixpkgs_lib() else {
+        testworld::cannot_run("no copy of nixpkgs' lib (set NIXPKGS_LIB)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unique = format!("pantheros-literal-key-{}", std::process::id());
+    let secret = dir.path().join(&unique);
+    std::fs::write(&secret, "literal-secret").unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let expr = format!(
+        "(import {}/tests/module-eval/eval.nix {{ libPath = {}; root = {}; keyFileLiteral = {}; }}).keyLiteral",
+        root.display(),
+        lib.display(),
+        root.display(),
+        secret.display()
+    );
+    let out = testworld::try_sh(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "eval",
+        "--json",
+        "--impure",
+        "--expr",
+        &expr,
+    ]);
+    assert!(!out.status.success());
+    let err = testworld::stderr(&out);
+    assert!(
+        err.contains("keys.k.keyFile is a Nix path literal"),
+        "{err}"
+    );
+    assert!(err.contains("world-readable /nix/store"), "{err}");
+    let store = std::fs::read_dir("/nix/store").unwrap();
+    let copied: Vec<_> = store
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(&unique))
+        .collect();
+    assert!(copied.is_empty(), "copied into the store: {copied:?}");
+}

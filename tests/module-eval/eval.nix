@@ -3,7 +3,13 @@
 # This checks our own option declarations, types, defaults, assertions and
 # the values the modules produce; it cannot check nixpkgs' own options.
 # Used by tests/modules_eval.rs when a copy of nixpkgs' lib is available.
-{ libPath, root }:
+{
+  libPath,
+  root,
+  # A Nix path literal given as a key's keyFile (tests/modules_eval.rs):
+  # reading `keyLiteral` must fail with the module's reason.
+  keyFileLiteral ? null,
+}:
 let
   lib = import libPath;
   inherit (lib) mkOption types;
@@ -231,5 +237,31 @@ in
   deploymentDefaults = (eval [ (root + "/modules/deployment.nix") ]).config.pantheros.deployment;
   hetznerAssertions = failed hetzner;
   hetznerFlashpods = hetzner.services.flashpods.enable;
+  # The Flashpods secrets as a key: its unit, and the services after it.
+  hetznerKeys = {
+    deployment = hetzner.pantheros.deployment.keys;
+    secretsFile = hetzner.services.flashpods.secretsFile;
+    secretsUnit = {
+      inherit (hetzner.systemd.services.flashpods-secrets) after wants partOf;
+    };
+    pathUnit = hetzner.systemd.paths.pantheros-key-flashpods-secrets;
+    keyUnit = hetzner.systemd.services.pantheros-key-flashpods-secrets;
+  };
+  keyBothSources = failed (
+    (eval [
+      (root + "/modules/deployment.nix")
+      {
+        pantheros.deployment.keys.k = {
+          keyFile = "/a";
+          keyCommand = [ "pass" ];
+        };
+      }
+    ]).config
+  );
+  keyLiteral =
+    (eval [
+      (root + "/modules/deployment.nix")
+      { pantheros.deployment.keys.k.keyFile = keyFileLiteral; }
+    ]).config.pantheros.deployment.keys.k.keyFile;
   sshSettings = hetzner.services.openssh.settings;
 }

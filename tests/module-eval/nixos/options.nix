@@ -111,6 +111,9 @@ let
     listenDatagrams = strList;
   };
   targetOptions = commonUnitOptions;
+  pathOptions = commonUnitOptions // {
+    pathConfig = unitAttrs;
+  };
   units = options: opt (types.attrsOf (types.submodule { inherit options; })) { };
 
   # nixos/modules/system/boot/systemd/tmpfiles.nix: settings.<config>.<path>.<type>.
@@ -371,6 +374,7 @@ in
       timers = units timerOptions;
       sockets = units socketOptions;
       targets = units targetOptions;
+      paths = units pathOptions;
       # nixos/modules/system/boot/systemd/user.nix
       user.services = units serviceOptions;
       # nixos/modules/system/boot/systemd/tmpfiles.nix
