@@ -42,12 +42,22 @@ fn main() {
     };
     w.add_systemd_host("bench1");
     let flake = w.path().join("fleet");
-    let fleet = |generation: u32, hello: &str| {
+    let key_file = w.path().join("bench-key");
+    std::fs::write(&key_file, "bench-secret").unwrap();
+    let keyed = |generation: u32, hello: &str, keys: bool| {
         let mut h = FixtureHost::new("bench1", generation);
         h.packages = vec![("hello".into(), hello.into())];
-        h.deployment = w.deployment_for("bench1", r#"healthChecks.services = [ "ssh.service" ];"#);
+        let mut extra = r#"healthChecks.services = [ "ssh.service" ];"#.to_string();
+        if keys {
+            extra.push_str(&format!(
+                r#" keys.a.keyFile = "{k}"; keys.b = {{ keyFile = "{k}"; uploadAt = "post-activation"; }};"#,
+                k = key_file.display()
+            ));
+        }
+        h.deployment = w.deployment_for("bench1", &extra);
         write_fleet(&flake, &[h]);
     };
+    let fleet = |generation: u32, hello: &str| keyed(generation, hello, false);
     let deploy = || {
         let start = Instant::now();
         let out = w.pantheros(&flake, &["deploy", "bench1", "--yes", "--json"]);
@@ -174,6 +184,20 @@ fn main() {
     let change = median(change);
     let change_floor = median(change_floor);
 
+    // What two keys (one before, one after the activation) add to a
+    // one-package change: time, and SSH connections (the goal: none).
+    let mut keyed_change = vec![];
+    let mut keyed_conns = vec![];
+    for i in 0..runs {
+        keyed(300 + i as u32, &format!("5.{i}"), true);
+        let before = accepted(&w, "bench1");
+        let (t, result, _, _) = deploy();
+        assert_eq!(result, "success");
+        keyed_conns.push(accepted(&w, "bench1") - before);
+        keyed_change.push(t);
+    }
+    let keyed_change = median(keyed_change);
+
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("deploy benchmark on a systemd host (median of {runs})");
     println!(
@@ -209,6 +233,13 @@ fn main() {
         change_conns.iter().max().unwrap()
     );
     println!(
+        "{:<28} {:>9.1} {:>7} {:>16}",
+        "  the same with 2 keys",
+        ms(keyed_change),
+        format!("+{:.0}", ms(keyed_change) - ms(change)),
+        keyed_conns.iter().max().unwrap()
+    );
+    println!(
         "{}",
         serde_json::json!({
             "bench": "deploy",
@@ -223,9 +254,14 @@ fn main() {
             "changeSshConnections": change_conns,
             "noopStagesMs": noop_stages,
             "changeStagesMs": change_stages,
+            "keyedChangeMs": ms(keyed_change),
+            "keyedChangeSshConnections": keyed_conns,
         })
     );
-    if *change_conns.iter().max().unwrap() > 2 || *noop_conns.iter().max().unwrap() > 1 {
+    if *change_conns.iter().max().unwrap() > 2
+        || *noop_conns.iter().max().unwrap() > 1
+        || *keyed_conns.iter().max().unwrap() > 2
+    {
         eprintln!("bench: more SSH connections than one master plus one reachability proof");
         std::process::exit(1);
     }

@@ -218,10 +218,30 @@ async fn stages(
     *lock = l;
     facts.current = Some(current.clone());
     if current.already_has(&built.toplevel, goal) && mode != Mode::DryRun {
-        ctx.say("already running this system: nothing to do");
         facts.generation_after = current.generation;
         facts.system_after = current.system.clone();
-        return Ok(End::ok(HostResult::Unchanged));
+        if keys.is_empty() {
+            ctx.say("already running this system: nothing to do");
+            return Ok(End::ok(HostResult::Unchanged));
+        }
+        // The system is current; its keys are written again (a reboot may
+        // have emptied /run/keys, a secret may have changed).
+        ctx.say("already running this system; writing its keys");
+        let t = Instant::now();
+        let uploaded = keys::upload(ctx, keys, None).await;
+        facts
+            .timings
+            .insert("keys".into(), t.elapsed().as_millis() as u64);
+        return match uploaded {
+            Ok(u) => {
+                facts.keys = u;
+                Ok(End::ok(HostResult::Unchanged))
+            }
+            Err(e) => Err(Stop::Failed(StageError {
+                message: format!("the system is unchanged, but {}", e.message),
+                ..e
+            })),
+        };
     }
 
     step(ctx, facts, "copy", ship::ship(ctx, &built)).await?;

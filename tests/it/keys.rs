@@ -207,6 +207,18 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
     for v in [FILE_VALUE, CMD_VALUE] {
         assert!(!stdout(&out).contains(v) && !stderr(&out).contains(v));
     }
+
+    // A redeploy of the same system is a no-op that still writes the keys.
+    w.host("alpha").exec_ok(&["rm", "-rf", "/run/keys"]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "unchanged");
+    assert_eq!(v["hosts"][0]["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        read_on_host(&w, "alpha", "/run/keys/app-secret"),
+        FILE_VALUE
+    );
 }
 
 #[test]
@@ -289,6 +301,12 @@ fn post_activation_keys_wait_for_a_healthy_switch() {
     write_fleet(&flake, &[w.fixture_host("alpha", 4, &keys)]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
     assert_exit(&out, 0);
+    assert_eq!(read_on_host(&w, "alpha", "/run/keys/late"), "late-value");
+
+    // A rollback says keys are not versioned, and leaves them as they are.
+    let out = w.pantheros(&flake, &["rollback", "alpha", "--yes"]);
+    assert_exit(&out, 0);
+    assert_stderr_has(&out, &["keys are not versioned with generations"]);
     assert_eq!(read_on_host(&w, "alpha", "/run/keys/late"), "late-value");
 }
 
