@@ -370,3 +370,43 @@ fn a_reader_never_sees_a_partial_or_wrong_mode_key_while_it_is_replaced() {
         "no replacement was seen"
     );
 }
+
+/// On a host run by systemd: a key owned by a non-root user reaches it,
+/// and the key's unit is restarted after each write (so units that are
+/// PartOf it follow a new value).
+#[test]
+fn on_a_systemd_host_a_written_key_restarts_its_unit() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys1");
+    let flake = w.path().join("fleet");
+    // The key unit as the deployment module declares it, and a record of
+    // each start.
+    w.ssh_ok(
+        "sys1",
+        "cat > /etc/systemd/system/pantheros-key-tok.service <<'UNIT'\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\n\
+         ExecStart=/bin/sh -c 'echo started >> /run/key-starts'\nUNIT\n\
+         systemctl daemon-reload && systemctl start pantheros-key-tok.service",
+    );
+    let src = secret_file(&w, "tok", "systemd-secret-1");
+    let keys = format!(
+        r#"confirmTimeout = 8; keys.tok = {{ keyFile = "{}"; user = "nobody"; group = "nogroup"; permissions = "0440"; }};"#,
+        src.display()
+    );
+    write_fleet(&flake, &[w.fixture_host("sys1", 1, &keys)]);
+    let out = w.pantheros(&flake, &["deploy", "sys1", "--yes"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        w.ssh_ok("sys1", "stat -c '%U %G %a' /run/keys/tok; cat /run/keys/tok"),
+        "nobody nogroup 440\nsystemd-secret-1"
+    );
+    assert_eq!(w.ssh_ok("sys1", "cat /run/key-starts").lines().count(), 2);
+
+    secret_file(&w, "tok", "systemd-secret-2");
+    let out = w.pantheros(&flake, &["keys", "upload", "sys1"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.ssh_ok("sys1", "cat /run/keys/tok"), "systemd-secret-2");
+    assert_eq!(w.ssh_ok("sys1", "cat /run/key-starts").lines().count(), 3);
+}
