@@ -184,6 +184,7 @@ fn every_command_refuses_an_unknown_host_before_anything_runs() {
         &["deploy", "hetzner", "--yes"][..],
         &["build-all", "hetzner"],
         &["rollback", "hetzner", "--list"],
+        &["keys", "upload", "hetzner"],
     ] {
         pantheros(&flake)
             .args(args)
