@@ -190,9 +190,11 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     for h in hosts {
         let target = Target::for_host(&h, &control, opts.force_local);
         let log = match HostLog::create(&log_dir, kind, &h.name, &ts) {
-            Ok(l) => l.with_redactor(crate::report::redact::Redactor::for_deployment(
-                &h.deployment,
-            )),
+            Ok(l) => l
+                .with_redactor(crate::report::redact::Redactor::for_deployment(
+                    &h.deployment,
+                ))
+                .with_executor(opts.executor.clone()),
             Err(e) => {
                 eprintln!(
                     "error: could not create the log file in {}: {e}",

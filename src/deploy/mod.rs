@@ -14,6 +14,8 @@ pub mod activate;
 pub mod build;
 pub mod connect;
 pub mod diff;
+#[cfg(test)]
+mod fake_runs;
 pub mod fleet;
 pub mod health;
 pub mod interrupt;
@@ -70,7 +72,7 @@ impl Goal {
 }
 
 /// Settings of one run that are not per host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub mode: Mode,
     pub goal: Goal,
@@ -85,6 +87,8 @@ pub struct Options {
     /// `--break-lock` (and `--force`: also a holder that is still activating).
     pub break_lock: bool,
     pub force: bool,
+    /// What runs the hosts' commands (processes; a fake in unit tests).
+    pub executor: std::sync::Arc<dyn crate::target::exec::Executor>,
 }
 
 impl Options {
@@ -103,6 +107,7 @@ impl Options {
             rollback_to: None,
             break_lock: false,
             force: false,
+            executor: crate::target::exec::processes(),
         }
     }
 }

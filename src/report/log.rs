@@ -12,6 +12,8 @@ pub struct HostLog {
     pub path: PathBuf,
     file: Mutex<File>,
     redactor: super::redact::Redactor,
+    /// What runs the host's commands (processes; a fake in unit tests).
+    exec: std::sync::Arc<dyn crate::target::exec::Executor>,
 }
 
 /// `YYYYmmdd-HHMMSS` in local time.
@@ -46,6 +48,7 @@ impl HostLog {
                         path,
                         file: Mutex::new(file),
                         redactor: Default::default(),
+                        exec: crate::target::exec::processes(),
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -64,6 +67,7 @@ impl HostLog {
             path: PathBuf::from("/dev/null"),
             file: Mutex::new(file),
             redactor: Default::default(),
+            exec: crate::target::exec::processes(),
         })
     }
 
@@ -71,6 +75,15 @@ impl HostLog {
     /// host's run prints through [`HostLog::redact`]).
     pub fn with_redactor(mut self, r: super::redact::Redactor) -> HostLog {
         self.redactor = r;
+        self
+    }
+
+    /// Run this host's commands with `exec` instead of as processes.
+    pub fn with_executor(
+        mut self,
+        exec: std::sync::Arc<dyn crate::target::exec::Executor>,
+    ) -> HostLog {
+        self.exec = exec;
         self
     }
 
@@ -119,11 +132,11 @@ impl HostLog {
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
         // Only a host with secrets needs its own rendering for `-v`.
         let out = if self.redactor.is_empty() {
-            runner::run(cmd).await
+            self.exec.run(cmd).await
         } else {
             let mut shown = cmd.clone();
             shown.shown = Some(self.redactor.apply(&crate::error::render_argv(&cmd.argv)));
-            runner::run(&shown).await
+            self.exec.run(&shown).await
         };
         self.record(cmd, &out);
         out

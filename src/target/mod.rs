@@ -14,6 +14,9 @@ use std::time::Duration;
 use crate::inventory::Host;
 use crate::runner::{self, Cmd};
 
+pub mod exec;
+#[cfg(test)]
+pub mod fake;
 pub mod protocol;
 pub mod scripts;
 

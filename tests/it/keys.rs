@@ -399,7 +399,10 @@ fn on_a_systemd_host_a_written_key_restarts_its_unit() {
     let out = w.pantheros(&flake, &["deploy", "sys1", "--yes"]);
     assert_exit(&out, 0);
     assert_eq!(
-        w.ssh_ok("sys1", "stat -c '%U %G %a' /run/keys/tok; cat /run/keys/tok"),
+        w.ssh_ok(
+            "sys1",
+            "stat -c '%U %G %a' /run/keys/tok; cat /run/keys/tok"
+        ),
         "nobody nogroup 440\nsystemd-secret-1"
     );
     assert_eq!(w.ssh_ok("sys1", "cat /run/key-starts").lines().count(), 2);

@@ -1,0 +1,396 @@
+//! The pipeline and the fleet run against in-memory hosts (`target/fake.rs`):
+//! the stage order, the activation state machine, every rollback path, the
+//! lock, keys, and the fleet's exit code, without root, SSH or Nix.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::fleet::{self, FleetArgs, Gate, Permits};
+use super::{Ctx, Goal, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline};
+use crate::inventory::{Deployment, Host, KeySpec, UploadAt};
+use crate::nix::Nix;
+use crate::report::log::HostLog;
+use crate::target::Target;
+use crate::target::fake::{Behaviour, FakeFleet, State};
+
+const HASH: &str = "11111111111111111111111111111111";
+
+fn drv(name: &str) -> String {
+    format!("/nix/store/{HASH}-nixos-system-{name}-2.drv")
+}
+
+/// The toplevel the fake build of `name` yields.
+fn top(name: &str) -> String {
+    drv(name).trim_end_matches(".drv").to_string()
+}
+
+fn host(name: &str, tweak: impl FnOnce(&mut Deployment)) -> Host {
+    let mut d = Deployment {
+        target_host: Some(name.into()),
+        confirm_timeout: 3,
+        ..Default::default()
+    };
+    d.health_checks.services = vec!["app.service".into()];
+    d.health_checks.timeout = 1;
+    tweak(&mut d);
+    Host {
+        name: name.into(),
+        uses_module: true,
+        deployment: d,
+        drv_path: Some(drv(name)),
+        system: None,
+    }
+}
+
+/// A host running generation 1 (an older system).
+fn running_old() -> State {
+    let old = format!("/nix/store/{HASH}-nixos-system-old-1");
+    State {
+        generations: vec![old.clone()],
+        current: 1,
+        running: Some(old),
+        ..Default::default()
+    }
+}
+
+fn options(fake: &FakeFleet, dir: &Path) -> Options {
+    let mut o = Options::new(Mode::Deploy, Goal::Switch, dir.join("logs"));
+    o.executor = fake.executor();
+    o
+}
+
+async fn run(fake: &FakeFleet, h: Host) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(fake, dir.path());
+    let log = HostLog::create(&dir.path().join("logs"), "deploy", &h.name, "t")
+        .unwrap()
+        .with_executor(fake.executor());
+    let ctx = Ctx {
+        keys: keys::read(&h).await,
+        target: Target::for_host(&h, dir.path(), false),
+        host: h,
+        log,
+        opts: Arc::new(opts),
+        nix: Nix {
+            program: "nix".into(),
+        },
+        interrupt: interrupt::Interrupt::never(),
+    };
+    pipeline::run_host(&ctx, Gate::Open, &Permits::new(1)).await
+}
+
+fn steps(fake: &FakeFleet, name: &str) -> Vec<String> {
+    fake.state(name).steps
+}
+
+#[tokio::test]
+async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
+    let fake = FakeFleet::default();
+    fake.add("a", running_old());
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::Success, "{:?}", o.error);
+    assert_eq!(
+        steps(&fake, "a"),
+        [
+            "connect",
+            "preflight.sh",
+            "copy",
+            "dry-activate.sh",
+            "closures.sh",
+            "launch.sh",
+            "status.sh",
+            "confirm.sh",
+            "status.sh",
+            "health.sh",
+            "generations.sh",
+            "unlock.sh"
+        ]
+    );
+    let s = fake.state("a");
+    assert_eq!(s.lock, None);
+    assert_eq!(s.current, 2);
+    assert_eq!(s.running.as_deref(), Some(top("a").as_str()));
+    assert_eq!(
+        (o.generation_before, o.generation_after),
+        (Some(1), Some(2))
+    );
+    assert_eq!(o.system_after.as_deref(), Some(top("a").as_str()));
+    let diff = o.diff.expect("a diff");
+    assert!(diff.render().contains("hello"), "{}", diff.render());
+    for stage in [
+        "build",
+        "connect",
+        "preflight",
+        "copy",
+        "diff",
+        "activate",
+        "health",
+        "total",
+    ] {
+        assert!(o.durations_ms.contains_key(stage), "no timing for {stage}");
+    }
+}
+
+#[tokio::test]
+async fn redeploying_the_running_system_is_one_round_trip() {
+    let fake = FakeFleet::default();
+    fake.add(
+        "a",
+        State {
+            generations: vec![top("a")],
+            current: 1,
+            running: Some(top("a")),
+            ..Default::default()
+        },
+    );
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::Unchanged);
+    assert_eq!(steps(&fake, "a"), ["connect", "preflight.sh"]);
+    assert_eq!(fake.state("a").lock, None);
+}
+
+#[tokio::test]
+async fn a_failed_switch_is_rolled_back_by_the_target() {
+    let fake = FakeFleet::default();
+    fake.add(
+        "a",
+        State {
+            behaviour: Behaviour {
+                switch_fails: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::RolledBack);
+    assert!(
+        o.rollback_reason
+            .unwrap()
+            .contains("switch-to-configuration failed")
+    );
+    let s = fake.state("a");
+    assert_eq!((s.current, s.lock), (1, None));
+    assert!(!s.steps.contains(&"health.sh".to_string()));
+    assert_eq!(
+        super::run_exit_code([o.result]),
+        crate::error::exit::ROLLED_BACK
+    );
+}
+
+#[tokio::test]
+async fn without_a_fresh_connection_after_activation_the_target_goes_back() {
+    let fake = FakeFleet::default();
+    fake.add(
+        "a",
+        State {
+            behaviour: Behaviour {
+                unreachable_after_switch: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::RolledBack, "{:?}", o.error);
+    let s = fake.state("a");
+    assert_eq!(s.current, 1);
+    assert!(s.running.unwrap().ends_with("-old-1"));
+    assert!(!s.steps.contains(&"health.sh".to_string()));
+    assert_eq!(s.lock, None);
+}
+
+#[tokio::test]
+async fn failed_health_checks_roll_back_unless_that_is_disabled() {
+    let unhealthy = || State {
+        behaviour: Behaviour {
+            health_fails: true,
+            ..Default::default()
+        },
+        ..running_old()
+    };
+    let fake = FakeFleet::default();
+    fake.add("a", unhealthy());
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::RolledBack);
+    assert!(
+        o.rollback_reason
+            .unwrap()
+            .contains("app.service is not active")
+    );
+    assert_eq!(fake.state("a").current, 1);
+
+    fake.add("b", unhealthy());
+    let o = run(&fake, host("b", |d| d.rollback_on_health_failure = false)).await;
+    assert_eq!(o.result, HostResult::Unhealthy);
+    assert_eq!(fake.state("b").current, 2);
+    assert_eq!(
+        super::run_exit_code([o.result]),
+        crate::error::exit::UNHEALTHY
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_is_reported_as_such() {
+    let fake = FakeFleet::default();
+    fake.add(
+        "a",
+        State {
+            behaviour: Behaviour {
+                health_fails: true,
+                rollback_fails: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::RollbackFailed);
+    assert_eq!(
+        super::run_exit_code([o.result]),
+        crate::error::exit::ROLLBACK_FAILED
+    );
+}
+
+#[tokio::test]
+async fn a_lock_held_by_another_run_changes_nothing() {
+    let fake = FakeFleet::default();
+    fake.add(
+        "a",
+        State {
+            behaviour: Behaviour {
+                locked_by: Some("run-7 pantheros by alice@laptop".into()),
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let o = run(&fake, host("a", |_| {})).await;
+    assert_eq!(o.result, HostResult::Failed);
+    assert!(o.error.unwrap().contains("alice@laptop"));
+    assert_eq!(steps(&fake, "a"), ["connect", "preflight.sh"]);
+    assert_eq!(fake.state("a").current, 1);
+}
+
+#[tokio::test]
+async fn keys_go_before_the_activation_or_after_a_healthy_switch_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("secret");
+    std::fs::write(&src, "v4lue").unwrap();
+    let with_keys = |d: &mut Deployment| {
+        let file = Some(src.to_string_lossy().into_owned());
+        d.keys.insert(
+            "early".into(),
+            KeySpec {
+                key_file: file.clone(),
+                ..Default::default()
+            },
+        );
+        d.keys.insert(
+            "late".into(),
+            KeySpec {
+                key_file: file,
+                upload_at: UploadAt::PostActivation,
+                ..Default::default()
+            },
+        );
+    };
+    let fake = FakeFleet::default();
+    fake.add("a", running_old());
+    let o = run(&fake, host("a", with_keys)).await;
+    assert_eq!(o.result, HostResult::Success);
+    let s = fake.state("a");
+    let at = |step: &str| s.steps.iter().position(|x| x == step).unwrap();
+    let writes: Vec<usize> = s
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| *x == "key-write.sh")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(writes.len(), 2);
+    assert!(
+        writes[0] < at("launch.sh") && at("health.sh") < writes[1],
+        "{:?}",
+        s.steps
+    );
+    assert_eq!(s.keys[0], ("/run/keys/early".into(), b"v4lue".to_vec()));
+    assert_eq!(s.keys[1].0, "/run/keys/late");
+    assert_eq!(o.keys.len(), 2);
+
+    fake.add(
+        "b",
+        State {
+            behaviour: Behaviour {
+                switch_fails: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let o = run(&fake, host("b", with_keys)).await;
+    assert_eq!(o.result, HostResult::RolledBack);
+    let keys: Vec<String> = fake.state("b").keys.into_iter().map(|(p, _)| p).collect();
+    assert_eq!(keys, ["/run/keys/early"]);
+}
+
+/// The fleet: every host gets its outcome, and the run's exit code is its
+/// worst host's.
+#[tokio::test]
+async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
+    let fake = FakeFleet::default();
+    fake.add("ok", running_old());
+    fake.add(
+        "fails",
+        State {
+            behaviour: Behaviour {
+                switch_fails: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    fake.add(
+        "locked",
+        State {
+            behaviour: Behaviour {
+                locked_by: Some("another run".into()),
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = vec![
+        host("ok", |_| {}),
+        host("fails", |_| {}),
+        host("locked", |_| {}),
+    ];
+    let code = fleet::deploy(
+        &Nix {
+            program: "nix".into(),
+        },
+        hosts,
+        options(&fake, dir.path()),
+        FleetArgs {
+            yes: true,
+            json: false,
+            jobs: 2,
+        },
+    )
+    .await;
+    assert_eq!(code, crate::error::exit::ROLLED_BACK);
+    assert_eq!(fake.state("ok").current, 2);
+    assert_eq!(fake.state("fails").current, 1);
+    for h in ["ok", "fails", "locked"] {
+        let s = fake.state(h);
+        assert_eq!(s.lock, None, "{h}");
+    }
+    // One .info per host.
+    let infos = std::fs::read_dir(dir.path().join("logs/deploy"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".info"))
+        .count();
+    assert_eq!(infos, 3);
+}
