@@ -75,7 +75,13 @@ pub const KEY_WRITE: Script = Script {
     body: include_str!("scripts/key-write.sh"),
 };
 
-pub const ALL: [Script; 14] = [
+pub const COPY_CLEANUP: Script = Script {
+    name: "copy-cleanup.sh",
+    body: include_str!("scripts/copy-cleanup.sh"),
+};
+
+pub const ALL: [Script; 15] = [
+    COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
     HANDOVER,
@@ -144,6 +150,11 @@ pub fn key_write_args(dir: &str, file: &str, user: &str, group: &str, mode: &str
         group.into(),
         mode.into(),
     ]
+}
+
+/// copy-cleanup.sh PATH...
+pub fn copy_cleanup_args(paths: &[String]) -> Vec<String> {
+    paths.to_vec()
 }
 
 /// break-lock.sh STATE_DIR FORCE

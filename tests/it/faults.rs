@@ -232,3 +232,49 @@ fn logs_of_a_plain_directory_flake_stay_out_of_it() {
     );
     assert!(log.exists());
 }
+
+/// A copy that fails because the host's disk is full says so (not "check
+/// ssh"), leaves nothing half-copied in the host's store, changes nothing
+/// and releases the lock; with space again, the same deploy works.
+#[test]
+fn a_copy_onto_a_full_disk_says_so_and_leaves_nothing_behind() {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
+    let gen1 = w.profile_target("alpha");
+    // The host's store gets a small disk of its own (a 4 MiB tmpfs over a
+    // copy of what it holds); generation 2 carries 8 MiB.
+    w.host("alpha").exec_ok(&[
+        "sh",
+        "-c",
+        "cp -a /nix/store /run/store-copy && mount -t tmpfs -o size=4m tmpfs /nix/store \
+         && cp -a /run/store-copy/. /nix/store/ && rm -rf /run/store-copy",
+    ]);
+    let mut h = w.fixture_host("alpha", 2, "");
+    h.blob_kib = 8192;
+    write_fleet(&flake, &[h]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["No space left on device", "disk is full"]);
+    let err = stderr(&out);
+    assert!(!err.contains("check that you can `ssh`"), "{err}");
+    assert_eq!(w.profile_target("alpha"), gen1);
+    assert_eq!(w.generation_marker("alpha"), "1");
+    let lock = w.host("alpha").exec(&["test", "-e", "/run/pantheros/lock"]);
+    assert!(!lock.status.success(), "the lock was left behind");
+    // Nothing of the failed copy stays in the store: its space is back.
+    let used =
+        stdout(
+            &w.host("alpha")
+                .exec(&["sh", "-c", "df -k --output=used /nix/store | tail -n 1"]),
+        );
+    let used: u64 = used.trim().parse().unwrap();
+    assert!(used < 2 * 1024, "{used} KiB still used in the host's store");
+
+    // With space again, the same deploy goes through.
+    w.host("alpha")
+        .exec_ok(&["mount", "-o", "remount,size=64m", "/nix/store"]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "2");
+}
