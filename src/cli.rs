@@ -149,6 +149,12 @@ pub struct DeployArgs {
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
 
+    /// Activate the first N selected hosts (in name order) first; the others only after all
+    /// of them switched, proved reachability and passed their health checks.
+    /// A failing canary stops the rollout: no other host is changed.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["build_only", "dry_run"])]
+    pub canary: usize,
+
     /// Skip the reachability proof after activation (no magic rollback).
     #[arg(long)]
     pub no_magic_rollback: bool,

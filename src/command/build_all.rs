@@ -41,6 +41,7 @@ pub async fn build_all(
         yes: true,
         json: args.json,
         jobs,
+        canary: 0,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -43,6 +43,7 @@ pub async fn deploy(
         yes: args.yes,
         json: args.json,
         jobs: args.jobs,
+        canary: args.canary,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

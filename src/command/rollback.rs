@@ -49,6 +49,7 @@ pub async fn rollback(
         yes: args.yes,
         json: args.json,
         jobs: 1,
+        canary: 0,
     };
     Ok(crate::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
 }

@@ -76,7 +76,7 @@ async fn run(fake: &FakeFleet, h: Host) -> Outcome {
         },
         interrupt: interrupt::Interrupt::never(),
     };
-    pipeline::run_host(&ctx, Gate::Open, &Permits::new(1)).await
+    pipeline::run_host(&ctx, Gate::open(), &Permits::new(1)).await
 }
 
 fn steps(fake: &FakeFleet, name: &str) -> Vec<String> {
@@ -376,6 +376,7 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
             yes: true,
             json: false,
             jobs: 2,
+            canary: 0,
         },
     )
     .await;
@@ -393,4 +394,78 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".info"))
         .count();
     assert_eq!(infos, 3);
+}
+
+async fn rollout(fake: &FakeFleet, hosts: Vec<Host>, canary: usize) -> i32 {
+    let dir = tempfile::tempdir().unwrap();
+    fleet::deploy(
+        &Nix {
+            program: "nix".into(),
+        },
+        hosts,
+        options(fake, dir.path()),
+        FleetArgs {
+            yes: true,
+            json: false,
+            jobs: 4,
+            canary,
+        },
+    )
+    .await
+}
+
+/// `--canary 1`: the canary is activated and checked before any other
+/// host is; when it fails, no other host changes and every lock is back.
+#[tokio::test]
+async fn a_failing_canary_stops_the_rollout_before_any_other_host_changes() {
+    let fake = FakeFleet::default();
+    fake.add(
+        "c1",
+        State {
+            behaviour: Behaviour {
+                health_fails: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    fake.add("w1", running_old());
+    fake.add("w2", running_old());
+    let hosts = vec![host("c1", |_| {}), host("w1", |_| {}), host("w2", |_| {})];
+    let code = rollout(&fake, hosts, 1).await;
+    assert_eq!(code, crate::error::exit::ROLLED_BACK);
+    for h in ["w1", "w2"] {
+        let s = fake.state(h);
+        assert_eq!(s.current, 1, "{h} changed");
+        assert!(
+            !s.steps.iter().any(|x| x == "launch.sh"),
+            "{h}: {:?}",
+            s.steps
+        );
+        assert!(
+            s.steps.iter().any(|x| x == "closures.sh"),
+            "{h} was planned"
+        );
+        assert_eq!(s.lock, None, "{h} kept its lock");
+    }
+    assert_eq!(fake.state("c1").current, 1, "the canary was rolled back");
+}
+
+#[tokio::test]
+async fn after_a_healthy_canary_the_rest_follow() {
+    let fake = FakeFleet::default();
+    for h in ["c1", "w1", "w2"] {
+        fake.add(h, running_old());
+    }
+    let hosts = vec![host("c1", |_| {}), host("w1", |_| {}), host("w2", |_| {})];
+    assert_eq!(rollout(&fake, hosts, 1).await, 0);
+    let events = fake.events();
+    let at = |e: &str| events.iter().position(|x| x == e).unwrap();
+    for h in ["w1", "w2"] {
+        assert_eq!(fake.state(h).current, 2);
+        assert!(
+            at("c1 health.sh") < at(&format!("{h} launch.sh")),
+            "{h} activated before the canary was healthy: {events:?}"
+        );
+    }
 }

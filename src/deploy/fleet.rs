@@ -21,6 +21,9 @@ pub struct FleetArgs {
     pub yes: bool,
     pub json: bool,
     pub jobs: usize,
+    /// Activate this many hosts (the first selected) first, and the others
+    /// only when all of them succeeded.
+    pub canary: usize,
 }
 
 /// Write a file so that no reader ever sees half of it; mode 0600 from its
@@ -63,7 +66,7 @@ pub enum GateMsg {
 /// The confirmation every host passes before it changes: open (`--yes`, so
 /// a host goes on without waiting for the others), or one question for
 /// all, asked when every host is ready or gone.
-pub enum Gate {
+pub enum Confirm {
     Open,
     Ask {
         tx: mpsc::UnboundedSender<GateMsg>,
@@ -72,14 +75,69 @@ pub enum Gate {
     },
 }
 
+/// How the canaries of a rollout ended: `Err` names the ones that did not
+/// succeed.
+pub type CanaryResult = Option<Result<(), String>>;
+
+/// What a host passes between its plan and its activation: the
+/// confirmation, then, for a host after the canaries (`--canary N`), their
+/// success.
+pub struct Gate {
+    pub confirm: Confirm,
+    pub after_canaries: Option<watch::Receiver<CanaryResult>>,
+}
+
+/// May the host be activated?
+#[derive(Debug, PartialEq, Eq)]
+pub enum Approval {
+    Go,
+    NotConfirmed,
+    /// The canaries named did not succeed: the rollout stops here.
+    CanariesFailed(String),
+}
+
 impl Gate {
-    pub async fn approve(mut self, ctx: &Ctx, text: String) -> bool {
-        match &mut self {
-            Gate::Open => {
+    /// No question, no canaries (`--yes`).
+    pub fn open() -> Gate {
+        Gate {
+            confirm: Confirm::Open,
+            after_canaries: None,
+        }
+    }
+
+    pub async fn approve(mut self, ctx: &Ctx, text: String) -> Approval {
+        if !self.confirm.approve(ctx, text).await {
+            return Approval::NotConfirmed;
+        }
+        let Some(mut rx) = self.after_canaries.take() else {
+            return Approval::Go;
+        };
+        ctx.say("waiting for the canaries");
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return match r {
+                    Ok(()) => Approval::Go,
+                    Err(names) => Approval::CanariesFailed(names),
+                };
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() {
+                    return Approval::CanariesFailed("(the rollout ended)".into());
+                },
+                _ = ctx.interrupt.wait() => return Approval::NotConfirmed,
+            }
+        }
+    }
+}
+
+impl Confirm {
+    async fn approve(&mut self, ctx: &Ctx, text: String) -> bool {
+        match self {
+            Confirm::Open => {
                 eprint!("{text}");
                 true
             }
-            Gate::Ask { tx, decision, sent } => {
+            Confirm::Ask { tx, decision, sent } => {
                 *sent = true;
                 let _ = tx.send(GateMsg::Ready {
                     host: ctx.host.name.clone(),
@@ -100,11 +158,11 @@ impl Gate {
     }
 }
 
-impl Drop for Gate {
+impl Drop for Confirm {
     /// A host that never reaches the gate (it ended early, or its task
     /// panicked) still counts as answered, so the question is asked.
     fn drop(&mut self) {
-        if let Gate::Ask {
+        if let Confirm::Ask {
             tx, sent: false, ..
         } = self
         {
@@ -256,15 +314,29 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     let permits = Permits::new(args.jobs);
     let mut set = tokio::task::JoinSet::new();
     let mut by_task = BTreeMap::new();
+    // `--canary N`: the first N hosts activate first; the others wait at
+    // their gate until all of those succeeded.
+    let canaries: Vec<String> = ctxs
+        .iter()
+        .take(args.canary)
+        .map(|c| c.host.name.clone())
+        .collect();
+    let (canary_tx, canary_rx) = watch::channel::<CanaryResult>(None);
+    let mut canary_results: BTreeMap<String, HostResult> = BTreeMap::new();
     for c in &ctxs {
-        let gate = if asks {
-            Gate::Ask {
+        let confirm = if asks {
+            Confirm::Ask {
                 tx: gate_tx.clone(),
                 decision: decide_rx.clone(),
                 sent: false,
             }
         } else {
-            Gate::Open
+            Confirm::Open
+        };
+        let gate = Gate {
+            confirm,
+            after_canaries: (!canaries.is_empty() && !canaries.contains(&c.host.name))
+                .then(|| canary_rx.clone()),
         };
         let (c2, p) = (c.clone(), permits.clone());
         let handle = set.spawn(async move { pipeline::run_host(&c2, gate, &p).await });
@@ -286,6 +358,22 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         };
         if let Some(ctx) = ctx {
             ctx.target.close().await;
+        }
+        if canaries.contains(&outcome.host) {
+            canary_results.insert(outcome.host.clone(), outcome.result);
+            if canary_results.len() == canaries.len() {
+                let failed: Vec<String> = canary_results
+                    .iter()
+                    .filter(|(_, r)| !matches!(r, HostResult::Success | HostResult::Unchanged))
+                    .map(|(h, r)| format!("{h} ({})", r.word()))
+                    .collect();
+                let verdict = if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join(", "))
+                };
+                let _ = canary_tx.send(Some(verdict));
+            }
         }
         outcomes.push(outcome);
     }

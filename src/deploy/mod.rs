@@ -147,6 +147,20 @@ pub fn run_exit_code(results: impl IntoIterator<Item = HostResult>) -> i32 {
 }
 
 impl HostResult {
+    /// The result as `--json` spells it.
+    pub fn word(self) -> &'static str {
+        match self {
+            HostResult::Success => "success",
+            HostResult::Unchanged => "unchanged",
+            HostResult::Failed => "failed",
+            HostResult::Interrupted => "interrupted",
+            HostResult::RolledBack => "rolled-back",
+            HostResult::Unhealthy => "unhealthy",
+            HostResult::RollbackFailed => "rollback-failed",
+            HostResult::Unknown => "unknown",
+        }
+    }
+
     pub fn exit_code(self) -> i32 {
         match self {
             HostResult::Success | HostResult::Unchanged => exit::OK,

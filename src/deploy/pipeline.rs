@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::activate::{self, Activated, Request};
 use super::build::{self, Built};
 use super::diff::{self, Diff};
-use super::fleet::{Gate, Permits};
+use super::fleet::{Approval, Gate, Permits};
 use super::preflight::{self, Current, Lock};
 use super::{
     Ctx, Goal, HostResult, Mode, Outcome, StageError, connect, health, keys, rollback, ship,
@@ -268,17 +268,29 @@ async fn stages(
         plan.diff.render()
     );
     fault(ctx, "confirm");
-    if !gate.approve(ctx, text).await {
-        if let Some(signal) = ctx.interrupt.fired() {
-            return Err(Stop::Interrupted {
-                signal,
-                stage: "the confirmation",
-            });
+    match gate.approve(ctx, text).await {
+        Approval::Go => {}
+        Approval::NotConfirmed => {
+            if let Some(signal) = ctx.interrupt.fired() {
+                return Err(Stop::Interrupted {
+                    signal,
+                    stage: "the confirmation",
+                });
+            }
+            return Ok(End::err(
+                HostResult::Failed,
+                StageError::new("not confirmed; nothing was changed"),
+            ));
         }
-        return Ok(End::err(
-            HostResult::Failed,
-            StageError::new("not confirmed; nothing was changed"),
-        ));
+        Approval::CanariesFailed(names) => {
+            return Ok(End::err(
+                HostResult::Failed,
+                StageError::new(format!(
+                    "not activated: the canary {names} did not succeed, so the rollout stopped; nothing was changed on this host"
+                ))
+                .hint("fix the canary, then deploy again"),
+            ));
+        }
     }
     let _permit = permits.acquire().await;
     if let Some(signal) = ctx.interrupt.fired() {

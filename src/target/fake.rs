@@ -65,6 +65,8 @@ impl State {
 #[derive(Clone, Default)]
 pub struct FakeFleet {
     hosts: Arc<Mutex<BTreeMap<String, State>>>,
+    /// Every host's steps in the order they happened, as "host step".
+    events: Arc<Mutex<Vec<String>>>,
 }
 
 fn ok(stdout: impl Into<String>) -> Output {
@@ -128,7 +130,20 @@ impl FakeFleet {
         let s = hosts
             .get_mut(host)
             .unwrap_or_else(|| panic!("no fake host {host}"));
-        f(s)
+        let before = s.steps.len();
+        let o = f(s);
+        let mut events = self.events.lock().unwrap();
+        events.extend(
+            s.steps[before..]
+                .iter()
+                .map(|step| format!("{host} {step}")),
+        );
+        o
+    }
+
+    /// Every host's steps, in the order they happened ("host step").
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
     }
 
     fn over_ssh(&self, cmd: &Cmd) -> Output {

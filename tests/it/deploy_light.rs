@@ -599,3 +599,70 @@ fn build_on_target_copies_the_derivation_and_builds_there() {
     let log = std::fs::read_to_string(v["hosts"][0]["log"].as_str().unwrap()).unwrap();
     assert!(log.contains("copy --derivation"), "{log}");
 }
+
+/// `--canary 1` on real hosts: the canary fails its health check and is
+/// rolled back; the other host is planned but never activated, and holds
+/// no lock. Then, with a healthy canary, both are deployed.
+#[test]
+fn a_failing_canary_leaves_the_rest_of_the_rollout_untouched() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("canary");
+    w.add_host("rest");
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[host(&w, "canary", 1, ""), host(&w, "rest", 1, "")],
+    );
+    assert_exit(
+        &w.pantheros(&flake, &["deploy", "canary", "rest", "--yes"]),
+        0,
+    );
+
+    let sick = r#"healthChecks.commands = [ "false" ]; healthChecks.timeout = 2;"#;
+    write_fleet(
+        &flake,
+        &[host(&w, "canary", 2, sick), host(&w, "rest", 2, "")],
+    );
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy", "canary", "rest", "--yes", "--canary", "1", "--json",
+        ],
+    );
+    assert_exit(&out, 3);
+    let v = json(&out);
+    let result = |h: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["host"] == h)
+            .map(|o| (o["result"].clone(), o["error"].clone()))
+            .unwrap()
+    };
+    assert_eq!(result("canary").0, "rolled-back");
+    let (r, e) = result("rest");
+    assert_eq!(r, "failed");
+    assert!(
+        e.as_str()
+            .unwrap()
+            .contains("the canary canary (rolled-back) did not succeed"),
+        "{e}"
+    );
+    assert_eq!(w.generation_marker("canary"), "1");
+    assert_eq!(w.generation_marker("rest"), "1");
+    let lock = w.host("rest").exec(&["test", "-e", "/run/pantheros/lock"]);
+    assert!(!lock.status.success(), "rest kept its lock");
+
+    write_fleet(
+        &flake,
+        &[host(&w, "canary", 2, ""), host(&w, "rest", 2, "")],
+    );
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "canary", "rest", "--yes", "--canary", "1"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("canary"), "2");
+    assert_eq!(w.generation_marker("rest"), "2");
+}
