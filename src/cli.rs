@@ -64,6 +64,7 @@ impl Cli {
             Command::Rollback(a) => a.json,
             Command::Provision(a) => a.wants_json(),
             Command::Keys(KeysCommand::Upload(a)) => a.json,
+            Command::Completions { .. } | Command::Man => false,
         }
     }
 }
@@ -84,6 +85,13 @@ pub enum Command {
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `pantheros man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

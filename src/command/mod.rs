@@ -28,6 +28,32 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
             keys::upload(cli.flake.as_deref(), &cwd, args).await
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pantheros", &mut text);
+            print_generated(&text, "the completion script")
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| Error::io("rendering the man page", e))?;
+            print_generated(&text, "the man page")
+        }
+    }
+}
+
+/// Write a generated document to stdout; a reader that stops early (`| head`)
+/// is not an error.
+fn print_generated(text: &[u8], what: &str) -> Result<i32> {
+    use std::io::Write;
+    match std::io::stdout().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io(format!("writing {what}"), e))
+        }
+        _ => Ok(crate::error::exit::OK),
     }
 }
 

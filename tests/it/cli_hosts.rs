@@ -411,3 +411,39 @@ fn build_all_refuses_when_a_selected_host_fails_to_evaluate() {
         .success()
         .stderr(predicate::str::contains("Passed: 2"));
 }
+
+/// Completions for bash, zsh and fish, and the man page, come from the
+/// binary itself and know every subcommand.
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let d = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pantheros(d.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for word in [
+            "deploy",
+            "rollback",
+            "build-all",
+            "provision",
+            "keys",
+            "canary",
+        ] {
+            assert!(text.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = pantheros(d.path()).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(man.contains(".TH pantheros 1"), "{man}");
+    for word in ["deploy", "keys", "Exit codes"] {
+        assert!(man.contains(word), "the man page lacks {word}");
+    }
+    pantheros(d.path())
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2);
+}

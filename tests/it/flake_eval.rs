@@ -63,9 +63,17 @@ impl Tier {
         }
         // What the flake's outputs read: the package's source set, the
         // modules and hosts, the VM tests (and the fixture fleet one uses).
-        for d in ["nix", "modules", "hosts", "src", "examples", "bench"] {
+        for d in [
+            "nix", "modules", "hosts", "src", "examples", "bench", "crates",
+        ] {
             copy_dir(&root.join(d), &flake.join(d));
         }
+        fs::create_dir_all(flake.join("scripts")).unwrap();
+        fs::copy(
+            root.join("scripts/nix-settings.conf"),
+            flake.join("scripts/nix-settings.conf"),
+        )
+        .unwrap();
         for d in ["vm", "fixtures"] {
             copy_dir(&root.join("tests").join(d), &flake.join("tests").join(d));
         }

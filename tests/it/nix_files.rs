@@ -96,3 +96,73 @@ fn flake_lock_is_a_valid_v7_lock_for_the_inputs() {
         }
     }
 }
+
+/// The package's source (the fileset in nix/package.nix) holds all cargo
+/// needs: the workspace loads from a copy of just those files, and every
+/// file the code includes at compile time is in it.
+#[test]
+fn the_package_source_holds_what_cargo_needs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let package = std::fs::read_to_string(root.join("nix/package.nix")).unwrap();
+    let entries: Vec<&str> = package
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("../"))
+        .collect();
+    assert!(entries.contains(&"../src"), "{entries:?}");
+    let copy = tempfile::tempdir().unwrap();
+    for e in &entries {
+        let rel = e.trim_start_matches("../");
+        let to = copy.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let out = testworld::sh(&[
+            "cp",
+            "-a",
+            root.join(rel).to_str().unwrap(),
+            to.to_str().unwrap(),
+        ]);
+        assert!(out.status.success());
+    }
+    let out = testworld::try_sh(&[
+        "cargo",
+        "metadata",
+        "--offline",
+        "--no-deps",
+        "--format-version",
+        "1",
+        "--manifest-path",
+        copy.path().join("Cargo.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "cargo cannot load the package source: {}",
+        testworld::stderr(&out)
+    );
+
+    // include_str!/include_bytes! targets, resolved from each including file.
+    let mut sources = vec![];
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    rust_files(&copy.path().join("src"), &mut sources);
+    rust_files(&copy.path().join("crates"), &mut sources);
+    let mut missing = vec![];
+    for f in &sources {
+        let text = std::fs::read_to_string(f).unwrap();
+        for part in text.split("include_str!(\"").skip(1) {
+            let rel = &part[..part.find('"').unwrap()];
+            let target = f.parent().unwrap().join(rel);
+            if !target.exists() {
+                missing.push(format!("{} includes {rel}", f.display()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in the package source: {missing:?}");
+}
