@@ -50,8 +50,38 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    #[command(flatten)]
+    pub nix: NixFlags,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Flags handed to every Nix command a run starts (evaluation, builds,
+/// copies), as `nix` itself spells them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NixFlags {
+    /// Nix: show the full evaluation trace of an error.
+    #[arg(long, global = true)]
+    pub show_trace: bool,
+
+    /// Nix: evaluate impurely (environment variables, absolute paths).
+    #[arg(long, global = true)]
+    pub impure: bool,
+
+    /// Nix: print full build logs (`-L`).
+    #[arg(short = 'L', long, global = true)]
+    pub print_build_logs: bool,
+
+    /// Nix: set a configuration option for every Nix command (repeatable),
+    /// e.g. `--option cores 4`.
+    #[arg(long = "option", global = true, num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub option: Vec<String>,
+
+    /// Nix: build on these remote builders (Nix's `builders` setting, e.g.
+    /// `ssh://builder x86_64-linux`).
+    #[arg(long, global = true, value_name = "SPEC")]
+    pub builders: Option<String>,
 }
 
 impl Cli {

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::{inventory, nix};
 
 pub async fn run(cli: Cli) -> Result<i32> {
+    nix::set_pass_through(cli.nix.clone());
     let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
     match cli.command {
         Command::Hosts(args) => {
@@ -180,14 +181,7 @@ pub async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> R
     std::fs::create_dir_all(&roots)
         .map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
     let root = roots.join(&host.name);
-    let cmd = crate::runner::Cmd::new([
-        "nix-store".to_string(),
-        "--realise".into(),
-        drv,
-        "--add-root".into(),
-        root.to_string_lossy().into_owned(),
-        "--indirect".into(),
-    ]);
+    let cmd = nix::realise_cmd(&drv, &root);
     crate::runner::run_ok(&cmd).await.map_err(Error::Command)?;
     let top = std::fs::read_link(&root)
         .map_err(|e| Error::io(format!("reading {}", root.display()), e))?;

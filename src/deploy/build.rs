@@ -4,7 +4,6 @@
 
 use super::{Ctx, Mode, StageError};
 use crate::nix::store_path::StorePath;
-use crate::runner::Cmd;
 
 /// A built system: its toplevel store path (never empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,14 +67,7 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StageError::new(format!("creating {}: {e}", dir.display())))?;
         let root = dir.join(&ctx.host.name);
-        let cmd = Cmd::new([
-            "nix-store".to_string(),
-            "--realise".into(),
-            drv.clone(),
-            "--add-root".into(),
-            root.to_string_lossy().into_owned(),
-            "--indirect".into(),
-        ]);
+        let cmd = crate::nix::realise_cmd(&drv, &root);
         ctx.log.run_ok(&cmd).await.map_err(|f| {
             StageError::cmd("the build failed", f)
                 .hint("fix the build error above; nothing was changed on the host")

@@ -31,18 +31,31 @@ impl Nix {
     /// A `nix` command with the flags every call needs. The experimental
     /// features are passed as `--extra-…`, which Nix 2.4 and later accept,
     /// and which is harmless where they are already enabled. Substituters
-    /// are left to the user's nix.conf.
+    /// are left to the user's nix.conf. The user's pass-through flags
+    /// ([`pass_through`]) follow: global ones before the subcommand,
+    /// `--impure` after an evaluating one.
     pub fn cmd<I, S>(&self, args: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Cmd::new([
+        let flags = pass_through();
+        let mut v = vec![
             self.program.to_string_lossy().into_owned(),
             "--extra-experimental-features".into(),
             "nix-command flakes".into(),
-        ])
-        .args(args)
+        ];
+        v.extend(global_flags(&flags));
+        let mut args = args.into_iter().map(Into::into);
+        if let Some(sub) = args.next() {
+            let evaluates = matches!(sub.as_str(), "eval" | "build");
+            v.push(sub);
+            if evaluates && flags.impure {
+                v.push("--impure".into());
+            }
+        }
+        v.extend(args);
+        Cmd::new(v)
     }
 
     /// Run `nix --version` and check it is new enough. Called only when
@@ -57,6 +70,60 @@ impl Nix {
         check_version(&v)?;
         Ok(v)
     }
+}
+
+static PASS_THROUGH: std::sync::OnceLock<crate::cli::NixFlags> = std::sync::OnceLock::new();
+
+/// Set, once at start-up, the Nix flags the user gave on the command line.
+pub fn set_pass_through(flags: crate::cli::NixFlags) {
+    let _ = PASS_THROUGH.set(flags);
+}
+
+/// The Nix flags the user gave (none when unset).
+pub fn pass_through() -> crate::cli::NixFlags {
+    PASS_THROUGH.get().cloned().unwrap_or_default()
+}
+
+/// The flags `nix` takes before its subcommand.
+fn global_flags(f: &crate::cli::NixFlags) -> Vec<String> {
+    let mut v = vec![];
+    if f.show_trace {
+        v.push("--show-trace".into());
+    }
+    if f.print_build_logs {
+        v.push("--print-build-logs".into());
+    }
+    v.extend(store_options(f));
+    v
+}
+
+/// `--option NAME VALUE` for every setting the user gave (`--builders`
+/// included): what `nix-store` takes too.
+pub fn store_options(f: &crate::cli::NixFlags) -> Vec<String> {
+    let mut v = vec![];
+    for pair in f.option.chunks(2) {
+        if let [name, value] = pair {
+            v.extend(["--option".to_string(), name.clone(), value.clone()]);
+        }
+    }
+    if let Some(b) = &f.builders {
+        v.extend(["--option".to_string(), "builders".into(), b.clone()]);
+    }
+    v
+}
+
+/// `nix-store --realise DRV` with an indirect GC root at `root`, and the
+/// user's Nix options.
+pub fn realise_cmd(drv: &str, root: &std::path::Path) -> Cmd {
+    Cmd::new([
+        "nix-store".to_string(),
+        "--realise".into(),
+        drv.to_string(),
+        "--add-root".into(),
+        root.to_string_lossy().into_owned(),
+        "--indirect".into(),
+    ])
+    .args(store_options(&pass_through()))
 }
 
 /// Parse "nix (Nix) 2.8.0", "nix (Lix, like Nix) 2.91.1", "2.18.3-lix" or
@@ -89,6 +156,34 @@ pub fn check_version(s: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pass_through_flags_go_where_nix_takes_them() {
+        let f = crate::cli::NixFlags {
+            show_trace: true,
+            impure: true,
+            print_build_logs: true,
+            option: vec!["cores".into(), "2".into()],
+            builders: Some("ssh://b x86_64-linux".into()),
+        };
+        assert_eq!(
+            global_flags(&f),
+            [
+                "--show-trace",
+                "--print-build-logs",
+                "--option",
+                "cores",
+                "2",
+                "--option",
+                "builders",
+                "ssh://b x86_64-linux"
+            ]
+        );
+        assert_eq!(
+            store_options(&crate::cli::NixFlags::default()),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn versions_of_nix_and_lix_parse() {

@@ -447,3 +447,85 @@ fn completions_and_the_man_page_cover_every_command() {
         .assert()
         .code(2);
 }
+
+/// Nix's own flags pass through: `--impure` lets the evaluation read the
+/// environment, `--show-trace` gives the trace of an error, and
+/// `--option` reaches the build (seen in `-v`'s command log).
+#[test]
+fn nix_flags_reach_the_evaluation_and_the_build() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet_with_zephyrus(
+        r#"host { name = "zephyrus"; deployment = { tags = [ (builtins.getEnv "PANTHEROS_TAG_FROM_ENV") ]; }; }"#,
+    );
+    let tags = |args: &[&str]| {
+        let out = pantheros(&flake)
+            .args(args)
+            .env("PANTHEROS_TAG_FROM_ENV", "from-env")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let z = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == "zephyrus")
+            .unwrap()
+            .clone();
+        z["tags"].clone()
+    };
+    assert_eq!(
+        tags(&["hosts", "--json"]),
+        serde_json::json!([""]),
+        "pure: no environment"
+    );
+    assert_eq!(
+        tags(&["hosts", "--json", "--impure"]),
+        serde_json::json!(["from-env"])
+    );
+
+    // --show-trace: Nix's trace of a failing host.
+    let (_d2, broken) = fleet_with_zephyrus(
+        r#"host { name = "zephyrus"; deployment = { tags = [ (let f = x: x + "a"; in f 1) ]; }; }"#,
+    );
+    let plain = pantheros(&broken)
+        .args(["build-all", "zephyrus"])
+        .output()
+        .unwrap();
+    let traced = pantheros(&broken)
+        .args(["build-all", "zephyrus", "--show-trace"])
+        .output()
+        .unwrap();
+    assert_eq!(traced.status.code(), Some(14));
+    let (plain, traced) = (
+        String::from_utf8_lossy(&plain.stderr).into_owned(),
+        String::from_utf8_lossy(&traced.stderr).into_owned(),
+    );
+    assert!(traced.contains("while evaluating"), "{traced}");
+    assert!(!plain.contains("while evaluating"), "{plain}");
+
+    // --option: on the build's command line.
+    let logs = tempfile::tempdir().unwrap();
+    let out = pantheros(&flake)
+        .args(["-v", "build-all", "zephyrus", "--option", "cores", "1"])
+        .env("PANTHEROS_LOG_DIR", logs.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("nix-store --realise") && l.contains("--option cores 1")),
+        "{err}"
+    );
+}
