@@ -303,6 +303,9 @@ pub struct StageError {
     pub message: String,
     pub failure: Option<CommandFailure>,
     pub hint: Option<String>,
+    /// The stage it happened in, when that is not the step's own (a
+    /// connection opened during the build).
+    pub stage: Option<&'static str>,
 }
 
 impl StageError {
@@ -311,6 +314,7 @@ impl StageError {
             message: message.into(),
             failure: None,
             hint: None,
+            stage: None,
         }
     }
     pub fn cmd(message: impl Into<String>, f: CommandFailure) -> Self {
@@ -318,7 +322,13 @@ impl StageError {
             message: message.into(),
             failure: Some(f),
             hint: None,
+            stage: None,
         }
+    }
+    /// Say which stage this happened in.
+    pub fn at(mut self, stage: &'static str) -> Self {
+        self.stage = Some(stage);
+        self
     }
     pub fn hint(mut self, h: impl Into<String>) -> Self {
         self.hint = Some(h.into());

@@ -427,6 +427,7 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         diff: None,
         durations_ms: BTreeMap::new(),
         keys: vec![],
+        stage: None,
         log: ctx.log.path.clone(),
         started: chrono::Local::now().to_rfc3339(),
     };
@@ -458,5 +459,30 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
         };
         let mark = crate::report::paint(style, text);
         eprintln!("  {:<20} {mark}  (log: {})", o.host, o.log.display());
+    }
+    // Several hosts: what went wrong, all in one place at the end.
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| !matches!(o.result, HostResult::Success | HostResult::Unchanged))
+        .collect();
+    if outcomes.len() > 1 && !failed.is_empty() {
+        eprintln!("\n=== What went wrong ===");
+        for o in failed {
+            let at = o
+                .stage
+                .as_deref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default();
+            eprintln!("{} ({}{at}):", o.host, o.result.word());
+            let text = o
+                .error
+                .clone()
+                .or_else(|| o.rollback_reason.clone())
+                .unwrap_or_else(|| "no error was recorded".into());
+            for l in text.lines() {
+                eprintln!("  {l}");
+            }
+            eprintln!("  log: {}", o.log.display());
+        }
     }
 }

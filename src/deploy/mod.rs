@@ -195,6 +195,8 @@ pub struct Outcome {
     pub durations_ms: BTreeMap<String, u64>,
     /// The keys written to the host (names, paths, owners, modes, sizes).
     pub keys: Vec<keys::Uploaded>,
+    /// Where a run that did not succeed ended: the stage (e.g. "copy").
+    pub stage: Option<String>,
     pub log: PathBuf,
     pub started: String,
 }

@@ -42,6 +42,8 @@ struct Facts {
     rollback_reason: Option<String>,
     timings: BTreeMap<String, u64>,
     keys: Vec<keys::Uploaded>,
+    /// The stage the run was in last (for a failure: where it failed).
+    stage: Option<&'static str>,
 }
 
 /// How the run ended.
@@ -94,9 +96,13 @@ async fn step<T>(
     if let Some(signal) = ctx.interrupt.fired() {
         return Err(Stop::Interrupted { signal, stage });
     }
+    facts.stage = Some(stage);
     let t = Instant::now();
     let r = tokio::select! {
-        r = fut => r.map_err(Stop::Failed),
+        r = fut => r.map_err(|e| {
+            facts.stage = Some(e.stage.unwrap_or(stage));
+            Stop::Failed(e)
+        }),
         signal = ctx.interrupt.wait() => Err(Stop::Interrupted { signal, stage }),
     };
     let ms = t.elapsed().as_millis() as u64;
@@ -182,8 +188,12 @@ async fn stages(
         // build itself runs over SSH: two masters would race).
         let local_build = !ctx.host.deployment.build_on_target || ctx.target.is_local();
         if mode != Mode::BuildOnly && local_build {
-            let both =
-                async { tokio::try_join!(timed(build::build(ctx)), timed(connect::connect(ctx))) };
+            let connect = async {
+                timed(connect::connect(ctx))
+                    .await
+                    .map_err(|e| e.at("connect"))
+            };
+            let both = async { tokio::try_join!(timed(build::build(ctx)), connect) };
             let ((built, build_ms), ((), connect_ms)) = step(ctx, facts, "build", both).await?;
             ctx.log.note(&format!(
                 "build: {build_ms} ms, connect: {connect_ms} ms (side by side)"
@@ -302,6 +312,7 @@ async fn stages(
 
     // Keys due before the activation. From here on the host changes: the
     // uploads are not abandoned half-way (each key is written atomically).
+    facts.stage = Some("keys");
     let t = Instant::now();
     let uploaded = keys::upload(ctx, keys, Some(UploadAt::PreActivation)).await;
     if !keys.is_empty() {
@@ -320,6 +331,7 @@ async fn stages(
 
     // Activate: from here on the system changes, and is never abandoned.
     fault(ctx, "activate");
+    facts.stage = Some("activate");
     let t = Instant::now();
     let request = Request {
         toplevel: built.toplevel.clone(),
@@ -332,6 +344,7 @@ async fn stages(
     let activated = match activated {
         Activated::Kept if goal != Goal::Boot => {
             fault(ctx, "health");
+            facts.stage = Some("health");
             let t = Instant::now();
             let checked = health::health(ctx, current.systemd, &current.failed_units).await;
             facts
@@ -386,6 +399,7 @@ async fn stages(
     }
 
     // Keys due after a confirmed, healthy switch (never after a rollback).
+    facts.stage = Some("keys-post");
     let t = Instant::now();
     let uploaded = keys::upload(ctx, keys, Some(UploadAt::PostActivation)).await;
     if keys.iter().any(|k| k.at == UploadAt::PostActivation) {
@@ -546,6 +560,10 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         diff: facts.diff,
         durations_ms: facts.timings,
         keys: facts.keys,
+        stage: (!matches!(end.result, HostResult::Success | HostResult::Unchanged))
+            .then_some(facts.stage)
+            .flatten()
+            .map(String::from),
         log: ctx.log.path.clone(),
         started: started_at,
     };

@@ -666,3 +666,50 @@ fn a_failing_canary_leaves_the_rest_of_the_rollout_untouched() {
     assert_eq!(w.generation_marker("canary"), "2");
     assert_eq!(w.generation_marker("rest"), "2");
 }
+
+/// A multi-host run ends with what went wrong, per failed host: the stage,
+/// the exact command, how it ended, its last lines and the log; `--json`
+/// names the stage too.
+#[test]
+fn a_fleet_run_ends_with_what_went_wrong_on_each_failed_host() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("good");
+    w.add_host("badkey");
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[host(&w, "good", 1, ""), host(&w, "badkey", 1, "")],
+    );
+    w.pin_wrong_host_key("badkey");
+    let out = w.pantheros(&flake, &["deploy", "good", "badkey", "--yes", "--json"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    let report = err
+        .split("=== What went wrong ===")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no failure summary:\n{err}"));
+    assert!(report.contains("badkey (failed at connect):"), "{report}");
+    assert!(report.contains("command: ssh "), "{report}");
+    assert!(report.contains("exit status 255"), "{report}");
+    assert!(report.contains("log: "), "{report}");
+    assert!(
+        !report.contains("good ("),
+        "a host that succeeded is not listed: {report}"
+    );
+    let v = json(&out);
+    let bad = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "badkey")
+        .unwrap();
+    assert_eq!(bad["stage"], "connect");
+    let good = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "good")
+        .unwrap();
+    assert_eq!(good["stage"], serde_json::Value::Null);
+    assert_eq!(w.generation_marker("good"), "1");
+}
