@@ -301,7 +301,7 @@ impl Error {
 #[derive(Debug, Clone)]
 pub struct StageError {
     pub message: String,
-    pub failure: Option<CommandFailure>,
+    pub failure: Option<Box<CommandFailure>>,
     pub hint: Option<String>,
     /// The stage it happened in, when that is not the step's own (a
     /// connection opened during the build).
@@ -320,7 +320,7 @@ impl StageError {
     pub fn cmd(message: impl Into<String>, f: CommandFailure) -> Self {
         StageError {
             message: message.into(),
-            failure: Some(f),
+            failure: Some(Box::new(f)),
             hint: None,
             stage: None,
         }
@@ -339,7 +339,7 @@ impl StageError {
         Error::Coded {
             code: exit::FAILED_NOTHING_CHANGED,
             message: self.message,
-            failure: self.failure.map(Box::new),
+            failure: self.failure,
             hint: self.hint,
         }
     }
