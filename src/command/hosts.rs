@@ -11,6 +11,7 @@ pub fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({
+            "version": crate::report::JSON_VERSION,
             "flake": inv.flake,
             "hosts": selection.hosts,
             "errors": selection.failed,

@@ -25,6 +25,7 @@ pub async fn rollback(
         let gens = res.map_err(|e| e.into_error())?;
         if args.json {
             let doc = serde_json::json!({
+                "version": crate::report::JSON_VERSION,
                 "host": host.name,
                 "profile": host.deployment.profile,
                 "generations": gens,

@@ -387,7 +387,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         eprintln!("(interrupted by {sig})");
     }
     if args.json {
-        let doc = serde_json::json!({ "exitCode": code, "hosts": outcomes });
+        let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     let _ = std::fs::remove_dir_all(&control);

@@ -352,6 +352,7 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
+                "version": crate::report::JSON_VERSION,
                 "host": args.host, "ipv4": ip, "toplevel": toplevel, "knownHosts": kh,
                 "hostKey": pinned, "via": format!("{:?}", args.via).to_lowercase(),
             }))

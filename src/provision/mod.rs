@@ -710,7 +710,11 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        let mut doc = serde_json::to_value(&out).unwrap_or_default();
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("version".into(), crate::report::JSON_VERSION.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     Ok(exit::OK)
 }
@@ -771,7 +775,10 @@ pub async fn list(json: bool) -> Result<i32, Failure> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "servers": v })).unwrap_or_default()
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "version": crate::report::JSON_VERSION, "servers": v })
+            )
+            .unwrap_or_default()
         );
     } else {
         let rows: Vec<Vec<String>> = servers

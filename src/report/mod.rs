@@ -115,10 +115,16 @@ pub fn say(host: &str, msg: &str) {
     eprintln!("{} {msg}", paint("1", &format!("[{host}]")));
 }
 
+/// The version of every `--json` document (its `version` field). Documents
+/// of one version only ever gain fields; removing or changing one is a new
+/// version. The schemas are in docs/json/.
+pub const JSON_VERSION: u64 = 1;
+
 /// The `--json` document of a run that ended with an error before any host
 /// ran: the exit code, the error and its hint, and no hosts.
 pub fn error_document(e: &Error) -> String {
     let doc = serde_json::json!({
+        "version": JSON_VERSION,
         "exitCode": e.exit_code(),
         "error": {
             "message": e.to_string(),

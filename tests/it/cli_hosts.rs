@@ -105,6 +105,7 @@ fn json_is_a_stable_document() {
         .stdout
         .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    testworld::assert_schema(&v, "hosts");
     let names: Vec<&str> = v["hosts"]
         .as_array()
         .unwrap()

@@ -38,6 +38,7 @@ fn deploy_switches_then_redeploy_is_a_noop_then_failure_rolls_back() {
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
+    testworld::assert_schema(&v, "deploy");
     assert_eq!(v["hosts"][0]["result"], "success");
     assert_eq!(v["hosts"][0]["generationAfter"], 1);
     assert_eq!(w.generation_marker("alpha"), "1");
@@ -697,6 +698,7 @@ fn a_fleet_run_ends_with_what_went_wrong_on_each_failed_host() {
         "a host that succeeded is not listed: {report}"
     );
     let v = json(&out);
+    testworld::assert_schema(&v, "deploy");
     let bad = v["hosts"]
         .as_array()
         .unwrap()

@@ -132,6 +132,7 @@ fn json_is_printed_for_early_errors_too() {
         .unwrap();
     assert_exit(&out, 15);
     let doc = json(&out);
+    testworld::assert_schema(&doc, "error");
     assert_eq!(doc["exitCode"], 15);
     assert_eq!(doc["hosts"], serde_json::json!([]));
     assert!(

@@ -168,6 +168,7 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
 
     // --json names each key with its path, owner, mode and size.
     let v = json(&out);
+    testworld::assert_schema(&v, "deploy");
     let keys = v["hosts"][0]["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{v}");
     assert_eq!(keys[0]["name"], "app-secret");
@@ -194,6 +195,7 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
     let out = w.pantheros(&flake, &["keys", "upload", "alpha", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
+    testworld::assert_schema(&v, "keys");
     assert_eq!(v["hosts"][0]["result"], "success");
     assert_eq!(v["hosts"][0]["keys"].as_array().unwrap().len(), 2);
     assert_eq!(

@@ -1191,3 +1191,41 @@ pub fn assert_output_lacks(out: &Output, needles: &[&str]) {
     let found: Vec<&&str> = needles.iter().filter(|n| all.contains(**n)).collect();
     assert!(found.is_empty(), "output contains {found:?}:\n{all}");
 }
+
+const VALIDATE_SCHEMA: &str = include_str!("validate_schema.py");
+
+/// `doc` is valid against `docs/json/<name>.schema.json` (Python's
+/// `jsonschema`, which `scripts/setup` installs with openapi-core).
+#[track_caller]
+pub fn assert_schema(doc: &serde_json::Value, name: &str) {
+    let ok = Command::new("python3")
+        .args(["-c", "import jsonschema, referencing"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        cannot_run("python3 with jsonschema is not installed (bash scripts/setup)");
+        return;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", VALIDATE_SCHEMA])
+        .arg(project_root().join("docs/json"))
+        .arg(name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(doc.to_string().as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the document does not match docs/json/{name}.schema.json:\n{}{}\n{doc:#}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
