@@ -112,7 +112,12 @@ in
     };
 
     secretsFile = mkOption {
-      type = types.str;
+      # A string path, absolute, outside the store (a Nix path literal is
+      # refused: it would be copied into the world-readable store).
+      type = types.pathWith {
+        inStore = false;
+        absolute = true;
+      };
       default = "${cfg.configDir}/secrets.json";
       defaultText = lib.literalExpression ''"''${configDir}/secrets.json"'';
       description = ''
@@ -123,7 +128,10 @@ in
     };
 
     apiTokenFile = mkOption {
-      type = types.str;
+      type = types.pathWith {
+        inStore = false;
+        absolute = true;
+      };
       default = "${cfg.configDir}/api-token";
       defaultText = lib.literalExpression ''"''${configDir}/api-token"'';
       description = "The API's bearer token (0600 root); generated (32 random bytes, hex) when missing.";
@@ -245,13 +253,6 @@ in
       {
         assertion = cfg.api.package == null || cfg.api.schema != null;
         message = "services.flashpods.api.schema must be set with api.package: the database is initialised from it.";
-      }
-      {
-        assertion = lib.all (f: !(lib.hasPrefix builtins.storeDir f)) [
-          cfg.secretsFile
-          cfg.apiTokenFile
-        ];
-        message = "services.flashpods: secretsFile and apiTokenFile must be paths outside the Nix store.";
       }
       {
         assertion = lib.hasPrefix cfg.runDir podmanSocket;
@@ -398,7 +399,7 @@ in
         User = cfg.user;
         Group = cfg.group;
       };
-      script = lib.concatMapStrings (img: "podman load -i ${img}\n") cfg.images;
+      script = lib.concatMapStrings (img: "podman load -i ${lib.escapeShellArg "${img}"}\n") cfg.images;
     };
 
     # Secrets: never in the store; modes enforced; the API token created
@@ -421,7 +422,12 @@ in
         UMask = "0077";
       };
       path = [ pkgs.coreutils ];
-      script = "sh ${./lib/flashpods-secrets.sh} ${cfg.apiTokenFile} ${cfg.secretsFile}";
+      script = "sh ${./lib/flashpods-secrets.sh} ${
+        lib.escapeShellArgs [
+          cfg.apiTokenFile
+          cfg.secretsFile
+        ]
+      }";
     };
 
     systemd.services.flashpods-token-service = mkIf (cfg.tokenService.package != null) {
@@ -470,9 +476,9 @@ in
       };
       # The database is created from the schema once, never overwritten.
       preStart = lib.optionalString (cfg.api.schema != null) ''
-        if [ ! -e ${databasePath} ]; then
-          ${lib.getExe pkgs.sqlite} ${databasePath}.new < ${cfg.api.schema}
-          mv ${databasePath}.new ${databasePath}
+        if [ ! -e ${lib.escapeShellArg databasePath} ]; then
+          ${lib.getExe pkgs.sqlite} ${lib.escapeShellArg "${databasePath}.new"} < ${lib.escapeShellArg "${cfg.api.schema}"}
+          mv ${lib.escapeShellArg "${databasePath}.new"} ${lib.escapeShellArg databasePath}
         fi
       '';
       serviceConfig = hardening // {
@@ -505,7 +511,13 @@ in
         pkgs.sqlite
         pkgs.coreutils
       ];
-      script = "sh ${./lib/flashpods-backup.sh} ${databasePath} ${cfg.backup.directory} ${toString cfg.backup.keep}";
+      script = "sh ${./lib/flashpods-backup.sh} ${
+        lib.escapeShellArgs [
+          databasePath
+          cfg.backup.directory
+          (toString cfg.backup.keep)
+        ]
+      }";
     };
     systemd.timers.flashpods-db-backup = mkIf cfg.backup.enable {
       wantedBy = [ "timers.target" ];

@@ -299,3 +299,19 @@ fn a_path_literal_key_file_fails_evaluation_without_reaching_the_store() {
         .collect();
     assert!(copied.is_empty(), "copied into the store: {copied:?}");
 }
+
+/// The Flashpods secrets file is typed as nixpkgs types it (an absolute
+/// path outside the store, `types.pathWith`): a store path, a relative path
+/// or a Nix path literal fail evaluation; a path with a space reaches the
+/// secrets script as one quoted argument.
+#[test]
+fn the_flashpods_secrets_file_is_an_external_path_passed_escaped() {
+    let Some(v) = evaluate() else { return };
+    let t = &v["secretsTypes"];
+    assert_eq!(t["inStore"], false, "{t}");
+    assert_eq!(t["relative"], false, "{t}");
+    assert_eq!(t["literal"], false, "{t}");
+    assert_eq!(t["spaced"], true, "{t}");
+    let script = t["script"].as_str().unwrap();
+    assert!(script.contains("'/var/lib/my secrets/s.json'"), "{script}");
+}

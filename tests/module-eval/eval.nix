@@ -204,6 +204,36 @@ in
   noLaptops = failed noLaptops;
   apiWithoutSchema = failed apiWithoutSchema;
   keyInStore = failed keyInStore;
+  # services.flashpods.secretsFile: an absolute path string outside the
+  # store (types.pathWith); values reach shell scripts escaped.
+  secretsTypes =
+    let
+      withSecrets =
+        v:
+        (eval (
+          flashpodsModules
+          ++ [
+            {
+              services.flashpods = {
+                enable = true;
+                wireguard.laptops.yoga = {
+                  address = "10.0.0.2";
+                  publicKey = "k";
+                };
+                secretsFile = v;
+              };
+            }
+          ]
+        )).config;
+      spaced = withSecrets "/var/lib/my secrets/s.json";
+    in
+    {
+      inStore = tried (withSecrets "/nix/store/00000000000000000000000000000000-s.json").services.flashpods.secretsFile;
+      relative = tried (withSecrets "secrets.json").services.flashpods.secretsFile;
+      literal = tried (withSecrets ./eval.nix).services.flashpods.secretsFile;
+      spaced = tried spaced.services.flashpods.secretsFile;
+      script = spaced.systemd.services.flashpods-secrets.script;
+    };
   peer = {
     failedAssertions = failed peer;
     listenPort = peer.networking.wireguard.interfaces.wg0.listenPort;
