@@ -193,6 +193,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["build_only", "dry_run"])]
     pub canary: usize,
 
+    /// When any host does not succeed, roll back the hosts this run switched
+    /// (to the generation each ran before), so the fleet stays on one
+    /// configuration.
+    #[arg(long, conflicts_with_all = ["build_only", "dry_run"])]
+    pub rollback_succeeded: bool,
+
     /// Skip the reachability proof after activation (no magic rollback).
     #[arg(long)]
     pub no_magic_rollback: bool,

@@ -42,6 +42,7 @@ pub async fn build_all(
         json: args.json,
         jobs,
         canary: 0,
+        rollback_succeeded: false,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

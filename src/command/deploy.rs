@@ -44,6 +44,7 @@ pub async fn deploy(
         json: args.json,
         jobs: args.jobs,
         canary: args.canary,
+        rollback_succeeded: args.rollback_succeeded,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

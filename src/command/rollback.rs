@@ -51,6 +51,7 @@ pub async fn rollback(
         json: args.json,
         jobs: 1,
         canary: 0,
+        rollback_succeeded: false,
     };
     Ok(crate::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
 }

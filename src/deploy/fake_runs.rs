@@ -377,6 +377,7 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
             json: false,
             jobs: 2,
             canary: 0,
+            rollback_succeeded: false,
         },
     )
     .await;
@@ -409,6 +410,7 @@ async fn rollout(fake: &FakeFleet, hosts: Vec<Host>, canary: usize) -> i32 {
             json: false,
             jobs: 4,
             canary,
+            rollback_succeeded: false,
         },
     )
     .await
@@ -468,4 +470,46 @@ async fn after_a_healthy_canary_the_rest_follow() {
             "{h} activated before the canary was healthy: {events:?}"
         );
     }
+}
+
+/// `--rollback-succeeded`: one host fails, so the one this run switched
+/// goes back to the generation it ran before; the run says both.
+#[tokio::test]
+async fn when_a_host_fails_the_succeeded_ones_are_rolled_back_on_request() {
+    let fake = FakeFleet::default();
+    fake.add("ok", running_old());
+    fake.add(
+        "fails",
+        State {
+            behaviour: Behaviour {
+                switch_fails: true,
+                ..Default::default()
+            },
+            ..running_old()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let code = fleet::deploy(
+        &Nix {
+            program: "nix".into(),
+        },
+        vec![host("ok", |_| {}), host("fails", |_| {})],
+        options(&fake, dir.path()),
+        FleetArgs {
+            yes: true,
+            json: false,
+            jobs: 2,
+            canary: 0,
+            rollback_succeeded: true,
+        },
+    )
+    .await;
+    assert_eq!(code, crate::error::exit::ROLLED_BACK);
+    let ok = fake.state("ok");
+    assert_eq!(ok.current, 1, "ok was not rolled back: {:?}", ok.steps);
+    assert!(ok.running.unwrap().ends_with("-old-1"));
+    assert_eq!(ok.lock, None);
+    // It was switched first, then switched back.
+    assert_eq!(ok.steps.iter().filter(|s| *s == "launch.sh").count(), 2);
+    assert!(dir.path().join("logs/rollback").exists());
 }

@@ -24,6 +24,8 @@ pub struct FleetArgs {
     /// Activate this many hosts (the first selected) first, and the others
     /// only when all of them succeeded.
     pub canary: usize,
+    /// When any host did not succeed, roll back the hosts this run switched.
+    pub rollback_succeeded: bool,
 }
 
 /// Write a file so that no reader ever sees half of it; mode 0600 from its
@@ -380,6 +382,9 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     if let Some(k) = keeper {
         k.abort();
     }
+    if args.rollback_succeeded && opts.mode == Mode::Deploy {
+        outcomes = roll_back_succeeded(&ctxs, outcomes, &control, &log_dir, &ts).await;
+    }
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = super::run_exit_code(outcomes.iter().map(|o| o.result));
     summary(&outcomes, opts.mode);
@@ -392,6 +397,96 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     }
     let _ = std::fs::remove_dir_all(&control);
     code
+}
+
+/// `--rollback-succeeded`: when any host did not succeed, the hosts this run
+/// switched go back to the generation they ran before, through the same
+/// rollback pipeline as `pantheros rollback` (no second question). Their
+/// outcomes say so: rolled back, or the rollback's own failure.
+async fn roll_back_succeeded(
+    ctxs: &[Arc<Ctx>],
+    outcomes: Vec<Outcome>,
+    control: &Path,
+    log_dir: &Path,
+    ts: &str,
+) -> Vec<Outcome> {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !matches!(o.result, HostResult::Success | HostResult::Unchanged))
+        .map(|o| format!("{} ({})", o.host, o.result.word()))
+        .collect();
+    if failed.is_empty() {
+        return outcomes;
+    }
+    let why = format!(
+        "{} did not succeed (--rollback-succeeded)",
+        failed.join(", ")
+    );
+    let mut out = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        let ctx = ctxs.iter().find(|c| c.host.name == o.host);
+        let (Some(ctx), HostResult::Success, Some(before)) = (ctx, o.result, o.generation_before)
+        else {
+            out.push(o);
+            continue;
+        };
+        say(
+            &o.host,
+            &format!("rolling back to generation {before}: {why}"),
+        );
+        let mut opts = (*ctx.opts).clone();
+        opts.mode = Mode::Rollback;
+        opts.rollback_to = Some(before);
+        let log =
+            match HostLog::create(&log_dir.with_file_name("rollback"), "rollback", &o.host, ts) {
+                Ok(l) => l
+                    .with_redactor(crate::report::redact::Redactor::for_deployment(
+                        &ctx.host.deployment,
+                    ))
+                    .with_executor(opts.executor.clone()),
+                Err(e) => {
+                    out.push(Outcome {
+                        result: HostResult::RollbackFailed,
+                        error: Some(format!(
+                            "{why}, but its rollback log could not be created: {e}"
+                        )),
+                        ..o
+                    });
+                    continue;
+                }
+            };
+        let back = Ctx {
+            host: ctx.host.clone(),
+            target: Target::for_host(&ctx.host, control, opts.force_local),
+            log,
+            opts: Arc::new(opts),
+            nix: ctx.nix.clone(),
+            interrupt: ctx.interrupt.clone(),
+            keys: Ok(vec![]),
+        };
+        let r = pipeline::run_host(&back, Gate::open(), &Permits::new(1)).await;
+        back.target.close().await;
+        out.push(match r.result {
+            HostResult::Success => Outcome {
+                result: HostResult::RolledBack,
+                rollback_reason: Some(why.clone()),
+                generation_after: r.generation_after,
+                system_after: r.system_after,
+                ..o
+            },
+            _ => Outcome {
+                result: HostResult::RollbackFailed,
+                error: Some(format!(
+                    "{why}, but rolling this host back failed: {}",
+                    r.error.unwrap_or_else(|| r.result.word().into())
+                )),
+                generation_after: r.generation_after,
+                system_after: r.system_after,
+                ..o
+            },
+        });
+    }
+    out
 }
 
 /// A host whose task panicked or was cancelled: its state is unknown. Its

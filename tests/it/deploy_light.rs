@@ -715,3 +715,59 @@ fn a_fleet_run_ends_with_what_went_wrong_on_each_failed_host() {
     assert_eq!(good["stage"], serde_json::Value::Null);
     assert_eq!(w.generation_marker("good"), "1");
 }
+
+/// `--rollback-succeeded` on real hosts: one host's switch fails, so the
+/// host this run switched goes back to the generation it ran before.
+#[test]
+fn rollback_succeeded_returns_the_switched_hosts_when_one_fails() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("fine");
+    w.add_host("broken");
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[host(&w, "fine", 1, ""), host(&w, "broken", 1, "")],
+    );
+    assert_exit(
+        &w.pantheros(&flake, &["deploy", "fine", "broken", "--yes"]),
+        0,
+    );
+    let gen1 = w.profile_target("fine");
+
+    let mut bad = host(&w, "broken", 2, "");
+    bad.fail_switch = true;
+    write_fleet(&flake, &[host(&w, "fine", 2, ""), bad]);
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "fine",
+            "broken",
+            "--yes",
+            "--rollback-succeeded",
+            "--json",
+        ],
+    );
+    assert_exit(&out, 3);
+    let v = json(&out);
+    testworld::assert_schema(&v, "deploy");
+    let fine = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "fine")
+        .unwrap();
+    assert_eq!(fine["result"], "rolled-back");
+    assert!(
+        fine["rollbackReason"]
+            .as_str()
+            .unwrap()
+            .contains("broken (rolled-back) did not succeed"),
+        "{fine}"
+    );
+    assert_eq!(w.generation_marker("fine"), "1");
+    assert_eq!(w.profile_target("fine"), gen1);
+    assert_eq!(w.generation_marker("broken"), "1");
+    let lock = w.host("fine").exec(&["test", "-e", "/run/pantheros/lock"]);
+    assert!(!lock.status.success(), "fine kept a lock");
+}
