@@ -57,6 +57,63 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// One-off overrides of a host's `pantheros.deployment` for this run
+/// (the flake is not changed). The address and user need a single host.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HostOverrides {
+    /// Connect to this address instead of the host's targetHost.
+    #[arg(long, value_name = "ADDRESS")]
+    pub target_host: Option<String>,
+
+    /// Log in as this user instead of the host's targetUser.
+    #[arg(long, value_name = "USER")]
+    pub target_user: Option<String>,
+
+    /// SSH port instead of the host's targetPort.
+    #[arg(long, value_name = "PORT")]
+    pub target_port: Option<u16>,
+
+    /// One more ssh argument (repeatable), after the host's sshOptions,
+    /// e.g. `--ssh-opt=-oProxyJump=bastion`.
+    #[arg(long = "ssh-opt", value_name = "ARG", allow_hyphen_values = true)]
+    pub ssh_opt: Vec<String>,
+
+    /// Seconds the host waits for the reachability proof, instead of its
+    /// confirmTimeout.
+    #[arg(long, value_name = "SECONDS")]
+    pub confirm_timeout: Option<u64>,
+}
+
+impl HostOverrides {
+    /// Apply to the selected hosts; an address or user for several hosts
+    /// is refused (it would send them all to one machine).
+    pub fn apply(&self, hosts: &mut [crate::inventory::Host]) -> crate::error::Result<()> {
+        if (self.target_host.is_some() || self.target_user.is_some()) && hosts.len() > 1 {
+            return Err(crate::error::Error::Usage(format!(
+                "--target-host and --target-user override one host, but {} are selected",
+                hosts.len()
+            )));
+        }
+        for h in hosts {
+            let d = &mut h.deployment;
+            if let Some(t) = &self.target_host {
+                d.target_host = Some(t.clone());
+            }
+            if let Some(u) = &self.target_user {
+                d.target_user = u.clone();
+            }
+            if let Some(p) = self.target_port {
+                d.target_port = p;
+            }
+            d.ssh_options.extend(self.ssh_opt.iter().cloned());
+            if let Some(c) = self.confirm_timeout {
+                d.confirm_timeout = c.max(1);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Flags handed to every Nix command a run starts (evaluation, builds,
 /// copies), as `nix` itself spells them.
 #[derive(Debug, Clone, Default, Args)]
@@ -207,6 +264,9 @@ pub struct DeployArgs {
     #[arg(long)]
     pub no_rollback_on_health: bool,
 
+    #[command(flatten)]
+    pub overrides: HostOverrides,
+
     /// Deploy to this machine, without SSH, whatever targetHost says.
     #[arg(long)]
     pub local: bool,
@@ -281,6 +341,9 @@ pub struct RollbackArgs {
     /// Keep the generation even when health checks fail.
     #[arg(long)]
     pub no_rollback_on_health: bool,
+
+    #[command(flatten)]
+    pub overrides: HostOverrides,
 
     /// Where logs go (default: <flake>/logs).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]

@@ -10,7 +10,8 @@ pub async fn rollback(
     cwd: &std::path::Path,
     args: cli::RollbackArgs,
 ) -> Result<i32> {
-    let (host, default_logs) = flake_host(flake, cwd, args.host.as_deref()).await?;
+    let (mut host, default_logs) = flake_host(flake, cwd, args.host.as_deref()).await?;
+    args.overrides.apply(std::slice::from_mut(&mut host))?;
     let log_dir = args.log_dir.clone().unwrap_or(default_logs);
     if args.list {
         let control = crate::target::control_dir()

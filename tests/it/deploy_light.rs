@@ -771,3 +771,60 @@ fn rollback_succeeded_returns_the_switched_hosts_when_one_fails() {
     let lock = w.host("fine").exec(&["test", "-e", "/run/pantheros/lock"]);
     assert!(!lock.status.success(), "fine kept a lock");
 }
+
+/// One-off overrides: the flake's address is wrong, `--target-host` names
+/// the right one for this run (deploy and rollback); for two hosts it is
+/// refused as a usage error.
+#[test]
+fn target_host_overrides_the_flake_for_one_run() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    let mut h = testworld::FixtureHost::new("web", 1);
+    h.deployment = w.deployment_for("nowhere.invalid", "confirmTimeout = 30;");
+    let mut other = testworld::FixtureHost::new("web2", 1);
+    other.deployment = w.deployment_for("nowhere.invalid", "");
+    write_fleet(&flake, &[h, other]);
+
+    let out = w.pantheros(&flake, &["deploy", "web", "--yes"]);
+    assert_exit(&out, 1);
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "web",
+            "--yes",
+            "--target-host",
+            "alpha",
+            "--confirm-timeout",
+            "5",
+            "--json",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["hosts"][0]["target"], "root@alpha");
+    assert_eq!(w.generation_marker("alpha"), "1");
+    let out = w.pantheros(
+        &flake,
+        &[
+            "rollback",
+            "web",
+            "--list",
+            "--target-host",
+            "alpha",
+            "--json",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["generations"].as_array().unwrap().len(), 1);
+
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "web", "web2", "--yes", "--target-host", "alpha"],
+    );
+    assert_exit(&out, 2);
+    assert_stderr_has(
+        &out,
+        &["--target-host and --target-user override one host, but 2 are selected"],
+    );
+}
