@@ -279,3 +279,45 @@ fn a_copy_onto_a_full_disk_says_so_and_leaves_nothing_behind() {
     assert_exit(&out, 0);
     assert_eq!(w.generation_marker("alpha"), "2");
 }
+
+/// An activation that prints far more than the host's /run holds (8 MiB
+/// into a 3 MiB /run) once filled it, so the watchdog's status could not be
+/// written and the deployer waited on a stale line. Its output is now kept
+/// up to 1 MiB: the deploy completes and the log says what was dropped.
+#[test]
+fn a_chatty_activation_cannot_fill_the_hosts_run() {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
+    w.host("alpha")
+        .exec_ok(&["mount", "-o", "remount,size=3m", "/run"]);
+    let mut h = w.fixture_host("alpha", 2, "");
+    h.output_kib = 8192;
+    write_fleet(&flake, &[h]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "2");
+    let logs = stdout(&w.host("alpha").exec(&[
+        "sh",
+        "-c",
+        "for d in /run/pantheros/*/; do [ -f \"$d/log\" ] && printf '%s %s\\n' \"$(wc -c < \"$d/log\")\" \"$d\"; done",
+    ]));
+    let newest = logs
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .max_by_key(|(_, d)| d.to_string())
+        .unwrap_or_else(|| panic!("no activation log: {logs}"));
+    let size: u64 = newest.0.parse().unwrap();
+    assert!(size < 1100 * 1024, "the activation log is {size} bytes");
+    let log = stdout(&w.host("alpha").exec(&["cat", &format!("{}log", newest.1)]));
+    assert!(
+        log.contains("[output beyond 1048576 bytes dropped]"),
+        "{}",
+        &log[log.len().saturating_sub(500)..]
+    );
+    assert!(
+        log.contains("status: confirmed"),
+        "{}",
+        &log[log.len().saturating_sub(500)..]
+    );
+}

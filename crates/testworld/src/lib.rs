@@ -790,6 +790,8 @@ pub struct FixtureHost {
     pub build_seconds: u32,
     /// KiB of random data in the closure (a slow copy).
     pub blob_kib: u32,
+    /// KiB the activation prints.
+    pub output_kib: u32,
     /// Nix attrset body for `pantheros.deployment` (without braces).
     pub deployment: String,
 }
@@ -806,6 +808,7 @@ impl FixtureHost {
             switch_seconds: 0,
             build_seconds: 0,
             blob_kib: 0,
+            output_kib: 0,
             deployment: String::new(),
         }
     }
@@ -830,7 +833,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             .collect();
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      system.build.toplevel = mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; }};\n      \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out}; }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             name = h.name,
             g = h.generation,
@@ -841,6 +844,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             ss = h.switch_seconds,
             bsec = h.build_seconds,
             blob = h.blob_kib,
+            out = h.output_kib,
             dep = h.deployment,
         ));
     }

@@ -24,9 +24,47 @@ profile=$3
 mkdir -p "$dir"
 exec >>"$dir/log" 2>&1
 
+# A status that cannot be written (a full /run) would leave the deployer
+# waiting on a stale line: give up this run's own log and try once more.
+write_status() {
+  printf '%s\n' "$*" >"$dir/status.tmp" 2>/dev/null && mv -f "$dir/status.tmp" "$dir/status"
+}
 status() {
-  printf '%s\n' "$*" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
+  if ! write_status "$@"; then
+    : >"$dir/log" 2>/dev/null
+    write_status "$@" || true
+  fi
   echo "[$(date '+%H:%M:%S')] status: $*"
+}
+
+# What a switch prints is kept up to OUTPUT_LIMIT bytes (the rest is read and
+# dropped), so a chatty activation cannot fill /run.
+OUTPUT_LIMIT=1048576
+run_logged() {
+  rm -f "$dir/output"
+  if ! mkfifo "$dir/output" 2>/dev/null; then
+    "$@"
+    return
+  fi
+  {
+    head -c "$OUTPUT_LIMIT"
+    if [ "$(wc -c)" -gt 0 ]; then
+      echo
+      echo "[output beyond $OUTPUT_LIMIT bytes dropped]"
+    fi
+  } <"$dir/output" &
+  rl_reader=$!
+  "$@" >"$dir/output" 2>&1
+  rl_rc=$?
+  # A process the switch left running may hold the pipe open: wait for the
+  # reader a little, never for good (it drops what comes later anyway).
+  rl_ticks=30
+  while kill -0 "$rl_reader" 2>/dev/null && [ "$rl_ticks" -gt 0 ]; do
+    sleep 0.1
+    rl_ticks=$((rl_ticks - 1))
+  done
+  rm -f "$dir/output"
+  return "$rl_rc"
 }
 
 # When the deployer stopped waiting (it was interrupted) it hands the host's
@@ -72,7 +110,7 @@ roll_back_to() {
   case "$goal" in boot) rgoal=boot ;; test) rgoal="test" ;; *) rgoal=switch ;; esac
   # Bounded like the activation itself: a rollback that hangs ends, and says so.
   limit=$(cat "$dir/timeout" 2>/dev/null || echo 600)
-  bounded "$limit" "$sys/bin/switch-to-configuration" "$rgoal"
+  run_logged bounded "$limit" "$sys/bin/switch-to-configuration" "$rgoal"
   rc=$?
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     status "$ST_ROLLBACK_FAILED $reason; switch-to-configuration of generation $gen did not finish within ${limit}s"
@@ -107,7 +145,7 @@ activate)
   fi
   status "$ST_ACTIVATING"
   echo "$activation_timeout" >"$dir/timeout"
-  bounded "$activation_timeout" "$toplevel/bin/switch-to-configuration" "$goal"
+  run_logged bounded "$activation_timeout" "$toplevel/bin/switch-to-configuration" "$goal"
   rc=$?
   echo "switch-to-configuration $goal exited $rc"
   if [ $rc -ne 0 ]; then
