@@ -142,6 +142,16 @@ pub struct NixFlags {
 }
 
 impl Cli {
+    /// Parse a command line as `pantheros` would (for the docs test: every
+    /// command the documentation shows must parse).
+    pub fn parse_words<I, S>(argv: I) -> std::result::Result<Cli, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        <Cli as Parser>::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
     /// Did the command ask for `--json`? (Then every exit prints a document.)
     pub fn wants_json(&self) -> bool {
         match &self.command {

@@ -5,6 +5,7 @@
 mod cli_hosts;
 mod deploy_light;
 mod deploy_systemd;
+mod docs;
 mod faults;
 mod flake_apps;
 mod flake_eval;
