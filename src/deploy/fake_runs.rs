@@ -42,6 +42,14 @@ fn host(name: &str, tweak: impl FnOnce(&mut Deployment)) -> Host {
     }
 }
 
+/// A host running generation 1 that misbehaves as told.
+fn misbehaving(behaviour: Behaviour) -> State {
+    State {
+        behaviour,
+        ..running_old()
+    }
+}
+
 /// A host running generation 1 (an older system).
 fn running_old() -> State {
     let old = format!("/nix/store/{HASH}-nixos-system-old-1");
@@ -154,13 +162,10 @@ async fn a_failed_switch_is_rolled_back_by_the_target() {
     let fake = FakeFleet::default();
     fake.add(
         "a",
-        State {
-            behaviour: Behaviour {
-                switch_fails: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            switch_fails: true,
+            ..Default::default()
+        }),
     );
     let o = run(&fake, host("a", |_| {})).await;
     assert_eq!(o.result, HostResult::RolledBack);
@@ -183,13 +188,10 @@ async fn without_a_fresh_connection_after_activation_the_target_goes_back() {
     let fake = FakeFleet::default();
     fake.add(
         "a",
-        State {
-            behaviour: Behaviour {
-                unreachable_after_switch: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            unreachable_after_switch: true,
+            ..Default::default()
+        }),
     );
     let o = run(&fake, host("a", |_| {})).await;
     assert_eq!(o.result, HostResult::RolledBack, "{:?}", o.error);
@@ -202,12 +204,11 @@ async fn without_a_fresh_connection_after_activation_the_target_goes_back() {
 
 #[tokio::test]
 async fn failed_health_checks_roll_back_unless_that_is_disabled() {
-    let unhealthy = || State {
-        behaviour: Behaviour {
+    let unhealthy = || {
+        misbehaving(Behaviour {
             health_fails: true,
             ..Default::default()
-        },
-        ..running_old()
+        })
     };
     let fake = FakeFleet::default();
     fake.add("a", unhealthy());
@@ -235,14 +236,11 @@ async fn a_rollback_that_fails_is_reported_as_such() {
     let fake = FakeFleet::default();
     fake.add(
         "a",
-        State {
-            behaviour: Behaviour {
-                health_fails: true,
-                rollback_fails: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            health_fails: true,
+            rollback_fails: true,
+            ..Default::default()
+        }),
     );
     let o = run(&fake, host("a", |_| {})).await;
     assert_eq!(o.result, HostResult::RollbackFailed);
@@ -257,13 +255,10 @@ async fn a_lock_held_by_another_run_changes_nothing() {
     let fake = FakeFleet::default();
     fake.add(
         "a",
-        State {
-            behaviour: Behaviour {
-                locked_by: Some("run-7 pantheros by alice@laptop".into()),
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            locked_by: Some("run-7 pantheros by alice@laptop".into()),
+            ..Default::default()
+        }),
     );
     let o = run(&fake, host("a", |_| {})).await;
     assert_eq!(o.result, HostResult::Failed);
@@ -320,13 +315,10 @@ async fn keys_go_before_the_activation_or_after_a_healthy_switch_only() {
 
     fake.add(
         "b",
-        State {
-            behaviour: Behaviour {
-                switch_fails: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            switch_fails: true,
+            ..Default::default()
+        }),
     );
     let o = run(&fake, host("b", with_keys)).await;
     assert_eq!(o.result, HostResult::RolledBack);
@@ -342,23 +334,17 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
     fake.add("ok", running_old());
     fake.add(
         "fails",
-        State {
-            behaviour: Behaviour {
-                switch_fails: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            switch_fails: true,
+            ..Default::default()
+        }),
     );
     fake.add(
         "locked",
-        State {
-            behaviour: Behaviour {
-                locked_by: Some("another run".into()),
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            locked_by: Some("another run".into()),
+            ..Default::default()
+        }),
     );
     let dir = tempfile::tempdir().unwrap();
     let hosts = vec![
@@ -366,21 +352,7 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
         host("fails", |_| {}),
         host("locked", |_| {}),
     ];
-    let code = fleet::deploy(
-        &Nix {
-            program: "nix".into(),
-        },
-        hosts,
-        options(&fake, dir.path()),
-        FleetArgs {
-            yes: true,
-            json: false,
-            jobs: 2,
-            canary: 0,
-            rollback_succeeded: false,
-        },
-    )
-    .await;
+    let code = rollout(&fake, dir.path(), hosts, 2, 0, false).await;
     assert_eq!(code, crate::error::exit::ROLLED_BACK);
     assert_eq!(fake.state("ok").current, 2);
     assert_eq!(fake.state("fails").current, 1);
@@ -397,23 +369,26 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
     assert_eq!(infos, 3);
 }
 
-async fn rollout(fake: &FakeFleet, hosts: Vec<Host>, canary: usize) -> i32 {
-    let dir = tempfile::tempdir().unwrap();
-    fleet::deploy(
-        &Nix {
-            program: "nix".into(),
-        },
-        hosts,
-        options(fake, dir.path()),
-        FleetArgs {
-            yes: true,
-            json: false,
-            jobs: 4,
-            canary,
-            rollback_succeeded: false,
-        },
-    )
-    .await
+/// A whole run of the fleet (`--yes`), logs under `dir`; its exit code.
+async fn rollout(
+    fake: &FakeFleet,
+    dir: &Path,
+    hosts: Vec<Host>,
+    jobs: usize,
+    canary: usize,
+    rollback_succeeded: bool,
+) -> i32 {
+    let nix = Nix {
+        program: "nix".into(),
+    };
+    let args = FleetArgs {
+        yes: true,
+        json: false,
+        jobs,
+        canary,
+        rollback_succeeded,
+    };
+    fleet::deploy(&nix, hosts, options(fake, dir), args).await
 }
 
 /// `--canary 1`: the canary is activated and checked before any other
@@ -423,18 +398,16 @@ async fn a_failing_canary_stops_the_rollout_before_any_other_host_changes() {
     let fake = FakeFleet::default();
     fake.add(
         "c1",
-        State {
-            behaviour: Behaviour {
-                health_fails: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            health_fails: true,
+            ..Default::default()
+        }),
     );
     fake.add("w1", running_old());
     fake.add("w2", running_old());
     let hosts = vec![host("c1", |_| {}), host("w1", |_| {}), host("w2", |_| {})];
-    let code = rollout(&fake, hosts, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let code = rollout(&fake, dir.path(), hosts, 4, 1, false).await;
     assert_eq!(code, crate::error::exit::ROLLED_BACK);
     for h in ["w1", "w2"] {
         let s = fake.state(h);
@@ -460,7 +433,8 @@ async fn after_a_healthy_canary_the_rest_follow() {
         fake.add(h, running_old());
     }
     let hosts = vec![host("c1", |_| {}), host("w1", |_| {}), host("w2", |_| {})];
-    assert_eq!(rollout(&fake, hosts, 1).await, 0);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(rollout(&fake, dir.path(), hosts, 4, 1, false).await, 0);
     let events = fake.events();
     let at = |e: &str| events.iter().position(|x| x == e).unwrap();
     for h in ["w1", "w2"] {
@@ -480,28 +454,19 @@ async fn when_a_host_fails_the_succeeded_ones_are_rolled_back_on_request() {
     fake.add("ok", running_old());
     fake.add(
         "fails",
-        State {
-            behaviour: Behaviour {
-                switch_fails: true,
-                ..Default::default()
-            },
-            ..running_old()
-        },
+        misbehaving(Behaviour {
+            switch_fails: true,
+            ..Default::default()
+        }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let code = fleet::deploy(
-        &Nix {
-            program: "nix".into(),
-        },
+    let code = rollout(
+        &fake,
+        dir.path(),
         vec![host("ok", |_| {}), host("fails", |_| {})],
-        options(&fake, dir.path()),
-        FleetArgs {
-            yes: true,
-            json: false,
-            jobs: 2,
-            canary: 0,
-            rollback_succeeded: true,
-        },
+        2,
+        0,
+        true,
     )
     .await;
     assert_eq!(code, crate::error::exit::ROLLED_BACK);
