@@ -10,8 +10,7 @@ use super::log_root;
 use crate::cli;
 use crate::deploy::{Ctx, Goal, Mode, Options, interrupt, keys};
 use crate::error::{Error, Result, exit};
-use crate::report::log::HostLog;
-use crate::target::{self, Target};
+use crate::target;
 use crate::{inventory, nix};
 
 #[derive(Serialize)]
@@ -43,6 +42,12 @@ pub async fn upload(
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let intr = interrupt::install();
     let ts = crate::report::log::timestamp();
+    let places = crate::deploy::RunPlaces {
+        log_dir: &log_dir,
+        kind: "keys",
+        ts: &ts,
+        control: &control,
+    };
     let mut results = vec![];
     let mut failed = false;
     for h in hosts {
@@ -57,21 +62,9 @@ pub async fn upload(
             });
             continue;
         }
-        let log = HostLog::create(&log_dir, "keys", &name, &ts)
-            .map_err(|e| Error::io(format!("creating the log in {}", log_dir.display()), e))?
-            .with_redactor(crate::report::redact::Redactor::for_deployment(
-                &h.deployment,
-            ));
-        let target = Target::for_host(&h, &control, false);
-        let ctx = Ctx {
-            keys: keys::read(&h).await,
-            host: h,
-            target,
-            log,
-            opts: opts.clone(),
-            nix: nix.clone(),
-            interrupt: intr.clone(),
-        };
+        let keys = keys::read(&h).await;
+        let ctx = Ctx::open(h, &places, opts.clone(), nix.clone(), intr.clone(), keys)
+            .map_err(|e| Error::io(format!("creating the log in {}", log_dir.display()), e))?;
         let r = match &ctx.keys {
             Ok(k) => keys::upload(&ctx, k, None).await,
             Err(e) => Err(e.clone()),

@@ -14,8 +14,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline, preflight, say};
 use crate::inventory::Host;
 use crate::nix::Nix;
-use crate::report::log::HostLog;
-use crate::target::{self, Target};
+use crate::target;
 
 pub struct FleetArgs {
     pub yes: bool,
@@ -247,14 +246,23 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     let log_dir = opts.log_dir.join(kind);
     let intr = interrupt::install();
     let mut ctxs = Vec::new();
+    let places = super::RunPlaces {
+        log_dir: &log_dir,
+        kind,
+        ts: &ts,
+        control: &control,
+    };
     for h in hosts {
-        let target = Target::for_host(&h, &control, opts.force_local);
-        let log = match HostLog::create(&log_dir, kind, &h.name, &ts) {
-            Ok(l) => l
-                .with_redactor(crate::report::redact::Redactor::for_deployment(
-                    &h.deployment,
-                ))
-                .with_executor(opts.executor.clone()),
+        // Keys are read here, one host and key at a time, before any
+        // pipeline (and its progress output) starts: a key command may ask
+        // for a passphrase on the terminal.
+        let keys = if opts.mode == Mode::Deploy {
+            keys::read(&h).await
+        } else {
+            Ok(vec![])
+        };
+        let ctx = match Ctx::open(h, &places, opts.clone(), nix.clone(), intr.clone(), keys) {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!(
                     "error: could not create the log file in {}: {e}",
@@ -263,7 +271,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 return crate::error::exit::FAILED_NOTHING_CHANGED;
             }
         };
-        log.note(&format!(
+        ctx.log.note(&format!(
             "pantheros {} {} goal={} target={}",
             env!("CARGO_PKG_VERSION"),
             match opts.mode {
@@ -273,29 +281,9 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                 Mode::Rollback => "rollback",
             },
             opts.goal.as_str(),
-            if target.is_local() {
-                "local".into()
-            } else {
-                target.destination()
-            }
+            ctx.target_label()
         ));
-        // Keys are read here, one host and key at a time, before any
-        // pipeline (and its progress output) starts: a key command may ask
-        // for a passphrase on the terminal.
-        let keys = if opts.mode == Mode::Deploy {
-            keys::read(&h).await
-        } else {
-            Ok(vec![])
-        };
-        ctxs.push(Arc::new(Ctx {
-            keys,
-            host: h,
-            target,
-            log,
-            opts: opts.clone(),
-            nix: nix.clone(),
-            interrupt: intr.clone(),
-        }));
+        ctxs.push(Arc::new(ctx));
     }
 
     // The confirmation: asked once, unless --yes or nothing activates.
@@ -437,32 +425,32 @@ async fn roll_back_succeeded(
         let mut opts = (*ctx.opts).clone();
         opts.mode = Mode::Rollback;
         opts.rollback_to = Some(before);
-        let log =
-            match HostLog::create(&log_dir.with_file_name("rollback"), "rollback", &o.host, ts) {
-                Ok(l) => l
-                    .with_redactor(crate::report::redact::Redactor::for_deployment(
-                        &ctx.host.deployment,
-                    ))
-                    .with_executor(opts.executor.clone()),
-                Err(e) => {
-                    out.push(Outcome {
-                        result: HostResult::RollbackFailed,
-                        error: Some(format!(
-                            "{why}, but its rollback log could not be created: {e}"
-                        )),
-                        ..o
-                    });
-                    continue;
-                }
-            };
-        let back = Ctx {
-            host: ctx.host.clone(),
-            target: Target::for_host(&ctx.host, control, opts.force_local),
-            log,
-            opts: Arc::new(opts),
-            nix: ctx.nix.clone(),
-            interrupt: ctx.interrupt.clone(),
-            keys: Ok(vec![]),
+        let rollback_logs = log_dir.with_file_name("rollback");
+        let places = super::RunPlaces {
+            log_dir: &rollback_logs,
+            kind: "rollback",
+            ts,
+            control,
+        };
+        let back = match Ctx::open(
+            ctx.host.clone(),
+            &places,
+            Arc::new(opts),
+            ctx.nix.clone(),
+            ctx.interrupt.clone(),
+            Ok(vec![]),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(Outcome {
+                    result: HostResult::RollbackFailed,
+                    error: Some(format!(
+                        "{why}, but its rollback log could not be created: {e}"
+                    )),
+                    ..o
+                });
+                continue;
+            }
         };
         let r = pipeline::run_host(&back, Gate::open(), &Permits::new(1)).await;
         back.target.close().await;

@@ -214,7 +214,44 @@ pub struct Ctx {
     pub keys: Result<Vec<keys::Key>, StageError>,
 }
 
+/// Where a run keeps its per-host files and connections.
+pub struct RunPlaces<'a> {
+    /// The run's log directory (e.g. logs/deploy), and the logs' prefix.
+    pub log_dir: &'a std::path::Path,
+    pub kind: &'a str,
+    /// The run's timestamp in log names.
+    pub ts: &'a str,
+    /// The run's SSH control-socket directory.
+    pub control: &'a std::path::Path,
+}
+
 impl Ctx {
+    /// A host's context for one run: its target, and its private log
+    /// (secrets redacted, commands run by the run's executor).
+    pub fn open(
+        host: Host,
+        at: &RunPlaces<'_>,
+        opts: Arc<Options>,
+        nix: Nix,
+        interrupt: interrupt::Interrupt,
+        keys: Result<Vec<keys::Key>, StageError>,
+    ) -> std::io::Result<Ctx> {
+        let log = HostLog::create(at.log_dir, at.kind, &host.name, at.ts)?
+            .with_redactor(crate::report::redact::Redactor::for_deployment(
+                &host.deployment,
+            ))
+            .with_executor(opts.executor.clone());
+        Ok(Ctx {
+            target: Target::for_host(&host, at.control, opts.force_local),
+            host,
+            log,
+            opts,
+            nix,
+            interrupt,
+            keys,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.host.name
     }
