@@ -111,6 +111,27 @@ async fn step<T>(
     r
 }
 
+/// Write the keys due `at` (all of them with None) as stage `stage`,
+/// timed when any key was due. Not abandoned on an interrupt: each key is
+/// written whole, and the host may already be changing.
+async fn write_keys(
+    ctx: &Ctx,
+    facts: &mut Facts,
+    keys: &[keys::Key],
+    at: Option<UploadAt>,
+    stage: &'static str,
+) -> Result<Vec<keys::Uploaded>, StageError> {
+    facts.stage = Some(stage);
+    let t = Instant::now();
+    let uploaded = keys::upload(ctx, keys, at).await;
+    if keys.iter().any(|k| at.is_none_or(|a| k.at == a)) {
+        facts
+            .timings
+            .insert(stage.into(), t.elapsed().as_millis() as u64);
+    }
+    uploaded
+}
+
 /// A stage's result with its wall time in ms.
 async fn timed<T>(
     fut: impl std::future::Future<Output = Result<T, StageError>>,
@@ -237,12 +258,7 @@ async fn stages(
         // The system is current; its keys are written again (a reboot may
         // have emptied /run/keys, a secret may have changed).
         ctx.say("already running this system; writing its keys");
-        let t = Instant::now();
-        let uploaded = keys::upload(ctx, keys, None).await;
-        facts
-            .timings
-            .insert("keys".into(), t.elapsed().as_millis() as u64);
-        return match uploaded {
+        return match write_keys(ctx, facts, keys, None, "keys").await {
             Ok(u) => {
                 facts.keys = u;
                 Ok(End::ok(HostResult::Unchanged))
@@ -312,14 +328,7 @@ async fn stages(
 
     // Keys due before the activation. From here on the host changes: the
     // uploads are not abandoned half-way (each key is written atomically).
-    facts.stage = Some("keys");
-    let t = Instant::now();
-    let uploaded = keys::upload(ctx, keys, Some(UploadAt::PreActivation)).await;
-    if !keys.is_empty() {
-        facts
-            .timings
-            .insert("keys".into(), t.elapsed().as_millis() as u64);
-    }
+    let uploaded = write_keys(ctx, facts, keys, Some(UploadAt::PreActivation), "keys").await;
     facts.keys = uploaded.map_err(|e| {
         Stop::Failed(StageError {
             hint: e.hint.clone().or(Some(
@@ -399,15 +408,15 @@ async fn stages(
     }
 
     // Keys due after a confirmed, healthy switch (never after a rollback).
-    facts.stage = Some("keys-post");
-    let t = Instant::now();
-    let uploaded = keys::upload(ctx, keys, Some(UploadAt::PostActivation)).await;
-    if keys.iter().any(|k| k.at == UploadAt::PostActivation) {
-        facts
-            .timings
-            .insert("keys-post".into(), t.elapsed().as_millis() as u64);
-    }
-    match uploaded {
+    match write_keys(
+        ctx,
+        facts,
+        keys,
+        Some(UploadAt::PostActivation),
+        "keys-post",
+    )
+    .await
+    {
         Ok(u) => {
             facts.keys.extend(u);
             Ok(end)
