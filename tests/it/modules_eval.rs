@@ -7,8 +7,10 @@
 
 use std::path::Path;
 
-/// eval.nix's result, or None (recorded as skipped; a failure under CI).
-fn evaluate() -> Option<serde_json::Value> {
+/// `nix eval --json` of eval.nix called with `args` (Nix attrset body after
+/// libPath and root) and then `.attr` when given; None without a copy of
+/// nixpkgs' lib (recorded as skipped; a failure under CI).
+fn eval_nix(args: &str, attr: &str) -> Option<std::process::Output> {
     let Some(lib) = testworld::nixpkgs_lib() else {
         testworld::cannot_run(
             "no copy of nixpkgs' lib (set NIXPKGS_LIB, or keep ../shared/vendor/nixpkgs-lib beside the checkout)",
@@ -17,12 +19,12 @@ fn evaluate() -> Option<serde_json::Value> {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let expr = format!(
-        "import {}/tests/module-eval/eval.nix {{ libPath = {}; root = {}; }}",
+        "(import {}/tests/module-eval/eval.nix {{ libPath = {}; root = {}; {args} }}){attr}",
         root.display(),
         lib.display(),
         root.display()
     );
-    let out = testworld::sh(&[
+    Some(testworld::try_sh(&[
         "nix",
         "--extra-experimental-features",
         "nix-command",
@@ -31,7 +33,13 @@ fn evaluate() -> Option<serde_json::Value> {
         "--impure",
         "--expr",
         &expr,
-    ]);
+    ]))
+}
+
+/// eval.nix's result, or None (see [`eval_nix`]).
+fn evaluate() -> Option<serde_json::Value> {
+    let out = eval_nix("", "")?;
+    assert!(out.status.success(), "{}", testworld::stderr(&out));
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
@@ -259,32 +267,14 @@ fn keys_declare_units_and_the_flashpods_secrets_are_one() {
 /// file was not copied into the store on the way.
 #[test]
 fn a_path_literal_key_file_fails_evaluation_without_reaching_the_store() {
-    let Some(lib) = testworld::nixpkgs_lib() else {
-        testworld::cannot_run("no copy of nixpkgs' lib (set NIXPKGS_LIB)");
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let unique = format!("pantheros-literal-key-{}", std::process::id());
     let secret = dir.path().join(&unique);
     std::fs::write(&secret, "literal-secret").unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let expr = format!(
-        "(import {}/tests/module-eval/eval.nix {{ libPath = {}; root = {}; keyFileLiteral = {}; }}).keyLiteral",
-        root.display(),
-        lib.display(),
-        root.display(),
-        secret.display()
-    );
-    let out = testworld::try_sh(&[
-        "nix",
-        "--extra-experimental-features",
-        "nix-command",
-        "eval",
-        "--json",
-        "--impure",
-        "--expr",
-        &expr,
-    ]);
+    let args = format!("keyFileLiteral = {};", secret.display());
+    let Some(out) = eval_nix(&args, ".keyLiteral") else {
+        return;
+    };
     assert!(!out.status.success());
     let err = testworld::stderr(&out);
     assert!(
