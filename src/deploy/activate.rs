@@ -56,7 +56,7 @@ pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
             .timeout(Duration::from_secs(20))
     };
     match ctx.log.run(&cmd).await {
-        Ok(o) if o.success() => Some(Status::parse(&o.stdout)),
+        Ok(o) if o.success() => Some(Status::read(&o.stdout)),
         _ => None,
     }
 }
@@ -170,14 +170,35 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<Activated, StageError>
         Wait::TimedOut(_) => return Ok(recover_unreachable(ctx).await),
     };
     let activated = match status {
-        Status::AwaitingConfirm => confirm(ctx).await,
-        other => ended(Some(other)),
+        Status::AwaitingConfirm => confirm(ctx, req).await,
+        other => ended_for(req, other, ctx),
     };
     Ok(activated)
 }
 
+/// A final status of this activation. A reboot that ended the watchdog is
+/// judged by what the host came back running: the new system, reached over
+/// a connection made after the reboot, is kept (the health checks still
+/// decide); anything else is unknown.
+fn ended_for(req: &Request, status: Status, ctx: &Ctx) -> Activated {
+    match &status {
+        Status::Ended {
+            rebooted: true,
+            running,
+            ..
+        } if *running == req.toplevel => {
+            ctx.say(
+                "the host rebooted during the activation and came back running the new system; \
+                 it accepts new SSH connections",
+            );
+            Activated::Kept
+        }
+        _ => ended(Some(status)),
+    }
+}
+
 /// The reachability proof: a NEW connection must get in and confirm.
-async fn confirm(ctx: &Ctx) -> Activated {
+async fn confirm(ctx: &Ctx, req: &Request) -> Activated {
     let d = &ctx.host.deployment;
     let cmd = ctx
         .target
@@ -206,7 +227,7 @@ async fn confirm(ctx: &Ctx) -> Activated {
             ctx.say("reachable over a fresh SSH connection: confirmed");
             Activated::Kept
         }
-        Wait::Reached(s) => ended(Some(s)),
+        Wait::Reached(s) => ended_for(req, s, ctx),
         Wait::Interrupted(s) => Activated::Interrupted {
             status: s.unwrap_or(Status::None),
         },

@@ -263,7 +263,7 @@ impl Ctx {
 
     /// This run's directory on the target (status, confirmation, watchdog log).
     pub fn state_dir(&self) -> String {
-        format!("{}/{}", preflight::STATE_DIR, self.opts.run_id)
+        format!("{}/runs/{}", preflight::STATE_DIR, self.opts.run_id)
     }
 
     pub fn magic(&self) -> bool {

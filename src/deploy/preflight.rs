@@ -7,8 +7,11 @@ use super::{Ctx, Goal, StageError};
 use crate::target::protocol::{exits, section};
 use crate::target::scripts;
 
-/// Where the target keeps pantheros' state: the lock and one directory per run.
-pub const STATE_DIR: &str = "/run/pantheros";
+/// Where the target keeps pantheros' state: the lock (`lock/`) and one
+/// directory per run (`runs/<run>/`: status, log, the generation to return
+/// to). Not `/run`: a reboot
+/// during a deploy must not lose the lock or the rollback target.
+pub const STATE_DIR: &str = "/var/lib/pantheros";
 
 /// The host before this run changes anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

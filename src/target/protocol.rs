@@ -75,6 +75,14 @@ pub enum Status {
     RollbackFailed(String),
     /// A line that is none of the above.
     Unknown(String),
+    /// The watchdog no longer runs but left `last`, a status that is not
+    /// final: a reboot (`rebooted`) or a kill ended it. `running` is the
+    /// system the host runs now. Nothing will change this status any more.
+    Ended {
+        rebooted: bool,
+        running: String,
+        last: Box<Status>,
+    },
 }
 
 impl Status {
@@ -100,6 +108,22 @@ impl Status {
         }
     }
 
+    /// What status.sh prints: the status line, then, when the watchdog
+    /// ended without a final status, `ended rebooted|stopped RUNNING`.
+    pub fn read(out: &str) -> Status {
+        let mut lines = out.lines();
+        let status = Status::parse(lines.next().unwrap_or(""));
+        let Some(ended) = lines.find_map(|l| l.trim().strip_prefix("ended ")) else {
+            return status;
+        };
+        let (how, running) = ended.split_once(' ').unwrap_or((ended, ""));
+        Status::Ended {
+            rebooted: how == "rebooted",
+            running: running.trim().to_string(),
+            last: Box::new(status),
+        }
+    }
+
     /// The watchdog has finished: nothing will change this status any more
     /// (`Confirmed` and `Done` keep the new system; the others say why not).
     pub fn is_final(&self) -> bool {
@@ -110,6 +134,7 @@ impl Status {
                 | Status::Failed(_)
                 | Status::RolledBack(_)
                 | Status::RollbackFailed(_)
+                | Status::Ended { .. }
         )
     }
 
@@ -126,6 +151,26 @@ impl Status {
             Status::RolledBack(r) => format!("{} {r}", words::ROLLED_BACK),
             Status::RollbackFailed(r) => format!("{} {r}", words::ROLLBACK_FAILED),
             Status::Unknown(l) => l.clone(),
+            Status::Ended {
+                rebooted,
+                running,
+                last,
+            } => {
+                let how = if *rebooted {
+                    "the host rebooted during the activation"
+                } else {
+                    "the watchdog on the host stopped before finishing"
+                };
+                format!(
+                    "{how} (its last status: {}); the host now runs {}",
+                    last.describe(),
+                    if running.is_empty() {
+                        "an unknown system"
+                    } else {
+                        running
+                    }
+                )
+            }
         }
     }
 }
@@ -168,6 +213,28 @@ mod tests {
         assert_eq!(
             Status::parse("rebooting"),
             Status::Unknown("rebooting".into())
+        );
+    }
+
+    #[test]
+    fn a_watchdog_that_ended_early_is_read_as_ended() {
+        assert_eq!(Status::read("activating\n"), Status::Activating);
+        assert_eq!(Status::read("confirmed"), Status::Confirmed);
+        let s = Status::read("activating\nended rebooted /nix/store/abc-system\n");
+        assert_eq!(
+            s,
+            Status::Ended {
+                rebooted: true,
+                running: "/nix/store/abc-system".into(),
+                last: Box::new(Status::Activating),
+            }
+        );
+        assert!(s.is_final());
+        assert!(s.describe().contains("rebooted"), "{}", s.describe());
+        let s = Status::read("\nended stopped \n");
+        assert!(
+            matches!(&s, Status::Ended { rebooted: false, last, .. } if **last == Status::None),
+            "{s:?}"
         );
     }
 

@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn activate_argv_matches_the_scripts_positions() {
         let a = launch_args(
-            "/run/pantheros/r1",
+            "/var/lib/pantheros/r1",
             "pantheros-r1-web",
             &Activation::Activate {
                 profile: "/nix/var/nix/profiles/system".into(),
@@ -326,7 +326,7 @@ mod tests {
                 generation: None,
             },
         );
-        assert_eq!(a[0], "/run/pantheros/r1");
+        assert_eq!(a[0], "/var/lib/pantheros/r1");
         assert_eq!(a[1], "pantheros-r1-web");
         let text = launch_text();
         assert!(text.contains("roll_back_to()") && text.contains("ST_CONFIRMED="));
@@ -334,7 +334,7 @@ mod tests {
             a[2..],
             [
                 "activate",
-                "/run/pantheros/r1",
+                "/var/lib/pantheros/r1",
                 "/nix/var/nix/profiles/system",
                 "/nix/store/abc-system",
                 "switch",
@@ -389,17 +389,17 @@ mod tests {
     #[test]
     fn the_other_builders() {
         assert_eq!(
-            preflight_args("/run/pantheros", "/p", "r1", "me", Some("/nix/store/t")),
-            ["/run/pantheros", "/p", "r1", "me", "/nix/store/t"]
+            preflight_args("/var/lib/pantheros", "/p", "r1", "me", Some("/nix/store/t")),
+            ["/var/lib/pantheros", "/p", "r1", "me", "/nix/store/t"]
         );
         assert_eq!(
-            unlock_args("/run/pantheros", "r1"),
-            ["/run/pantheros", "r1"]
+            unlock_args("/var/lib/pantheros", "r1"),
+            ["/var/lib/pantheros", "r1"]
         );
         assert_eq!(dry_activate_args("/nix/store/t"), ["/nix/store/t"]);
         assert_eq!(
-            break_lock_args("/run/pantheros", false),
-            ["/run/pantheros", "no"]
+            break_lock_args("/var/lib/pantheros", false),
+            ["/var/lib/pantheros", "no"]
         );
         assert_eq!(generations_args("/p", true), ["/p", "yes"]);
         assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);

@@ -6,7 +6,7 @@ use testworld::{assert_exit, assert_stderr_has};
 
 /// The status of the newest activation on the host.
 fn latest_status(w: &World, host: &str) -> String {
-    let script = "d=$(ls -td /run/pantheros/*/ 2>/dev/null | grep -v /lock/ | head -n 1); cat \"${d}status\" 2>/dev/null";
+    let script = "d=$(ls -td /var/lib/pantheros/runs/*/ 2>/dev/null | head -n 1); cat \"${d}status\" 2>/dev/null";
     stdout(&w.host(host).exec(&["sh", "-c", script]))
 }
 
@@ -209,7 +209,7 @@ fn a_host_with_an_unfilled_placeholder_is_refused_and_left_untouched() {
     let on_host = w.host("alpha").exec(&[
         "sh",
         "-c",
-        "ls -d /nix/var/nix/profiles/system /run/pantheros 2>/dev/null || true",
+        "ls -d /nix/var/nix/profiles/system /var/lib/pantheros/lock /var/lib/pantheros/runs 2>/dev/null || true",
     ]);
     assert_eq!(stdout(&on_host).trim(), "", "the host was touched");
     // `hosts` says what the host needs; a build needs no real values.
@@ -281,7 +281,7 @@ fn a_second_concurrent_deploy_is_refused() {
     let start = std::time::Instant::now();
     while !w
         .host("alpha")
-        .exec(&["test", "-d", "/run/pantheros/lock"])
+        .exec(&["test", "-d", "/var/lib/pantheros/lock"])
         .status
         .success()
     {
@@ -652,7 +652,9 @@ fn a_failing_canary_leaves_the_rest_of_the_rollout_untouched() {
     );
     assert_eq!(w.generation_marker("canary"), "1");
     assert_eq!(w.generation_marker("rest"), "1");
-    let lock = w.host("rest").exec(&["test", "-e", "/run/pantheros/lock"]);
+    let lock = w
+        .host("rest")
+        .exec(&["test", "-e", "/var/lib/pantheros/lock"]);
     assert!(!lock.status.success(), "rest kept its lock");
 
     write_fleet(
@@ -768,7 +770,9 @@ fn rollback_succeeded_returns_the_switched_hosts_when_one_fails() {
     assert_eq!(w.generation_marker("fine"), "1");
     assert_eq!(w.profile_target("fine"), gen1);
     assert_eq!(w.generation_marker("broken"), "1");
-    let lock = w.host("fine").exec(&["test", "-e", "/run/pantheros/lock"]);
+    let lock = w
+        .host("fine")
+        .exec(&["test", "-e", "/var/lib/pantheros/lock"]);
     assert!(!lock.status.success(), "fine kept a lock");
 }
 

@@ -81,7 +81,7 @@ fn health_check_secrets_never_reach_output_logs_or_the_target() {
     let on_target = stdout(&w.host("alpha").exec(&[
         "sh",
         "-c",
-        "cat /run/pantheros/*/status /run/pantheros/*/log",
+        "cat /var/lib/pantheros/runs/*/status /var/lib/pantheros/runs/*/log",
     ]));
     let places = [
         ("stderr", stderr(&out)),
@@ -158,12 +158,12 @@ fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
     w.host("alpha").exec_ok(&[
         "sh",
         "-c",
-        "mkdir -p /run/pantheros/lock && echo 'deadrun pantheros by someone@elsewhere (pid 1)' > /run/pantheros/lock/owner",
+        "mkdir -p /var/lib/pantheros/lock && echo 'deadrun pantheros by someone@elsewhere (pid 1)' > /var/lib/pantheros/lock/owner",
     ]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--build-only", "--break-lock"]);
     assert_exit(&out, 0);
     w.host("alpha")
-        .exec_ok(&["test", "-d", "/run/pantheros/lock"]);
+        .exec_ok(&["test", "-d", "/var/lib/pantheros/lock"]);
     write_fleet(&flake, &[w.fixture_host("alpha", 2, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--break-lock"]);
     assert_exit(&out, 0);
@@ -176,7 +176,7 @@ fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
     write_fleet(&flake, &[slow]);
     let first = w.spawn_pantheros(&flake, &["deploy", "alpha", "--yes"]);
     let start = std::time::Instant::now();
-    let status = "cat /run/pantheros/*/status 2>/dev/null | grep -q activating";
+    let status = "cat /var/lib/pantheros/runs/*/status 2>/dev/null | grep -q activating";
     while !w.host("alpha").exec(&["sh", "-c", status]).status.success() {
         assert!(
             start.elapsed().as_secs() < 30,
@@ -194,7 +194,7 @@ fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
     );
     assert_eq!(w.generation_marker("alpha"), "3");
     w.host("alpha")
-        .exec_ok(&["sh", "-c", "test ! -e /run/pantheros/lock"]);
+        .exec_ok(&["sh", "-c", "test ! -e /var/lib/pantheros/lock"]);
     // rollback knows the flag (no usage error).
     let out = w.pantheros(&flake, &["rollback", "alpha", "--yes", "--break-lock"]);
     assert_exit(&out, 0);
@@ -261,7 +261,9 @@ fn a_copy_onto_a_full_disk_says_so_and_leaves_nothing_behind() {
     assert!(!err.contains("check that you can `ssh`"), "{err}");
     assert_eq!(w.profile_target("alpha"), gen1);
     assert_eq!(w.generation_marker("alpha"), "1");
-    let lock = w.host("alpha").exec(&["test", "-e", "/run/pantheros/lock"]);
+    let lock = w
+        .host("alpha")
+        .exec(&["test", "-e", "/var/lib/pantheros/lock"]);
     assert!(!lock.status.success(), "the lock was left behind");
     // Nothing of the failed copy stays in the store: its space is back.
     let used =
@@ -280,17 +282,25 @@ fn a_copy_onto_a_full_disk_says_so_and_leaves_nothing_behind() {
     assert_eq!(w.generation_marker("alpha"), "2");
 }
 
-/// An activation that prints far more than the host's /run holds (8 MiB
-/// into a 3 MiB /run) once filled it, so the watchdog's status could not be
-/// written and the deployer waited on a stale line. Its output is now kept
-/// up to 1 MiB: the deploy completes and the log says what was dropped.
+/// An activation that prints far more than the file system of the
+/// watchdog's state holds (8 MiB into 3 MiB) once filled it, so the
+/// watchdog's status could not be written and the deployer waited on a
+/// stale line. Its output is now kept up to 1 MiB: the deploy completes
+/// and the log says what was dropped.
 #[test]
-fn a_chatty_activation_cannot_fill_the_hosts_run() {
+fn a_chatty_activation_cannot_fill_the_hosts_state_disk() {
     let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
         return;
     };
-    w.host("alpha")
-        .exec_ok(&["mount", "-o", "remount,size=3m", "/run"]);
+    w.host("alpha").exec_ok(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=3m",
+        "tmpfs",
+        "/var/lib/pantheros",
+    ]);
     let mut h = w.fixture_host("alpha", 2, "");
     h.output_kib = 8192;
     write_fleet(&flake, &[h]);
@@ -300,7 +310,7 @@ fn a_chatty_activation_cannot_fill_the_hosts_run() {
     let logs = stdout(&w.host("alpha").exec(&[
         "sh",
         "-c",
-        "for d in /run/pantheros/*/; do [ -f \"$d/log\" ] && printf '%s %s\\n' \"$(wc -c < \"$d/log\")\" \"$d\"; done",
+        "for d in /var/lib/pantheros/runs/*/; do [ -f \"$d/log\" ] && printf '%s %s\\n' \"$(wc -c < \"$d/log\")\" \"$d\"; done",
     ]));
     let newest = logs
         .lines()
@@ -320,4 +330,202 @@ fn a_chatty_activation_cannot_fill_the_hosts_run() {
         "{}",
         &log[log.len().saturating_sub(500)..]
     );
+}
+
+/// A switch that reboots the host ended its watchdog mid-activation, and
+/// the rollback target lived in /run, which a reboot empties: the deployer
+/// waited out its timeouts, then reported success (or, after a failed
+/// health check, "no previous generation", exit 4). Now the watchdog's
+/// state lives on disk with the boot it ran in, so the deployer sees the
+/// reboot at once and judges the host by what it came back running: the
+/// new system, healthy, is kept (`steady`); the new system, unhealthy, is
+/// rolled back to the generation before (`sick`).
+#[test]
+fn a_switch_that_reboots_the_host_is_judged_by_what_came_back() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("steady");
+    w.add_host("sick");
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[
+            w.fixture_host("steady", 1, ""),
+            w.fixture_host("sick", 1, ""),
+        ],
+    );
+    assert_exit(
+        &w.pantheros(&flake, &["deploy", "steady", "sick", "--yes"]),
+        0,
+    );
+    let gen1 = w.profile_target("sick");
+    // Generation 2 reboots the host during its switch (the switch never
+    // returns: the reboot kills it); only `sick`'s fails its health check.
+    let mut steady = w.fixture_host("steady", 2, "");
+    steady.switch_seconds = 600;
+    let mut sick = w.fixture_host(
+        "sick",
+        2,
+        r#"healthChecks = { commands = [ "false" ]; timeout = 2; };"#,
+    );
+    sick.switch_seconds = 600;
+    write_fleet(&flake, &[steady, sick]);
+    let steady2 = testworld::build_toplevel(&flake, "steady");
+    for h in ["steady", "sick"] {
+        w.host(h)
+            .exec_ok(&["rm", "-f", "/run/pantheros-fixture/activation-started"]);
+    }
+    let bin = testworld::pantheros_bin();
+    let child = w
+        .client(&[
+            bin.to_str().unwrap(),
+            "deploy",
+            "steady",
+            "sick",
+            "--yes",
+            "--json",
+        ])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut pending = vec!["steady", "sick"];
+    while !pending.is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the activations never started on {pending:?}"
+        );
+        let started: Vec<&str> = pending
+            .iter()
+            .copied()
+            .filter(|h| {
+                w.host(h)
+                    .exec(&["test", "-e", "/run/pantheros-fixture/activation-started"])
+                    .status
+                    .success()
+            })
+            .collect();
+        for h in &started {
+            w.reboot_host(h);
+        }
+        pending.retain(|h| !started.contains(h));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(90),
+        "the deploy took {:?}: it waited out a timeout",
+        start.elapsed()
+    );
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("rebooted during the activation"),
+        "{}",
+        stderr(&out)
+    );
+    let v = json(&out);
+    let host = |name: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {v}"))
+            .clone()
+    };
+    assert_eq!(host("steady")["result"], "success", "{v}");
+    assert_eq!(host("steady")["generationAfter"], 2, "{v}");
+    assert_eq!(host("sick")["result"], "rolled-back", "{v}");
+    assert_eq!(host("sick")["generationAfter"], 1, "{v}");
+    // The hosts' real state: boot default and running system.
+    let running = |h: &str| {
+        w.host(h)
+            .exec_ok(&["readlink", "-f", "/run/current-system"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(w.profile_target("steady"), steady2);
+    assert_eq!(running("steady"), steady2);
+    assert_eq!(w.profile_target("sick"), gen1);
+    assert_eq!(running("sick"), gen1);
+    assert_eq!(w.generation_marker("sick"), "1");
+    for h in ["steady", "sick"] {
+        assert!(
+            !w.host(h)
+                .exec(&["test", "-e", "/var/lib/pantheros/lock"])
+                .status
+                .success(),
+            "{h} is still locked"
+        );
+    }
+}
+
+/// The file system of the watchdog's state filled up by something else
+/// (not by the activation's output) while a switch ran: the watchdog's next
+/// status line could not be written. It gives up its own log and writes the
+/// status again, so the deploy completes; the other file is left alone.
+#[test]
+fn a_status_line_is_written_when_something_else_filled_the_disk() {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
+    w.host("alpha").exec_ok(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m",
+        "tmpfs",
+        "/var/lib/pantheros",
+    ]);
+    let mut h = w.fixture_host("alpha", 2, "");
+    h.output_kib = 64;
+    h.switch_seconds = 3;
+    write_fleet(&flake, &[h]);
+    w.host("alpha")
+        .exec_ok(&["rm", "-f", "/run/pantheros-fixture/activation-started"]);
+    let child = w.spawn_pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    let start = std::time::Instant::now();
+    while !w
+        .host("alpha")
+        .exec(&["test", "-e", "/run/pantheros-fixture/activation-started"])
+        .status
+        .success()
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Something else takes every byte that is left.
+    let fill = w.host("alpha").exec(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/var/lib/pantheros/filler bs=4k 2>&1; df -k --output=avail /var/lib/pantheros | tail -n 1",
+    ]);
+    assert!(
+        stdout(&fill).contains("No space left on device"),
+        "{}",
+        stdout(&fill)
+    );
+    let mut child = child;
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the deploy did not complete");
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(w.generation_marker("alpha"), "2");
+    let log = w.host("alpha").exec_ok(&[
+        "sh",
+        "-c",
+        "cat /var/lib/pantheros/runs/*/status; cat /var/lib/pantheros/runs/*/log | wc -c; ls /var/lib/pantheros",
+    ]);
+    let mut lines = log.lines();
+    assert_eq!(lines.next(), Some("confirmed"), "{log}");
+    let size: u64 = lines
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert!(size < 64 * 1024, "the log was not given up: {size} bytes");
+    assert!(log.contains("filler"), "{log}");
 }

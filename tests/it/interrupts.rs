@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use testworld::{World, assert_exit, json, stdout, write_fleet};
 
-const NO_LOCK: &str = "test ! -e /run/pantheros/lock";
+const NO_LOCK: &str = "test ! -e /var/lib/pantheros/lock";
 
 fn host(w: &World, name: &str, generation: u32) -> testworld::FixtureHost {
     w.fixture_host(name, generation, "")
@@ -224,7 +224,7 @@ fn an_interrupt_during_activation_leaves_it_to_the_watchdog_and_says_so() {
     assert_exit(&out, 1);
     testworld::assert_stderr_has(&out, &["another deployment holds the lock"]);
     // The watchdog, unconfirmed, goes back to generation 1 by itself.
-    let status = "d=$(ls -td /run/pantheros/*/ | grep -v /lock/ | head -n 1); cat \"${d}status\"";
+    let status = "d=$(ls -td /var/lib/pantheros/runs/*/ | head -n 1); cat \"${d}status\"";
     wait_for("the watchdog's rollback", 30, || {
         stdout(&w.host("alpha").exec(&["sh", "-c", status])).starts_with("rolled-back")
     });

@@ -256,7 +256,7 @@ fn a_key_that_cannot_be_read_or_owned_changes_nothing_on_the_host() {
         assert_eq!(w.profile_target("alpha"), gen1);
         assert_eq!(stat(&w, "alpha", "/run/keys/tok"), "", "{keys}");
         // No lock left behind.
-        assert_eq!(stat(&w, "alpha", "/run/pantheros/lock"), "");
+        assert_eq!(stat(&w, "alpha", "/var/lib/pantheros/lock"), "");
     }
     // keys upload fails the same way, with its own exit code.
     let out = w.pantheros(&flake, &["keys", "upload", "alpha"]);

@@ -176,7 +176,7 @@ fn missing_profile_collected_generation_and_held_lock_are_errors() {
     );
 
     // A deploy lock held on the host.
-    w.host("alpha").exec_ok(&["sh", "-c", "mkdir -p /run/pantheros/lock && echo 'pantheros x by ci@laptop (pid 1)' > /run/pantheros/lock/owner"]);
+    w.host("alpha").exec_ok(&["sh", "-c", "mkdir -p /var/lib/pantheros/lock && echo 'pantheros x by ci@laptop (pid 1)' > /var/lib/pantheros/lock/owner"]);
     let out = w.pantheros(&flake, &["rollback", "alpha", "--to", "2", "--yes"]);
     assert_exit(&out, 1);
     assert!(

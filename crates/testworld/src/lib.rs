@@ -194,6 +194,11 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// A boot id as the kernel makes them (a random UUID).
+fn new_boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/uuid").expect("read /proc/sys/kernel/random/uuid")
+}
+
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -342,6 +347,43 @@ impl LightHost {
             std::thread::sleep(Duration::from_millis(50));
         }
         child
+    }
+
+    /// Start this host's sshd (config in its `ssh/` directory) and wait
+    /// until it accepts connections from the client namespace.
+    fn start_sshd(&mut self, client_ns: &str) {
+        let cfg = self.dir.join("ssh/sshd_config");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("sshd.log"))
+            .unwrap();
+        let sshd = self
+            .command(&[SSHD, "-D", "-e", "-f", cfg.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        self.sshd = Some(sshd);
+        let ip = self.ip.clone();
+        wait_until(
+            &format!("sshd on {}", self.name),
+            Duration::from_secs(10),
+            || {
+                try_sh(&[
+                    "nsenter",
+                    &format!("--net=/run/netns/{client_ns}"),
+                    "--",
+                    "nc",
+                    "-z",
+                    "-w1",
+                    &ip,
+                    "22",
+                ])
+                .status
+                .success()
+            },
+        );
     }
 
     /// This host's private /nix, as seen from the root mount namespace.
@@ -558,17 +600,23 @@ impl World {
     pub fn add_host(&mut self, name: &str) -> &LightHost {
         let (ns, ip) = self.new_slot("h");
         let hdir = self.path().join("hosts").join(name);
-        for sub in ["nix", "etc-nix", "ssh"] {
+        for sub in ["nix", "etc-nix", "ssh", "state"] {
             fs::create_dir_all(hdir.join(sub)).unwrap();
         }
         fs::write(hdir.join("etc-nix/nix.conf"), NIX_SETTINGS).unwrap();
-        // The anchor: sh sets up the private mounts, then execs sleep, so its
-        // pid is the anchor's for as long as the host lives.
+        fs::write(hdir.join("boot_id"), new_boot_id()).unwrap();
+        // The anchor: sh sets up the private mounts (the host's own /run,
+        // /nix, /etc/nix, /var/lib/pantheros and boot id), then execs sleep,
+        // so its pid is the anchor's for as long as the host lives.
         let script = format!(
             "set -e; hostname {name}; mount -t tmpfs -o mode=755 tmpfs /run; mkdir -m 755 /run/sshd; \
-             mount --bind {nix} /nix; mount --bind {etc} /etc/nix; exec sleep infinity",
+             mount --bind {nix} /nix; mount --bind {etc} /etc/nix; mkdir -p /var/lib/pantheros; \
+             mount --bind {state} /var/lib/pantheros; mount --bind {boot} /proc/sys/kernel/random/boot_id; \
+             exec sleep infinity",
             nix = hdir.join("nix").display(),
             etc = hdir.join("etc-nix").display(),
+            state = hdir.join("state").display(),
+            boot = hdir.join("boot_id").display(),
         );
         let mut anchor = Command::new("ip")
             .args([
@@ -631,7 +679,6 @@ impl World {
         )
         .unwrap();
         let host_key_pub = fs::read_to_string(hostkey.with_extension("pub")).unwrap();
-        let log = fs::File::create(hdir.join("sshd.log")).unwrap();
         let mut host = LightHost {
             name: name.to_string(),
             ip: ip.clone(),
@@ -647,32 +694,50 @@ impl World {
             "sshd -t for {name}: {}",
             stderr(&check)
         );
-        let sshd = host
-            .command(&[SSHD, "-D", "-e", "-f", cfg.to_str().unwrap()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd");
-        host.sshd = Some(sshd);
+        host.start_sshd(&self.client_ns);
         // Pin the host key and describe the host for ssh.
         self.describe_host(name, &ip, &host_key_pub);
-        let client_ns = self.client_ns.clone();
-        wait_until(&format!("sshd on {name}"), Duration::from_secs(10), || {
-            try_sh(&[
-                "nsenter",
-                &format!("--net=/run/netns/{client_ns}"),
-                "--",
-                "nc",
-                "-z",
-                "-w1",
-                &ip,
-                "22",
-            ])
-            .status
-            .success()
-        });
         self.hosts.push(host);
         self.hosts.last().unwrap()
+    }
+
+    /// Reboot light host `name` as far as a deploy can tell: every process
+    /// on it dies (sshd, a running activation and its watchdog), /run starts
+    /// empty, the boot id changes, the boot default becomes the running
+    /// system (`/run/current-system`, as NixOS's stage 2 sets it), and sshd
+    /// comes back. Its disk (/nix, /var/lib/pantheros) keeps what it had.
+    pub fn reboot_host(&mut self, name: &str) {
+        let client_ns = self.client_ns.clone();
+        let host = self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no light host {name}"));
+        let anchor = host.anchor_pid().to_string();
+        for sig in ["-TERM", "-KILL"] {
+            let pids = stdout(&try_sh(&["ip", "netns", "pids", &host.netns]));
+            let others: Vec<&str> = pids.split_whitespace().filter(|p| *p != anchor).collect();
+            if others.is_empty() {
+                break;
+            }
+            let mut argv = vec!["kill", sig];
+            argv.extend(others.iter().copied());
+            let _ = try_sh(&argv);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(mut old) = host.sshd.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        fs::write(host.dir.join("boot_id"), new_boot_id()).unwrap();
+        host.exec_ok(&[
+            "sh",
+            "-c",
+            "umount -l /run && mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd && \
+             if [ -e /nix/var/nix/profiles/system ]; then \
+               ln -s \"$(readlink -f /nix/var/nix/profiles/system)\" /run/current-system; fi",
+        ]);
+        host.start_sshd(&client_ns);
     }
 
     /// A bare network namespace of this world (named `<world>-<suffix>`).

@@ -23,6 +23,9 @@ dir=$2
 profile=$3
 mkdir -p "$dir"
 exec >>"$dir/log" 2>&1
+# Who watches this run, so the deployer (status.sh) can tell a watchdog that
+# a reboot or a kill ended from one that is still at work.
+echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $$" >"$dir/watchdog.tmp" && mv -f "$dir/watchdog.tmp" "$dir/watchdog"
 
 # A status that cannot be written (a full /run) would leave the deployer
 # waiting on a stale line: give up this run's own log and try once more.
@@ -72,7 +75,7 @@ run_logged() {
 # watchdog ends, if the lock is still this run's.
 hand_back() {
   [ -e "$dir/handover" ] || return 0
-  lock="$(dirname "$dir")/lock"
+  lock="$(dirname "$(dirname "$dir")")/lock"
   if [ "$(cut -d' ' -f1 "$lock/owner" 2>/dev/null)" = "$(basename "$dir")" ]; then
     rm -rf "$lock"
     echo "[$(date '+%H:%M:%S')] released the deploy lock handed over by the deployer"

@@ -23,3 +23,24 @@ list_generations() {
     printf 'GEN\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$d" "$t" "${cur:--}" "$sys" "$present" "$ver" "$size"
   done
 }
+
+# Whether the watchdog of run directory $1 still runs: prints "running",
+# "unstarted" (activate.sh has not recorded itself yet), "rebooted" (it ran
+# in an earlier boot of this host: a reboot ended it) or "stopped" (it ended,
+# or was killed, without a final status). DIR/watchdog holds "BOOT_ID PID".
+# shellcheck disable=SC2317 # shared: not every script calls it
+watchdog_state() {
+  ws_dir=$1
+  if [ ! -r "$ws_dir/watchdog" ]; then
+    echo unstarted
+    return
+  fi
+  read -r ws_boot ws_pid <"$ws_dir/watchdog" || true
+  if [ "$ws_boot" != "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ]; then
+    echo rebooted
+  elif kill -0 "$ws_pid" 2>/dev/null && grep -q activate "/proc/$ws_pid/cmdline" 2>/dev/null; then
+    echo running
+  else
+    echo stopped
+  fi
+}

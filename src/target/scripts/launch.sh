@@ -9,7 +9,12 @@ dir=$1 unit=$2
 shift 2
 mkdir -p "$dir"
 chmod 0700 "$dir"
-rm -f "$dir/status" "$dir/confirm"
+rm -f "$dir/status" "$dir/confirm" "$dir/watchdog"
+# Run directories (STATE/runs/RUN) outlive a reboot: keep the newest ten.
+# shellcheck disable=SC2012 # run ids have no spaces or newlines
+ls -1dt "$(dirname "$dir")"/*/ 2>/dev/null | tail -n +11 | while read -r old; do
+  rm -rf "$old"
+done
 script="$dir/activate.sh"
 activate_text >"$script.tmp"
 mv -f "$script.tmp" "$script"

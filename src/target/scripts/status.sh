@@ -1,3 +1,15 @@
 # shellcheck shell=sh
 # status.sh DIR: the activation's status line ("" before the first one).
-cat "$1/status" 2>/dev/null || true
+# When that status is not final and the watchdog no longer runs, a second
+# line says so: "ended rebooted|stopped RUNNING_SYSTEM" (nothing will change
+# the status any more; RUNNING_SYSTEM is what the host runs now).
+set -u
+st=$(cat "$1/status" 2>/dev/null || true)
+printf '%s\n' "$st"
+case "$st" in
+"$ST_CONFIRMED"* | "$ST_DONE"* | "$ST_FAILED"* | "$ST_ROLLED_BACK"* | "$ST_ROLLBACK_FAILED"*) exit 0 ;;
+esac
+ws=$(watchdog_state "$1")
+case "$ws" in
+rebooted | stopped) echo "ended $ws $(readlink -f /run/current-system 2>/dev/null || true)" ;;
+esac
