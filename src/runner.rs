@@ -1,8 +1,10 @@
 //! The one place that runs external commands.
 //!
 //! Every command is an argv vector. The runner logs it (tracing, `-v`),
-//! captures its output, enforces a timeout, and turns a failure into a
-//! [`CommandFailure`] that carries the argv, how it ended and its last lines.
+//! streams its output line by line to whoever listens ([`Lines`]: the
+//! host's log, the progress display) while keeping all of it, enforces a
+//! timeout, and turns a failure into a [`CommandFailure`] that carries the
+//! argv, how it ended and its last lines.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -104,9 +106,62 @@ pub fn tail(s: &str, n: usize) -> Vec<String> {
     lines[start..].iter().map(|l| l.to_string()).collect()
 }
 
+/// Which of a command's outputs a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where a command's lines go while it runs (a host's log, the progress
+/// display), each as soon as it is printed: a run that is killed keeps
+/// what its commands had printed.
+pub trait Lines: Send + Sync {
+    fn line(&self, stream: Stream, line: &str);
+}
+
+/// Lines that go nowhere but into the [`Output`].
+pub struct Quiet;
+
+impl Lines for Quiet {
+    fn line(&self, _: Stream, _: &str) {}
+}
+
 /// Run a command to completion. A non-zero exit is not an error here:
 /// use [`run_ok`] for that.
 pub async fn run(cmd: &Cmd) -> Result<Output, CommandFailure> {
+    run_streaming(cmd, &Quiet).await
+}
+
+/// Read `pipe` to its end, handing each line to `lines` as it arrives;
+/// returns everything read.
+async fn pump<R>(pipe: Option<R>, stream: Stream, lines: &dyn Lines) -> Vec<u8>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let Some(pipe) = pipe else { return vec![] };
+    let mut reader = tokio::io::BufReader::new(pipe);
+    let mut all = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                all.extend_from_slice(&line);
+                let text = String::from_utf8_lossy(&line);
+                lines.line(stream, text.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+    all
+}
+
+/// Run a command to completion, handing every line of its stdout and
+/// stderr to `lines` as it arrives (and keeping all of it in the
+/// [`Output`]). A non-zero exit is not an error here.
+pub async fn run_streaming(cmd: &Cmd, lines: &dyn Lines) -> Result<Output, CommandFailure> {
     let started = Instant::now();
     let shown = cmd
         .shown
@@ -138,16 +193,28 @@ pub async fn run(cmd: &Cmd) -> Result<Output, CommandFailure> {
         how: format!("could not start: {e}"),
         tail: vec![],
     })?;
-    if let Some(input) = &cmd.stdin {
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    // Input is written while the output is read, so neither side can fill
+    // a pipe and wait for the other.
+    let feed = async {
         use tokio::io::AsyncWriteExt;
-        if let Some(mut w) = child.stdin.take() {
+        if let (Some(input), Some(mut w)) = (&cmd.stdin, stdin) {
             // A child that exits without reading its stdin is not our failure.
             let _ = w.write_all(input).await;
         }
-    }
-    let wait = child.wait_with_output();
-    let out = match cmd.timeout {
-        Some(t) => match tokio::time::timeout(t, wait).await {
+    };
+    let everything = async {
+        let ((), out, err) = tokio::join!(
+            feed,
+            pump(stdout, Stream::Stdout, lines),
+            pump(stderr, Stream::Stderr, lines)
+        );
+        (out, err, child.wait().await)
+    };
+    let (out, err, status) = match cmd.timeout {
+        Some(t) => match tokio::time::timeout(t, everything).await {
             Ok(r) => r,
             Err(_) => {
                 return Err(CommandFailure {
@@ -157,17 +224,17 @@ pub async fn run(cmd: &Cmd) -> Result<Output, CommandFailure> {
                 });
             }
         },
-        None => wait.await,
-    }
-    .map_err(|e| CommandFailure {
+        None => everything.await,
+    };
+    let status = status.map_err(|e| CommandFailure {
         argv: cmd.argv.clone(),
-        how: format!("could not collect its output: {e}"),
+        how: format!("could not collect its exit status: {e}"),
         tail: vec![],
     })?;
     let output = Output {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        code: status.code(),
         duration: started.elapsed(),
     };
     tracing::debug!(
@@ -218,6 +285,55 @@ mod tests {
         assert_eq!(out.stdout, "out\n");
         assert_eq!(out.stderr, "err\n");
         assert_eq!(out.code, Some(3));
+    }
+
+    /// Records each line with the moment it arrived.
+    struct Seen(std::sync::Mutex<Vec<(Stream, String, Instant)>>);
+
+    impl Lines for Seen {
+        fn line(&self, stream: Stream, line: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((stream, line.to_string(), Instant::now()));
+        }
+    }
+
+    /// Each line reaches the listener when it is printed, not when the
+    /// command ends; the Output still has all of it; input is fed while
+    /// output is read (128 KiB each way would deadlock otherwise).
+    #[tokio::test]
+    async fn lines_stream_while_the_command_runs() {
+        let seen = Seen(Default::default());
+        let cmd = Cmd::new([
+            "sh",
+            "-c",
+            "echo first; sleep 0.5; echo second >&2; printf tail",
+        ]);
+        let out = run_streaming(&cmd, &seen).await.unwrap();
+        let ended = Instant::now();
+        let got = seen.0.lock().unwrap().clone();
+        let words: Vec<(Stream, &str)> = got.iter().map(|(s, l, _)| (*s, l.as_str())).collect();
+        assert_eq!(
+            words,
+            [
+                (Stream::Stdout, "first"),
+                (Stream::Stderr, "second"),
+                (Stream::Stdout, "tail")
+            ]
+        );
+        assert!(
+            ended.duration_since(got[0].2) >= Duration::from_millis(400),
+            "the first line came only at the end"
+        );
+        assert_eq!(out.stdout, "first\ntail");
+        assert_eq!(out.stderr, "second\n");
+
+        let big = vec![b'x'; 128 * 1024];
+        let mut cmd = Cmd::new(["cat"]);
+        cmd.stdin = Some(big.clone());
+        let out = run_streaming(&cmd, &Quiet).await.unwrap();
+        assert_eq!(out.stdout.len(), big.len());
     }
 
     #[tokio::test]

@@ -5,11 +5,9 @@
 //! verify that the server runs NixOS with exactly the built toplevel.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::hetzner::Hetzner;
 use super::{
@@ -78,55 +76,12 @@ pub fn nixos_anywhere() -> Vec<String> {
     }
 }
 
-/// Run a program, showing its output live and keeping its last lines.
-async fn run_streaming(argv: &[String]) -> Result<(), (String, Vec<String>)> {
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| (format!("could not start: {e}"), vec![]))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let _ = tx.send(l);
-            }
-        });
-    }
-    drop(tx);
-    let mut tail: Vec<String> = Vec::new();
-    while let Some(l) = rx.recv().await {
-        eprintln!("  | {l}");
-        tail.push(l);
-        if tail.len() > crate::runner::TAIL_LINES {
-            tail.remove(0);
-        }
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| (e.to_string(), tail.clone()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err((format!("{status}"), tail))
+/// nixos-anywhere's lines, shown as they arrive.
+struct Shown;
+
+impl crate::runner::Lines for Shown {
+    fn line(&self, _: crate::runner::Stream, line: &str) {
+        eprintln!("  | {line}");
     }
 }
 
@@ -281,7 +236,12 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
     progress.done(&format!(
         "installing {flake_attr} on {ip} with nixos-anywhere"
     ));
-    if let Err((how, tail)) = run_streaming(&argv).await {
+    let cmd = crate::runner::Cmd::new(argv.clone());
+    let ran = match crate::runner::run_streaming(&cmd, &Shown).await {
+        Ok(out) if !out.success() => Err(crate::runner::failure_of(&cmd, &out)),
+        other => other.map(|_| ()),
+    };
+    if let Err(crate::error::CommandFailure { how, tail, .. }) = ran {
         return Err(Failure::new(
             exit::INSTALL,
             format!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::CommandFailure;
-use crate::runner::{self, Cmd, Output};
+use crate::runner::{self, Cmd, Lines, Output, Stream};
 
 pub struct HostLog {
     pub path: PathBuf,
@@ -103,42 +103,39 @@ impl HostLog {
         }
     }
 
-    fn record(&self, cmd: &Cmd, out: &Result<Output, CommandFailure>) {
-        let Ok(mut f) = self.file.lock() else { return };
-        let r = &self.redactor;
-        let _ = writeln!(
-            f,
-            "[{}] $ {}",
-            chrono::Local::now().format("%H:%M:%S%.3f"),
-            r.apply(&crate::report::shorten_argv(&cmd.argv))
-        );
-        match out {
-            Ok(o) => {
-                let _ = writeln!(f, "  -> exit {:?} in {} ms", o.code, o.duration.as_millis());
-                for l in o.stdout.lines() {
-                    let _ = writeln!(f, "  | {}", r.apply(l));
-                }
-                for l in o.stderr.lines() {
-                    let _ = writeln!(f, "  ! {}", r.apply(l));
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(f, "  -> {}", r.apply(&e.how));
-            }
+    /// A timestamped line in the log.
+    fn write_line(&self, line: &str) {
+        if let Ok(mut f) = self.file.lock() {
+            let _ = writeln!(f, "{line}");
         }
     }
 
-    /// Run and log; a non-zero exit is returned, not an error.
+    /// Run and log; a non-zero exit is returned, not an error. The command
+    /// is logged before it starts and its lines as they arrive, so the log
+    /// of a run that is killed has everything printed until then.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
+        let r = &self.redactor;
+        self.write_line(&format!(
+            "[{}] $ {}",
+            chrono::Local::now().format("%H:%M:%S%.3f"),
+            r.apply(&crate::report::shorten_argv(&cmd.argv))
+        ));
         // Only a host with secrets needs its own rendering for `-v`.
-        let out = if self.redactor.is_empty() {
-            self.exec.run(cmd).await
+        let out = if r.is_empty() {
+            self.exec.run(cmd, self).await
         } else {
             let mut shown = cmd.clone();
-            shown.shown = Some(self.redactor.apply(&crate::error::render_argv(&cmd.argv)));
-            self.exec.run(&shown).await
+            shown.shown = Some(r.apply(&crate::error::render_argv(&cmd.argv)));
+            self.exec.run(&shown, self).await
         };
-        self.record(cmd, &out);
+        match &out {
+            Ok(o) => self.write_line(&format!(
+                "  -> exit {:?} in {} ms",
+                o.code,
+                o.duration.as_millis()
+            )),
+            Err(e) => self.write_line(&format!("  -> {}", r.apply(&e.how))),
+        }
         out
     }
 
@@ -150,5 +147,17 @@ impl HostLog {
         } else {
             Err(runner::failure_of(cmd, &out))
         }
+    }
+}
+
+/// A command's lines go to the log as they arrive, without the host's
+/// secrets (`|` stdout, `!` stderr).
+impl Lines for HostLog {
+    fn line(&self, stream: Stream, line: &str) {
+        let mark = match stream {
+            Stream::Stdout => '|',
+            Stream::Stderr => '!',
+        };
+        self.write_line(&format!("  {mark} {}", self.redactor.apply(line)));
     }
 }

@@ -9,20 +9,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::error::CommandFailure;
-use crate::runner::{self, Cmd, Output};
+use crate::runner::{self, Cmd, Lines, Output};
 
 pub type Running<'a> = Pin<Box<dyn Future<Output = Result<Output, CommandFailure>> + Send + 'a>>;
 
 pub trait Executor: Send + Sync {
-    fn run<'a>(&'a self, cmd: &'a Cmd) -> Running<'a>;
+    /// Run `cmd`, handing its output lines to `lines` as they arrive.
+    fn run<'a>(&'a self, cmd: &'a Cmd, lines: &'a dyn Lines) -> Running<'a>;
 }
 
 /// Runs commands as processes on this machine.
 pub struct Processes;
 
 impl Executor for Processes {
-    fn run<'a>(&'a self, cmd: &'a Cmd) -> Running<'a> {
-        Box::pin(runner::run(cmd))
+    fn run<'a>(&'a self, cmd: &'a Cmd, lines: &'a dyn Lines) -> Running<'a> {
+        Box::pin(runner::run_streaming(cmd, lines))
     }
 }
 

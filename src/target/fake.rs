@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use super::exec::{Executor, Running};
 use super::protocol::{exits, words};
 use super::scripts;
-use crate::runner::{Cmd, Output};
+use crate::runner::{Cmd, Lines, Output, Stream};
 
 /// How a fake host misbehaves.
 #[derive(Debug, Clone, Default)]
@@ -347,8 +347,16 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
 }
 
 impl Executor for FakeFleet {
-    fn run<'a>(&'a self, cmd: &'a Cmd) -> Running<'a> {
+    fn run<'a>(&'a self, cmd: &'a Cmd, lines: &'a dyn Lines) -> Running<'a> {
         let o = self.answer(cmd);
-        Box::pin(async move { Ok(o) })
+        Box::pin(async move {
+            for l in o.stdout.lines() {
+                lines.line(Stream::Stdout, l);
+            }
+            for l in o.stderr.lines() {
+                lines.line(Stream::Stderr, l);
+            }
+            Ok(o)
+        })
     }
 }

@@ -354,3 +354,47 @@ fn an_interrupt_during_the_copy_changes_nothing_and_exits_5() {
     assert_eq!(w.generation_marker("alpha"), "1");
     assert_consistent_and_deployable(&w, &flake, "alpha", 3);
 }
+
+/// The log once got a command's output only when the command ended, so the
+/// log of a run that was killed during a long build had nothing of it.
+/// Lines now reach the log as they are printed: the build's first line is
+/// there while the build still runs, and stays after a SIGKILL.
+#[test]
+fn a_killed_runs_log_keeps_what_its_commands_printed() {
+    let Some((w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
+    let mut slow = host(&w, "alpha", 2);
+    slow.build_seconds = 120;
+    write_fleet(&flake, &[slow]);
+    let (mut child, _, _) = spawn(&w, &flake, &["deploy", "alpha", "--yes"]);
+    let line = "building the fixture system of alpha, generation 2";
+    let logs = w.path().join("logs");
+    let log_with_line = || {
+        testworld::stdout(&testworld::try_sh(&[
+            "grep",
+            "-rl",
+            line,
+            logs.to_str().unwrap(),
+        ]))
+        .lines()
+        .next()
+        .map(PathBuf::from)
+    };
+    wait_for("the build's first line in the host's log", 60, || {
+        log_with_line().is_some()
+    });
+    testworld::sh(&["kill", "-KILL", &child.id().to_string()]);
+    let _ = child.wait();
+    // The build the killed deployer left behind is stopped too.
+    let _ = testworld::try_sh(&["pkill", "-KILL", "-f", "nixos-system-alpha-26.05.2.drv"]);
+    let log = log_with_line().expect("the line is still in the log");
+    assert!(
+        log.to_string_lossy().contains("deploy-alpha-"),
+        "{}",
+        log.display()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("$ nix-store --realise"), "{text}");
+    assert_eq!(w.generation_marker("alpha"), "1");
+}
