@@ -156,9 +156,9 @@ impl Cli {
     pub fn wants_json(&self) -> bool {
         match &self.command {
             Command::Hosts(a) => a.json,
-            Command::Deploy(a) => a.json,
+            Command::Deploy(a) => a.activation.json,
             Command::BuildAll(a) => a.json,
-            Command::Rollback(a) => a.json,
+            Command::Rollback(a) => a.activation.json,
             Command::Provision(a) => a.wants_json(),
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
@@ -238,18 +238,6 @@ pub struct DeployArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// What activation does: switch now, boot (next boot only), or test (now, not on boot).
-    #[arg(long, value_enum, default_value = "switch")]
-    pub goal: crate::deploy::Goal,
-
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-
-    /// Print one JSON document with the result on stdout.
-    #[arg(long)]
-    pub json: bool,
-
     /// Hosts worked on at once.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
@@ -266,6 +254,30 @@ pub struct DeployArgs {
     #[arg(long, conflicts_with_all = ["build_only", "dry_run"])]
     pub rollback_succeeded: bool,
 
+    /// Deploy to this machine, without SSH, whatever targetHost says.
+    #[arg(long)]
+    pub local: bool,
+
+    #[command(flatten)]
+    pub activation: ActivationFlags,
+}
+
+/// The flags of an activation, shared by `deploy` and `rollback`.
+#[derive(Debug, Clone, Args)]
+pub struct ActivationFlags {
+    /// What activation does: switch (now and on boot), boot (next boot
+    /// only) or test (now, not on boot).
+    #[arg(long, value_enum, default_value = "switch")]
+    pub goal: crate::deploy::Goal,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print one JSON document with the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+
     /// Skip the reachability proof after activation (no magic rollback).
     #[arg(long)]
     pub no_magic_rollback: bool,
@@ -273,17 +285,6 @@ pub struct DeployArgs {
     /// Keep the new generation even when health checks fail.
     #[arg(long)]
     pub no_rollback_on_health: bool,
-
-    #[command(flatten)]
-    pub overrides: HostOverrides,
-
-    /// Deploy to this machine, without SSH, whatever targetHost says.
-    #[arg(long)]
-    pub local: bool,
-
-    /// Where logs go (default: <flake>/logs).
-    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
-    pub log_dir: Option<std::path::PathBuf>,
 
     /// Remove a deploy lock left behind on the hosts by a dead deployment
     /// (refused while that deployment's activation still runs on the host).
@@ -293,6 +294,34 @@ pub struct DeployArgs {
     /// With --break-lock: break it even while its activation still runs.
     #[arg(long, requires = "break_lock")]
     pub force: bool,
+
+    /// Where logs go (default: <flake>/logs).
+    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub overrides: HostOverrides,
+}
+
+impl ActivationFlags {
+    /// The run's options for `mode`, logging to `log_dir`.
+    pub fn options(
+        &self,
+        mode: crate::deploy::Mode,
+        log_dir: std::path::PathBuf,
+    ) -> crate::deploy::Options {
+        let touches_hosts = !matches!(
+            mode,
+            crate::deploy::Mode::BuildOnly | crate::deploy::Mode::DryRun
+        );
+        crate::deploy::Options {
+            magic_rollback: self.no_magic_rollback.then_some(false),
+            rollback_on_health: self.no_rollback_on_health.then_some(false),
+            break_lock: self.break_lock && touches_hosts,
+            force: self.force,
+            ..crate::deploy::Options::new(mode, self.goal, log_dir)
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -316,12 +345,13 @@ pub struct BuildAllArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// The host (from the flake); none means this machine.
-    #[arg(value_name = "HOST")]
-    pub host: Option<String>,
+    /// Host names, globs ('*-vps') or @tag, as for deploy; none means this
+    /// machine.
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
 
     /// List the generations instead of switching.
-    #[arg(long, conflicts_with = "to")]
+    #[arg(long, conflicts_with_all = ["to", "break_lock"])]
     pub list: bool,
 
     /// Switch to generation N (default: the one before the current).
@@ -332,39 +362,10 @@ pub struct RollbackArgs {
     #[arg(long, requires = "list")]
     pub sizes: bool,
 
-    /// switch (now and on boot) or boot (next boot only).
-    #[arg(long, value_enum, default_value = "switch")]
-    pub goal: crate::deploy::Goal,
-
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-
-    /// Print one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Skip the reachability proof after activation.
-    #[arg(long)]
-    pub no_magic_rollback: bool,
-
-    /// Keep the generation even when health checks fail.
-    #[arg(long)]
-    pub no_rollback_on_health: bool,
+    /// Hosts rolled back at once.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
 
     #[command(flatten)]
-    pub overrides: HostOverrides,
-
-    /// Where logs go (default: <flake>/logs).
-    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
-    pub log_dir: Option<std::path::PathBuf>,
-
-    /// Remove a deploy lock left behind on the host by a dead deployment
-    /// (refused while that deployment's activation still runs on the host).
-    #[arg(long, conflicts_with = "list")]
-    pub break_lock: bool,
-
-    /// With --break-lock: break it even while its activation still runs.
-    #[arg(long, requires = "break_lock")]
-    pub force: bool,
+    pub activation: ActivationFlags,
 }

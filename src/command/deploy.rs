@@ -13,7 +13,7 @@ pub async fn deploy(
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
     let mut hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
-    args.overrides.apply(&mut hosts)?;
+    args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
     if !args.build_only {
         inventory::refuse_unfilled(&hosts)?;
@@ -24,7 +24,7 @@ pub async fn deploy(
             hosts.len()
         )));
     }
-    let log_dir = log_root(&flake, cwd, args.log_dir);
+    let log_dir = log_root(&flake, cwd, args.activation.log_dir.clone());
     let mode = if args.build_only {
         crate::deploy::Mode::BuildOnly
     } else if args.dry_run {
@@ -33,16 +33,12 @@ pub async fn deploy(
         crate::deploy::Mode::Deploy
     };
     let opts = crate::deploy::Options {
-        magic_rollback: args.no_magic_rollback.then_some(false),
-        rollback_on_health: args.no_rollback_on_health.then_some(false),
         force_local: args.local,
-        break_lock: args.break_lock && !args.build_only && !args.dry_run,
-        force: args.force,
-        ..crate::deploy::Options::new(mode, args.goal, log_dir)
+        ..args.activation.options(mode, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
-        yes: args.yes,
-        json: args.json,
+        yes: args.activation.yes,
+        json: args.activation.json,
         jobs: args.jobs,
         canary: args.canary,
         rollback_succeeded: args.rollback_succeeded,

@@ -118,14 +118,14 @@ pub fn log_root(
     };
     state_logs().join(format!("{name}-{key}"))
 }
-/// One host of the flake by name (for rollback and provision), or, without
-/// a name, this machine; and where its logs go.
-pub async fn flake_host(
+/// The selected hosts of the flake (for rollback), or, without selectors,
+/// this machine; and where their logs go. One evaluation, no derivations.
+pub async fn flake_hosts(
     flake: Option<&str>,
     cwd: &std::path::Path,
-    name: Option<&str>,
-) -> Result<(inventory::Host, std::path::PathBuf)> {
-    let Some(name) = name else {
+    selectors: &[String],
+) -> Result<(Vec<inventory::Host>, std::path::PathBuf)> {
+    if selectors.is_empty() {
         let root = inventory::flake::resolve(flake, cwd)
             .ok()
             .and_then(|f| f.root)
@@ -141,23 +141,38 @@ pub async fn flake_host(
             drv_path: None,
             system: None,
         };
-        return Ok((host, root));
-    };
+        return Ok((vec![host], root));
+    }
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
     let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
-    let selection = inv.select(&[name.to_string()])?;
+    let selection = inv.select(selectors)?;
     if let Some(err) = selection.failure() {
         return Err(err);
     }
-    let [h] = selection.hosts[..] else {
-        return Err(Error::Usage(format!(
-            "`{name}` selects {} hosts; name exactly one",
-            selection.hosts.len()
-        )));
-    };
-    Ok((h.clone(), log_root(&flake, cwd, None)))
+    let hosts = selection.hosts.into_iter().cloned().collect();
+    Ok((hosts, log_root(&flake, cwd, None)))
 }
+
+/// One host of the flake by name (for provision), or, without a name, this
+/// machine; and where its logs go.
+pub async fn flake_host(
+    flake: Option<&str>,
+    cwd: &std::path::Path,
+    name: Option<&str>,
+) -> Result<(inventory::Host, std::path::PathBuf)> {
+    let selectors: Vec<String> = name.iter().map(|n| n.to_string()).collect();
+    let (mut hosts, logs) = flake_hosts(flake, cwd, &selectors).await?;
+    if hosts.len() != 1 {
+        return Err(Error::Usage(format!(
+            "`{}` selects {} hosts; name exactly one",
+            name.unwrap_or_default(),
+            hosts.len()
+        )));
+    }
+    Ok((hosts.remove(0), logs))
+}
+
 /// `$XDG_STATE_HOME/pantheros/logs`, for runs outside any flake.
 pub fn state_logs() -> std::path::PathBuf {
     std::env::var_os("XDG_STATE_HOME")

@@ -1,8 +1,10 @@
-//! `pantheros rollback`: list a host's generations, or switch to one.
+//! `pantheros rollback`: list the selected hosts' generations, or switch
+//! them to the previous (or a chosen) one. No selector means this machine.
 
-use super::flake_host;
+use super::flake_hosts;
 use crate::cli;
 use crate::error::{Error, Result, exit};
+use crate::inventory::Host;
 use crate::nix;
 
 pub async fn rollback(
@@ -10,49 +12,99 @@ pub async fn rollback(
     cwd: &std::path::Path,
     args: cli::RollbackArgs,
 ) -> Result<i32> {
-    let (mut host, default_logs) = flake_host(flake, cwd, args.host.as_deref()).await?;
-    args.overrides.apply(std::slice::from_mut(&mut host))?;
-    let log_dir = args.log_dir.clone().unwrap_or(default_logs);
+    let a = &args.activation;
+    let (mut hosts, default_logs) = flake_hosts(flake, cwd, &args.selectors).await?;
+    a.overrides.apply(&mut hosts)?;
     if args.list {
-        let control = crate::target::control_dir()
-            .map_err(|e| Error::io("creating the SSH control directory", e))?;
-        let target = crate::target::Target::for_host(&host, &control, false);
-        let log = crate::report::log::HostLog::discard()
-            .map_err(|e| Error::io("opening /dev/null", e))?;
-        let res =
-            crate::generations::list(&target, &log, &host.deployment.profile, args.sizes).await;
-        target.close().await;
-        let _ = std::fs::remove_dir_all(&control);
-        let gens = res.map_err(|e| e.into_error())?;
-        if args.json {
-            let doc = serde_json::json!({
-                "version": crate::report::JSON_VERSION,
-                "host": host.name,
-                "profile": host.deployment.profile,
-                "generations": gens,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        } else {
-            print!("{}", crate::generations::table(&gens));
-        }
-        return Ok(exit::OK);
+        return list(&hosts, args.sizes, a.json).await;
     }
+    let log_dir = a.log_dir.clone().unwrap_or(default_logs);
     let nix = nix::Nix::locate()?;
     let opts = crate::deploy::Options {
-        magic_rollback: args.no_magic_rollback.then_some(false),
-        rollback_on_health: args.no_rollback_on_health.then_some(false),
-        force_local: args.host.is_none(),
+        force_local: args.selectors.is_empty(),
         rollback_to: args.to,
-        break_lock: args.break_lock,
-        force: args.force,
-        ..crate::deploy::Options::new(crate::deploy::Mode::Rollback, args.goal, log_dir)
+        ..a.options(crate::deploy::Mode::Rollback, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
-        yes: args.yes,
-        json: args.json,
-        jobs: 1,
+        yes: a.yes,
+        json: a.json,
+        jobs: args.jobs,
         canary: 0,
         rollback_succeeded: false,
     };
-    Ok(crate::deploy::fleet::deploy(&nix, vec![host], opts, fleet).await)
+    Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
+}
+
+/// `--list`: each host's generations, in selection order. A host that
+/// cannot be read is reported (stderr, and an `error` in `--json`) and the
+/// others are still listed; the exit code is then the first failure's.
+async fn list(hosts: &[Host], sizes: bool, json: bool) -> Result<i32> {
+    let control = crate::target::control_dir()
+        .map_err(|e| Error::io("creating the SSH control directory", e))?;
+    let log =
+        crate::report::log::HostLog::discard().map_err(|e| Error::io("opening /dev/null", e))?;
+    let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
+    for host in hosts {
+        let target = crate::target::Target::for_host(host, &control, false);
+        let res = crate::generations::list(&target, &log, &host.deployment.profile, sizes).await;
+        target.close().await;
+        read.push((host, res.map_err(|e| e.into_error())));
+    }
+    let _ = std::fs::remove_dir_all(&control);
+    let code = read
+        .iter()
+        .find_map(|(_, r)| r.as_ref().err().map(Error::exit_code))
+        .unwrap_or(exit::OK);
+    // One host: its error is the run's error, printed as every error is.
+    if let [(_, Err(_))] = &read[..] {
+        if let Some((_, Err(e))) = read.pop() {
+            return Err(e);
+        }
+    }
+    if json {
+        let entries: Vec<serde_json::Value> = read
+            .iter()
+            .map(|(h, r)| match r {
+                Ok(gens) => serde_json::json!({
+                    "host": h.name,
+                    "profile": h.deployment.profile,
+                    "generations": gens,
+                }),
+                Err(e) => serde_json::json!({
+                    "host": h.name,
+                    "profile": h.deployment.profile,
+                    "error": { "message": e.to_string(), "hint": e.hint(), "exitCode": e.exit_code() },
+                }),
+            })
+            .collect();
+        let mut doc = serde_json::json!({
+            "version": crate::report::JSON_VERSION,
+            "exitCode": code,
+            "hosts": entries,
+        });
+        // One host: its fields at the top, as before selectors existed.
+        if let [(h, Ok(gens))] = &read[..] {
+            doc["host"] = h.name.clone().into();
+            doc["profile"] = h.deployment.profile.clone().into();
+            doc["generations"] = serde_json::to_value(gens).unwrap_or_default();
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(code);
+    }
+    let several = read.len() > 1;
+    for (h, r) in &read {
+        match r {
+            Ok(gens) => {
+                if several {
+                    println!("== {}", h.name);
+                }
+                print!("{}", crate::generations::table(gens));
+            }
+            Err(e) => {
+                eprintln!("[{}] could not list its generations:", h.name);
+                crate::report::print_error(e);
+            }
+        }
+    }
+    Ok(code)
 }

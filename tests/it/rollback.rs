@@ -227,3 +227,48 @@ fn rollback_on_a_systemd_host_brings_units_back() {
     );
     assert!(log.with_extension("info").exists());
 }
+
+/// `rollback` takes selectors like `deploy`: a glob and a name list both
+/// hosts' generations in one document (one entry per host, valid against
+/// its schema), and roll both back in one run.
+#[test]
+fn rollback_takes_selectors_like_deploy() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    w.add_host("beta");
+    let flake = w.path().join("fleet");
+    for g in [1, 2] {
+        write_fleet(
+            &flake,
+            &[host(&w, "alpha", g, false), host(&w, "beta", g, false)],
+        );
+        assert_exit(
+            &w.pantheros(&flake, &["deploy", "alpha", "beta", "--yes"]),
+            0,
+        );
+    }
+    let out = w.pantheros(&flake, &["rollback", "al*", "beta", "--list", "--json"]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    testworld::assert_schema(&v, "generations");
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{v}");
+    for (entry, name) in hosts.iter().zip(["alpha", "beta"]) {
+        assert_eq!(entry["host"], name, "{v}");
+        assert_eq!(entry["generations"].as_array().unwrap().len(), 2, "{v}");
+    }
+    let table = stdout(&w.pantheros(&flake, &["rollback", "alpha", "beta", "--list"]));
+    assert!(
+        table.contains("== alpha") && table.contains("== beta"),
+        "{table}"
+    );
+
+    let out = w.pantheros(&flake, &["rollback", "alpha", "beta", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    testworld::assert_schema(&v, "deploy");
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 2, "{v}");
+    for h in ["alpha", "beta"] {
+        assert_eq!(w.generation_marker(h), "1", "{h}");
+    }
+}

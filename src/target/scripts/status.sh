@@ -4,12 +4,24 @@
 # line says so: "ended rebooted|stopped RUNNING_SYSTEM" (nothing will change
 # the status any more; RUNNING_SYSTEM is what the host runs now).
 set -u
+final() {
+  case "$1" in
+  "$ST_CONFIRMED"* | "$ST_DONE"* | "$ST_FAILED"* | "$ST_ROLLED_BACK"* | "$ST_ROLLBACK_FAILED"*) return 0 ;;
+  *) return 1 ;;
+  esac
+}
 st=$(cat "$1/status" 2>/dev/null || true)
-printf '%s\n' "$st"
-case "$st" in
-"$ST_CONFIRMED"* | "$ST_DONE"* | "$ST_FAILED"* | "$ST_ROLLED_BACK"* | "$ST_ROLLBACK_FAILED"*) exit 0 ;;
-esac
+if final "$st"; then
+  printf '%s\n' "$st"
+  exit 0
+fi
 ws=$(watchdog_state "$1")
 case "$ws" in
-rebooted | stopped) echo "ended $ws $(readlink -f /run/current-system 2>/dev/null || true)" ;;
+rebooted | stopped)
+  # The watchdog may have written its last status just before it ended.
+  st=$(cat "$1/status" 2>/dev/null || true)
+  printf '%s\n' "$st"
+  final "$st" || echo "ended $ws $(readlink -f /run/current-system 2>/dev/null || true)"
+  ;;
+*) printf '%s\n' "$st" ;;
 esac
