@@ -50,6 +50,17 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Colour and the live progress display: auto (on a terminal, unless
+    /// NO_COLOR is set), always, or never (plain `[host] …` lines).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub color: crate::report::progress::ColorChoice,
+
     #[command(flatten)]
     pub nix: NixFlags,
 
@@ -253,6 +264,12 @@ pub struct DeployArgs {
     /// configuration.
     #[arg(long, conflicts_with_all = ["build_only", "dry_run"])]
     pub rollback_succeeded: bool,
+
+    /// Go on with the other hosts after one failed. Without it, the first
+    /// failure stops every host that has not started its activation (those
+    /// already activating finish), and no confirmation is asked.
+    #[arg(long)]
+    pub keep_going: bool,
 
     /// Deploy to this machine, without SSH, whatever targetHost says.
     #[arg(long)]

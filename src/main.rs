@@ -9,6 +9,7 @@ use pantheros::error::exit;
 fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    pantheros::report::progress::init(cli.color, cli.verbose > 0);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

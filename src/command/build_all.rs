@@ -43,6 +43,7 @@ pub async fn build_all(
         jobs,
         canary: 0,
         rollback_succeeded: false,
+        keep_going: true,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

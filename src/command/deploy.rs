@@ -42,6 +42,7 @@ pub async fn deploy(
         jobs: args.jobs,
         canary: args.canary,
         rollback_succeeded: args.rollback_succeeded,
+        keep_going: args.keep_going,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -31,6 +31,7 @@ pub async fn rollback(
         jobs: args.jobs,
         canary: 0,
         rollback_succeeded: false,
+        keep_going: true,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

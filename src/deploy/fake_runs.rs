@@ -352,7 +352,7 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
         host("fails", |_| {}),
         host("locked", |_| {}),
     ];
-    let code = rollout(&fake, dir.path(), hosts, 2, 0, false).await;
+    let code = rollout(&fake, dir.path(), hosts, 2, 0, false, true).await;
     assert_eq!(code, crate::error::exit::ROLLED_BACK);
     assert_eq!(fake.state("ok").current, 2);
     assert_eq!(fake.state("fails").current, 1);
@@ -369,6 +369,66 @@ async fn a_fleet_reports_every_host_and_exits_with_the_worst_result() {
     assert_eq!(infos, 3);
 }
 
+/// Without `--keep-going`, the first failure stops the hosts that have not
+/// started their activation (one job: the hosts go one after another, in
+/// name order); with it, every other host is deployed.
+#[tokio::test]
+async fn a_failure_stops_the_run_unless_it_keeps_going() {
+    for keep_going in [false, true] {
+        let fake = FakeFleet::default();
+        fake.add(
+            "a-fails",
+            misbehaving(Behaviour {
+                switch_fails: true,
+                ..Default::default()
+            }),
+        );
+        fake.add("b", running_old());
+        fake.add("c", running_old());
+        let hosts = vec![
+            host("a-fails", |_| {}),
+            host("b", |_| {}),
+            host("c", |_| {}),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let code = rollout(&fake, dir.path(), hosts, 1, 0, false, keep_going).await;
+        assert_eq!(
+            code,
+            crate::error::exit::ROLLED_BACK,
+            "keep_going={keep_going}"
+        );
+        for h in ["b", "c"] {
+            let s = fake.state(h);
+            let activated = s.steps.iter().any(|x| x == "launch.sh");
+            assert_eq!(
+                activated, keep_going,
+                "{h} (keep_going={keep_going}): {:?}",
+                s.steps
+            );
+            assert_eq!(s.current, if keep_going { 2 } else { 1 }, "{h}");
+            assert_eq!(s.lock, None, "{h} kept its lock");
+        }
+        if !keep_going {
+            let info = std::fs::read_dir(dir.path().join("logs/deploy"))
+                .unwrap()
+                .flatten()
+                .find(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with("deploy-c-") && n.ends_with(".info")
+                })
+                .expect("c's .info");
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(info.path()).unwrap()).unwrap();
+            assert_eq!(v["result"], "failed", "{v}");
+            let err = v["error"].as_str().unwrap_or_default();
+            assert!(
+                err.contains("not activated: a-fails (rolled-back) failed"),
+                "{err}"
+            );
+        }
+    }
+}
+
 /// A whole run of the fleet (`--yes`), logs under `dir`; its exit code.
 async fn rollout(
     fake: &FakeFleet,
@@ -377,6 +437,7 @@ async fn rollout(
     jobs: usize,
     canary: usize,
     rollback_succeeded: bool,
+    keep_going: bool,
 ) -> i32 {
     let nix = Nix {
         program: "nix".into(),
@@ -387,6 +448,7 @@ async fn rollout(
         jobs,
         canary,
         rollback_succeeded,
+        keep_going,
     };
     fleet::deploy(&nix, hosts, options(fake, dir), args).await
 }
@@ -407,7 +469,7 @@ async fn a_failing_canary_stops_the_rollout_before_any_other_host_changes() {
     fake.add("w2", running_old());
     let hosts = vec![host("c1", |_| {}), host("w1", |_| {}), host("w2", |_| {})];
     let dir = tempfile::tempdir().unwrap();
-    let code = rollout(&fake, dir.path(), hosts, 4, 1, false).await;
+    let code = rollout(&fake, dir.path(), hosts, 4, 1, false, false).await;
     assert_eq!(code, crate::error::exit::ROLLED_BACK);
     for h in ["w1", "w2"] {
         let s = fake.state(h);
@@ -434,7 +496,10 @@ async fn after_a_healthy_canary_the_rest_follow() {
     }
     let hosts = vec![host("c1", |_| {}), host("w1", |_| {}), host("w2", |_| {})];
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(rollout(&fake, dir.path(), hosts, 4, 1, false).await, 0);
+    assert_eq!(
+        rollout(&fake, dir.path(), hosts, 4, 1, false, false).await,
+        0
+    );
     let events = fake.events();
     let at = |e: &str| events.iter().position(|x| x == e).unwrap();
     for h in ["w1", "w2"] {
@@ -466,6 +531,7 @@ async fn when_a_host_fails_the_succeeded_ones_are_rolled_back_on_request() {
         vec![host("ok", |_| {}), host("fails", |_| {})],
         2,
         0,
+        true,
         true,
     )
     .await;

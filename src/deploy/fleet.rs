@@ -8,13 +8,16 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline, preflight, say};
 use crate::inventory::Host;
 use crate::nix::Nix;
+use crate::report::progress;
 use crate::target;
+use tracing::Instrument;
 
 pub struct FleetArgs {
     pub yes: bool,
@@ -25,6 +28,9 @@ pub struct FleetArgs {
     pub canary: usize,
     /// When any host did not succeed, roll back the hosts this run switched.
     pub rollback_succeeded: bool,
+    /// Go on activating the other hosts after one failed (without it, a
+    /// failure stops every host that has not started its activation).
+    pub keep_going: bool,
 }
 
 /// Write a file so that no reader ever sees half of it; mode 0600 from its
@@ -72,9 +78,31 @@ pub enum Confirm {
     Ask {
         tx: mpsc::UnboundedSender<GateMsg>,
         decision: watch::Receiver<Option<bool>>,
-        sent: bool,
+        /// Set once this host sent `Ready` (shared with its [`Leave`]).
+        sent: Arc<AtomicBool>,
     },
 }
+
+/// Held by a host's task: when the task ends (or panics) before its host
+/// reached the gate, the question stops waiting for it. The task drops it
+/// only after it has reported a failure to the halt signal, so the question
+/// is never asked for a run that a failed host has already stopped.
+pub struct Leave {
+    tx: mpsc::UnboundedSender<GateMsg>,
+    sent: Arc<AtomicBool>,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        if !self.sent.load(Ordering::SeqCst) {
+            let _ = self.tx.send(GateMsg::Left);
+        }
+    }
+}
+
+/// Which host's failure stopped the run (without `--keep-going`): hosts
+/// that have not started their activation stop at their gate.
+pub type Halt = watch::Receiver<Option<String>>;
 
 /// How the canaries of a rollout ended: `Err` names the ones that did not
 /// succeed.
@@ -86,6 +114,7 @@ pub type CanaryResult = Option<Result<(), String>>;
 pub struct Gate {
     pub confirm: Confirm,
     pub after_canaries: Option<watch::Receiver<CanaryResult>>,
+    pub halt: Option<Halt>,
 }
 
 /// May the host be activated?
@@ -95,6 +124,8 @@ pub enum Approval {
     NotConfirmed,
     /// The canaries named did not succeed: the rollout stops here.
     CanariesFailed(String),
+    /// Another host failed (named), and the run does not keep going.
+    Halted(String),
 }
 
 impl Gate {
@@ -103,11 +134,21 @@ impl Gate {
         Gate {
             confirm: Confirm::Open,
             after_canaries: None,
+            halt: None,
         }
     }
 
-    pub async fn approve(mut self, ctx: &Ctx, text: String) -> Approval {
-        if !self.confirm.approve(ctx, text).await {
+    /// The failed host that stopped the run, if one did.
+    pub fn halted(&self) -> Option<String> {
+        self.halt.as_ref().and_then(|h| h.borrow().clone())
+    }
+
+    pub async fn approve(&mut self, ctx: &Ctx, text: String) -> Approval {
+        let confirmed = self.confirm.approve(ctx, text).await;
+        if let Some(failed) = self.halted() {
+            return Approval::Halted(failed);
+        }
+        if !confirmed {
             return Approval::NotConfirmed;
         }
         let Some(mut rx) = self.after_canaries.take() else {
@@ -135,11 +176,11 @@ impl Confirm {
     async fn approve(&mut self, ctx: &Ctx, text: String) -> bool {
         match self {
             Confirm::Open => {
-                eprint!("{text}");
+                crate::report::progress::block(&text);
                 true
             }
             Confirm::Ask { tx, decision, sent } => {
-                *sent = true;
+                sent.store(true, Ordering::SeqCst);
                 let _ = tx.send(GateMsg::Ready {
                     host: ctx.host.name.clone(),
                     text,
@@ -159,19 +200,6 @@ impl Confirm {
     }
 }
 
-impl Drop for Confirm {
-    /// A host that never reaches the gate (it ended early, or its task
-    /// panicked) still counts as answered, so the question is asked.
-    fn drop(&mut self) {
-        if let Confirm::Ask {
-            tx, sent: false, ..
-        } = self
-        {
-            let _ = tx.send(GateMsg::Left);
-        }
-    }
-}
-
 /// Ask once, when all `expected` hosts are ready or gone.
 async fn gatekeeper(
     mut rx: mpsc::UnboundedReceiver<GateMsg>,
@@ -179,6 +207,7 @@ async fn gatekeeper(
     expected: usize,
     mode: Mode,
     intr: interrupt::Interrupt,
+    halt: Halt,
 ) {
     let mut ready: BTreeMap<String, String> = BTreeMap::new();
     let mut answered = 0;
@@ -195,13 +224,21 @@ async fn gatekeeper(
     if ready.is_empty() {
         return;
     }
+    if let Some(failed) = halt.borrow().clone() {
+        progress::block(&format!(
+            "not asking for confirmation: {failed} failed, so nothing is activated \
+             (--keep-going deploys the other hosts regardless)\n"
+        ));
+        let _ = decide.send(Some(false));
+        return;
+    }
     for text in ready.values() {
-        eprint!("{text}");
+        progress::block(text);
     }
     if !std::io::stdin().is_terminal() {
-        eprintln!(
+        progress::block(
             "error: refusing to deploy without confirmation: stdin is not a terminal\n\
-             hint: pass --yes to deploy non-interactively, or --dry-run to only see the changes"
+             hint: pass --yes to deploy non-interactively, or --dry-run to only see the changes\n",
         );
         let _ = decide.send(Some(false));
         return;
@@ -212,6 +249,8 @@ async fn gatekeeper(
     } else {
         "Deploy to"
     };
+    // The live lines stay off the screen while the question is on it.
+    let hidden = progress::hidden();
     eprintln!("{verb} {}?", names.join(", "));
     let ask = tokio::task::spawn_blocking(|| {
         dialoguer::Input::<String>::new()
@@ -224,6 +263,7 @@ async fn gatekeeper(
         a = ask => a.unwrap_or(false),
         _ = intr.wait() => false,
     };
+    drop(hidden);
     let _ = decide.send(Some(answer));
 }
 
@@ -285,7 +325,12 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         ));
         ctxs.push(Arc::new(ctx));
     }
+    progress::hosts(ctxs.iter().map(|c| c.host.name.as_str()));
 
+    // Without --keep-going, the first failed host stops the hosts that have
+    // not started their activation.
+    let (halt_tx, halt_rx) = watch::channel::<Option<String>>(None);
+    let halt_tx = Arc::new(halt_tx);
     // The confirmation: asked once, unless --yes or nothing activates.
     let asks = matches!(opts.mode, Mode::Deploy | Mode::Rollback) && !args.yes;
     let (gate_tx, gate_rx) = mpsc::unbounded_channel();
@@ -297,6 +342,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
             ctxs.len(),
             opts.mode,
             intr.clone(),
+            halt_rx.clone(),
         ))
     });
 
@@ -314,11 +360,16 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     let (canary_tx, canary_rx) = watch::channel::<CanaryResult>(None);
     let mut canary_results: BTreeMap<String, HostResult> = BTreeMap::new();
     for c in &ctxs {
+        let sent = Arc::new(AtomicBool::new(false));
+        let leave = Leave {
+            tx: gate_tx.clone(),
+            sent: sent.clone(),
+        };
         let confirm = if asks {
             Confirm::Ask {
                 tx: gate_tx.clone(),
                 decision: decide_rx.clone(),
-                sent: false,
+                sent,
             }
         } else {
             Confirm::Open
@@ -327,9 +378,26 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
             confirm,
             after_canaries: (!canaries.is_empty() && !canaries.contains(&c.host.name))
                 .then(|| canary_rx.clone()),
+            halt: (!args.keep_going).then(|| halt_rx.clone()),
         };
-        let (c2, p) = (c.clone(), permits.clone());
-        let handle = set.spawn(async move { pipeline::run_host(&c2, gate, &p).await });
+        let (c2, p, halt, keep_going) =
+            (c.clone(), permits.clone(), halt_tx.clone(), args.keep_going);
+        let span = tracing::info_span!("host", name = %c.host.name);
+        let handle = set.spawn(async move {
+            progress::state(&c2.host.name, progress::State::Running, "");
+            let outcome = pipeline::run_host(&c2, gate, &p).instrument(span).await;
+            let state = if outcome.result.succeeded() {
+                progress::State::Done
+            } else {
+                progress::State::Failed
+            };
+            progress::state(&c2.host.name, state, outcome.result.word());
+            if !keep_going && !outcome.result.succeeded() {
+                stop_the_run(&halt, &outcome);
+            }
+            drop(leave);
+            outcome
+        });
         by_task.insert(handle.id(), c.clone());
     }
     drop(gate_tx);
@@ -348,6 +416,9 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         };
         if let Some(ctx) = ctx {
             ctx.target.close().await;
+        }
+        if !args.keep_going && !outcome.result.succeeded() {
+            stop_the_run(&halt_tx, &outcome);
         }
         if canaries.contains(&outcome.host) {
             canary_results.insert(outcome.host.clone(), outcome.result);
@@ -385,6 +456,17 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     }
     let _ = std::fs::remove_dir_all(&control);
     code
+}
+
+/// The first failed host stops the run (a later failure keeps that name).
+fn stop_the_run(halt: &watch::Sender<Option<String>>, failed: &Outcome) {
+    halt.send_if_modified(|h| {
+        if h.is_some() {
+            return false;
+        }
+        *h = Some(format!("{} ({})", failed.host, failed.result.word()));
+        true
+    });
 }
 
 /// `--rollback-succeeded`: when any host did not succeed, the hosts this run
@@ -519,6 +601,7 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
 }
 
 fn summary(outcomes: &[Outcome], mode: Mode) {
+    progress::clear();
     eprintln!("\n=== Summary ===");
     if mode == Mode::BuildOnly {
         let passed = outcomes

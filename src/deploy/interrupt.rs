@@ -61,10 +61,10 @@ pub fn install() -> Interrupt {
                 eprintln!("\n{name} again: exiting now; hosts may still hold their locks");
                 std::process::exit(crate::error::exit::INTERRUPTED);
             }
-            eprintln!(
+            crate::report::progress::block(&format!(
                 "\n{name}: stopping. Hosts that have not started activating release their locks; \
-                 a host that is activating is left to its watchdog. Press Ctrl-C again to exit at once."
-            );
+                 a host that is activating is left to its watchdog. Press Ctrl-C again to exit at once.\n"
+            ));
             let _ = tx.send(Some(name));
         }
     });

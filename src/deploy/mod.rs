@@ -147,6 +147,11 @@ pub fn run_exit_code(results: impl IntoIterator<Item = HostResult>) -> i32 {
 }
 
 impl HostResult {
+    /// The host ended where the run wanted it (deployed, or nothing to do).
+    pub fn succeeded(self) -> bool {
+        matches!(self, HostResult::Success | HostResult::Unchanged)
+    }
+
     /// The result as `--json` spells it.
     pub fn word(self) -> &'static str {
         match self {

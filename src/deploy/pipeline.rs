@@ -183,7 +183,7 @@ fn finish_outcome(
 
 async fn stages(
     ctx: &Ctx,
-    gate: Gate,
+    mut gate: Gate,
     permits: &Permits,
     facts: &mut Facts,
     lock: &mut Option<Lock>,
@@ -274,7 +274,11 @@ async fn stages(
     let plan = step(ctx, facts, "diff", diff::plan(ctx, &current, &built)).await?;
     facts.diff = Some(plan.diff.clone());
     if mode == Mode::DryRun {
-        eprintln!("Changes for {}:\n{}", ctx.name(), plan.diff.render());
+        crate::report::progress::block(&format!(
+            "Changes for {}:\n{}\n",
+            ctx.name(),
+            plan.diff.render()
+        ));
         return Ok(End::ok(HostResult::Success));
     }
 
@@ -308,6 +312,7 @@ async fn stages(
                 StageError::new("not confirmed; nothing was changed"),
             ));
         }
+        Approval::Halted(failed) => return Ok(halted(&failed)),
         Approval::CanariesFailed(names) => {
             return Ok(End::err(
                 HostResult::Failed,
@@ -324,6 +329,10 @@ async fn stages(
             signal,
             stage: "the confirmation",
         });
+    }
+    // A host may have failed while this one waited for a job slot.
+    if let Some(failed) = gate.halted() {
+        return Ok(halted(&failed));
     }
 
     // Keys due before the activation. From here on the host changes: the
@@ -439,6 +448,17 @@ async fn stages(
 }
 
 /// The end of an activation, from the target's final state.
+/// Not activated: another host failed and the run does not keep going.
+fn halted(failed: &str) -> End {
+    End::err(
+        HostResult::Failed,
+        StageError::new(format!(
+            "not activated: {failed} failed, so the run stopped before this host changed; nothing was changed on this host"
+        ))
+        .hint("fix that host and deploy again, or pass --keep-going to deploy the others regardless"),
+    )
+}
+
 async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Activated) -> End {
     (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
     match activate::verify(current, activated, facts.system_after.as_deref()) {

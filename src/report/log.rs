@@ -10,6 +10,8 @@ use crate::runner::{self, Cmd, Lines, Output, Stream};
 
 pub struct HostLog {
     pub path: PathBuf,
+    /// The host whose commands this log records ("" for a discarding log).
+    host: String,
     file: Mutex<File>,
     redactor: super::redact::Redactor,
     /// What runs the host's commands (processes; a fake in unit tests).
@@ -46,6 +48,7 @@ impl HostLog {
                 Ok(file) => {
                     return Ok(HostLog {
                         path,
+                        host: host.to_string(),
                         file: Mutex::new(file),
                         redactor: Default::default(),
                         exec: crate::target::exec::processes(),
@@ -65,6 +68,7 @@ impl HostLog {
         let file = OpenOptions::new().append(true).open("/dev/null")?;
         Ok(HostLog {
             path: PathBuf::from("/dev/null"),
+            host: String::new(),
             file: Mutex::new(file),
             redactor: Default::default(),
             exec: crate::target::exec::processes(),
@@ -158,6 +162,10 @@ impl Lines for HostLog {
             Stream::Stdout => '|',
             Stream::Stderr => '!',
         };
-        self.write_line(&format!("  {mark} {}", self.redactor.apply(line)));
+        let line = self.redactor.apply(line);
+        self.write_line(&format!("  {mark} {line}"));
+        if !self.host.is_empty() {
+            super::progress::output(&self.host, &line);
+        }
     }
 }

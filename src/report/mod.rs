@@ -3,15 +3,12 @@
 use std::io::Write;
 
 pub mod log;
+pub mod progress;
 pub mod redact;
 
-/// Colour on stderr: only on a terminal, and never with NO_COLOR set.
+/// Colour on stderr (decided once, in [`progress`], from `--color`).
 pub fn color() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        use std::io::IsTerminal;
-        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-    })
+    progress::color()
 }
 
 /// Wrap `text` in an ANSI style (e.g. "1" bold, "31" red) when colour is on.
@@ -110,9 +107,9 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// Progress lines on stderr, prefixed with the host name.
+/// A progress line for a host: `[host] msg` (see [`progress::say`]).
 pub fn say(host: &str, msg: &str) {
-    eprintln!("{} {msg}", paint("1", &format!("[{host}]")));
+    progress::say(host, msg);
 }
 
 /// The version of every `--json` document (its `version` field). Documents

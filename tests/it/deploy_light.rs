@@ -684,7 +684,44 @@ fn a_fleet_run_ends_with_what_went_wrong_on_each_failed_host() {
         &[host(&w, "good", 1, ""), host(&w, "badkey", 1, "")],
     );
     w.pin_wrong_host_key("badkey");
+    // Without --keep-going, the failed host stops the other before it changes.
     let out = w.pantheros(&flake, &["deploy", "good", "badkey", "--yes", "--json"]);
+    assert_exit(&out, 1);
+    let v = json(&out);
+    let good = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "good")
+        .unwrap()
+        .clone();
+    assert_eq!(good["result"], "failed", "{v}");
+    assert!(
+        good["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not activated: badkey (failed) failed"),
+        "{v}"
+    );
+    assert_eq!(w.generation_marker("good"), "");
+    assert!(
+        !w.host("good")
+            .exec(&["test", "-e", "/var/lib/pantheros/lock"])
+            .status
+            .success()
+    );
+
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "good",
+            "badkey",
+            "--yes",
+            "--json",
+            "--keep-going",
+        ],
+    );
     assert_exit(&out, 1);
     let err = stderr(&out);
     let report = err
@@ -747,6 +784,7 @@ fn rollback_succeeded_returns_the_switched_hosts_when_one_fails() {
             "broken",
             "--yes",
             "--rollback-succeeded",
+            "--keep-going",
             "--json",
         ],
     );
@@ -831,4 +869,151 @@ fn target_host_overrides_the_flake_for_one_run() {
         &out,
         &["--target-host and --target-user override one host, but 2 are selected"],
     );
+}
+
+/// Runs a command on a pseudo-terminal, answers "yes" to the deploy
+/// question, and prints everything the terminal showed, then `EXIT n`.
+const PTY_DRIVER: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["TERM"] = "xterm"
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+seen, answered = b"", False
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+    if not answered and b"Continue with deployment? (yes/no)" in seen:
+        os.write(fd, b"yes\r")
+        answered = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+print("\nEXIT", os.waitstatus_to_exitcode(status))
+"#;
+
+/// On a terminal, a 4-host deploy shows a live line per host and a stats
+/// line under the `[host] …` history; each host's stages appear in order;
+/// the question and the summary are printed on their own, with no live
+/// line drawn over them. Without a terminal the same run is plain lines.
+#[test]
+fn a_terminal_shows_live_lines_and_a_plain_run_shows_lines() {
+    let Some(mut w) = World::new() else { return };
+    let names = ["h1", "h2", "h3", "h4"];
+    for h in names {
+        w.add_host(h);
+    }
+    let flake = w.path().join("fleet");
+    let fleet: Vec<_> = names.iter().map(|h| host(&w, h, 1, "")).collect();
+    write_fleet(&flake, &fleet);
+    let bin = testworld::pantheros_bin();
+    let mut argv = vec!["python3", "-c", PTY_DRIVER, bin.to_str().unwrap(), "deploy"];
+    argv.extend(names);
+    let out = w
+        .client(&argv)
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let screen = stdout(&out);
+    assert!(screen.contains("\nEXIT 0"), "{screen}");
+    for h in names {
+        assert_eq!(w.generation_marker(h), "1", "{h}");
+    }
+    // Live lines were drawn: indicatif moves the cursor up and clears lines.
+    assert!(
+        screen.contains("\x1b[1A") || screen.contains("\x1b[2K"),
+        "{screen}"
+    );
+    let plain = strip_ansi(&screen);
+    assert!(plain.contains("done, 0 failed"), "no stats line:\n{plain}");
+    for h in names {
+        let at = |needle: &str| {
+            plain
+                .find(&format!("[{h}] {needle}"))
+                .unwrap_or_else(|| panic!("[{h}] {needle} is missing:\n{plain}"))
+        };
+        assert!(at("building") < at("copying"), "{h}");
+        assert!(at("copying") < at("activating (switch)"), "{h}");
+        assert!(
+            at("activating (switch)") < at("reachable over a fresh SSH connection"),
+            "{h}"
+        );
+    }
+    // The question is alone on its line, and nothing is drawn after the
+    // summary began.
+    let question = plain
+        .lines()
+        .find(|l| l.contains("Continue with deployment? (yes/no)"))
+        .unwrap_or_else(|| panic!("no question:\n{plain}"));
+    assert!(
+        question
+            .trim_start()
+            .starts_with("Continue with deployment?"),
+        "{question:?}"
+    );
+    let summary = screen.rfind("=== Summary ===").expect("a summary");
+    let after = &screen[summary..];
+    assert!(
+        !after.contains("\x1b[1A") && !after.contains("\x1b[2K"),
+        "a live line was drawn over the summary: {after:?}"
+    );
+    for h in names {
+        assert!(
+            strip_ansi(after).contains(h),
+            "{h} missing from the summary: {after}"
+        );
+    }
+
+    // No terminal: plain lines only, every stage of every host, no escapes.
+    let fleet: Vec<_> = names.iter().map(|h| host(&w, h, 2, "")).collect();
+    write_fleet(&flake, &fleet);
+    let mut args = vec!["deploy"];
+    args.extend(names);
+    args.push("--yes");
+    let out = w.pantheros(&flake, &args);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(!err.contains('\x1b'), "{err}");
+    for h in names {
+        for stage in ["building", "copying", "activating (switch)"] {
+            assert!(
+                err.lines()
+                    .any(|l| l.starts_with(&format!("[{h}] {stage}"))),
+                "[{h}] {stage} missing:\n{err}"
+            );
+        }
+    }
+}
+
+/// The text a terminal would show, without its escape sequences and
+/// carriage returns.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                while let Some(&n) = chars.peek() {
+                    chars.next();
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -275,6 +275,7 @@ fn a_crashed_host_task_is_reported_unknown_and_releases_its_lock() {
             "beta",
             "--yes",
             "--json",
+            "--keep-going",
         ])
         .current_dir(&flake)
         .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
