@@ -170,7 +170,7 @@ impl Cli {
             Command::Deploy(a) => a.activation.json,
             Command::BuildAll(a) => a.json,
             Command::Rollback(a) => a.activation.json,
-            Command::Provision(a) => a.wants_json(),
+            Command::Provision(p) => p.wants_json(),
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
         }
@@ -189,12 +189,14 @@ pub enum Command {
     /// List generations of a host, or switch it to the previous or a chosen one.
     Rollback(RollbackArgs),
     /// Create Hetzner Cloud servers for hosts of the flake and install NixOS on them.
-    Provision(crate::provision::ProvisionArgs),
+    #[command(subcommand)]
+    Provision(ProvisionCommand),
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -385,4 +387,189 @@ pub struct RollbackArgs {
 
     #[command(flatten)]
     pub activation: ActivationFlags,
+}
+
+/// `pantheros provision VERB`: Hetzner Cloud servers for the flake's hosts.
+#[derive(Debug, Subcommand)]
+pub enum ProvisionCommand {
+    /// Create (or find) the server for a host and wait until it runs.
+    Create(CreateArgs),
+    /// Servers created by pantheros.
+    List(ListArgs),
+    /// Delete a host's server (one pantheros created).
+    Destroy(DestroyArgs),
+    /// Attach or detach an ISO image.
+    #[command(subcommand)]
+    Iso(IsoCommand),
+    /// Boot a host's server into Hetzner's rescue system (with your SSH key).
+    Rescue(RescueArgs),
+    /// Install the host's NixOS configuration on its server (nixos-anywhere), then verify it.
+    Install(InstallArgs),
+}
+
+impl ProvisionCommand {
+    /// Did the command ask for `--json`?
+    pub fn wants_json(&self) -> bool {
+        match self {
+            ProvisionCommand::Create(a) => a.json,
+            ProvisionCommand::List(a) => a.json,
+            ProvisionCommand::Install(a) => a.json,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The host (from the flake) to create a server for.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Server type (default: the host's hetzner.serverType, else cx23).
+    #[arg(long)]
+    pub server_type: Option<String>,
+    /// Image the server starts with (default: ubuntu-24.04).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Location (default: nbg1).
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Public SSH key the server trusts (default: the one in ~/.ssh, or a choice).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// Check everything and show what would be created; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for Hetzner's actions and the server.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Kamal config to update (default: config/deploy.yml when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub kamal: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The host whose server is deleted.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Seconds to wait for the deletion to finish.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IsoCommand {
+    /// Attach an ISO to a host's server (it boots from it on the next reset).
+    Attach(IsoAttachArgs),
+    /// Detach the ISO from a host's server.
+    Detach(IsoDetachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IsoAttachArgs {
+    /// The host whose server gets the ISO.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// The ISO's name or ID (`hcloud iso list` shows them).
+    #[arg(value_name = "ISO")]
+    pub iso: String,
+    /// Seconds to wait for Hetzner's action.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct IsoDetachArgs {
+    /// The host whose server loses its ISO.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Seconds to wait for Hetzner's action.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RescueArgs {
+    /// The host whose server boots into the rescue system.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Public SSH key the rescue system trusts (default: the one in ~/.ssh).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// Seconds to wait for Hetzner's actions.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// How `provision install` reaches an installer on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// Boot Hetzner's rescue system first (enable rescue + reset).
+    Rescue,
+    /// Start from the running image (nixos-anywhere kexecs into its installer).
+    Kexec,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The host (from the flake) whose server gets its configuration.
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// How to reach an installer: kexec from the running image, or Hetzner's rescue system.
+    #[arg(long, value_enum, default_value = "kexec")]
+    pub via: Via,
+    /// Public SSH key to log in with (its private key must be next to it).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// Seconds for each wait (Hetzner actions, the reboot, verification).
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand says what it does and every argument has help:
+    /// `--help`, the man page and the completions show nothing unexplained.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() {
+                    missing.push(format!("{path}: argument {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{name}: no description"));
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&super::Cli::command(), "pantheros", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

@@ -18,16 +18,15 @@ pub async fn build_all(
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    eprintln!("=== pantheros parallel build ===");
-    eprintln!("Building with {jobs} parallel jobs");
-    eprintln!(
-        "Hosts: {}",
+    let header = format!(
+        "=== pantheros parallel build ===\nBuilding with {jobs} parallel jobs\nHosts: {}",
         hosts
             .iter()
             .map(|h| h.name.as_str())
             .collect::<Vec<_>>()
             .join(" ")
     );
+    eprintln!("{header}");
     let log_dir = log_root(&flake, cwd, args.log_dir);
     let opts = crate::deploy::Options {
         force_local: true,
@@ -44,6 +43,7 @@ pub async fn build_all(
         canary: 0,
         rollback_succeeded: false,
         keep_going: true,
+        master_log: Some(("build-all", header)),
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -43,6 +43,7 @@ pub async fn deploy(
         canary: args.canary,
         rollback_succeeded: args.rollback_succeeded,
         keep_going: args.keep_going,
+        master_log: None,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -1,25 +1,22 @@
 //! `pantheros provision`: Hetzner Cloud servers and NixOS on them.
 
 use super::{build_toplevel, flake_host, log_root, selected_hosts};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::{inventory, nix};
 
 pub async fn provision(
     flake: Option<&str>,
     cwd: &std::path::Path,
-    args: crate::provision::ProvisionArgs,
+    cmd: crate::cli::ProvisionCommand,
 ) -> Result<i32> {
-    use crate::provision::{self as p, ProvisionCmd};
-    let res = match args.action {
-        Some(ProvisionCmd::List { json }) => p::list(json).await,
-        Some(ProvisionCmd::Destroy { host, yes, timeout }) => p::destroy(&host, yes, timeout).await,
-        Some(ProvisionCmd::Iso { action }) => p::iso(&action).await,
-        Some(ProvisionCmd::Rescue {
-            host,
-            ssh_key,
-            timeout,
-        }) => p::rescue(&host, ssh_key.as_deref(), timeout).await,
-        Some(ProvisionCmd::Install(a)) => {
+    use crate::cli::ProvisionCommand as C;
+    use crate::provision as p;
+    let res = match cmd {
+        C::List(a) => p::list(a.json).await,
+        C::Destroy(a) => p::destroy(&a.host, a.yes, a.timeout).await,
+        C::Iso(a) => p::iso(&a).await,
+        C::Rescue(a) => p::rescue(&a.host, a.ssh_key.as_deref(), a.timeout).await,
+        C::Install(a) => {
             let flake_ref = inventory::flake::resolve(flake, cwd)?;
             let nix = nix::Nix::locate()?;
             let hosts = selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host)).await?;
@@ -29,15 +26,10 @@ pub async fn provision(
             let attr = flake_ref.attr(&host.name);
             p::install::install(&a, &attr, &toplevel).await
         }
-        None => {
-            let Some(name) = args.create.host.clone() else {
-                return Err(Error::Usage(
-                    "provision needs a HOST (or list, destroy, iso, rescue, install)".into(),
-                ));
-            };
-            let (host, _) = flake_host(flake, cwd, Some(&name)).await?;
+        C::Create(a) => {
+            let (host, _) = flake_host(flake, cwd, Some(&a.host)).await?;
             inventory::refuse_unfilled([&host])?;
-            p::create(&host, &args.create).await
+            p::create(&host, &a).await
         }
     };
     res.map_err(|f| f.into_error())

@@ -32,6 +32,7 @@ pub async fn rollback(
         canary: 0,
         rollback_succeeded: false,
         keep_going: true,
+        master_log: None,
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

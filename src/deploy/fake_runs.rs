@@ -449,6 +449,7 @@ async fn rollout(
         canary,
         rollback_succeeded,
         keep_going,
+        master_log: None,
     };
     fleet::deploy(&nix, hosts, options(fake, dir), args).await
 }

@@ -31,6 +31,51 @@ pub struct FleetArgs {
     /// Go on activating the other hosts after one failed (without it, a
     /// failure stops every host that has not started its activation).
     pub keep_going: bool,
+    /// Also keep the run's own log, `<logs>/<kind>/<name>-<timestamp>.log`:
+    /// this header, each host's result as it finished, the summary
+    /// (`build-all`, as the original tool's master log).
+    pub master_log: Option<(&'static str, String)>,
+}
+
+/// The run's own log (see [`FleetArgs::master_log`]): 0600, written as the
+/// run goes, so a killed run keeps what had finished.
+struct MasterLog(std::fs::File);
+
+impl MasterLog {
+    fn create(dir: &Path, name: &str, ts: &str, header: &str) -> std::io::Result<MasterLog> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join(format!("{name}-{ts}.log")))?;
+        writeln!(f, "{header}")?;
+        Ok(MasterLog(f))
+    }
+
+    fn finished(&mut self, o: &Outcome) {
+        use std::io::Write;
+        let detail = match (&o.toplevel, &o.error) {
+            (_, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+            (Some(t), None) => t.clone(),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(
+            self.0,
+            "[{}] {}: {} {detail} (log: {})",
+            chrono::Local::now().format("%H:%M:%S"),
+            o.host,
+            o.result.word(),
+            o.log.display()
+        );
+    }
+
+    fn end(&mut self, summary: &str) {
+        use std::io::Write;
+        let _ = write!(self.0, "{summary}");
+    }
 }
 
 /// Write a file so that no reader ever sees half of it; mode 0600 from its
@@ -326,6 +371,19 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         ctxs.push(Arc::new(ctx));
     }
     progress::hosts(ctxs.iter().map(|c| c.host.name.as_str()));
+    let mut master = match &args.master_log {
+        Some((name, header)) => match MasterLog::create(&log_dir, name, &ts, header) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!(
+                    "warning: could not create the {name} log in {}: {e}",
+                    log_dir.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
 
     // Without --keep-going, the first failed host stops the hosts that have
     // not started their activation.
@@ -420,6 +478,9 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
         if !args.keep_going && !outcome.result.succeeded() {
             stop_the_run(&halt_tx, &outcome);
         }
+        if let Some(m) = &mut master {
+            m.finished(&outcome);
+        }
         if canaries.contains(&outcome.host) {
             canary_results.insert(outcome.host.clone(), outcome.result);
             if canary_results.len() == canaries.len() {
@@ -447,6 +508,11 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = super::run_exit_code(outcomes.iter().map(|o| o.result));
     summary(&outcomes, opts.mode);
+    if let Some(m) = &mut master {
+        m.end(&render_summary(&outcomes, opts.mode, |_, text| {
+            text.to_string()
+        }));
+    }
     if let Some(sig) = intr.fired() {
         eprintln!("(interrupted by {sig})");
     }
@@ -600,17 +666,20 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
     o
 }
 
-fn summary(outcomes: &[Outcome], mode: Mode) {
-    progress::clear();
-    eprintln!("\n=== Summary ===");
+/// The end of a run: each host's result and, for several hosts, what
+/// went wrong where. `paint` styles the result words (or not, for a file).
+fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) -> String) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "\n=== Summary ===");
     if mode == Mode::BuildOnly {
         let passed = outcomes
             .iter()
             .filter(|o| o.result == HostResult::Success)
             .count();
-        eprintln!("  Passed: {passed}");
-        eprintln!("  Failed: {}", outcomes.len() - passed);
-        eprintln!("  Total:  {}", outcomes.len());
+        let _ = writeln!(out, "  Passed: {passed}");
+        let _ = writeln!(out, "  Failed: {}", outcomes.len() - passed);
+        let _ = writeln!(out, "  Total:  {}", outcomes.len());
     }
     for o in outcomes {
         let (style, text) = match o.result {
@@ -623,8 +692,8 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
             HostResult::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
             HostResult::Unknown => ("1;31", "STATE UNKNOWN (check the host by hand)"),
         };
-        let mark = crate::report::paint(style, text);
-        eprintln!("  {:<20} {mark}  (log: {})", o.host, o.log.display());
+        let mark = paint(style, text);
+        let _ = writeln!(out, "  {:<20} {mark}  (log: {})", o.host, o.log.display());
     }
     // Several hosts: what went wrong, all in one place at the end.
     let failed: Vec<&Outcome> = outcomes
@@ -632,23 +701,29 @@ fn summary(outcomes: &[Outcome], mode: Mode) {
         .filter(|o| !matches!(o.result, HostResult::Success | HostResult::Unchanged))
         .collect();
     if outcomes.len() > 1 && !failed.is_empty() {
-        eprintln!("\n=== What went wrong ===");
+        let _ = writeln!(out, "\n=== What went wrong ===");
         for o in failed {
             let at = o
                 .stage
                 .as_deref()
                 .map(|s| format!(" at {s}"))
                 .unwrap_or_default();
-            eprintln!("{} ({}{at}):", o.host, o.result.word());
+            let _ = writeln!(out, "{} ({}{at}):", o.host, o.result.word());
             let text = o
                 .error
                 .clone()
                 .or_else(|| o.rollback_reason.clone())
                 .unwrap_or_else(|| "no error was recorded".into());
             for l in text.lines() {
-                eprintln!("  {l}");
+                let _ = writeln!(out, "  {l}");
             }
-            eprintln!("  log: {}", o.log.display());
+            let _ = writeln!(out, "  log: {}", o.log.display());
         }
     }
+    out
+}
+
+fn summary(outcomes: &[Outcome], mode: Mode) {
+    progress::clear();
+    eprint!("{}", render_summary(outcomes, mode, crate::report::paint));
 }

@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-
 use super::hetzner::Hetzner;
 use super::{
     Failure, Progress, credentials, ensure_ssh_key, exit, our_server, rescue_boot, sshkey,
@@ -18,30 +16,7 @@ use super::{
 /// $PANTHEROS_NIXOS_ANYWHERE: a program path or a flake reference).
 pub const NIXOS_ANYWHERE_FLAKE: &str = "github:nix-community/nixos-anywhere/1.11.0";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Via {
-    /// Boot Hetzner's rescue system first (enable rescue + reset).
-    Rescue,
-    /// Start from the running image (nixos-anywhere kexecs into its installer).
-    Kexec,
-}
-
-#[derive(Debug, Args)]
-pub struct InstallArgs {
-    /// The host (from the flake) whose server gets its configuration.
-    pub host: String,
-    #[arg(long, value_enum, default_value = "kexec")]
-    pub via: Via,
-    /// Public SSH key to log in with (its private key must be next to it).
-    #[arg(long, value_name = "PATH")]
-    pub ssh_key: Option<PathBuf>,
-    /// Seconds for each wait (Hetzner actions, the reboot, verification).
-    #[arg(long, default_value_t = 900)]
-    pub timeout: u64,
-    /// Print one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
+pub use crate::cli::{InstallArgs, Via};
 
 /// The known_hosts pantheros keeps for the servers it installed.
 pub fn known_hosts() -> PathBuf {

@@ -16,7 +16,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
 use hcloud::apis::{
     actions_api, images_api, isos_api, server_types_api, servers_api, ssh_keys_api,
 };
@@ -28,103 +27,7 @@ use hetzner::{ApiError, Hetzner};
 pub const LABEL_MANAGED: &str = "managed-by";
 pub const LABEL_HOST: &str = "pantheros-host";
 
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-pub struct ProvisionArgs {
-    #[command(subcommand)]
-    pub action: Option<ProvisionCmd>,
-    #[command(flatten)]
-    pub create: CreateArgs,
-}
-
-impl ProvisionArgs {
-    /// Did the command ask for `--json`?
-    pub fn wants_json(&self) -> bool {
-        match &self.action {
-            None => self.create.json,
-            Some(ProvisionCmd::List { json }) => *json,
-            Some(_) => false,
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// The host (from the flake) to create a server for.
-    #[arg(value_name = "HOST", required = true)]
-    pub host: Option<String>,
-    /// Server type (default: the host's hetzner.serverType, else cx23).
-    #[arg(long)]
-    pub server_type: Option<String>,
-    /// Image the server starts with (default: ubuntu-24.04).
-    #[arg(long)]
-    pub image: Option<String>,
-    /// Location (default: nbg1).
-    #[arg(long)]
-    pub location: Option<String>,
-    /// Public SSH key the server trusts (default: the one in ~/.ssh, or a choice).
-    #[arg(long, value_name = "PATH")]
-    pub ssh_key: Option<PathBuf>,
-    /// Check everything and show what would be created; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Seconds to wait for Hetzner's actions and the server.
-    #[arg(long, default_value_t = 600)]
-    pub timeout: u64,
-    /// Kamal config to update (default: config/deploy.yml when it exists).
-    #[arg(long, value_name = "PATH")]
-    pub kamal: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ProvisionCmd {
-    /// Servers created by pantheros.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete a server created by pantheros.
-    Destroy {
-        host: String,
-        #[arg(long, short = 'y')]
-        yes: bool,
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-    },
-    /// Attach or detach an ISO.
-    Iso {
-        #[command(subcommand)]
-        action: IsoCmd,
-    },
-    /// Boot a server into Hetzner's rescue system (with your SSH key).
-    Rescue {
-        host: String,
-        #[arg(long, value_name = "PATH")]
-        ssh_key: Option<PathBuf>,
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-    },
-    /// Install the host's NixOS configuration on its server (nixos-anywhere), then verify it.
-    Install(install::InstallArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum IsoCmd {
-    Attach {
-        host: String,
-        iso: String,
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-    },
-    Detach {
-        host: String,
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-    },
-}
+pub use crate::cli::{CreateArgs, IsoCommand};
 
 /// A provisioning failure: its own exit code, message and hint.
 #[derive(Debug)]
@@ -300,7 +203,7 @@ pub async fn our_server(h: &Hetzner, host: &str) -> Result<models::Server, Failu
         None => Err(Failure::new(
             exit::NO_SERVER,
             format!("there is no server named {host} in this Hetzner project"),
-            format!("create it with `pantheros provision {host}`"),
+            format!("create it with `pantheros provision create {host}`"),
         )),
     }
 }
@@ -537,7 +440,7 @@ fn ipv6(s: &models::Server) -> Option<String> {
     s.public_net.ipv6.as_ref().map(|i| i.ip.clone())
 }
 
-/// `provision HOST`.
+/// `provision create HOST`.
 pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<i32, Failure> {
     let d = &host.deployment;
     if d.provider.as_deref() != Some("hetzner") {
@@ -852,12 +755,12 @@ pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure
 }
 
 /// `provision iso attach|detach`.
-pub async fn iso(cmd: &IsoCmd) -> Result<i32, Failure> {
+pub async fn iso(cmd: &IsoCommand) -> Result<i32, Failure> {
     let (token, _) = credentials::resolve().await?;
     let h = Hetzner::new(&token)?;
     let progress = Progress::new();
     match cmd {
-        IsoCmd::Attach { host, iso, timeout } => {
+        IsoCommand::Attach(crate::cli::IsoAttachArgs { host, iso, timeout }) => {
             let s = our_server(&h, host).await?;
             let lp = isos_api::ListIsosParams {
                 name: Some(iso.clone()),
@@ -896,7 +799,7 @@ pub async fn iso(cmd: &IsoCmd) -> Result<i32, Failure> {
             .await?;
             progress.done(&format!("ISO {iso} attached to {host}"));
         }
-        IsoCmd::Detach { host, timeout } => {
+        IsoCommand::Detach(crate::cli::IsoDetachArgs { host, timeout }) => {
             let s = our_server(&h, host).await?;
             detach_iso(
                 &h,

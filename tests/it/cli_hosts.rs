@@ -411,6 +411,31 @@ fn build_all_refuses_when_a_selected_host_fails_to_evaluate() {
         .assert()
         .success()
         .stderr(predicate::str::contains("Passed: 2"));
+    // The run's own log: the header, each host's result, the summary.
+    let master: Vec<_> = std::fs::read_dir(logs.path().join("build"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("build-all-"))
+        .collect();
+    assert_eq!(master.len(), 1, "{master:?}");
+    let text = std::fs::read_to_string(master[0].path()).unwrap();
+    assert!(
+        text.starts_with("=== pantheros parallel build ==="),
+        "{text}"
+    );
+    for h in ["hetzner-vps", "ovh-vps"] {
+        assert!(
+            text.contains(&format!("{h}: success /nix/store/")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("Passed: 2") && text.contains("Total:  2"),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = master[0].metadata().unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }
 
 /// Completions for bash, zsh and fish, and the man page, come from the

@@ -193,7 +193,7 @@ fn a_host_with_an_unfilled_placeholder_is_refused_and_left_untouched() {
     for args in [
         &["deploy", "alpha", "--yes"][..],
         &["deploy", "alpha", "--dry-run"],
-        &["provision", "alpha"],
+        &["provision", "create", "alpha"],
     ] {
         let out = w.pantheros(&flake, args);
         assert_exit(&out, 17);

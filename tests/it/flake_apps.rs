@@ -104,7 +104,7 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hosts"].as_array().unwrap().len(), 4);
     // provision: its own options through the app as well.
-    let out = run("provision", &["--help"]);
+    let out = run("provision", &["create", "--help"]);
     assert!(
         testworld::stdout(&out).contains("--server-type"),
         "{}",

@@ -95,7 +95,7 @@ impl Env {
 fn create_with_defaults_then_a_second_run_reuses_the_server() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
-    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["result"], "created");
@@ -129,7 +129,7 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
     );
 
     // Again: the same server is reported, nothing is posted.
-    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["result"], "reused");
     assert_eq!(json(&out)["ipv4"], ip.as_str());
@@ -143,6 +143,7 @@ fn flags_override_the_hosts_settings() {
     e.add_key("id_ed25519");
     let out = e.run(&[
         "provision",
+        "create",
         "hetzner-vps",
         "--server-type",
         "cpx22",
@@ -171,7 +172,7 @@ fn the_ssh_key_is_uploaded_once_over_three_runs_and_an_upload_race_is_absorbed()
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
     for _ in 0..3 {
-        let out = e.run(&["provision", "hetzner-vps"]);
+        let out = e.run(&["provision", "create", "hetzner-vps"]);
         assert_exit(&out, 0);
     }
     assert_eq!(e.fake.count("POST", "/v1/ssh_keys"), 1);
@@ -183,7 +184,7 @@ fn the_ssh_key_is_uploaded_once_over_three_runs_and_an_upload_race_is_absorbed()
     e.fake
         .inject("POST", "/v1/ssh_keys", 409, "uniqueness_error", 1, true);
     let out = e.run_with(
-        &["provision", "hetzner-vps"],
+        &["provision", "create", "hetzner-vps"],
         &[("HCLOUD_TOKEN", "valid-second-project")],
     );
     assert_exit(&out, 0);
@@ -201,18 +202,19 @@ fn the_ssh_key_is_uploaded_once_over_three_runs_and_an_upload_race_is_absorbed()
 fn ssh_keys_none_several_and_chosen() {
     let Some(e) = Env::new() else { return };
     // None: an error with the ssh-keygen hint, and no server.
-    let out = e.run(&["provision", "hetzner-vps"]);
+    let out = e.run(&["provision", "create", "hetzner-vps"]);
     assert_exit(&out, 21);
     assert_stderr_has(&out, &["ssh-keygen -t ed25519"]);
     assert_eq!(e.fake.mutating_requests().len(), 0);
     // Several without a terminal: named, and --ssh-key picks one.
     e.add_key("id_ed25519");
     let second = e.add_key("id_work");
-    let out = e.run(&["provision", "hetzner-vps"]);
+    let out = e.run(&["provision", "create", "hetzner-vps"]);
     assert_exit(&out, 21);
     assert_stderr_has(&out, &["id_work.pub", "--ssh-key"]);
     let out = e.run(&[
         "provision",
+        "create",
         "hetzner-vps",
         "--ssh-key",
         second.to_str().unwrap(),
@@ -234,7 +236,7 @@ fn token_resolution_order_file_modes_and_missing_token() {
     e.add_key("id_ed25519");
     // HETZNER_API_TOKEN wins over HCLOUD_TOKEN.
     let out = e.run_with(
-        &["provision", "hetzner-vps", "--dry-run"],
+        &["provision", "create", "hetzner-vps", "--dry-run"],
         &[
             ("HETZNER_API_TOKEN", "valid-first"),
             ("HCLOUD_TOKEN", "broken-second"),
@@ -249,7 +251,7 @@ fn token_resolution_order_file_modes_and_missing_token() {
     // (exit 20, naming the variable), not a network failure; nothing is sent.
     let before = e.fake.requests().len();
     let out = e.run_with(
-        &["provision", "hetzner-vps", "--dry-run"],
+        &["provision", "create", "hetzner-vps", "--dry-run"],
         &[("HETZNER_API_TOKEN", "valid-first\nsecond-line")],
     );
     assert_exit(&out, 20);
@@ -258,7 +260,7 @@ fn token_resolution_order_file_modes_and_missing_token() {
     assert_eq!(e.fake.requests().len(), before);
     // No token anywhere and no terminal: exit 20 with the console hint, no request.
     let before = e.fake.requests().len();
-    let out = e.run_with(&["provision", "hetzner-vps"], &[]);
+    let out = e.run_with(&["provision", "create", "hetzner-vps"], &[]);
     assert_exit(&out, 20);
     assert_stderr_has(&out, &["API Tokens"]);
     assert_eq!(e.fake.requests().len(), before);
@@ -268,17 +270,17 @@ fn token_resolution_order_file_modes_and_missing_token() {
     let file = dir.join("hcloud-token");
     std::fs::write(&file, "valid-from-file\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = e.run_with(&["provision", "hetzner-vps", "--dry-run"], &[]);
+    let out = e.run_with(&["provision", "create", "hetzner-vps", "--dry-run"], &[]);
     assert_exit(&out, 0);
     assert!(e.fake.state().get("valid-from-file").is_some());
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = e.run_with(&["provision", "hetzner-vps", "--dry-run"], &[]);
+    let out = e.run_with(&["provision", "create", "hetzner-vps", "--dry-run"], &[]);
     assert_exit(&out, 20);
     assert_stderr_has(&out, &["readable by others", "chmod 600"]);
     assert!(!stderr(&out).contains("valid-from-file"));
     // An invalid token from the environment: said so, exit 20, not echoed.
     let out = e.run_with(
-        &["provision", "hetzner-vps"],
+        &["provision", "create", "hetzner-vps"],
         &[("HCLOUD_TOKEN", "nope-this-is-secret")],
     );
     assert_exit(&out, 20);
@@ -296,7 +298,7 @@ fn a_prompted_token_is_checked_before_it_is_saved() {
         let mut c = e.command(&[]);
         c.arg("-c")
             .arg(format!(
-                "(sleep 1; printf '%s\\r' '{answer}') | python3 -c 'import pty,sys,os; sys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))' {} provision hetzner-vps --dry-run",
+                "(sleep 1; printf '%s\\r' '{answer}') | python3 -c 'import pty,sys,os; sys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))' {} provision create hetzner-vps --dry-run",
                 bin.display()
             ));
         let mut sh = Command::new("sh");
@@ -354,14 +356,27 @@ fn a_prompted_token_is_checked_before_it_is_saved() {
 fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
-    let out = e.run(&["provision", "hetzner-vps", "--server-type", "cx99"]);
+    let out = e.run(&[
+        "provision",
+        "create",
+        "hetzner-vps",
+        "--server-type",
+        "cx99",
+    ]);
     assert_exit(&out, 22);
     assert_stderr_has(&out, &["cx99 does not exist", "cx23"]);
-    let out = e.run(&["provision", "hetzner-vps", "--server-type", "cx22"]);
+    let out = e.run(&[
+        "provision",
+        "create",
+        "hetzner-vps",
+        "--server-type",
+        "cx22",
+    ]);
     assert_exit(&out, 22);
     assert_stderr_has(&out, &["deprecated", "cx23"]);
     let out = e.run(&[
         "provision",
+        "create",
         "hetzner-vps",
         "--server-type",
         "cax11",
@@ -370,7 +385,13 @@ fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
     ]);
     assert_exit(&out, 22);
     assert_stderr_has(&out, &["not offered in ash", "fsn1, nbg1, hel1"]);
-    let out = e.run(&["provision", "hetzner-vps", "--image", "windows-11"]);
+    let out = e.run(&[
+        "provision",
+        "create",
+        "hetzner-vps",
+        "--image",
+        "windows-11",
+    ]);
     assert_exit(&out, 22);
     assert!(
         e.fake.mutating_requests().is_empty(),
@@ -384,7 +405,7 @@ fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
 fn dry_run_sends_no_mutating_request() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
-    let out = e.run(&["provision", "hetzner-vps", "--dry-run", "--json"]);
+    let out = e.run(&["provision", "create", "hetzner-vps", "--dry-run", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["result"], "dry-run");
     assert_stderr_has(&out, &["would create hetzner-vps"]);
@@ -410,7 +431,7 @@ fn rate_limits_gateways_and_conflicts_are_retried_without_duplicates() {
     // A gateway error after Hetzner created the server: looked up, not posted again.
     e.fake
         .inject("POST", "/v1/servers", 502, "bad_gateway", 1, true);
-    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(e.fake.count("GET", "/v1/server_types"), 3);
     let servers = e.fake.state()[TOKEN]["servers"].as_array().unwrap().len();
@@ -429,7 +450,7 @@ fn api_errors_show_message_code_and_a_hint() {
     e.add_key("id_ed25519");
     e.fake
         .inject("POST", "/v1/servers", 412, "resource_unavailable", 1, false);
-    let out = e.run(&["provision", "hetzner-vps"]);
+    let out = e.run(&["provision", "create", "hetzner-vps"]);
     assert_exit(&out, 23);
     let err = stderr(&out);
     assert!(err.contains("POST /v1/servers failed: injected resource_unavailable (resource_unavailable, HTTP 412)"), "{err}");
@@ -442,7 +463,7 @@ fn api_errors_show_message_code_and_a_hint() {
         "invalid input in field 'name'",
         serde_json::json!({"fields": [{"name": "name", "messages": ["must be a valid hostname"]}]}),
     );
-    let out = e.run(&["provision", "hetzner-vps"]);
+    let out = e.run(&["provision", "create", "hetzner-vps"]);
     assert_exit(&out, 23);
     assert_stderr_has(
         &out,
@@ -458,7 +479,10 @@ fn api_errors_show_message_code_and_a_hint() {
 fn list_destroy_and_foreign_servers() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
-    assert_eq!(e.run(&["provision", "hetzner-vps"]).status.code(), Some(0));
+    assert_eq!(
+        e.run(&["provision", "create", "hetzner-vps"]).status.code(),
+        Some(0)
+    );
     let out = e.run(&["provision", "list", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
@@ -510,7 +534,7 @@ fn list_destroy_and_foreign_servers() {
         r#"{"name":"hetzner-vps","server_type":"cx23","image":"ubuntu-24.04","location":"nbg1"}"#,
         &raw,
     ]);
-    let out = e.run(&["provision", "hetzner-vps"]);
+    let out = e.run(&["provision", "create", "hetzner-vps"]);
     assert_exit(&out, 25);
     let out = e.run(&["provision", "destroy", "hetzner-vps", "--yes"]);
     assert_exit(&out, 25);
@@ -527,7 +551,10 @@ fn list_destroy_and_foreign_servers() {
 fn iso_attach_detach_and_rescue() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
-    assert_eq!(e.run(&["provision", "hetzner-vps"]).status.code(), Some(0));
+    assert_eq!(
+        e.run(&["provision", "create", "hetzner-vps"]).status.code(),
+        Some(0)
+    );
     let out = e.run(&[
         "provision",
         "iso",
@@ -556,10 +583,10 @@ fn iso_attach_detach_and_rescue() {
 fn a_non_hetzner_host_is_refused() {
     let Some(e) = Env::new() else { return };
     e.add_key("id_ed25519");
-    let out = e.run(&["provision", "yoga"]);
+    let out = e.run(&["provision", "create", "yoga"]);
     assert_exit(&out, 22);
     assert_stderr_has(&out, &["not a Hetzner host"]);
-    let out = e.run(&["provision", "hetzner"]);
+    let out = e.run(&["provision", "create", "hetzner"]);
     assert_exit(&out, 15);
 }
 
@@ -571,7 +598,7 @@ fn the_kamal_config_gets_the_new_ip() {
     std::fs::create_dir_all(&cfg).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kamal/map.yml");
     std::fs::copy(&src, cfg.join("deploy.yml")).unwrap();
-    let out = e.run(&["provision", "hetzner-vps", "--json"]);
+    let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
     assert_exit(&out, 0);
     let ip = json(&out)["ipv4"].as_str().unwrap().to_string();
     assert_eq!(json(&out)["kamal"], "updated");

@@ -62,7 +62,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
         );
         out
     };
-    let out = run(&["provision", "hetzner-vps"], false);
+    let out = run(&["provision", "create", "hetzner-vps"], false);
     assert_exit(&out, 0);
     let ip = w.systemd_host("sys1").ip.clone();
     fake.set_ip("hetzner-vps", &ip);
