@@ -1017,3 +1017,55 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// `--builders` hands the fleet's builds to Nix's distributed builds: with
+/// no local build slots (`--option max-jobs 0`), the host's closure is built
+/// on a builder host with its own store, the deployer's store receives the
+/// result, and the deploy completes.
+#[test]
+fn a_remote_builder_builds_the_closure_and_the_deploy_completes() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    w.add_host("builder");
+    let flake = w.path().join("fleet");
+    // A package no store has yet, so something really has to be built.
+    let mut h = host(&w, "alpha", 1, "");
+    h.packages = vec![("remote-built".into(), format!("1.{}", w.id))];
+    write_fleet(&flake, &[h]);
+    let bin = testworld::pantheros_bin();
+    let out = w
+        .client(&[
+            bin.to_str().unwrap(),
+            "deploy",
+            "alpha",
+            "--yes",
+            "--json",
+            "--builders",
+            "ssh://builder x86_64-linux - 1",
+            "--option",
+            "max-jobs",
+            "0",
+        ])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .env("NIX_SSHOPTS", w.nix_sshopts())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let v = json(&out);
+    let toplevel = v["hosts"][0]["toplevel"].as_str().unwrap().to_string();
+    assert_eq!(w.generation_marker("alpha"), "1");
+    // Built on the builder: the closure is in its own store...
+    for store in ["builder", "alpha"] {
+        assert!(
+            w.host(store).exec(&["test", "-e", &toplevel]).status.success(),
+            "{toplevel} is not in {store}'s store"
+        );
+    }
+    // ...and Nix says where it built it (the host's log keeps Nix's lines).
+    let log = std::fs::read_to_string(v["hosts"][0]["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("on 'ssh://builder'"), "{log}");
+    assert!(std::path::Path::new(&toplevel).exists(), "the deployer has the result");
+}
