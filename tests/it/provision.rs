@@ -98,6 +98,7 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
     let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
+    testworld::assert_schema(&v, "provision");
     assert_eq!(v["result"], "created");
     assert_eq!(v["serverType"], "cx23");
     assert_eq!(v["location"], "nbg1");
@@ -408,6 +409,7 @@ fn dry_run_sends_no_mutating_request() {
     let out = e.run(&["provision", "create", "hetzner-vps", "--dry-run", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["result"], "dry-run");
+    testworld::assert_schema(&json(&out), "provision");
     assert_stderr_has(&out, &["would create hetzner-vps"]);
     assert!(e.fake.mutating_requests().is_empty());
     assert!(e.fake.requests().len() >= 3, "preflight should still ask");
@@ -486,6 +488,7 @@ fn list_destroy_and_foreign_servers() {
     let out = e.run(&["provision", "list", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
+    testworld::assert_schema(&v, "provision");
     assert_eq!(v["servers"][0]["name"], "hetzner-vps");
     assert_eq!(v["servers"][0]["host"], "hetzner-vps");
     let out = e.run(&["provision", "list"]);

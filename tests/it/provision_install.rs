@@ -81,6 +81,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
         stderr(&out)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    testworld::assert_schema(&v, "provision");
     // nixos-anywhere got the flake attribute, our key and the server.
     let argv: Vec<String> = std::fs::read_to_string(&record)
         .unwrap()
