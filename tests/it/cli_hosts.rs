@@ -405,12 +405,18 @@ fn build_all_refuses_when_a_selected_host_fails_to_evaluate() {
         "nothing may have been built"
     );
     // The healthy hosts alone build.
-    pantheros(&flake)
+    let out = pantheros(&flake)
         .env("PANTHEROS_LOG_DIR", logs.path())
         .args(["build-all", "*-vps", "--json"])
         .assert()
         .success()
-        .stderr(predicate::str::contains("Passed: 2"));
+        .stderr(predicate::str::contains("Passed: 2"))
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    testworld::assert_schema(&v, "deploy");
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 2, "{v}");
     // The run's own log: the header, each host's result, the summary.
     let master: Vec<_> = std::fs::read_dir(logs.path().join("build"))
         .unwrap()
