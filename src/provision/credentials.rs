@@ -1,8 +1,11 @@
 //! The Hetzner API token: `HETZNER_API_TOKEN`, then `HCLOUD_TOKEN`, then
-//! the credentials file (`$XDG_CONFIG_HOME/pantheros/hcloud-token`, mode
-//! 0600 in a 0700 directory; a file others can read is refused), then a
-//! hidden prompt on a terminal. A prompted token is checked with one API
-//! call before it is saved; an invalid one is never saved.
+//! the hcloud CLI's own config (`$HCLOUD_CONFIG`, else
+//! `~/.config/hcloud/cli.toml`: the context `$HCLOUD_CONTEXT` names, else
+//! its active context), then pantheros' credentials file
+//! (`$XDG_CONFIG_HOME/pantheros/hcloud-token`, mode 0600 in a 0700
+//! directory), then a hidden prompt on a terminal. A token file others can
+//! read is refused. A prompted token is checked with one API call before it
+//! is saved; an invalid one is never saved.
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -14,6 +17,11 @@ use super::{Failure, exit};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Env(&'static str),
+    /// A context of the hcloud CLI's config file.
+    HcloudContext {
+        name: String,
+        file: PathBuf,
+    },
     File(PathBuf),
     Prompt,
 }
@@ -22,6 +30,9 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Env(v) => write!(f, "${v}"),
+            Source::HcloudContext { name, file } => {
+                write!(f, "the hcloud CLI context {name:?} ({})", file.display())
+            }
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Prompt => f.write_str("the prompt"),
         }
@@ -66,7 +77,114 @@ fn checked(raw: &str, from: &str) -> Result<Token, Failure> {
     Ok(t)
 }
 
-/// Find the token without asking: environment, then the file.
+/// The hcloud CLI's config file: `$HCLOUD_CONFIG`, else
+/// `~/.config/hcloud/cli.toml` (its home-relative default, not XDG).
+pub fn hcloud_config() -> Option<PathBuf> {
+    std::env::var_os("HCLOUD_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/hcloud/cli.toml"))
+        })
+}
+
+/// A token file must be the user's alone.
+fn refuse_if_shared(file: &std::path::Path, meta: &std::fs::Metadata) -> Result<(), Failure> {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(token_failure(
+            format!(
+                "{} is readable by others (mode {mode:04o}); refusing to use it",
+                file.display()
+            ),
+            &format!(
+                "run `chmod 600 {}` (and rotate the token if others could read it)",
+                file.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The token of the hcloud CLI's selected context, if it has a config.
+fn from_hcloud_cli() -> Result<Option<(Token, Source)>, Failure> {
+    let Some(file) = hcloud_config() else {
+        return Ok(None);
+    };
+    let Ok(meta) = std::fs::metadata(&file) else {
+        return Ok(None);
+    };
+    refuse_if_shared(&file, &meta)?;
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        token_failure(
+            format!("reading the hcloud CLI's config {shown}: {e}"),
+            "check the file's owner and permissions, or set HCLOUD_TOKEN",
+        )
+    })?;
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        token_failure(
+            format!(
+                "the hcloud CLI's config {shown} is not valid TOML: {}",
+                e.message()
+            ),
+            "run `hcloud context list` to see what the hcloud CLI makes of it, or set HCLOUD_TOKEN",
+        )
+    })?;
+    let chosen = std::env::var("HCLOUD_CONTEXT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .map(|c| (c, "HCLOUD_CONTEXT"))
+        .or_else(|| {
+            doc.get("active_context")
+                .and_then(|v| v.as_str())
+                .filter(|c| !c.is_empty())
+                .map(|c| (c.to_string(), "its active_context"))
+        });
+    let Some((name, why)) = chosen else {
+        return Ok(None);
+    };
+    let contexts: Vec<&toml::Table> = doc
+        .get("contexts")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|c| c.as_table()).collect())
+        .unwrap_or_default();
+    let context_name = |c: &toml::Table| c.get("name").and_then(|n| n.as_str()).map(String::from);
+    let Some(ctx) = contexts
+        .iter()
+        .find(|c| context_name(c).as_deref() == Some(name.as_str()))
+    else {
+        let known: Vec<String> = contexts.iter().filter_map(|c| context_name(c)).collect();
+        return Err(token_failure(
+            format!(
+                "{why} names the hcloud CLI context {name:?}, which {shown} does not have (it has: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            "pick one with `hcloud context use NAME` or HCLOUD_CONTEXT=NAME, or set HCLOUD_TOKEN",
+        ));
+    };
+    let token = ctx.get("token").and_then(|t| t.as_str()).unwrap_or("");
+    if token.trim().is_empty() {
+        let how = if ctx.contains_key("token_command") {
+            "takes its token from a command (token_command), which pantheros does not run"
+        } else {
+            "has no token"
+        };
+        return Err(token_failure(
+            format!("the hcloud CLI context {name:?} in {shown} {how}"),
+            "set HCLOUD_TOKEN for pantheros (e.g. `export HCLOUD_TOKEN=$(your token command)`)",
+        ));
+    }
+    let source = Source::HcloudContext { name, file };
+    Ok(Some((checked(token, &source.to_string())?, source)))
+}
+
+/// Find the token without asking: environment, the hcloud CLI's config,
+/// then pantheros' own file.
 pub fn from_env_or_file() -> Result<Option<(Token, Source)>, Failure> {
     for var in ["HETZNER_API_TOKEN", "HCLOUD_TOKEN"] {
         if let Ok(v) = std::env::var(var) {
@@ -75,22 +193,13 @@ pub fn from_env_or_file() -> Result<Option<(Token, Source)>, Failure> {
             }
         }
     }
+    if let Some(found) = from_hcloud_cli()? {
+        return Ok(Some(found));
+    }
     let file = token_file();
     match std::fs::metadata(&file) {
         Ok(meta) => {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(token_failure(
-                    format!(
-                        "{} is readable by others (mode {mode:04o}); refusing to use it",
-                        file.display()
-                    ),
-                    &format!(
-                        "run `chmod 600 {}` (and rotate the token if others could read it)",
-                        file.display()
-                    ),
-                ));
-            }
+            refuse_if_shared(&file, &meta)?;
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 token_failure(
                     format!("reading {}: {e}", file.display()),
@@ -152,7 +261,7 @@ pub async fn resolve() -> Result<(Token, Source), Failure> {
     }
     if !std::io::stdin().is_terminal() {
         return Err(token_failure(
-            "no Hetzner API token: HETZNER_API_TOKEN and HCLOUD_TOKEN are unset and there is no saved token".into(),
+            "no Hetzner API token: HETZNER_API_TOKEN and HCLOUD_TOKEN are unset, the hcloud CLI has no active context, and there is no saved token".into(),
             &format!(
                 "create a token in the Hetzner Cloud Console (project → Security → API Tokens, Read & Write), \
                  then `export HCLOUD_TOKEN=…` or run pantheros on a terminal to save it in {}",

@@ -59,7 +59,8 @@ impl ApiError {
         match self.code.as_str() {
             "unauthorized" => "the API token is invalid: create one in the Hetzner Cloud Console (project → Security → API Tokens) \
                                and set it where pantheros read this one (HETZNER_API_TOKEN comes first, then HCLOUD_TOKEN, \
-                               then ~/.config/pantheros/hcloud-token), or remove the saved one and run again to be asked"
+                               then the hcloud CLI's context (HCLOUD_CONTEXT, else its active one), then \
+                               ~/.config/pantheros/hcloud-token), or remove the saved one and run again to be asked"
                 .into(),
             "token_readonly" => "the API token is read-only: create a Read & Write token".into(),
             "forbidden" | "resource_limit_exceeded" => {

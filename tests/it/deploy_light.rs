@@ -1060,12 +1060,18 @@ fn a_remote_builder_builds_the_closure_and_the_deploy_completes() {
     // Built on the builder: the closure is in its own store...
     for store in ["builder", "alpha"] {
         assert!(
-            w.host(store).exec(&["test", "-e", &toplevel]).status.success(),
+            w.host(store)
+                .exec(&["test", "-e", &toplevel])
+                .status
+                .success(),
             "{toplevel} is not in {store}'s store"
         );
     }
     // ...and Nix says where it built it (the host's log keeps Nix's lines).
     let log = std::fs::read_to_string(v["hosts"][0]["log"].as_str().unwrap()).unwrap();
     assert!(log.contains("on 'ssh://builder'"), "{log}");
-    assert!(std::path::Path::new(&toplevel).exists(), "the deployer has the result");
+    assert!(
+        std::path::Path::new(&toplevel).exists(),
+        "the deployer has the result"
+    );
 }

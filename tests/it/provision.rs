@@ -58,6 +58,8 @@ impl Env {
             .env("PANTHEROS_HCLOUD_BACKOFF_MS", "20")
             .env_remove("HETZNER_API_TOKEN")
             .env_remove("HCLOUD_TOKEN")
+            .env_remove("HCLOUD_CONFIG")
+            .env_remove("HCLOUD_CONTEXT")
             .env_remove("PANTHEROS_FLAKE")
             .stdin(Stdio::null());
         c
@@ -617,4 +619,79 @@ fn the_kamal_config_gets_the_new_ip() {
         std::fs::read_to_string(cfg.join("deploy.yml")).unwrap(),
         expected
     );
+}
+
+/// hcloud CLI users already have a token in the hcloud CLI's own config:
+/// its active context is used (after the environment), `HCLOUD_CONTEXT`
+/// picks another, `HCLOUD_CONFIG` moves the file, and a context that is
+/// missing or gets its token from a command is a clear token error (20).
+#[test]
+fn the_token_of_the_hcloud_cli_context_is_used() {
+    let Some(e) = Env::new() else { return };
+    let dir = e.home().join(".config/hcloud");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cli = dir.join("cli.toml");
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(
+        &cli,
+        &format!(
+            "active_context = \"stale\"\n\n[[contexts]]\nname = \"stale\"\ntoken = \"invalid-stale-token\"\n\n\
+             [[contexts]]\nname = \"work\"\ntoken = \"{TOKEN}\"\n\n[[contexts]]\nname = \"cmd\"\ntoken_command = \"pass hcloud\"\n"
+        ),
+    );
+    // The active context's token is the one sent: it is refused (401 → 20).
+    let out = e.run_with(&["provision", "list"], &[]);
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["hcloud CLI's context"]);
+    // HCLOUD_CONTEXT picks the working one; nothing else is needed.
+    let out = e.run_with(
+        &["provision", "list", "--json"],
+        &[("HCLOUD_CONTEXT", "work")],
+    );
+    assert_exit(&out, 0);
+    testworld::assert_schema(&json(&out), "provision");
+    assert!(!stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN));
+    // A context that is not there, or that runs a command for its token
+    // (the context's name is in the error, so run_with's leak check is not
+    // for these: no token is).
+    let in_context = |name: &str| {
+        let out = e
+            .command(&["provision", "list"])
+            .env("HCLOUD_CONTEXT", name)
+            .output()
+            .unwrap();
+        assert!(!stderr(&out).contains(TOKEN) && !stderr(&out).contains("invalid-stale-token"));
+        out
+    };
+    let out = in_context("nope");
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["\"nope\"", "it has: stale, work, cmd"]);
+    let out = in_context("cmd");
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["token_command", "HCLOUD_TOKEN"]);
+    // The environment still comes first.
+    let out = e.run(&["provision", "list"]);
+    assert_exit(&out, 0);
+    // HCLOUD_CONFIG moves the file; one others can read is refused.
+    let moved = e.dir.path().join("elsewhere.toml");
+    write(
+        &moved,
+        &format!("active_context = \"w\"\n[[contexts]]\nname = \"w\"\ntoken = \"{TOKEN}\"\n"),
+    );
+    let path = moved.to_str().unwrap();
+    let out = e.run_with(&["provision", "list"], &[("HCLOUD_CONFIG", path)]);
+    assert_exit(&out, 0);
+    std::fs::set_permissions(&moved, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = e
+        .command(&["provision", "list"])
+        .env("HCLOUD_CONFIG", path)
+        .output()
+        .unwrap();
+    assert!(!stderr(&out).contains(TOKEN));
+    assert_exit(&out, 20);
+    assert_stderr_has(&out, &["readable by others"]);
+    e.no_violations();
 }
