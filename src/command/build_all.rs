@@ -12,7 +12,7 @@ pub async fn build_all(
 ) -> Result<i32> {
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
-    let hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
+    let hosts = selected_hosts(&nix, &flake, &args.selectors, false).await?;
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

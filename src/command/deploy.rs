@@ -12,7 +12,7 @@ pub async fn deploy(
 ) -> Result<i32> {
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
-    let mut hosts = selected_hosts(&nix, &flake, &args.selectors).await?;
+    let mut hosts = selected_hosts(&nix, &flake, &args.selectors, false).await?;
     args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
     if !args.build_only {

@@ -58,15 +58,18 @@ fn print_generated(text: &[u8], what: &str) -> Result<i32> {
     }
 }
 
-/// Evaluate the flake once, with drvPaths for the selected hosts, and
-/// return those hosts (every one evaluated).
+/// Evaluate the flake once, with drvPaths for the selected hosts (and,
+/// with `disko`, their disko scripts'), and return those hosts (every one
+/// evaluated).
 pub async fn selected_hosts(
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
     selectors: &[String],
+    disko: bool,
 ) -> Result<Vec<inventory::Host>> {
     let opts = inventory::EvalOptions {
         drv_for: Some(selectors.to_vec()),
+        disko,
     };
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
@@ -140,6 +143,7 @@ pub async fn flake_hosts(
             },
             drv_path: None,
             system: None,
+            disko_drv_path: None,
         };
         return Ok((vec![host], root));
     }
@@ -192,13 +196,18 @@ pub async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> R
             command: "nix eval".into(),
             detail: format!("no derivation for {}", host.name),
         })?;
+    realise(&drv, logs, &host.name).await
+}
+
+/// Build `drv` with an indirect GC root `<logs>/gcroots/<root>`; its output.
+pub async fn realise(drv: &str, logs: &std::path::Path, root: &str) -> Result<String> {
     let roots = logs.join("gcroots");
     std::fs::create_dir_all(&roots)
         .map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
-    let root = roots.join(&host.name);
-    let cmd = nix::realise_cmd(&drv, &root);
+    let root = roots.join(root);
+    let cmd = nix::realise_cmd(drv, &root);
     crate::runner::run_ok(&cmd).await.map_err(Error::Command)?;
-    let top = std::fs::read_link(&root)
+    let out = std::fs::read_link(&root)
         .map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
-    Ok(top.to_string_lossy().into_owned())
+    Ok(out.to_string_lossy().into_owned())
 }

@@ -1,6 +1,6 @@
 //! `pantheros provision`: Hetzner Cloud servers and NixOS on them.
 
-use super::{build_toplevel, flake_host, log_root, selected_hosts};
+use super::{build_toplevel, flake_host, log_root, realise, selected_hosts};
 use crate::error::Result;
 use crate::{inventory, nix};
 
@@ -19,12 +19,26 @@ pub async fn provision(
         C::Install(a) => {
             let flake_ref = inventory::flake::resolve(flake, cwd)?;
             let nix = nix::Nix::locate()?;
-            let hosts = selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host)).await?;
+            // One evaluation; pantheros builds both store paths itself, and
+            // nixos-anywhere installs exactly those (it evaluates nothing).
+            let hosts =
+                selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host), true).await?;
             inventory::refuse_unfilled(&hosts)?;
             let host = &hosts[0];
-            let toplevel = build_toplevel(host, &log_root(&flake_ref, cwd, None)).await?;
-            let attr = flake_ref.attr(&host.name);
-            p::install::install(&a, &attr, &toplevel).await
+            let Some(disko_drv) = host.disko_drv_path.clone() else {
+                return Err(p::Failure::new(
+                    crate::error::exit::INSTALL,
+                    format!("{} declares no disk layout (config.system.build.diskoScript)", host.name),
+                    "import disko's NixOS module (disko.nixosModules.disko) and declare disko.devices for the host",
+                )
+                .into_error());
+            };
+            let logs = log_root(&flake_ref, cwd, None);
+            let built = p::install::Built {
+                toplevel: build_toplevel(host, &logs).await?,
+                disko: realise(&disko_drv, &logs, &format!("{}-disko", host.name)).await?,
+            };
+            p::install::install(&a, &built).await
         }
         C::Create(a) => {
             let (host, _) = flake_host(flake, cwd, Some(&a.host)).await?;

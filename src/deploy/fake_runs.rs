@@ -39,6 +39,7 @@ fn host(name: &str, tweak: impl FnOnce(&mut Deployment)) -> Host {
         deployment: d,
         drv_path: Some(drv(name)),
         system: None,
+        disko_drv_path: None,
     }
 }
 

@@ -214,6 +214,10 @@ pub struct Host {
     /// The toplevel's system (e.g. x86_64-linux), only with the derivation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// disko's `system.build.diskoScript` derivation, only when asked for
+    /// (an installation) and only when the host declares one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disko_drv_path: Option<String>,
 }
 
 impl Host {
@@ -329,6 +333,9 @@ pub struct EvalOptions {
     /// Also return the toplevel's drvPath (which instantiates its closure)
     /// for the hosts these selectors pick; `Some(vec![])` means every host.
     pub drv_for: Option<Vec<String>>,
+    /// With `drv_for`: also the derivation of disko's script
+    /// (`system.build.diskoScript`), for an installation.
+    pub disko: bool,
 }
 
 /// A Nix regular expression (POSIX ERE, for `builtins.match`) equivalent
@@ -415,9 +422,14 @@ fn inspect_fn(opts: &EvalOptions) -> String {
         want = {want};
       in {{ deployment = d; }}
         // (if want name (if d == null then {{ }} else d)
-            then {{ drvPath = top.drvPath; system = top.system or null; }}
+            then {{ drvPath = top.drvPath; system = top.system or null; }}{disko}
             else {{ }}))"#,
-            want = want_fn(selectors)
+            want = want_fn(selectors),
+            disko = if opts.disko {
+                " // { diskoDrvPath = (c.system.build.diskoScript or { drvPath = null; }).drvPath; }"
+            } else {
+                ""
+            }
         ),
     }
 }
@@ -469,6 +481,8 @@ struct RawHost {
     drv_path: Option<String>,
     #[serde(default)]
     system: Option<String>,
+    #[serde(default, rename = "diskoDrvPath")]
+    disko_drv_path: Option<String>,
 }
 
 impl RawHost {
@@ -478,6 +492,7 @@ impl RawHost {
             deployment: self.deployment.unwrap_or_default(),
             drv_path: self.drv_path,
             system: self.system,
+            disko_drv_path: self.disko_drv_path,
             name,
         }
     }
@@ -678,6 +693,7 @@ mod tests {
                 failed: false,
                 deployment: None,
                 drv_path: None,
+                disko_drv_path: None,
                 system: None,
             }
             .into_host(name.into());

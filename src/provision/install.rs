@@ -78,40 +78,89 @@ fn ssh_base(key: &std::path::Path, kh: &std::path::Path) -> Vec<String> {
     ]
 }
 
-/// Scan the server's current host keys into our known_hosts (replacing
-/// what was there for that address: the installation made new keys).
-async fn pin_host_key(ip: &str, kh: &std::path::Path) -> Option<String> {
-    let scan = crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", "-t", "ed25519", ip])
-        .timeout(Duration::from_secs(10));
-    let out = crate::runner::run(&scan).await.ok()?;
-    let lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .collect();
-    if lines.is_empty() {
-        return None;
-    }
+/// The installed system's SSH host key, made here before the installation
+/// (the server gets it with the system, `--extra-files`), so the first
+/// connection to the new system verifies a key pantheros made instead of
+/// trusting whatever answers.
+pub struct HostKey {
+    /// Holds `etc/ssh/ssh_host_ed25519_key{,.pub}`; removed when dropped.
+    pub extra_files: tempfile::TempDir,
+    /// `ssh-ed25519 AAAA… root@HOST`
+    pub public: String,
+}
+
+/// Generate the host key of `host` with ssh-keygen (mode 0600 from its
+/// first byte, in a 0700 directory only this user can read).
+pub async fn generate_host_key(host: &str) -> Result<HostKey, Failure> {
+    let fail = |what: String| {
+        Failure::new(
+            exit::INSTALL,
+            format!("generating the SSH host key for {host}: {what}"),
+            "check that ssh-keygen (OpenSSH) is installed and the temporary directory is writable",
+        )
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("pantheros-hostkey-")
+        .tempdir()
+        .map_err(|e| fail(e.to_string()))?;
+    let ssh = dir.path().join("etc/ssh");
+    std::fs::create_dir_all(&ssh).map_err(|e| fail(e.to_string()))?;
+    let key = ssh.join("ssh_host_ed25519_key");
+    let cmd = crate::runner::Cmd::new([
+        "ssh-keygen".to_string(),
+        "-q".into(),
+        "-t".into(),
+        "ed25519".into(),
+        "-N".into(),
+        String::new(),
+        "-C".into(),
+        format!("root@{host}"),
+        "-f".into(),
+        key.to_string_lossy().into_owned(),
+    ])
+    .timeout(Duration::from_secs(30));
+    crate::runner::run_ok(&cmd)
+        .await
+        .map_err(|f| fail(f.to_string()))?;
+    let public = std::fs::read_to_string(key.with_extension("pub"))
+        .map_err(|e| fail(e.to_string()))?
+        .trim()
+        .to_string();
+    Ok(HostKey {
+        extra_files: dir,
+        public,
+    })
+}
+
+/// Pin `public` as the only key of `ip` in our known_hosts (0600, replaced
+/// whole): what was there for that address belonged to the old system.
+pub fn pin_host_key(kh: &std::path::Path, ip: &str, public: &str) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| {
+        Failure::new(
+            exit::INSTALL,
+            format!("writing {}: {e}", kh.display()),
+            "check that pantheros' config directory is writable",
+        )
+    };
     if let Some(dir) = kh.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(fail)?;
     }
-    if kh.exists() {
-        let _ = crate::runner::run(&crate::runner::Cmd::new([
-            "ssh-keygen".to_string(),
-            "-R".into(),
-            ip.to_string(),
-            "-f".into(),
-            kh.to_string_lossy().into_owned(),
-        ]))
-        .await;
-    }
-    let mut text = std::fs::read_to_string(kh).unwrap_or_default();
-    for l in &lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    std::fs::write(kh, text).ok()?;
-    Some(lines.join("\n"))
+    let mut kept: Vec<String> = std::fs::read_to_string(kh)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let first = l.split_whitespace().next().unwrap_or("");
+            !first
+                .split(',')
+                .any(|h| h == ip || h == format!("[{ip}]:22"))
+        })
+        .map(String::from)
+        .collect();
+    let mut fields = public.split_whitespace();
+    let (kind, material) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+    kept.push(format!("{ip} {kind} {material}"));
+    let text = kept.join("\n") + "\n";
+    crate::deploy::fleet::write_atomic(kh, text.as_bytes()).map_err(fail)
 }
 
 /// What the server reports: (os-release ID, /run/current-system target).
@@ -139,9 +188,17 @@ async fn inspect(
     Ok((id, sys))
 }
 
-/// Install `flake_attr` (e.g. /path/to/flake#hetzner-vps) whose built
-/// toplevel is `toplevel`.
-pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Result<i32, Failure> {
+/// What pantheros built for the installation: nixos-anywhere installs
+/// exactly these store paths and evaluates nothing itself.
+pub struct Built {
+    pub toplevel: String,
+    /// disko's script that partitions, formats and mounts the disks.
+    pub disko: String,
+}
+
+/// Install the host's built system on its server.
+pub async fn install(args: &InstallArgs, built: &Built) -> Result<i32, Failure> {
+    let toplevel = built.toplevel.as_str();
     let (token, _) = credentials::resolve().await?;
     let h = Hetzner::new(&token)?;
     let key = sshkey::choose(args.ssh_key.as_deref())?;
@@ -199,17 +256,22 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
         }
     }
 
-    // Phase 2: nixos-anywhere.
+    // Phase 2: nixos-anywhere, with the system, the disk script and the
+    // host key made here.
+    let host_key = generate_host_key(&args.host).await?;
     let mut argv = nixos_anywhere();
     argv.extend([
-        "--flake".to_string(),
-        flake_attr.to_string(),
+        "--store-paths".to_string(),
+        built.disko.clone(),
+        built.toplevel.clone(),
+        "--extra-files".into(),
+        host_key.extra_files.path().to_string_lossy().into_owned(),
         "-i".into(),
         private.to_string_lossy().into_owned(),
         format!("root@{ip}"),
     ]);
     progress.done(&format!(
-        "installing {flake_attr} on {ip} with nixos-anywhere"
+        "installing {toplevel} on {ip} with nixos-anywhere"
     ));
     let cmd = crate::runner::Cmd::new(argv.clone());
     let ran = match crate::runner::run_streaming(&cmd, &Shown).await {
@@ -228,43 +290,65 @@ pub async fn install(args: &InstallArgs, flake_attr: &str, toplevel: &str) -> Re
         ));
     }
 
-    // Phase 3: the reboot, the new host key, and the proof.
+    // Phase 3: the reboot, and the proof over a connection that verifies
+    // the host key pantheros made (pinned before the first connection).
     let kh = known_hosts();
+    pin_host_key(&kh, &ip, &host_key.public)?;
+    let pinned = Some(host_key.public.clone());
+    drop(host_key);
     let progress = Progress::new();
     let deadline = Instant::now() + step;
-    let mut last_error = String::from("no answer");
-    let mut pinned = None;
+    let mut answered = false;
     loop {
         progress.say(&format!(
             "waiting for {} to come back after the installation",
             args.host
         ));
-        if let Some(k) = pin_host_key(&ip, &kh).await {
-            pinned = Some(k);
-            match inspect(&ip, &private, &kh).await {
-                Ok((id, sys)) if id == "nixos" && sys == toplevel => break,
-                Ok((id, sys)) if id == "nixos" => {
-                    return Err(Failure::new(
-                        exit::VERIFY,
-                        format!(
-                            "{} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}",
-                            args.host
-                        ),
-                        "run `pantheros deploy` for the host, or install again",
-                    ));
-                }
-                Ok((id, _)) => {
-                    last_error = format!("the server runs {id}, not NixOS (still the old system?)")
-                }
-                Err(e) => last_error = e,
+        // What went wrong this time (the last one is reported).
+        let (last_error, wrong_key) = match inspect(&ip, &private, &kh).await {
+            Ok((id, sys)) if id == "nixos" && sys == toplevel => break,
+            Ok((id, sys)) if id == "nixos" => {
+                return Err(Failure::new(
+                    exit::VERIFY,
+                    format!(
+                        "{} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}",
+                        args.host
+                    ),
+                    "run `pantheros deploy` for the host, or install again",
+                ));
             }
-        }
+            Ok((id, _)) => (
+                format!("the server runs {id}, not NixOS (still the old system?)"),
+                false,
+            ),
+            Err(e) => {
+                // The installer (or anyone else at that address) has
+                // another key: not the installed system, never trusted.
+                let wrong = e.contains("Host key verification failed")
+                    || e.contains("REMOTE HOST IDENTIFICATION HAS CHANGED");
+                (e, wrong)
+            }
+        };
+        // Did anything answer on port 22 (else the reboot never ended)?
+        answered |= !["Connection refused", "timed out", "No route to host"]
+            .iter()
+            .any(|m| last_error.contains(m));
         if Instant::now() >= deadline {
-            let code = if pinned.is_none() {
-                exit::REBOOT
-            } else {
-                exit::VERIFY
-            };
+            if wrong_key {
+                return Err(Failure::new(
+                    exit::VERIFY,
+                    format!(
+                        "{} ({ip}) presents an SSH host key that is not the one pantheros generated for it; refusing to connect",
+                        args.host
+                    ),
+                    format!(
+                        "the installation did not put the key in place, or another machine answers at {ip}: \
+                         check the server's console in the Cloud Console; the expected key is pinned in {}",
+                        kh.display()
+                    ),
+                ));
+            }
+            let code = if answered { exit::VERIFY } else { exit::REBOOT };
             return Err(Failure::new(
                 code,
                 format!(
