@@ -65,6 +65,7 @@
         build-all = subcommandApp pkgs "build-all" "Build every host of the flake in parallel";
         rollback = subcommandApp pkgs "rollback" "List generations and roll a host back";
         provision = subcommandApp pkgs "provision" "Create Hetzner Cloud servers and install NixOS on them";
+        up = subcommandApp pkgs "up" "From nothing to a verified Hetzner host: create, install, deploy";
         hosts = subcommandApp pkgs "hosts" "List the fleet and its deployment metadata";
       });
 

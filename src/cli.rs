@@ -171,6 +171,7 @@ impl Cli {
             Command::BuildAll(a) => a.json,
             Command::Rollback(a) => a.activation.json,
             Command::Provision(p) => p.wants_json(),
+            Command::Up(a) => a.json,
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
         }
@@ -191,6 +192,8 @@ pub enum Command {
     /// Create Hetzner Cloud servers for hosts of the flake and install NixOS on them.
     #[command(subcommand)]
     Provision(ProvisionCommand),
+    /// From nothing to a verified host: create its server, install NixOS, deploy (each step skipped when done).
+    Up(UpArgs),
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -446,8 +449,11 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub timeout: u64,
     /// Kamal config to update (default: config/deploy.yml when it exists).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_kamal")]
     pub kamal: Option<std::path::PathBuf>,
+    /// Leave the Kamal config alone.
+    #[arg(long)]
+    pub no_kamal: bool,
 }
 
 #[derive(Debug, Args)]
@@ -540,6 +546,49 @@ pub struct InstallArgs {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The host (from the flake): a Hetzner host (provider = "hetzner").
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Server type (default: the host's hetzner.serverType, else cx23).
+    #[arg(long)]
+    pub server_type: Option<String>,
+    /// Image the server starts with before NixOS is installed (default: ubuntu-24.04).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Location (default: nbg1).
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Public SSH key to create the server with and log in with (its private key next to it).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// How to reach an installer: kexec from the running image, or Hetzner's rescue system.
+    #[arg(long, value_enum, default_value = "kexec")]
+    pub via: Via,
+    /// Seconds for each wait (Hetzner actions, the installation's reboot, verification).
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Show what each step would do; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation before the first deploy.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print one JSON document on stdout: each step's result and the deploy's outcome.
+    #[arg(long)]
+    pub json: bool,
+    /// Kamal config to update (default: config/deploy.yml when it exists).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_kamal")]
+    pub kamal: Option<std::path::PathBuf>,
+    /// Leave the Kamal config alone.
+    #[arg(long)]
+    pub no_kamal: bool,
+    /// Where logs go (default: <flake>/logs).
+    #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

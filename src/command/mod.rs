@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod keys;
 pub mod provision;
 pub mod rollback;
+pub mod up;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::BuildAll(args) => build_all::build_all(cli.flake.as_deref(), &cwd, args).await,
         Command::Rollback(args) => rollback::rollback(cli.flake.as_deref(), &cwd, args).await,
         Command::Provision(args) => provision::provision(cli.flake.as_deref(), &cwd, args).await,
+        Command::Up(args) => up::up(cli.flake.as_deref(), &cwd, args).await,
         Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
             keys::upload(cli.flake.as_deref(), &cwd, args).await
         }
@@ -197,6 +199,26 @@ pub async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> R
             detail: format!("no derivation for {}", host.name),
         })?;
     realise(&drv, logs, &host.name).await
+}
+
+/// Build what an installation installs (the toplevel and disko's script),
+/// from the one evaluation; a host without a disk layout is refused.
+pub async fn build_for_install(
+    host: &inventory::Host,
+    logs: &std::path::Path,
+) -> Result<crate::provision::install::Built> {
+    let Some(disko) = host.disko_drv_path.as_deref() else {
+        return Err(crate::provision::Failure::new(
+            crate::error::exit::INSTALL,
+            format!("{} declares no disk layout (config.system.build.diskoScript)", host.name),
+            "import disko's NixOS module (disko.nixosModules.disko) and declare disko.devices for the host",
+        )
+        .into_error());
+    };
+    Ok(crate::provision::install::Built {
+        toplevel: build_toplevel(host, logs).await?,
+        disko: realise(disko, logs, &format!("{}-disko", host.name)).await?,
+    })
 }
 
 /// Build `drv` with an indirect GC root `<logs>/gcroots/<root>`; its output.

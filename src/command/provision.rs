@@ -1,6 +1,6 @@
 //! `pantheros provision`: Hetzner Cloud servers and NixOS on them.
 
-use super::{build_toplevel, flake_host, log_root, realise, selected_hosts};
+use super::{flake_host, log_root, selected_hosts};
 use crate::error::Result;
 use crate::{inventory, nix};
 
@@ -24,20 +24,8 @@ pub async fn provision(
             let hosts =
                 selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host), true).await?;
             inventory::refuse_unfilled(&hosts)?;
-            let host = &hosts[0];
-            let Some(disko_drv) = host.disko_drv_path.clone() else {
-                return Err(p::Failure::new(
-                    crate::error::exit::INSTALL,
-                    format!("{} declares no disk layout (config.system.build.diskoScript)", host.name),
-                    "import disko's NixOS module (disko.nixosModules.disko) and declare disko.devices for the host",
-                )
-                .into_error());
-            };
-            let logs = log_root(&flake_ref, cwd, None);
-            let built = p::install::Built {
-                toplevel: build_toplevel(host, &logs).await?,
-                disko: realise(&disko_drv, &logs, &format!("{}-disko", host.name)).await?,
-            };
+            let built =
+                super::build_for_install(&hosts[0], &log_root(&flake_ref, cwd, None)).await?;
             p::install::install(&a, &built).await
         }
         C::Create(a) => {

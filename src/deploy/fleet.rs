@@ -312,14 +312,31 @@ async fn gatekeeper(
     let _ = decide.send(Some(answer));
 }
 
-/// Deploy `hosts` (already evaluated with their drvPaths).
+/// Deploy `hosts` (already evaluated with their drvPaths); with `--json`,
+/// print the run's document. The run's exit code.
 pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs) -> i32 {
+    let json = args.json;
+    let (code, outcomes) = run(nix, hosts, opts, args).await;
+    if json {
+        let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    code
+}
+
+/// Deploy `hosts`: the exit code and every host's outcome (in name order).
+pub async fn run(
+    nix: &Nix,
+    hosts: Vec<Host>,
+    opts: Options,
+    args: FleetArgs,
+) -> (i32, Vec<Outcome>) {
     let opts = Arc::new(opts);
     let control = match target::control_dir() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: could not create a directory for SSH control sockets: {e}");
-            return crate::error::exit::FAILED_NOTHING_CHANGED;
+            return (crate::error::exit::FAILED_NOTHING_CHANGED, vec![]);
         }
     };
     let ts = crate::report::log::timestamp();
@@ -353,7 +370,7 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
                     "error: could not create the log file in {}: {e}",
                     log_dir.display()
                 );
-                return crate::error::exit::FAILED_NOTHING_CHANGED;
+                return (crate::error::exit::FAILED_NOTHING_CHANGED, vec![]);
             }
         };
         ctx.log.note(&format!(
@@ -516,12 +533,8 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     if let Some(sig) = intr.fired() {
         eprintln!("(interrupted by {sig})");
     }
-    if args.json {
-        let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    }
     let _ = std::fs::remove_dir_all(&control);
-    code
+    (code, outcomes)
 }
 
 /// The first failed host stops the run (a later failure keeps that name).

@@ -196,8 +196,43 @@ pub struct Built {
     pub disko: String,
 }
 
-/// Install the host's built system on its server.
+/// What an installation left: the server runs `toplevel` and presents
+/// `host_key`, pinned in `known_hosts`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Installed {
+    pub host: String,
+    pub ipv4: String,
+    pub toplevel: String,
+    pub known_hosts: PathBuf,
+    pub host_key: Option<String>,
+    pub via: String,
+}
+
+/// `provision install HOST`: install, then print the result.
 pub async fn install(args: &InstallArgs, built: &Built) -> Result<i32, Failure> {
+    let done = install_system(args, built).await?;
+    eprintln!("  host key pinned in {}", done.known_hosts.display());
+    eprintln!("  next: pantheros deploy {}", args.host);
+    if args.json {
+        let mut doc = serde_json::to_value(&done).unwrap_or_default();
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("version".into(), crate::report::JSON_VERSION.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    Ok(exit::OK)
+}
+
+/// Does the server at `ip` already run NixOS, reached with the host key
+/// pantheros pinned when it installed it? (A key pantheros did not pin,
+/// e.g. a fresh image's, is never taken for an installed system.)
+pub async fn runs_installed_nixos(ip: &str, key: &std::path::Path) -> bool {
+    matches!(inspect(ip, key, &known_hosts()).await, Ok((id, _)) if id == "nixos")
+}
+
+/// Install the host's built system on its server and verify it.
+pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Installed, Failure> {
     let toplevel = built.toplevel.as_str();
     let (token, _) = credentials::resolve().await?;
     let h = Hetzner::new(&token)?;
@@ -365,18 +400,12 @@ pub async fn install(args: &InstallArgs, built: &Built) -> Result<i32, Failure> 
     let server = super::get_server(&h, server.id).await?;
     super::detach_iso(&h, &server, Instant::now() + step, &progress).await?;
     progress.done(&format!("{} runs NixOS {toplevel}", args.host));
-    eprintln!("  host key pinned in {}", kh.display());
-    eprintln!("  next: pantheros deploy {}", args.host);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "version": crate::report::JSON_VERSION,
-                "host": args.host, "ipv4": ip, "toplevel": toplevel, "knownHosts": kh,
-                "hostKey": pinned, "via": format!("{:?}", args.via).to_lowercase(),
-            }))
-            .unwrap_or_default()
-        );
-    }
-    Ok(exit::OK)
+    Ok(Installed {
+        host: args.host.clone(),
+        ipv4: ip,
+        toplevel: toplevel.to_string(),
+        known_hosts: kh,
+        host_key: pinned,
+        via: format!("{:?}", args.via).to_lowercase(),
+    })
 }

@@ -440,8 +440,29 @@ fn ipv6(s: &models::Server) -> Option<String> {
     s.public_net.ipv6.as_ref().map(|i| i.ip.clone())
 }
 
-/// `provision create HOST`.
+/// `provision create HOST`: the server, then the result printed.
 pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<i32, Failure> {
+    let out = ensure_server(host, args).await?;
+    if out.ipv4.is_some() {
+        eprintln!("  next:     pantheros provision install {}", out.name);
+    }
+    if args.json {
+        let mut doc = serde_json::to_value(&out).unwrap_or_default();
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("version".into(), crate::report::JSON_VERSION.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    Ok(exit::OK)
+}
+
+/// The host's server, created when pantheros has none (or, with
+/// `--dry-run`, what would be created), waited for until it runs; the
+/// Kamal config updated.
+pub async fn ensure_server(
+    host: &crate::inventory::Host,
+    args: &CreateArgs,
+) -> Result<Created, Failure> {
     let d = &host.deployment;
     if d.provider.as_deref() != Some("hetzner") {
         return Err(Failure::new(
@@ -603,23 +624,15 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
             out.ipv6.clone().unwrap_or_else(|| "-".into())
         );
         eprintln!("  connect:  ssh root@{ip}");
-        eprintln!("  next:     pantheros provision install {}", out.name);
         let kamal = args.kamal.clone().or_else(|| {
             let p = PathBuf::from("config/deploy.yml");
             p.exists().then_some(p)
         });
-        if let Some(path) = kamal {
+        if let Some(path) = kamal.filter(|_| !args.no_kamal && !args.dry_run) {
             out.kamal = Some(kamal_update(&path, &ip));
         }
     }
-    if args.json {
-        let mut doc = serde_json::to_value(&out).unwrap_or_default();
-        if let Some(m) = doc.as_object_mut() {
-            m.insert("version".into(), crate::report::JSON_VERSION.into());
-        }
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    }
-    Ok(exit::OK)
+    Ok(out)
 }
 
 fn kamal_update(path: &std::path::Path, ip: &str) -> String {

@@ -339,7 +339,9 @@ class Fake:
             "primary_disk_size": 40,
         })
         pn = srv["public_net"]
-        pn["ipv4"] = dict(pn.get("ipv4") or {}, ip="203.0.113.%d" % n, blocked=False, dns_ptr="static.%d.example" % n, id=sid)
+        # An address the test planned for this name (set-ip before creation).
+        ip = getattr(self, "planned_ips", {}).get(body["name"], "203.0.113.%d" % n)
+        pn["ipv4"] = dict(pn.get("ipv4") or {}, ip=ip, blocked=False, dns_ptr="static.%d.example" % n, id=sid)
         pn["ipv6"] = dict(pn.get("ipv6") or {}, ip="2001:db8:%x::/64" % n, blocked=False, dns_ptr=[], id=sid)
         pn["floating_ips"] = []
         pn["firewalls"] = []
@@ -422,6 +424,10 @@ def make_handler(fake):
                                             for t, p in fake.projects.items()})
                 if path == "/__fake/set-ip" and method == "POST":
                     req = json.loads(raw)
+                    # Also for a server created later under that name.
+                    if not hasattr(fake, "planned_ips"):
+                        fake.planned_ips = {}
+                    fake.planned_ips[req["name"]] = req["ip"]
                     for p in fake.projects.values():
                         for srv in p.servers.values():
                             if srv["name"] == req["name"]:

@@ -76,6 +76,7 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
         ("deploy", "--build-only"),
         ("build-all", "Builds at once"),
         ("rollback", "--list"),
+        ("up", "--no-kamal"),
         ("hosts", "SELECTOR"),
     ] {
         let out = run(app, &["--help"]);

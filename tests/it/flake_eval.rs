@@ -244,6 +244,7 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
         "build-all",
         "rollback",
         "provision",
+        "up",
         "hosts",
     ] {
         assert_eq!(apps[app]["type"], "app", "{app}");

@@ -159,3 +159,172 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
     );
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
+
+/// `pantheros up` from an empty project: a systemd host of the test world
+/// stands in for the server the fake creates (its address planned), the
+/// recording nixos-anywhere installs, and the deploy runs the whole
+/// pipeline against it. A failure at each step stops there, and running
+/// `up` again resumes: what is done is skipped, never done twice.
+#[test]
+fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys1");
+    let client_ns = w.client_ns.clone();
+    let Some(fake) = FakeHetzner::start_in(Some(&client_ns)) else {
+        return;
+    };
+    let home = w.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(&w.client_key, home.join(".ssh/id_ed25519")).unwrap();
+    std::fs::copy(
+        w.client_key.with_extension("pub"),
+        home.join(".ssh/id_ed25519.pub"),
+    )
+    .unwrap();
+    let flake = testworld::fixture_flake(w.path());
+    let record = w.path().join("nixos-anywhere.argv");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nixos-anywhere");
+    let path = format!(
+        "{}:{}",
+        fixtures.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ip = w.systemd_host("sys1").ip.clone();
+    fake.set_ip("hetzner-vps", &ip);
+    let up = |extra: &[&str], install_fails: bool| {
+        let bin = testworld::pantheros_bin();
+        let mut argv = vec![bin.to_str().unwrap(), "up", "hetzner-vps", "--json"];
+        argv.extend_from_slice(extra);
+        let out = w
+            .client(&argv)
+            .current_dir(&flake)
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", w.path().join("config"))
+            .env("HCLOUD_TOKEN", TOKEN)
+            .env("HCLOUD_ENDPOINT", fake.endpoint())
+            .env("PANTHEROS_HCLOUD_POLL_MS", "20")
+            .env("PANTHEROS_HCLOUD_BACKOFF_MS", "20")
+            .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+            .env("PATH", &path)
+            .env("NIXOS_ANYWHERE_RECORD", &record)
+            .env("NIXOS_ANYWHERE_FAIL", if install_fails { "1" } else { "0" })
+            .env_remove("PANTHEROS_NIXOS_ANYWHERE")
+            .output()
+            .unwrap();
+        assert!(
+            !stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN),
+            "token leaked"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+        testworld::assert_schema(&doc, "up");
+        let steps: Vec<(String, String)> = doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["step"].as_str().unwrap().to_string(),
+                    s["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (out, doc, steps)
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+
+    // --dry-run: what would happen; nothing is created.
+    let (out, _, steps) = up(&["--dry-run"], false);
+    assert_exit(&out, 0);
+    assert_eq!(
+        steps,
+        pairs(&[
+            ("server", "would-run"),
+            ("install", "would-run"),
+            ("deploy", "would-run")
+        ])
+    );
+    assert!(
+        fake.mutating_requests().is_empty(),
+        "{:?}",
+        fake.mutating_requests()
+    );
+
+    // The server cannot be created: stop there.
+    fake.inject("POST", "^/v1/servers$", 500, "server_error", 1, false);
+    let (out, doc, steps) = up(&["--yes"], false);
+    assert_exit(&out, 23);
+    assert_eq!(doc["exitCode"], 23);
+    assert_eq!(
+        steps,
+        pairs(&[
+            ("server", "failed"),
+            ("install", "not-run"),
+            ("deploy", "not-run")
+        ])
+    );
+    assert_stderr_has(&out, &["run `pantheros up hetzner-vps` again to resume"]);
+
+    // Again: the server is created; the installation fails.
+    let (out, _, steps) = up(&["--yes"], true);
+    assert_exit(&out, 31);
+    assert_eq!(
+        steps,
+        pairs(&[
+            ("server", "done"),
+            ("install", "failed"),
+            ("deploy", "not-run")
+        ])
+    );
+    assert_eq!(
+        fake.count("POST", "/v1/servers"),
+        2,
+        "one refused, one made"
+    );
+
+    // Again: the server is found, NixOS installed, the first deploy done.
+    let (out, doc, steps) = up(&["--yes"], false);
+    assert_exit(&out, 0);
+    assert_eq!(
+        steps,
+        pairs(&[
+            ("server", "skipped"),
+            ("install", "done"),
+            ("deploy", "done")
+        ])
+    );
+    assert_eq!(doc["deploy"][0]["result"], "success", "{doc}");
+    assert_eq!(doc["deploy"][0]["generationAfter"], 1, "{doc}");
+    let on_host = |cmd: &str| {
+        stdout(&w.systemd_host("sys1").exec(&["sh", "-c", cmd]))
+            .trim()
+            .to_string()
+    };
+    let top = doc["deploy"][0]["toplevel"].as_str().unwrap().to_string();
+    assert_eq!(on_host("readlink -f /nix/var/nix/profiles/system"), top);
+    assert_eq!(on_host("readlink -f /run/current-system"), top);
+    assert_eq!(on_host("cat /run/pantheros-fixture/generation"), "1");
+
+    // Once more: everything is done; nothing is created, installed or
+    // switched.
+    std::fs::remove_file(&record).unwrap();
+    let (out, _, steps) = up(&["--yes"], false);
+    assert_exit(&out, 0);
+    assert_eq!(
+        steps,
+        pairs(&[
+            ("server", "skipped"),
+            ("install", "skipped"),
+            ("deploy", "skipped")
+        ])
+    );
+    assert!(!record.exists(), "nixos-anywhere ran again");
+    assert_eq!(fake.count("POST", "/v1/servers"), 2);
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
