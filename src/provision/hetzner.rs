@@ -6,6 +6,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use hcloud::apis::configuration::Configuration;
+use hcloud::apis::{
+    actions_api, images_api, isos_api, server_types_api, servers_api, ssh_keys_api,
+};
+use hcloud::models;
 
 /// The API base the crate is generated for; `HCLOUD_ENDPOINT` maps it elsewhere.
 pub const API_BASE: &str = "https://api.hetzner.cloud/v1";
@@ -200,6 +204,320 @@ impl Hetzner {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+}
+
+/// A server as pantheros sees it.
+fn server_of(s: hcloud::models::Server) -> super::cloud::Server {
+    let status = serde_json::to_value(s.status)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{:?}", s.status).to_lowercase());
+    super::cloud::Server {
+        id: s.id,
+        status,
+        ipv4: s.public_net.ipv4.as_ref().map(|i| i.ip.clone()),
+        ipv6: s.public_net.ipv6.as_ref().map(|i| i.ip.clone()),
+        labels: s.labels,
+        iso_attached: s.iso.is_some(),
+        server_type: s.server_type.name,
+        location: s.location.name,
+        name: s.name,
+    }
+}
+
+impl super::cloud::Cloud for Hetzner {
+    fn poll(&self) -> Duration {
+        self.poll
+    }
+
+    fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        backoff(self.backoff_base, attempt)
+    }
+
+    async fn server_named(&self, name: &str) -> Result<Option<super::cloud::Server>, ApiError> {
+        let params = servers_api::ListServersParams {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/servers?name=…", true, || {
+                servers_api::list_servers(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.servers.into_iter().next().map(server_of))
+    }
+
+    async fn server(&self, id: i64) -> Result<Option<super::cloud::Server>, ApiError> {
+        let params = servers_api::GetServerParams { id };
+        let r = self
+            .call(&format!("GET /v1/servers/{id}"), true, || {
+                servers_api::get_server(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.server.map(|s| server_of(*s)))
+    }
+
+    async fn servers_labelled(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<super::cloud::Server>, ApiError> {
+        let params = servers_api::ListServersParams {
+            label_selector: Some(selector.to_string()),
+            per_page: Some(50),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/servers?label_selector=…", true, || {
+                servers_api::list_servers(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.servers.into_iter().map(server_of).collect())
+    }
+
+    async fn create_server(
+        &self,
+        new: &super::cloud::NewServer,
+    ) -> Result<super::cloud::Started, ApiError> {
+        let mut req = models::CreateServerRequest::new(
+            new.image.clone(),
+            new.name.clone(),
+            new.server_type.clone(),
+        );
+        req.location = Some(new.location.clone());
+        req.labels = Some(new.labels.clone());
+        req.ssh_keys = new.ssh_key.map(|id| vec![id.to_string()]);
+        req.start_after_create = Some(true);
+        let params = servers_api::CreateServerParams {
+            create_server_request: req,
+        };
+        // Not simply repeated: the request may have taken effect.
+        let r = self
+            .call("POST /v1/servers", false, || {
+                servers_api::create_server(&self.config, params.clone())
+            })
+            .await?;
+        let mut actions = vec![r.action.id];
+        actions.extend(r.next_actions.iter().map(|a| a.id));
+        Ok(super::cloud::Started {
+            server: r.server.id,
+            actions,
+        })
+    }
+
+    async fn delete_server(&self, id: i64) -> Result<Option<i64>, ApiError> {
+        let params = servers_api::DeleteServerParams { id };
+        let r = self
+            .call(&format!("DELETE /v1/servers/{id}"), true, || {
+                servers_api::delete_server(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.action.map(|a| a.id))
+    }
+
+    async fn action(&self, id: i64) -> Result<super::cloud::Action, ApiError> {
+        use super::cloud::ActionState;
+        let params = actions_api::GetActionParams { id };
+        let a = self
+            .call(&format!("GET /v1/actions/{id}"), true, || {
+                actions_api::get_action(&self.config, params.clone())
+            })
+            .await?
+            .action;
+        let state = match a.status {
+            models::action::Status::Success => ActionState::Success,
+            models::action::Status::Running => ActionState::Running {
+                progress: a.progress.into(),
+            },
+            models::action::Status::Error => {
+                let (code, message) = a
+                    .error
+                    .map(|e| (e.code, e.message))
+                    .unwrap_or_else(|| ("action_failed".into(), "the action failed".into()));
+                ActionState::Error { code, message }
+            }
+        };
+        Ok(super::cloud::Action {
+            id: a.id,
+            command: a.command,
+            state,
+        })
+    }
+
+    async fn ssh_key_with_fingerprint(&self, fingerprint: &str) -> Result<Option<i64>, ApiError> {
+        let params = ssh_keys_api::ListSshKeysParams {
+            fingerprint: Some(fingerprint.to_string()),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/ssh_keys?fingerprint=…", true, || {
+                ssh_keys_api::list_ssh_keys(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.ssh_keys.into_iter().next().map(|k| k.id))
+    }
+
+    async fn create_ssh_key(
+        &self,
+        name: &str,
+        public_key: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> Result<i64, ApiError> {
+        let params = ssh_keys_api::CreateSshKeyParams {
+            create_ssh_key_request: models::CreateSshKeyRequest {
+                labels: Some(labels.clone()),
+                name: name.to_string(),
+                public_key: public_key.to_string(),
+            },
+        };
+        let r = self
+            .call("POST /v1/ssh_keys", false, || {
+                ssh_keys_api::create_ssh_key(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.ssh_key.id)
+    }
+
+    async fn server_type(&self, name: &str) -> Result<Option<super::cloud::ServerType>, ApiError> {
+        let params = server_types_api::ListServerTypesParams {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/server_types?name=…", true, || {
+                server_types_api::list_server_types(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.server_types
+            .into_iter()
+            .next()
+            .map(|t| super::cloud::ServerType {
+                architecture: match t.architecture {
+                    models::Architecture::Arm => "arm".into(),
+                    models::Architecture::X86 => "x86".into(),
+                },
+                deprecated: t.deprecated.unwrap_or(false) || matches!(t.deprecation, Some(Some(_))),
+                offers: t
+                    .locations
+                    .iter()
+                    .map(|l| super::cloud::Offer {
+                        location: l.name.clone(),
+                        deprecated: l.deprecation.is_some(),
+                    })
+                    .collect(),
+                name: t.name,
+            }))
+    }
+
+    async fn server_type_names(&self) -> Result<Vec<String>, ApiError> {
+        let params = server_types_api::ListServerTypesParams {
+            per_page: Some(50),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/server_types", true, || {
+                server_types_api::list_server_types(&self.config, params.clone())
+            })
+            .await?;
+        Ok(r.server_types
+            .into_iter()
+            .filter(|t| !t.deprecated.unwrap_or(false))
+            .map(|t| t.name)
+            .collect())
+    }
+
+    async fn image_exists(&self, name: &str, architecture: &str) -> Result<bool, ApiError> {
+        let params = images_api::ListImagesParams {
+            name: Some(name.to_string()),
+            architecture: Some(architecture.to_string()),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/images?name=…", true, || {
+                images_api::list_images(&self.config, params.clone())
+            })
+            .await?;
+        Ok(!r.images.is_empty())
+    }
+
+    async fn iso_exists(&self, name: &str) -> Result<bool, ApiError> {
+        let params = isos_api::ListIsosParams {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let r = self
+            .call("GET /v1/isos?name=…", true, || {
+                isos_api::list_isos(&self.config, params.clone())
+            })
+            .await?;
+        Ok(!r.isos.is_empty())
+    }
+
+    async fn attach_iso(&self, server: i64, iso: &str) -> Result<i64, ApiError> {
+        let params = servers_api::AttachIsoToServerParams {
+            id: server,
+            attach_iso_to_server_request: models::AttachIsoToServerRequest {
+                iso: iso.to_string(),
+            },
+        };
+        let r = self
+            .call(
+                &format!("POST /v1/servers/{server}/actions/attach_iso"),
+                true,
+                || servers_api::attach_iso_to_server(&self.config, params.clone()),
+            )
+            .await?;
+        Ok(r.action.id)
+    }
+
+    async fn detach_iso(&self, server: i64) -> Result<i64, ApiError> {
+        let params = servers_api::DetachIsoFromServerParams { id: server };
+        let r = self
+            .call(
+                &format!("POST /v1/servers/{server}/actions/detach_iso"),
+                true,
+                || servers_api::detach_iso_from_server(&self.config, params.clone()),
+            )
+            .await?;
+        Ok(r.action.id)
+    }
+
+    async fn enable_rescue(
+        &self,
+        server: i64,
+        ssh_key: Option<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        let params = servers_api::EnableRescueModeForServerParams {
+            id: server,
+            enable_rescue_mode_for_server_request: models::EnableRescueModeForServerRequest {
+                ssh_keys: ssh_key.map(|id| vec![id]),
+                r#type: Some(models::enable_rescue_mode_for_server_request::Type::Linux64),
+            },
+        };
+        let r = self
+            .call(
+                &format!("POST /v1/servers/{server}/actions/enable_rescue"),
+                true,
+                || servers_api::enable_rescue_mode_for_server(&self.config, params.clone()),
+            )
+            .await?;
+        Ok(r.action.map(|a| a.id))
+    }
+
+    async fn reset(&self, server: i64) -> Result<i64, ApiError> {
+        let params = servers_api::ResetServerParams { id: server };
+        let r = self
+            .call(
+                &format!("POST /v1/servers/{server}/actions/reset"),
+                true,
+                || servers_api::reset_server(&self.config, params.clone()),
+            )
+            .await?;
+        Ok(r.action.id)
     }
 }
 

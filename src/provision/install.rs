@@ -7,10 +7,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::hetzner::Hetzner;
-use super::{
-    Failure, Progress, credentials, ensure_ssh_key, exit, our_server, rescue_boot, sshkey,
-};
+use super::create::ensure_ssh_key;
+use super::{Failure, Progress, credentials, exit, our_server, sshkey};
 
 /// nixos-anywhere to run when it is not on PATH (override with
 /// $PANTHEROS_NIXOS_ANYWHERE: a program path or a flake reference).
@@ -234,8 +232,7 @@ pub async fn runs_installed_nixos(ip: &str, key: &std::path::Path) -> bool {
 /// Install the host's built system on its server and verify it.
 pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Installed, Failure> {
     let toplevel = built.toplevel.as_str();
-    let (token, _) = credentials::resolve().await?;
-    let h = Hetzner::new(&token)?;
+    let h = super::connect().await?;
     let key = sshkey::choose(args.ssh_key.as_deref())?;
     let private = key.private_key().ok_or_else(|| {
         Failure::new(
@@ -248,18 +245,13 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
         )
     })?;
     let server = our_server(&h, &args.host).await?;
-    let ip = server
-        .public_net
-        .ipv4
-        .as_ref()
-        .map(|i| i.ip.clone())
-        .ok_or_else(|| {
-            Failure::new(
-                exit::API,
-                format!("{} has no IPv4 address", args.host),
-                "nixos-anywhere needs one",
-            )
-        })?;
+    let ip = server.ipv4.clone().ok_or_else(|| {
+        Failure::new(
+            exit::API,
+            format!("{} has no IPv4 address", args.host),
+            "nixos-anywhere needs one",
+        )
+    })?;
     let progress = Progress::new();
     let step = Duration::from_secs(args.timeout);
 
@@ -267,7 +259,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     if args.via == Via::Rescue {
         let (key_id, _) = ensure_ssh_key(&h, &key, false).await?;
         progress.say(&format!("booting {} into the rescue system", args.host));
-        rescue_boot(&h, &server, key_id, Instant::now() + step, &progress).await?;
+        super::rescue::boot(&h, &server, key_id, Instant::now() + step, &progress).await?;
         let deadline = Instant::now() + step;
         while crate::runner::run(
             &crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", ip.as_str()])
@@ -397,8 +389,8 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     }
 
     // Phase 4: tidy up.
-    let server = super::get_server(&h, server.id).await?;
-    super::detach_iso(&h, &server, Instant::now() + step, &progress).await?;
+    let server = super::server(&h, server.id).await?;
+    super::iso::detach(&h, &server, Instant::now() + step, &progress).await?;
     progress.done(&format!("{} runs NixOS {toplevel}", args.host));
     Ok(Installed {
         host: args.host.clone(),

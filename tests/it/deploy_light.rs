@@ -1028,9 +1028,14 @@ fn a_remote_builder_builds_the_closure_and_the_deploy_completes() {
     w.add_host("alpha");
     w.add_host("builder");
     let flake = w.path().join("fleet");
-    // A package no store has yet, so something really has to be built.
+    // A package no store has yet (world ids repeat across runs; the time
+    // does not), so something really has to be built.
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let mut h = host(&w, "alpha", 1, "");
-    h.packages = vec![("remote-built".into(), format!("1.{}", w.id))];
+    h.packages = vec![("remote-built".into(), format!("1.{unique}"))];
     write_fleet(&flake, &[h]);
     let bin = testworld::pantheros_bin();
     let out = w

@@ -1,0 +1,137 @@
+//! The Hetzner Cloud API as pantheros uses it: one typed interface, the
+//! [`Cloud`] trait, with pantheros' own small types. The real client
+//! (`hetzner::HetznerApi`, which owns the retry policy) and the in-memory
+//! fake of the unit tests (`fake::FakeCloud`) implement it; the flows
+//! (create, list, destroy, iso, rescue, install, up) only see the trait.
+//! A new API call has one home: a method here, its implementation in
+//! hetzner.rs, its behaviour in the fake.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use super::hetzner::ApiError;
+
+/// The labels that mark a server as pantheros' own, for which host.
+pub const LABEL_MANAGED: &str = "managed-by";
+pub const LABEL_HOST: &str = "pantheros-host";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: i64,
+    pub name: String,
+    /// Hetzner's word: initializing, starting, running, off, …
+    pub status: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub labels: HashMap<String, String>,
+    pub iso_attached: bool,
+    pub server_type: String,
+    pub location: String,
+}
+
+impl Server {
+    /// Created by pantheros for `host` (its labels say so).
+    pub fn is_ours(&self, host: &str) -> bool {
+        self.labels.get(LABEL_MANAGED).map(String::as_str) == Some("pantheros")
+            && self.labels.get(LABEL_HOST).map(String::as_str) == Some(host)
+    }
+
+    pub fn running(&self) -> bool {
+        self.status == "running"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionState {
+    Running { progress: i64 },
+    Success,
+    Error { code: String, message: String },
+}
+
+/// Something Hetzner does in the background (create, reset, attach_iso…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub id: i64,
+    pub command: String,
+    pub state: ActionState,
+}
+
+/// Where a server type can be ordered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub location: String,
+    /// No longer orderable there.
+    pub deprecated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerType {
+    pub name: String,
+    /// "x86" or "arm" (as the image API spells architectures).
+    pub architecture: String,
+    pub deprecated: bool,
+    pub offers: Vec<Offer>,
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewServer {
+    pub name: String,
+    pub server_type: String,
+    pub location: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub ssh_key: Option<i64>,
+}
+
+/// A create that was accepted: the server and the actions to wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub server: i64,
+    pub actions: Vec<i64>,
+}
+
+/// The API. Each call is one request (the real client retries what is safe
+/// to retry, by its own policy); errors are Hetzner's code and message.
+#[allow(async_fn_in_trait)] // used with concrete types inside pantheros only
+pub trait Cloud {
+    /// How long to wait between two looks at an action or a server.
+    fn poll(&self) -> Duration;
+    /// Looking a server up again after a create whose answer was lost:
+    /// how often, and how long to wait before look `attempt`.
+    fn retries(&self) -> u32;
+    fn backoff(&self, attempt: u32) -> Duration;
+
+    async fn server_named(&self, name: &str) -> Result<Option<Server>, ApiError>;
+    async fn server(&self, id: i64) -> Result<Option<Server>, ApiError>;
+    /// The servers whose labels match a selector (e.g. `managed-by==pantheros`).
+    async fn servers_labelled(&self, selector: &str) -> Result<Vec<Server>, ApiError>;
+    async fn create_server(&self, new: &NewServer) -> Result<Started, ApiError>;
+    /// The deletion's action, if Hetzner reports one.
+    async fn delete_server(&self, id: i64) -> Result<Option<i64>, ApiError>;
+    async fn action(&self, id: i64) -> Result<Action, ApiError>;
+
+    async fn ssh_key_with_fingerprint(&self, fingerprint: &str) -> Result<Option<i64>, ApiError>;
+    async fn create_ssh_key(
+        &self,
+        name: &str,
+        public_key: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<i64, ApiError>;
+
+    async fn server_type(&self, name: &str) -> Result<Option<ServerType>, ApiError>;
+    /// Every current server type's name (for a "choose one of" hint).
+    async fn server_type_names(&self) -> Result<Vec<String>, ApiError>;
+    async fn image_exists(&self, name: &str, architecture: &str) -> Result<bool, ApiError>;
+
+    async fn iso_exists(&self, name: &str) -> Result<bool, ApiError>;
+    async fn attach_iso(&self, server: i64, iso: &str) -> Result<i64, ApiError>;
+    async fn detach_iso(&self, server: i64) -> Result<i64, ApiError>;
+    /// Rescue with this SSH key on the next boot; its action, if any.
+    async fn enable_rescue(
+        &self,
+        server: i64,
+        ssh_key: Option<i64>,
+    ) -> Result<Option<i64>, ApiError>;
+    async fn reset(&self, server: i64) -> Result<i64, ApiError>;
+}
