@@ -67,6 +67,56 @@ pub mod exit {
     pub const VERIFY: i32 = 33;
 }
 
+/// What went wrong in provisioning or an installation: one kind per exit
+/// code (20–26, 30–33; a refused confirmation is 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioning {
+    /// No usable Hetzner API token (or Hetzner refused it).
+    Token,
+    /// No usable SSH key.
+    SshKey,
+    /// Server type, location or image not usable; nothing was created.
+    Preflight,
+    /// A Hetzner API call failed.
+    Api,
+    /// Waiting for Hetzner took longer than `--timeout`.
+    Timeout,
+    /// A server with that name exists and pantheros did not create it.
+    ForeignServer,
+    /// No such server.
+    NoServer,
+    /// The user did not confirm; nothing was changed.
+    NotConfirmed,
+    /// The rescue system could not be booted.
+    Rescue,
+    /// nixos-anywhere (or preparing its inputs) failed.
+    Install,
+    /// The server did not come back after the installation's reboot.
+    Reboot,
+    /// The server does not run the host's configuration, or presents a host
+    /// key pantheros did not make.
+    Verify,
+}
+
+impl Provisioning {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Provisioning::Token => exit::TOKEN,
+            Provisioning::SshKey => exit::SSH_KEY,
+            Provisioning::Preflight => exit::PREFLIGHT,
+            Provisioning::Api => exit::API,
+            Provisioning::Timeout => exit::TIMEOUT,
+            Provisioning::ForeignServer => exit::FOREIGN_SERVER,
+            Provisioning::NoServer => exit::NO_SERVER,
+            Provisioning::NotConfirmed => exit::FAILED_NOTHING_CHANGED,
+            Provisioning::Rescue => exit::RESCUE,
+            Provisioning::Install => exit::INSTALL,
+            Provisioning::Reboot => exit::REBOOT,
+            Provisioning::Verify => exit::VERIFY,
+        }
+    }
+}
+
 /// An external command that did not do what was asked.
 #[derive(Debug, Clone)]
 pub struct CommandFailure {
@@ -175,6 +225,14 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// Provisioning or installation failed (each kind its exit code).
+    #[error("{message}")]
+    Provision {
+        kind: Provisioning,
+        message: String,
+        hint: String,
+    },
+
     #[error("unexpected output from `{command}`: {detail}")]
     UnexpectedOutput { command: String, detail: String },
 
@@ -240,6 +298,7 @@ impl Error {
             Error::NeedsSetup { .. } => exit::NEEDS_SETUP,
             Error::Usage(_) => exit::USAGE,
             Error::Coded { code, .. } => *code,
+            Error::Provision { kind, .. } => kind.exit_code(),
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
                 exit::FAILED_NOTHING_CHANGED
             }
@@ -293,6 +352,7 @@ impl Error {
             Error::Io { .. } => return None,
             Error::Usage(_) => "see `pantheros --help`".into(),
             Error::Coded { hint, .. } => return hint.clone(),
+            Error::Provision { hint, .. } => return Some(hint.clone()),
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod up;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
+use crate::provision::Kind;
 use crate::{inventory, nix};
 
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -208,8 +209,7 @@ pub async fn build_for_install(
     logs: &std::path::Path,
 ) -> Result<crate::provision::install::Built> {
     let Some(disko) = host.disko_drv_path.as_deref() else {
-        return Err(crate::provision::Failure::new(
-            crate::error::exit::INSTALL,
+        return Err(crate::provision::Failure::new(Kind::Install,
             format!("{} declares no disk layout (config.system.build.diskoScript)", host.name),
             "import disko's NixOS module (disko.nixosModules.disko) and declare disko.devices for the host",
         )

@@ -14,6 +14,7 @@
 //! The host is evaluated once (toplevel and disk script); everything is
 //! built by pantheros itself.
 
+use crate::provision::Kind;
 use serde::Serialize;
 
 use super::{log_root, selected_hosts};
@@ -186,7 +187,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
     };
     let Some(private) = key.private_key() else {
         let e = p::Failure::new(
-            exit::SSH_KEY,
+            Kind::SshKey,
             format!(
                 "the private key for {} is not next to it",
                 key.path.display()
@@ -212,7 +213,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         }
         (None, false) => {
             let e = p::Failure::new(
-                exit::API,
+                Kind::Api,
                 format!("{} has no IPv4 address", server.name),
                 "the installation and the deploy need one: look at the server in the Cloud Console",
             );

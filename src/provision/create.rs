@@ -5,6 +5,7 @@
 //! runs, and Kamal's config updated. Nothing is created before the
 //! preflight passes; running it again changes nothing.
 
+use super::Kind;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -93,7 +94,7 @@ impl Wanted {
         let d = &host.deployment;
         if d.provider.as_deref() != Some("hetzner") {
             return Err(Failure::new(
-                exit::PREFLIGHT,
+                Kind::Preflight,
                 format!(
                     "{} is not a Hetzner host (pantheros.deployment.provider = {})",
                     host.name,
@@ -252,11 +253,11 @@ async fn create_once(
                         attempt += 1;
                     }
                     None => {
-                        return Err(Failure::api(exit::API, "creating the server failed", e));
+                        return Err(Failure::api(Kind::Api, "creating the server failed", e));
                     }
                 }
             }
-            Err(e) => return Err(Failure::api(exit::API, "creating the server failed", e)),
+            Err(e) => return Err(Failure::api(Kind::Api, "creating the server failed", e)),
         }
     }
 }
@@ -290,13 +291,13 @@ pub async fn ensure_ssh_key(
                     name = format!("{}-{short}", key.stem);
                     continue;
                 }
-                return Err(Failure::api(exit::API, "uploading the SSH key failed", e));
+                return Err(Failure::api(Kind::Api, "uploading the SSH key failed", e));
             }
-            Err(e) => return Err(Failure::api(exit::API, "uploading the SSH key failed", e)),
+            Err(e) => return Err(Failure::api(Kind::Api, "uploading the SSH key failed", e)),
         }
     }
     Err(Failure::new(
-        exit::API,
+        Kind::Api,
         "uploading the SSH key failed",
         "try again",
     ))
@@ -313,7 +314,7 @@ pub async fn preflight(
     let Some(st) = cloud.server_type(server_type).await? else {
         let names = cloud.server_type_names().await.unwrap_or_default();
         return Err(Failure::new(
-            exit::PREFLIGHT,
+            Kind::Preflight,
             format!("server type {server_type} does not exist at Hetzner; nothing was created"),
             format!("choose one of: {} (--server-type)", names.join(", ")),
         ));
@@ -330,7 +331,7 @@ pub async fn preflight(
         .any(|o| o.location == location && o.deprecated);
     if deprecated_here || (st.deprecated && offered.is_empty()) {
         return Err(Failure::new(
-            exit::PREFLIGHT,
+            Kind::Preflight,
             format!(
                 "server type {server_type} is deprecated and can no longer be ordered in {location}; nothing was created"
             ),
@@ -339,14 +340,14 @@ pub async fn preflight(
     }
     if !st.offers.iter().any(|o| o.location == location) {
         return Err(Failure::new(
-            exit::PREFLIGHT,
+            Kind::Preflight,
             format!("server type {server_type} is not offered in {location}; nothing was created"),
             format!("it is offered in: {} (--location)", offered.join(", ")),
         ));
     }
     if !cloud.image_exists(image, &st.architecture).await? {
         return Err(Failure::new(
-            exit::PREFLIGHT,
+            Kind::Preflight,
             format!(
                 "image {image} does not exist for {} (server type {server_type}); nothing was created",
                 st.architecture
@@ -498,7 +499,7 @@ mod tests {
         let e = server_for(&cloud, &standard(), &key("k"), &args(false))
             .await
             .unwrap_err();
-        assert_eq!(e.code, exit::API);
+        assert_eq!(e.kind, Kind::Api);
         assert!(e.hint.contains("not allowed"), "{}", e.hint);
         let cloud = FakeCloud::new();
         cloud.fail(
@@ -508,7 +509,7 @@ mod tests {
         let e = server_for(&cloud, &standard(), &key("k"), &args(false))
             .await
             .unwrap_err();
-        assert_eq!(e.code, exit::TOKEN);
+        assert_eq!(e.kind, Kind::Token);
     }
 
     #[tokio::test]
@@ -518,7 +519,7 @@ mod tests {
         let e = server_for(&cloud, &standard(), &key("k"), &args(false))
             .await
             .unwrap_err();
-        assert_eq!(e.code, exit::FOREIGN_SERVER);
+        assert_eq!(e.kind, Kind::ForeignServer);
         assert_eq!(cloud.calls("create_server"), 0);
     }
 
@@ -542,7 +543,7 @@ mod tests {
             let e = server_for(&cloud, &w, &key("k"), &args(false))
                 .await
                 .unwrap_err();
-            assert_eq!(e.code, exit::PREFLIGHT, "{w:?}");
+            assert_eq!(e.kind, Kind::Preflight, "{w:?}");
             assert!(
                 e.hint.contains(says) || e.message.contains(says),
                 "{w:?}: {} / {}",
@@ -584,6 +585,6 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code, exit::TIMEOUT, "{}", e.message);
+        assert_eq!(e.kind, Kind::Timeout, "{}", e.message);
     }
 }

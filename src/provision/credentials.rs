@@ -7,12 +7,13 @@
 //! read is refused. A prompted token is checked with one API call before it
 //! is saved; an invalid one is never saved.
 
+use super::Kind;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
+use super::Failure;
 use super::hetzner::{Hetzner, Token};
-use super::{Failure, exit};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -53,7 +54,7 @@ pub fn token_file() -> PathBuf {
 }
 
 fn token_failure(message: String, hint: &str) -> Failure {
-    Failure::new(exit::TOKEN, message, hint)
+    Failure::new(Kind::Token, message, hint)
 }
 
 /// A token with whitespace or control characters inside cannot be sent as
@@ -285,7 +286,7 @@ pub async fn resolve() -> Result<(Token, Source), Failure> {
     let token = Token::new(entered);
     if let Err(e) = validate(&token).await {
         return Err(Failure::api(
-            exit::TOKEN,
+            Kind::Token,
             "the token was not saved: it does not work",
             e,
         ));

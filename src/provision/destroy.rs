@@ -1,6 +1,7 @@
 //! `pantheros provision destroy HOST`: delete the server pantheros created
 //! for a host, after the user typed its name (or `--yes`).
 
+use super::Kind;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(Failure::new(
-                exit::FAILED_NOTHING_CHANGED,
+                Kind::NotConfirmed,
                 format!("refusing to delete {host} without confirmation: stdin is not a terminal"),
                 "pass --yes",
             ));
@@ -28,7 +29,7 @@ pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure
             .unwrap_or_default();
         if answer.trim() != host {
             return Err(Failure::new(
-                exit::FAILED_NOTHING_CHANGED,
+                Kind::NotConfirmed,
                 "not confirmed; nothing was deleted",
                 "type the server's name",
             ));
@@ -71,9 +72,9 @@ mod tests {
         let ours = cloud.add_server("web", &[(LABEL_MANAGED, "pantheros"), (LABEL_HOST, "web")]);
         cloud.add_server("db", &[]);
         let e = our_server(&cloud, "db").await.unwrap_err();
-        assert_eq!(e.code, exit::FOREIGN_SERVER);
+        assert_eq!(e.kind, Kind::ForeignServer);
         let e = our_server(&cloud, "nope").await.unwrap_err();
-        assert_eq!(e.code, exit::NO_SERVER);
+        assert_eq!(e.kind, Kind::NoServer);
         let s = our_server(&cloud, "web").await.unwrap();
         assert_eq!(s.id, ours);
         let d = Instant::now() + Duration::from_secs(5);

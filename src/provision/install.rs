@@ -4,6 +4,7 @@
 //! the reboot, pin the new host key in a known_hosts pantheros manages, and
 //! verify that the server runs NixOS with exactly the built toplevel.
 
+use super::Kind;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,7 @@ pub struct HostKey {
 pub async fn generate_host_key(host: &str) -> Result<HostKey, Failure> {
     let fail = |what: String| {
         Failure::new(
-            exit::INSTALL,
+            Kind::Install,
             format!("generating the SSH host key for {host}: {what}"),
             "check that ssh-keygen (OpenSSH) is installed and the temporary directory is writable",
         )
@@ -135,7 +136,7 @@ pub async fn generate_host_key(host: &str) -> Result<HostKey, Failure> {
 pub fn pin_host_key(kh: &std::path::Path, ip: &str, public: &str) -> Result<(), Failure> {
     let fail = |e: std::io::Error| {
         Failure::new(
-            exit::INSTALL,
+            Kind::Install,
             format!("writing {}: {e}", kh.display()),
             "check that pantheros' config directory is writable",
         )
@@ -236,7 +237,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     let key = sshkey::choose(args.ssh_key.as_deref())?;
     let private = key.private_key().ok_or_else(|| {
         Failure::new(
-            exit::SSH_KEY,
+            Kind::SshKey,
             format!(
                 "the private key for {} is not next to it",
                 key.path.display()
@@ -247,7 +248,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     let server = our_server(&h, &args.host).await?;
     let ip = server.ipv4.clone().ok_or_else(|| {
         Failure::new(
-            exit::API,
+            Kind::Api,
             format!("{} has no IPv4 address", args.host),
             "nixos-anywhere needs one",
         )
@@ -271,7 +272,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
         {
             if Instant::now() >= deadline {
                 return Err(Failure::new(
-                    exit::RESCUE,
+                    Kind::Rescue,
                     format!(
                         "the rescue system of {} did not answer on port 22",
                         args.host
@@ -307,7 +308,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     };
     if let Err(crate::error::CommandFailure { how, tail, .. }) = ran {
         return Err(Failure::new(
-            exit::INSTALL,
+            Kind::Install,
             format!(
                 "nixos-anywhere failed ({how})\n  command: {}\n  output (last lines):\n    {}",
                 crate::error::render_argv(&argv),
@@ -336,7 +337,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
             Ok((id, sys)) if id == "nixos" && sys == toplevel => break,
             Ok((id, sys)) if id == "nixos" => {
                 return Err(Failure::new(
-                    exit::VERIFY,
+                    Kind::Verify,
                     format!(
                         "{} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}",
                         args.host
@@ -363,7 +364,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
         if Instant::now() >= deadline {
             if wrong_key {
                 return Err(Failure::new(
-                    exit::VERIFY,
+                    Kind::Verify,
                     format!(
                         "{} ({ip}) presents an SSH host key that is not the one pantheros generated for it; refusing to connect",
                         args.host
@@ -375,9 +376,9 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
                     ),
                 ));
             }
-            let code = if answered { exit::VERIFY } else { exit::REBOOT };
+            let kind = if answered { Kind::Verify } else { Kind::Reboot };
             return Err(Failure::new(
-                code,
+                kind,
                 format!(
                     "{} did not come back as the installed NixOS: {last_error}",
                     args.host

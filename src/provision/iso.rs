@@ -1,5 +1,6 @@
 //! `pantheros provision iso attach|detach HOST`.
 
+use super::Kind;
 use std::time::{Duration, Instant};
 
 use super::cloud::{Cloud, Server};
@@ -37,7 +38,7 @@ pub async fn attach(
 ) -> Result<(), Failure> {
     if !cloud.iso_exists(iso).await? {
         return Err(Failure::new(
-            exit::PREFLIGHT,
+            Kind::Preflight,
             format!("ISO {iso} does not exist at Hetzner"),
             "list them in the Cloud Console (Servers → ISO Images)",
         ));
@@ -74,7 +75,7 @@ mod tests {
         let e = attach(&cloud, &s, "windows", d, &Progress::new())
             .await
             .unwrap_err();
-        assert_eq!(e.code, exit::PREFLIGHT);
+        assert_eq!(e.kind, Kind::Preflight);
         assert_eq!(cloud.calls("attach_iso"), 0);
         detach(&cloud, &s, d, &Progress::new()).await.unwrap();
         assert_eq!(

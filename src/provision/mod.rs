@@ -27,6 +27,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 pub use crate::cli::{CreateArgs, IsoCommand};
+pub use crate::error::Provisioning as Kind;
 pub use crate::error::exit;
 use cloud::{Cloud, Server};
 pub use cloud::{LABEL_HOST, LABEL_MANAGED};
@@ -37,45 +38,51 @@ pub use iso::iso;
 pub use list::list;
 pub use rescue::rescue;
 
-/// A provisioning failure: its own exit code, message and hint.
+/// A provisioning failure: its kind (which is its exit code), message and
+/// hint. It becomes [`crate::error::Error::Provision`].
 #[derive(Debug)]
 pub struct Failure {
-    pub code: i32,
+    pub kind: Kind,
     pub message: String,
     pub hint: String,
 }
 
 impl Failure {
-    pub fn new(code: i32, message: impl Into<String>, hint: impl Into<String>) -> Failure {
+    pub fn new(kind: Kind, message: impl Into<String>, hint: impl Into<String>) -> Failure {
         Failure {
-            code,
+            kind,
             message: message.into(),
             hint: hint.into(),
         }
     }
 
-    pub fn api(code: i32, context: &str, e: ApiError) -> Failure {
-        let code = if e.code == "unauthorized" || e.code == "token_readonly" {
-            exit::TOKEN
+    /// An API call failed; a refused token is a token failure whatever the
+    /// call was for.
+    pub fn api(kind: Kind, context: &str, e: ApiError) -> Failure {
+        let kind = if e.code == "unauthorized" || e.code == "token_readonly" {
+            Kind::Token
         } else {
-            code
+            kind
         };
-        Failure::new(code, format!("{context}: {e}"), e.hint())
+        Failure::new(kind, format!("{context}: {e}"), e.hint())
+    }
+
+    pub fn code(&self) -> i32 {
+        self.kind.exit_code()
     }
 
     pub fn into_error(self) -> crate::error::Error {
-        crate::error::Error::Coded {
-            code: self.code,
+        crate::error::Error::Provision {
+            kind: self.kind,
             message: self.message,
-            failure: None,
-            hint: Some(self.hint),
+            hint: self.hint,
         }
     }
 }
 
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Failure {
-        Failure::api(exit::API, "Hetzner API", e)
+        Failure::api(Kind::Api, "Hetzner API", e)
     }
 }
 
@@ -127,7 +134,7 @@ pub async fn connect() -> Result<Hetzner, Failure> {
 pub async fn server(cloud: &impl Cloud, id: i64) -> Result<Server, Failure> {
     cloud.server(id).await?.ok_or_else(|| {
         Failure::new(
-            exit::NO_SERVER,
+            Kind::NoServer,
             format!("server {id} does not exist"),
             "`pantheros provision list`",
         )
@@ -140,7 +147,7 @@ pub async fn our_server(cloud: &impl Cloud, host: &str) -> Result<Server, Failur
         Some(s) if s.is_ours(host) => Ok(s),
         Some(_) => Err(foreign(host)),
         None => Err(Failure::new(
-            exit::NO_SERVER,
+            Kind::NoServer,
             format!("there is no server named {host} in this Hetzner project"),
             format!("create it with `pantheros provision create {host}`"),
         )),
@@ -149,7 +156,7 @@ pub async fn our_server(cloud: &impl Cloud, host: &str) -> Result<Server, Failur
 
 fn foreign(host: &str) -> Failure {
     Failure::new(
-        exit::FOREIGN_SERVER,
+        Kind::ForeignServer,
         format!(
             "a server named {host} exists in this project, but pantheros did not create it (labels {LABEL_MANAGED}=pantheros, {LABEL_HOST}={host} are missing)"
         ),

@@ -1,6 +1,7 @@
 //! `pantheros provision rescue HOST`: boot the server into Hetzner's rescue
 //! system, reachable with your SSH key.
 
+use super::Kind;
 use std::time::{Duration, Instant};
 
 use super::cloud::{Cloud, Server};
@@ -43,13 +44,13 @@ pub async fn boot(
     progress: &Progress,
 ) -> Result<(), Failure> {
     let as_rescue = |f: Failure| Failure {
-        code: exit::RESCUE,
+        kind: Kind::Rescue,
         ..f
     };
     let enabled = cloud
         .enable_rescue(s.id, key_id)
         .await
-        .map_err(|e| Failure::api(exit::RESCUE, "enabling the rescue system failed", e))?;
+        .map_err(|e| Failure::api(Kind::Rescue, "enabling the rescue system failed", e))?;
     if let Some(a) = enabled {
         wait::action(cloud, a, deadline, progress)
             .await
@@ -58,7 +59,7 @@ pub async fn boot(
     let reset = cloud
         .reset(s.id)
         .await
-        .map_err(|e| Failure::api(exit::RESCUE, "resetting into the rescue system failed", e))?;
+        .map_err(|e| Failure::api(Kind::Rescue, "resetting into the rescue system failed", e))?;
     wait::action(cloud, reset, deadline, progress)
         .await
         .map_err(as_rescue)
@@ -84,7 +85,7 @@ mod tests {
         let e = boot(&cloud, &s, None, deadline, &Progress::new())
             .await
             .unwrap_err();
-        assert_eq!(e.code, exit::RESCUE);
+        assert_eq!(e.kind, Kind::Rescue);
         assert!(e.hint.contains("another action"), "{}", e.hint);
     }
 }

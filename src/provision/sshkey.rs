@@ -1,13 +1,14 @@
 //! The SSH key a new server is created with: found in ~/.ssh (or given),
 //! identified at Hetzner by its MD5 fingerprint, uploaded only if absent.
 
+use super::Kind;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use md5::{Digest, Md5};
 
-use super::{Failure, exit};
+use super::Failure;
 
 #[derive(Debug, Clone)]
 pub struct LocalKey {
@@ -45,7 +46,7 @@ pub fn fingerprint(public_key: &str) -> Option<String> {
 pub fn load(path: &Path) -> Result<LocalKey, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::new(
-            exit::SSH_KEY,
+            Kind::SshKey,
             format!("reading {}: {e}", path.display()),
             "pass a readable public key with --ssh-key",
         )
@@ -58,7 +59,7 @@ pub fn load(path: &Path) -> Result<LocalKey, Failure> {
         .to_string();
     let fingerprint = fingerprint(&public_key).ok_or_else(|| {
         Failure::new(
-            exit::SSH_KEY,
+            Kind::SshKey,
             format!("{} is not an OpenSSH public key", path.display()),
             "pass the .pub file (e.g. ~/.ssh/id_ed25519.pub)",
         )
@@ -99,7 +100,7 @@ pub fn choose(given: Option<&Path>) -> Result<LocalKey, Failure> {
     keys.sort();
     match keys.len() {
         0 => Err(Failure::new(
-            exit::SSH_KEY,
+            Kind::SshKey,
             format!(
                 "no SSH public key in {}; no server was created",
                 dir.display()
@@ -110,7 +111,7 @@ pub fn choose(given: Option<&Path>) -> Result<LocalKey, Failure> {
         _ => {
             if !std::io::stdin().is_terminal() {
                 return Err(Failure::new(
-                    exit::SSH_KEY,
+                    Kind::SshKey,
                     format!(
                         "several SSH keys in {}: {}",
                         dir.display(),
@@ -130,7 +131,7 @@ pub fn choose(given: Option<&Path>) -> Result<LocalKey, Failure> {
                 .interact()
                 .map_err(|e| {
                     Failure::new(
-                        exit::SSH_KEY,
+                        Kind::SshKey,
                         format!("reading the choice: {e}"),
                         "pass --ssh-key PATH",
                     )

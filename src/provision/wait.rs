@@ -2,10 +2,11 @@
 //! server to run. Both are bounded by a deadline and poll at the client's
 //! pace.
 
+use super::Kind;
 use std::time::Instant;
 
 use super::cloud::{ActionState, Cloud, Server};
-use super::{Failure, Progress, exit};
+use super::{Failure, Progress};
 
 /// Wait for action `id` to succeed.
 pub async fn action(
@@ -20,7 +21,7 @@ pub async fn action(
             ActionState::Success => return Ok(()),
             ActionState::Error { code, message } => {
                 return Err(Failure::new(
-                    exit::API,
+                    Kind::Api,
                     format!(
                         "Hetzner action {} ({}) failed: {message} ({code})",
                         a.id, a.command
@@ -35,7 +36,7 @@ pub async fn action(
         }
         if Instant::now() >= deadline {
             return Err(Failure::new(
-                exit::TIMEOUT,
+                Kind::Timeout,
                 format!(
                     "Hetzner action {} ({}) is still running after the timeout",
                     a.id, a.command
@@ -78,7 +79,7 @@ pub async fn running(
         ));
         if Instant::now() >= deadline {
             return Err(Failure::new(
-                exit::TIMEOUT,
+                Kind::Timeout,
                 format!("server {} is not running after the timeout", s.name),
                 "raise --timeout, or look at the server in the Cloud Console",
             ));
