@@ -288,17 +288,32 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
         "one refused, one made"
     );
 
-    // Again: the server is found, NixOS installed, the first deploy done.
+    // Again: the server is found and NixOS installed; the deploy is
+    // refused (no terminal to confirm on, no --yes): nothing switched.
+    let (out, _, steps) = up(&[], false);
+    assert_exit(&out, 1);
+    assert_eq!(
+        steps,
+        pairs(&[("server", "skipped"), ("install", "done"), ("deploy", "failed")])
+    );
+    assert_stderr_has(&out, &["refusing to deploy without confirmation"]);
+    assert!(
+        !w.systemd_host("sys1")
+            .exec(&["test", "-e", "/nix/var/nix/profiles/system"])
+            .status
+            .success(),
+        "the refused deploy switched the host"
+    );
+
+    // Again, with --yes: the first deploy through the whole pipeline.
+    std::fs::remove_file(&record).unwrap();
     let (out, doc, steps) = up(&["--yes"], false);
     assert_exit(&out, 0);
     assert_eq!(
         steps,
-        pairs(&[
-            ("server", "skipped"),
-            ("install", "done"),
-            ("deploy", "done")
-        ])
+        pairs(&[("server", "skipped"), ("install", "skipped"), ("deploy", "done")])
     );
+    assert!(!record.exists(), "nixos-anywhere ran again");
     assert_eq!(doc["deploy"][0]["result"], "success", "{doc}");
     assert_eq!(doc["deploy"][0]["generationAfter"], 1, "{doc}");
     let on_host = |cmd: &str| {
@@ -313,7 +328,6 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
 
     // Once more: everything is done; nothing is created, installed or
     // switched.
-    std::fs::remove_file(&record).unwrap();
     let (out, _, steps) = up(&["--yes"], false);
     assert_exit(&out, 0);
     assert_eq!(
