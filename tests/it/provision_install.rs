@@ -157,6 +157,33 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
         &out,
         &["not the one pantheros generated", "refusing to connect"],
     );
+
+    // A server that never comes back after the installation: exit 32.
+    let bin = testworld::pantheros_bin();
+    let out = w
+        .client(&[
+            bin.to_str().unwrap(),
+            "provision",
+            "install",
+            "hetzner-vps",
+            "--timeout",
+            "6",
+        ])
+        .current_dir(&flake)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", w.path().join("config"))
+        .env("HCLOUD_TOKEN", TOKEN)
+        .env("HCLOUD_ENDPOINT", fake.endpoint())
+        .env("PANTHEROS_HCLOUD_POLL_MS", "20")
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .env("PATH", &path)
+        .env("NIXOS_ANYWHERE_RECORD", &record)
+        .env("NIXOS_ANYWHERE_NEVER_BACK", "1")
+        .env_remove("PANTHEROS_NIXOS_ANYWHERE")
+        .output()
+        .unwrap();
+    assert_exit(&out, 32);
+    assert_stderr_has(&out, &["did not come back as the installed NixOS"]);
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
 
@@ -294,7 +321,11 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
     assert_exit(&out, 1);
     assert_eq!(
         steps,
-        pairs(&[("server", "skipped"), ("install", "done"), ("deploy", "failed")])
+        pairs(&[
+            ("server", "skipped"),
+            ("install", "done"),
+            ("deploy", "failed")
+        ])
     );
     assert_stderr_has(&out, &["refusing to deploy without confirmation"]);
     assert!(
@@ -311,7 +342,11 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
     assert_exit(&out, 0);
     assert_eq!(
         steps,
-        pairs(&[("server", "skipped"), ("install", "skipped"), ("deploy", "done")])
+        pairs(&[
+            ("server", "skipped"),
+            ("install", "skipped"),
+            ("deploy", "done")
+        ])
     );
     assert!(!record.exists(), "nixos-anywhere ran again");
     assert_eq!(doc["deploy"][0]["result"], "success", "{doc}");
