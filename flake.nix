@@ -74,17 +74,12 @@
         # that changes the system.
         default = ./modules/deployment.nix;
         deployment = ./modules/deployment.nix;
-        # The Flashpods job host with its parts (WireGuard, firewall, rsync,
-        # SPIRE), which it imports itself.
-        flashpods = ./modules/flashpods.nix;
-        wireguard = ./modules/wireguard.nix;
-        nftables = ./modules/nftables.nix;
-        rsync = ./modules/rsync.nix;
-        spire = ./modules/spire.nix;
+        # The Flashpods job host with its parts (services.flashpods.wireguard,
+        # .firewall, .rsync, .spire), which it imports itself.
+        flashpods = ./modules/flashpods;
+        # A laptop's side of the Flashpods WireGuard link, on its own.
+        flashpods-wireguard = ./modules/flashpods/wireguard.nix;
       };
-
-      # Pure renderers (builtins only) behind the modules' generated files.
-      lib = import ./modules/lib;
 
       nixosConfigurations = lib.genAttrs [
         "hetzner-vps"

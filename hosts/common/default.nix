@@ -1,13 +1,13 @@
 # Settings every host of the example fleet shares.
 { config, lib, ... }:
 let
-  cfg = config.pantheros.site;
+  cfg = config.site;
   # An example so that the fleet evaluates as shipped; pantheros refuses to
   # deploy a host that still has it (see the placeholder below).
   exampleAdminKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEreplaceWithYourOwnAdminKey0000000000 example@pantheros";
 in
 {
-  options.pantheros.site = {
+  options.site = {
     adminSshKeys = lib.mkOption {
       type = lib.types.listOf lib.types.singleLineStr;
       default = [ exampleAdminKey ];
@@ -20,13 +20,13 @@ in
     pantheros.deployment.placeholders.adminSshKeys = {
       filled = !(builtins.elem exampleAdminKey cfg.adminSshKeys);
       file = "hosts/common/default.nix";
-      description = "pantheros.site.adminSshKeys: your SSH public key(s) for root (cat ~/.ssh/id_ed25519.pub)";
+      description = "site.adminSshKeys: your SSH public key(s) for root (cat ~/.ssh/id_ed25519.pub)";
     };
 
     assertions = [
       {
         assertion = cfg.adminSshKeys != [ ];
-        message = "pantheros.site.adminSshKeys is empty: set at least one public key, or you cannot log in.";
+        message = "site.adminSshKeys is empty: set at least one public key, or you cannot log in.";
       }
     ];
 

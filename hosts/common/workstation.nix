@@ -6,7 +6,7 @@ let
   net = import ../flashpods-network.nix;
 in
 {
-  imports = [ ../../modules/wireguard.nix ];
+  imports = [ ../../modules/flashpods/wireguard.nix ];
 
   nixpkgs.hostPlatform = "x86_64-linux";
 
@@ -28,7 +28,7 @@ in
   boot.loader.efi.canTouchEfiVariables = true;
   networking.networkmanager.enable = true;
 
-  pantheros.wireguard = {
+  services.flashpods.wireguard = {
     enable = true;
     role = "peer";
     inherit (net.peers.${name}) address;

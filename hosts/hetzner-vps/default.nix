@@ -17,7 +17,7 @@ in
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
     ./disk.nix
-    ../../modules/flashpods.nix
+    ../../modules/flashpods
   ];
 
   pantheros.deployment.placeholders = {
@@ -97,7 +97,7 @@ in
     wireguard.laptops = lib.filterAttrs (name: _: name == net.laptop) net.peers;
     inherit (net) containerNetworks;
   };
-  pantheros.wireguard = {
+  services.flashpods.wireguard = {
     inherit (net.server) address;
     inherit (net) prefixLength listenPort;
   };

@@ -263,6 +263,13 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
         let d = t.eval_ok(&attr, "d: d.drvPath");
         assert!(d.as_str().unwrap().ends_with(".drv"), "{attr}: {d}");
     }
+    // The modules: the deployment module (default), the Flashpods host,
+    // and a laptop's WireGuard side; the flake exports no renderer `lib`.
+    let names = t.eval_ok("nixosModules", "m: builtins.attrNames m");
+    assert_eq!(
+        names,
+        serde_json::json!(["default", "deployment", "flashpods", "flashpods-wireguard"])
+    );
     // nixosModules.default is the deployment module alone.
     let m = t.eval_ok("nixosModules", "m: builtins.mapAttrs (_: toString) m");
     assert!(

@@ -77,6 +77,22 @@ fn the_default_module_declares_only_deployment_metadata() {
     );
 }
 
+/// `nixosModules.flashpods` keeps its parts under the service:
+/// `services.flashpods.{wireguard,firewall,rsync,spire}`, nothing under the
+/// tool's own prefix and nothing new at the top level.
+#[test]
+fn the_flashpods_module_declares_its_parts_under_the_service() {
+    let Some(v) = evaluate() else { return };
+    let d = &v["flashpodsDeclares"];
+    assert_eq!(d["top"], serde_json::json!([]), "{d}");
+    assert_eq!(d["services"], serde_json::json!(["flashpods"]), "{d}");
+    assert_eq!(
+        d["parts"],
+        serde_json::json!(["firewall", "rsync", "spire", "wireguard"]),
+        "{d}"
+    );
+}
+
 #[test]
 fn modules_evaluate_with_the_real_module_system() {
     let Some(v) = evaluate() else { return };

@@ -106,7 +106,7 @@ let
   all = import (root + "/modules/deployment.nix");
   flashpodsModules = [
     (root + "/modules/deployment.nix")
-    (root + "/modules/flashpods.nix")
+    (root + "/modules/flashpods")
   ];
 
   server = (eval (flashpodsModules ++ [
@@ -145,14 +145,14 @@ let
           publicKey = "k";
         };
       };
-      pantheros.wireguard.privateKeyFile = "/nix/store/abc-wg.key";
+      services.flashpods.wireguard.privateKeyFile = "/nix/store/abc-wg.key";
     }
   ])).config;
 
   peer = (eval [
-    (root + "/modules/wireguard.nix")
+    (root + "/modules/flashpods/wireguard.nix")
     {
-      pantheros.wireguard = {
+      services.flashpods.wireguard = {
         enable = true;
         role = "peer";
         address = "10.0.0.2";
@@ -168,10 +168,10 @@ let
 
   hostModules = name: [
     (root + "/modules/deployment.nix")
-    (root + "/modules/flashpods.nix")
+    (root + "/modules/flashpods")
     (root + "/hosts/common")
     (root + "/hosts/${name}")
-    { pantheros.site.adminSshKeys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest admin@test" ]; }
+    { site.adminSshKeys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest admin@test" ]; }
   ];
   host = name: (eval (hostModules name)).config;
   hetzner = host "hetzner-vps";
@@ -262,6 +262,20 @@ in
     {
       top = builtins.filter (n: !(base ? ${n})) (builtins.attrNames o);
       pantheros = builtins.attrNames o.pantheros;
+    };
+  # nixosModules.flashpods declares its options under the service alone:
+  # nothing new at the top level, nothing under `pantheros`.
+  flashpodsDeclares =
+    let
+      o = (eval [ (root + "/modules/flashpods") ]).options;
+      base = (eval [ ]).options;
+    in
+    {
+      top = builtins.filter (n: !(base ? ${n})) (builtins.attrNames o);
+      services = builtins.filter (n: !(base.services ? ${n})) (builtins.attrNames o.services);
+      parts = builtins.filter (
+        n: builtins.elem n [ "wireguard" "firewall" "rsync" "spire" ]
+      ) (builtins.attrNames o.services.flashpods);
     };
   # What a host that imports only the deployment module and sets nothing gets.
   deploymentDefaults = (eval [ (root + "/modules/deployment.nix") ]).config.pantheros.deployment;

@@ -26,15 +26,15 @@ pkgs.testers.runNixOSTest {
         text = keys.peer0.privateKey;
         mode = "0400";
       };
-      pantheros.wireguard = {
-        privateKeyFile = "/etc/wireguard/wg0.key";
-        generatePrivateKey = false;
-      };
       services.flashpods = {
         enable = true;
-        wireguard.laptops.laptop = {
-          address = "10.0.0.2";
-          inherit (keys.peer1) publicKey;
+        wireguard = {
+          privateKeyFile = "/etc/wireguard/wg0.key";
+          generatePrivateKey = false;
+          laptops.laptop = {
+            address = "10.0.0.2";
+            inherit (keys.peer1) publicKey;
+          };
         };
         api = {
           package = fakeApi;
@@ -47,7 +47,7 @@ pkgs.testers.runNixOSTest {
   nodes.laptop =
     { ... }:
     {
-      imports = [ self.nixosModules.wireguard ];
+      imports = [ self.nixosModules.flashpods-wireguard ];
       environment.etc."wireguard/wg0.key" = {
         text = keys.peer1.privateKey;
         mode = "0400";
@@ -56,7 +56,7 @@ pkgs.testers.runNixOSTest {
         pkgs.curl
         pkgs.rsync
       ];
-      pantheros.wireguard = {
+      services.flashpods.wireguard = {
         enable = true;
         role = "peer";
         address = "10.0.0.2";

@@ -55,7 +55,7 @@ in
 {
   imports = [
     ./wireguard.nix
-    ./nftables.nix
+    ./firewall.nix
     ./rsync.nix
     ./spire.nix
   ];
@@ -138,7 +138,7 @@ in
     };
 
     # The WireGuard interface itself (address, prefix, port) is configured
-    # through pantheros.wireguard; the host only adds its laptops as peers.
+    # through services.flashpods.wireguard; the host only adds its laptops as peers.
     wireguard = {
       laptops = mkOption {
         type = types.attrsOf (
@@ -336,7 +336,7 @@ in
     );
 
     # The parts, wired together.
-    pantheros.wireguard = {
+    services.flashpods.wireguard = {
       enable = true;
       role = "server";
       # The checklist's server address, unless the host sets another.
@@ -346,18 +346,18 @@ in
         allowedIPs = [ "${l.address}/32" ];
       }) cfg.wireguard.laptops;
     };
-    pantheros.firewall = {
+    services.flashpods.firewall = {
       enable = mkDefault true;
       laptopAddresses = lib.mapAttrsToList (_: l: l.address) cfg.wireguard.laptops;
       apiPort = cfg.api.port;
       inherit (cfg) containerNetworks;
     };
-    pantheros.rsync = {
+    services.flashpods.rsync = {
       enable = mkDefault true;
       path = cfg.uploadsDir;
       inherit (cfg) user group;
     };
-    pantheros.spire = {
+    services.flashpods.spire = {
       enable = mkDefault true;
       containerSocket = podmanSocket;
     };
@@ -422,7 +422,7 @@ in
         UMask = "0077";
       };
       path = [ pkgs.coreutils ];
-      script = "sh ${./lib/flashpods-secrets.sh} ${
+      script = "sh ${../lib/flashpods-secrets.sh} ${
         lib.escapeShellArgs [
           cfg.apiTokenFile
           cfg.secretsFile
@@ -460,13 +460,13 @@ in
       after = [
         "flashpods-secrets.service"
         "flashpods-podman.service"
-        "wireguard-${config.pantheros.wireguard.interface}.service"
+        "wireguard-${config.services.flashpods.wireguard.interface}.service"
         "network-online.target"
       ];
       wants = [ "network-online.target" ];
       requires = [ "flashpods-secrets.service" ];
       environment = {
-        FLASHPODS_LISTEN = "${config.pantheros.wireguard.address}:${toString cfg.api.port}";
+        FLASHPODS_LISTEN = "${config.services.flashpods.wireguard.address}:${toString cfg.api.port}";
         FLASHPODS_DATABASE = databasePath;
         FLASHPODS_API_TOKEN_FILE = "%d/api-token";
         FLASHPODS_PODMAN_SOCKET = "unix://${podmanSocket}";
@@ -511,7 +511,7 @@ in
         pkgs.sqlite
         pkgs.coreutils
       ];
-      script = "sh ${./lib/flashpods-backup.sh} ${
+      script = "sh ${../lib/flashpods-backup.sh} ${
         lib.escapeShellArgs [
           databasePath
           cfg.backup.directory

@@ -12,9 +12,9 @@
 }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
-  cfg = config.pantheros.spire;
+  cfg = config.services.flashpods.spire;
   serverSocket = "/run/spire/server/private/api.sock";
-  rendered = (import ./lib).spire {
+  rendered = (import ../lib).spire {
     inherit (cfg)
       trustDomain
       hostId
@@ -33,7 +33,7 @@ let
   bootstrapDir = "/run/pantheros-spire";
 in
 {
-  options.pantheros.spire = {
+  options.services.flashpods.spire = {
     enable = mkEnableOption "SPIRE server and agent for Flashpods workloads";
 
     package = lib.mkPackageOption pkgs "spire" { };
@@ -111,11 +111,11 @@ in
     assertions = [
       {
         assertion = lib.all (e: lib.hasPrefix "spiffe://${cfg.trustDomain}/" e.spiffeID) cfg.entries;
-        message = "pantheros.spire.entries: every spiffeID must be in the trust domain ${cfg.trustDomain}.";
+        message = "services.flashpods.spire.entries: every spiffeID must be in the trust domain ${cfg.trustDomain}.";
       }
       {
         assertion = lib.all (e: e.parentID == cfg.hostId) cfg.entries;
-        message = "pantheros.spire.entries: every parentID must be ${cfg.hostId} (only those are reconciled).";
+        message = "services.flashpods.spire.entries: every parentID must be ${cfg.hostId} (only those are reconciled).";
       }
     ];
 
@@ -187,7 +187,7 @@ in
         RemainAfterExit = true;
       };
       script = ''
-        sh ${./lib/spire-entries.sh} ${serverSocket} ${cfg.hostId} ${entriesFile}
+        sh ${../lib/spire-entries.sh} ${serverSocket} ${cfg.hostId} ${entriesFile}
       '';
     };
 

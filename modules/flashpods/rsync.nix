@@ -4,8 +4,8 @@
 { config, lib, ... }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
-  cfg = config.pantheros.rsync;
-  rendered = (import ./lib).rsyncd {
+  cfg = config.services.flashpods.rsync;
+  rendered = (import ../lib).rsyncd {
     inherit (cfg)
       address
       allow
@@ -19,20 +19,20 @@ let
   };
 in
 {
-  options.pantheros.rsync = {
+  options.services.flashpods.rsync = {
     enable = mkEnableOption "the Flashpods rsync daemon";
 
     address = mkOption {
       type = types.str;
-      default = config.pantheros.wireguard.address;
-      defaultText = lib.literalExpression "config.pantheros.wireguard.address";
+      default = config.services.flashpods.wireguard.address;
+      defaultText = lib.literalExpression "config.services.flashpods.wireguard.address";
       description = "Address the daemon binds to (the WireGuard address, so it is never on the public interface).";
     };
 
     allow = mkOption {
       type = types.listOf types.str;
-      default = config.pantheros.firewall.laptopAddresses;
-      defaultText = lib.literalExpression "config.pantheros.firewall.laptopAddresses";
+      default = config.services.flashpods.firewall.laptopAddresses;
+      defaultText = lib.literalExpression "config.services.flashpods.firewall.laptopAddresses";
       description = "Addresses allowed to connect (`hosts allow`); everyone else is denied.";
     };
 
@@ -77,7 +77,7 @@ in
     assertions = [
       {
         assertion = cfg.allow != [ ];
-        message = "pantheros.rsync.allow is empty: nobody could upload.";
+        message = "services.flashpods.rsync.allow is empty: nobody could upload.";
       }
     ];
 
@@ -91,7 +91,7 @@ in
     systemd.services.rsync = {
       after = [
         "network-online.target"
-        "wireguard-${config.pantheros.wireguard.interface}.service"
+        "wireguard-${config.services.flashpods.wireguard.interface}.service"
       ];
       wants = [ "network-online.target" ];
     };

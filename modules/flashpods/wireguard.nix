@@ -9,7 +9,7 @@
 }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
-  cfg = config.pantheros.wireguard;
+  cfg = config.services.flashpods.wireguard;
   wg = "${pkgs.wireguard-tools}/bin/wg";
 
   peerModule = types.submodule {
@@ -40,7 +40,7 @@ let
   };
 in
 {
-  options.pantheros.wireguard = {
+  options.services.flashpods.wireguard = {
     enable = mkEnableOption "the Flashpods WireGuard interface";
 
     role = mkOption {
@@ -79,7 +79,7 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = cfg.role == "server";
-      defaultText = lib.literalExpression ''config.pantheros.wireguard.role == "server"'';
+      defaultText = lib.literalExpression ''config.services.flashpods.wireguard.role == "server"'';
       description = "Open {option}`listenPort` (UDP) to the internet.";
     };
 
@@ -115,15 +115,15 @@ in
     assertions = [
       {
         assertion = !(lib.hasPrefix builtins.storeDir cfg.privateKeyFile);
-        message = "pantheros.wireguard.privateKeyFile must be outside the Nix store (it is ${cfg.privateKeyFile}).";
+        message = "services.flashpods.wireguard.privateKeyFile must be outside the Nix store (it is ${cfg.privateKeyFile}).";
       }
       {
         assertion = cfg.peers != [ ];
-        message = "pantheros.wireguard.peers is empty: a WireGuard interface without peers carries no traffic.";
+        message = "services.flashpods.wireguard.peers is empty: a WireGuard interface without peers carries no traffic.";
       }
       {
         assertion = cfg.role == "server" || lib.all (p: p.endpoint != null) cfg.peers;
-        message = "pantheros.wireguard: a peer must know the server's endpoint (peers.*.endpoint = \"host:51820\").";
+        message = "services.flashpods.wireguard: a peer must know the server's endpoint (peers.*.endpoint = \"host:51820\").";
       }
     ];
 

@@ -5,9 +5,9 @@
 { config, lib, ... }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
-  cfg = config.pantheros.firewall;
-  wg = config.pantheros.wireguard;
-  rendered = (import ./lib).nftables {
+  cfg = config.services.flashpods.firewall;
+  wg = config.services.flashpods.wireguard;
+  rendered = (import ../lib).nftables {
     inherit (cfg)
       tableName
       laptopAddresses
@@ -20,7 +20,7 @@ let
   };
 in
 {
-  options.pantheros.firewall = {
+  options.services.flashpods.firewall = {
     enable = mkEnableOption "the Flashpods nftables rules";
 
     tableName = mkOption {
@@ -32,14 +32,14 @@ in
     wireguardInterface = mkOption {
       type = types.str;
       default = wg.interface;
-      defaultText = lib.literalExpression "config.pantheros.wireguard.interface";
+      defaultText = lib.literalExpression "config.services.flashpods.wireguard.interface";
       description = "The WireGuard interface the laptop comes in on.";
     };
 
     wireguardPort = mkOption {
       type = types.port;
       default = wg.listenPort;
-      defaultText = lib.literalExpression "config.pantheros.wireguard.listenPort";
+      defaultText = lib.literalExpression "config.services.flashpods.wireguard.listenPort";
       description = "WireGuard UDP port, open to the internet.";
     };
 
@@ -72,7 +72,7 @@ in
     assertions = [
       {
         assertion = cfg.laptopAddresses != [ ];
-        message = "pantheros.firewall.laptopAddresses is empty: nobody could reach the API or rsync.";
+        message = "services.flashpods.firewall.laptopAddresses is empty: nobody could reach the API or rsync.";
       }
     ];
 
@@ -90,7 +90,7 @@ in
     # all: let WireGuard in from anywhere and the two ports on the tunnel.
     networking.firewall = {
       enable = lib.mkDefault true;
-      # (pantheros.wireguard opens it itself when it is the server)
+      # (services.flashpods.wireguard opens it itself when it is the server)
       allowedUDPPorts = lib.optional (!(wg.enable && wg.openFirewall)) cfg.wireguardPort;
       interfaces.${cfg.wireguardInterface}.allowedTCPPorts = [
         cfg.apiPort
