@@ -109,7 +109,7 @@ in
       example = "hetzner";
       description = ''
         Where the machine runs. `"hetzner"` makes the host available to
-        `pantheros provision`, which reads {option}`pantheros.deployment.hetzner`.
+        `pantheros provision create` (and `pantheros up`), which read {option}`pantheros.deployment.hetzner`.
       '';
     };
 

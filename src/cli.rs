@@ -2,44 +2,22 @@
 
 use clap::{Args, Parser, Subcommand};
 
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-   0  success
-   1  failed; nothing was changed
-   2  usage error
-   3  failed after a change; the host was rolled back
-   4  rollback failed; manual action needed
-   5  interrupted before any host changed; nothing was changed
-   6  a host's state is unknown (interrupted or cut off mid-change); check it by hand
-   7  activated, but health checks failed and rollback was disabled, or post-activation keys
-      could not be written; the new generation stays
-   8  keys upload: a host's keys could not all be read or written (each written key is whole)
-  10  no flake.nix found
-  11  the flake has no nixosConfigurations
-  12  nix is not installed
-  13  nix is too old
-  14  evaluation failed
-  15  unknown host
-  16  the selection matched no host
-  17  a selected host still carries example values (see `pantheros hosts`)
-  20  provision: no usable Hetzner API token
-  21  provision: no usable SSH key
-  22  provision: server type, location or image not usable (nothing created)
-  23  provision: a Hetzner API call failed
-  24  provision: waiting for Hetzner took longer than --timeout
-  25  provision: a server with that name exists and is not managed by pantheros
-  26  provision: no such server
-  30  install: the rescue system could not be booted
-  31  install: nixos-anywhere failed
-  32  install: the server did not come back after the reboot
-  33  install: the server does not run the host's configuration";
+/// `--help`'s list of exit codes, from the one table in the code.
+pub fn exit_codes_help() -> String {
+    let mut s = String::from("Exit codes:\n");
+    for (code, meaning) in crate::error::exit::TABLE {
+        let meaning = meaning.replace('`', "");
+        s.push_str(&format!("  {code:>2}  {meaning}\n"));
+    }
+    s
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "pantheros",
     version,
     about = "Deploy, roll back and provision a fleet of NixOS hosts from one flake",
-    after_help = EXIT_CODES_HELP
+    after_help = exit_codes_help()
 )]
 pub struct Cli {
     /// The flake (a path, searched upward for flake.nix, or a flake URL).

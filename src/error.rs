@@ -4,8 +4,75 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Exit codes. Documented in README.md and in `pantheros --help`.
+/// Exit codes. Documented in README.md and in `pantheros --help`, both
+/// from [`exit::TABLE`] (a test checks README's table against it).
 pub mod exit {
+    /// Every exit code with its meaning: the one source of the
+    /// documentation.
+    pub const TABLE: &[(i32, &str)] = &[
+        (0, "success"),
+        (1, "failed; nothing was changed"),
+        (2, "usage error"),
+        (3, "failed after a change; the host was rolled back"),
+        (4, "rollback failed; manual action is needed"),
+        (
+            5,
+            "interrupted (Ctrl-C, SIGTERM) before any host changed; every lock released",
+        ),
+        (
+            6,
+            "a host's state is unknown (interrupted or cut off mid-change, or its task crashed): check it by hand",
+        ),
+        (
+            7,
+            "activated, but health checks failed and rollback was disabled (`--no-rollback-on-health`), or its post-activation keys could not be written: the new generation stays",
+        ),
+        (
+            8,
+            "`keys upload`: a host's keys could not all be read or written (each key that was written is whole)",
+        ),
+        (10, "no `flake.nix` found"),
+        (11, "the flake has no `nixosConfigurations`"),
+        (12, "`nix` is not installed"),
+        (13, "`nix` is too old (flakes need 2.4 or newer)"),
+        (14, "evaluation failed (the flake, or a selected host)"),
+        (15, "unknown host"),
+        (16, "the selection matched no host"),
+        (
+            17,
+            "a selected host still carries example values (nothing was done; `pantheros hosts` lists them)",
+        ),
+        (20, "provision: no usable Hetzner API token"),
+        (21, "provision: no usable SSH key"),
+        (
+            22,
+            "provision: server type, location or image not usable (nothing created)",
+        ),
+        (23, "provision: a Hetzner API call failed"),
+        (
+            24,
+            "provision: waiting for Hetzner took longer than `--timeout`",
+        ),
+        (
+            25,
+            "provision: a server of that name exists and pantheros did not create it",
+        ),
+        (26, "provision: no such server"),
+        (30, "install: the rescue system could not be booted"),
+        (
+            31,
+            "install: nixos-anywhere failed (or its inputs could not be built)",
+        ),
+        (
+            32,
+            "install: the server did not come back after the installation's reboot",
+        ),
+        (
+            33,
+            "install: the server does not run the host's configuration, or presents a host key pantheros did not make",
+        ),
+    ];
+
     /// Everything asked for was done.
     pub const OK: i32 = 0;
     /// Failed; nothing was changed on any host.

@@ -130,3 +130,117 @@ fn the_splitter_reads_quotes_and_comments() {
         ["pantheros", "hosts"]
     );
 }
+
+/// README's exit-code table is the code's table (`exit::TABLE`, which
+/// `--help` prints too): the same codes, in order, with the same words.
+#[test]
+fn the_readme_exit_code_table_is_the_one_in_the_code() {
+    let readme = std::fs::read_to_string(testworld::project_root().join("README.md")).unwrap();
+    let start = readme
+        .find("### Exit codes")
+        .expect("README has an exit-code section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n## ").map_or(section.len(), |i| i + 4)];
+    let rows: Vec<(i32, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim().trim_matches('|').split(" | ").collect();
+            let code = cells.first()?.trim().parse().ok()?;
+            Some((code, cells.get(1)?.trim().to_string()))
+        })
+        .collect();
+    let table: Vec<(i32, String)> = pantheros::error::exit::TABLE
+        .iter()
+        .map(|(c, m)| (*c, m.to_string()))
+        .collect();
+    assert_eq!(rows, table);
+    // Distinct, in order, and every kind of provisioning failure is in it.
+    assert!(table.windows(2).all(|w| w[0].0 < w[1].0));
+    use pantheros::error::Provisioning as P;
+    for k in [
+        P::Token,
+        P::SshKey,
+        P::Preflight,
+        P::Api,
+        P::Timeout,
+        P::ForeignServer,
+        P::NoServer,
+        P::NotConfirmed,
+        P::Rescue,
+        P::Install,
+        P::Reboot,
+        P::Verify,
+    ] {
+        assert!(table.iter().any(|(c, _)| *c == k.exit_code()), "{k:?}");
+    }
+    // And `--help` lists every code.
+    let help = pantheros::cli::exit_codes_help();
+    for (code, _) in &table {
+        assert!(
+            help.contains(&format!("{code:>2}  ")),
+            "{code} missing from --help"
+        );
+    }
+}
+
+/// Every message docs/troubleshooting.md quotes as pantheros' own (the
+/// first cell of each table above the "from ssh and Nix" section) occurs
+/// in pantheros' source (Rust, target scripts, modules): the guide cannot
+/// drift from what the tool prints.
+#[test]
+fn every_message_the_troubleshooting_guide_quotes_is_in_the_source() {
+    let root = testworld::project_root();
+    let guide = std::fs::read_to_string(root.join("docs/troubleshooting.md")).unwrap();
+    let ours = guide
+        .split("## Messages from ssh and Nix")
+        .next()
+        .unwrap_or_default();
+    let mut source = String::new();
+    for dir in ["src", "modules"] {
+        for entry in walk(&root.join(dir)) {
+            if let Ok(text) = std::fs::read_to_string(&entry) {
+                source.push_str(&text);
+            }
+        }
+    }
+    let mut quoted = 0;
+    let mut missing = vec![];
+    for line in ours.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line
+            .trim_start_matches("| ")
+            .split(" | ")
+            .next()
+            .unwrap_or("");
+        // `message`, or `` message with `backticks` `` (a double-tick span).
+        let inner = match cell.strip_prefix("`` ") {
+            Some(rest) => rest.split(" ``").next().unwrap_or(""),
+            None => cell.split('`').nth(1).unwrap_or(""),
+        };
+        for fragment in inner.split('…').map(str::trim).filter(|f| f.len() >= 6) {
+            quoted += 1;
+            if !source.contains(fragment) {
+                missing.push(fragment.to_string());
+            }
+        }
+    }
+    assert!(quoted >= 20, "only {quoted} messages quoted?");
+    assert!(
+        missing.is_empty(),
+        "quoted but not in the source: {missing:#?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

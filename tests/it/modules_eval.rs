@@ -321,3 +321,85 @@ fn the_flashpods_secrets_file_is_an_external_path_passed_escaped() {
     let script = t["script"].as_str().unwrap();
     assert!(script.contains("'/var/lib/my secrets/s.json'"), "{script}");
 }
+
+/// docs/modules.md's option reference is every option our modules declare,
+/// with its type, default and description, as the module system reports
+/// them (so the words live once, in the modules). `PANTHEROS_UPDATE_DOCS=1`
+/// writes it; otherwise a difference fails. Options named in the rest of
+/// the page must exist too.
+#[test]
+fn modules_md_lists_every_option_and_only_real_ones() {
+    let Some(v) = evaluate() else { return };
+    let docs = v["optionDocs"].as_array().expect("optionDocs");
+    assert!(docs.len() > 40, "only {} options?", docs.len());
+    let mut section = String::new();
+    for d in docs {
+        let name = d["name"].as_str().unwrap();
+        section.push_str(&format!("### `{name}`\n\n"));
+        let default = match d["default"].as_str() {
+            Some(t) if t.contains('\n') => format!("\n\n```nix\n{}\n```", t.trim_end()),
+            Some(t) => format!(", default `{t}`"),
+            None => String::new(),
+        };
+        section.push_str(&format!(
+            "Type: {}{default}\n\n",
+            d["type"].as_str().unwrap_or("?")
+        ));
+        let desc = d["description"].as_str().unwrap_or("").trim();
+        if !desc.is_empty() {
+            section.push_str(desc);
+            section.push_str("\n\n");
+        }
+    }
+    const BEGIN: &str = "<!-- options: generated from the modules by tests/it/modules_eval.rs; PANTHEROS_UPDATE_DOCS=1 cargo test modules_md writes it -->\n";
+    const END: &str = "<!-- end of options -->\n";
+    let path = testworld::project_root().join("docs/modules.md");
+    let page = std::fs::read_to_string(&path).unwrap();
+    let (before, after) = match (page.find(BEGIN), page.find(END)) {
+        (Some(b), Some(e)) => (page[..b].to_string(), page[e + END.len()..].to_string()),
+        _ => (page.clone() + "\n## Every option\n\n", String::new()),
+    };
+    let want = format!("{before}{BEGIN}\n{section}{END}{after}");
+    if std::env::var_os("PANTHEROS_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    assert!(
+        page == want,
+        "docs/modules.md's option reference differs from the modules: run PANTHEROS_UPDATE_DOCS=1 cargo test modules_md"
+    );
+    // Option paths named elsewhere on the page are real (a prefix of one).
+    let names: Vec<String> = docs
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    let prose = format!("{before}{after}");
+    let mut unknown = vec![];
+    for word in prose.split('`').skip(1).step_by(2) {
+        let w = word.trim_end_matches(".*").trim_end_matches('.');
+        if !(w.starts_with("pantheros.deployment") || w.starts_with("services.flashpods")) {
+            continue;
+        }
+        let w = w.split([' ', '=']).next().unwrap_or(w);
+        let known = names.iter().any(|n| {
+            let n = n.replace("<name>", "*");
+            let mut a = n.split('.');
+            let mut b = w.split('.');
+            loop {
+                match (a.next(), b.next()) {
+                    (_, None) => break true,
+                    (None, Some(_)) => break false,
+                    (Some("*"), Some(_)) => {}
+                    (Some(x), Some(y)) if x == y => {}
+                    _ => break false,
+                }
+            }
+        });
+        if !known {
+            unknown.push(w.to_string());
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "docs/modules.md names options that do not exist: {unknown:?}"
+    );
+}

@@ -308,4 +308,20 @@ in
       { pantheros.deployment.keys.k.keyFile = keyFileLiteral; }
     ]).config.pantheros.deployment.keys.k.keyFile;
   sshSettings = hetzner.services.openssh.settings;
+  # Every option our modules declare (not the stand-ins'), as docs/modules.md
+  # lists them: name, type, default, description.
+  optionDocs =
+    let
+      o =
+        (eval [
+          (root + "/modules/deployment.nix")
+          (root + "/modules/flashpods")
+        ]).options;
+      ours = d: builtins.any (f: lib.hasInfix "/modules/" (toString f)) d.declarations;
+    in
+    map (d: {
+      inherit (d) name description;
+      type = d.type;
+      default = d.default.text or null;
+    }) (builtins.filter (d: ours d && d.visible && !d.internal) (lib.optionAttrSetToDocList o));
 }
