@@ -539,40 +539,64 @@ in
           };
         }) { };
       };
-      # nixos/modules/services/security/spire/{server,agent}.nix
-      spire = {
-        server = {
-          enable = enable;
-          package = opt types.package pkgs.spire;
-          settings = freeform (types.attrsOf hclValue) {
-            server = freeform (types.attrsOf hclValue) {
-              trust_domain = req types.str;
-              data_dir = opt types.str "$STATE_DIRECTORY";
-              socket_path = opt types.str "/run/spire/server/private/api.sock";
-              bind_address = opt types.str "[::]";
-              bind_port = opt types.port 8081;
+      # nixos/modules/services/security/spire/{server,agent}.nix (re-read
+      # for #14): settings are freeform HCL (pkgs.formats.hcl1) with a few
+      # declared keys; `plugins` is freeform too, declaring only
+      # NodeAttestor.join_token (null, or a submodule with plugin_data).
+      # The server runs with DynamicUser; the agent as its own system user
+      # spire-agent. configFile and expandEnv (default true: $VARIABLES in
+      # the config are expanded, which the join_token_file path relies on).
+      spire =
+        let
+          hcl = types.attrsOf hclValue;
+          plugins = freeform hcl {
+            NodeAttestor = freeform hcl {
+              join_token = opt (types.nullOr (
+                types.submodule {
+                  freeformType = hcl;
+                  options.plugin_data = opt hcl { };
+                }
+              )) null;
             };
-            plugins = opt (types.attrsOf hclValue) { };
+          };
+        in
+        {
+          server = {
+            enable = enable;
+            openFirewall = bool false;
+            package = opt types.package pkgs.spire;
+            settings = freeform hcl {
+              server = {
+                trust_domain = req types.str;
+                data_dir = opt types.str "$STATE_DIRECTORY";
+                socket_path = opt types.str "/run/spire/server/private/api.sock";
+                bind_address = opt types.str "[::]";
+                bind_port = opt types.port 8081;
+              };
+              plugins = plugins;
+            };
+            configFile = opt types.path "/nix/store/00000000000000000000000000000000-server.conf";
+            expandEnv = bool true;
+          };
+          agent = {
+            enable = enable;
+            package = opt types.package pkgs.spire;
+            settings = freeform hcl {
+              agent = {
+                trust_domain = req types.str;
+                data_dir = opt types.str "$STATE_DIRECTORY";
+                server_address = req types.str;
+                server_port = opt types.port 8081;
+                socket_path = opt types.path "/run/spire/agent/public/api.sock";
+                join_token = opt (types.nullOr types.str) null;
+                join_token_file = opt (types.nullOr types.str) null;
+              };
+              plugins = plugins;
+            };
+            configFile = opt types.path "/nix/store/00000000000000000000000000000000-agent.conf";
+            expandEnv = bool true;
           };
         };
-        agent = {
-          enable = enable;
-          package = opt types.package pkgs.spire;
-          settings = freeform (types.attrsOf hclValue) {
-            agent = freeform (types.attrsOf hclValue) {
-              trust_domain = req types.str;
-              server_address = req types.str;
-              server_port = opt types.port 8081;
-              socket_path = opt types.path "/run/spire/agent/public/api.sock";
-              data_dir = opt types.str "$STATE_DIRECTORY";
-              join_token = opt (types.nullOr types.str) null;
-              join_token_file = opt (types.nullOr types.str) null;
-              trust_bundle_path = opt (types.nullOr types.str) null;
-            };
-            plugins = opt (types.attrsOf hclValue) { };
-          };
-        };
-      };
       # nixos/modules/services/networking/tailscale.nix
       tailscale = {
         enable = enable;
