@@ -11,65 +11,104 @@ use testworld::{assert_exit, assert_stderr_has};
 
 const TOKEN: &str = "valid-install-token";
 
-#[test]
-fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
-    let Some(mut w) = World::with_systemd() else {
-        return;
-    };
-    w.add_systemd_host("sys1");
-    let client_ns = w.client_ns.clone();
-    let Some(fake) = FakeHetzner::start_in(Some(&client_ns)) else {
-        return;
-    };
-    let home = w.path().join("home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    std::fs::copy(&w.client_key, home.join(".ssh/id_ed25519")).unwrap();
-    std::fs::copy(
-        w.client_key.with_extension("pub"),
-        home.join(".ssh/id_ed25519.pub"),
-    )
-    .unwrap();
-    let flake = testworld::fixture_flake(w.path());
-    let record = w.path().join("nixos-anywhere.argv");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nixos-anywhere");
-    let path = format!(
-        "{}:{}",
-        fixtures.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let run_with = |args: &[&str], fail: bool, ignore_key: bool| {
+/// A world for installations: a systemd host (`sys1`) that stands in for
+/// the server, the schema-validating Hetzner fake in the client namespace,
+/// a home with the client's key, the fixture flake, and the recording
+/// nixos-anywhere first on PATH.
+struct Installation {
+    w: World,
+    fake: FakeHetzner,
+    home: std::path::PathBuf,
+    flake: std::path::PathBuf,
+    record: std::path::PathBuf,
+    path: String,
+    ip: String,
+}
+
+impl Installation {
+    fn new() -> Option<Installation> {
+        let mut w = World::with_systemd()?;
+        w.add_systemd_host("sys1");
+        let client_ns = w.client_ns.clone();
+        let fake = FakeHetzner::start_in(Some(&client_ns))?;
+        let home = w.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::copy(&w.client_key, home.join(".ssh/id_ed25519")).unwrap();
+        std::fs::copy(
+            w.client_key.with_extension("pub"),
+            home.join(".ssh/id_ed25519.pub"),
+        )
+        .unwrap();
+        let flake = testworld::fixture_flake(w.path());
+        let record = w.path().join("nixos-anywhere.argv");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nixos-anywhere");
+        let path = format!(
+            "{}:{}",
+            fixtures.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let ip = w.systemd_host("sys1").ip.clone();
+        Some(Installation {
+            w,
+            fake,
+            home,
+            flake,
+            record,
+            path,
+            ip,
+        })
+    }
+
+    /// `pantheros ARGS` from the client namespace, with the stand-in
+    /// nixos-anywhere told `env` (e.g. NIXOS_ANYWHERE_FAIL=1); the token
+    /// never appears in its output.
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let bin = testworld::pantheros_bin();
         let mut argv = vec![bin.to_str().unwrap()];
         argv.extend_from_slice(args);
-        let out = w
-            .client(&argv)
-            .current_dir(&flake)
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", w.path().join("config"))
+        let mut c = self.w.client(&argv);
+        c.current_dir(&self.flake)
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.w.path().join("config"))
             .env("HCLOUD_TOKEN", TOKEN)
-            .env("HCLOUD_ENDPOINT", fake.endpoint())
+            .env("HCLOUD_ENDPOINT", self.fake.endpoint())
             .env("PANTHEROS_HCLOUD_POLL_MS", "20")
-            .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-            .env("PATH", &path)
-            .env("NIXOS_ANYWHERE_RECORD", &record)
-            .env("NIXOS_ANYWHERE_FAIL", if fail { "1" } else { "0" })
-            .env(
-                "NIXOS_ANYWHERE_IGNORE_EXTRA_FILES",
-                if ignore_key { "1" } else { "0" },
-            )
-            .env_remove("PANTHEROS_NIXOS_ANYWHERE")
-            .output()
-            .unwrap();
+            .env("PANTHEROS_HCLOUD_BACKOFF_MS", "20")
+            .env("PANTHEROS_LOG_DIR", self.w.path().join("logs"))
+            .env("PATH", &self.path)
+            .env("NIXOS_ANYWHERE_RECORD", &self.record)
+            .env_remove("PANTHEROS_NIXOS_ANYWHERE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
         assert!(
             !stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN),
             "token leaked"
         );
         out
+    }
+
+    /// A command on the server (not over SSH: its host key changes).
+    fn on_host(&self, cmd: &str) -> String {
+        stdout(&self.w.systemd_host("sys1").exec(&["sh", "-c", cmd]))
+            .trim()
+            .to_string()
+    }
+}
+
+#[test]
+fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
+    let Some(i) = Installation::new() else { return };
+    let (w, fake, home, ip) = (&i.w, &i.fake, &i.home, i.ip.clone());
+    let run = |args: &[&str], fail: bool| {
+        i.run(
+            args,
+            &[("NIXOS_ANYWHERE_FAIL", if fail { "1" } else { "0" })],
+        )
     };
-    let run = |args: &[&str], fail: bool| run_with(args, fail, false);
     let out = run(&["provision", "create", "hetzner-vps"], false);
     assert_exit(&out, 0);
-    let ip = w.systemd_host("sys1").ip.clone();
     fake.set_ip("hetzner-vps", &ip);
 
     // A failing installer: its own exit code, its output shown.
@@ -89,7 +128,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
     testworld::assert_schema(&v, "provision");
     // nixos-anywhere got the store paths pantheros built (it evaluates
     // nothing), the host key pantheros made, our key and the server.
-    let argv: Vec<String> = std::fs::read_to_string(&record)
+    let argv: Vec<String> = std::fs::read_to_string(&i.record)
         .unwrap()
         .lines()
         .map(String::from)
@@ -110,11 +149,7 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
     );
     // The extra files (the host's private key) are gone from this machine.
     assert!(!Path::new(&argv[4]).exists(), "{} was left behind", argv[4]);
-    let on_host = |cmd: &str| {
-        testworld::stdout(&w.systemd_host("sys1").exec(&["sh", "-c", cmd]))
-            .trim()
-            .to_string()
-    };
+    let on_host = |cmd: &str| i.on_host(cmd);
     // The disk script pantheros built ran on the server; the server runs
     // exactly the built toplevel, verified by pantheros.
     assert_eq!(
@@ -147,10 +182,9 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
 
     // A host that presents another key than the one pantheros made (here:
     // the installation left the old key) is refused, not trusted.
-    let out = run_with(
+    let out = i.run(
         &["provision", "install", "hetzner-vps", "--timeout", "8"],
-        false,
-        true,
+        &[("NIXOS_ANYWHERE_IGNORE_EXTRA_FILES", "1")],
     );
     assert_exit(&out, 33);
     assert_stderr_has(
@@ -159,29 +193,10 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
     );
 
     // A server that never comes back after the installation: exit 32.
-    let bin = testworld::pantheros_bin();
-    let out = w
-        .client(&[
-            bin.to_str().unwrap(),
-            "provision",
-            "install",
-            "hetzner-vps",
-            "--timeout",
-            "6",
-        ])
-        .current_dir(&flake)
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", w.path().join("config"))
-        .env("HCLOUD_TOKEN", TOKEN)
-        .env("HCLOUD_ENDPOINT", fake.endpoint())
-        .env("PANTHEROS_HCLOUD_POLL_MS", "20")
-        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-        .env("PATH", &path)
-        .env("NIXOS_ANYWHERE_RECORD", &record)
-        .env("NIXOS_ANYWHERE_NEVER_BACK", "1")
-        .env_remove("PANTHEROS_NIXOS_ANYWHERE")
-        .output()
-        .unwrap();
+    let out = i.run(
+        &["provision", "install", "hetzner-vps", "--timeout", "6"],
+        &[("NIXOS_ANYWHERE_NEVER_BACK", "1")],
+    );
     assert_exit(&out, 32);
     assert_stderr_has(&out, &["did not come back as the installed NixOS"]);
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
@@ -194,56 +209,14 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
 /// `up` again resumes: what is done is skipped, never done twice.
 #[test]
 fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
-    let Some(mut w) = World::with_systemd() else {
-        return;
-    };
-    w.add_systemd_host("sys1");
-    let client_ns = w.client_ns.clone();
-    let Some(fake) = FakeHetzner::start_in(Some(&client_ns)) else {
-        return;
-    };
-    let home = w.path().join("home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    std::fs::copy(&w.client_key, home.join(".ssh/id_ed25519")).unwrap();
-    std::fs::copy(
-        w.client_key.with_extension("pub"),
-        home.join(".ssh/id_ed25519.pub"),
-    )
-    .unwrap();
-    let flake = testworld::fixture_flake(w.path());
-    let record = w.path().join("nixos-anywhere.argv");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nixos-anywhere");
-    let path = format!(
-        "{}:{}",
-        fixtures.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let ip = w.systemd_host("sys1").ip.clone();
-    fake.set_ip("hetzner-vps", &ip);
+    let Some(i) = Installation::new() else { return };
+    let (w, fake, record) = (&i.w, &i.fake, &i.record);
+    fake.set_ip("hetzner-vps", &i.ip);
     let up = |extra: &[&str], install_fails: bool| {
-        let bin = testworld::pantheros_bin();
-        let mut argv = vec![bin.to_str().unwrap(), "up", "hetzner-vps", "--json"];
-        argv.extend_from_slice(extra);
-        let out = w
-            .client(&argv)
-            .current_dir(&flake)
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", w.path().join("config"))
-            .env("HCLOUD_TOKEN", TOKEN)
-            .env("HCLOUD_ENDPOINT", fake.endpoint())
-            .env("PANTHEROS_HCLOUD_POLL_MS", "20")
-            .env("PANTHEROS_HCLOUD_BACKOFF_MS", "20")
-            .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-            .env("PATH", &path)
-            .env("NIXOS_ANYWHERE_RECORD", &record)
-            .env("NIXOS_ANYWHERE_FAIL", if install_fails { "1" } else { "0" })
-            .env_remove("PANTHEROS_NIXOS_ANYWHERE")
-            .output()
-            .unwrap();
-        assert!(
-            !stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN),
-            "token leaked"
-        );
+        let mut args = vec!["up", "hetzner-vps", "--json"];
+        args.extend_from_slice(extra);
+        let fail = if install_fails { "1" } else { "0" };
+        let out = i.run(&args, &[("NIXOS_ANYWHERE_FAIL", fail)]);
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
         testworld::assert_schema(&doc, "up");
@@ -337,7 +310,7 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
     );
 
     // Again, with --yes: the first deploy through the whole pipeline.
-    std::fs::remove_file(&record).unwrap();
+    std::fs::remove_file(record).unwrap();
     let (out, doc, steps) = up(&["--yes"], false);
     assert_exit(&out, 0);
     assert_eq!(
@@ -351,11 +324,7 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
     assert!(!record.exists(), "nixos-anywhere ran again");
     assert_eq!(doc["deploy"][0]["result"], "success", "{doc}");
     assert_eq!(doc["deploy"][0]["generationAfter"], 1, "{doc}");
-    let on_host = |cmd: &str| {
-        stdout(&w.systemd_host("sys1").exec(&["sh", "-c", cmd]))
-            .trim()
-            .to_string()
-    };
+    let on_host = |cmd: &str| i.on_host(cmd);
     let top = doc["deploy"][0]["toplevel"].as_str().unwrap().to_string();
     assert_eq!(on_host("readlink -f /nix/var/nix/profiles/system"), top);
     assert_eq!(on_host("readlink -f /run/current-system"), top);
