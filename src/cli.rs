@@ -400,23 +400,31 @@ impl ProvisionCommand {
     }
 }
 
+/// Which server to order, overriding the host's `pantheros.deployment.hetzner`
+/// (`provision create` and `up`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerChoice {
+    /// Server type (default: the host's hetzner.serverType, else cx23).
+    #[arg(long)]
+    pub server_type: Option<String>,
+    /// Image the server starts with before NixOS (default: the host's hetzner.image, else ubuntu-24.04).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Location (default: the host's hetzner.location, else nbg1).
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Public SSH key the server trusts and pantheros logs in with (default: the one in ~/.ssh, or a choice).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The host (from the flake) to create a server for.
     #[arg(value_name = "HOST")]
     pub host: String,
-    /// Server type (default: the host's hetzner.serverType, else cx23).
-    #[arg(long)]
-    pub server_type: Option<String>,
-    /// Image the server starts with (default: ubuntu-24.04).
-    #[arg(long)]
-    pub image: Option<String>,
-    /// Location (default: nbg1).
-    #[arg(long)]
-    pub location: Option<String>,
-    /// Public SSH key the server trusts (default: the one in ~/.ssh, or a choice).
-    #[arg(long, value_name = "PATH")]
-    pub ssh_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub server: ServerChoice,
     /// Check everything and show what would be created; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -531,18 +539,8 @@ pub struct UpArgs {
     /// The host (from the flake): a Hetzner host (provider = "hetzner").
     #[arg(value_name = "HOST")]
     pub host: String,
-    /// Server type (default: the host's hetzner.serverType, else cx23).
-    #[arg(long)]
-    pub server_type: Option<String>,
-    /// Image the server starts with before NixOS is installed (default: ubuntu-24.04).
-    #[arg(long)]
-    pub image: Option<String>,
-    /// Location (default: nbg1).
-    #[arg(long)]
-    pub location: Option<String>,
-    /// Public SSH key to create the server with and log in with (its private key next to it).
-    #[arg(long, value_name = "PATH")]
-    pub ssh_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub server: ServerChoice,
     /// How to reach an installer: kexec from the running image, or Hetzner's rescue system.
     #[arg(long, value_enum, default_value = "kexec")]
     pub via: Via,

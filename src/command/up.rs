@@ -136,10 +136,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
     // 1. The server.
     let create = CreateArgs {
         host: host.name.clone(),
-        server_type: args.server_type.clone(),
-        image: args.image.clone(),
-        location: args.location.clone(),
-        ssh_key: args.ssh_key.clone(),
+        server: args.server.clone(),
         dry_run: args.dry_run,
         json: false,
         timeout: args.timeout,
@@ -181,7 +178,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
             ),
         ),
     }
-    let key = match sshkey::choose(args.ssh_key.as_deref()) {
+    let key = match sshkey::choose(args.server.ssh_key.as_deref()) {
         Ok(k) => k,
         Err(f) => return run.failed("install", f.into_error()),
     };

@@ -56,7 +56,7 @@ pub async fn ensure_server(
 ) -> Result<Created, Failure> {
     let wanted = Wanted::of(host, args)?;
     let cloud = super::connect().await?;
-    let key = sshkey::choose(args.ssh_key.as_deref())?;
+    let key = sshkey::choose(args.server.ssh_key.as_deref())?;
     let mut out = server_for(&cloud, &wanted, &key, args).await?;
     if let Some(ip) = out.ipv4.clone() {
         eprintln!("  name:     {}", out.name);
@@ -112,14 +112,17 @@ impl Wanted {
         Ok(Wanted {
             name: host.name.clone(),
             server_type: args
+                .server
                 .server_type
                 .clone()
                 .unwrap_or_else(|| d.hetzner.server_type.clone()),
             location: args
+                .server
                 .location
                 .clone()
                 .unwrap_or_else(|| d.hetzner.location.clone()),
             image: args
+                .server
                 .image
                 .clone()
                 .unwrap_or_else(|| d.hetzner.image.clone()),
@@ -394,10 +397,7 @@ mod tests {
     fn args(dry_run: bool) -> CreateArgs {
         CreateArgs {
             host: "web".into(),
-            server_type: None,
-            image: None,
-            location: None,
-            ssh_key: None,
+            server: Default::default(),
             dry_run,
             json: false,
             timeout: 5,
