@@ -607,11 +607,14 @@ impl World {
         fs::write(hdir.join("boot_id"), new_boot_id()).unwrap();
         // The anchor: sh sets up the private mounts (the host's own /run,
         // /nix, /etc/nix, /var/lib/pantheros and boot id), then execs sleep,
-        // so its pid is the anchor's for as long as the host lives.
+        // so its pid is the anchor's for as long as the host lives. (Inside
+        // a container /proc/sys may refuse the boot id's mount: then the
+        // file goes, and only reboot_host, which needs it, refuses to run.)
         let script = format!(
             "set -e; hostname {name}; mount -t tmpfs -o mode=755 tmpfs /run; mkdir -m 755 /run/sshd; \
              mount --bind {nix} /nix; mount --bind {etc} /etc/nix; mkdir -p /var/lib/pantheros; \
-             mount --bind {state} /var/lib/pantheros; mount --bind {boot} /proc/sys/kernel/random/boot_id; \
+             mount --bind {state} /var/lib/pantheros; \
+             mount --bind {boot} /proc/sys/kernel/random/boot_id 2>/dev/null || rm -f {boot}; \
              exec sleep infinity",
             nix = hdir.join("nix").display(),
             etc = hdir.join("etc-nix").display(),
@@ -713,6 +716,11 @@ impl World {
             .iter_mut()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no light host {name}"));
+        assert!(
+            host.dir.join("boot_id").exists(),
+            "{name}: this machine would not let the light host have its own boot id \
+             (/proc/sys refused the mount), so a reboot cannot be simulated"
+        );
         let anchor = host.anchor_pid().to_string();
         for sig in ["-TERM", "-KILL"] {
             let pids = stdout(&try_sh(&["ip", "netns", "pids", &host.netns]));
