@@ -143,7 +143,20 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         kamal: args.kamal.clone(),
         no_kamal: args.no_kamal,
     };
-    let server = match p::ensure_server(&host, &create).await {
+    // One API client and one SSH key for every step (a key chosen at a
+    // prompt is asked for once).
+    let prepared = async {
+        let wanted = p::create::Wanted::of(&host, &create)?;
+        let cloud = p::connect().await?;
+        let key = sshkey::choose(args.server.ssh_key.as_deref())?;
+        let private = key.private_key()?;
+        Ok::<_, p::Failure>((wanted, cloud, key, private))
+    };
+    let (wanted, cloud, key, private) = match prepared.await {
+        Ok(p) => p,
+        Err(f) => return run.failed("server", f.into_error()),
+    };
+    let server = match p::ensure_server(&cloud, &key, &wanted, &create).await {
         Ok(s) => s,
         Err(f) => return run.failed("server", f.into_error()),
     };
@@ -178,21 +191,6 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
             ),
         ),
     }
-    let key = match sshkey::choose(args.server.ssh_key.as_deref()) {
-        Ok(k) => k,
-        Err(f) => return run.failed("install", f.into_error()),
-    };
-    let Some(private) = key.private_key() else {
-        let e = p::Failure::new(
-            Kind::SshKey,
-            format!(
-                "the private key for {} is not next to it",
-                key.path.display()
-            ),
-            "pass --ssh-key with a public key whose private key is in the same directory",
-        );
-        return run.failed("install", e.into_error());
-    };
     let ip = match (&server.ipv4, args.dry_run) {
         (Some(ip), _) => ip.clone(),
         (None, true) => {
@@ -243,7 +241,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
             timeout: args.timeout,
             json: false,
         };
-        match install::install_system(&how, &built).await {
+        match install::install_system(&cloud, &key, &how, &built).await {
             Ok(done) => run.step(
                 "install",
                 StepResult::Done,

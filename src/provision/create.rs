@@ -33,7 +33,10 @@ pub struct Created {
 
 /// `provision create HOST`: the server, then the result printed.
 pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<i32, Failure> {
-    let out = ensure_server(host, args).await?;
+    let wanted = Wanted::of(host, args)?;
+    let cloud = super::connect().await?;
+    let key = sshkey::choose(args.server.ssh_key.as_deref())?;
+    let out = ensure_server(&cloud, &key, &wanted, args).await?;
     if out.ipv4.is_some() {
         eprintln!("  next:     pantheros provision install {}", out.name);
     }
@@ -48,16 +51,15 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
 }
 
 /// The host's server, created when pantheros has none (or, with
-/// `--dry-run`, what would be created), waited for until it runs; the
-/// Kamal config updated.
+/// `--dry-run`, what would be created), waited for until it runs, its
+/// details printed; the Kamal config updated.
 pub async fn ensure_server(
-    host: &crate::inventory::Host,
+    cloud: &impl Cloud,
+    key: &sshkey::LocalKey,
+    wanted: &Wanted,
     args: &CreateArgs,
 ) -> Result<Created, Failure> {
-    let wanted = Wanted::of(host, args)?;
-    let cloud = super::connect().await?;
-    let key = sshkey::choose(args.server.ssh_key.as_deref())?;
-    let mut out = server_for(&cloud, &wanted, &key, args).await?;
+    let mut out = server_for(cloud, wanted, key, args).await?;
     if let Some(ip) = out.ipv4.clone() {
         eprintln!("  name:     {}", out.name);
         eprintln!("  type:     {}", out.server_type);

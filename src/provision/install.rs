@@ -8,6 +8,7 @@ use super::Kind;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::cloud::Cloud;
 use super::create::ensure_ssh_key;
 use super::{Failure, Progress, credentials, exit, our_server, sshkey};
 
@@ -204,13 +205,15 @@ pub struct Installed {
     pub ipv4: String,
     pub toplevel: String,
     pub known_hosts: PathBuf,
-    pub host_key: Option<String>,
+    pub host_key: String,
     pub via: String,
 }
 
 /// `provision install HOST`: install, then print the result.
 pub async fn install(args: &InstallArgs, built: &Built) -> Result<i32, Failure> {
-    let done = install_system(args, built).await?;
+    let cloud = super::connect().await?;
+    let key = sshkey::choose(args.ssh_key.as_deref())?;
+    let done = install_system(&cloud, &key, args, built).await?;
     eprintln!("  host key pinned in {}", done.known_hosts.display());
     eprintln!("  next: pantheros deploy {}", args.host);
     if args.json {
@@ -230,22 +233,17 @@ pub async fn runs_installed_nixos(ip: &str, key: &std::path::Path) -> bool {
     matches!(inspect(ip, key, &known_hosts()).await, Ok((id, _)) if id == "nixos")
 }
 
-/// Install the host's built system on its server and verify it.
-pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Installed, Failure> {
+/// Install the host's built system on its server (logging in with `key`)
+/// and verify it.
+pub async fn install_system(
+    h: &impl Cloud,
+    key: &sshkey::LocalKey,
+    args: &InstallArgs,
+    built: &Built,
+) -> Result<Installed, Failure> {
     let toplevel = built.toplevel.as_str();
-    let h = super::connect().await?;
-    let key = sshkey::choose(args.ssh_key.as_deref())?;
-    let private = key.private_key().ok_or_else(|| {
-        Failure::new(
-            Kind::SshKey,
-            format!(
-                "the private key for {} is not next to it",
-                key.path.display()
-            ),
-            "pass --ssh-key with a public key whose private key is in the same directory",
-        )
-    })?;
-    let server = our_server(&h, &args.host).await?;
+    let private = key.private_key()?;
+    let server = our_server(h, &args.host).await?;
     let ip = server.ipv4.clone().ok_or_else(|| {
         Failure::new(
             Kind::Api,
@@ -258,9 +256,9 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
 
     // Phase 1: the installer environment.
     if args.via == Via::Rescue {
-        let (key_id, _) = ensure_ssh_key(&h, &key, false).await?;
+        let (key_id, _) = ensure_ssh_key(h, key, false).await?;
         progress.say(&format!("booting {} into the rescue system", args.host));
-        super::rescue::boot(&h, &server, key_id, Instant::now() + step, &progress).await?;
+        super::rescue::boot(h, &server, key_id, Instant::now() + step, &progress).await?;
         let deadline = Instant::now() + step;
         while crate::runner::run(
             &crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", ip.as_str()])
@@ -322,7 +320,7 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     // the host key pantheros made (pinned before the first connection).
     let kh = known_hosts();
     pin_host_key(&kh, &ip, &host_key.public)?;
-    let pinned = Some(host_key.public.clone());
+    let pinned = host_key.public.clone();
     drop(host_key);
     let progress = Progress::new();
     let deadline = Instant::now() + step;
@@ -390,8 +388,8 @@ pub async fn install_system(args: &InstallArgs, built: &Built) -> Result<Install
     }
 
     // Phase 4: tidy up.
-    let server = super::server(&h, server.id).await?;
-    super::iso::detach(&h, &server, Instant::now() + step, &progress).await?;
+    let server = super::server(h, server.id).await?;
+    super::iso::detach(h, &server, Instant::now() + step, &progress).await?;
     progress.done(&format!("{} runs NixOS {toplevel}", args.host));
     Ok(Installed {
         host: args.host.clone(),

@@ -20,10 +20,20 @@ pub struct LocalKey {
 }
 
 impl LocalKey {
-    /// The private key next to the public one, if it is there.
-    pub fn private_key(&self) -> Option<PathBuf> {
+    /// The private key next to the public one (pantheros logs in with it).
+    pub fn private_key(&self) -> Result<PathBuf, Failure> {
         let p = self.path.with_extension("");
-        p.exists().then_some(p)
+        if p.exists() {
+            return Ok(p);
+        }
+        Err(Failure::new(
+            Kind::SshKey,
+            format!(
+                "the private key for {} is not next to it",
+                self.path.display()
+            ),
+            "pass --ssh-key with a public key whose private key is in the same directory",
+        ))
     }
 }
 
