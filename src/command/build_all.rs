@@ -43,7 +43,7 @@ pub async fn build_all(
         canary: 0,
         rollback_succeeded: false,
         keep_going: true,
-        master_log: Some(("build-all", header)),
+        master_log: Some(header),
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -31,51 +31,26 @@ pub struct FleetArgs {
     /// Go on activating the other hosts after one failed (without it, a
     /// failure stops every host that has not started its activation).
     pub keep_going: bool,
-    /// Also keep the run's own log, `<logs>/<kind>/<name>-<timestamp>.log`:
-    /// this header, each host's result as it finished, the summary
-    /// (`build-all`, as the original tool's master log).
-    pub master_log: Option<(&'static str, String)>,
+    /// Also keep the run's own log, `<logs>/<kind>/<kind>-all-<timestamp>.log`
+    /// (a host log named "all": 0600, written as the run goes): this
+    /// header, each host's result as it finished, the summary (`build-all`,
+    /// as the original tool's master log).
+    pub master_log: Option<String>,
 }
 
-/// The run's own log (see [`FleetArgs::master_log`]): 0600, written as the
-/// run goes, so a killed run keeps what had finished.
-struct MasterLog(std::fs::File);
-
-impl MasterLog {
-    fn create(dir: &Path, name: &str, ts: &str, header: &str) -> std::io::Result<MasterLog> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::create_dir_all(dir)?;
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .mode(0o600)
-            .open(dir.join(format!("{name}-{ts}.log")))?;
-        writeln!(f, "{header}")?;
-        Ok(MasterLog(f))
-    }
-
-    fn finished(&mut self, o: &Outcome) {
-        use std::io::Write;
-        let detail = match (&o.toplevel, &o.error) {
-            (_, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
-            (Some(t), None) => t.clone(),
-            (None, None) => String::new(),
-        };
-        let _ = writeln!(
-            self.0,
-            "[{}] {}: {} {detail} (log: {})",
-            chrono::Local::now().format("%H:%M:%S"),
-            o.host,
-            o.result.word(),
-            o.log.display()
-        );
-    }
-
-    fn end(&mut self, summary: &str) {
-        use std::io::Write;
-        let _ = write!(self.0, "{summary}");
-    }
+/// One line of the run's own log for a host that finished.
+fn finished_line(o: &Outcome) -> String {
+    let detail = match (&o.toplevel, &o.error) {
+        (_, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+        (Some(t), None) => t.clone(),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{}: {} {detail} (log: {})",
+        o.host,
+        o.result.word(),
+        o.log.display()
+    )
 }
 
 /// Write a file so that no reader ever sees half of it; mode 0600 from its
@@ -388,12 +363,15 @@ pub async fn run(
         ctxs.push(Arc::new(ctx));
     }
     progress::hosts(ctxs.iter().map(|c| c.host.name.as_str()));
-    let mut master = match &args.master_log {
-        Some((name, header)) => match MasterLog::create(&log_dir, name, &ts, header) {
-            Ok(m) => Some(m),
+    let master = match &args.master_log {
+        Some(header) => match crate::report::log::HostLog::create(&log_dir, kind, "all", &ts) {
+            Ok(m) => {
+                m.text(header);
+                Some(m)
+            }
             Err(e) => {
                 eprintln!(
-                    "warning: could not create the {name} log in {}: {e}",
+                    "warning: could not create the run's log in {}: {e}",
                     log_dir.display()
                 );
                 None
@@ -495,8 +473,8 @@ pub async fn run(
         if !args.keep_going && !outcome.result.succeeded() {
             stop_the_run(&halt_tx, &outcome);
         }
-        if let Some(m) = &mut master {
-            m.finished(&outcome);
+        if let Some(m) = &master {
+            m.note(&finished_line(&outcome));
         }
         if canaries.contains(&outcome.host) {
             canary_results.insert(outcome.host.clone(), outcome.result);
@@ -525,8 +503,8 @@ pub async fn run(
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = super::run_exit_code(outcomes.iter().map(|o| o.result));
     summary(&outcomes, opts.mode);
-    if let Some(m) = &mut master {
-        m.end(&render_summary(&outcomes, opts.mode, |_, text| {
+    if let Some(m) = &master {
+        m.text(&render_summary(&outcomes, opts.mode, |_, text| {
             text.to_string()
         }));
     }

@@ -23,7 +23,6 @@ pub mod rescue;
 pub mod sshkey;
 pub mod wait;
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 pub use crate::cli::{CreateArgs, IsoCommand};
@@ -93,8 +92,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Progress {
-        let tty = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        let bar = tty.then(|| {
+        // The one decision of the live display (`--color`, NO_COLOR, -v, a
+        // terminal) holds here too.
+        let bar = crate::report::progress::is_live().then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.enable_steady_tick(Duration::from_millis(100));
             b

@@ -97,20 +97,30 @@ impl HostLog {
     }
 
     pub fn note(&self, msg: &str) {
-        if let Ok(mut f) = self.file.lock() {
-            let _ = writeln!(
-                f,
-                "[{}] {}",
-                chrono::Local::now().format("%H:%M:%S%.3f"),
-                self.redactor.apply(msg)
-            );
-        }
+        self.write_line(&format!(
+            "[{}] {}",
+            chrono::Local::now().format("%H:%M:%S%.3f"),
+            self.redactor.apply(msg)
+        ));
     }
 
     /// A timestamped line in the log.
+    /// Lines as they are (no timestamp), without the host's secrets.
+    pub fn text(&self, text: &str) {
+        for line in text.lines() {
+            self.write_line(&self.redactor.apply(line));
+        }
+    }
+
+    /// One line, in one write: a command's lines arrive one by one while it
+    /// runs (a build prints thousands), and the file is not buffered, so
+    /// what is written is never half a line and costs one system call.
     fn write_line(&self, line: &str) {
+        let mut text = String::with_capacity(line.len() + 1);
+        text.push_str(line);
+        text.push('\n');
         if let Ok(mut f) = self.file.lock() {
-            let _ = writeln!(f, "{line}");
+            let _ = f.write_all(text.as_bytes());
         }
     }
 

@@ -108,6 +108,7 @@ impl Live {
     fn line<R>(&self, host: &str, f: impl FnOnce(&mut HostLine) -> R) -> R {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let width = self.width.load(Ordering::Relaxed).max(host.len());
+        let fresh = !hosts.contains_key(host);
         let line = hosts.entry(host.to_string()).or_insert_with(|| {
             let bar = self
                 .multi
@@ -121,19 +122,20 @@ impl Live {
                 state: State::Waiting,
             }
         });
+        let before = line.state;
         let r = f(line);
-        let mut count = BTreeMap::new();
-        for l in hosts.values() {
-            *count.entry(l.state as u8).or_insert(0usize) += 1;
+        // The stats line changes only when a host's place in the run does
+        // (or a host joins), not on every line of output.
+        if fresh || line.state != before {
+            let n = |s: State| hosts.values().filter(|l| l.state == s).count();
+            self.stats.set_message(format!(
+                "{} running, {} done, {} failed, {} waiting",
+                n(State::Running),
+                n(State::Done),
+                n(State::Failed),
+                n(State::Waiting)
+            ));
         }
-        let n = |s: State| count.get(&(s as u8)).copied().unwrap_or(0);
-        self.stats.set_message(format!(
-            "{} running, {} done, {} failed, {} waiting",
-            n(State::Running),
-            n(State::Done),
-            n(State::Failed),
-            n(State::Waiting)
-        ));
         r
     }
 }
