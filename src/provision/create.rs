@@ -588,5 +588,18 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(e.kind, Kind::Timeout, "{}", e.message);
+
+        // An action Hetzner reports as failed: an API failure naming it.
+        let cloud = FakeCloud::new();
+        cloud.state().action_error = Some(("no_space".into(), "no capacity left".into()));
+        let e = server_for(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, Kind::Api, "{}", e.message);
+        assert!(
+            e.message.contains("failed: no capacity left (no_space)"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -24,6 +24,8 @@ pub struct State {
     pub create_then_fail: Option<ApiError>,
     /// How many polls a new action stays running.
     pub action_polls: u32,
+    /// How new actions end: `Some((code, message))` makes them fail.
+    pub action_error: Option<(String, String)>,
     pub next_id: i64,
 }
 
@@ -118,8 +120,8 @@ impl FakeCloud {
     fn new_action(s: &mut State) -> i64 {
         s.next_id += 1;
         let id = s.next_id;
-        let polls = s.action_polls;
-        s.actions.insert(id, (polls, None));
+        let (polls, outcome) = (s.action_polls, s.action_error.clone());
+        s.actions.insert(id, (polls, outcome));
         id
     }
 }

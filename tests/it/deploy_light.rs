@@ -279,12 +279,7 @@ fn a_second_concurrent_deploy_is_refused() {
     let mut first = w.spawn_pantheros(&flake, &["deploy", "alpha", "--yes"]);
     // Wait until the first holds the lock.
     let start = std::time::Instant::now();
-    while !w
-        .host("alpha")
-        .exec(&["test", "-d", "/var/lib/pantheros/lock"])
-        .status
-        .success()
-    {
+    while !w.host("alpha").locked() {
         assert!(
             start.elapsed().as_secs() < 20,
             "the first deploy never took the lock"
@@ -652,10 +647,7 @@ fn a_failing_canary_leaves_the_rest_of_the_rollout_untouched() {
     );
     assert_eq!(w.generation_marker("canary"), "1");
     assert_eq!(w.generation_marker("rest"), "1");
-    let lock = w
-        .host("rest")
-        .exec(&["test", "-e", "/var/lib/pantheros/lock"]);
-    assert!(!lock.status.success(), "rest kept its lock");
+    assert!(!w.host("rest").locked(), "rest kept its lock");
 
     write_fleet(
         &flake,
@@ -704,12 +696,7 @@ fn a_fleet_run_ends_with_what_went_wrong_on_each_failed_host() {
         "{v}"
     );
     assert_eq!(w.generation_marker("good"), "");
-    assert!(
-        !w.host("good")
-            .exec(&["test", "-e", "/var/lib/pantheros/lock"])
-            .status
-            .success()
-    );
+    assert!(!w.host("good").locked());
 
     let out = w.pantheros(
         &flake,
@@ -808,10 +795,7 @@ fn rollback_succeeded_returns_the_switched_hosts_when_one_fails() {
     assert_eq!(w.generation_marker("fine"), "1");
     assert_eq!(w.profile_target("fine"), gen1);
     assert_eq!(w.generation_marker("broken"), "1");
-    let lock = w
-        .host("fine")
-        .exec(&["test", "-e", "/var/lib/pantheros/lock"]);
-    assert!(!lock.status.success(), "fine kept a lock");
+    assert!(!w.host("fine").locked(), "fine kept a lock");
 }
 
 /// One-off overrides: the flake's address is wrong, `--target-host` names

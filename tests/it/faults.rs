@@ -163,7 +163,7 @@ fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
     let out = w.pantheros(&flake, &["deploy", "alpha", "--build-only", "--break-lock"]);
     assert_exit(&out, 0);
     w.host("alpha")
-        .exec_ok(&["test", "-d", "/var/lib/pantheros/lock"]);
+        .exec_ok(&["test", "-d", testworld::TARGET_LOCK]);
     write_fleet(&flake, &[w.fixture_host("alpha", 2, "")]);
     let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--break-lock"]);
     assert_exit(&out, 0);
@@ -194,7 +194,7 @@ fn break_lock_refuses_a_live_holder_and_breaks_a_dead_one() {
     );
     assert_eq!(w.generation_marker("alpha"), "3");
     w.host("alpha")
-        .exec_ok(&["sh", "-c", "test ! -e /var/lib/pantheros/lock"]);
+        .exec_ok(&["sh", "-c", &format!("test ! -e {}", testworld::TARGET_LOCK)]);
     // rollback knows the flag (no usage error).
     let out = w.pantheros(&flake, &["rollback", "alpha", "--yes", "--break-lock"]);
     assert_exit(&out, 0);
@@ -261,10 +261,7 @@ fn a_copy_onto_a_full_disk_says_so_and_leaves_nothing_behind() {
     assert!(!err.contains("check that you can `ssh`"), "{err}");
     assert_eq!(w.profile_target("alpha"), gen1);
     assert_eq!(w.generation_marker("alpha"), "1");
-    let lock = w
-        .host("alpha")
-        .exec(&["test", "-e", "/var/lib/pantheros/lock"]);
-    assert!(!lock.status.success(), "the lock was left behind");
+    assert!(!w.host("alpha").locked(), "the lock was left behind");
     // Nothing of the failed copy stays in the store: its space is back.
     let used =
         stdout(
@@ -374,22 +371,8 @@ fn a_switch_that_reboots_the_host_is_judged_by_what_came_back() {
         w.host(h)
             .exec_ok(&["rm", "-f", "/run/pantheros-fixture/activation-started"]);
     }
-    let bin = testworld::pantheros_bin();
-    let child = w
-        .client(&[
-            bin.to_str().unwrap(),
-            "deploy",
-            "steady",
-            "sick",
-            "--yes",
-            "--json",
-        ])
-        .current_dir(&flake)
-        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        w.spawn_pantheros_captured(&flake, &["deploy", "steady", "sick", "--yes", "--json"]);
     let start = std::time::Instant::now();
     let mut pending = vec!["steady", "sick"];
     while !pending.is_empty() {
@@ -452,13 +435,7 @@ fn a_switch_that_reboots_the_host_is_judged_by_what_came_back() {
     assert_eq!(running("sick"), gen1);
     assert_eq!(w.generation_marker("sick"), "1");
     for h in ["steady", "sick"] {
-        assert!(
-            !w.host(h)
-                .exec(&["test", "-e", "/var/lib/pantheros/lock"])
-                .status
-                .success(),
-            "{h} is still locked"
-        );
+        assert!(!w.host(h).locked(), "{h} is still locked");
     }
 }
 

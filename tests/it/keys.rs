@@ -82,22 +82,7 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
 
     // The deploy runs while the process table (one PID namespace for the
     // deployer, its ssh, and the host's sshd and shells) is sampled.
-    let bin = testworld::pantheros_bin();
-    let child = w
-        .client(&[
-            bin.to_str().unwrap(),
-            "-vv",
-            "deploy",
-            "alpha",
-            "--yes",
-            "--json",
-        ])
-        .current_dir(&flake)
-        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = w.spawn_pantheros_captured(&flake, &["-vv", "deploy", "alpha", "--yes", "--json"]);
     let pid = child.id();
     let sampler = std::thread::spawn(move || {
         let mut samples = 0;

@@ -645,7 +645,9 @@ fn the_token_of_the_hcloud_cli_context_is_used() {
     // The active context's token is the one sent: it is refused (401 → 20).
     let out = e.run_with(&["provision", "list"], &[]);
     assert_exit(&out, 20);
-    assert_stderr_has(&out, &["hcloud CLI's context"]);
+    // Hetzner refused exactly that token (no token at all would say so
+    // instead), and the hint names where pantheros looks.
+    assert_stderr_has(&out, &["(unauthorized, HTTP 401)", "hcloud CLI's context"]);
     // HCLOUD_CONTEXT picks the working one; nothing else is needed.
     let out = e.run_with(
         &["provision", "list", "--json"],

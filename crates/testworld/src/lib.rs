@@ -254,6 +254,9 @@ fn reap_stale_worlds() {
     }
 }
 
+/// Where pantheros keeps a target's deploy lock (src/deploy/preflight.rs).
+pub const TARGET_LOCK: &str = "/var/lib/pantheros/lock";
+
 /// A light host: a network namespace and an anchor with private /run, /nix, /etc/nix.
 pub struct LightHost {
     pub name: String,
@@ -384,6 +387,11 @@ impl LightHost {
                 .success()
             },
         );
+    }
+
+    /// Whether a deploy lock is on this host (pantheros' lock directory).
+    pub fn locked(&self) -> bool {
+        self.exec(&["test", "-e", TARGET_LOCK]).status.success()
     }
 
     /// This host's private /nix, as seen from the root mount namespace.
@@ -1180,14 +1188,23 @@ pub fn render(expr: &str) -> String {
 impl World {
     /// Start `pantheros ARGS` from the client namespace in the background.
     pub fn spawn_pantheros(&self, dir: &Path, args: &[&str]) -> Child {
+        self.spawn_pantheros_with(dir, args, Stdio::null)
+    }
+
+    /// The same, with stdout and stderr kept for `wait_with_output`.
+    pub fn spawn_pantheros_captured(&self, dir: &Path, args: &[&str]) -> Child {
+        self.spawn_pantheros_with(dir, args, Stdio::piped)
+    }
+
+    fn spawn_pantheros_with(&self, dir: &Path, args: &[&str], io: fn() -> Stdio) -> Child {
         let bin = pantheros_bin();
         let mut argv = vec![bin.to_str().unwrap()];
         argv.extend_from_slice(args);
         self.client(&argv)
             .current_dir(dir)
             .env("PANTHEROS_LOG_DIR", self.path().join("logs"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(io())
+            .stderr(io())
             .spawn()
             .expect("start pantheros")
     }
