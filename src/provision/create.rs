@@ -41,11 +41,7 @@ pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<
         eprintln!("  next:     pantheros provision install {}", out.name);
     }
     if args.json {
-        let mut doc = serde_json::to_value(&out).unwrap_or_default();
-        if let Some(m) = doc.as_object_mut() {
-            m.insert("version".into(), crate::report::JSON_VERSION.into());
-        }
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::report::print_document(&out);
     }
     Ok(exit::OK)
 }

@@ -217,11 +217,7 @@ pub async fn install(args: &InstallArgs, built: &Built) -> Result<i32, Failure> 
     eprintln!("  host key pinned in {}", done.known_hosts.display());
     eprintln!("  next: pantheros deploy {}", args.host);
     if args.json {
-        let mut doc = serde_json::to_value(&done).unwrap_or_default();
-        if let Some(m) = doc.as_object_mut() {
-            m.insert("version".into(), crate::report::JSON_VERSION.into());
-        }
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::report::print_document(&done);
     }
     Ok(exit::OK)
 }

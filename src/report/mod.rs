@@ -117,6 +117,16 @@ pub fn say(host: &str, msg: &str) {
 /// version. The schemas are in docs/json/.
 pub const JSON_VERSION: u64 = 1;
 
+/// Print `value` (an object) as a `--json` document: pretty, with its
+/// `version` field.
+pub fn print_document(value: &impl serde::Serialize) {
+    let mut doc = serde_json::to_value(value).unwrap_or_default();
+    if let Some(m) = doc.as_object_mut() {
+        m.insert("version".into(), JSON_VERSION.into());
+    }
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
 /// The `--json` document of a run that ended with an error before any host
 /// ran: the exit code, the error and its hint, and no hosts.
 pub fn error_document(e: &Error) -> String {
