@@ -67,6 +67,7 @@
         provision = subcommandApp pkgs "provision" "Create Hetzner Cloud servers and install NixOS on them";
         up = subcommandApp pkgs "up" "From nothing to a verified Hetzner host: create, install, deploy";
         hosts = subcommandApp pkgs "hosts" "List the fleet and its deployment metadata";
+        validate = subcommandApp pkgs "validate" "Check a deployed Flashpods host against its configuration (the sign-off table)";
       });
 
       nixosModules = {

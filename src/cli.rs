@@ -150,6 +150,7 @@ impl Cli {
             Command::Rollback(a) => a.activation.json,
             Command::Provision(p) => p.wants_json(),
             Command::Up(a) => a.json,
+            Command::Validate(a) => a.json,
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
         }
@@ -172,6 +173,8 @@ pub enum Command {
     Provision(ProvisionCommand),
     /// From nothing to a verified host: create its server, install NixOS, deploy (each step skipped when done).
     Up(UpArgs),
+    /// Check a deployed Flashpods host against its own configuration (the checklist's Phase 4) and print the sign-off table.
+    Validate(ValidateArgs),
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -565,6 +568,39 @@ pub struct UpArgs {
     /// Where logs go (default: <flake>/logs).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The host (from the flake) that runs Flashpods (`services.flashpods.enable`).
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// A WireGuard handshake older than this many seconds fails the WireGuard row.
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+    pub handshake_within: u64,
+    /// Image for the test containers on the host (needs `sh` and `nc`; pulled when missing).
+    #[arg(
+        long,
+        default_value = "docker.io/library/alpine:latest",
+        value_name = "IMAGE"
+    )]
+    pub image: String,
+    /// An internet address the containers must reach.
+    #[arg(
+        long,
+        default_value = "api.anthropic.com:443",
+        value_name = "HOST:PORT"
+    )]
+    pub internet: String,
+    /// The host's public address, where the API must not answer (default: the address ssh connects to, from `ssh -G`).
+    #[arg(long, value_name = "ADDRESS")]
+    pub public_address: Option<String>,
+    /// Seconds each probe may take.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Print one JSON document on stdout: every row with its result, evidence and hint.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -71,6 +71,14 @@ pub mod exit {
             33,
             "install: the server does not run the host's configuration, or presents a host key pantheros did not make",
         ),
+        (
+            40,
+            "validate: a check failed (the failing rows are named, each with a hint)",
+        ),
+        (
+            41,
+            "validate: the host does not run Flashpods (`services.flashpods.enable` is not set)",
+        ),
     ];
 
     /// Everything asked for was done.
@@ -94,6 +102,10 @@ pub mod exit {
     /// `keys upload`: a host's keys could not all be read or written (each
     /// key that was written is whole).
     pub const KEYS_FAILED: i32 = 8;
+    /// validate: at least one row failed.
+    pub const VALIDATE_FAILED: i32 = 40;
+    /// validate: the host does not run Flashpods.
+    pub const NOT_FLASHPODS: i32 = 41;
     /// No flake.nix was found.
     pub const NO_FLAKE: i32 = 10;
     /// The flake has no `nixosConfigurations` output.

@@ -15,3 +15,4 @@ pub mod provision;
 pub mod report;
 pub mod runner;
 pub mod target;
+pub mod validate;

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod provision;
 pub mod rollback;
 pub mod up;
+pub mod validate;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Rollback(args) => rollback::rollback(cli.flake.as_deref(), &cwd, args).await,
         Command::Provision(args) => provision::provision(cli.flake.as_deref(), &cwd, args).await,
         Command::Up(args) => up::up(cli.flake.as_deref(), &cwd, args).await,
+        Command::Validate(args) => validate::validate(cli.flake.as_deref(), &cwd, args).await,
         Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
             keys::upload(cli.flake.as_deref(), &cwd, args).await
         }
@@ -73,6 +75,7 @@ pub async fn selected_hosts(
     let opts = inventory::EvalOptions {
         drv_for: Some(selectors.to_vec()),
         disko,
+        flashpods_for: None,
     };
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
@@ -147,6 +150,7 @@ pub async fn flake_hosts(
             drv_path: None,
             system: None,
             disko_drv_path: None,
+            flashpods: None,
         };
         return Ok((vec![host], root));
     }

@@ -218,6 +218,10 @@ pub struct Host {
     /// (an installation) and only when the host declares one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disko_drv_path: Option<String>,
+    /// What the host's Flashpods configuration declares, only when asked
+    /// for (`validate`) and only when the host runs Flashpods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flashpods: Option<crate::validate::spec::Flashpods>,
 }
 
 impl Host {
@@ -336,6 +340,9 @@ pub struct EvalOptions {
     /// With `drv_for`: also the derivation of disko's script
     /// (`system.build.diskoScript`), for an installation.
     pub disko: bool,
+    /// Also the Flashpods summary (`validate`'s input) of the hosts these
+    /// selectors pick.
+    pub flashpods_for: Option<Vec<String>>,
 }
 
 /// A Nix regular expression (POSIX ERE, for `builtins.match`) equivalent
@@ -407,31 +414,41 @@ fn nix_string(s: &str) -> String {
     out
 }
 
-/// The function that turns one configuration into what pantheros needs.
+/// The function that turns one configuration into what pantheros needs:
+/// the deployment metadata, and for the hosts the options pick, the
+/// toplevel's derivation (with disko's) and the Flashpods summary.
 fn inspect_fn(opts: &EvalOptions) -> String {
-    match &opts.drv_for {
-        None => {
-            r#"(name: cfg: { deployment = cfg.config.pantheros.deployment or null; })"#.to_string()
-        }
-        Some(selectors) => format!(
-            r#"(name: cfg:
-      let
-        c = cfg.config;
-        d = c.pantheros.deployment or null;
-        top = c.system.build.toplevel;
-        want = {want};
-      in {{ deployment = d; }}
-        // (if want name (if d == null then {{ }} else d)
-            then {{ drvPath = top.drvPath; system = top.system or null; }}{disko}
-            else {{ }}))"#,
+    let mut extra = String::new();
+    if let Some(selectors) = &opts.drv_for {
+        extra.push_str(&format!(
+            r#"
+        // (if ({want}) name dd
+            then {{ drvPath = c.system.build.toplevel.drvPath; system = c.system.build.toplevel.system or null; }}{disko}
+            else {{ }})"#,
             want = want_fn(selectors),
             disko = if opts.disko {
                 " // { diskoDrvPath = (c.system.build.diskoScript or { drvPath = null; }).drvPath; }"
             } else {
                 ""
             }
-        ),
+        ));
     }
+    if let Some(selectors) = &opts.flashpods_for {
+        extra.push_str(&format!(
+            r#"
+        // (if ({want}) name dd then {{ flashpods = ({summary}) c; }} else {{ }})"#,
+            want = want_fn(selectors),
+            summary = crate::validate::spec::SUMMARY_NIX,
+        ));
+    }
+    format!(
+        r#"(name: cfg:
+      let
+        c = cfg.config;
+        d = c.pantheros.deployment or null;
+        dd = if d == null then {{ }} else d;
+      in {{ deployment = d; }}{extra})"#
+    )
 }
 
 /// The `--apply` expression for all hosts: each host is evaluated under
@@ -483,6 +500,8 @@ struct RawHost {
     system: Option<String>,
     #[serde(default, rename = "diskoDrvPath")]
     disko_drv_path: Option<String>,
+    #[serde(default)]
+    flashpods: Option<crate::validate::spec::Flashpods>,
 }
 
 impl RawHost {
@@ -493,6 +512,7 @@ impl RawHost {
             drv_path: self.drv_path,
             system: self.system,
             disko_drv_path: self.disko_drv_path,
+            flashpods: self.flashpods,
             name,
         }
     }
@@ -694,6 +714,7 @@ mod tests {
                 deployment: None,
                 drv_path: None,
                 disko_drv_path: None,
+                flashpods: None,
                 system: None,
             }
             .into_host(name.into());

@@ -305,6 +305,20 @@ impl Target {
         }
     }
 
+    /// `ssh -G`: the settings ssh would use for this host, its real
+    /// address (`hostname`) among them. None for a local target.
+    pub fn resolve_cmd(&self) -> Option<Cmd> {
+        match self.kind {
+            Kind::Local => None,
+            Kind::Ssh => {
+                let mut v = vec!["ssh".to_string(), "-G".into()];
+                v.extend(self.common_options());
+                v.push(self.destination());
+                Some(Cmd::new(v).timeout(Duration::from_secs(10)))
+            }
+        }
+    }
+
     /// Close the master connection (best effort).
     pub async fn close(&self) {
         if let Kind::Ssh = self.kind {

@@ -80,7 +80,12 @@ pub const COPY_CLEANUP: Script = Script {
     body: include_str!("scripts/copy-cleanup.sh"),
 };
 
-pub const ALL: [Script; 15] = [
+pub const VALIDATE: Script = Script {
+    name: "validate.sh",
+    body: include_str!("scripts/validate.sh"),
+};
+
+pub const ALL: [Script; 16] = [
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -96,6 +101,7 @@ pub const ALL: [Script; 15] = [
     STATUS,
     CONFIRM,
     HEALTH,
+    VALIDATE,
 ];
 
 impl Script {
@@ -183,6 +189,61 @@ pub fn closures_args(old: Option<&str>, new: &str) -> Vec<String> {
 }
 
 /// status.sh DIR, confirm.sh DIR
+/// `validate.sh`'s checks, one builder each (see the script's header).
+pub mod validate {
+    fn args(check: &str, rest: &[&str]) -> Vec<String> {
+        std::iter::once(check)
+            .chain(rest.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn handshakes(interface: &str) -> Vec<String> {
+        args("handshakes", &[interface])
+    }
+
+    pub fn listen(port: u16) -> Vec<String> {
+        args("listen", &[&port.to_string()])
+    }
+
+    pub fn rsync(address: &str, port: u16, module: &str, timeout: u64) -> Vec<String> {
+        args(
+            "rsync",
+            &[address, &port.to_string(), module, &timeout.to_string()],
+        )
+    }
+
+    /// One container labelled `label` (`KEY=VALUE`) tries each
+    /// (name, address, port).
+    pub fn container(
+        socket: &str,
+        image: &str,
+        label: &str,
+        timeout: u64,
+        probes: &[(&str, &str, u16)],
+    ) -> Vec<String> {
+        let mut v = args("container", &[socket, image, label, &timeout.to_string()]);
+        for (name, address, port) in probes {
+            v.extend([name.to_string(), address.to_string(), port.to_string()]);
+        }
+        v
+    }
+
+    pub fn spire(bin: &str, server_socket: &str, agent_socket: &str) -> Vec<String> {
+        args("spire", &[bin, server_socket, agent_socket])
+    }
+
+    pub fn svid(
+        socket: &str,
+        image: &str,
+        label: &str,
+        bin: &str,
+        agent_socket: &str,
+    ) -> Vec<String> {
+        args("svid", &[socket, image, label, bin, agent_socket])
+    }
+}
+
 pub fn dir_args(dir: &str) -> Vec<String> {
     vec![dir.into()]
 }
@@ -384,6 +445,46 @@ mod tests {
         );
         assert!(HealthArgs::default().is_empty());
         assert_eq!(health_args(&HealthArgs::default()), ["no", "0"]);
+    }
+
+    #[test]
+    fn validate_builders_follow_the_scripts_positions() {
+        assert_eq!(validate::handshakes("wg0"), ["handshakes", "wg0"]);
+        assert_eq!(validate::listen(8080), ["listen", "8080"]);
+        assert_eq!(
+            validate::rsync("10.0.0.1", 873, "uploads", 5),
+            ["rsync", "10.0.0.1", "873", "uploads", "5"]
+        );
+        assert_eq!(
+            validate::container(
+                "/run/flashpods/podman.sock",
+                "alpine",
+                "flashpods-job-type=worker",
+                3,
+                &[("api", "10.0.0.1", 8080), ("internet", "example.org", 443)]
+            ),
+            [
+                "container",
+                "/run/flashpods/podman.sock",
+                "alpine",
+                "flashpods-job-type=worker",
+                "3",
+                "api",
+                "10.0.0.1",
+                "8080",
+                "internet",
+                "example.org",
+                "443"
+            ]
+        );
+        assert_eq!(
+            validate::spire("/nix/store/x-spire/bin", "/s.sock", "/a.sock"),
+            ["spire", "/nix/store/x-spire/bin", "/s.sock", "/a.sock"]
+        );
+        assert_eq!(
+            validate::svid("/p.sock", "alpine", "k=agent", "/b", "/a.sock"),
+            ["svid", "/p.sock", "alpine", "k=agent", "/b", "/a.sock"]
+        );
     }
 
     #[test]

@@ -78,6 +78,7 @@ fn nix_run_of_each_app_runs_the_matching_subcommand() {
         ("rollback", "--list"),
         ("up", "--no-kamal"),
         ("hosts", "SELECTOR"),
+        ("validate", "--handshake-within"),
     ] {
         let out = run(app, &["--help"]);
         assert!(

@@ -246,6 +246,7 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
         "provision",
         "up",
         "hosts",
+        "validate",
     ] {
         assert_eq!(apps[app]["type"], "app", "{app}");
         assert!(
@@ -279,6 +280,34 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
             .ends_with("/modules/deployment.nix"),
         "{m}"
     );
+    // What `validate` reads of a host (the summary the inventory's one
+    // evaluation splices in): the Flashpods host's declared values, in the
+    // shape pantheros parses; null for a host without Flashpods.
+    let summary =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/validate/summary.nix"))
+            .unwrap();
+    let apply = format!("cfg: ({summary}) cfg.config");
+    let v = t.eval_ok("nixosConfigurations.hetzner-vps", &apply);
+    let spec: pantheros::validate::spec::Flashpods = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("the summary does not parse ({e}): {v}"));
+    assert_eq!(spec.wireguard.address, "10.0.0.1");
+    assert_eq!(spec.wireguard.listen_port, 51820);
+    assert!(!spec.wireguard.laptops.is_empty(), "{v}");
+    assert_eq!((spec.api.port, spec.rsync.port), (8080, 873));
+    assert_eq!(spec.rsync.module_name, "uploads");
+    assert_eq!(spec.podman_socket, "/run/flashpods/podman.sock");
+    let spire = spec.spire.expect("the example host runs SPIRE");
+    assert_eq!(spire.trust_domain, "flashpods.local");
+    assert_eq!(spire.job_types, ["worker", "agent"]);
+    assert_eq!(spire.entries.len(), 2);
+    assert_eq!(spire.agent_socket, "/run/spire/agent/public/api.sock");
+    assert_eq!(spire.server_socket, "/run/spire/server/private/api.sock");
+    assert!(
+        spire.bin.starts_with("/nix/store/") && spire.bin.ends_with("/bin"),
+        "{}",
+        spire.bin
+    );
+    assert_eq!(t.eval_ok("nixosConfigurations.yoga", &apply), Value::Null);
 }
 
 #[test]

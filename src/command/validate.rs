@@ -1,0 +1,204 @@
+//! `pantheros validate HOST`: evaluate the flake once (the host's deployment
+//! metadata and its Flashpods summary), connect, run the checks
+//! ([`crate::validate`]), print the sign-off table (or `--json`) and exit
+//! 40 when a row failed.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::cli::ValidateArgs;
+use crate::error::{Error, Result, exit};
+use crate::runner;
+use crate::target::{self, Target};
+use crate::validate::{self, Options, Row, Seat};
+use crate::{inventory, nix, report};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    host: &'a str,
+    exit_code: i32,
+    checked_at: &'a str,
+    rows: &'a [Row],
+    failed: Vec<&'a str>,
+}
+
+/// `HOST:PORT` (an IPv6 address in brackets).
+pub fn parse_target(s: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::Usage(format!(
+            "--internet {s}: expected HOST:PORT, e.g. api.anthropic.com:443"
+        ))
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// The address ssh really connects to (`ssh -G`'s hostname), for the
+/// "not on the public address" check.
+async fn public_address(t: &Target) -> Result<String> {
+    let Some(cmd) = t.resolve_cmd() else {
+        return Err(Error::Usage(format!(
+            "{} is deployed locally: give its public address with --public-address",
+            t.name
+        )));
+    };
+    let out = runner::run_ok(&cmd).await.map_err(|f| Error::Coded {
+        code: exit::FAILED_NOTHING_CHANGED,
+        message: format!("could not read {}'s address from ssh's settings", t.name),
+        failure: Some(Box::new(f)),
+        hint: Some("give the host's public address with --public-address".into()),
+    })?;
+    ssh_hostname(&out.stdout).ok_or_else(|| Error::UnexpectedOutput {
+        command: cmd.argv.join(" "),
+        detail: "no `hostname` line".into(),
+    })
+}
+
+/// The `hostname` line of `ssh -G`.
+pub fn ssh_hostname(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("hostname "))
+        .map(|h| h.trim().to_string())
+}
+
+pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Result<i32> {
+    let internet = parse_target(&args.internet)?;
+    let flake = inventory::flake::resolve(flake, cwd)?;
+    let nix = nix::Nix::locate()?;
+    let selectors = vec![args.host.clone()];
+    let opts = inventory::EvalOptions {
+        flashpods_for: Some(selectors.clone()),
+        ..Default::default()
+    };
+    let inv = inventory::load(&nix, &flake, &opts).await?;
+    let selection = inv.select(&selectors)?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
+    }
+    let Some(host) = selection.hosts.iter().find(|h| h.name == args.host) else {
+        return Err(Error::Usage(format!(
+            "validate takes one host by name; {} is not one",
+            args.host
+        )));
+    };
+    let Some(spec) = host.flashpods.clone() else {
+        return Err(Error::Coded {
+            code: exit::NOT_FLASHPODS,
+            message: format!(
+                "{} does not run Flashpods: services.flashpods.enable is not set in its configuration",
+                host.name
+            ),
+            failure: None,
+            hint: Some(
+                "validate checks a Flashpods host: import pantheros.nixosModules.flashpods and set \
+                 services.flashpods.enable = true"
+                    .into(),
+            ),
+        });
+    };
+
+    let dir =
+        target::control_dir().map_err(|e| Error::io("making the SSH control directory", e))?;
+    let _cleanup = RemoveDir(dir.clone());
+    let target = Target::for_host(host, &dir, false);
+    if let Some(cmd) = target.connect_cmd() {
+        runner::run_ok(&cmd).await.map_err(|f| Error::Coded {
+            code: exit::FAILED_NOTHING_CHANGED,
+            message: format!("could not connect to {}; nothing was checked", host.name),
+            failure: Some(Box::new(f)),
+            hint: Some(format!(
+                "check `ssh {}` works (address, host key, user, key)",
+                target.destination()
+            )),
+        })?;
+    }
+    let public = match args.public_address.clone() {
+        Some(a) => a,
+        None => public_address(&target).await?,
+    };
+    let options = Options {
+        handshake_within: args.handshake_within,
+        image: args.image.clone(),
+        internet,
+        public_address: public,
+        timeout: args.timeout,
+    };
+    let seat = Seat {
+        target: &target,
+        timeout: args.timeout,
+    };
+    let rows = validate::validate(&spec, &seat, &options).await;
+    target.close().await;
+
+    let checked_at = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string();
+    let failed = validate::failed(&rows);
+    let code = if failed.is_empty() {
+        exit::OK
+    } else {
+        exit::VALIDATE_FAILED
+    };
+    let table = validate::render(&host.name, &checked_at, &rows);
+    if args.json {
+        eprint!("{table}");
+        report::print_document(&Document {
+            host: &host.name,
+            exit_code: code,
+            checked_at: &checked_at,
+            rows: &rows,
+            failed,
+        });
+    } else {
+        print!("{table}");
+    }
+    Ok(code)
+}
+
+/// Removes the run's SSH control directory however the run ends.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internet_targets_are_host_and_port() {
+        assert_eq!(
+            parse_target("api.anthropic.com:443").unwrap(),
+            ("api.anthropic.com".into(), 443)
+        );
+        assert_eq!(
+            parse_target("[2001:db8::1]:80").unwrap(),
+            ("2001:db8::1".into(), 80)
+        );
+        for bad in [
+            "example.org",
+            ":443",
+            "example.org:https",
+            "example.org:70000",
+        ] {
+            assert!(matches!(parse_target(bad), Err(Error::Usage(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_g_names_the_real_address() {
+        let g = "user root\nhostname 203.0.113.7\nport 22\n";
+        assert_eq!(ssh_hostname(g).as_deref(), Some("203.0.113.7"));
+        assert_eq!(ssh_hostname("user root\n"), None);
+    }
+}

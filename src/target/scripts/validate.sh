@@ -1,0 +1,96 @@
+# shellcheck shell=sh
+# validate.sh CHECK ARGS…: one host-side fact for `pantheros validate`, as
+# tagged lines the deployer parses and judges (this script only looks).
+# Not `set -e`: a probe that fails is a fact to report, not an error.
+set -u
+check=$1
+shift
+
+# The probe a container runs (busybox or alpine sh): TIMEOUT then
+# NAME ADDRESS PORT triples; one "PROBE NAME open|refused|unanswered …" each.
+# shellcheck disable=SC2016 # the container's shell expands it, not this one
+container_probe='t=$1; shift
+while [ $# -ge 3 ]; do
+  n=$1 a=$2 p=$3
+  shift 3
+  if out=$(nc -w "$t" "$a" "$p" </dev/null 2>&1); then
+    echo "PROBE $n open"
+  else
+    case $out in
+    *refused*) echo "PROBE $n refused" ;;
+    *) echo "PROBE $n unanswered $out" ;;
+    esac
+  fi
+done'
+
+# Run a command and print its exit status and its last lines, tagged.
+tagged() {
+  t_out=$("$@" 2>&1)
+  t_rc=$?
+  echo "EXIT $t_rc"
+  printf '%s\n' "$t_out" | tail -n 20 | sed 's/^/OUT /'
+}
+
+case "$check" in
+handshakes)
+  # handshakes IFACE: the host's clock, then each peer's last handshake
+  # (seconds since the epoch; 0 = never).
+  echo "NOW $(date +%s)"
+  if ! out=$(wg show "$1" latest-handshakes 2>&1); then
+    echo "ERROR $out"
+    exit 0
+  fi
+  printf '%s\n' "$out" | while read -r key at; do
+    [ -n "$key" ] && echo "PEER $key $at"
+  done
+  ;;
+listen)
+  # listen PORT: the local address of every TCP socket listening on PORT.
+  if ! out=$(ss -Hltn "sport = :$1" 2>&1); then
+    echo "ERROR $out"
+    exit 0
+  fi
+  printf '%s\n' "$out" | while read -r _ _ _ local _; do
+    [ -n "$local" ] && echo "LISTEN $local"
+  done
+  ;;
+rsync)
+  # rsync ADDRESS PORT MODULE TIMEOUT: list the module from the host itself
+  # (its own address is not a laptop's: rsyncd must refuse it).
+  tagged rsync --contimeout="$4" --timeout="$4" "rsync://$1:$2/$3/"
+  ;;
+container)
+  # container SOCKET IMAGE LABEL TIMEOUT [NAME ADDRESS PORT]…: one container
+  # with LABEL, started through the flashpods user's Podman socket, tries
+  # each address.
+  socket=$1 image=$2 label=$3 t=$4
+  shift 4
+  tagged podman --remote --url "unix://$socket" run --rm --pull=missing \
+    --label "$label" "$image" sh -c "$container_probe" probe "$t" "$@"
+  ;;
+spire)
+  # spire BIN SERVER_SOCKET AGENT_SOCKET: both healthchecks, the attested
+  # agents and the registration entries.
+  bin=$1 server=$2 agent=$3
+  echo "SECTION server-health"
+  tagged "$bin/spire-server" healthcheck -socketPath "$server"
+  echo "SECTION agent-health"
+  tagged "$bin/spire-agent" healthcheck -socketPath "$agent"
+  echo "SECTION agents"
+  tagged "$bin/spire-server" agent list -socketPath "$server" -output json
+  echo "SECTION entries"
+  tagged "$bin/spire-server" entry show -socketPath "$server" -output json
+  ;;
+svid)
+  # svid SOCKET IMAGE LABEL BIN AGENT_SOCKET: a container with LABEL asks
+  # the agent for its X.509 SVID (the store is mounted for the binary).
+  socket=$1 image=$2 label=$3 bin=$4 agent=$5
+  tagged podman --remote --url "unix://$socket" run --rm --pull=missing \
+    --label "$label" -v "$agent:$agent:ro" -v /nix/store:/nix/store:ro \
+    "$image" "$bin/spire-agent" api fetch x509 -socketPath "$agent"
+  ;;
+*)
+  echo "ERROR unknown check $check"
+  exit 2
+  ;;
+esac
