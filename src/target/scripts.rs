@@ -206,11 +206,8 @@ pub mod validate {
         args("listen", &[&port.to_string()])
     }
 
-    pub fn rsync(address: &str, port: u16, module: &str, timeout: u64) -> Vec<String> {
-        args(
-            "rsync",
-            &[address, &port.to_string(), module, &timeout.to_string()],
-        )
+    pub fn rsyncd() -> Vec<String> {
+        args("rsyncd", &[])
     }
 
     /// One container labelled `label` (`KEY=VALUE`) tries each
@@ -451,10 +448,7 @@ mod tests {
     fn validate_builders_follow_the_scripts_positions() {
         assert_eq!(validate::handshakes("wg0"), ["handshakes", "wg0"]);
         assert_eq!(validate::listen(8080), ["listen", "8080"]);
-        assert_eq!(
-            validate::rsync("10.0.0.1", 873, "uploads", 5),
-            ["rsync", "10.0.0.1", "873", "uploads", "5"]
-        );
+        assert_eq!(validate::rsyncd(), ["rsyncd"]);
         assert_eq!(
             validate::container(
                 "/run/flashpods/podman.sock",

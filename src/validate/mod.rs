@@ -184,9 +184,9 @@ pub async fn validate(spec: &Flashpods, seat: &Seat<'_>, opts: &Options) -> Vec<
         } else {
             over_tunnel(checks::RSYNC_WIREGUARD.0, checks::RSYNC_WIREGUARD.1)
         });
-        rows.push(timed!(checks::rsync_refused(spec, seat, opts).await));
+        rows.push(timed!(checks::rsync_allow(spec, seat).await));
     } else {
-        for (id, check) in [checks::RSYNC_WIREGUARD, checks::RSYNC_REFUSED] {
+        for (id, check) in [checks::RSYNC_WIREGUARD, checks::RSYNC_ALLOW] {
             rows.push(Row::not_run(
                 id,
                 check,

@@ -28,19 +28,6 @@ struct Tier {
     stub: PathBuf,
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for e in fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
 impl Tier {
     /// None (recorded as skipped; a failure under CI) without nix or a lib.
     fn new() -> Option<Tier> {
@@ -48,12 +35,6 @@ impl Tier {
             testworld::cannot_run("nix is not installed (bash scripts/setup)");
             return None;
         }
-        let Some(lib) = testworld::nixpkgs_lib() else {
-            testworld::cannot_run(
-                "no copy of nixpkgs' lib (set NIXPKGS_LIB, or keep ../shared/vendor/nixpkgs-lib beside the checkout)",
-            );
-            return None;
-        };
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().unwrap();
         let flake = dir.path().join("flake");
@@ -66,7 +47,7 @@ impl Tier {
         for d in [
             "nix", "modules", "hosts", "src", "examples", "bench", "crates",
         ] {
-            copy_dir(&root.join(d), &flake.join(d));
+            testworld::copy_dir(&root.join(d), &flake.join(d));
         }
         fs::create_dir_all(flake.join("scripts")).unwrap();
         fs::copy(
@@ -75,19 +56,9 @@ impl Tier {
         )
         .unwrap();
         for d in ["vm", "fixtures"] {
-            copy_dir(&root.join("tests").join(d), &flake.join("tests").join(d));
+            testworld::copy_dir(&root.join("tests").join(d), &flake.join("tests").join(d));
         }
-        let stub = dir.path().join("stub");
-        copy_dir(&root.join("tests/module-eval"), &stub);
-        // The lib's flake is its parent directory (nixpkgs.lib's layout).
-        let lib_flake = lib.parent().unwrap();
-        let template = fs::read_to_string(stub.join("flake.nix.in")).unwrap();
-        fs::write(
-            stub.join("flake.nix"),
-            template.replace("@NIXPKGS_LIB@", lib_flake.to_str().unwrap()),
-        )
-        .unwrap();
-        fs::remove_file(stub.join("flake.nix.in")).unwrap();
+        let stub = testworld::stand_in_nixpkgs(dir.path())?;
         Some(Tier {
             _dir: dir,
             flake,

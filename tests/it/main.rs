@@ -22,4 +22,5 @@ mod provision_install;
 mod renderers;
 mod rollback;
 mod spire_entries;
+mod validate;
 mod world;

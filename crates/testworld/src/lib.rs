@@ -94,6 +94,45 @@ pub fn nixpkgs_lib() -> Option<PathBuf> {
         .and_then(|p| p.canonicalize().ok())
 }
 
+/// Copy the directory tree `src` to `dst` (files and directories).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// The stand-in nixpkgs (and disko) flake of the evaluation tiers, made in
+/// `dir`: tests/module-eval with its flake.nix pointing at nixpkgs' real
+/// lib, whose `lib.nixosSystem` evaluates modules against the typed
+/// stand-in declarations. None (recorded; a failure under CI) without a lib.
+pub fn stand_in_nixpkgs(dir: &Path) -> Option<PathBuf> {
+    let Some(lib) = nixpkgs_lib() else {
+        cannot_run(
+            "no copy of nixpkgs' lib (set NIXPKGS_LIB, or keep ../shared/vendor/nixpkgs-lib beside the checkout)",
+        );
+        return None;
+    };
+    let stub = dir.join("stub");
+    copy_dir(&project_root().join("tests/module-eval"), &stub);
+    // The lib's flake is its parent directory (nixpkgs.lib's layout).
+    let lib_flake = lib.parent().unwrap();
+    let template = fs::read_to_string(stub.join("flake.nix.in")).unwrap();
+    fs::write(
+        stub.join("flake.nix"),
+        template.replace("@NIXPKGS_LIB@", lib_flake.to_str().unwrap()),
+    )
+    .unwrap();
+    fs::remove_file(stub.join("flake.nix.in")).unwrap();
+    Some(stub)
+}
+
 /// Why the world cannot be built here, if it cannot.
 pub fn missing_prerequisite() -> Option<String> {
     // SAFETY: geteuid has no preconditions.

@@ -23,12 +23,12 @@ while [ $# -ge 3 ]; do
   fi
 done'
 
-# Run a command and print its exit status and its last lines, tagged.
+# Run a command and print its exit status and its output, tagged.
 tagged() {
   t_out=$("$@" 2>&1)
   t_rc=$?
   echo "EXIT $t_rc"
-  printf '%s\n' "$t_out" | tail -n 20 | sed 's/^/OUT /'
+  printf '%s\n' "$t_out" | sed 's/^/OUT /'
 }
 
 case "$check" in
@@ -54,10 +54,29 @@ listen)
     [ -n "$local" ] && echo "LISTEN $local"
   done
   ;;
-rsync)
-  # rsync ADDRESS PORT MODULE TIMEOUT: list the module from the host itself
-  # (its own address is not a laptop's: rsyncd must refuse it).
-  tagged rsync --contimeout="$4" --timeout="$4" "rsync://$1:$2/$3/"
+rsyncd)
+  # rsyncd: the rsync daemon of this host's network namespace (pid, config
+  # file), then its config file's lines. Behind the firewall no address but
+  # a laptop's reaches rsyncd, so its own `hosts allow` is read, not probed.
+  self_ns=$(readlink /proc/self/ns/net)
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/ns/net" 2>/dev/null)" = "$self_ns" ] || continue
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    case "$cmd" in
+    *rsync*--daemon*) ;;
+    *) continue ;;
+    esac
+    conf=/etc/rsyncd.conf
+    for a in $cmd; do
+      case $a in
+      --config=*) conf=${a#--config=} ;;
+      esac
+    done
+    echo "DAEMON ${p#/proc/} $conf"
+    sed 's/^/OUT /' "$conf"
+    exit 0
+  done
+  echo "ERROR no rsync daemon runs on the host"
   ;;
 container)
   # container SOCKET IMAGE LABEL TIMEOUT [NAME ADDRESS PORT]…: one container

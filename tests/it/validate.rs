@@ -1,0 +1,719 @@
+//! `pantheros validate` against a Flashpods host made of real parts: a
+//! light host "server" with userspace WireGuard (wireguard-go), the
+//! rendered nftables table and rsyncd.conf, a stand-in API on the WireGuard
+//! address, rootful Podman behind the flashpods socket path with netavark's
+//! NAT, and an "internet" host. The laptop is the client namespace, where
+//! pantheros runs, with its own WireGuard interface.
+//!
+//! The host's configuration is a flake evaluating the real
+//! `modules/flashpods` (and the deployment module) through the stand-in
+//! nixpkgs of the evaluation tiers. SPIRE itself cannot be built or
+//! installed here: the SPIRE rows run against stand-in `spire-server` and
+//! `spire-agent` CLIs (tests/fixtures/spire); the stand-in agent attests
+//! the calling container the way the docker attestor does (its pid's
+//! cgroup, the container's labels from Podman's socket), and its client
+//! runs inside the labelled container.
+//!
+//! First every row passes; then each property is broken on purpose and
+//! exactly its row fails.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testworld::{LightHost, World, render, stderr, stdout};
+
+const IMAGE: &str = "localhost/flashpods-validate:test";
+const PODMAN_SOCKET: &str = "/run/flashpods/podman.sock";
+const AGENT_SOCKET: &str = "/run/spire/agent/public/api.sock";
+
+fn keypair() -> (String, String) {
+    let private = stdout(&testworld::sh(&["wg", "genkey"])).trim().to_string();
+    let out = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(private.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    (private, stdout(&out).trim().to_string())
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The test flake: the real modules, evaluated through the stand-in nixpkgs.
+fn write_flake(dir: &Path, stub: &Path, w: &World, laptop_key: &str, spire: &Path) {
+    testworld::copy_dir(
+        &testworld::project_root().join("modules"),
+        &dir.join("modules"),
+    );
+    fs::write(
+        dir.join("flake.nix"),
+        format!(
+            r#"{{
+  inputs.nixpkgs.url = "path:{stub}";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.server = nixpkgs.lib.nixosSystem {{
+      modules = [
+        ./modules/deployment.nix
+        ./modules/flashpods
+        {{
+          nixpkgs.hostPlatform = "x86_64-linux";
+          pantheros.deployment = {{ {deployment} }};
+          services.flashpods = {{
+            enable = true;
+            wireguard.laptops.laptop = {{ address = "10.0.0.2"; publicKey = "{laptop_key}"; }};
+            # The stand-in SPIRE CLIs, as a package whose output is their directory.
+            spire.package = {{ type = "derivation"; name = "spire-standin"; outPath = "{spire}"; }};
+          }};
+        }}
+      ];
+    }};
+  }};
+}}
+"#,
+            stub = stub.display(),
+            deployment = w.deployment_for("server", ""),
+            spire = spire.display(),
+        ),
+    )
+    .unwrap();
+}
+
+/// A container image: busybox (sh, nc) and just enough of this machine's
+/// python3 for the stand-in spire-agent client, which sits at the same path
+/// as on the host.
+fn build_image(w: &World, spire: &Path, podman: &dyn Fn(&[&str]) -> std::process::Output) {
+    let rootfs = w.path().join("image");
+    for d in ["bin", "usr/bin", "etc", "tmp", "proc", "sys", "dev"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    let copy = |from: &Path| {
+        let to = rootfs.join(from.strip_prefix("/").unwrap());
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for a in ["sh", "nc", "sleep", "cat", "env"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+    }
+    std::os::unix::fs::symlink("/bin/busybox", rootfs.join("usr/bin/env")).unwrap();
+    // python3, its libraries and the modules the client imports.
+    let Ok(python) = fs::canonicalize("/usr/bin/python3") else {
+        panic!("the image needs /usr/bin/python3 (Debian's python3)");
+    };
+    fs::copy(&python, rootfs.join("usr/bin/python3")).unwrap();
+    let ldd = stdout(&testworld::sh(&["ldd", python.to_str().unwrap()]));
+    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+        copy(Path::new(lib));
+    }
+    // The same interpreter lists them (not another python3 on PATH).
+    let modules = stdout(&testworld::sh(&[
+        python.to_str().unwrap(),
+        "-c",
+        "import json, os, re, socket, struct, subprocess, sys\n\
+         print('\\n'.join(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)})))",
+    ]));
+    for m in modules.lines() {
+        copy(Path::new(m));
+    }
+    copy(&spire.join("bin/spire-agent"));
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    let tar = w.path().join("image.tar");
+    testworld::sh(&[
+        "tar",
+        "-C",
+        rootfs.to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        ".",
+    ]);
+    let out = podman(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/sh\"]",
+        tar.to_str().unwrap(),
+        IMAGE,
+    ]);
+    assert!(out.status.success(), "podman import: {}", stderr(&out));
+}
+
+struct Lab {
+    w: World,
+    flake: PathBuf,
+    internet_ip: String,
+    server_ip: String,
+    server_keys: (String, String),
+    laptop_keys: (String, String),
+    spire: PathBuf,
+    stub: PathBuf,
+    /// Long-running parts by name, so a break can restart one.
+    parts: Vec<(String, Child)>,
+}
+
+impl Lab {
+    fn server(&self) -> &LightHost {
+        self.w.host("server")
+    }
+
+    fn start(&mut self, name: &str, cmd: Command) {
+        let mut cmd = cmd;
+        let log = fs::File::create(self.w.path().join(format!("{name}.log"))).unwrap();
+        let child = cmd
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        self.parts.push((name.to_string(), child));
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some(i) = self.parts.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = self.parts.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn api(&mut self, address: &str) {
+        self.stop("api");
+        let bin = testworld::project_root().join("tests/fixtures/flashpods-api");
+        let cmd = self
+            .server()
+            .command(&[bin.to_str().unwrap(), address, "8080"]);
+        self.start("api", cmd);
+        let start = Instant::now();
+        while !self.listening("8080") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the API never listened: {}",
+                fs::read_to_string(self.w.path().join("api.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether something listens on TCP `port` on the server.
+    fn listening(&self, port: &str) -> bool {
+        !self
+            .server()
+            .exec_ok(&["ss", "-Hltn", &format!("sport = :{port}")])
+            .trim()
+            .is_empty()
+    }
+
+    fn rsyncd(&mut self, allow: &str) {
+        self.stop("rsyncd");
+        let uploads = self.w.path().join("uploads");
+        fs::create_dir_all(&uploads).unwrap();
+        testworld::sh(&["chmod", "0777", uploads.to_str().unwrap()]);
+        let text = render(&format!(
+            "(lib.rsyncd {{ address = \"10.0.0.1\"; allow = [ {allow} ]; path = \"{}\"; user = \"nobody\"; \
+             group = \"nogroup\"; pidFile = \"/run/rsyncd.pid\"; logFile = \"{}\"; }}).text",
+            uploads.display(),
+            self.w.path().join("rsyncd-daemon.log").display()
+        ));
+        let conf = self.w.path().join("rsyncd.conf");
+        fs::write(&conf, text).unwrap();
+        // A killed daemon leaves its pid file, which stops the next one.
+        let _ = self.server().exec(&["rm", "-f", "/run/rsyncd.pid"]);
+        let cmd = self.server().command(&[
+            "rsync",
+            "--daemon",
+            "--no-detach",
+            &format!("--config={}", conf.display()),
+        ]);
+        self.start("rsyncd", cmd);
+        let start = Instant::now();
+        // Listening (the firewall keeps even the host itself from connecting).
+        while !self.listening("873") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "rsyncd never listened: {}{}",
+                fs::read_to_string(self.w.path().join("rsyncd.log")).unwrap_or_default(),
+                fs::read_to_string(self.w.path().join("rsyncd-daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn firewall(&self, container_networks: &str) {
+        let fw = render(&format!(
+            "(lib.nftables {{ laptopAddresses = [ \"10.0.0.2\" ]; containerNetworks = [ {container_networks} ]; \
+             wireguardPort = 51820; }}).ruleset"
+        ));
+        let f = self.w.path().join("flashpods.nft");
+        fs::write(&f, fw).unwrap();
+        self.server().exec_ok(&["nft", "-f", f.to_str().unwrap()]);
+    }
+
+    /// The server's WireGuard peer: the laptop, by `key`.
+    fn server_peer(&self, key: &str) {
+        let conf = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[Peer]\nPublicKey = {key}\nAllowedIPs = 10.0.0.2/32\n",
+            self.server_keys.0
+        );
+        let f = self.w.path().join("server.wg.conf");
+        fs::write(&f, conf).unwrap();
+        self.server()
+            .exec_ok(&["wg", "setconf", "wg0", f.to_str().unwrap()]);
+    }
+
+    fn validate(&self) -> (i32, Value) {
+        let started = Instant::now();
+        let internet = format!("{}:80", self.internet_ip);
+        let out = self.w.pantheros(
+            &self.flake,
+            &[
+                "validate",
+                "server",
+                "--image",
+                IMAGE,
+                "--internet",
+                &internet,
+                "--timeout",
+                "2",
+                "--json",
+            ],
+        );
+        let doc = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "validate printed no JSON ({e}):\n{}\n{}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        eprintln!("validate took {:.1} s", started.elapsed().as_secs_f64());
+        (out.status.code().unwrap_or(-1), doc)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, mut c) in self.parts.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn results(doc: &Value) -> Vec<(String, String)> {
+    doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn row<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no row {id}: {doc}"))
+}
+
+/// Every row passed but the token exchange (no token service configured).
+#[track_caller]
+fn assert_signed_off(doc: &Value, code: i32) {
+    let res = results(doc);
+    let expected_ids = [
+        "wireguard",
+        "api-wireguard",
+        "api-not-public",
+        "api-listen",
+        "rsync-wireguard",
+        "rsync-allow",
+        "container-blocked",
+        "container-internet",
+        "spire-server",
+        "spire-agent",
+        "spire-entries",
+        "svid-worker",
+        "svid-agent",
+        "token-exchange",
+    ];
+    assert_eq!(
+        res.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        expected_ids,
+        "{doc:#}"
+    );
+    for (id, result) in &res {
+        let want = if id == "token-exchange" {
+            "not-run"
+        } else {
+            "passed"
+        };
+        assert_eq!(result, want, "{id}: {:#}", row(doc, id));
+    }
+    assert_eq!(code, 0, "{doc:#}");
+}
+
+/// Exactly `id` failed; `not_run` are the rows that could not run because of it.
+#[track_caller]
+fn assert_only_failed(doc: &Value, code: i32, id: &str, not_run: &[&str]) {
+    assert_eq!(code, 40, "{doc:#}");
+    assert_eq!(doc["failed"], serde_json::json!([id]), "{doc:#}");
+    for (rid, result) in results(doc) {
+        let want = if rid == id {
+            "failed"
+        } else if rid == "token-exchange" || not_run.contains(&rid.as_str()) {
+            "not-run"
+        } else {
+            "passed"
+        };
+        assert_eq!(
+            result,
+            want,
+            "{rid} when {id} is broken: {:#}",
+            row(doc, &rid)
+        );
+    }
+    assert!(
+        row(doc, id)["hint"].as_str().is_some_and(|h| !h.is_empty()),
+        "{:#}",
+        row(doc, id)
+    );
+}
+
+#[test]
+fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
+    for tool in [
+        "nix",
+        "wireguard-go",
+        "wg",
+        "nft",
+        "rsync",
+        "podman",
+        "runc",
+        "busybox",
+        "python3",
+    ] {
+        if testworld::which(tool).is_none() {
+            testworld::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
+            return;
+        }
+    }
+    let Some(mut w) = World::new() else { return };
+    let Some(stub) = testworld::stand_in_nixpkgs(w.path()) else {
+        return;
+    };
+    w.add_host("server");
+    w.add_host("internet");
+    let internet_ip = w.host("internet").ip.clone();
+    let server_ip = w.host("server").ip.clone();
+
+    // The stand-in SPIRE: its server's state (the declared entries, as the
+    // reconcile unit leaves them, and the host's attested agent).
+    let spire = w.path().join("spire");
+    fs::create_dir_all(spire.join("bin")).unwrap();
+    for cli in ["spire-server", "spire-agent"] {
+        fs::copy(
+            testworld::project_root()
+                .join("tests/fixtures/spire")
+                .join(cli),
+            spire.join("bin").join(cli),
+        )
+        .unwrap();
+    }
+    let id = |p: &str| serde_json::json!({ "trust_domain": "flashpods.local", "path": p });
+    let entry = |t: &str| {
+        serde_json::json!({
+            "id": format!("entry-{t}"), "spiffe_id": id(&format!("/{t}")), "parent_id": id("/host"),
+            "selectors": [{ "type": "docker", "value": format!("label:flashpods-job-type:{t}") }],
+            "_parent": "spiffe://flashpods.local/host"
+        })
+    };
+    fs::write(
+        spire.join("state.json"),
+        serde_json::json!({
+            "entries": [entry("worker"), entry("agent")],
+            "agents": [{ "id": id("/spire/agent/join_token/0f3c"), "attestation_type": "join_token", "banned": false }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let server_keys = keypair();
+    let laptop_keys = keypair();
+    let flake = w.path().join("flake");
+    write_flake(&flake, &stub, &w, &laptop_keys.1, &spire);
+    let mut lab = Lab {
+        w,
+        flake,
+        internet_ip,
+        server_ip,
+        server_keys,
+        laptop_keys,
+        spire,
+        stub,
+        parts: vec![],
+    };
+
+    // --- WireGuard: the server's wg0 and the laptop's own interface (the
+    // client namespace shares this machine's /run, so its name is unique).
+    let laptop_if = format!("wgv{}", std::process::id() % 100_000);
+    let cmd = lab.server().command(&["wireguard-go", "-f", "wg0"]);
+    lab.start("wg-server", cmd);
+    let cmd = lab.w.client(&["wireguard-go", "-f", &laptop_if]);
+    lab.start("wg-laptop", cmd);
+    wait_for("wireguard-go did not start on the server", 10, || {
+        lab.server()
+            .exec(&["test", "-S", "/run/wireguard/wg0.sock"])
+            .status
+            .success()
+    });
+    wait_for("wireguard-go did not start on the laptop", 10, || {
+        Path::new(&format!("/run/wireguard/{laptop_if}.sock")).exists()
+    });
+    lab.server_peer(&lab.laptop_keys.1.clone());
+    for argv in [
+        vec!["ip", "addr", "add", "10.0.0.1/24", "dev", "wg0"],
+        vec!["ip", "link", "set", "wg0", "up"],
+    ] {
+        lab.server().exec_ok(&argv);
+    }
+    let laptop_conf = lab.w.path().join("laptop.wg.conf");
+    fs::write(
+        &laptop_conf,
+        format!(
+            "[Interface]\nPrivateKey = {}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.0.0.0/24\nEndpoint = {}:51820\n",
+            lab.laptop_keys.0, lab.server_keys.1, lab.server_ip
+        ),
+    )
+    .unwrap();
+    for argv in [
+        vec!["wg", "setconf", &laptop_if, laptop_conf.to_str().unwrap()],
+        vec!["ip", "addr", "add", "10.0.0.2/24", "dev", &laptop_if],
+        vec!["ip", "link", "set", &laptop_if, "up"],
+    ] {
+        let out = lab.w.client_exec(&argv);
+        assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
+    }
+    wait_for(
+        "the laptop never reached the server over WireGuard",
+        15,
+        || {
+            lab.w
+                .client_exec(&["busybox", "ping", "-c", "1", "-W", "1", "10.0.0.1"])
+                .status
+                .success()
+        },
+    );
+
+    // --- Services: the API on the WireGuard address, rsyncd, the firewall.
+    lab.api("10.0.0.1");
+    lab.rsyncd("\"10.0.0.2\"");
+    let cmd = lab.w.host("internet").command(&[
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "0.0.0.0",
+        "--directory",
+        "/",
+    ]);
+    lab.start("internet", cmd);
+    lab.firewall("\"10.88.0.0/16\"");
+
+    // --- Podman: rootful here (rootless cannot run in this world), behind
+    // the flashpods user's socket path, with netavark's NAT for egress.
+    let server = lab.server();
+    server.mount_cgroups();
+    server.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    server.exec_ok(&["mkdir", "-p", "/run/flashpods", "/nix/store"]);
+    let pod = lab.w.path().join("podman");
+    fs::create_dir_all(&pod).unwrap();
+    // This machine cannot raise hard rlimits, and crun refuses its hybrid
+    // cgroups: low ulimits and runc (reference/test-world.md).
+    let conf = pod.join("containers.conf");
+    fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let storage = pod.join("storage");
+    let conf_env = format!("CONTAINERS_CONF={}", conf.display());
+    let podman_argv = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "env",
+            conf_env.as_str(),
+            "podman",
+            "--root",
+            storage.to_str().unwrap(),
+            "--runroot",
+            "/run/containers/storage",
+            "--tmpdir",
+            "/run/libpod",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let podman = |args: &[&str]| {
+        let v = podman_argv(args);
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        lab.server().exec(&v)
+    };
+    build_image(&lab.w, &lab.spire, &podman);
+    let service = podman_argv(&[
+        "system",
+        "service",
+        "--time=0",
+        &format!("unix://{PODMAN_SOCKET}"),
+    ]);
+    let service: Vec<&str> = service.iter().map(String::as_str).collect();
+    let cmd = lab.server().command(&service);
+    lab.start("podman", cmd);
+    wait_for("podman's socket never appeared", 15, || {
+        lab.server()
+            .exec(&["test", "-S", PODMAN_SOCKET])
+            .status
+            .success()
+    });
+
+    // --- The stand-in SPIRE agent, attesting through Podman's socket.
+    let agent = lab.spire.join("bin/spire-agent");
+    let cmd = lab.server().command(&[
+        agent.to_str().unwrap(),
+        "run",
+        "-socketPath",
+        AGENT_SOCKET,
+        "-podmanSocket",
+        PODMAN_SOCKET,
+    ]);
+    lab.start("spire-agent", cmd);
+    wait_for("the agent's socket never appeared", 10, || {
+        lab.server()
+            .exec(&["test", "-S", AGENT_SOCKET])
+            .status
+            .success()
+    });
+
+    // --- Everything as declared: every row passes, and the document
+    // follows its schema.
+    let (code, doc) = lab.validate();
+    assert_signed_off(&doc, code);
+    testworld::assert_schema(&doc, "validate");
+    assert!(
+        row(&doc, "svid-worker")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("spiffe://flashpods.local/worker"),
+        "{doc:#}"
+    );
+    assert!(
+        row(&doc, "api-not-public")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains(&lab.server_ip),
+        "the public address is the one ssh connects to: {doc:#}"
+    );
+    // The human table, as printed without --json.
+    let out = lab.w.pantheros(
+        &lab.flake,
+        &[
+            "validate",
+            "server",
+            "--image",
+            IMAGE,
+            "--internet",
+            &format!("{}:80", lab.internet_ip),
+            "--timeout",
+            "2",
+        ],
+    );
+    let table = stdout(&out);
+    assert!(
+        table.contains("=== Flashpods sign-off: server (")
+            && table.contains("13 passed, 0 failed, 1 not run"),
+        "{table}\n{}",
+        stderr(&out)
+    );
+
+    // --- Broken: the firewall's rule for the container networks removed.
+    // The catch-all drop still stops the container, but the declared rule
+    // did not reject it: the row says so.
+    lab.firewall("");
+    let (code, doc) = lab.validate();
+    assert_only_failed(&doc, code, "container-blocked", &[]);
+    assert!(
+        row(&doc, "container-blocked")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("unanswered"),
+        "{doc:#}"
+    );
+    lab.firewall("\"10.88.0.0/16\"");
+
+    // --- Broken: rsyncd's `hosts allow` widened to the whole network.
+    lab.rsyncd("\"10.0.0.0/24\"");
+    let (code, doc) = lab.validate();
+    assert_only_failed(&doc, code, "rsync-allow", &[]);
+    assert!(
+        row(&doc, "rsync-allow")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("hosts allow = 10.0.0.0/24"),
+        "{doc:#}"
+    );
+    lab.rsyncd("\"10.0.0.2\"");
+
+    // --- Broken: the API bound to every address (the public one among
+    // them); the firewall still hides it, the bind is wrong all the same.
+    lab.api("0.0.0.0");
+    let (code, doc) = lab.validate();
+    assert_only_failed(&doc, code, "api-listen", &[]);
+    assert!(
+        row(&doc, "api-listen")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("0.0.0.0:8080"),
+        "{doc:#}"
+    );
+    lab.api("10.0.0.1");
+
+    // --- Broken: a wrong WireGuard peer key (the configuration names a key
+    // that is not the laptop's, and the host was deployed with it). The rows
+    // that ride the tunnel are not run, never passed.
+    let wrong = keypair().1;
+    write_flake(&lab.flake, &lab.stub, &lab.w, &wrong, &lab.spire);
+    lab.server_peer(&wrong);
+    let (code, doc) = lab.validate();
+    assert_only_failed(
+        &doc,
+        code,
+        "wireguard",
+        &["api-wireguard", "rsync-wireguard"],
+    );
+    assert!(
+        row(&doc, "wireguard")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no handshake with laptop"),
+        "{doc:#}"
+    );
+}
