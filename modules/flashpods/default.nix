@@ -181,14 +181,24 @@ in
         default = null;
         description = ''
           The token service. Its unit is only created when this is set. It
-          gets FLASHPODS_TOKEN_SOCKET, FLASHPODS_SECRETS_FILE (a systemd
-          credential) and SPIFFE_ENDPOINT_SOCKET in its environment.
+          gets FLASHPODS_TOKEN_SOCKET, FLASHPODS_TOKEN_AUDIENCE,
+          FLASHPODS_SECRETS_FILE (a systemd credential) and
+          SPIFFE_ENDPOINT_SOCKET in its environment.
         '';
       };
       extraArgs = mkOption {
         type = types.listOf types.str;
         default = [ ];
         description = "Extra command-line arguments.";
+      };
+      audience = mkOption {
+        type = types.str;
+        default = "flashpods-token-service";
+        description = ''
+          The audience of the JWT-SVIDs the token service accepts (a job
+          fetches one for it and presents it as a bearer token); given to
+          the service as FLASHPODS_TOKEN_AUDIENCE.
+        '';
       };
     };
 
@@ -440,6 +450,7 @@ in
       requires = [ "flashpods-secrets.service" ];
       environment = {
         FLASHPODS_TOKEN_SOCKET = tokenSocket;
+        FLASHPODS_TOKEN_AUDIENCE = cfg.tokenService.audience;
         FLASHPODS_SECRETS_FILE = "%d/secrets.json";
         SPIFFE_ENDPOINT_SOCKET = "unix:///run/spire/agent/public/api.sock";
       };

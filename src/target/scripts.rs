@@ -239,6 +239,31 @@ pub mod validate {
     ) -> Vec<String> {
         args("svid", &[socket, image, label, bin, agent_socket])
     }
+
+    /// A container labelled `label` fetches a JWT-SVID for `audience`; the
+    /// host presents it to the token service at `token_socket`.
+    pub fn token(
+        socket: &str,
+        image: &str,
+        label: &str,
+        bin: &str,
+        agent_socket: &str,
+        token_socket: &str,
+        audience: &str,
+    ) -> Vec<String> {
+        args(
+            "token",
+            &[
+                socket,
+                image,
+                label,
+                bin,
+                agent_socket,
+                token_socket,
+                audience,
+            ],
+        )
+    }
 }
 
 pub fn dir_args(dir: &str) -> Vec<String> {
@@ -478,6 +503,14 @@ mod tests {
         assert_eq!(
             validate::svid("/p.sock", "alpine", "k=agent", "/b", "/a.sock"),
             ["svid", "/p.sock", "alpine", "k=agent", "/b", "/a.sock"]
+        );
+        assert_eq!(
+            validate::token(
+                "/p.sock", "alpine", "k=agent", "/b", "/a.sock", "/t.sock", "aud"
+            ),
+            [
+                "token", "/p.sock", "alpine", "k=agent", "/b", "/a.sock", "/t.sock", "aud"
+            ]
         );
     }
 

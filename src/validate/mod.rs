@@ -228,7 +228,17 @@ pub async fn validate(spec: &Flashpods, seat: &Seat<'_>, opts: &Options) -> Vec<
             }
         }
     }
-    rows.push(checks::token_exchange(spec));
+    // The token exchange: each job type's JWT-SVID for tokens.
+    match (&spec.spire, &spec.token_service) {
+        (Some(spire), Some(tokens)) => {
+            for job_type in &spire.job_types {
+                rows.push(timed!(
+                    checks::token(spec, spire, tokens, job_type, seat, opts).await
+                ));
+            }
+        }
+        _ => rows.push(checks::token_exchange_not_run(spec)),
+    }
     rows
 }
 

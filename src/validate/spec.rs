@@ -90,6 +90,8 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenService {
     pub socket: String,
+    /// The JWT-SVID audience the service accepts.
+    pub audience: String,
 }
 
 impl Spire {

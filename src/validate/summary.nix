@@ -51,5 +51,12 @@ else
           serverSocket = serverSettings.socket_path or "/run/spire/server/private/api.sock";
           agentSocket = agentSettings.socket_path or "/run/spire/agent/public/api.sock";
         };
-    tokenService = if f.tokenService.package == null then null else { socket = "${f.runDir}/token.sock"; };
+    tokenService =
+      if f.tokenService.package == null then
+        null
+      else
+        {
+          socket = "${f.runDir}/token.sock";
+          inherit (f.tokenService) audience;
+        };
   }

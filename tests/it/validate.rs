@@ -12,7 +12,8 @@
 //! `spire-agent` CLIs (tests/fixtures/spire); the stand-in agent attests
 //! the calling container the way the docker attestor does (its pid's
 //! cgroup, the container's labels from Podman's socket), and its client
-//! runs inside the labelled container.
+//! runs inside the labelled container. The token exchange runs against a
+//! stand-in token service that reads the stand-in JWT-SVIDs.
 //!
 //! First every row passes; then each property is broken on purpose and
 //! exactly its row fails.
@@ -77,6 +78,8 @@ fn write_flake(dir: &Path, stub: &Path, w: &World, laptop_key: &str, spire: &Pat
             wireguard.laptops.laptop = {{ address = "10.0.0.2"; publicKey = "{laptop_key}"; }};
             # The stand-in SPIRE CLIs, as a package whose output is their directory.
             spire.package = {{ type = "derivation"; name = "spire-standin"; outPath = "{spire}"; }};
+            # Set, so the token exchange runs (the test starts the stand-in service).
+            tokenService.package = {{ type = "derivation"; name = "token-standin"; outPath = "{spire}"; }};
           }};
         }}
       ];
@@ -123,7 +126,7 @@ fn build_image(w: &World, spire: &Path, podman: &dyn Fn(&[&str]) -> std::process
     let modules = stdout(&testworld::sh(&[
         python.to_str().unwrap(),
         "-c",
-        "import json, os, re, socket, struct, subprocess, sys\n\
+        "import base64, json, os, re, socket, struct, subprocess, sys\n\
          print('\\n'.join(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)})))",
     ]));
     for m in modules.lines() {
@@ -273,6 +276,12 @@ impl Lab {
     }
 
     fn validate(&self) -> (i32, Value) {
+        let (code, doc, _) = self.validate_output();
+        (code, doc)
+    }
+
+    /// The exit code, the document and everything printed (stdout, stderr).
+    fn validate_output(&self) -> (i32, Value, String) {
         let started = Instant::now();
         let internet = format!("{}:80", self.internet_ip);
         let out = self.w.pantheros(
@@ -297,7 +306,8 @@ impl Lab {
             )
         });
         eprintln!("validate took {:.1} s", started.elapsed().as_secs_f64());
-        (out.status.code().unwrap_or(-1), doc)
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        (out.status.code().unwrap_or(-1), doc, text)
     }
 }
 
@@ -333,7 +343,7 @@ fn row<'a>(doc: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row {id}: {doc}"))
 }
 
-/// Every row passed but the token exchange (no token service configured).
+/// Every row passed.
 #[track_caller]
 fn assert_signed_off(doc: &Value, code: i32) {
     let res = results(doc);
@@ -351,7 +361,8 @@ fn assert_signed_off(doc: &Value, code: i32) {
         "spire-entries",
         "svid-worker",
         "svid-agent",
-        "token-exchange",
+        "token-worker",
+        "token-agent",
     ];
     assert_eq!(
         res.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
@@ -359,12 +370,7 @@ fn assert_signed_off(doc: &Value, code: i32) {
         "{doc:#}"
     );
     for (id, result) in &res {
-        let want = if id == "token-exchange" {
-            "not-run"
-        } else {
-            "passed"
-        };
-        assert_eq!(result, want, "{id}: {:#}", row(doc, id));
+        assert_eq!(result, "passed", "{id}: {:#}", row(doc, id));
     }
     assert_eq!(code, 0, "{doc:#}");
 }
@@ -377,7 +383,7 @@ fn assert_only_failed(doc: &Value, code: i32, id: &str, not_run: &[&str]) {
     for (rid, result) in results(doc) {
         let want = if rid == id {
             "failed"
-        } else if rid == "token-exchange" || not_run.contains(&rid.as_str()) {
+        } else if not_run.contains(&rid.as_str()) {
             "not-run"
         } else {
             "passed"
@@ -613,10 +619,42 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
             .success()
     });
 
-    // --- Everything as declared: every row passes, and the document
-    // follows its schema.
-    let (code, doc) = lab.validate();
+    // --- The stand-in token service, with the job secrets.
+    let secrets = lab.w.path().join("secrets.json");
+    fs::write(
+        &secrets,
+        r#"{"ANTHROPIC_API_KEY": "sk-ant-SECRET-VALUE-1", "GITHUB_TOKEN": "ghp_SECRET-VALUE-2"}"#,
+    )
+    .unwrap();
+    let service = testworld::project_root().join("tests/fixtures/flashpods-token-service");
+    let cmd = lab.server().command(&[
+        service.to_str().unwrap(),
+        "/run/flashpods/token.sock",
+        secrets.to_str().unwrap(),
+        "flashpods-token-service",
+    ]);
+    lab.start("token-service", cmd);
+    wait_for("the token service's socket never appeared", 10, || {
+        lab.server()
+            .exec(&["test", "-S", "/run/flashpods/token.sock"])
+            .status
+            .success()
+    });
+
+    // --- Everything as declared: every row passes, the document follows
+    // its schema, and neither a token's value nor a JWT is printed.
+    let (code, doc, text) = lab.validate_output();
     assert_signed_off(&doc, code);
+    for secret in ["SECRET-VALUE", "stand-in"] {
+        assert!(!text.contains(secret), "validate printed {secret}:\n{text}");
+    }
+    assert!(
+        row(&doc, "token-agent")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("ANTHROPIC_API_KEY, GITHUB_TOKEN"),
+        "{doc:#}"
+    );
     testworld::assert_schema(&doc, "validate");
     assert!(
         row(&doc, "svid-worker")["evidence"]
@@ -649,7 +687,7 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     let table = stdout(&out);
     assert!(
         table.contains("=== Flashpods sign-off: server (")
-            && table.contains("13 passed, 0 failed, 1 not run"),
+            && table.contains("15 passed, 0 failed, 0 not run"),
         "{table}\n{}",
         stderr(&out)
     );

@@ -108,6 +108,35 @@ svid)
     --label "$label" -v "$agent:$agent:ro" -v /nix/store:/nix/store:ro \
     "$image" "$bin/spire-agent" api fetch x509 -socketPath "$agent"
   ;;
+token)
+  # token SOCKET IMAGE LABEL BIN AGENT_SOCKET TOKEN_SOCKET AUDIENCE: a
+  # container with LABEL fetches a JWT-SVID for AUDIENCE; the host presents
+  # it to the token service. Prints the SVID's ID, the HTTP status and the
+  # names of the tokens returned: never a token's value, nor the JWT (which
+  # stays in this shell: printf is a builtin, curl reads the header on stdin).
+  socket=$1 image=$2 label=$3 bin=$4 agent=$5 tokens=$6 audience=$7
+  out=$(podman --remote --url "unix://$socket" run --rm --pull=missing \
+    --label "$label" -v "$agent:$agent:ro" -v /nix/store:/nix/store:ro \
+    "$image" "$bin/spire-agent" api fetch jwt -audience "$audience" -socketPath "$agent" 2>&1)
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "EXIT $rc"
+    printf '%s\n' "$out" | tail -n 5 | sed 's/^/OUT /'
+    exit 0
+  fi
+  id=$(printf '%s\n' "$out" | sed -n 's/^token(\(.*\)):$/\1/p' | head -n 1)
+  jwt=$(printf '%s\n' "$out" | sed -n '/^token(/{n;s/^[[:space:]]*//;p;q;}')
+  if [ -z "$jwt" ]; then
+    echo "ERROR the agent printed no JWT-SVID"
+    exit 0
+  fi
+  echo "SVID $id"
+  body=$(printf 'Authorization: Bearer %s\n' "$jwt" |
+    curl -sS --max-time 10 --unix-socket "$tokens" -H @- -w '\nHTTP %{http_code}' http://localhost/tokens 2>&1)
+  printf '%s\n' "$body" | sed -n 's/^HTTP \([0-9]*\)$/STATUS \1/p' | tail -n 1
+  printf '%s\n' "$body" | grep '^curl: ' | sed 's/^/OUT /'
+  printf '%s\n' "$body" | sed '$d' | grep -o '"[A-Za-z0-9_]*"[[:space:]]*:' | tr -d '": ' | sed 's/^/KEY /'
+  ;;
 *)
   echo "ERROR unknown check $check"
   exit 2
