@@ -197,6 +197,14 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
                 "{vm}: waits for a unit its node lacks: {w}"
             );
         }
+        let calls = r["calls"].as_array().unwrap();
+        assert!(calls.len() >= waits.len(), "{vm}: {calls:?}");
+        for c in calls {
+            assert_eq!(
+                c["known"], true,
+                "{vm}: calls a method nixpkgs' test driver does not have: {c}"
+            );
+        }
     }
     let pkg = t.eval_ok(&format!("checks.{SYSTEM}.package"), "p: p.drvPath");
     assert!(
@@ -250,6 +258,29 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
             .unwrap()
             .ends_with("/modules/deployment.nix"),
         "{m}"
+    );
+    // The Hetzner host's disk as disko lays it out (lib/types/gpt.nix: labels
+    // disk-<disk>-<partition>, the 100% partition last, its end -0) and
+    // what disko configures from it: the mounts, the swap encrypted with a
+    // random key on every boot, GRUB on the disk with the BIOS boot partition.
+    let disk = t.eval_ok(
+        "nixosConfigurations.hetzner-vps",
+        "c: let k = c.config; p = k.disko.devices.disk.main.content.partitions; in { \
+         root = k.fileSystems.\"/\".device; boot = k.fileSystems.\"/boot\".device; \
+         swap = map (s: { inherit (s) device; random = s.randomEncryption.enable; }) k.swapDevices; \
+         grub = k.boot.loader.grub.devices; swapPart = { inherit (p.swap) priority end; }; \
+         bootPart = { inherit (p.boot) priority end type; }; }",
+    );
+    assert_eq!(
+        disk,
+        json!({
+            "root": "/dev/disk/by-partlabel/disk-main-root",
+            "boot": "/dev/disk/by-partlabel/disk-main-ESP",
+            "swap": [{ "device": "/dev/disk/by-partlabel/disk-main-swap", "random": true }],
+            "grub": ["/dev/sda"],
+            "swapPart": { "priority": 9001, "end": "-0" },
+            "bootPart": { "priority": 1000, "end": "+1M", "type": "EF02" }
+        })
     );
     // What `validate` reads of a host (the summary the inventory's one
     // evaluation splices in): the Flashpods host's declared values, in the
@@ -339,6 +370,25 @@ fn the_tier_fails_on_a_wrong_type_a_misspelt_option_a_missing_unit_and_a_throwin
     assert_eq!(
         absent,
         [&json!({ "node": "target", "unit": "nginx.service", "exists": false })]
+    );
+
+    // A driver method that does not exist (a typo the real test would only
+    // hit after booting its VMs).
+    t.edit(
+        "tests/vm/deploy.nix",
+        "target.wait_for_unit(\"nginx.service\")",
+        "target.wait_for_units(\"nginx.service\")",
+    );
+    let r = t.eval_ok(&format!("checks.{SYSTEM}.deploy"), "c: c.report");
+    let unknown: Vec<&Value> = r["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["known"] == false)
+        .collect();
+    assert_eq!(
+        unknown,
+        [&json!({ "node": "target", "method": "wait_for_units", "known": false })]
     );
 
     // A placeholder written the old way (a throw, not an example value)

@@ -39,25 +39,31 @@ let
     resumeDevice = opt types.bool false;
     priority = opt (types.nullOr types.int) null;
   };
-  # lib/types/gpt.nix
-  partition = types.submodule (
-    { name, ... }:
-    {
-      options = {
-        name = opt types.str name;
-        label = opt types.str "disk-${name}";
-        type = opt (types.either (types.strMatching "[A-Fa-f0-9]{4}") (types.strMatching "[A-Fa-f0-9]{8}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{12}")) "8300";
-        size = opt (types.either (types.enum [ "100%" ]) (types.strMatching "[0-9]+[KMGTP]?")) "0";
-        start = opt types.str "0";
-        end = opt types.str "0";
-        priority = opt types.int 1000;
-        content = opt (types.nullOr (subType { inherit filesystem swap; })) null;
-      };
-    }
-  );
-  gpt = tagged "gpt" {
-    partitions = opt (types.attrsOf partition) { };
-  };
+  # lib/types/gpt.nix: a partition of the GPT on disk `diskName` (its label,
+  # device, end and priority defaults follow from the disk and the size).
+  partition =
+    diskName:
+    types.submodule (
+      { name, config, ... }:
+      {
+        options = {
+          name = opt types.str name;
+          label = opt types.str "disk-${diskName}-${config.name}";
+          device = opt types.str "/dev/disk/by-partlabel/${config.label}";
+          type = opt (types.either (types.strMatching "[A-Fa-f0-9]{4}") (types.strMatching "[A-Fa-f0-9]{8}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{12}")) "8300";
+          size = opt (types.either (types.enum [ "100%" ]) (types.strMatching "[0-9]+[KMGTP]?")) "0";
+          start = opt types.str "0";
+          end = opt types.str (if config.size == "100%" then "-0" else "+${config.size}");
+          priority = opt types.int (if config.size == "100%" then 9001 else 1000);
+          content = opt (types.nullOr (subType { inherit filesystem swap; })) null;
+        };
+      }
+    );
+  gpt =
+    diskName:
+    tagged "gpt" {
+      partitions = opt (types.attrsOf (partition diskName)) { };
+    };
   # lib/types/disk.nix
   disk = types.submodule (
     { name, ... }:
@@ -67,20 +73,22 @@ let
         type = opt (types.enum [ "disk" ]) "disk";
         device = req types.str;
         imageSize = opt types.str "2G";
-        content = req (subType { inherit gpt filesystem; });
+        content = req (subType {
+          gpt = gpt name;
+          inherit filesystem;
+        });
       };
     }
   );
 
   disks = config.disko.devices.disk;
   partitionsOf = d: if d.content.type == "gpt" then builtins.attrValues d.content.partitions else [ ];
-  partDevice = diskName: p: "/dev/disk/by-partlabel/disk-${diskName}-${p.name}";
   parts = lib.concatLists (
     lib.mapAttrsToList (
-      diskName: d:
+      _: d:
       map (p: {
         inherit p d;
-        device = partDevice diskName p;
+        inherit (p) device;
       }) (partitionsOf d)
     ) disks
   );

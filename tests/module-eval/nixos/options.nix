@@ -413,17 +413,26 @@ in
       # nixos/modules/virtualisation/podman/default.nix
       podman = {
         enable = enable;
+        # internal, not read-only: the final package (pkgs.podman with
+        # extraPackages, /run/wrappers and runc), which modules read.
         package = mkOption {
           type = types.package;
           default = podmanPackage;
-          readOnly = false;
+          internal = true;
           description = "stand-in (nixpkgs: the wrapped pkgs.podman)";
         };
         dockerCompat = bool false;
         dockerSocket.enable = bool false;
+        enableNvidia = bool false;
         extraPackages = opt (types.listOf types.package) [ ];
+        # pkgs.formats.json's type; Podman's default network is podman0 with
+        # 10.88.0.0/16, services.flashpods.containerNetworks' default.
         defaultNetwork.settings = opt (types.attrsOf types.anything) { };
-        autoPrune.enable = bool false;
+        autoPrune = {
+          enable = bool false;
+          flags = strList;
+          dates = opt types.str "weekly";
+        };
       };
       containers = {
         enable = bool config.virtualisation.podman.enable;

@@ -58,6 +58,60 @@ let
     in
     lib.optional (m != null) m
   ) (lib.splitString "\n" script);
+  # The driver's Machine methods (nixos/lib/test-driver/src/test_driver/
+  # machine/__init__.py, BaseMachine and QemuMachine, as read): a call the
+  # driver does not have fails the real test only once a VM has booted.
+  driverMethods = [
+    "systemctl"
+    "wait_for_unit"
+    "get_unit_info"
+    "get_unit_property"
+    "require_unit_state"
+    "succeed"
+    "fail"
+    "wait_until_succeeds"
+    "wait_until_fails"
+    "sleep"
+    "wait_for_file"
+    "wait_for_open_port"
+    "wait_for_open_unix_socket"
+    "wait_for_closed_port"
+    "start_job"
+    "stop_job"
+    "execute"
+    "copy_from_machine"
+    "copy_from_vm"
+    "copy_from_host"
+    "copy_from_host_via_shell"
+    "log"
+    "nested"
+    "start"
+    "shutdown"
+    "crash"
+    "reboot"
+    "wait_for_shutdown"
+    "send_monitor_command"
+    "get_tty_text"
+    "wait_until_tty_matches"
+    "send_chars"
+    "send_key"
+    "screenshot"
+    "wait_for_text"
+    "wait_for_console_text"
+    "wait_for_x"
+    "forward_port"
+    "block"
+    "unblock"
+    "shell_interact"
+  ];
+  # `node.method(` calls in the script (the last on each line), as [ prefix node method ].
+  calls = lib.concatMap (
+    line:
+    let
+      m = builtins.match ''(.*[^A-Za-z0-9_.])?([A-Za-z0-9_]+)\.([a-z_]+)\(.*'' line;
+    in
+    lib.optional (m != null && evaluated ? ${builtins.elemAt m 1}) m
+  ) (lib.splitString "\n" script);
 in
 derivation {
   inherit name;
@@ -82,5 +136,10 @@ derivation {
         in
         evaluated ? ${n} && builtins.elem (builtins.elemAt w 1) evaluated.${n}.report.units.known;
     }) waits;
+    calls = map (c: {
+      node = builtins.elemAt c 1;
+      method = builtins.elemAt c 2;
+      known = builtins.elem (builtins.elemAt c 2) driverMethods;
+    }) calls;
   };
 }
