@@ -145,17 +145,22 @@ in
         RemainAfterExit = true;
         UMask = "0077";
       };
-      script = ''
-        for i in $(seq 120); do
-          spire-server healthcheck -socketPath ${serverSocket} >/dev/null 2>&1 && break
-          sleep 1
-        done
-        mkdir -p ${bootstrapDir}
-        spire-server bundle show -socketPath ${serverSocket} > ${bootstrapDir}/trust_bundle
-        spire-server token generate -socketPath ${serverSocket} -spiffeID ${cfg.hostId} -ttl 3600 \
-          | sed -n 's/^Token: //p' > ${bootstrapDir}/join_token
-        test -s ${bootstrapDir}/join_token
-      '';
+      script =
+        let
+          socket = lib.escapeShellArg serverSocket;
+          dir = lib.escapeShellArg bootstrapDir;
+        in
+        ''
+          for i in $(seq 120); do
+            spire-server healthcheck -socketPath ${socket} >/dev/null 2>&1 && break
+            sleep 1
+          done
+          mkdir -p ${dir}
+          spire-server bundle show -socketPath ${socket} > ${dir}/trust_bundle
+          spire-server token generate -socketPath ${socket} -spiffeID ${lib.escapeShellArg cfg.hostId} -ttl 3600 \
+            | sed -n 's/^Token: //p' > ${dir}/join_token
+          test -s ${dir}/join_token
+        '';
     };
 
     systemd.services.spire-agent = {
@@ -187,7 +192,13 @@ in
         RemainAfterExit = true;
       };
       script = ''
-        sh ${../lib/spire-entries.sh} ${serverSocket} ${cfg.hostId} ${entriesFile}
+        sh ${../lib/spire-entries.sh} ${
+          lib.escapeShellArgs [
+            serverSocket
+            cfg.hostId
+            "${entriesFile}"
+          ]
+        }
       '';
     };
 

@@ -84,7 +84,12 @@ in
     };
 
     privateKeyFile = mkOption {
-      type = types.str;
+      # A string path, absolute, outside the store (a Nix path literal, or
+      # a store path, is refused: the key would be world-readable there).
+      type = types.pathWith {
+        inStore = false;
+        absolute = true;
+      };
       default = "/var/lib/wireguard/${cfg.interface}.key";
       defaultText = lib.literalExpression ''"/var/lib/wireguard/''${interface}.key"'';
       description = ''
@@ -113,10 +118,6 @@ in
 
   config = mkIf cfg.enable {
     assertions = [
-      {
-        assertion = !(lib.hasPrefix builtins.storeDir cfg.privateKeyFile);
-        message = "services.flashpods.wireguard.privateKeyFile must be outside the Nix store (it is ${cfg.privateKeyFile}).";
-      }
       {
         assertion = cfg.peers != [ ];
         message = "services.flashpods.wireguard.peers is empty: a WireGuard interface without peers carries no traffic.";
@@ -159,14 +160,19 @@ in
         Type = "oneshot";
         UMask = "0077";
       };
-      script = ''
-        mkdir -p "$(dirname ${cfg.privateKeyFile})"
-        key=$(${wg} genkey)
-        printf '%s\n' "$key" > ${cfg.privateKeyFile}
-        printf '%s\n' "$key" | ${wg} pubkey > ${cfg.privateKeyFile}.pub
-        chmod 0400 ${cfg.privateKeyFile}
-        chmod 0444 ${cfg.privateKeyFile}.pub
-      '';
+      script =
+        let
+          key = lib.escapeShellArg cfg.privateKeyFile;
+          pub = lib.escapeShellArg "${cfg.privateKeyFile}.pub";
+        in
+        ''
+          mkdir -p "$(dirname ${key})"
+          key=$(${wg} genkey)
+          printf '%s\n' "$key" > ${key}
+          printf '%s\n' "$key" | ${wg} pubkey > ${pub}
+          chmod 0400 ${key}
+          chmod 0444 ${pub}
+        '';
     };
   };
 }

@@ -190,10 +190,15 @@ fn modules_evaluate_with_the_real_module_system() {
             .iter()
             .any(|m| m.contains("api.schema must be set"))
     );
+    assert_eq!(
+        v["keyInStore"], false,
+        "a store path for the key must be refused"
+    );
+    let key_script = v["keyScript"].as_str().unwrap();
     assert!(
-        msgs("keyInStore")
-            .iter()
-            .any(|m| m.contains("must be outside the Nix store"))
+        key_script.contains("> '/var/lib/my keys/wg0.key'")
+            && key_script.contains("chmod 0444 '/var/lib/my keys/wg0.key.pub'"),
+        "{key_script}"
     );
     assert!(
         v["peer"]["failedAssertions"][0]

@@ -145,7 +145,7 @@ let
           publicKey = "k";
         };
       };
-      services.flashpods.wireguard.privateKeyFile = "/nix/store/abc-wg.key";
+      services.flashpods.wireguard.privateKeyFile = "/nix/store/00000000000000000000000000000000-wg.key";
     }
   ])).config;
 
@@ -203,7 +203,25 @@ in
   };
   noLaptops = failed noLaptops;
   apiWithoutSchema = failed apiWithoutSchema;
-  keyInStore = failed keyInStore;
+  # The WireGuard key is typed as secretsFile is: a store path is refused
+  # by its type, and a path with a space reaches the key script escaped.
+  keyInStore = tried keyInStore.services.flashpods.wireguard.privateKeyFile;
+  keyScript =
+    (eval (
+      flashpodsModules
+      ++ [
+        {
+          services.flashpods = {
+            enable = true;
+            wireguard.laptops.yoga = {
+              address = "10.0.0.2";
+              publicKey = "k";
+            };
+            wireguard.privateKeyFile = "/var/lib/my keys/wg0.key";
+          };
+        }
+      ]
+    )).config.systemd.services.pantheros-wireguard-key-wg0.script;
   # services.flashpods.secretsFile: an absolute path string outside the
   # store (types.pathWith); values reach shell scripts escaped.
   secretsTypes =
