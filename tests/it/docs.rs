@@ -184,17 +184,24 @@ fn the_readme_exit_code_table_is_the_one_in_the_code() {
 }
 
 /// Every message docs/troubleshooting.md quotes as pantheros' own (the
-/// first cell of each table above the "from ssh and Nix" section) occurs
+/// first cell of each table above the "from ssh and Nix" section), and
+/// every one docs/rollback.md's errors table quotes, occurs
 /// in pantheros' source (Rust, target scripts, modules): the guide cannot
 /// drift from what the tool prints.
 #[test]
 fn every_message_the_troubleshooting_guide_quotes_is_in_the_source() {
     let root = testworld::project_root();
     let guide = std::fs::read_to_string(root.join("docs/troubleshooting.md")).unwrap();
-    let ours = guide
-        .split("## Messages from ssh and Nix")
-        .next()
-        .unwrap_or_default();
+    // And the errors table of docs/rollback.md.
+    let rollback = std::fs::read_to_string(root.join("docs/rollback.md")).unwrap();
+    let ours = format!(
+        "{}\n{}",
+        guide
+            .split("## Messages from ssh and Nix")
+            .next()
+            .unwrap_or_default(),
+        rollback.split("## Errors").nth(1).unwrap_or_default()
+    );
     let mut source = String::new();
     for dir in ["src", "modules"] {
         for entry in walk(&root.join(dir)) {
@@ -227,6 +234,69 @@ fn every_message_the_troubleshooting_guide_quotes_is_in_the_source() {
     assert!(
         missing.is_empty(),
         "quoted but not in the source: {missing:#?}"
+    );
+}
+
+/// The other way round: every error message pantheros' source builds (a
+/// stage's `StageError`, an `Error` variant, a usage error, a coded or a
+/// provisioning failure) is quoted in docs/troubleshooting.md or
+/// docs/rollback.md, by its longest fixed part. Messages with no fixed part
+/// of 12 characters or more (an I/O error's "reading {}: {e}") are too
+/// generic to look up and are skipped.
+#[test]
+fn every_error_pantheros_builds_is_in_the_guides() {
+    let root = testworld::project_root();
+    let guides = ["docs/troubleshooting.md", "docs/rollback.md"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let builders = [
+        r#"StageError::(?:new|cmd)\(\s*(?:&?format!\(\s*)?"((?:[^"\\]|\\.)*)""#,
+        r#"#\[error\("((?:[^"\\]|\\.)*)""#,
+        r#"Error::Usage\(\s*(?:format!\(\s*)?"((?:[^"\\]|\\.)*)""#,
+        r#"message:\s*(?:format!\(\s*)?"((?:[^"\\]|\\.)*)""#,
+        r#"Failure::new\(\s*[A-Za-z:]+,\s*(?:format!\(\s*)?"((?:[^"\\]|\\.)*)""#,
+    ]
+    .map(|p| regex::Regex::new(p).unwrap());
+    let split = regex::Regex::new(r#"\{[^}]*\}|\\n|\\""#).unwrap();
+    let mut checked = 0;
+    let mut missing = vec![];
+    for file in walk(&root.join("src")) {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".rs") || name == "fake.rs" || name == "fake_runs.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Not the unit tests' own messages.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for re in &builders {
+            for c in re.captures_iter(code) {
+                let message = &c[1];
+                let Some(fixed) = split
+                    .split(message)
+                    .map(str::trim)
+                    .max_by_key(|f| f.len())
+                    .filter(|f| f.len() >= 12)
+                else {
+                    continue;
+                };
+                checked += 1;
+                if !guides.contains(fixed) {
+                    missing.push(format!("{}: {message}", name));
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 60,
+        "only {checked} messages found: is the scan broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "errors the guides do not quote ({} of {checked}):\n{}",
+        missing.len(),
+        missing.join("\n")
     );
 }
 
