@@ -1,0 +1,318 @@
+//! The SPIRE rows: server and agent health, the attested agent, the
+//! registration entries, and each job type's X.509 SVID fetched from a
+//! labelled container.
+
+use super::{Tagged, host_text};
+
+use crate::target::scripts::validate as script;
+use crate::validate::spec::{Flashpods, Spire};
+use crate::validate::{Options, Row, Seat};
+
+pub const SPIRE_SERVER: (&str, &str) = ("spire-server", "SPIRE server healthy");
+pub const SPIRE_AGENT: (&str, &str) = ("spire-agent", "SPIRE agent healthy and attested");
+pub const SPIRE_ENTRIES: (&str, &str) = ("spire-entries", "SPIRE registration entries present");
+
+pub async fn spire(spire: &Spire, seat: &Seat<'_>) -> [Row; 3] {
+    let r = seat
+        .host(script::spire(
+            &spire.bin,
+            &spire.server_socket,
+            &spire.agent_socket,
+        ))
+        .await;
+    judge_spire(spire, host_text(&r))
+}
+
+/// `{trust_domain, path}` as SPIRE's JSON prints an ID.
+fn spiffe(v: &serde_json::Value) -> String {
+    format!(
+        "spiffe://{}{}",
+        v["trust_domain"].as_str().unwrap_or(""),
+        v["path"].as_str().unwrap_or("")
+    )
+}
+
+pub fn judge_spire(spire: &Spire, text: Result<&str, String>) -> [Row; 3] {
+    let ((sid, scheck), (aid, acheck), (eid, echeck)) = (SPIRE_SERVER, SPIRE_AGENT, SPIRE_ENTRIES);
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            let hint = "the host could not be asked: check `ssh` to it";
+            return [
+                Row::failed(sid, scheck, e.clone(), hint),
+                Row::failed(aid, acheck, e.clone(), hint),
+                Row::failed(eid, echeck, e, hint),
+            ];
+        }
+    };
+    let sections = Tagged::sections(text);
+    let section = |n: &str| {
+        sections
+            .get(n)
+            .map(|t| (t.ok(), t.last(), t.out.join("\n")))
+    };
+    let server = match section("server-health") {
+        Some((true, last, _)) => {
+            Row::passed(sid, scheck, format!("spire-server healthcheck: {last}"))
+        }
+        Some((false, last, _)) => Row::failed(
+            sid,
+            scheck,
+            format!("spire-server healthcheck: {last}"),
+            format!(
+                "systemctl status spire-server on the host (socket {})",
+                spire.server_socket
+            ),
+        ),
+        None => Row::failed(
+            sid,
+            scheck,
+            "validate.sh printed no server health",
+            "run `pantheros validate -v`",
+        ),
+    };
+    let agents: Vec<String> = section("agents")
+        .filter(|(ok, _, _)| *ok)
+        .and_then(|(_, _, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .map(|v| {
+            v["agents"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|x| !x["banned"].as_bool().unwrap_or(false))
+                        .map(|x| spiffe(&x["id"]))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let agent = match section("agent-health") {
+        Some((true, _, _)) if !agents.is_empty() => Row::passed(
+            aid,
+            acheck,
+            format!("healthy; attested: {}", agents.join(", ")),
+        ),
+        Some((healthy, last, _)) => Row::failed(
+            aid,
+            acheck,
+            if healthy {
+                "healthy, but the server lists no attested agent".to_string()
+            } else {
+                format!("spire-agent healthcheck: {last}")
+            },
+            format!(
+                "systemctl status spire-agent pantheros-spire-bootstrap on the host (the join token for {})",
+                spire.host_id
+            ),
+        ),
+        None => Row::failed(
+            aid,
+            acheck,
+            "validate.sh printed no agent health",
+            "run `pantheros validate -v`",
+        ),
+    };
+    let entries = match section("entries") {
+        Some((true, _, json)) => match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(v) => {
+                let present: Vec<(String, String, Vec<String>)> = v["entries"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| {
+                                let mut sel: Vec<String> = e["selectors"]
+                                    .as_array()
+                                    .map(|s| {
+                                        s.iter()
+                                            .map(|x| {
+                                                format!(
+                                                    "{}:{}",
+                                                    x["type"].as_str().unwrap_or(""),
+                                                    x["value"].as_str().unwrap_or("")
+                                                )
+                                            })
+                                            .collect()
+                                    })
+                                    .unwrap_or_default();
+                                sel.sort();
+                                (spiffe(&e["spiffe_id"]), spiffe(&e["parent_id"]), sel)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let missing: Vec<&str> = spire
+                    .entries
+                    .iter()
+                    .filter(|want| {
+                        let mut sel = want.selectors.clone();
+                        sel.sort();
+                        !present.iter().any(|(s, p, x)| {
+                            *s == want.spiffe_id && *p == want.parent_id && *x == sel
+                        })
+                    })
+                    .map(|e| e.spiffe_id.as_str())
+                    .collect();
+                if missing.is_empty() {
+                    Row::passed(
+                        eid,
+                        echeck,
+                        format!(
+                            "{} of {} present: {}",
+                            spire.entries.len(),
+                            spire.entries.len(),
+                            spire
+                                .entries
+                                .iter()
+                                .map(|e| e.spiffe_id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                } else {
+                    Row::failed(
+                        eid,
+                        echeck,
+                        format!("missing (or with other selectors): {}", missing.join(", ")),
+                        "systemctl status pantheros-spire-entries on the host (services.flashpods.spire.entries)",
+                    )
+                }
+            }
+            Err(e) => Row::failed(
+                eid,
+                echeck,
+                format!("entry show printed no JSON: {e}"),
+                "the spire package's CLI",
+            ),
+        },
+        Some((false, last, _)) => Row::failed(
+            eid,
+            echeck,
+            format!("spire-server entry show: {last}"),
+            "systemctl status spire-server on the host",
+        ),
+        None => Row::failed(
+            eid,
+            echeck,
+            "validate.sh printed no entries",
+            "run `pantheros validate -v`",
+        ),
+    };
+    [server, agent, entries]
+}
+
+pub async fn svid(
+    spec: &Flashpods,
+    spire: &Spire,
+    job_type: &str,
+    seat: &Seat<'_>,
+    opts: &Options,
+) -> Row {
+    let r = seat
+        .host(script::svid(
+            &spec.podman_socket,
+            &opts.image,
+            &format!("{}={job_type}", spire.label_key),
+            &spire.bin,
+            &spire.agent_socket,
+        ))
+        .await;
+    judge_svid(spire, job_type, host_text(&r))
+}
+
+pub fn judge_svid(spire: &Spire, job_type: &str, text: Result<&str, String>) -> Row {
+    let id = format!("svid-{job_type}");
+    let check = format!(
+        "a container labelled {}={job_type} gets its SVID",
+        spire.label_key
+    );
+    let want = spire.expected_id(job_type);
+    let hint = format!(
+        "the agent's docker workload attestor (services.flashpods.spire.containerSocket) and the entry for \
+         {want}: systemctl status spire-agent pantheros-spire-entries on the host"
+    );
+    let t = match text {
+        Ok(t) => Tagged::parse(t),
+        Err(e) => return Row::failed(&id, &check, e, hint),
+    };
+    let got: Vec<String> = t
+        .out
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("SPIFFE ID:"))
+        .map(|s| s.trim().to_string())
+        .collect();
+    if t.ok() && got.contains(&want) {
+        Row::passed(&id, &check, format!("SVID {want}"))
+    } else if got.is_empty() {
+        Row::failed(&id, &check, format!("no SVID: {}", t.last()), hint)
+    } else {
+        Row::failed(
+            &id,
+            &check,
+            format!("got {}, expected {want}", got.join(", ")),
+            hint,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::Outcome;
+    use crate::validate::checks::fixtures::*;
+
+    #[test]
+    fn the_spire_rows_read_health_agents_and_entries() {
+        let sp = spire_conf();
+        let entries = r#"{"entries":[
+          {"spiffe_id":{"trust_domain":"flashpods.local","path":"/worker"},"parent_id":{"trust_domain":"flashpods.local","path":"/host"},"selectors":[{"type":"docker","value":"label:flashpods-job-type:worker"}]},
+          {"spiffe_id":{"trust_domain":"flashpods.local","path":"/agent"},"parent_id":{"trust_domain":"flashpods.local","path":"/host"},"selectors":[{"type":"docker","value":"label:flashpods-job-type:agent"}]}]}"#;
+        let agents = r#"{"agents":[{"id":{"trust_domain":"flashpods.local","path":"/spire/agent/join_token/abc"},"banned":false}]}"#;
+        let text = |eh: i32, agents: &str, entries: &str| {
+            let o = |s: &str| s.lines().map(|l| format!("OUT {l}\n")).collect::<String>();
+            format!(
+                "SECTION server-health\nEXIT 0\nOUT Server is healthy.\nSECTION agent-health\nEXIT {eh}\nOUT Agent is healthy.\nSECTION agents\nEXIT 0\n{}SECTION entries\nEXIT 0\n{}",
+                o(agents),
+                o(entries)
+            )
+        };
+        let [s, a, e] = judge_spire(&sp, Ok(&text(0, agents, entries)));
+        assert!(
+            s.is_passed() && a.is_passed() && e.is_passed(),
+            "{s:?} {a:?} {e:?}"
+        );
+        assert!(
+            a.evidence
+                .contains("spiffe://flashpods.local/spire/agent/join_token/abc")
+        );
+        let [_, a, _] = judge_spire(&sp, Ok(&text(0, r#"{"agents":[]}"#, entries)));
+        assert!(a.evidence.contains("no attested agent"), "{a:?}");
+        let [_, a, _] = judge_spire(&sp, Ok(&text(1, agents, entries)));
+        assert_eq!(a.result, Outcome::Failed);
+        let one = entries.replace("label:flashpods-job-type:agent", "label:other:agent");
+        let [_, _, e] = judge_spire(&sp, Ok(&text(0, agents, &one)));
+        assert!(
+            e.evidence.contains("spiffe://flashpods.local/agent")
+                && !e.evidence.contains("/worker"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_svid_row_wants_the_job_types_id() {
+        let sp = spire_conf();
+        let ok = "EXIT 0\nOUT Received 1 svid after 3ms\nOUT \nOUT SPIFFE ID:\t\tspiffe://flashpods.local/worker\n";
+        assert!(judge_svid(&sp, "worker", Ok(ok)).is_passed());
+        let r = judge_svid(&sp, "agent", Ok(ok));
+        assert!(
+            r.evidence
+                .contains("expected spiffe://flashpods.local/agent"),
+            "{r:?}"
+        );
+        let r = judge_svid(
+            &sp,
+            "agent",
+            Ok("EXIT 1\nOUT rpc error: no identity issued\n"),
+        );
+        assert!(r.evidence.contains("no identity issued"));
+    }
+}
