@@ -134,7 +134,22 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         target: &target,
         timeout: args.timeout,
     };
-    let rows = validate::validate(&spec, &seat, &options).await;
+    let progress = crate::provision::Progress::new();
+    progress.say(&format!(
+        "validating {}: from this laptop and over SSH",
+        host.name
+    ));
+    let seen = |r: &Row| {
+        progress.say(&format!(
+            "validating {}: {} {} ({:.1} s)",
+            host.name,
+            r.id,
+            r.result.label(),
+            r.seconds
+        ))
+    };
+    let rows = validate::validate(&spec, &seat, &options, &seen).await;
+    progress.done(&format!("validated {}: {} rows", host.name, rows.len()));
     target.close().await;
 
     let checked_at = chrono::Utc::now()

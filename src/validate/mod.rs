@@ -149,9 +149,32 @@ fn settle(cmd: &Cmd, r: Result<Output, crate::error::CommandFailure>) -> Result<
     }
 }
 
-/// Run the checklist's Phase 4 against `spec`, in its order.
-pub async fn validate(spec: &Flashpods, seat: &Seat<'_>, opts: &Options) -> Vec<Row> {
-    let mut rows = Vec::new();
+/// The rows so far; each is shown to `seen` as it is made (the progress
+/// display), then kept.
+struct Rows<'a> {
+    rows: Vec<Row>,
+    seen: &'a dyn Fn(&Row),
+}
+
+impl Rows<'_> {
+    fn push(&mut self, row: Row) {
+        (self.seen)(&row);
+        self.rows.push(row);
+    }
+}
+
+/// Run the checklist's Phase 4 against `spec`, in its order; `seen` is
+/// told of each row as it is made.
+pub async fn validate(
+    spec: &Flashpods,
+    seat: &Seat<'_>,
+    opts: &Options,
+    seen: &dyn Fn(&Row),
+) -> Vec<Row> {
+    let mut rows = Rows {
+        rows: Vec::new(),
+        seen,
+    };
     macro_rules! timed {
         ($e:expr) => {{
             let started = Instant::now();
@@ -239,7 +262,7 @@ pub async fn validate(spec: &Flashpods, seat: &Seat<'_>, opts: &Options) -> Vec<
         }
         _ => rows.push(checks::token_exchange_not_run(spec)),
     }
-    rows
+    rows.rows
 }
 
 /// The failed rows' ids.
