@@ -76,19 +76,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     // --- WireGuard (wireguard-go, userspace) with rendered configs.
     let mut keys = std::collections::HashMap::new();
     for h in ["server", "laptop"] {
-        let private = stdout(&testworld::sh(&["wg", "genkey"])).trim().to_string();
-        let public = Command::new("wg")
-            .arg("pubkey")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(private.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        keys.insert(h, (private, stdout(&public).trim().to_string()));
+        keys.insert(h, testworld::wg_keypair());
     }
     let server_conf = render(&format!(
         "lib.wireguard {{ privateKey = \"{}\"; listenPort = net.listenPort; peers = [ {{ publicKey = \"{}\"; allowedIPs = [ \"${{net.peers.${{net.laptop}}.address}}/32\" ]; }} ]; }}",

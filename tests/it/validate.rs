@@ -20,7 +20,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -29,22 +29,6 @@ use testworld::{LightHost, World, render, stderr, stdout};
 const IMAGE: &str = "localhost/flashpods-validate:test";
 const PODMAN_SOCKET: &str = "/run/flashpods/podman.sock";
 const AGENT_SOCKET: &str = "/run/spire/agent/public/api.sock";
-
-fn keypair() -> (String, String) {
-    let private = stdout(&testworld::sh(&["wg", "genkey"])).trim().to_string();
-    let out = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(private.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    (private, stdout(&out).trim().to_string())
-}
 
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -460,8 +444,8 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     )
     .unwrap();
 
-    let server_keys = keypair();
-    let laptop_keys = keypair();
+    let server_keys = testworld::wg_keypair();
+    let laptop_keys = testworld::wg_keypair();
     let flake = w.path().join("flake");
     write_flake(&flake, &stub, &w, &laptop_keys.1, &spire);
     let mut lab = Lab {
@@ -737,7 +721,7 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     // --- Broken: a wrong WireGuard peer key (the configuration names a key
     // that is not the laptop's, and the host was deployed with it). The rows
     // that ride the tunnel are not run, never passed.
-    let wrong = keypair().1;
+    let wrong = testworld::wg_keypair().1;
     write_flake(&lab.flake, &lab.stub, &lab.w, &wrong, &lab.spire);
     lab.server_peer(&wrong);
     let (code, doc) = lab.validate();

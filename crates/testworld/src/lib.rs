@@ -133,6 +133,22 @@ pub fn stand_in_nixpkgs(dir: &Path) -> Option<PathBuf> {
     Some(stub)
 }
 
+/// A fresh WireGuard key pair (private, public), made by `wg`.
+pub fn wg_keypair() -> (String, String) {
+    let private = stdout(&sh(&["wg", "genkey"])).trim().to_string();
+    let out = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(private.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("run wg pubkey");
+    (private, stdout(&out).trim().to_string())
+}
+
 /// Why the world cannot be built here, if it cannot.
 pub fn missing_prerequisite() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
