@@ -561,3 +561,38 @@ fn nix_flags_reach_the_evaluation_and_the_build() {
         "{err}"
     );
 }
+
+/// `validate` on a host without Flashpods: exit 41 with the reason, and
+/// with --json the error document; nothing is connected to. A host name
+/// that does not exist is exit 15 as for every command.
+#[test]
+fn validate_refuses_a_host_that_does_not_run_flashpods() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let out = pantheros(&flake)
+        .args(["validate", "hetzner-vps", "--json"])
+        .assert()
+        .code(41)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hetzner-vps does not run Flashpods: services.flashpods.enable is not set"),
+        "{err}"
+    );
+    assert!(err.contains("pantheros.nixosModules.flashpods"), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["exitCode"], 41, "{doc}");
+    testworld::assert_schema(&doc, "error");
+    pantheros(&flake)
+        .args(["validate", "no-such-host"])
+        .assert()
+        .code(15);
+    pantheros(&flake)
+        .args(["validate", "hetzner-vps", "--internet", "example.org"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("expected HOST:PORT"));
+}
