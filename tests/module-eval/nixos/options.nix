@@ -223,6 +223,7 @@ let
       endpoint = opt (types.nullOr types.str) null;
       persistentKeepalive = opt (types.nullOr types.int) null;
       dynamicEndpointRefreshSeconds = opt types.int 0;
+      dynamicEndpointRefreshRestartSeconds = opt (types.nullOr types.ints.unsigned) null;
     };
   };
   wgInterface = types.submodule {
