@@ -40,9 +40,9 @@ pub fn parse_target(s: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// The address ssh really connects to (`ssh -G`'s hostname), for the
-/// "not on the public address" check.
-async fn public_address(t: &Target) -> Result<String> {
+/// The address and port ssh really connects to (`ssh -G`'s `hostname`
+/// and `port`), for the "not on the public address" check and its control.
+async fn public_address(t: &Target) -> Result<(String, u16)> {
     let Some(cmd) = t.resolve_cmd() else {
         return Err(Error::Usage(format!(
             "{} is deployed locally: give its public address with --public-address",
@@ -55,17 +55,20 @@ async fn public_address(t: &Target) -> Result<String> {
         failure: Some(Box::new(f)),
         hint: Some("give the host's public address with --public-address".into()),
     })?;
-    ssh_hostname(&out.stdout).ok_or_else(|| Error::UnexpectedOutput {
+    ssh_destination(&out.stdout).ok_or_else(|| Error::UnexpectedOutput {
         command: cmd.argv.join(" "),
-        detail: "no `hostname` line".into(),
+        detail: "no `hostname` or `port` line".into(),
     })
 }
 
-/// The `hostname` line of `ssh -G`.
-pub fn ssh_hostname(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("hostname "))
-        .map(|h| h.trim().to_string())
+/// The `hostname` and `port` lines of `ssh -G`.
+pub fn ssh_destination(text: &str) -> Option<(String, u16)> {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    Some((value("hostname ")?, value("port ")?.parse().ok()?))
 }
 
 pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Result<i32> {
@@ -119,8 +122,8 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
             )),
         })?;
     }
-    let public = match args.public_address.clone() {
-        Some(a) => a,
+    let (public, public_ssh_port) = match args.public_address.clone() {
+        Some(a) => (a, host.deployment.target_port),
         None => public_address(&target).await?,
     };
     let options = Options {
@@ -128,6 +131,7 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         image: args.image.clone(),
         internet,
         public_address: public,
+        public_ssh_port,
         timeout: args.timeout,
     };
     let seat = Seat {
@@ -211,9 +215,10 @@ mod tests {
     }
 
     #[test]
-    fn ssh_g_names_the_real_address() {
-        let g = "user root\nhostname 203.0.113.7\nport 22\n";
-        assert_eq!(ssh_hostname(g).as_deref(), Some("203.0.113.7"));
-        assert_eq!(ssh_hostname("user root\n"), None);
+    fn ssh_g_names_the_real_address_and_port() {
+        let g = "user root\nhostname 203.0.113.7\nport 2222\n";
+        assert_eq!(ssh_destination(g), Some(("203.0.113.7".into(), 2222)));
+        assert_eq!(ssh_destination("user root\nport 22\n"), None);
+        assert_eq!(ssh_destination("hostname h\nport x\n"), None);
     }
 }

@@ -108,6 +108,9 @@ pub struct Options {
     pub image: String,
     pub internet: (String, u16),
     pub public_address: String,
+    /// ssh's port on the public address: the control that proves the
+    /// address answers at all.
+    pub public_ssh_port: u16,
     pub timeout: u64,
 }
 

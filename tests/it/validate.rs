@@ -266,22 +266,26 @@ impl Lab {
 
     /// The exit code, the document and everything printed (stdout, stderr).
     fn validate_output(&self) -> (i32, Value, String) {
+        self.validate_with(&[])
+    }
+
+    /// `validate server --json` with `extra` arguments.
+    fn validate_with(&self, extra: &[&str]) -> (i32, Value, String) {
         let started = Instant::now();
         let internet = format!("{}:80", self.internet_ip);
-        let out = self.w.pantheros(
-            &self.flake,
-            &[
-                "validate",
-                "server",
-                "--image",
-                IMAGE,
-                "--internet",
-                &internet,
-                "--timeout",
-                "2",
-                "--json",
-            ],
-        );
+        let mut args = vec![
+            "validate",
+            "server",
+            "--image",
+            IMAGE,
+            "--internet",
+            &internet,
+            "--timeout",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.w.pantheros(&self.flake, &args);
         let doc = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "validate printed no JSON ({e}):\n{}\n{}",
@@ -647,12 +651,20 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
             .contains("spiffe://flashpods.local/worker"),
         "{doc:#}"
     );
+    let public = row(&doc, "api-not-public")["evidence"].as_str().unwrap();
     assert!(
-        row(&doc, "api-not-public")["evidence"]
-            .as_str()
-            .unwrap()
-            .contains(&lab.server_ip),
-        "the public address is the one ssh connects to: {doc:#}"
+        public.contains(&lab.server_ip) && public.contains("ssh's port 22 there answers"),
+        "the public address is the one ssh connects to, and it answers on ssh's port: {doc:#}"
+    );
+    // An address where nothing answers proves nothing about the API: that
+    // row is not run (and so not passed); nothing fails.
+    let silent = format!("{}.250", lab.w.subnet);
+    let (code, doc, _) = lab.validate_with(&["--public-address", &silent]);
+    assert_eq!(row(&doc, "api-not-public")["result"], "not-run", "{doc:#}");
+    assert_eq!(
+        (code, &doc["failed"]),
+        (0, &serde_json::json!([])),
+        "{doc:#}"
     );
     // The human table, as printed without --json.
     let out = lab.w.pantheros(

@@ -100,20 +100,56 @@ pub fn judge_api_over_wireguard(spec: &Flashpods, url: &str, got: &Http) -> Row 
 
 pub async fn api_not_public(spec: &Flashpods, _seat: &Seat<'_>, opts: &Options) -> Row {
     let url = health_url(&opts.public_address, spec.api.port);
-    judge_api_not_public(&url, &http_get(&url, opts.timeout).await)
+    // Silence on the API port means something only if the address answers
+    // at all: ssh's port there is the control.
+    let control = tcp_connect(&opts.public_address, opts.public_ssh_port, opts.timeout).await;
+    let got = http_get(&url, opts.timeout).await;
+    judge_api_not_public(
+        &url,
+        (&opts.public_address, opts.public_ssh_port),
+        &control,
+        &got,
+    )
 }
 
-pub fn judge_api_not_public(url: &str, got: &Http) -> Row {
+/// Whether a TCP connection to `host:port` opens within `timeout` seconds.
+pub async fn tcp_connect(host: &str, port: u16, timeout: u64) -> Result<(), String> {
+    let connect = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(Duration::from_secs(timeout), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("nothing within {timeout} s")),
+    }
+}
+
+pub fn judge_api_not_public(
+    url: &str,
+    (host, ssh_port): (&str, u16),
+    control: &Result<(), String>,
+    got: &Http,
+) -> Row {
     let (id, check) = API_PUBLIC;
-    match got {
-        Http::Status(s) => Row::failed(
+    match (got, control) {
+        (Http::Status(s), _) => Row::failed(
             id,
             check,
             format!("GET {url}: HTTP {s}"),
             "the API must only be reachable over WireGuard: services.flashpods.firewall.enable, and \
              `nft list table inet flashpods` on the host",
         ),
-        other => Row::passed(id, check, format!("GET {url}: {other}")),
+        (other, Ok(())) => Row::passed(
+            id,
+            check,
+            format!("GET {url}: {other}; ssh's port {ssh_port} there answers"),
+        ),
+        (other, Err(e)) => Row::not_run(
+            id,
+            check,
+            format!(
+                "GET {url}: {other}, but {host}:{ssh_port} (ssh) does not answer either ({e}): \
+                 that silence proves nothing; give the host's public address with --public-address"
+            ),
+        ),
     }
 }
 
@@ -193,9 +229,18 @@ mod tests {
             r.evidence.contains("connection refused") && r.hint.unwrap().contains("flashpods-api")
         );
         assert!(!judge_api_over_wireguard(&s, u, &Http::Status(503)).is_passed());
-        assert!(judge_api_not_public(u, &Http::Refused).is_passed());
-        assert!(judge_api_not_public(u, &Http::NoAnswer("nothing within 5 s".into())).is_passed());
-        let r = judge_api_not_public(u, &Http::Status(200));
+        let at = ("203.0.113.7", 22);
+        assert!(judge_api_not_public(u, at, &Ok(()), &Http::Refused).is_passed());
+        let r = judge_api_not_public(u, at, &Ok(()), &Http::NoAnswer("nothing within 5 s".into()));
+        assert!(
+            r.is_passed() && r.evidence.contains("ssh's port 22 there answers"),
+            "{r:?}"
+        );
+        // Silence everywhere proves nothing: not run, never passed.
+        let r = judge_api_not_public(u, at, &Err("nothing within 5 s".into()), &Http::Refused);
+        assert_eq!(r.result, Outcome::NotRun);
+        assert!(r.evidence.contains("proves nothing"), "{r:?}");
+        let r = judge_api_not_public(u, at, &Err("refused".into()), &Http::Status(200));
         assert_eq!(r.result, Outcome::Failed);
         assert!(r.hint.unwrap().contains("services.flashpods.firewall"));
         assert_eq!(health_url("fd00::1", 8080), "http://[fd00::1]:8080/health");

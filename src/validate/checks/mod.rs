@@ -183,6 +183,7 @@ pub(crate) mod fixtures {
             image: "alpine".into(),
             internet: ("example.org".into(), 443),
             public_address: "203.0.113.7".into(),
+            public_ssh_port: 22,
             timeout: 5,
         }
     }
