@@ -46,7 +46,7 @@ pub async fn upload(
         log_dir: &log_dir,
         kind: "keys",
         ts: &ts,
-        control: &control,
+        control: control.path(),
     };
     let mut results = vec![];
     let mut failed = false;

@@ -47,12 +47,12 @@ async fn list(hosts: &[Host], sizes: bool, json: bool) -> Result<i32> {
         crate::report::log::HostLog::discard().map_err(|e| Error::io("opening /dev/null", e))?;
     let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
     for host in hosts {
-        let target = crate::target::Target::for_host(host, &control, false);
+        let target = crate::target::Target::for_host(host, control.path(), false);
         let res = crate::generations::list(&target, &log, &host.deployment.profile, sizes).await;
         target.close().await;
         read.push((host, res.map_err(|e| e.into_error())));
     }
-    let _ = std::fs::remove_dir_all(&control);
+    drop(control);
     let code = read
         .iter()
         .find_map(|(_, r)| r.as_ref().err().map(Error::exit_code))

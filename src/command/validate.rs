@@ -107,10 +107,9 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         });
     };
 
-    let dir =
-        target::control_dir().map_err(|e| Error::io("making the SSH control directory", e))?;
-    let _cleanup = RemoveDir(dir.clone());
-    let target = Target::for_host(host, &dir, false);
+    let control =
+        target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+    let target = Target::for_host(host, control.path(), false);
     if let Some(cmd) = target.connect_cmd() {
         runner::run_ok(&cmd).await.map_err(|f| Error::Coded {
             code: exit::FAILED_NOTHING_CHANGED,
@@ -179,15 +178,6 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         print!("{table}");
     }
     Ok(code)
-}
-
-/// Removes the run's SSH control directory however the run ends.
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[cfg(test)]

@@ -327,7 +327,7 @@ pub async fn run(
         log_dir: &log_dir,
         kind,
         ts: &ts,
-        control: &control,
+        control: control.path(),
     };
     for h in hosts {
         // Keys are read here, one host and key at a time, before any
@@ -498,7 +498,7 @@ pub async fn run(
         k.abort();
     }
     if args.rollback_succeeded && opts.mode == Mode::Deploy {
-        outcomes = roll_back_succeeded(&ctxs, outcomes, &control, &log_dir, &ts).await;
+        outcomes = roll_back_succeeded(&ctxs, outcomes, control.path(), &log_dir, &ts).await;
     }
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = super::run_exit_code(outcomes.iter().map(|o| o.result));
@@ -511,7 +511,6 @@ pub async fn run(
     if let Some(sig) = intr.fired() {
         eprintln!("(interrupted by {sig})");
     }
-    let _ = std::fs::remove_dir_all(&control);
     (code, outcomes)
 }
 

@@ -47,12 +47,15 @@ pub struct Target {
 /// A new private directory (0700, created with mkdtemp semantics, so it is
 /// never one that someone else made first) for this run's SSH control
 /// sockets and ssh wrappers; short, so socket paths stay under the 108-byte
-/// limit. The caller removes it at the end of the run.
-pub fn control_dir() -> std::io::Result<PathBuf> {
-    let d = tempfile::Builder::new()
+/// limit. It is removed when the returned guard is dropped, however the run
+/// ends.
+pub fn control_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    // tempfile leaves a directory's mode to the umask: ask for 0700.
+    tempfile::Builder::new()
         .prefix("pantheros-")
-        .tempdir_in(std::env::temp_dir())?;
-    Ok(d.keep())
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(std::env::temp_dir())
 }
 
 /// A short, collision-free file name for a host (`web.1` and `web_1` differ).
@@ -352,4 +355,22 @@ pub fn hostname() -> String {
 /// Does this stderr say that sudo wanted a password?
 pub fn needs_password(stderr: &str) -> bool {
     stderr.contains("a password is required") || stderr.contains("a terminal is required")
+}
+
+#[cfg(test)]
+mod control_dir_tests {
+    /// The control directory is private and goes with its guard, whatever
+    /// was left in it (sockets, wrappers): no run leaves one behind.
+    #[test]
+    fn the_control_directory_is_private_and_removed_with_its_guard() {
+        use std::os::unix::fs::PermissionsExt;
+        let control = super::control_dir().unwrap();
+        let path = control.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::create_dir(path.join("host.ssh")).unwrap();
+        std::fs::write(path.join("host.ssh/ssh"), "#!/bin/sh\n").unwrap();
+        drop(control);
+        assert!(!path.exists(), "{} was left behind", path.display());
+    }
 }
