@@ -137,7 +137,7 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         target: &target,
         timeout: args.timeout,
     };
-    let progress = crate::provision::Progress::new();
+    let progress = crate::report::progress::Spinner::new();
     progress.say(&format!(
         "validating {}: from this laptop and over SSH",
         host.name

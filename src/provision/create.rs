@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::cloud::{Cloud, LABEL_HOST, LABEL_MANAGED, NewServer};
-use super::{CreateArgs, Failure, Progress, exit, foreign, kamal, sshkey, wait};
+use super::{CreateArgs, Failure, Spinner, exit, foreign, kamal, sshkey, wait};
 
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -137,7 +137,7 @@ pub async fn server_for(
     args: &CreateArgs,
 ) -> Result<Created, Failure> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let progress = Progress::new();
+    let progress = Spinner::new();
     progress.say(&format!(
         "checking {} in {} with {}",
         w.server_type, w.location, w.image
@@ -223,7 +223,7 @@ async fn create_once(
     w: &Wanted,
     key_id: Option<i64>,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<i64, Failure> {
     let new = NewServer {
         name: w.name.clone(),

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use super::cloud::Cloud;
-use super::{Failure, Progress, exit, our_server, wait};
+use super::{Failure, Spinner, exit, our_server, wait};
 
 pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure> {
     let cloud = super::connect().await?;
@@ -35,7 +35,7 @@ pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure
             ));
         }
     }
-    let progress = Progress::new();
+    let progress = Spinner::new();
     delete(
         &cloud,
         s.id,
@@ -52,7 +52,7 @@ pub async fn delete(
     cloud: &impl Cloud,
     id: i64,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<(), Failure> {
     if let Some(action) = cloud.delete_server(id).await? {
         wait::action(cloud, action, deadline, progress).await?;
@@ -78,7 +78,7 @@ mod tests {
         let s = our_server(&cloud, "web").await.unwrap();
         assert_eq!(s.id, ours);
         let d = Instant::now() + Duration::from_secs(5);
-        delete(&cloud, s.id, d, &Progress::new()).await.unwrap();
+        delete(&cloud, s.id, d, &Spinner::new()).await.unwrap();
         assert!(!cloud.state().servers.contains_key(&ours));
         assert_eq!(cloud.state().servers.len(), 1, "the other server stays");
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::cloud::Cloud;
 use super::create::ensure_ssh_key;
-use super::{Failure, Progress, credentials, exit, our_server, sshkey};
+use super::{Failure, Spinner, credentials, exit, our_server, sshkey};
 
 /// nixos-anywhere to run when it is not on PATH (override with
 /// $PANTHEROS_NIXOS_ANYWHERE: a program path or a flake reference).
@@ -247,7 +247,7 @@ pub async fn install_system(
             "nixos-anywhere needs one",
         )
     })?;
-    let progress = Progress::new();
+    let progress = Spinner::new();
     let step = Duration::from_secs(args.timeout);
 
     // Phase 1: the installer environment.
@@ -318,7 +318,7 @@ pub async fn install_system(
     pin_host_key(&kh, &ip, &host_key.public)?;
     let pinned = host_key.public.clone();
     drop(host_key);
-    let progress = Progress::new();
+    let progress = Spinner::new();
     let deadline = Instant::now() + step;
     let mut answered = false;
     loop {

@@ -4,11 +4,11 @@ use super::Kind;
 use std::time::{Duration, Instant};
 
 use super::cloud::{Cloud, Server};
-use super::{Failure, IsoCommand, Progress, exit, our_server, wait};
+use super::{Failure, IsoCommand, Spinner, exit, our_server, wait};
 
 pub async fn iso(cmd: &IsoCommand) -> Result<i32, Failure> {
     let cloud = super::connect().await?;
-    let progress = Progress::new();
+    let progress = Spinner::new();
     match cmd {
         IsoCommand::Attach(crate::cli::IsoAttachArgs { host, iso, timeout }) => {
             let s = our_server(&cloud, host).await?;
@@ -34,7 +34,7 @@ pub async fn attach(
     s: &Server,
     iso: &str,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<(), Failure> {
     if !cloud.iso_exists(iso).await? {
         return Err(Failure::new(
@@ -52,7 +52,7 @@ pub async fn detach(
     cloud: &impl Cloud,
     s: &Server,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<(), Failure> {
     if !s.iso_attached {
         return Ok(());
@@ -72,23 +72,23 @@ mod tests {
         let id = cloud.add_server("web", &[]);
         let s = cloud.state().servers[&id].clone();
         let d = Instant::now() + Duration::from_secs(5);
-        let e = attach(&cloud, &s, "windows", d, &Progress::new())
+        let e = attach(&cloud, &s, "windows", d, &Spinner::new())
             .await
             .unwrap_err();
         assert_eq!(e.kind, Kind::Preflight);
         assert_eq!(cloud.calls("attach_iso"), 0);
-        detach(&cloud, &s, d, &Progress::new()).await.unwrap();
+        detach(&cloud, &s, d, &Spinner::new()).await.unwrap();
         assert_eq!(
             cloud.calls("detach_iso"),
             0,
             "nothing attached: nothing to do"
         );
-        attach(&cloud, &s, "nixos-minimal", d, &Progress::new())
+        attach(&cloud, &s, "nixos-minimal", d, &Spinner::new())
             .await
             .unwrap();
         let s = cloud.state().servers[&id].clone();
         assert!(s.iso_attached);
-        detach(&cloud, &s, d, &Progress::new()).await.unwrap();
+        detach(&cloud, &s, d, &Spinner::new()).await.unwrap();
         assert!(!cloud.state().servers[&id].iso_attached);
     }
 }

@@ -23,8 +23,6 @@ pub mod rescue;
 pub mod sshkey;
 pub mod wait;
 
-use std::time::Duration;
-
 pub use crate::cli::{CreateArgs, IsoCommand};
 pub use crate::error::Provisioning as Kind;
 pub use crate::error::exit;
@@ -85,43 +83,7 @@ impl From<ApiError> for Failure {
     }
 }
 
-/// Progress on stderr: a spinner on a terminal, plain lines otherwise.
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    pub fn new() -> Progress {
-        // The one decision of the live display (`--color`, NO_COLOR, -v, a
-        // terminal) holds here too.
-        let bar = crate::report::progress::is_live().then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.enable_steady_tick(Duration::from_millis(100));
-            b
-        });
-        Progress { bar }
-    }
-
-    pub fn say(&self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.set_message(msg.to_string()),
-            None => eprintln!("{msg}"),
-        }
-    }
-
-    pub fn done(&self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.finish_with_message(msg.to_string()),
-            None => eprintln!("{msg}"),
-        }
-    }
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress::new()
-    }
-}
+pub use crate::report::progress::Spinner;
 
 /// The real API client, with the token from wherever the user keeps it.
 pub async fn connect() -> Result<Hetzner, Failure> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::cloud::{Cloud, Server};
 use super::create::ensure_ssh_key;
-use super::{Failure, Progress, exit, our_server, sshkey, wait};
+use super::{Failure, Spinner, exit, our_server, sshkey, wait};
 
 pub async fn rescue(
     host: &str,
@@ -17,7 +17,7 @@ pub async fn rescue(
     let key = sshkey::choose(ssh_key)?;
     let s = our_server(&cloud, host).await?;
     let (key_id, _) = ensure_ssh_key(&cloud, &key, false).await?;
-    let progress = Progress::new();
+    let progress = Spinner::new();
     boot(
         &cloud,
         &s,
@@ -41,7 +41,7 @@ pub async fn boot(
     s: &Server,
     key_id: Option<i64>,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<(), Failure> {
     let as_rescue = |f: Failure| Failure {
         kind: Kind::Rescue,
@@ -76,13 +76,13 @@ mod tests {
         let id = cloud.add_server("web", &[]);
         let s = cloud.state().servers[&id].clone();
         let deadline = Instant::now() + Duration::from_secs(5);
-        boot(&cloud, &s, Some(7), deadline, &Progress::new())
+        boot(&cloud, &s, Some(7), deadline, &Spinner::new())
             .await
             .unwrap();
         assert_eq!(cloud.calls("enable_rescue"), 1);
         assert_eq!(cloud.calls("reset"), 1);
         cloud.fail("reset", api_error("POST reset", 423, "locked"));
-        let e = boot(&cloud, &s, None, deadline, &Progress::new())
+        let e = boot(&cloud, &s, None, deadline, &Spinner::new())
             .await
             .unwrap_err();
         assert_eq!(e.kind, Kind::Rescue);

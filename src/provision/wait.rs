@@ -6,14 +6,14 @@ use super::Kind;
 use std::time::Instant;
 
 use super::cloud::{ActionState, Cloud, Server};
-use super::{Failure, Progress};
+use super::{Failure, Spinner};
 
 /// Wait for action `id` to succeed.
 pub async fn action(
     cloud: &impl Cloud,
     id: i64,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<(), Failure> {
     loop {
         let a = cloud.action(id).await?;
@@ -53,7 +53,7 @@ pub async fn actions(
     cloud: &impl Cloud,
     ids: &[i64],
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<(), Failure> {
     for id in ids {
         action(cloud, *id, deadline, progress).await?;
@@ -66,7 +66,7 @@ pub async fn running(
     cloud: &impl Cloud,
     id: i64,
     deadline: Instant,
-    progress: &Progress,
+    progress: &Spinner,
 ) -> Result<Server, Failure> {
     loop {
         let s = super::server(cloud, id).await?;

@@ -244,3 +244,42 @@ pub fn clear() {
         live.multi.clear().ok();
     }
 }
+
+/// One long-running step's progress on stderr (provisioning, validate): a
+/// spinner when the display is live, plain lines otherwise.
+pub struct Spinner {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Spinner {
+    pub fn new() -> Spinner {
+        // The one decision of the live display (`--color`, NO_COLOR, -v, a
+        // terminal) holds here too.
+        let bar = is_live().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        });
+        Spinner { bar }
+    }
+
+    pub fn say(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(msg.to_string()),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    pub fn done(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.finish_with_message(msg.to_string()),
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
+impl Default for Spinner {
+    fn default() -> Self {
+        Spinner::new()
+    }
+}
