@@ -9,11 +9,8 @@ use testworld::{World, render, stderr, stdout};
 
 #[test]
 fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
-    for tool in ["podman", "runc", "nft", "busybox", "python3"] {
-        if testworld::which(tool).is_none() {
-            testworld::cannot_run(&format!("{tool} is not installed (bash scripts/setup)"));
-            return;
-        }
+    if !testworld::have_tools(&["podman", "runc", "nft", "busybox", "python3"]) {
+        return;
     }
     let Some(mut w) = World::new() else { return };
     w.add_host("server");

@@ -186,6 +186,19 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Whether every tool is installed; for the first one missing, the test is
+/// recorded as not run (a failure under CI) and false comes back.
+#[track_caller]
+pub fn have_tools(tools: &[&str]) -> bool {
+    match tools.iter().find(|t| which(t).is_none()) {
+        Some(t) => {
+            cannot_run(&format!("{t} is not installed (bash scripts/setup)"));
+            false
+        }
+        None => true,
+    }
+}
+
 /// Run a command, panicking with its output when it fails.
 #[track_caller]
 pub fn sh(argv: &[&str]) -> Output {
