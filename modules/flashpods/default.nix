@@ -10,6 +10,7 @@
   ...
 }:
 let
+  inherit (import ../lib/types.nix lib) secretPath;
   inherit (lib)
     mkOption
     mkEnableOption
@@ -112,12 +113,7 @@ in
     };
 
     secretsFile = mkOption {
-      # A string path, absolute, outside the store (a Nix path literal is
-      # refused: it would be copied into the world-readable store).
-      type = types.pathWith {
-        inStore = false;
-        absolute = true;
-      };
+      type = secretPath;
       default = "${cfg.configDir}/secrets.json";
       defaultText = lib.literalExpression ''"''${configDir}/secrets.json"'';
       description = ''
@@ -128,10 +124,7 @@ in
     };
 
     apiTokenFile = mkOption {
-      type = types.pathWith {
-        inStore = false;
-        absolute = true;
-      };
+      type = secretPath;
       default = "${cfg.configDir}/api-token";
       defaultText = lib.literalExpression ''"''${configDir}/api-token"'';
       description = "The API's bearer token (0600 root); generated (32 random bytes, hex) when missing.";

@@ -8,6 +8,7 @@
   ...
 }:
 let
+  inherit (import ../lib/types.nix lib) secretPath;
   inherit (lib) mkOption mkEnableOption mkIf types;
   cfg = config.services.flashpods.wireguard;
   wg = "${pkgs.wireguard-tools}/bin/wg";
@@ -84,12 +85,7 @@ in
     };
 
     privateKeyFile = mkOption {
-      # A string path, absolute, outside the store (a Nix path literal, or
-      # a store path, is refused: the key would be world-readable there).
-      type = types.pathWith {
-        inStore = false;
-        absolute = true;
-      };
+      type = secretPath;
       default = "/var/lib/wireguard/${cfg.interface}.key";
       defaultText = lib.literalExpression ''"/var/lib/wireguard/''${interface}.key"'';
       description = ''
