@@ -230,39 +230,22 @@ pub mod validate {
         args("spire", &[bin, server_socket, agent_socket])
     }
 
-    pub fn svid(
+    /// One container labelled `label` fetches its X.509 SVID and, with a
+    /// token service (`token`: its socket and audience), a JWT-SVID that
+    /// the host presents to it.
+    pub fn job(
         socket: &str,
         image: &str,
         label: &str,
         bin: &str,
         agent_socket: &str,
+        token: Option<(&str, &str)>,
     ) -> Vec<String> {
-        args("svid", &[socket, image, label, bin, agent_socket])
-    }
-
-    /// A container labelled `label` fetches a JWT-SVID for `audience`; the
-    /// host presents it to the token service at `token_socket`.
-    pub fn token(
-        socket: &str,
-        image: &str,
-        label: &str,
-        bin: &str,
-        agent_socket: &str,
-        token_socket: &str,
-        audience: &str,
-    ) -> Vec<String> {
-        args(
-            "token",
-            &[
-                socket,
-                image,
-                label,
-                bin,
-                agent_socket,
-                token_socket,
-                audience,
-            ],
-        )
+        let mut v = args("job", &[socket, image, label, bin, agent_socket]);
+        if let Some((token_socket, audience)) = token {
+            v.extend([token_socket.to_string(), audience.to_string()]);
+        }
+        v
     }
 }
 
@@ -501,15 +484,20 @@ mod tests {
             ["spire", "/nix/store/x-spire/bin", "/s.sock", "/a.sock"]
         );
         assert_eq!(
-            validate::svid("/p.sock", "alpine", "k=agent", "/b", "/a.sock"),
-            ["svid", "/p.sock", "alpine", "k=agent", "/b", "/a.sock"]
+            validate::job("/p.sock", "alpine", "k=agent", "/b", "/a.sock", None),
+            ["job", "/p.sock", "alpine", "k=agent", "/b", "/a.sock"]
         );
         assert_eq!(
-            validate::token(
-                "/p.sock", "alpine", "k=agent", "/b", "/a.sock", "/t.sock", "aud"
+            validate::job(
+                "/p.sock",
+                "alpine",
+                "k=agent",
+                "/b",
+                "/a.sock",
+                Some(("/t.sock", "aud"))
             ),
             [
-                "token", "/p.sock", "alpine", "k=agent", "/b", "/a.sock", "/t.sock", "aud"
+                "job", "/p.sock", "alpine", "k=agent", "/b", "/a.sock", "/t.sock", "aud"
             ]
         );
     }

@@ -227,17 +227,26 @@ pub async fn validate(
     rows.push(blocked.took(started));
     rows.push(internet);
 
-    // SPIRE: server, agent, entries, and a labelled workload's SVID each.
+    // SPIRE: server, agent, entries; then one labelled container per job
+    // type for its SVID and (with a token service) its token exchange.
     match &spec.spire {
         Some(spire) => {
             let started = Instant::now();
             for r in checks::spire(spire, seat).await {
                 rows.push(r.took(started));
             }
+            let mut exchanges = Vec::new();
             for job_type in &spire.job_types {
-                rows.push(timed!(
-                    checks::svid(spec, spire, job_type, seat, opts).await
-                ));
+                let started = Instant::now();
+                let (svid, token) = checks::job(spec, spire, job_type, seat, opts).await;
+                rows.push(svid.took(started));
+                exchanges.extend(token.map(|t| t.took(started)));
+            }
+            if spec.token_service.is_none() {
+                exchanges.push(checks::token_exchange_not_run(spec));
+            }
+            for r in exchanges {
+                rows.push(r);
             }
         }
         None => {
@@ -252,18 +261,8 @@ pub async fn validate(
                     "services.flashpods.spire.enable is false",
                 ));
             }
+            rows.push(checks::token_exchange_not_run(spec));
         }
-    }
-    // The token exchange: each job type's JWT-SVID for tokens.
-    match (&spec.spire, &spec.token_service) {
-        (Some(spire), Some(tokens)) => {
-            for job_type in &spire.job_types {
-                rows.push(timed!(
-                    checks::token(spec, spire, tokens, job_type, seat, opts).await
-                ));
-            }
-        }
-        _ => rows.push(checks::token_exchange_not_run(spec)),
     }
     rows.rows
 }

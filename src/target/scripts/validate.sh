@@ -23,6 +23,17 @@ while [ $# -ge 3 ]; do
   fi
 done'
 
+# The fetches a job's container runs (sh): BIN AGENT_SOCKET [AUDIENCE];
+# each fetch's output, then a marker line with its exit status.
+# shellcheck disable=SC2016 # the container's shell expands it, not this one
+job_fetch='b=$1 a=$2 aud=$3
+"$b/spire-agent" api fetch x509 -socketPath "$a" 2>&1
+echo "@@x509 $?"
+if [ -n "$aud" ]; then
+  "$b/spire-agent" api fetch jwt -audience "$aud" -socketPath "$a" 2>&1
+  echo "@@jwt $?"
+fi'
+
 # Run a command and print its exit status and its output, tagged.
 tagged() {
   t_out=$("$@" 2>&1)
@@ -100,32 +111,40 @@ spire)
   echo "SECTION entries"
   tagged "$bin/spire-server" entry show -socketPath "$server" -output json
   ;;
-svid)
-  # svid SOCKET IMAGE LABEL BIN AGENT_SOCKET: a container with LABEL asks
-  # the agent for its X.509 SVID (the store is mounted for the binary).
-  socket=$1 image=$2 label=$3 bin=$4 agent=$5
-  tagged podman --remote --url "unix://$socket" run --rm --pull=missing \
-    --label "$label" -v "$agent:$agent:ro" -v /nix/store:/nix/store:ro \
-    "$image" "$bin/spire-agent" api fetch x509 -socketPath "$agent"
-  ;;
-token)
-  # token SOCKET IMAGE LABEL BIN AGENT_SOCKET TOKEN_SOCKET AUDIENCE: a
-  # container with LABEL fetches a JWT-SVID for AUDIENCE; the host presents
-  # it to the token service. Prints the SVID's ID, the HTTP status and the
-  # names of the tokens returned: never a token's value, nor the JWT (which
-  # stays in this shell: printf is a builtin, curl reads the header on stdin).
-  socket=$1 image=$2 label=$3 bin=$4 agent=$5 tokens=$6 audience=$7
+job)
+  # job SOCKET IMAGE LABEL BIN AGENT_SOCKET [TOKEN_SOCKET AUDIENCE]: one
+  # container with LABEL (started through the flashpods user's Podman
+  # socket, the agent socket and the store mounted for the binary) asks the
+  # agent for its X.509 SVID and, with a token service, a JWT-SVID for
+  # AUDIENCE, which the host then presents to the token service.
+  # Section x509: the fetch's exit status and output.
+  # Section token: the JWT-SVID's ID, the HTTP status and the names of the
+  # tokens returned: never a token's value, nor the JWT (which stays in this
+  # shell: printf is a builtin, curl reads the header on stdin).
+  socket=$1 image=$2 label=$3 bin=$4 agent=$5 tokens=${6:-} audience=${7:-}
   out=$(podman --remote --url "unix://$socket" run --rm --pull=missing \
     --label "$label" -v "$agent:$agent:ro" -v /nix/store:/nix/store:ro \
-    "$image" "$bin/spire-agent" api fetch jwt -audience "$audience" -socketPath "$agent" 2>&1)
+    "$image" sh -c "$job_fetch" job "$bin" "$agent" "$audience" 2>&1)
   rc=$?
-  if [ "$rc" -ne 0 ]; then
-    echo "EXIT $rc"
-    printf '%s\n' "$out" | tail -n 5 | sed 's/^/OUT /'
+  x509_rc=$(printf '%s\n' "$out" | sed -n 's/^@@x509 //p')
+  echo "SECTION x509"
+  echo "EXIT ${x509_rc:-$rc}"
+  printf '%s\n' "$out" | sed '/^@@x509 /,$d' | sed 's/^/OUT /'
+  [ -n "$tokens" ] || exit 0
+  echo "SECTION token"
+  if [ -n "$x509_rc" ]; then
+    fetched=$(printf '%s\n' "$out" | sed '1,/^@@x509 /d; /^@@jwt /,$d')
+  else
+    fetched=$out # podman itself failed: its own output
+  fi
+  jwt_rc=$(printf '%s\n' "$out" | sed -n 's/^@@jwt //p')
+  if [ "${jwt_rc:-1}" -ne 0 ]; then
+    echo "EXIT ${jwt_rc:-$rc}"
+    printf '%s\n' "$fetched" | tail -n 5 | sed 's/^/OUT /'
     exit 0
   fi
-  id=$(printf '%s\n' "$out" | sed -n 's/^token(\(.*\)):$/\1/p' | head -n 1)
-  jwt=$(printf '%s\n' "$out" | sed -n '/^token(/{n;s/^[[:space:]]*//;p;q;}')
+  id=$(printf '%s\n' "$fetched" | sed -n 's/^token(\(.*\)):$/\1/p' | head -n 1)
+  jwt=$(printf '%s\n' "$fetched" | sed -n '/^token(/{n;s/^[[:space:]]*//;p;q;}')
   if [ -z "$jwt" ]; then
     echo "ERROR the agent printed no JWT-SVID"
     exit 0

@@ -65,25 +65,34 @@ impl Tagged {
             .map(|(_, r)| r.as_str())
     }
 
-    /// `SECTION name` splits spire's output: each section's own lines.
+    /// `SECTION name` splits a check's output into its sections.
     fn sections(text: &str) -> BTreeMap<String, Tagged> {
-        let mut map = BTreeMap::new();
-        let mut name = String::new();
-        let mut body = String::new();
-        for line in text.lines().chain(std::iter::once("SECTION end")) {
-            if let Some(next) = line.strip_prefix("SECTION ") {
-                if !name.is_empty() {
-                    map.insert(std::mem::take(&mut name), Tagged::parse(&body));
-                }
-                name = next.to_string();
-                body.clear();
-            } else {
-                body.push_str(line);
-                body.push('\n');
-            }
-        }
-        map
+        section_texts(text)
+            .into_iter()
+            .map(|(name, body)| (name, Tagged::parse(&body)))
+            .collect()
     }
+}
+
+/// The text of each `SECTION name` of a check's output.
+fn section_texts(text: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut name: Option<String> = None;
+    let mut body = String::new();
+    for line in text.lines() {
+        if let Some(next) = line.strip_prefix("SECTION ") {
+            if let Some(done) = name.replace(next.to_string()) {
+                map.insert(done, std::mem::take(&mut body));
+            }
+        } else if name.is_some() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    if let Some(done) = name {
+        map.insert(done, body);
+    }
+    map
 }
 
 fn host_text(r: &Result<Output, String>) -> Result<&str, String> {

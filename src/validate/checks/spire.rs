@@ -2,7 +2,7 @@
 //! registration entries, and each job type's X.509 SVID fetched from a
 //! labelled container.
 
-use super::{Tagged, host_text};
+use super::{Tagged, host_text, section_texts};
 
 use crate::target::scripts::validate as script;
 use crate::validate::spec::{Flashpods, Spire};
@@ -200,23 +200,45 @@ pub fn judge_spire(spire: &Spire, text: Result<&str, String>) -> [Row; 3] {
     [server, agent, entries]
 }
 
-pub async fn svid(
+/// One labelled container for `job_type`: its SVID row and, with a token
+/// service, its token exchange row (one container start for both).
+pub async fn job(
     spec: &Flashpods,
     spire: &Spire,
     job_type: &str,
     seat: &Seat<'_>,
     opts: &Options,
-) -> Row {
+) -> (Row, Option<Row>) {
+    let tokens = spec.token_service.as_ref();
     let r = seat
-        .host(script::svid(
+        .host(script::job(
             &spec.podman_socket,
             &opts.image,
             &format!("{}={job_type}", spire.label_key),
             &spire.bin,
             &spire.agent_socket,
+            tokens.map(|t| (t.socket.as_str(), t.audience.as_str())),
         ))
         .await;
-    judge_svid(spire, job_type, host_text(&r))
+    let sections = host_text(&r).map(section_texts);
+    let section = |name: &str| match &sections {
+        Ok(s) => Ok(s.get(name).cloned().unwrap_or_default()),
+        Err(e) => Err(e.clone()),
+    };
+    let svid = judge_svid(
+        spire,
+        job_type,
+        section("x509").as_deref().map_err(Clone::clone),
+    );
+    let token = tokens.map(|t| {
+        super::judge_token(
+            spire,
+            t,
+            job_type,
+            section("token").as_deref().map_err(Clone::clone),
+        )
+    });
+    (svid, token)
 }
 
 pub fn judge_svid(spire: &Spire, job_type: &str, text: Result<&str, String>) -> Row {
@@ -295,6 +317,23 @@ mod tests {
                 && !e.evidence.contains("/worker"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_job_containers_output_splits_into_its_sections() {
+        let text = "SECTION x509\nEXIT 0\nOUT SPIFFE ID:\tspiffe://flashpods.local/agent\nSECTION token\nSVID spiffe://flashpods.local/agent\nSTATUS 200\n";
+        let s = section_texts(text);
+        assert_eq!(
+            s["x509"],
+            "EXIT 0\nOUT SPIFFE ID:\tspiffe://flashpods.local/agent\n"
+        );
+        assert_eq!(
+            s["token"],
+            "SVID spiffe://flashpods.local/agent\nSTATUS 200\n"
+        );
+        assert!(judge_svid(&spire_conf(), "agent", Ok(&s["x509"])).is_passed());
+        // Lines before the first section belong to none.
+        assert_eq!(section_texts("stray\nSECTION a\nx\n").len(), 1);
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! The token exchange rows: each job type's JWT-SVID presented to the token
 //! service (names of the tokens only, never their values).
 
-use super::{Tagged, host_text};
+use super::Tagged;
 
-use crate::target::scripts::validate as script;
+use crate::validate::Row;
 use crate::validate::spec::{Flashpods, Spire, TokenService};
-use crate::validate::{Options, Row, Seat};
 
 pub const TOKEN_EXCHANGE: (&str, &str) = ("token-exchange", "token exchange for a job's SVID");
 
@@ -21,28 +20,6 @@ pub fn token_exchange_not_run(spec: &Flashpods) -> Row {
             "SPIRE is off (services.flashpods.spire.enable): no job can get a JWT-SVID"
         },
     )
-}
-
-pub async fn token(
-    spec: &Flashpods,
-    spire: &Spire,
-    tokens: &TokenService,
-    job_type: &str,
-    seat: &Seat<'_>,
-    opts: &Options,
-) -> Row {
-    let r = seat
-        .host(script::token(
-            &spec.podman_socket,
-            &opts.image,
-            &format!("{}={job_type}", spire.label_key),
-            &spire.bin,
-            &spire.agent_socket,
-            &tokens.socket,
-            &tokens.audience,
-        ))
-        .await;
-    judge_token(spire, tokens, job_type, host_text(&r))
 }
 
 /// What the host printed: the SVID's ID, the token service's status and
