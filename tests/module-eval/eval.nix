@@ -124,30 +124,28 @@ let
   ])).config;
 
   noLaptops = (eval (flashpodsModules ++ [ { services.flashpods.enable = true; } ])).config;
-  apiWithoutSchema = (eval (flashpodsModules ++ [
-    {
-      services.flashpods = {
-        enable = true;
-        wireguard.laptops.yoga = {
-          address = "10.0.0.2";
-          publicKey = "k";
-        };
-        api.package = fake "flashpods-api";
-      };
-    }
-  ])).config;
-  keyInStore = (eval (flashpodsModules ++ [
-    {
-      services.flashpods = {
-        enable = true;
-        wireguard.laptops.yoga = {
-          address = "10.0.0.2";
-          publicKey = "k";
-        };
-      };
-      services.flashpods.wireguard.privateKeyFile = "/nix/store/00000000000000000000000000000000-wg.key";
-    }
-  ])).config;
+  # A Flashpods host with one laptop, and `extra` on top.
+  flashpodsWith =
+    extra:
+    (eval (
+      flashpodsModules
+      ++ [
+        {
+          services.flashpods = {
+            enable = true;
+            wireguard.laptops.yoga = {
+              address = "10.0.0.2";
+              publicKey = "k";
+            };
+          };
+        }
+        { services.flashpods = extra; }
+      ]
+    )).config;
+  apiWithoutSchema = flashpodsWith { api.package = fake "flashpods-api"; };
+  keyInStore = flashpodsWith {
+    wireguard.privateKeyFile = "/nix/store/00000000000000000000000000000000-wg.key";
+  };
 
   peer = (eval [
     (root + "/modules/flashpods/wireguard.nix")
@@ -207,42 +205,13 @@ in
   # by its type, and a path with a space reaches the key script escaped.
   keyInStore = tried keyInStore.services.flashpods.wireguard.privateKeyFile;
   keyScript =
-    (eval (
-      flashpodsModules
-      ++ [
-        {
-          services.flashpods = {
-            enable = true;
-            wireguard.laptops.yoga = {
-              address = "10.0.0.2";
-              publicKey = "k";
-            };
-            wireguard.privateKeyFile = "/var/lib/my keys/wg0.key";
-          };
-        }
-      ]
-    )).config.systemd.services.pantheros-wireguard-key-wg0.script;
+    (flashpodsWith { wireguard.privateKeyFile = "/var/lib/my keys/wg0.key"; })
+    .systemd.services.pantheros-wireguard-key-wg0.script;
   # services.flashpods.secretsFile: an absolute path string outside the
   # store (types.pathWith); values reach shell scripts escaped.
   secretsTypes =
     let
-      withSecrets =
-        v:
-        (eval (
-          flashpodsModules
-          ++ [
-            {
-              services.flashpods = {
-                enable = true;
-                wireguard.laptops.yoga = {
-                  address = "10.0.0.2";
-                  publicKey = "k";
-                };
-                secretsFile = v;
-              };
-            }
-          ]
-        )).config;
+      withSecrets = v: flashpodsWith { secretsFile = v; };
       spaced = withSecrets "/var/lib/my secrets/s.json";
     in
     {
