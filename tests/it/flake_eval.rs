@@ -2,7 +2,7 @@
 //! `nix flake check` evaluates it, through `--override-input nixpkgs` and
 //! `--override-input disko` pointing at a stand-in flake
 //! (tests/module-eval/flake.nix.in) whose `lib` is nixpkgs' real lib
-//! (`$NIXPKGS_LIB` or the vendored copy) and whose `lib.nixosSystem`
+//! (`$NIXPKGS_LIB` or the machine-level copy) and whose `lib.nixosSystem`
 //! evaluates the modules against typed declarations of every NixOS and disko
 //! option they use (tests/module-eval/nixos/, tests/module-eval/disko.nix).
 //!

@@ -44,11 +44,9 @@ pub fn in_ci() -> bool {
 }
 
 /// Skip (locally) or fail (CI) a test whose world cannot be built.
+#[track_caller]
 pub fn cannot_run(why: &str) {
-    if in_ci() {
-        panic!("the test world cannot be built under CI=true: {why}");
-    }
-    skipped(&format!("the test world cannot be built: {why}"));
+    not_run(NotRun::World(why.to_string()));
 }
 
 /// Where skipped tests are recorded: `$PANTHEROS_SKIP_LOG`, else
@@ -77,21 +75,121 @@ pub fn skipped(why: &str) {
     }
 }
 
-/// nixpkgs' real `lib` directory: `$NIXPKGS_LIB` (a nixpkgs checkout's
-/// `lib`, or the directory holding it), else the vendored copy in
-/// `../shared/vendor/nixpkgs-lib/lib` beside the checkout.
+/// The machine-level place for nixpkgs' `lib`, beside the test world's and
+/// fresh-check's caches: `/var/cache/pantheros-nixpkgs-lib/lib`. Nothing
+/// in the repository or in `../shared` is ever looked at: no registry serves
+/// the lib and no copy of it may be kept there (README, "nixpkgs' lib").
+pub const NIXPKGS_LIB_HOME: &str = "/var/cache/pantheros-nixpkgs-lib";
+
+/// Why a tier that needs nixpkgs' lib did not run. The one reason a test
+/// may give for not running that does not fail under `CI=true`.
+pub const NO_NIXPKGS_LIB: &str =
+    "nixpkgs' lib is not on this machine (no registry serves it; see README)";
+
+/// Why a test did not run its assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRun {
+    /// No nixpkgs' lib in `$NIXPKGS_LIB` or [`NIXPKGS_LIB_HOME`]: the one
+    /// named exception, reported as not run also under CI.
+    NoNixpkgsLib,
+    /// Anything else that kept the test's world from being built.
+    World(String),
+}
+
+impl NotRun {
+    /// The reason as the skip list shows it.
+    pub fn reason(&self) -> String {
+        match self {
+            NotRun::NoNixpkgsLib => NO_NIXPKGS_LIB.to_string(),
+            NotRun::World(why) => format!("the test world cannot be built: {why}"),
+        }
+    }
+
+    /// Whether a test that did not run for this reason fails the run: under
+    /// CI every reason does, except the absent nixpkgs' lib.
+    pub fn fails(&self, ci: bool) -> bool {
+        ci && *self != NotRun::NoNixpkgsLib
+    }
+}
+
+/// Record that the calling test did not run; panic (fail the test) when
+/// the reason does not allow that under this run's `CI`.
+#[track_caller]
+pub fn not_run(why: NotRun) {
+    if why.fails(in_ci()) {
+        panic!("under CI=true this test must run: {}", why.reason());
+    }
+    skipped(&why.reason());
+}
+
+/// nixpkgs' real `lib` directory: `$NIXPKGS_LIB` (a `lib` directory, or a
+/// nixpkgs checkout holding one), else [`NIXPKGS_LIB_HOME`]`/lib`. Accepted
+/// only when it is one: `default.nix` and `modules.nix` are there and
+/// `lib.version` evaluates. Err says why not (a `$NIXPKGS_LIB` that is set
+/// but is no lib is a world error, not the named exception).
+pub fn find_nixpkgs_lib() -> Result<PathBuf, NotRun> {
+    static FOUND: std::sync::OnceLock<Result<PathBuf, NotRun>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            if let Some(dir) = std::env::var_os("NIXPKGS_LIB") {
+                let dir = PathBuf::from(dir);
+                return [dir.join("lib"), dir.clone()]
+                    .into_iter()
+                    .find_map(|p| check_nixpkgs_lib(&p).ok())
+                    .ok_or_else(|| {
+                        let why = check_nixpkgs_lib(&dir).err().unwrap_or_default();
+                        NotRun::World(format!(
+                            "NIXPKGS_LIB={} is not nixpkgs' lib ({why})",
+                            dir.display()
+                        ))
+                    });
+            }
+            let home = Path::new(NIXPKGS_LIB_HOME).join("lib");
+            if !home.exists() {
+                return Err(NotRun::NoNixpkgsLib);
+            }
+            check_nixpkgs_lib(&home).map_err(|why| {
+                NotRun::World(format!("{} is not nixpkgs' lib ({why})", home.display()))
+            })
+        })
+        .clone()
+}
+
+/// `dir` canonicalised when it is nixpkgs' lib; else what is wrong.
+pub fn check_nixpkgs_lib(dir: &Path) -> Result<PathBuf, String> {
+    for f in ["default.nix", "modules.nix"] {
+        if !dir.join(f).is_file() {
+            return Err(format!("no {f}"));
+        }
+    }
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let expr = format!("(import {}).version", dir.display());
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--expr", &expr])
+        .output()
+        .map_err(|e| format!("nix-instantiate: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "lib.version does not evaluate: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(dir)
+}
+
+/// nixpkgs' lib, or None after recording the test as not run (see
+/// [`find_nixpkgs_lib`] and [`NotRun::fails`]).
+#[track_caller]
 pub fn nixpkgs_lib() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("NIXPKGS_LIB").map(PathBuf::from),
-        std::env::var_os("PANTHEROS_NIXPKGS_LIB").map(PathBuf::from),
-        Some(project_root().join("../shared/vendor/nixpkgs-lib/lib")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .flat_map(|p| [p.join("lib"), p])
-        .find(|p| p.join("default.nix").is_file() && p.join("modules.nix").is_file())
-        .and_then(|p| p.canonicalize().ok())
+    match find_nixpkgs_lib() {
+        Ok(lib) => Some(lib),
+        Err(why) => {
+            not_run(why);
+            None
+        }
+    }
 }
 
 /// Copy the directory tree `src` to `dst` (files and directories).
@@ -111,22 +209,18 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 /// The stand-in nixpkgs (and disko) flake of the evaluation tiers, made in
 /// `dir`: tests/module-eval with its flake.nix pointing at nixpkgs' real
 /// lib, whose `lib.nixosSystem` evaluates modules against the typed
-/// stand-in declarations. None (recorded; a failure under CI) without a lib.
+/// stand-in declarations. None without a lib (recorded as not run; see
+/// [`nixpkgs_lib`]).
 pub fn stand_in_nixpkgs(dir: &Path) -> Option<PathBuf> {
-    let Some(lib) = nixpkgs_lib() else {
-        cannot_run(
-            "no copy of nixpkgs' lib (set NIXPKGS_LIB, or keep ../shared/vendor/nixpkgs-lib beside the checkout)",
-        );
-        return None;
-    };
+    let lib = nixpkgs_lib()?;
     let stub = dir.join("stub");
     copy_dir(&project_root().join("tests/module-eval"), &stub);
-    // The lib's flake is its parent directory (nixpkgs.lib's layout).
-    let lib_flake = lib.parent().unwrap();
+    // The lib directory itself is the (non-flake) input: a bare `lib/`
+    // copy and a nixpkgs checkout's `lib/` serve alike.
     let template = fs::read_to_string(stub.join("flake.nix.in")).unwrap();
     fs::write(
         stub.join("flake.nix"),
-        template.replace("@NIXPKGS_LIB@", lib_flake.to_str().unwrap()),
+        template.replace("@NIXPKGS_LIB@", lib.to_str().unwrap()),
     )
     .unwrap();
     fs::remove_file(stub.join("flake.nix.in")).unwrap();
@@ -1390,4 +1484,39 @@ pub fn assert_schema(doc: &serde_json::Value, name: &str) {
         stdout(&out),
         stderr(&out)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one named exception: an absent nixpkgs' lib is "not run" also
+    /// under CI; every other reason a world cannot be built fails there.
+    #[test]
+    fn only_an_absent_nixpkgs_lib_may_not_run_under_ci() {
+        assert!(!NotRun::NoNixpkgsLib.fails(true));
+        assert!(!NotRun::NoNixpkgsLib.fails(false));
+        let other = NotRun::World("it needs root".into());
+        assert!(other.fails(true));
+        assert!(!other.fails(false));
+        // A lib that is set but broken is not the exception either.
+        assert!(
+            NotRun::World("NIXPKGS_LIB=/x is not nixpkgs' lib (no default.nix)".into()).fails(true)
+        );
+        assert_eq!(NotRun::NoNixpkgsLib.reason(), NO_NIXPKGS_LIB);
+    }
+
+    /// A directory is accepted as nixpkgs' lib only when it is one.
+    #[test]
+    fn a_lib_is_accepted_only_when_it_evaluates() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_nixpkgs_lib(dir.path()).unwrap_err();
+        assert!(err.contains("no default.nix"), "{err}");
+        fs::write(dir.path().join("default.nix"), "{ }").unwrap();
+        fs::write(dir.path().join("modules.nix"), "{ }").unwrap();
+        let err = check_nixpkgs_lib(dir.path()).unwrap_err();
+        assert!(err.contains("lib.version does not evaluate"), "{err}");
+        fs::write(dir.path().join("default.nix"), r#"{ version = "26.11"; }"#).unwrap();
+        assert!(check_nixpkgs_lib(dir.path()).is_ok());
+    }
 }
