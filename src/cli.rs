@@ -298,6 +298,12 @@ pub struct ActivationFlags {
     #[arg(long, requires = "break_lock")]
     pub force: bool,
 
+    /// Switch live even when NixOS's pre-switch checks refuse it (a changed
+    /// switch inhibitor such as systemd or dbus): sets NIXOS_NO_CHECK=1 for
+    /// this activation. The safe way is `--goal boot` and a reboot.
+    #[arg(long)]
+    pub force_switch: bool,
+
     /// Where logs go (default: <flake>/logs).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
@@ -322,6 +328,7 @@ impl ActivationFlags {
             rollback_on_health: self.no_rollback_on_health.then_some(false),
             break_lock: self.break_lock && touches_hosts,
             force: self.force,
+            force_switch: self.force_switch,
             ..crate::deploy::Options::new(mode, self.goal, log_dir)
         }
     }

@@ -31,6 +31,10 @@ pub mod exit {
             8,
             "`keys upload`: a host's keys could not all be read or written (each key that was written is whole)",
         ),
+        (
+            9,
+            "reboot required: NixOS would not switch to the new system live (its init changed: it is the boot default now; or switch inhibitors refused: nothing changed, use `--goal boot` or `--force-switch`)",
+        ),
         (10, "no `flake.nix` found"),
         (11, "the flake has no `nixosConfigurations`"),
         (12, "`nix` is not installed"),
@@ -102,6 +106,10 @@ pub mod exit {
     /// `keys upload`: a host's keys could not all be read or written (each
     /// key that was written is whole).
     pub const KEYS_FAILED: i32 = 8;
+    /// NixOS would not switch to the new system live: it is the boot
+    /// default (exit 100 of switch-to-configuration), or switch inhibitors
+    /// refused and nothing changed.
+    pub const REBOOT_REQUIRED: i32 = 9;
     /// validate: at least one row failed.
     pub const VALIDATE_FAILED: i32 = 40;
     /// validate: the host does not run Flashpods.

@@ -19,6 +19,8 @@ pub struct Request {
     /// Switch the profile to this existing generation (rollback) instead of
     /// adding a new one.
     pub generation: Option<u64>,
+    /// Units failed before this run: the baseline exit 4 is judged against.
+    pub baseline: Vec<String>,
 }
 
 /// How an activation ended, as the target reports it.
@@ -32,6 +34,9 @@ pub enum Activated {
     RolledBack { reason: String },
     /// Going back failed too: manual action is needed.
     RollbackFailed { reason: String },
+    /// NixOS would not activate the new system live: it is the boot
+    /// default (or, refused by the pre-switch checks, nothing changed).
+    RebootRequired { reason: String },
     /// The wait ended while the host was mid-change (or unreachable).
     Unknown { last: String },
     /// Interrupted while activating; the watchdog goes on by itself.
@@ -56,7 +61,14 @@ pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
             .timeout(Duration::from_secs(20))
     };
     match ctx.log.run(&cmd).await {
-        Ok(o) if o.success() => Some(Status::read(&o.stdout)),
+        Ok(o) if o.success() => {
+            let status = Status::read(&o.stdout);
+            // Read once: awaiting-confirm and done end their waits.
+            if let Some(note) = Status::note(&o.stdout) {
+                ctx.say(&format!("note: {note}"));
+            }
+            Some(status)
+        }
         _ => None,
     }
 }
@@ -129,6 +141,7 @@ pub(super) fn ended(status: Option<Status>) -> Activated {
         Some(Status::Failed(reason)) => Activated::NotStarted { reason },
         Some(Status::RolledBack(reason)) => Activated::RolledBack { reason },
         Some(Status::RollbackFailed(reason)) => Activated::RollbackFailed { reason },
+        Some(Status::RebootRequired(reason)) => Activated::RebootRequired { reason },
         Some(other) => Activated::Unknown {
             last: other.describe(),
         },
@@ -154,6 +167,8 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<Activated, StageError>
             confirm_timeout: d.confirm_timeout,
             activation_timeout: d.activation_timeout,
             fail_on_units: d.rollback_on_failed_units,
+            baseline: req.baseline.clone(),
+            force_switch: ctx.opts.force_switch,
             generation: req.generation,
         },
     )

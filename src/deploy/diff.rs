@@ -8,31 +8,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::build::Built;
+use super::live::Live;
 use super::preflight::Current;
 use super::{Ctx, StageError};
 use crate::nix::store_path::StorePath;
-use crate::target::protocol::exits;
+use crate::target::protocol::{exits, section};
 use crate::target::scripts;
 
 /// What activating the new system would do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// What dry-activate printed.
+    /// What dry-activate printed, stdout and stderr in the order written.
     pub dry_activate: Vec<String>,
     pub diff: Diff,
+    /// Whether it can be switched to live, or needs a reboot.
+    pub live: Live,
 }
 
-/// Dry-activate the new system, then diff its closure against the running one.
+/// Dry-activate the new system (and read what decides whether it can be
+/// switched to live), then diff its closure against the running one.
 pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, StageError> {
+    let d = &ctx.host.deployment;
+    // Another activation may hold NixOS's lock: wait for it a while.
+    let wait = d.activation_timeout.min(120);
     let cmd = ctx
         .target
         .root_script(
             &scripts::DRY_ACTIVATE,
-            &scripts::dry_activate_args(&built.toplevel),
+            &scripts::dry_activate_args(&built.toplevel, wait),
         )
-        .timeout(std::time::Duration::from_secs(
-            ctx.host.deployment.activation_timeout,
-        ));
+        .timeout(std::time::Duration::from_secs(d.activation_timeout + wait));
     let out = ctx
         .log
         .run(&cmd)
@@ -45,22 +50,36 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
         ))
         .hint("deploy a nixosConfigurations.<host>.config.system.build.toplevel"));
     }
+    if out.code == Some(exits::ACTIVATION_LOCKED) {
+        return Err(activation_locked(&out.stdout, wait));
+    }
     if !out.success() {
         return Err(
             StageError::cmd("dry-activate failed", crate::runner::failure_of(&cmd, &out))
                 .hint("fix the activation error above; nothing was changed"),
         );
     }
-    let dry_activate: Vec<String> = out
-        .stdout
-        .lines()
-        .chain(out.stderr.lines())
-        .take(40)
+    let rc: i32 = section(&out.stdout, "dry-activate-rc")
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(-1);
+    let printed: Vec<String> = section(&out.stdout, "dry-activate")
+        .into_iter()
         .map(String::from)
         .collect();
+    if rc != 0 && rc != 100 {
+        let tail = printed[printed.len().saturating_sub(20)..].join("\n    ");
+        return Err(StageError::new(format!(
+            "dry-activate failed: `{}/bin/switch-to-configuration dry-activate` exited {rc}\n  output (last lines):\n    {tail}",
+            built.toplevel
+        ))
+        .hint("fix the activation error above; nothing was changed"));
+    }
+    let dry_activate: Vec<String> = printed.into_iter().take(40).collect();
     for l in &dry_activate {
         ctx.say(&format!("dry-activate: {l}"));
     }
+    let live = Live::read(&out.stdout, rc);
     let old = current.running.as_deref().or(current.system.as_deref());
     let cmd = ctx
         .target
@@ -80,7 +99,29 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
     Ok(Plan {
         dry_activate,
         diff: diff(&before, &after),
+        live,
     })
+}
+
+/// The plan waited `wait` seconds for another activation to release
+/// NixOS's activation lock.
+fn activation_locked(stdout: &str, wait: u64) -> StageError {
+    let mut lines = stdout.lines();
+    let lock = lines
+        .next()
+        .and_then(|l| l.strip_prefix("LOCKED-BY-ACTIVATION "))
+        .unwrap_or("/run/nixos/switch-to-configuration.lock")
+        .to_string();
+    let holders: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    StageError::new(format!(
+        "another activation holds NixOS's activation lock {lock} (waited {wait}s){}; nothing was changed",
+        if holders.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", holders.join("; "))
+        }
+    ))
+    .hint("wait for that switch (a nixos-rebuild, another deploy) to finish, then deploy again")
 }
 
 /// One closure: store paths and their NAR sizes.

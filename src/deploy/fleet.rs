@@ -641,6 +641,8 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         system_after: None,
         toplevel: None,
         rollback_reason: None,
+        reboot_required: None,
+        live: None,
         error: Some(format!(
             "{msg}\n  hint: {}",
             super::activate::console_hint(&ctx.host.name)
@@ -675,6 +677,7 @@ fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) -> Str
         let (style, text) = match o.result {
             HostResult::Success => ("32", "ok"),
             HostResult::Unchanged => ("32", "unchanged"),
+            HostResult::RebootRequired => ("1;33", "REBOOT REQUIRED (not switched live)"),
             HostResult::Failed => ("31", "FAILED (nothing changed)"),
             HostResult::Interrupted => ("33", "INTERRUPTED (nothing changed)"),
             HostResult::Unhealthy => ("1;33", "UNHEALTHY (deployed; health checks failed)"),
@@ -703,6 +706,7 @@ fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) -> Str
                 .error
                 .clone()
                 .or_else(|| o.rollback_reason.clone())
+                .or_else(|| o.reboot_required.clone())
                 .unwrap_or_else(|| "no error was recorded".into());
             for l in text.lines() {
                 let _ = writeln!(out, "  {l}");

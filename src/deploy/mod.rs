@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod health;
 pub mod interrupt;
 pub mod keys;
+pub mod live;
 pub mod pipeline;
 pub mod preflight;
 pub mod rollback;
@@ -87,6 +88,8 @@ pub struct Options {
     /// `--break-lock` (and `--force`: also a holder that is still activating).
     pub break_lock: bool,
     pub force: bool,
+    /// `--force-switch`: activate with `NIXOS_NO_CHECK=1`.
+    pub force_switch: bool,
     /// What runs the hosts' commands (processes; a fake in unit tests).
     pub executor: std::sync::Arc<dyn crate::target::exec::Executor>,
 }
@@ -107,6 +110,7 @@ impl Options {
             rollback_to: None,
             break_lock: false,
             force: false,
+            force_switch: false,
             executor: crate::target::exec::processes(),
         }
     }
@@ -121,6 +125,10 @@ pub enum HostResult {
     Success,
     /// Nothing to do (already deployed).
     Unchanged,
+    /// NixOS would not activate the new system live: it is the boot default
+    /// and takes effect at the next boot (or, refused by the pre-switch
+    /// checks, nothing changed). Not a failure, and never rolled back.
+    RebootRequired,
     /// Failed before anything changed on the host.
     Failed,
     /// Interrupted (Ctrl-C, SIGTERM) before anything changed on the host.
@@ -157,6 +165,7 @@ impl HostResult {
         match self {
             HostResult::Success => "success",
             HostResult::Unchanged => "unchanged",
+            HostResult::RebootRequired => "reboot-required",
             HostResult::Failed => "failed",
             HostResult::Interrupted => "interrupted",
             HostResult::RolledBack => "rolled-back",
@@ -169,6 +178,7 @@ impl HostResult {
     pub fn exit_code(self) -> i32 {
         match self {
             HostResult::Success | HostResult::Unchanged => exit::OK,
+            HostResult::RebootRequired => exit::REBOOT_REQUIRED,
             HostResult::Failed => exit::FAILED_NOTHING_CHANGED,
             HostResult::Interrupted => exit::INTERRUPTED,
             HostResult::Unhealthy => exit::UNHEALTHY,
@@ -194,6 +204,10 @@ pub struct Outcome {
     pub system_after: Option<String>,
     pub toplevel: Option<String>,
     pub rollback_reason: Option<String>,
+    /// Why NixOS would not switch live (result `reboot-required`).
+    pub reboot_required: Option<String>,
+    /// What planning found about switching live (inhibitors, init, kernel).
+    pub live: Option<live::Live>,
     pub error: Option<String>,
     pub diff: Option<diff::Diff>,
     /// Wall time of each stage that ran, and `total`.

@@ -9,6 +9,7 @@ use super::activate::{self, Activated, Request};
 use super::build::{self, Built};
 use super::diff::{self, Diff};
 use super::fleet::{Approval, Gate, Permits};
+use super::live::Live;
 use super::preflight::{self, Current, Lock};
 use super::{
     Ctx, Goal, HostResult, Mode, Outcome, StageError, connect, health, keys, rollback, ship,
@@ -40,6 +41,8 @@ struct Facts {
     generation_after: Option<u64>,
     system_after: Option<String>,
     rollback_reason: Option<String>,
+    reboot_required: Option<String>,
+    live: Option<Live>,
     timings: BTreeMap<String, u64>,
     keys: Vec<keys::Uploaded>,
     /// The stage the run was in last (for a failure: where it failed).
@@ -273,13 +276,20 @@ async fn stages(
     step(ctx, facts, "copy", ship::ship(ctx, &built)).await?;
     let plan = step(ctx, facts, "diff", diff::plan(ctx, &current, &built)).await?;
     facts.diff = Some(plan.diff.clone());
+    facts.live = Some(plan.live.clone());
+    ctx.log.note(&plan.live.line());
     if mode == Mode::DryRun {
         crate::report::progress::block(&format!(
-            "Changes for {}:\n{}\n",
+            "Changes for {}:\n{}  {}\n",
             ctx.name(),
-            plan.diff.render()
+            plan.diff.render(),
+            plan.live.line()
         ));
         return Ok(End::ok(HostResult::Success));
+    }
+    // NixOS would refuse to switch live: stop before the host changes.
+    if let Some(end) = refuse_live(ctx, facts, &plan.live) {
+        return Ok(end);
     }
 
     // One confirmation for the whole run.
@@ -293,9 +303,10 @@ async fn stages(
         None => "new".into(),
     };
     let text = format!(
-        "Changes for {} ({from} -> {to}):\n{}",
+        "Changes for {} ({from} -> {to}):\n{}  {}\n",
         ctx.name(),
-        plan.diff.render()
+        plan.diff.render(),
+        plan.live.line()
     );
     fault(ctx, "confirm");
     match gate.approve(ctx, text).await {
@@ -354,6 +365,7 @@ async fn stages(
     let request = Request {
         toplevel: built.toplevel.clone(),
         generation,
+        baseline: current.failed_units.clone(),
     };
     let activated = activate::activate(ctx, &request).await?;
     facts
@@ -447,6 +459,35 @@ async fn stages(
     }
 }
 
+/// A goal NixOS would not carry out live (switch or test past a changed
+/// switch inhibitor, test of an incompatible init), refused before the host
+/// changes, with the ways on. None: go ahead.
+fn refuse_live(ctx: &Ctx, facts: &mut Facts, live: &Live) -> Option<End> {
+    let goal = ctx.opts.goal;
+    let why = if live.inhibited() && goal != Goal::Boot && !ctx.opts.force_switch {
+        let which: Vec<String> = live.inhibitors.iter().map(|i| i.describe()).collect();
+        format!(
+            "live switch refused by switch inhibitors ({}); nothing was changed",
+            which.join(", ")
+        )
+    } else if live.init_changed && goal == Goal::Test {
+        "the new system cannot be activated live (its init is incompatible with the running one); nothing was changed".into()
+    } else {
+        return None;
+    };
+    ctx.say(&format!("REBOOT REQUIRED: {why}"));
+    facts.reboot_required = Some(why.clone());
+    Some(End::err(
+        HostResult::RebootRequired,
+        StageError::new(why).hint(format!(
+            "deploy with `--goal boot` and reboot the host to run the new system, or, to switch live \
+             anyway (NIXOS_NO_CHECK=1; it may leave the running system unstable), with `--force-switch`: \
+             pantheros deploy {} --goal boot",
+            ctx.name()
+        )),
+    ))
+}
+
 /// The end of an activation, from the target's final state.
 /// Not activated: another host failed and the run does not keep going.
 fn halted(failed: &str) -> End {
@@ -482,6 +523,11 @@ async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Acti
             HostResult::Failed,
             StageError::new(format!("activation did not start: {reason}")),
         ),
+        Activated::RebootRequired { reason } => {
+            ctx.say(&format!("REBOOT REQUIRED: {reason}"));
+            facts.reboot_required = Some(reason);
+            End::ok(HostResult::RebootRequired)
+        }
         Activated::RolledBack { reason } => {
             facts.rollback_reason = Some(reason.clone());
             ctx.say(&format!("rolled back: {reason}"));
@@ -568,6 +614,7 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
                 HostResult::Failed => "FAILED (nothing changed)".to_string(),
                 HostResult::Interrupted => "INTERRUPTED (nothing changed)".to_string(),
                 HostResult::Unhealthy => "UNHEALTHY (the new generation stays active)".to_string(),
+                HostResult::RebootRequired => "REBOOT REQUIRED".to_string(),
                 other => format!("{other:?}"),
             };
             ctx.say(&format!("{label}: {e}"));
@@ -585,6 +632,8 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         system_after: facts.system_after,
         toplevel: facts.built.map(|b| b.toplevel),
         rollback_reason: facts.rollback_reason.map(|r| ctx.log.redact(&r)),
+        reboot_required: facts.reboot_required.map(|r| ctx.log.redact(&r)),
+        live: facts.live,
         error,
         diff: facts.diff,
         durations_ms: facts.timings,

@@ -251,7 +251,10 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
             }
         }
         "handover.sh" | "status.sh" => ok(format!("{}\n", s.status)),
-        "dry-activate.sh" => ok("would restart the following units: app.service\n"),
+        "dry-activate.sh" => ok(
+            "== dry-activate\nwould restart the following units: app.service\n== dry-activate-rc\n0\n\
+             == inhibitors-running\n{}\n== inhibitors-new\n{}\n== boot\n",
+        ),
         "closures.sh" => {
             let old = args[0].clone();
             let new = args[1].clone();
@@ -265,11 +268,11 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
             ok(o)
         }
         "launch.sh" => {
-            // DIR UNIT activate DIR PROFILE TOPLEVEL GOAL MAGIC CT AT FOU GEN
+            // DIR UNIT activate DIR PROFILE TOPLEVEL GOAL MAGIC CT AT FOU BASELINE FORCE GEN
             //            rollback DIR PROFILE GOAL REASON
             match args[2].as_str() {
                 "activate" => {
-                    let (top, magic, generation) = (&args[5], args[7] == "1", &args[11]);
+                    let (top, magic, generation) = (&args[5], args[7] == "1", &args[13]);
                     let before = (s.current, s.running.clone());
                     s.before = Some(before.clone());
                     match generation.parse::<usize>() {

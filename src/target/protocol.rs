@@ -17,6 +17,8 @@ pub mod exits {
     pub const LOCK_LIVE: i32 = 77;
     /// keys-check.sh: a key's owner or group does not exist on the host.
     pub const KEY_OWNER: i32 = 78;
+    /// dry-activate.sh: another activation holds NixOS's activation lock.
+    pub const ACTIVATION_LOCKED: i32 = 79;
 }
 
 /// The words of activate.sh's status line, in the order they can appear.
@@ -29,11 +31,16 @@ pub mod words {
     pub const ROLLING_BACK: &str = "rolling-back";
     pub const ROLLED_BACK: &str = "rolled-back";
     pub const ROLLBACK_FAILED: &str = "rollback-failed";
+    pub const REBOOT_REQUIRED: &str = "reboot-required";
 }
 
 /// Shell assignments of the constants above, sent before every script.
 pub fn prelude() -> String {
-    let consts: [(&str, String); 14] = [
+    let consts: [(&str, String); 16] = [
+        (
+            "EXIT_ACTIVATION_LOCKED",
+            exits::ACTIVATION_LOCKED.to_string(),
+        ),
         ("EXIT_KEY_OWNER", exits::KEY_OWNER.to_string()),
         ("EXIT_LOCK_LIVE", exits::LOCK_LIVE.to_string()),
         ("EXIT_LOCKED", exits::LOCKED.to_string()),
@@ -48,6 +55,7 @@ pub fn prelude() -> String {
         ("ST_ROLLING_BACK", words::ROLLING_BACK.into()),
         ("ST_ROLLED_BACK", words::ROLLED_BACK.into()),
         ("ST_ROLLBACK_FAILED", words::ROLLBACK_FAILED.into()),
+        ("ST_REBOOT_REQUIRED", words::REBOOT_REQUIRED.into()),
     ];
     let mut s = String::from(
         "# shellcheck disable=SC2034 # pantheros protocol constants (src/target/protocol.rs); not every script uses each\n",
@@ -73,6 +81,9 @@ pub enum Status {
     RollingBack(String),
     RolledBack(String),
     RollbackFailed(String),
+    /// NixOS would not activate the new system live (why): it is the boot
+    /// default, or the pre-switch checks refused and nothing changed.
+    RebootRequired(String),
     /// A line that is none of the above.
     Unknown(String),
     /// The watchdog no longer runs but left `last`, a status that is not
@@ -104,6 +115,7 @@ impl Status {
             words::ROLLING_BACK => Status::RollingBack(rest),
             words::ROLLED_BACK => Status::RolledBack(rest),
             words::ROLLBACK_FAILED => Status::RollbackFailed(rest),
+            words::REBOOT_REQUIRED => Status::RebootRequired(rest),
             _ => Status::Unknown(line.to_string()),
         }
     }
@@ -134,8 +146,17 @@ impl Status {
                 | Status::Failed(_)
                 | Status::RolledBack(_)
                 | Status::RollbackFailed(_)
+                | Status::RebootRequired(_)
                 | Status::Ended { .. }
         )
+    }
+
+    /// The note a status line carries after `awaiting-confirm` or `done`
+    /// (units already failing before the run), if any.
+    pub fn note(out: &str) -> Option<String> {
+        let line = out.lines().next()?.trim();
+        let (word, rest) = line.split_once(' ')?;
+        (word == words::AWAITING_CONFIRM || word == words::DONE).then(|| rest.trim().to_string())
     }
 
     /// The status as the target wrote it (for messages).
@@ -150,6 +171,7 @@ impl Status {
             Status::RollingBack(r) => format!("{} {r}", words::ROLLING_BACK),
             Status::RolledBack(r) => format!("{} {r}", words::ROLLED_BACK),
             Status::RollbackFailed(r) => format!("{} {r}", words::ROLLBACK_FAILED),
+            Status::RebootRequired(r) => format!("{} {r}", words::REBOOT_REQUIRED),
             Status::Unknown(l) => l.clone(),
             Status::Ended {
                 rebooted,
@@ -204,6 +226,7 @@ mod tests {
             "rolling-back health checks failed",
             "rolled-back switch-to-configuration exited 1",
             "rollback-failed no previous generation",
+            "reboot-required the new system is the boot default",
         ] {
             let s = Status::parse(line);
             assert!(!matches!(s, Status::Unknown(_) | Status::None), "{line}");
@@ -214,6 +237,25 @@ mod tests {
             Status::parse("rebooting"),
             Status::Unknown("rebooting".into())
         );
+    }
+
+    /// A note after awaiting-confirm or done (units already failing before
+    /// the run) is read, and does not change the status.
+    #[test]
+    fn a_note_rides_on_awaiting_confirm_and_done() {
+        let line = "done already failing before this deploy: old.service";
+        assert_eq!(Status::read(line), Status::Done);
+        assert_eq!(
+            Status::note(line).as_deref(),
+            Some("already failing before this deploy: old.service")
+        );
+        assert_eq!(
+            Status::read("awaiting-confirm already failing before this deploy: x.service"),
+            Status::AwaitingConfirm
+        );
+        assert_eq!(Status::note("done"), None);
+        assert_eq!(Status::note("rolled-back why"), None);
+        assert!(Status::RebootRequired("x".into()).is_final());
     }
 
     #[test]

@@ -173,9 +173,9 @@ pub fn unlock_args(state_dir: &str, run_id: &str) -> Vec<String> {
     vec![state_dir.into(), run_id.into()]
 }
 
-/// dry-activate.sh TOPLEVEL
-pub fn dry_activate_args(toplevel: &str) -> Vec<String> {
-    vec![toplevel.into()]
+/// dry-activate.sh TOPLEVEL WAIT (seconds for NixOS's activation lock)
+pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
+    vec![toplevel.into(), wait.to_string()]
 }
 
 /// generations.sh PROFILE SIZES
@@ -266,6 +266,10 @@ pub enum Activation {
         confirm_timeout: u64,
         activation_timeout: u64,
         fail_on_units: bool,
+        /// Units failed before this run (exit 4 is judged against them).
+        baseline: Vec<String>,
+        /// Skip the pre-switch checks (`NIXOS_NO_CHECK=1`).
+        force_switch: bool,
         generation: Option<u64>,
     },
     /// Go back to the generation recorded before the activation.
@@ -300,6 +304,8 @@ pub fn launch_args(dir: &str, unit: &str, what: &Activation) -> Vec<String> {
             confirm_timeout,
             activation_timeout,
             fail_on_units,
+            baseline,
+            force_switch,
             generation,
         } => v.extend([
             "activate".to_string(),
@@ -311,6 +317,16 @@ pub fn launch_args(dir: &str, unit: &str, what: &Activation) -> Vec<String> {
             confirm_timeout.to_string(),
             activation_timeout.to_string(),
             if *fail_on_units {
+                "1".into()
+            } else {
+                "0".into()
+            },
+            if baseline.is_empty() {
+                "-".into()
+            } else {
+                baseline.join(",")
+            },
+            if *force_switch {
                 "1".into()
             } else {
                 "0".into()
@@ -389,6 +405,8 @@ mod tests {
                 confirm_timeout: 30,
                 activation_timeout: 600,
                 fail_on_units: true,
+                baseline: vec!["old.service".into(), "older.service".into()],
+                force_switch: false,
                 generation: None,
             },
         );
@@ -408,6 +426,8 @@ mod tests {
                 "30",
                 "600",
                 "1",
+                "old.service,older.service",
+                "0",
                 ""
             ]
         );
@@ -512,7 +532,10 @@ mod tests {
             unlock_args("/var/lib/pantheros", "r1"),
             ["/var/lib/pantheros", "r1"]
         );
-        assert_eq!(dry_activate_args("/nix/store/t"), ["/nix/store/t"]);
+        assert_eq!(
+            dry_activate_args("/nix/store/t", 60),
+            ["/nix/store/t", "60"]
+        );
         assert_eq!(
             break_lock_args("/var/lib/pantheros", false),
             ["/var/lib/pantheros", "no"]

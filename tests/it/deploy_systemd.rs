@@ -35,7 +35,8 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
     );
     let gen1 = w.ssh_ok("sys1", "readlink -f /nix/var/nix/profiles/system");
 
-    // Generation 2 starts a unit that fails: degraded → health fails → rolled back.
+    // Generation 2 brings a unit that fails: switch-to-configuration exits 4
+    // naming it, a unit this deploy broke → rolled back at activation.
     let mut bad = host(&w, "sys1", 2, checks);
     bad.fail_unit = true;
     write_fleet(&flake, &[bad]);
@@ -44,11 +45,11 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "rolled-back");
     let reason = v["hosts"][0]["rollbackReason"].as_str().unwrap();
-    assert!(reason.contains("system is degraded"), "{reason}");
     assert!(
-        reason.contains("failed unit: fixture-broken.service"),
+        reason.contains("units failed because of this deploy: fixture-broken.service"),
         "{reason}"
     );
+    assert!(!reason.contains("already failing"), "{reason}");
     assert_eq!(
         w.ssh_ok("sys1", "readlink -f /nix/var/nix/profiles/system"),
         gen1
@@ -64,8 +65,18 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
         "running"
     );
 
-    // The same failure with --no-rollback-on-health keeps generation 2 and
-    // says so: exit 7, "unhealthy", never "nothing changed".
+    // With exit 4 accepted for the host (rollbackOnFailedUnits = false), the
+    // health checks see the degraded system; with --no-rollback-on-health
+    // generation 2 stays and says so: exit 7, "unhealthy", never "nothing
+    // changed".
+    let mut bad = host(
+        &w,
+        "sys1",
+        2,
+        &format!("{checks} rollbackOnFailedUnits = false;"),
+    );
+    bad.fail_unit = true;
+    write_fleet(&flake, &[bad]);
     let out = w.pantheros(
         &flake,
         &[
@@ -162,8 +173,10 @@ fn a_system_that_cuts_ssh_is_rolled_back_under_systemd_too() {
     );
 }
 
-/// A unit that had failed before the deploy is reported, not blamed: the
-/// deploy succeeds instead of rolling back until someone resets it.
+/// A unit that had failed before the deploy and that nothing restarts (a
+/// transient one) is cleared by the switch's reset of every failed unit, as
+/// NixOS's activation does: the deploy succeeds and the unit is no longer
+/// failed. A unit that fails because of the deploy is still blamed.
 #[test]
 fn units_that_failed_before_the_deploy_are_not_blamed_on_it() {
     let Some(mut w) = World::with_systemd() else {
@@ -183,9 +196,11 @@ fn units_that_failed_before_the_deploy_are_not_blamed_on_it() {
     let out = w.pantheros(&flake, &["deploy", "sys3", "--yes", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["hosts"][0]["result"], "success");
-    assert_stderr_has(
-        &out,
-        &["units that had failed before this deploy are still failed: old-broken.service"],
+    assert_eq!(
+        w.ssh_ok("sys3", "systemctl is-failed old-broken.service || true")
+            .trim(),
+        "inactive",
+        "the switch's reset-failed should have cleared it"
     );
     assert_eq!(
         w.ssh_ok("sys3", "cat /run/pantheros-fixture/generation")
@@ -198,5 +213,103 @@ fn units_that_failed_before_the_deploy_are_not_blamed_on_it() {
     write_fleet(&flake, &[bad]);
     let out = w.pantheros(&flake, &["deploy", "sys3", "--yes"]);
     assert_exit(&out, 3);
-    assert_stderr_has(&out, &["failed unit: fixture-broken.service"]);
+    assert_stderr_has(
+        &out,
+        &["units failed because of this deploy: fixture-broken.service"],
+    );
+}
+
+/// switch-to-configuration's exit 4 is about the whole host: a unit that
+/// was already failing before the deploy, and that a target wants, fails
+/// again on every switch. Only units this deploy broke roll it back; a
+/// rollback whose own switch exits 4 for the old unit is a rollback that
+/// worked, and says so.
+#[test]
+fn a_unit_broken_before_the_deploy_is_not_blamed_on_it() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("sys4");
+    let flake = w.path().join("fleet");
+    let flaky = |generation: u32, pkg: &str, broken: bool| {
+        let mut h = host(&w, "sys4", generation, "");
+        h.flaky_unit = true;
+        h.fail_unit = broken;
+        h.packages = vec![("hello".into(), pkg.into())];
+        h
+    };
+    write_fleet(&flake, &[flaky(1, "2.12", false)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "sys4", "--yes"]), 0);
+    let gen1 = w.ssh_ok("sys4", "readlink -f /nix/var/nix/profiles/system");
+
+    // Something outside this deploy breaks a unit on the host.
+    w.ssh_ok(
+        "sys4",
+        "mkdir -p /var/lib/pantheros-fixture && touch /var/lib/pantheros-fixture/break-flaky && \
+         (systemctl restart fixture-flaky.service || true)",
+    );
+    assert_eq!(
+        w.ssh_ok("sys4", "systemctl is-failed fixture-flaky.service || true")
+            .trim(),
+        "failed"
+    );
+
+    // An unrelated change: the switch exits 4 for the old unit only → kept.
+    write_fleet(&flake, &[flaky(2, "2.13", false)]);
+    let out = w.pantheros(&flake, &["deploy", "sys4", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["hosts"][0]["result"], "success");
+    assert_stderr_has(
+        &out,
+        &["already failing before this deploy: fixture-flaky.service"],
+    );
+    let log = w.ssh_ok(
+        "sys4",
+        "cat /var/lib/pantheros/runs/*/log 2>/dev/null || true",
+    );
+    assert!(
+        log.contains("switch-to-configuration switch exited 4"),
+        "the stand-in did not exit 4 for the old unit:\n{log}"
+    );
+    let gen2 = w.ssh_ok("sys4", "readlink -f /nix/var/nix/profiles/system");
+    assert_ne!(gen2, gen1);
+
+    // A change that breaks another unit: rolled back, naming only that unit;
+    // the rollback's own switch exits 4 for the old unit and still counts.
+    write_fleet(&flake, &[flaky(3, "2.14", true)]);
+    let out = w.pantheros(&flake, &["deploy", "sys4", "--yes", "--json"]);
+    assert_exit(&out, 3);
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["result"], "rolled-back");
+    let reason = v["hosts"][0]["rollbackReason"].as_str().unwrap();
+    assert!(
+        reason.contains("units failed because of this deploy: fixture-broken.service"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("because of this deploy: fixture-broken.service, fixture-flaky"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(
+            "exited 4 only for units already failing before this deploy: fixture-flaky.service"
+        ),
+        "{reason}"
+    );
+    assert_eq!(
+        w.ssh_ok("sys4", "readlink -f /nix/var/nix/profiles/system"),
+        gen2
+    );
+
+    // `pantheros rollback` while the old unit still fails: it works and says so.
+    let out = w.pantheros(&flake, &["rollback", "sys4", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_stderr_has(
+        &out,
+        &["already failing before this deploy: fixture-flaky.service"],
+    );
+    assert_eq!(
+        w.ssh_ok("sys4", "readlink -f /nix/var/nix/profiles/system"),
+        gen1
+    );
 }

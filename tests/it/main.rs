@@ -19,6 +19,7 @@ mod modules_eval;
 mod nix_files;
 mod provision;
 mod provision_install;
+mod real_activation;
 mod renderers;
 mod rollback;
 mod spire_entries;

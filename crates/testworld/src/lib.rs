@@ -785,7 +785,8 @@ impl World {
              mount --bind {nix} /nix; mount --bind {etc} /etc/nix; mkdir -p /var/lib/pantheros; \
              mount --bind {state} /var/lib/pantheros; \
              mount --bind {boot} /proc/sys/kernel/random/boot_id 2>/dev/null || rm -f {boot}; \
-             exec sleep infinity",
+             {base}; exec sleep infinity",
+            base = boot_script(),
             nix = hdir.join("nix").display(),
             etc = hdir.join("etc-nix").display(),
             state = hdir.join("state").display(),
@@ -911,9 +912,10 @@ impl World {
         host.exec_ok(&[
             "sh",
             "-c",
-            "umount -l /run && mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd && \
-             if [ -e /nix/var/nix/profiles/system ]; then \
-               ln -s \"$(readlink -f /nix/var/nix/profiles/system)\" /run/current-system; fi",
+            &format!(
+                "umount -l /run && mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd && {}",
+                boot_script()
+            ),
         ]);
         host.start_sshd(&client_ns);
     }
@@ -940,6 +942,41 @@ impl World {
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name} in this world"))
     }
+}
+
+/// The system a test host boots before pantheros deployed anything, as a
+/// NixOS host installed by nixos-anywhere would have one: `sw/bin`, the
+/// fixtures' default `init-interface-version` and `switch-inhibitors`, and no
+/// kernel links (a plan reads "unknown" for them, never "new kernel").
+pub const BASE_SYSTEM: &str = "/run/pantheros-base-system";
+pub const BASE_INIT_INTERFACE: &str = "systemd 2";
+pub const BASE_INHIBITORS: &str = r#"{"systemd":"systemd-258.1"}"#;
+
+/// Shell run at a light host's boot (its /run is new and /nix mounted):
+/// the base system, then /run/current-system and /run/booted-system point
+/// at the boot loader's default (the stand-in loader's entry in
+/// /nix/var/pantheros-fixture/boot/default, else the system profile, else
+/// the base system), as NixOS's stage 2 sets them.
+pub fn boot_script() -> String {
+    format!(
+        "mkdir -p {BASE_SYSTEM}/sw/bin && printf '%s' '{BASE_INIT_INTERFACE}' > {BASE_SYSTEM}/init-interface-version && \
+         printf '%s' '{BASE_INHIBITORS}' > {BASE_SYSTEM}/switch-inhibitors && \
+         sys=$(cat /nix/var/pantheros-fixture/boot/default 2>/dev/null || readlink -f /nix/var/nix/profiles/system 2>/dev/null || true) && \
+         {{ {{ [ -n \"$sys\" ] && [ -e \"$sys\" ]; }} || sys={BASE_SYSTEM}; }} && \
+         ln -sfn \"$sys\" /run/current-system && ln -sfn \"$sys\" /run/booted-system"
+    )
+}
+
+/// The base system of a systemd host, as a tmpfiles.d file its systemd
+/// applies at boot (the cached rootfs is shared and never written).
+pub fn boot_tmpfiles() -> String {
+    format!(
+        "d {BASE_SYSTEM}/sw/bin 0755 root root -\n\
+         f+ {BASE_SYSTEM}/init-interface-version 0644 root root - {BASE_INIT_INTERFACE}\n\
+         f+ {BASE_SYSTEM}/switch-inhibitors 0644 root root - {BASE_INHIBITORS}\n\
+         L+ /run/current-system - - - - {BASE_SYSTEM}\n\
+         L+ /run/booted-system - - - - {BASE_SYSTEM}\n"
+    )
 }
 
 impl Drop for World {
@@ -1035,6 +1072,17 @@ pub struct FixtureHost {
     pub blob_kib: u32,
     /// KiB the activation prints.
     pub output_kib: u32,
+    /// A unit that fails while /var/lib/pantheros-fixture/break-flaky
+    /// exists (systemd hosts).
+    pub flaky_unit: bool,
+    /// `system.switch.inhibitors` (None: the fixture's default, systemd).
+    pub inhibitors: Option<Vec<(String, String)>>,
+    /// A pre-switch check that always fails.
+    pub fail_pre_switch_check: bool,
+    /// `init-interface-version` (None: the default, as the base system's).
+    pub init_interface: Option<String>,
+    /// The kernel version of the kernel, initrd and modules links.
+    pub kernel: Option<String>,
     /// Nix attrset body for `pantheros.deployment` (without braces).
     pub deployment: String,
 }
@@ -1052,16 +1100,31 @@ impl FixtureHost {
             build_seconds: 0,
             blob_kib: 0,
             output_kib: 0,
+            flaky_unit: false,
+            inhibitors: None,
+            fail_pre_switch_check: false,
+            init_interface: None,
+            kernel: None,
             deployment: String::new(),
         }
     }
 }
 
-/// Write a fixture flake (flake.nix, flake.lock, system.nix) into `dir`.
+/// Write a fixture flake (flake.nix, flake.lock, system.nix and its
+/// activation program) into `dir`.
 pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
     fs::create_dir_all(dir).unwrap();
-    let src = project_root().join("tests/fixtures/fleet/system.nix");
-    fs::copy(src, dir.join("system.nix")).unwrap();
+    for f in [
+        "system.nix",
+        "switch-to-configuration.sh",
+        "pre-switch-check.sh",
+    ] {
+        fs::copy(
+            project_root().join("tests/fixtures/fleet").join(f),
+            dir.join(f),
+        )
+        .unwrap();
+    }
     fs::write(
         dir.join("flake.lock"),
         r#"{"nodes":{"root":{}},"root":"root","version":7}"#,
@@ -1074,10 +1137,27 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             .iter()
             .map(|(p, v)| format!("{{ pname = \"{p}\"; version = \"{v}\"; }}"))
             .collect();
+        let mut extra = String::new();
+        if let Some(inh) = &h.inhibitors {
+            let kv: Vec<String> = inh
+                .iter()
+                .map(|(k, v)| format!("\"{k}\" = \"{v}\";"))
+                .collect();
+            extra.push_str(&format!(" inhibitors = {{ {} }};", kv.join(" ")));
+        }
+        if let Some(i) = &h.init_interface {
+            extra.push_str(&format!(" initInterface = \"{i}\";"));
+        }
+        if let Some(k) = &h.kernel {
+            extra.push_str(&format!(" kernel = \"{k}\";"));
+        }
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      system.build.toplevel = mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out}; }};\n      \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
+             switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
+            fl = h.flaky_unit,
+            fp = h.fail_pre_switch_check,
             name = h.name,
             g = h.generation,
             pkgs = pkgs.join(" "),
@@ -1237,6 +1317,9 @@ impl World {
         let auth = hdir.join("authorized_keys");
         fs::copy(self.client_key.with_extension("pub"), &auth).unwrap();
         fs::set_permissions(&auth, fs::Permissions::from_mode(0o644)).unwrap();
+        let tmpfiles = hdir.join("pantheros-base-system.conf");
+        fs::write(&tmpfiles, boot_tmpfiles()).unwrap();
+        fs::set_permissions(&tmpfiles, fs::Permissions::from_mode(0o644)).unwrap();
         let machine = format!("{}-{}", self.id, name);
         let rootfs = systemd_cache().join("rootfs");
         let a = auth.display();
@@ -1245,8 +1328,9 @@ impl World {
              SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --boot --directory={root} --machine={machine} \
              --hostname={name} --volatile=overlay --register=no --keep-unit --capability=CAP_NET_ADMIN --network-namespace-path=/run/netns/{ns} \
              --console=passive --bind-ro={a}:/root/.ssh/authorized_keys --bind-ro={a}:/home/deploy/.ssh/authorized_keys \
-             --bind-ro={a}:/home/nopw/.ssh/authorized_keys",
+             --bind-ro={a}:/home/nopw/.ssh/authorized_keys --bind-ro={t}:/etc/tmpfiles.d/pantheros-base-system.conf",
             root = rootfs.display(),
+            t = tmpfiles.display(),
         );
         let log = fs::File::create(hdir.join("console.log")).unwrap();
         let nspawn = Command::new("bash")

@@ -6,7 +6,7 @@
 # One line per generation of profile $1, tab-separated:
 #   GEN <number> <date time> <(current)|-> <system> <present yes|no> <nixos-version> <closure bytes|->
 # With $2 = yes, the closure size is computed too (slow on big systems).
-# shellcheck disable=SC2317 # shared: not every script calls it
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
 list_generations() {
   lg_profile=$1 lg_sizes=${2:-no}
   nix-env -p "$lg_profile" --list-generations 2>/dev/null | while read -r n d t cur; do
@@ -28,7 +28,7 @@ list_generations() {
 # "unstarted" (activate.sh has not recorded itself yet), "rebooted" (it ran
 # in an earlier boot of this host: a reboot ended it) or "stopped" (it ended,
 # or was killed, without a final status). DIR/watchdog holds "BOOT_ID PID".
-# shellcheck disable=SC2317 # shared: not every script calls it
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
 watchdog_state() {
   ws_dir=$1
   if [ ! -r "$ws_dir/watchdog" ]; then
@@ -43,4 +43,31 @@ watchdog_state() {
   else
     echo stopped
   fi
+}
+
+# NixOS's activation lock (switch-to-configuration takes it with flock).
+ACTIVATION_LOCK=/run/nixos/switch-to-configuration.lock
+
+# Wait up to $1 seconds for no activation to hold NixOS's activation lock;
+# 0 when it is free. (A shared flock, released at once: it is granted only
+# while no switch-to-configuration holds the lock.)
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+activation_lock_free() {
+  [ -e "$ACTIVATION_LOCK" ] || return 0
+  flock -s -w "$1" "$ACTIVATION_LOCK" true 2>/dev/null
+}
+
+# Who holds NixOS's activation lock: "pid PID: COMMAND LINE" per process
+# that has it open (the pid /proc/locks names may be a `flock` command that
+# has exited while its shell keeps the lock). The caller's own shell is left
+# out; nothing when no process has it open.
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+activation_lock_holders() {
+  find /proc/[0-9]*/fd -lname "$ACTIVATION_LOCK" 2>/dev/null | cut -d/ -f3 | sort -un |
+    while read -r alh_pid; do
+      [ "$alh_pid" = "$$" ] && continue
+      alh_cmd=$(tr '\0' ' ' <"/proc/$alh_pid/cmdline" 2>/dev/null)
+      [ -n "$alh_cmd" ] || alh_cmd=$(cat "/proc/$alh_pid/comm" 2>/dev/null)
+      printf 'pid %s: %s\n' "$alh_pid" "${alh_cmd% }"
+    done
 }

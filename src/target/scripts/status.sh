@@ -6,7 +6,7 @@
 set -u
 final() {
   case "$1" in
-  "$ST_CONFIRMED"* | "$ST_DONE"* | "$ST_FAILED"* | "$ST_ROLLED_BACK"* | "$ST_ROLLBACK_FAILED"*) return 0 ;;
+  "$ST_CONFIRMED"* | "$ST_DONE"* | "$ST_FAILED"* | "$ST_ROLLED_BACK"* | "$ST_ROLLBACK_FAILED"* | "$ST_REBOOT_REQUIRED"*) return 0 ;;
   *) return 1 ;;
   esac
 }
