@@ -65,6 +65,19 @@ impl End {
             hand_over: false,
         }
     }
+    /// The host's deploy lock could not be given back: the error says so
+    /// and how to free it (a run that succeeded says it too).
+    fn lock_left(mut self, ctx: &Ctx, why: &str) -> End {
+        let msg = preflight::lock_left_message(ctx, why);
+        match &mut self.error {
+            Some(e) => e.message = format!("{}\n  {msg}", e.message),
+            None => {
+                ctx.say(&format!("warning: {msg}"));
+                self.error = Some(StageError::new(msg));
+            }
+        }
+        self
+    }
     fn err(result: HostResult, e: StageError) -> End {
         End {
             result,
@@ -159,6 +172,7 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
             )),
         ),
     };
+    let mut end = end;
     if let Some(mut l) = lock.take() {
         if end.hand_over {
             match preflight::hand_over(ctx, l).await {
@@ -166,7 +180,9 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
                 None => return finish_outcome(ctx, facts, end, started, started_at),
             }
         }
-        preflight::unlock(ctx, l).await;
+        if let Err(why) = preflight::unlock(ctx, l).await {
+            end = end.lock_left(ctx, &why);
+        }
     }
     finish_outcome(ctx, facts, end, started, started_at)
 }

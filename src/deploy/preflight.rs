@@ -185,36 +185,73 @@ pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
 
 /// Release the lock this run took (only this run's: another run's lock,
 /// e.g. after --break-lock, is left alone and named in the log).
-pub async fn unlock(ctx: &Ctx, lock: Lock) {
+pub async fn unlock(ctx: &Ctx, lock: Lock) -> Result<(), String> {
     let Lock(()) = lock;
-    release(ctx).await;
+    release(ctx).await
 }
 
 /// Release whatever lock this run holds on a host whose pipeline could not
 /// give its [`Lock`] back itself (its task crashed). unlock.sh checks the
 /// owner, so a lock this run never took is left alone.
 pub async fn unlock_after_crash(ctx: &Ctx) {
-    release(ctx).await;
+    if let Err(why) = release(ctx).await {
+        ctx.say(&lock_left_message(ctx, &why));
+    }
 }
 
-async fn release(ctx: &Ctx) {
+/// How long a lock that could not be released over the run's connection is
+/// tried again over new ones (sshd may be restarting, the master may have
+/// died with the copy).
+const UNLOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Give the host's deploy lock back: over the run's connection, then, when
+/// that fails, over fresh connections until [`UNLOCK_RETRY`] has passed.
+/// Err says why the host is still locked.
+async fn release(ctx: &Ctx) -> Result<(), String> {
+    let args = scripts::unlock_args(STATE_DIR, &ctx.opts.run_id);
     let cmd = ctx
         .target
-        .root_script(
-            &scripts::UNLOCK,
-            &scripts::unlock_args(STATE_DIR, &ctx.opts.run_id),
-        )
+        .root_script(&scripts::UNLOCK, &args)
         .timeout(std::time::Duration::from_secs(30));
-    match ctx.log.run_ok(&cmd).await {
-        Ok(out) if out.stdout.starts_with("NOT-OURS") => {
-            ctx.log.note(&format!("the lock is not ours any more: {}", out.stdout.trim()));
+    let first = match ctx.log.run_ok(&cmd).await {
+        Ok(out) => return released(ctx, &out.stdout),
+        Err(f) => f.how.clone(),
+    };
+    ctx.say(&format!(
+        "could not release the deploy lock over this run's connection ({first}); trying new connections for {}s",
+        UNLOCK_RETRY.as_secs()
+    ));
+    let deadline = std::time::Instant::now() + UNLOCK_RETRY;
+    let mut last = first;
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let cmd = ctx.target.fresh_root_script(&scripts::UNLOCK, &args);
+        match ctx.log.run_ok(&cmd).await {
+            Ok(out) => {
+                ctx.say("released the deploy lock over a new connection");
+                return released(ctx, &out.stdout);
+            }
+            Err(f) => last = f.how.clone(),
         }
-        Ok(_) => {}
-        Err(f) => ctx.say(&format!(
-            "could not release the deploy lock ({}); remove {STATE_DIR}/lock on the host if no deployment runs",
-            f.how
-        )),
     }
+    Err(last)
+}
+
+fn released(ctx: &Ctx, stdout: &str) -> Result<(), String> {
+    if stdout.starts_with("NOT-OURS") {
+        ctx.log
+            .note(&format!("the lock is not ours any more: {}", stdout.trim()));
+    }
+    Ok(())
+}
+
+/// What to tell the user when the lock stays on the host.
+pub fn lock_left_message(ctx: &Ctx, why: &str) -> String {
+    format!(
+        "the host is still locked: its deploy lock could not be released ({why}); once no deployment runs on it, \
+         free it with `pantheros deploy {} --break-lock` (or remove {STATE_DIR}/lock on the host)",
+        ctx.name()
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use std::time::Duration;
 use testworld::{World, assert_exit, json, stderr, stdout, write_fleet};
 
 /// Hosts named `web.1` and `web_1` once shared one SSH control socket, so
@@ -505,4 +506,77 @@ fn a_status_line_is_written_when_something_else_filled_the_disk() {
         .unwrap_or_else(|e| panic!("{e}: {log}"));
     assert!(size < 64 * 1024, "the log was not given up: {size} bytes");
     assert!(log.contains("filler"), "{log}");
+}
+
+/// The host's side of its link shaped to 4 Mbit/s (tbf: this machine's
+/// kernel has no netem), so a copy of a few MiB takes seconds.
+fn slow_link(w: &World, host: &str) {
+    w.host(host).exec_ok(&[
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "4mbit", "burst", "32kbit",
+        "latency", "400ms",
+    ]);
+}
+
+/// sshd dies during the copy (the deploy lock is already taken): the run
+/// fails with nothing changed, and gives the lock back over a new
+/// connection once sshd is back, so the next deploy is not refused. When
+/// sshd stays away, the result says the host is still locked and how to
+/// free it.
+#[test]
+fn a_lock_taken_before_sshd_died_is_released_over_a_new_connection() {
+    let Some((mut w, flake)) = testworld::world_with_deployed_host("alpha") else {
+        return;
+    };
+    // A copy slow enough to kill sshd in the middle of it.
+    slow_link(&w, "alpha");
+    let mut h = w.fixture_host("alpha", 2, "");
+    h.blob_kib = 4096;
+    write_fleet(&flake, &[h]);
+    let run = w.spawn_pantheros_captured(&flake, &["deploy", "alpha", "--yes"]);
+    testworld::wait_until("the copy to start", Duration::from_secs(60), || {
+        w.host("alpha").locked()
+            && w.host("alpha")
+                .exec(&["pgrep", "-f", "nix-store --serve"])
+                .status
+                .success()
+    });
+    w.kill_sshd("alpha");
+    std::thread::sleep(Duration::from_secs(3));
+    w.start_sshd("alpha");
+    let out = run.wait_with_output().unwrap();
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["released the deploy lock over a new connection"]);
+    assert!(!w.host("alpha").locked(), "the lock was left behind");
+    assert_eq!(w.generation_marker("alpha"), "1");
+    w.host("alpha")
+        .exec_ok(&["tc", "qdisc", "del", "dev", "eth0", "root"]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    assert_eq!(w.generation_marker("alpha"), "2");
+
+    // sshd dies and stays away: the lock cannot be given back, and the
+    // result says so with the way to free it.
+    slow_link(&w, "alpha");
+    let mut h = w.fixture_host("alpha", 3, "");
+    h.blob_kib = 4096;
+    write_fleet(&flake, &[h]);
+    let run = w.spawn_pantheros_captured(&flake, &["deploy", "alpha", "--yes"]);
+    testworld::wait_until("the copy to start", Duration::from_secs(60), || {
+        w.host("alpha").locked()
+            && w.host("alpha")
+                .exec(&["pgrep", "-f", "nix-store --serve"])
+                .status
+                .success()
+    });
+    w.kill_sshd("alpha");
+    let out = run.wait_with_output().unwrap();
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(
+        &out,
+        &[
+            "the host is still locked",
+            "pantheros deploy alpha --break-lock",
+        ],
+    );
+    assert!(w.host("alpha").locked());
+    w.start_sshd("alpha");
 }

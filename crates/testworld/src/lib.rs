@@ -345,7 +345,8 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if f() {
@@ -917,6 +918,39 @@ impl World {
                 boot_script()
             ),
         ]);
+        host.start_sshd(&client_ns);
+    }
+
+    /// Kill a light host's sshd and every SSH session it serves (as a
+    /// crash or an OOM kill of sshd would): open connections drop, new ones
+    /// are refused until [`World::start_sshd`].
+    pub fn kill_sshd(&mut self, name: &str) {
+        let host = self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no light host {name}"));
+        if let Some(mut old) = host.sshd.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let pids = stdout(&try_sh(&["ip", "netns", "pids", &host.netns]));
+        for pid in pids.split_whitespace() {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sshd" {
+                let _ = try_sh(&["kill", "-KILL", pid]);
+            }
+        }
+    }
+
+    /// Start a light host's sshd again (after [`World::kill_sshd`]).
+    pub fn start_sshd(&mut self, name: &str) {
+        let client_ns = self.client_ns.clone();
+        let host = self
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no light host {name}"));
         host.start_sshd(&client_ns);
     }
 
