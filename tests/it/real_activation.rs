@@ -177,3 +177,26 @@ fn a_switch_waiting_on_another_activation_names_the_lock() {
     assert_exit(&w.pantheros(&flake, &["deploy", "busy", "--yes"]), 0);
     assert_eq!(w.generation_marker("busy"), "2");
 }
+
+/// A new kernel switches fine and runs after a reboot: the plan says so in
+/// its one line and `--json` lists it; nothing is refused.
+#[test]
+fn a_new_kernel_is_a_note_in_the_plan_not_a_refusal() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("kern");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[w.fixture_host("kern", 1, "")]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "kern", "--yes"]), 0);
+    // The host boots generation 1: /run/booted-system has its kernel.
+    w.reboot_host("kern");
+    let mut next = w.fixture_host("kern", 2, "");
+    next.kernel = Some("6.12.3".into());
+    write_fleet(&flake, &[next]);
+    let out = w.pantheros(&flake, &["deploy", "kern", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_stderr_has(&out, &["Live switch: yes; reboot to run the kernel 6.12.3"]);
+    let live = &json(&out)["hosts"][0]["live"];
+    assert_eq!(live["bootChanges"][0], "new kernel 6.12.3");
+    assert_eq!(live["inhibitors"].as_array().map(Vec::len), Some(0));
+    assert_eq!(w.generation_marker("kern"), "2");
+}
