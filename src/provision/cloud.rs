@@ -56,12 +56,38 @@ pub struct Action {
     pub state: ActionState,
 }
 
+/// Hetzner's deprecation of a server type (in a location): announced, and
+/// orderable until `unavailable_after` (RFC 3339, as the API gives them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecation {
+    pub announced: String,
+    pub unavailable_after: String,
+}
+
+impl Deprecation {
+    /// The day it can no longer be ordered ("2026-01-01").
+    pub fn day(&self) -> &str {
+        self.unavailable_after
+            .split('T')
+            .next()
+            .unwrap_or(&self.unavailable_after)
+    }
+
+    /// Past its `unavailable_after` at `now` (an unreadable date counts as
+    /// past: Hetzner would refuse the order).
+    pub fn unavailable_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        chrono::DateTime::parse_from_rfc3339(&self.unavailable_after)
+            .map(|t| t <= now)
+            .unwrap_or(true)
+    }
+}
+
 /// Where a server type can be ordered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
     pub location: String,
-    /// No longer orderable there.
-    pub deprecated: bool,
+    /// Deprecated there (still orderable until its date).
+    pub deprecation: Option<Deprecation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +95,21 @@ pub struct ServerType {
     pub name: String,
     /// "x86" or "arm" (as the image API spells architectures).
     pub architecture: String,
-    pub deprecated: bool,
+    /// Deprecated as a whole (every location).
+    pub deprecation: Option<Deprecation>,
     pub offers: Vec<Offer>,
+}
+
+impl ServerType {
+    /// The deprecation that applies in `location`: the location's own, else
+    /// the type's.
+    pub fn deprecation_in(&self, location: &str) -> Option<&Deprecation> {
+        self.offers
+            .iter()
+            .find(|o| o.location == location)
+            .and_then(|o| o.deprecation.as_ref())
+            .or(self.deprecation.as_ref())
+    }
 }
 
 /// What to create.
@@ -120,8 +159,8 @@ pub trait Cloud {
     ) -> Result<i64, ApiError>;
 
     async fn server_type(&self, name: &str) -> Result<Option<ServerType>, ApiError>;
-    /// Every current server type's name (for a "choose one of" hint).
-    async fn server_type_names(&self) -> Result<Vec<String>, ApiError>;
+    /// Every server type with its offers (for the hints of a refused one).
+    async fn server_types(&self) -> Result<Vec<ServerType>, ApiError>;
     async fn image_exists(&self, name: &str, architecture: &str) -> Result<bool, ApiError>;
 
     async fn iso_exists(&self, name: &str) -> Result<bool, ApiError>;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::cloud::{Cloud, LABEL_HOST, LABEL_MANAGED, NewServer};
+use super::cloud::{Cloud, LABEL_HOST, LABEL_MANAGED, NewServer, ServerType};
 use super::{CreateArgs, Failure, Spinner, exit, foreign, kamal, sshkey, wait};
 
 #[derive(Debug, serde::Serialize)]
@@ -313,38 +313,52 @@ pub async fn preflight(
     image: &str,
 ) -> Result<(), Failure> {
     let Some(st) = cloud.server_type(server_type).await? else {
-        let names = cloud.server_type_names().await.unwrap_or_default();
+        let types = cloud.server_types().await.unwrap_or_default();
+        let now = chrono::Utc::now();
+        let names: Vec<&str> = types
+            .iter()
+            .filter(|t| {
+                t.deprecation
+                    .as_ref()
+                    .is_none_or(|d| !d.unavailable_at(now))
+            })
+            .map(|t| t.name.as_str())
+            .collect();
         return Err(Failure::new(
             Kind::Preflight,
             format!("server type {server_type} does not exist at Hetzner; nothing was created"),
             format!("choose one of: {} (--server-type)", names.join(", ")),
         ));
     };
-    let offered: Vec<&str> = st
-        .offers
-        .iter()
-        .filter(|o| !o.deprecated)
-        .map(|o| o.location.as_str())
-        .collect();
-    let deprecated_here = st
-        .offers
-        .iter()
-        .any(|o| o.location == location && o.deprecated);
-    if deprecated_here || (st.deprecated && offered.is_empty()) {
-        return Err(Failure::new(
-            Kind::Preflight,
-            format!(
-                "server type {server_type} is deprecated and can no longer be ordered in {location}; nothing was created"
-            ),
-            "use a current type, e.g. --server-type cx23 (successor of cx22) or cpx22".to_string(),
-        ));
-    }
     if !st.offers.iter().any(|o| o.location == location) {
+        let offered: Vec<&str> = st.offers.iter().map(|o| o.location.as_str()).collect();
         return Err(Failure::new(
             Kind::Preflight,
             format!("server type {server_type} is not offered in {location}; nothing was created"),
             format!("it is offered in: {} (--location)", offered.join(", ")),
         ));
+    }
+    if let Some(dep) = st.deprecation_in(location) {
+        let now = chrono::Utc::now();
+        let when = if dep.day().is_empty() {
+            String::new()
+        } else {
+            format!(" (unavailable after {})", dep.day())
+        };
+        if dep.unavailable_at(now) {
+            let types = cloud.server_types().await.unwrap_or_default();
+            return Err(Failure::new(
+                Kind::Preflight,
+                format!(
+                    "server type {server_type} is deprecated{when} and can no longer be ordered in {location}; nothing was created"
+                ),
+                successors_hint(&types, &st, location),
+            ));
+        }
+        eprintln!(
+            "warning: server type {server_type} is deprecated: it can be ordered in {location} until {}; choose a current type soon",
+            dep.day()
+        );
     }
     if !cloud.image_exists(image, &st.architecture).await? {
         return Err(Failure::new(
@@ -357,6 +371,31 @@ pub async fn preflight(
         ));
     }
     Ok(())
+}
+
+/// The hint for a server type that can no longer be ordered: only types
+/// the API offers in that location today, of the same architecture, never
+/// a deprecated one and never the refused type itself.
+pub fn successors_hint(types: &[ServerType], refused: &ServerType, location: &str) -> String {
+    let mut names: Vec<&str> = types
+        .iter()
+        .filter(|t| t.name != refused.name && t.architecture == refused.architecture)
+        .filter(|t| t.offers.iter().any(|o| o.location == location))
+        .filter(|t| t.deprecation_in(location).is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        format!(
+            "no current {} server type is offered in {location}: choose another --location (or an arm type)",
+            refused.architecture
+        )
+    } else {
+        format!(
+            "use a current type offered in {location}: --server-type {} (or set deployment.hetzner.serverType)",
+            names.join(", ")
+        )
+    }
 }
 
 fn kamal_update(path: &std::path::Path, ip: &str) -> String {
@@ -391,6 +430,67 @@ fn kamal_update(path: &std::path::Path, ip: &str) -> String {
 mod tests {
     use super::*;
     use crate::provision::fake::{FakeCloud, api_error, key};
+
+    fn st(name: &str, arch: &str, offers: &[(&str, bool)]) -> ServerType {
+        let dep = |gone: bool| {
+            gone.then(|| super::super::cloud::Deprecation {
+                announced: "2025-10-16T00:00:00Z".into(),
+                unavailable_after: "2026-01-01T00:00:00Z".into(),
+            })
+        };
+        ServerType {
+            name: name.into(),
+            architecture: arch.into(),
+            deprecation: None,
+            offers: offers
+                .iter()
+                .map(|(l, gone)| super::super::cloud::Offer {
+                    location: (*l).into(),
+                    deprecation: dep(*gone),
+                })
+                .collect(),
+        }
+    }
+
+    /// The hint never names the refused type, a deprecated one, one of
+    /// another architecture or one not offered in the location.
+    #[test]
+    fn a_refused_types_hint_names_only_current_types_offered_there() {
+        let refused = st("cx23", "x86", &[("nbg1", true)]);
+        let types = vec![
+            refused.clone(),
+            st("cx33", "x86", &[("nbg1", false)]),
+            st("cpx22", "x86", &[("nbg1", false), ("ash", false)]),
+            st("cx22", "x86", &[("nbg1", true)]),
+            st("cax11", "arm", &[("nbg1", false)]),
+            st("ccx13", "x86", &[("fsn1", false)]),
+        ];
+        let hint = successors_hint(&types, &refused, "nbg1");
+        assert!(hint.contains("--server-type cpx22, cx33"), "{hint}");
+        for never in ["cx23", "cx22", "cax11", "ccx13"] {
+            assert!(!hint.contains(never), "{never} in {hint}");
+        }
+        let hint = successors_hint(&types, &refused, "sin");
+        assert!(
+            hint.contains("no current x86 server type is offered in sin"),
+            "{hint}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_type_no_longer_orderable_is_refused_with_its_date_and_current_successors() {
+        let cloud = FakeCloud::new();
+        let err = preflight(&cloud, "cx22", "nbg1", "ubuntu-24.04")
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("unavailable after 2026-01-01"), "{text}");
+        assert!(text.contains("--server-type cx23"), "{text}");
+        assert!(
+            !text.contains("cx22 (") && !text.contains(", cx22"),
+            "{text}"
+        );
+    }
 
     fn args(dry_run: bool) -> CreateArgs {
         CreateArgs {

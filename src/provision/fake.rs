@@ -256,36 +256,12 @@ impl Cloud for FakeCloud {
 
     async fn server_type(&self, name: &str) -> Result<Option<ServerType>, ApiError> {
         self.enter("server_type")?;
-        let offer = |l: &str, deprecated| Offer {
-            location: l.into(),
-            deprecated,
-        };
-        Ok(match name {
-            "cx23" => Some(ServerType {
-                name: name.into(),
-                architecture: "x86".into(),
-                deprecated: false,
-                offers: vec![offer("nbg1", false), offer("fsn1", false)],
-            }),
-            "cx22" => Some(ServerType {
-                name: name.into(),
-                architecture: "x86".into(),
-                deprecated: true,
-                offers: vec![offer("nbg1", true)],
-            }),
-            "cax11" => Some(ServerType {
-                name: name.into(),
-                architecture: "arm".into(),
-                deprecated: false,
-                offers: vec![offer("fsn1", false)],
-            }),
-            _ => None,
-        })
+        Ok(fake_server_types().into_iter().find(|t| t.name == name))
     }
 
-    async fn server_type_names(&self) -> Result<Vec<String>, ApiError> {
-        self.enter("server_type_names")?;
-        Ok(vec!["cx23".into(), "cax11".into()])
+    async fn server_types(&self) -> Result<Vec<ServerType>, ApiError> {
+        self.enter("server_types")?;
+        Ok(fake_server_types())
     }
 
     async fn image_exists(&self, name: &str, architecture: &str) -> Result<bool, ApiError> {
@@ -329,4 +305,37 @@ impl Cloud for FakeCloud {
         self.enter("reset")?;
         Ok(FakeCloud::new_action(&mut self.state()))
     }
+}
+
+/// The fake's server types: cx23 (x86, nbg1 and fsn1), cx22 (x86, nbg1,
+/// no longer orderable since 2026-01-01) and cax11 (arm, fsn1).
+fn fake_server_types() -> Vec<ServerType> {
+    let gone = Deprecation {
+        announced: "2025-10-16T00:00:00Z".into(),
+        unavailable_after: "2026-01-01T00:00:00Z".into(),
+    };
+    let offer = |l: &str, deprecation: Option<Deprecation>| Offer {
+        location: l.into(),
+        deprecation,
+    };
+    vec![
+        ServerType {
+            name: "cx23".into(),
+            architecture: "x86".into(),
+            deprecation: None,
+            offers: vec![offer("nbg1", None), offer("fsn1", None)],
+        },
+        ServerType {
+            name: "cx22".into(),
+            architecture: "x86".into(),
+            deprecation: Some(gone.clone()),
+            offers: vec![offer("nbg1", Some(gone))],
+        },
+        ServerType {
+            name: "cax11".into(),
+            architecture: "arm".into(),
+            deprecation: None,
+            offers: vec![offer("fsn1", None)],
+        },
+    ]
 }

@@ -392,28 +392,10 @@ impl super::cloud::Cloud for Hetzner {
                 server_types_api::list_server_types(&self.config, params.clone())
             })
             .await?;
-        Ok(r.server_types
-            .into_iter()
-            .next()
-            .map(|t| super::cloud::ServerType {
-                architecture: match t.architecture {
-                    models::Architecture::Arm => "arm".into(),
-                    models::Architecture::X86 => "x86".into(),
-                },
-                deprecated: t.deprecated.unwrap_or(false) || matches!(t.deprecation, Some(Some(_))),
-                offers: t
-                    .locations
-                    .iter()
-                    .map(|l| super::cloud::Offer {
-                        location: l.name.clone(),
-                        deprecated: l.deprecation.is_some(),
-                    })
-                    .collect(),
-                name: t.name,
-            }))
+        Ok(r.server_types.into_iter().next().map(server_type))
     }
 
-    async fn server_type_names(&self) -> Result<Vec<String>, ApiError> {
+    async fn server_types(&self) -> Result<Vec<super::cloud::ServerType>, ApiError> {
         let params = server_types_api::ListServerTypesParams {
             per_page: Some(50),
             ..Default::default()
@@ -423,11 +405,7 @@ impl super::cloud::Cloud for Hetzner {
                 server_types_api::list_server_types(&self.config, params.clone())
             })
             .await?;
-        Ok(r.server_types
-            .into_iter()
-            .filter(|t| !t.deprecated.unwrap_or(false))
-            .map(|t| t.name)
-            .collect())
+        Ok(r.server_types.into_iter().map(server_type).collect())
     }
 
     async fn image_exists(&self, name: &str, architecture: &str) -> Result<bool, ApiError> {
@@ -570,6 +548,38 @@ pub fn classify<E>(call: &str, e: hcloud::apis::Error<E>) -> ApiError {
             message: io.to_string(),
             details: None,
         },
+    }
+}
+
+/// The API's server type as pantheros' own.
+fn server_type(t: models::ServerType) -> super::cloud::ServerType {
+    let dep = |d: &models::DeprecationInfo| super::cloud::Deprecation {
+        announced: d.announced.clone(),
+        unavailable_after: d.unavailable_after.clone(),
+    };
+    super::cloud::ServerType {
+        architecture: match t.architecture {
+            models::Architecture::Arm => "arm".into(),
+            models::Architecture::X86 => "x86".into(),
+        },
+        deprecation: match &t.deprecation {
+            Some(Some(d)) => Some(dep(d)),
+            // The old boolean without the object: no date is known.
+            _ if t.deprecated.unwrap_or(false) => Some(super::cloud::Deprecation {
+                announced: String::new(),
+                unavailable_after: String::new(),
+            }),
+            _ => None,
+        },
+        offers: t
+            .locations
+            .iter()
+            .map(|l| super::cloud::Offer {
+                location: l.name.clone(),
+                deprecation: l.deprecation.as_deref().map(dep),
+            })
+            .collect(),
+        name: t.name,
     }
 }
 

@@ -433,6 +433,18 @@ def make_handler(fake):
                             if srv["name"] == req["name"]:
                                 srv["public_net"]["ipv4"]["ip"] = req["ip"]
                     return self.reply(200, {"ok": True})
+                if path == "/__fake/deprecate" and method == "POST":
+                    # Deprecate a server type everywhere, as Hetzner does:
+                    # the type's object and each location's.
+                    req = json.loads(raw)
+                    dep = {"announced": req["announced"], "unavailable_after": req["unavailable_after"]}
+                    for st in fake.server_types:
+                        if st["name"] == req["server_type"]:
+                            st["deprecated"] = True
+                            st["deprecation"] = dep
+                            for loc in st["locations"]:
+                                loc["deprecation"] = dep
+                    return self.reply(200, {"ok": True})
                 if path == "/__fake/action-polls" and method == "POST":
                     fake.action_polls = json.loads(raw)["polls"]
                     return self.reply(200, {"ok": True})

@@ -312,6 +312,24 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
     assert_eq!(t.eval_ok("nixosConfigurations.yoga", &apply), Value::Null);
 }
 
+/// The admin key placeholder is filled by whatever key the user writes
+/// where the file invites it: in place of the example's own text (which
+/// once kept every host "needs setup", since the check compared the list
+/// with that same binding).
+#[test]
+fn a_key_written_in_place_of_the_example_fills_the_admin_key_placeholder() {
+    let Some(t) = Tier::new() else { return };
+    let before = t.host_report("ovh-vps").unwrap();
+    assert_eq!(names(&before["placeholders"]), ["adminSshKeys"]);
+    t.edit(
+        "hosts/common/default.nix",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEreplaceWithYourOwnAdminKey0000000000 example@pantheros",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ9userKeyUserKeyUserKeyUserKeyUserKeyUserKey0 me@laptop",
+    );
+    let after = t.host_report("ovh-vps").unwrap();
+    assert_eq!(names(&after["placeholders"]), Vec::<String>::new());
+}
+
 #[test]
 fn the_tier_fails_on_a_wrong_type_a_misspelt_option_a_missing_unit_and_a_throwing_placeholder() {
     // A wrong option type: nixpkgs declares networking.useDHCP a bool.

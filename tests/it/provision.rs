@@ -376,7 +376,36 @@ fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
         "cx22",
     ]);
     assert_exit(&out, 22);
-    assert_stderr_has(&out, &["deprecated", "cx23"]);
+    assert_stderr_has(
+        &out,
+        &[
+            "deprecated (unavailable after 2026-01-01)",
+            "--server-type cpx22, cx23",
+        ],
+    );
+    // The shipped type itself deprecated: its hint never suggests it, and
+    // names only current x86 types offered in the location.
+    e.fake.deprecate("cx23", "2026-11-30T00:00:00Z");
+    let out = e.run(&[
+        "provision",
+        "create",
+        "hetzner-vps",
+        "--server-type",
+        "cx23",
+    ]);
+    assert_exit(&out, 22);
+    assert_stderr_has(
+        &out,
+        &[
+            "server type cx23 is deprecated (unavailable after 2026-11-30)",
+            "--server-type cpx22 (or",
+        ],
+    );
+    let hint = stderr(&out);
+    let hint = hint.split("hint:").nth(1).unwrap_or_default();
+    for never in ["cx23", "cx22", "cax11"] {
+        assert!(!hint.contains(never), "{never} suggested: {hint}");
+    }
     let out = e.run(&[
         "provision",
         "create",

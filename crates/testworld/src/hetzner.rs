@@ -191,6 +191,19 @@ impl FakeHetzner {
         self.control("GET", "state", None)
     }
 
+    /// Deprecate a server type in every location, orderable until
+    /// `unavailable_after` (RFC 3339).
+    pub fn deprecate(&self, server_type: &str, unavailable_after: &str) {
+        self.control(
+            "POST",
+            "deprecate",
+            Some(
+                serde_json::json!({"server_type": server_type, "announced": "2026-09-01T00:00:00Z",
+                                    "unavailable_after": unavailable_after}),
+            ),
+        );
+    }
+
     pub fn set_ip(&self, name: &str, ip: &str) {
         self.control(
             "POST",
