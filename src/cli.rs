@@ -261,6 +261,11 @@ pub struct DeployArgs {
     #[arg(long)]
     pub local: bool,
 
+    /// Stop before anything is built when the evaluation printed a warning
+    /// (for CI); the warnings are shown either way.
+    #[arg(long)]
+    pub fail_on_warnings: bool,
+
     #[command(flatten)]
     pub activation: ActivationFlags,
 }
@@ -339,6 +344,11 @@ pub struct BuildAllArgs {
     /// Host names, globs or @tag; none builds every host.
     #[arg(value_name = "SELECTOR")]
     pub selectors: Vec<String>,
+
+    /// Stop before anything is built when the evaluation printed a warning
+    /// (for CI); the warnings are shown either way.
+    #[arg(long)]
+    pub fail_on_warnings: bool,
 
     /// Builds at once (default: the number of CPUs).
     #[arg(long, short = 'j')]

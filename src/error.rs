@@ -39,7 +39,10 @@ pub mod exit {
         (11, "the flake has no `nixosConfigurations`"),
         (12, "`nix` is not installed"),
         (13, "`nix` is too old (flakes need 2.4 or newer)"),
-        (14, "evaluation failed (the flake, or a selected host)"),
+        (
+            14,
+            "evaluation failed (the flake, or a selected host), or it printed warnings and `--fail-on-warnings` was given",
+        ),
         (15, "unknown host"),
         (16, "the selection matched no host"),
         (
@@ -297,6 +300,13 @@ pub enum Error {
     #[error("{}", needs_setup(unfilled))]
     NeedsSetup { unfilled: Vec<Unfilled> },
 
+    #[error(
+        "the evaluation printed {} warning(s) and --fail-on-warnings was given; nothing was built or changed:\n  {}",
+        warnings.len(),
+        warnings.join("\n  ")
+    )]
+    Warnings { warnings: Vec<String> },
+
     #[error("{0}")]
     Command(CommandFailure),
 
@@ -383,6 +393,7 @@ impl Error {
             Error::UnknownHost { .. } => exit::UNKNOWN_HOST,
             Error::EmptySelection { .. } => exit::EMPTY_SELECTION,
             Error::NeedsSetup { .. } => exit::NEEDS_SETUP,
+            Error::Warnings { .. } => exit::EVAL_FAILED,
             Error::Usage(_) => exit::USAGE,
             Error::Coded { code, .. } => *code,
             Error::Provision { kind, .. } => kind.exit_code(),
@@ -429,6 +440,8 @@ impl Error {
                 "selectors are host names, globs such as '*-vps', or @tag; known hosts: {}",
                 known.join(", ")
             ),
+            Error::Warnings { .. } => "fix what each warning names in the host's configuration, or run without --fail-on-warnings"
+                .into(),
             Error::NeedsSetup { .. } => "replace each example value in the file named, then run the same command again; \
                  `pantheros hosts` lists what each host still needs"
                 .into(),

@@ -1,6 +1,6 @@
 //! `pantheros build-all`: every selected host built in parallel.
 
-use super::{log_root, selected_hosts};
+use super::{log_root, selected_hosts_checked};
 use crate::cli;
 use crate::error::Result;
 use crate::{inventory, nix};
@@ -12,7 +12,8 @@ pub async fn build_all(
 ) -> Result<i32> {
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
-    let hosts = selected_hosts(&nix, &flake, &args.selectors, false).await?;
+    let hosts =
+        selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings).await?;
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -1,6 +1,6 @@
 //! `pantheros deploy`: the pipeline for the selected hosts.
 
-use super::{log_root, selected_hosts};
+use super::{log_root, selected_hosts_checked};
 use crate::cli;
 use crate::error::{Error, Result};
 use crate::{inventory, nix};
@@ -12,7 +12,8 @@ pub async fn deploy(
 ) -> Result<i32> {
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
-    let mut hosts = selected_hosts(&nix, &flake, &args.selectors, false).await?;
+    let mut hosts =
+        selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings).await?;
     args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
     if !args.build_only {

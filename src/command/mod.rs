@@ -72,6 +72,20 @@ pub async fn selected_hosts(
     selectors: &[String],
     disko: bool,
 ) -> Result<Vec<inventory::Host>> {
+    selected_hosts_checked(nix, flake, selectors, disko, false).await
+}
+
+/// [`selected_hosts`], showing the selected hosts' evaluation warnings
+/// first (grouped per host; those Nix printed for no host in particular
+/// as `[evaluation]`), and with `fail_on_warnings` refusing to go on when
+/// there is any.
+pub async fn selected_hosts_checked(
+    nix: &nix::Nix,
+    flake: &inventory::FlakeRef,
+    selectors: &[String],
+    disko: bool,
+    fail_on_warnings: bool,
+) -> Result<Vec<inventory::Host>> {
     let opts = inventory::EvalOptions {
         drv_for: Some(selectors.to_vec()),
         disko,
@@ -83,6 +97,20 @@ pub async fn selected_hosts(
         return Err(err);
     }
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
+    let mut warned: Vec<String> = vec![];
+    for h in &hosts {
+        for w in &h.warnings {
+            crate::report::say(&h.name, &format!("warning: {w}"));
+            warned.push(format!("{}: {w}", h.name));
+        }
+    }
+    for w in &inv.warnings {
+        crate::report::say("evaluation", &format!("warning: {w}"));
+        warned.push(w.clone());
+    }
+    if fail_on_warnings && !warned.is_empty() {
+        return Err(Error::Warnings { warnings: warned });
+    }
     let missing: Vec<&str> = hosts
         .iter()
         .filter(|h| h.drv_path.is_none())
@@ -151,6 +179,7 @@ pub async fn flake_hosts(
             system: None,
             disko_drv_path: None,
             flashpods: None,
+            warnings: vec![],
         };
         return Ok((vec![host], root));
     }

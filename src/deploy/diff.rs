@@ -313,6 +313,23 @@ mod tests {
         }
     }
 
+    fn without_colour(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     #[test]
     fn added_removed_changed_and_size() {
         let before = c(&[
@@ -342,7 +359,8 @@ mod tests {
         assert_eq!(d.size_before, 156);
         assert_eq!(d.size_after, 186);
         assert_eq!(d.paths_added, 4);
-        let r = d.render();
+        // Without colour codes, whether or not stderr is a terminal.
+        let r = without_colour(&d.render());
         assert!(r.contains("[U] hello  2.12 -> 2.13"), "{r}");
         assert!(r.contains("[A] curl   8.5.0"), "{r}");
         assert!(r.contains("[R] wget   1.21"), "{r}");

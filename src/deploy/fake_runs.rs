@@ -41,6 +41,7 @@ fn host(name: &str, tweak: impl FnOnce(&mut Deployment)) -> Host {
         system: None,
         disko_drv_path: None,
         flashpods: None,
+        warnings: vec![],
     }
 }
 

@@ -643,6 +643,7 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         rollback_reason: None,
         reboot_required: None,
         live: None,
+        warnings: ctx.host.warnings.clone(),
         error: Some(format!(
             "{msg}\n  hint: {}",
             super::activate::console_hint(&ctx.host.name)

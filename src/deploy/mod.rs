@@ -208,6 +208,8 @@ pub struct Outcome {
     pub reboot_required: Option<String>,
     /// What planning found about switching live (inhibitors, init, kernel).
     pub live: Option<live::Live>,
+    /// The host's evaluation warnings (shown before the plan).
+    pub warnings: Vec<String>,
     pub error: Option<String>,
     pub diff: Option<diff::Diff>,
     /// Wall time of each stage that ran, and `total`.

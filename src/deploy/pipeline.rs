@@ -158,6 +158,9 @@ async fn timed<T>(
 }
 
 pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
+    for w in &ctx.host.warnings {
+        ctx.log.note(&format!("evaluation warning: {w}"));
+    }
     let started = Instant::now();
     let started_at = chrono::Local::now().to_rfc3339();
     let mut facts = Facts::default();
@@ -650,6 +653,7 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         rollback_reason: facts.rollback_reason.map(|r| ctx.log.redact(&r)),
         reboot_required: facts.reboot_required.map(|r| ctx.log.redact(&r)),
         live: facts.live,
+        warnings: ctx.host.warnings.clone(),
         error,
         diff: facts.diff,
         durations_ms: facts.timings,

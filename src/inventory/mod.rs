@@ -222,6 +222,10 @@ pub struct Host {
     /// for (`validate`) and only when the host runs Flashpods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flashpods: Option<crate::validate::spec::Flashpods>,
+    /// The configuration's evaluation warnings (NixOS's `warnings`, and
+    /// what Nix printed as a warning while evaluating only this host).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Host {
@@ -258,6 +262,10 @@ pub struct Inventory {
     pub nix_version: String,
     pub hosts: Vec<Host>,
     pub errors: Vec<HostError>,
+    /// Warnings Nix printed during the evaluation that no host's
+    /// `warnings` names (a `lib.warn` outside the `warnings` option).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What selectors pick: the hosts that evaluated, and the errors of the
@@ -447,7 +455,7 @@ fn inspect_fn(opts: &EvalOptions) -> String {
         c = cfg.config;
         d = c.pantheros.deployment or null;
         dd = if d == null then {{ }} else d;
-      in {{ deployment = d; }}{extra})"#
+      in {{ deployment = d; warnings = c.warnings or [ ]; }}{extra})"#
     )
 }
 
@@ -502,6 +510,8 @@ struct RawHost {
     disko_drv_path: Option<String>,
     #[serde(default)]
     flashpods: Option<crate::validate::spec::Flashpods>,
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 impl RawHost {
@@ -513,6 +523,7 @@ impl RawHost {
             system: self.system,
             disko_drv_path: self.disko_drv_path,
             flashpods: self.flashpods,
+            warnings: self.warnings,
             name,
         }
     }
@@ -521,6 +532,20 @@ impl RawHost {
 /// Remove ANSI colour codes and Nix's "use --show-trace" boilerplate, and
 /// keep the message from its first `error:` line.
 pub fn clean_nix_error(stderr: &str) -> String {
+    let plain = strip_ansi(stderr);
+    let lines: Vec<&str> = plain
+        .lines()
+        .filter(|l| !l.contains("--show-trace") && !l.trim().is_empty())
+        .collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("error:"))
+        .unwrap_or(0);
+    lines[start..].join("\n")
+}
+
+/// `s` without ANSI colour codes.
+fn strip_ansi(stderr: &str) -> String {
     let mut plain = String::with_capacity(stderr.len());
     let mut chars = stderr.chars().peekable();
     while let Some(c) = chars.next() {
@@ -537,15 +562,47 @@ pub fn clean_nix_error(stderr: &str) -> String {
         }
         plain.push(c);
     }
-    let lines: Vec<&str> = plain
-        .lines()
-        .filter(|l| !l.contains("--show-trace") && !l.trim().is_empty())
-        .collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("error:"))
-        .unwrap_or(0);
-    lines[start..].join("\n")
+    plain
+}
+
+/// The warnings an evaluation printed on stderr, in order, without
+/// repeats: `evaluation warning: …` (Nix 2.23 and newer, `builtins.warn`,
+/// which nixpkgs' `lib.warn` uses) and `trace: warning: …` (`lib.warn` on
+/// older Nix, through `builtins.trace`), each with its continuation lines.
+pub fn eval_warnings(stderr: &str) -> Vec<String> {
+    let plain = strip_ansi(stderr);
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in plain.lines() {
+        let start = line
+            .strip_prefix("evaluation warning: ")
+            .or_else(|| line.strip_prefix("trace: warning: "));
+        match (start, current.as_mut()) {
+            (Some(text), _) => {
+                if let Some(done) = current.take() {
+                    out.push(done);
+                }
+                current = Some(text.trim_end().to_string());
+            }
+            (None, Some(cur))
+                if line.starts_with(char::is_whitespace) && !line.trim().is_empty() =>
+            {
+                cur.push('\n');
+                cur.push_str(line.trim());
+            }
+            (None, _) => {
+                if let Some(done) = current.take() {
+                    out.push(done);
+                }
+            }
+        }
+    }
+    if let Some(done) = current {
+        out.push(done);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|w| seen.insert(w.clone()));
+    out
 }
 
 fn eval_failure(cmd: &runner::Cmd, out: &runner::Output) -> CommandFailure {
@@ -584,11 +641,17 @@ pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inv
             }
         }
         let errors = explain_failures(nix, flake, opts, failed, &mut hosts).await?;
+        // What Nix printed that no host's `warnings` already says.
+        let warnings = eval_warnings(&out.stderr)
+            .into_iter()
+            .filter(|w| !hosts.iter().any(|h| h.warnings.contains(w)))
+            .collect();
         return Ok(Inventory {
             flake: flake.to_string(),
             nix_version: raw.nix_version,
             hosts,
             errors,
+            warnings,
         });
     }
     // The evaluation as a whole failed. First rule out a Nix too old for
@@ -628,6 +691,7 @@ pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inv
         nix_version: String::new(),
         hosts,
         errors,
+        warnings: eval_warnings(&out.stderr),
     })
 }
 
@@ -669,7 +733,14 @@ async fn explain_failures(
                     command: "nix eval".into(),
                     detail: format!("host {name}: {e}"),
                 })?;
-            hosts.push(raw.into_host(name));
+            let mut host = raw.into_host(name);
+            // Evaluated alone: what it printed is its own.
+            for w in eval_warnings(&out.stderr) {
+                if !host.warnings.contains(&w) {
+                    host.warnings.push(w);
+                }
+            }
+            hosts.push(host);
         } else {
             errors.push(HostError {
                 name,
@@ -716,6 +787,7 @@ mod tests {
                 disko_drv_path: None,
                 flashpods: None,
                 system: None,
+                warnings: vec![],
             }
             .into_host(name.into());
             h.deployment.tags = tags.iter().map(|t| t.to_string()).collect();
@@ -729,6 +801,7 @@ mod tests {
                 name: "ovh-vps".into(),
                 message: "error: boom".into(),
             }],
+            warnings: vec![],
         }
     }
 

@@ -6,6 +6,7 @@ mod cli_hosts;
 mod deploy_light;
 mod deploy_systemd;
 mod docs;
+mod eval_warnings;
 mod faults;
 mod flake_apps;
 mod flake_eval;

@@ -1117,6 +1117,11 @@ pub struct FixtureHost {
     pub init_interface: Option<String>,
     /// The kernel version of the kernel, initrd and modules links.
     pub kernel: Option<String>,
+    /// NixOS `warnings` the configuration declares.
+    pub warnings: Vec<String>,
+    /// A warning printed while the toplevel is evaluated (`lib.warn`'s
+    /// way on this Nix: `builtins.trace "warning: …"`), outside `warnings`.
+    pub trace_warning: Option<String>,
     /// Nix attrset body for `pantheros.deployment` (without braces).
     pub deployment: String,
 }
@@ -1139,6 +1144,8 @@ impl FixtureHost {
             fail_pre_switch_check: false,
             init_interface: None,
             kernel: None,
+            warnings: vec![],
+            trace_warning: None,
             deployment: String::new(),
         }
     }
@@ -1185,11 +1192,21 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         if let Some(k) = &h.kernel {
             extra.push_str(&format!(" kernel = \"{k}\";"));
         }
+        let warnings: Vec<String> = h
+            .warnings
+            .iter()
+            .map(|w| format!("\"{}\"", w.replace('"', "\\\"")))
+            .collect();
+        let trace = match &h.trace_warning {
+            Some(t) => format!("builtins.trace \"warning: {}\" ", t.replace('"', "\\\"")),
+            None => String::new(),
+        };
         body.push_str(&format!(
-            "    {name} = {{ config = {{\n      system.build.toplevel = mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
+            "    {name} = {{ config = {{\n      warnings = [ {warn} ];\n      system.build.toplevel = {trace}mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
              packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
              switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
+            warn = warnings.join(" "),
             fl = h.flaky_unit,
             fp = h.fail_pre_switch_check,
             name = h.name,
