@@ -529,40 +529,10 @@ impl RawHost {
     }
 }
 
-/// Remove ANSI colour codes and Nix's "use --show-trace" boilerplate, and
-/// keep the message from its first `error:` line.
+/// Nix's error, short: its message and where in the user's files
+/// (see [`crate::nix::errors::short`]).
 pub fn clean_nix_error(stderr: &str) -> String {
-    let plain = strip_ansi(stderr);
-    let lines: Vec<&str> = plain
-        .lines()
-        .filter(|l| !l.contains("--show-trace") && !l.trim().is_empty())
-        .collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("error:"))
-        .unwrap_or(0);
-    lines[start..].join("\n")
-}
-
-/// `s` without ANSI colour codes.
-fn strip_ansi(stderr: &str) -> String {
-    let mut plain = String::with_capacity(stderr.len());
-    let mut chars = stderr.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        plain.push(c);
-    }
-    plain
+    crate::nix::errors::short(stderr)
 }
 
 /// The warnings an evaluation printed on stderr, in order, without
@@ -570,7 +540,7 @@ fn strip_ansi(stderr: &str) -> String {
 /// which nixpkgs' `lib.warn` uses) and `trace: warning: …` (`lib.warn` on
 /// older Nix, through `builtins.trace`), each with its continuation lines.
 pub fn eval_warnings(stderr: &str) -> Vec<String> {
-    let plain = strip_ansi(stderr);
+    let plain = crate::nix::errors::strip_ansi(stderr);
     let mut out: Vec<String> = Vec::new();
     let mut current: Option<String> = None;
     for line in plain.lines() {
@@ -605,11 +575,18 @@ pub fn eval_warnings(stderr: &str) -> Vec<String> {
     out
 }
 
+/// A failed evaluation: Nix's error short, or, when the user asked for
+/// `--show-trace`, the whole trace (never a tail cut mid-frame).
 fn eval_failure(cmd: &runner::Cmd, out: &runner::Output) -> CommandFailure {
     let mut f = runner::failure_of(cmd, out);
-    let cleaned = clean_nix_error(&out.stderr);
-    if !cleaned.is_empty() {
-        f.tail = runner::tail(&cleaned, runner::TAIL_LINES);
+    let traced = cmd.argv.iter().any(|a| a == "--show-trace");
+    let text = if traced {
+        crate::nix::errors::full(&out.stderr)
+    } else {
+        clean_nix_error(&out.stderr)
+    };
+    if !text.is_empty() {
+        f.tail = text.lines().map(String::from).collect();
     }
     f
 }
@@ -769,12 +746,38 @@ mod tests {
         assert_eq!(nix_string(r#"a"b\c${d}"#), r#""a\"b\\c\${d}""#);
     }
 
+    /// Warnings as each Nix prints them (tests/data/nix-errors): 2.8 has
+    /// only `trace: warning:`, 2.26 and 2.34 also `evaluation warning:`.
+    #[test]
+    fn warnings_are_read_from_every_nix_version() {
+        let trace = "a lib.warn on an older nixpkgs";
+        let warn = "services.flashpods.api.package is not set; the API is left out";
+        assert_eq!(
+            eval_warnings(include_str!(
+                "../../tests/data/nix-errors/2.8/warnings.stderr"
+            )),
+            [trace]
+        );
+        for out in [
+            include_str!("../../tests/data/nix-errors/2.26/warnings.stderr"),
+            include_str!("../../tests/data/nix-errors/2.34/warnings.stderr"),
+        ] {
+            assert_eq!(eval_warnings(out), [warn, trace]);
+        }
+        assert_eq!(
+            eval_warnings(
+                "evaluation warning: first line\n  second line\nother\nevaluation warning: first line\n  second line\n"
+            ),
+            ["first line\nsecond line"]
+        );
+    }
+
     #[test]
     fn nix_errors_are_cleaned() {
         let raw = "\u{1b}[31;1merror:\u{1b}[0m undefined variable 'x'\n\n       at /f.nix:1:1:\n(use '--show-trace' to show detailed location information)\n";
         assert_eq!(
             clean_nix_error(raw),
-            "error: undefined variable 'x'\n       at /f.nix:1:1:"
+            "error: undefined variable 'x'\n       at /f.nix:1:1"
         );
     }
 

@@ -1,5 +1,6 @@
 //! The `nix` command line: locating it, its version, and the flags every call needs.
 
+pub mod errors;
 pub mod store_path;
 
 use std::path::PathBuf;

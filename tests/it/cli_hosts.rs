@@ -312,6 +312,16 @@ fn a_host_that_throws_is_reported_and_the_others_still_list() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("host zephyrus failed to evaluate"), "{err}");
+    // One short error on this machine's Nix: the user's message, never a
+    // frame of pantheros' own --apply expression.
+    let message = v["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("error: zephyrus: missing hardware configuration"),
+        "{message}"
+    );
+    assert!(!message.contains("«string»"), "{message}");
+    assert!(!err.contains("«string»"), "{err}");
+    assert!(message.lines().count() <= 2, "{message}");
     // Selecting only healthy hosts succeeds.
     pantheros(&flake)
         .args(["hosts", "*-vps"])
@@ -541,6 +551,13 @@ fn nix_flags_reach_the_evaluation_and_the_build() {
     );
     assert!(traced.contains("while evaluating"), "{traced}");
     assert!(!plain.contains("while evaluating"), "{plain}");
+    // The whole trace, from its error line on: never a tail that starts
+    // in the middle of a frame.
+    let trace_start = traced.find("error:").expect("an error line");
+    assert!(
+        traced[trace_start..].contains("while evaluating"),
+        "{traced}"
+    );
 
     // --option: on the build's command line.
     let logs = tempfile::tempdir().unwrap();
