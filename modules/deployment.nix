@@ -26,6 +26,33 @@ in
       '';
     };
 
+    factsFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = lib.literalExpression "./facts.json";
+      description = ''
+        The host's facts file: what the machines decided, recorded by
+        pantheros (`pantheros up`, `provision create`, `provision install`,
+        `pantheros facts HOST --refresh`) with where each came from and when, such
+        as the server's id and addresses and the SSH host key pantheros made.
+        Commit it like `flake.lock`. It need not exist yet. Its values are
+        {option}`pantheros.deployment.facts`.
+      '';
+    };
+
+    facts = mkOption {
+      type = types.attrsOf types.anything;
+      default = if cfg.factsFile == null then { } else import ./lib/facts.nix cfg.factsFile;
+      defaultText = lib.literalMD "the values in {option}`pantheros.deployment.factsFile`";
+      readOnly = true;
+      description = ''
+        The recorded facts by name (`serverId`, `ipv4`, `ipv6`, `ipv6Address`,
+        `ipv6Gateway`, `hostKey`, …), for the host's configuration to read,
+        e.g. `address = [ (config.pantheros.deployment.facts.ipv6Address or example) ];`
+        with a placeholder whose `fromFact` names the fact.
+      '';
+    };
+
     placeholders = mkOption {
       type = types.attrsOf (
         types.submodule {
@@ -33,6 +60,18 @@ in
             filled = mkOption {
               type = types.bool;
               description = "Whether the example value has been replaced by this host's own.";
+            };
+            fromFact = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "ipv6Address";
+              description = ''
+                The fact that fills it, when the value is one the machines
+                decide (an address, a key) rather than one the user knows.
+                `pantheros up` and `provision create` do not refuse such a
+                placeholder (they record the fact); `deploy` names the
+                command that records it.
+              '';
             };
             file = mkOption {
               type = types.str;
@@ -64,7 +103,8 @@ in
         with a placeholder that is not `filled`, naming each one and its
         file; `pantheros hosts` marks such hosts "needs setup". Declare one
         where an example stands in for a value only the user knows, with
-        `filled` comparing the value to the example.
+        `filled` comparing the value to the example, or for a value the
+        machines decide, with `fromFact` naming the recorded fact.
       '';
     };
 
@@ -372,6 +412,9 @@ in
   };
 
   config = {
+    # A host pantheros created is reached at the address it recorded.
+    pantheros.deployment.targetHost = lib.mkIf (cfg.facts ? ipv4) (lib.mkDefault cfg.facts.ipv4);
+
     # HTTP health checks are fetched on the host itself, with curl.
     environment.systemPackages = lib.mkIf (cfg.healthChecks.http != [ ]) [ pkgs.curl ];
 

@@ -151,6 +151,7 @@ impl Cli {
             Command::Provision(p) => p.wants_json(),
             Command::Up(a) => a.json,
             Command::Validate(a) => a.json,
+            Command::Facts(a) => a.json,
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
         }
@@ -175,6 +176,8 @@ pub enum Command {
     Up(UpArgs),
     /// Check a deployed Flashpods host against its own configuration (the checklist's Phase 4) and print the sign-off table.
     Validate(ValidateArgs),
+    /// Show a host's recorded facts (addresses, host key…), or read them again from Hetzner and over SSH.
+    Facts(FactsArgs),
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -186,6 +189,25 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `pantheros man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct FactsArgs {
+    /// The host.
+    pub host: String,
+
+    /// Read the facts again (the server from the Hetzner API, the SSH host
+    /// key over the network) and, after showing what changes, write them.
+    #[arg(long)]
+    pub refresh: bool,
+
+    /// With --refresh: write without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

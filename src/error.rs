@@ -348,6 +348,8 @@ pub struct Unfilled {
     pub placeholder: String,
     pub file: String,
     pub description: String,
+    /// The fact that fills it, when the machines decide the value.
+    pub from_fact: Option<String>,
 }
 
 fn needs_setup(unfilled: &[Unfilled]) -> String {
@@ -359,10 +361,17 @@ fn needs_setup(unfilled: &[Unfilled]) -> String {
         if hosts.len() == 1 { "ies" } else { "y" }
     );
     for u in unfilled {
-        s.push_str(&format!(
-            "\n  {}: {} in {}: {}",
-            u.host, u.placeholder, u.file, u.description
-        ));
+        match &u.from_fact {
+            Some(fact) => s.push_str(&format!(
+                "\n  {}: {}: the fact {fact} is not recorded yet ({}): `pantheros up {}` records it \
+                 (or `pantheros facts {} --refresh` once the server exists)",
+                u.host, u.placeholder, u.description, u.host, u.host
+            )),
+            None => s.push_str(&format!(
+                "\n  {}: {} in {}: {}",
+                u.host, u.placeholder, u.file, u.description
+            )),
+        }
     }
     s
 }

@@ -7,10 +7,13 @@
 }:
 let
   net = import ../flashpods-network.nix;
-  # Example values (documentation addresses): replace them with this
-  # server's own. Until then pantheros refuses to deploy or install it.
-  exampleIPv6 = "2001:db8::1/64";
-  ipv6 = exampleIPv6;
+  # What Hetzner decides (the server's id and addresses) and the host key
+  # pantheros makes at the installation: recorded in ./facts.json by
+  # `pantheros up` (or `provision create` and `provision install`). Commit
+  # that file like flake.lock. Until it has the address, the documentation
+  # address below stands in, and only `up`/`provision create` run.
+  facts = config.pantheros.deployment.facts;
+  ipv6 = facts.ipv6Address or "2001:db8::1/64";
   laptopKey = net.peers.${net.laptop}.publicKey;
 in
 {
@@ -22,9 +25,10 @@ in
 
   pantheros.deployment.placeholders = {
     ipv6 = {
-      filled = ipv6 != exampleIPv6;
-      file = "hosts/hetzner-vps/default.nix";
-      description = "ipv6: the server's IPv6 address with its /64 (the Hetzner API or `hcloud server describe` shows it)";
+      filled = facts ? ipv6Address;
+      fromFact = "ipv6Address";
+      file = "hosts/hetzner-vps/facts.json";
+      description = "the server's IPv6 address in its routed /64, from the Hetzner API";
     };
     laptopWireguardKey = {
       filled = !(net.isExample laptopKey);
@@ -36,7 +40,9 @@ in
   nixpkgs.hostPlatform = "x86_64-linux";
 
   pantheros.deployment = {
-    targetHost = "hetzner-vps";
+    # targetHost: the server's IPv4 address from ./facts.json (the module's
+    # default once the fact is recorded); set it to reach the host otherwise.
+    factsFile = ./facts.json;
     provider = "hetzner";
     tags = [
       "server"
@@ -72,7 +78,7 @@ in
     # Hetzner gives every server a routed /64 but no DHCPv6: set the
     # address the API reports for this server (see docs/hetzner.md).
     address = [ ipv6 ];
-    gateway = [ "fe80::1" ];
+    gateway = [ (facts.ipv6Gateway or "fe80::1") ];
   };
 
   services.tailscale.enable = true;

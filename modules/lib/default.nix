@@ -9,4 +9,5 @@
   sshd = import ./sshd.nix;
   hcl = import ./hcl.nix;
   ini = import ./ini.nix;
+  facts = import ./facts.nix;
 }

@@ -17,7 +17,7 @@ pub async fn deploy(
     args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
     if !args.build_only {
-        inventory::refuse_unfilled(&hosts)?;
+        inventory::refuse_unfilled(&hosts, &[])?;
     }
     if args.local && hosts.len() > 1 {
         return Err(Error::Usage(format!(

@@ -35,7 +35,7 @@ pub async fn upload(
         return Err(err);
     }
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
-    inventory::refuse_unfilled(&hosts)?;
+    inventory::refuse_unfilled(&hosts, &[])?;
     let log_dir = log_root(&flake, cwd, args.log_dir.clone()).join("keys");
     let opts = Arc::new(Options::new(Mode::Deploy, Goal::Switch, log_dir.clone()));
     let control =

@@ -3,6 +3,7 @@
 
 pub mod build_all;
 pub mod deploy;
+pub mod facts;
 pub mod hosts;
 pub mod keys;
 pub mod provision;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Provision(args) => provision::provision(cli.flake.as_deref(), &cwd, args).await,
         Command::Up(args) => up::up(cli.flake.as_deref(), &cwd, args).await,
         Command::Validate(args) => validate::validate(cli.flake.as_deref(), &cwd, args).await,
+        Command::Facts(args) => facts::facts(cli.flake.as_deref(), &cwd, args).await,
         Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
             keys::upload(cli.flake.as_deref(), &cwd, args).await
         }

@@ -23,15 +23,17 @@ pub async fn provision(
             // nixos-anywhere installs exactly those (it evaluates nothing).
             let hosts =
                 selected_hosts(&nix, &flake_ref, std::slice::from_ref(&a.host), true).await?;
-            inventory::refuse_unfilled(&hosts)?;
+            // The installation records the host key; the addresses must be there.
+            inventory::refuse_unfilled(&hosts, inventory::facts::FROM_INSTALL)?;
             let built =
                 super::build_for_install(&hosts[0], &log_root(&flake_ref, cwd, None)).await?;
-            p::install::install(&a, &built).await
+            p::install::install(&hosts[0], &flake_ref, &a, &built).await
         }
         C::Create(a) => {
             let (host, _) = flake_host(flake, cwd, Some(&a.host)).await?;
-            inventory::refuse_unfilled([&host])?;
-            p::create(&host, &a).await
+            inventory::refuse_unfilled([&host], inventory::facts::FROM_CREATE)?;
+            let flake_ref = inventory::flake::resolve(flake, cwd)?;
+            p::create(&host, &flake_ref, &a).await
         }
     };
     res.map_err(|f| f.into_error())

@@ -123,7 +123,13 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
     let nix = nix::Nix::locate()?;
     let mut hosts =
         selected_hosts(&nix, &flake_ref, std::slice::from_ref(&args.host), true).await?;
-    inventory::refuse_unfilled(&hosts)?;
+    // up records the server's facts itself: those placeholders wait.
+    let recorded_here: Vec<&str> = inventory::facts::FROM_CREATE
+        .iter()
+        .chain(inventory::facts::FROM_INSTALL)
+        .copied()
+        .collect();
+    inventory::refuse_unfilled(&hosts, &recorded_here)?;
     let mut host = hosts.remove(0);
     let logs = log_root(&flake_ref, cwd, args.log_dir.clone());
     let mut run = Run {
@@ -160,6 +166,25 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         Ok(s) => s,
         Err(f) => return run.failed("server", f.into_error()),
     };
+    // What the server's creation decided goes into the host's facts, and
+    // the host is evaluated again with them: the installation and the
+    // deploy build the system that knows its own addresses.
+    if !args.dry_run {
+        let before = host.deployment.facts.clone();
+        if let Err(f) = p::create::record_facts(&host, &flake_ref, &server) {
+            return run.failed("server", f.into_error());
+        }
+        match selected_hosts(&nix, &flake_ref, std::slice::from_ref(&args.host), true).await {
+            Ok(mut again) if !again.is_empty() => {
+                host = again.remove(0);
+                if host.deployment.facts != before {
+                    crate::report::say(&host.name, "evaluated again with the recorded facts");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return run.failed("server", e),
+        }
+    }
     let at = |ip: &Option<String>| ip.clone().unwrap_or_else(|| "no address yet".into());
     match server.result.as_str() {
         "reused" => run.step(
@@ -242,11 +267,16 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
             json: false,
         };
         match install::install_system(&cloud, &key, &how, &built).await {
-            Ok(done) => run.step(
-                "install",
-                StepResult::Done,
-                format!("{} runs NixOS {}", done.ipv4, done.toplevel),
-            ),
+            Ok(done) => {
+                if let Err(f) = install::record_facts(&host, &flake_ref, &done) {
+                    return run.failed("install", f.into_error());
+                }
+                run.step(
+                    "install",
+                    StepResult::Done,
+                    format!("{} runs NixOS {}", done.ipv4, done.toplevel),
+                )
+            }
             Err(f) => return run.failed("install", f.into_error()),
         }
     }

@@ -4,6 +4,7 @@
 //! `config.pantheros.deployment` (declared by `modules/deployment.nix`).
 //! Hosts that do not import the module still appear, with defaults.
 
+pub mod facts;
 pub mod flake;
 pub mod select;
 
@@ -67,6 +68,9 @@ pub struct Placeholder {
     pub filled: bool,
     pub file: String,
     pub description: String,
+    /// The recorded fact that fills it (a value the machines decide).
+    #[serde(default)]
+    pub from_fact: Option<String>,
 }
 
 /// `config.pantheros.deployment`, with the module's defaults.
@@ -92,6 +96,11 @@ pub struct Deployment {
     pub health_checks: HealthChecks,
     pub hetzner: Hetzner,
     pub placeholders: BTreeMap<String, Placeholder>,
+    /// The host's facts file as the evaluation saw it (a path in the
+    /// flake's store copy; [`crate::facts`] finds it in the checkout).
+    pub facts_file: Option<String>,
+    /// The recorded facts, by name.
+    pub facts: BTreeMap<String, serde_json::Value>,
     /// Secrets the deployer uploads (`pantheros.deployment.keys`): their
     /// sources and destinations, never their values.
     pub keys: BTreeMap<String, KeySpec>,
@@ -159,6 +168,8 @@ impl Default for Deployment {
             health_checks: HealthChecks::default(),
             hetzner: Hetzner::default(),
             placeholders: BTreeMap::new(),
+            facts_file: None,
+            facts: BTreeMap::new(),
             keys: BTreeMap::new(),
         }
     }
@@ -177,18 +188,29 @@ impl Deployment {
 
 /// Refuse hosts that still carry example values, before anything touches
 /// them (deploy, provision, install): every such host and value is named.
-pub fn refuse_unfilled<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> Result<()> {
+/// A placeholder filled by a fact that this run records (`recorded_here`:
+/// `up` records the server's addresses, for one) does not count.
+pub fn refuse_unfilled<'a>(
+    hosts: impl IntoIterator<Item = &'a Host>,
+    recorded_here: &[&str],
+) -> Result<()> {
     let unfilled: Vec<crate::error::Unfilled> = hosts
         .into_iter()
         .flat_map(|h| {
             h.deployment
                 .unfilled()
                 .into_iter()
+                .filter(|(_, p)| {
+                    p.from_fact
+                        .as_deref()
+                        .is_none_or(|f| !recorded_here.contains(&f))
+                })
                 .map(|(n, p)| crate::error::Unfilled {
                     host: h.name.clone(),
                     placeholder: n.to_string(),
                     file: p.file.clone(),
                     description: p.description.clone(),
+                    from_fact: p.from_fact.clone(),
                 })
         })
         .collect();
@@ -453,7 +475,11 @@ fn inspect_fn(opts: &EvalOptions) -> String {
         r#"(name: cfg:
       let
         c = cfg.config;
-        d = c.pantheros.deployment or null;
+        raw = c.pantheros.deployment or null;
+        # The facts file as a string: JSON of a path would copy it to the store.
+        d = if raw == null then null else raw // {{
+          factsFile = if (raw.factsFile or null) == null then null else toString raw.factsFile;
+        }};
         dd = if d == null then {{ }} else d;
       in {{ deployment = d; warnings = c.warnings or [ ]; }}{extra})"#
     )

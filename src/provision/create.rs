@@ -31,12 +31,81 @@ pub struct Created {
     pub kamal: Option<String>,
 }
 
-/// `provision create HOST`: the server, then the result printed.
-pub async fn create(host: &crate::inventory::Host, args: &CreateArgs) -> Result<i32, Failure> {
+impl Created {
+    /// The facts the server's creation decided, for the host's facts file
+    /// (nothing for a dry run, or a server without addresses yet).
+    pub fn facts(&self) -> Vec<(&'static str, serde_json::Value)> {
+        if self.result == "dry-run" {
+            return vec![];
+        }
+        server_facts(self.id, self.ipv4.as_deref(), self.ipv6.as_deref())
+    }
+}
+
+/// The facts of a server as the API describes it: its id, IPv4 address,
+/// routed IPv6 network, the address the host takes in it and the gateway.
+pub fn server_facts(
+    id: Option<i64>,
+    ipv4: Option<&str>,
+    ipv6: Option<&str>,
+) -> Vec<(&'static str, serde_json::Value)> {
+    use crate::inventory::facts::names;
+    let mut v = vec![];
+    if let Some(id) = id {
+        v.push((names::SERVER_ID, id.into()));
+    }
+    if let Some(ip) = ipv4 {
+        v.push((names::IPV4, ip.into()));
+    }
+    if let Some(net) = ipv6 {
+        v.push((names::IPV6, net.into()));
+        if let Some(addr) = first_address(net) {
+            v.push((names::IPV6_ADDRESS, addr.into()));
+            // Hetzner routes every server's /64 through this gateway.
+            v.push((names::IPV6_GATEWAY, "fe80::1".into()));
+        }
+    }
+    v
+}
+
+/// The first host address of a routed IPv6 network, with its prefix:
+/// `2a01:4f8:c012:abcd::/64` → `2a01:4f8:c012:abcd::1/64`.
+pub fn first_address(network: &str) -> Option<String> {
+    let (addr, prefix) = network.split_once('/')?;
+    let a: std::net::Ipv6Addr = addr.parse().ok()?;
+    let mut seg = a.segments();
+    seg[7] = 1;
+    Some(format!("{}/{prefix}", std::net::Ipv6Addr::from(seg)))
+}
+
+/// Record what the creation decided in the host's facts file.
+pub fn record_facts(
+    host: &crate::inventory::Host,
+    flake: &crate::inventory::FlakeRef,
+    created: &Created,
+) -> Result<(), Failure> {
+    crate::inventory::facts::record(host, flake, &created.facts(), "hetzner-api")
+        .map(|_| ())
+        .map_err(|e| {
+            Failure::new(
+                Kind::Api,
+                format!("the server exists, but its facts could not be recorded: {e}"),
+                "fix the file's permissions, then run the same command again (the server is reused)",
+            )
+        })
+}
+
+/// `provision create HOST`: the server, its facts recorded, the result printed.
+pub async fn create(
+    host: &crate::inventory::Host,
+    flake: &crate::inventory::FlakeRef,
+    args: &CreateArgs,
+) -> Result<i32, Failure> {
     let wanted = Wanted::of(host, args)?;
     let cloud = super::connect().await?;
     let key = sshkey::choose(args.server.ssh_key.as_deref())?;
     let out = ensure_server(&cloud, &key, &wanted, args).await?;
+    record_facts(host, flake, &out)?;
     if out.ipv4.is_some() {
         eprintln!("  next:     pantheros provision install {}", out.name);
     }
@@ -454,6 +523,15 @@ mod tests {
 
     /// The hint never names the refused type, a deprecated one, one of
     /// another architecture or one not offered in the location.
+    #[test]
+    fn the_first_address_of_the_routed_network() {
+        assert_eq!(
+            first_address("2a01:4f8:c012:abcd::/64").as_deref(),
+            Some("2a01:4f8:c012:abcd::1/64")
+        );
+        assert_eq!(first_address("not an address"), None);
+    }
+
     #[test]
     fn a_refused_types_hint_names_only_current_types_offered_there() {
         let refused = st("cx23", "x86", &[("nbg1", true)]);

@@ -210,16 +210,50 @@ pub struct Installed {
 }
 
 /// `provision install HOST`: install, then print the result.
-pub async fn install(args: &InstallArgs, built: &Built) -> Result<i32, Failure> {
+pub async fn install(
+    host: &crate::inventory::Host,
+    flake: &crate::inventory::FlakeRef,
+    args: &InstallArgs,
+    built: &Built,
+) -> Result<i32, Failure> {
     let cloud = super::connect().await?;
     let key = sshkey::choose(args.ssh_key.as_deref())?;
     let done = install_system(&cloud, &key, args, built).await?;
+    record_facts(host, flake, &done)?;
     eprintln!("  host key pinned in {}", done.known_hosts.display());
     eprintln!("  next: pantheros deploy {}", args.host);
     if args.json {
         crate::report::print_document(&done);
     }
     Ok(exit::OK)
+}
+
+/// Record the host key the installation generated in the host's facts.
+pub fn record_facts(
+    host: &crate::inventory::Host,
+    flake: &crate::inventory::FlakeRef,
+    done: &Installed,
+) -> Result<(), Failure> {
+    let key = done
+        .host_key
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    crate::inventory::facts::record(
+        host,
+        flake,
+        &[(crate::inventory::facts::names::HOST_KEY, key.into())],
+        "pantheros install",
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        Failure::new(
+            Kind::Install,
+            format!("NixOS is installed, but its host key could not be recorded: {e}"),
+            "fix the file's permissions, then `pantheros facts HOST --refresh`",
+        )
+    })
 }
 
 /// Does the server at `ip` already run NixOS, reached with the host key

@@ -73,15 +73,38 @@ pub fn hosts_table(hosts: &[&Host]) -> String {
                     d.tags.join(",")
                 },
                 d.provider.clone().unwrap_or_else(|| "-".into()),
+                if d.facts.is_empty() {
+                    "-".into()
+                } else {
+                    d.facts.keys().cloned().collect::<Vec<_>>().join(",")
+                },
             ]
         })
         .collect();
-    let mut out = table(&["NAME", "TARGET", "USER", "TAGS", "PROVIDER"], &rows);
-    // Hosts that still carry example values: pantheros will not deploy them.
+    let mut out = table(
+        &["NAME", "TARGET", "USER", "TAGS", "PROVIDER", "FACTS"],
+        &rows,
+    );
+    // Hosts that still carry example values: pantheros will not deploy
+    // them; values the machines decide wait for the command that records them.
     for h in hosts {
         let unfilled = h.deployment.unfilled();
-        if !unfilled.is_empty() {
-            let what: Vec<String> = unfilled
+        let (facts, examples): (Vec<_>, Vec<_>) =
+            unfilled.iter().partition(|(_, p)| p.from_fact.is_some());
+        if !facts.is_empty() {
+            let what: Vec<&str> = facts
+                .iter()
+                .filter_map(|(_, p)| p.from_fact.as_deref())
+                .collect();
+            out.push_str(&format!(
+                "{} waits for facts: {} (`pantheros up {}` records them)\n",
+                h.name,
+                what.join(", "),
+                h.name
+            ));
+        }
+        if !examples.is_empty() {
+            let what: Vec<String> = examples
                 .iter()
                 .map(|(n, p)| format!("{n} ({})", p.file))
                 .collect();

@@ -57,8 +57,13 @@ fn table_lists_every_host_with_defaults_for_hosts_without_the_module() {
         .clone();
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 5, "{text}");
-    assert!(lines[0].starts_with("NAME") && lines[0].contains("PROVIDER"));
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("FACTS"));
+    // hetzner-vps's address is decided by Hetzner: it waits for `up`.
+    assert_eq!(
+        lines[5],
+        "hetzner-vps waits for facts: ipv6Address (`pantheros up hetzner-vps` records them)"
+    );
     assert!(
         lines[1].starts_with("hetzner-vps")
             && lines[1].contains("203.0.113.10")
@@ -138,12 +143,12 @@ fn hosts_does_not_instantiate_any_closure() {
     // A fleet whose toplevel would fail to instantiate: `hosts` must not care.
     let f = flake.join("flake.nix");
     let s = fs::read_to_string(&f).unwrap();
-    assert!(s.contains("system.build.toplevel = mkSystem { inherit name packages generation; };"));
+    assert!(s.contains("system.build.toplevel = mkSystem {"));
     fs::write(
         &f,
         s.replace(
-            "system.build.toplevel = mkSystem { inherit name packages generation; };",
-            "system.build.toplevel = throw \"toplevel touched\";",
+            "system.build.toplevel = mkSystem {",
+            "system.build.toplevel = throw \"toplevel touched\"; untouched = mkSystem {",
         ),
     )
     .unwrap();
@@ -612,4 +617,25 @@ fn validate_refuses_a_host_that_does_not_run_flashpods() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("expected HOST:PORT"));
+}
+
+/// A placeholder filled by a fact the machines decide: `deploy` refuses the
+/// host before anything else and names the command that records the fact.
+#[test]
+fn a_host_waiting_for_a_fact_is_refused_with_the_command_that_records_it() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let out = pantheros(&flake)
+        .args(["deploy", "hetzner-vps", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(17));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the fact ipv6Address is not recorded yet")
+            && err.contains("`pantheros up hetzner-vps` records it"),
+        "{err}"
+    );
 }

@@ -131,12 +131,23 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
             >= 2
     );
 
-    // Again: the same server is reported, nothing is posted.
+    // The server's facts are recorded in the host's facts file.
+    let facts_path = e.flake().join("hetzner-vps.facts.json");
+    let facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&facts_path).unwrap()).unwrap();
+    assert_eq!(facts["facts"]["ipv4"]["value"], ip.as_str(), "{facts}");
+    assert_eq!(facts["facts"]["ipv6Address"]["source"], "hetzner-api");
+    assert_stderr_has(&out, &["fact ipv4 = ", "hetzner-vps.facts.json"]);
+    let recorded = std::fs::read_to_string(&facts_path).unwrap();
+
+    // Again: the same server is reported, nothing is posted, and the
+    // facts, unchanged, are left as they were (their times included).
     let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["result"], "reused");
     assert_eq!(json(&out)["ipv4"], ip.as_str());
     assert_eq!(e.fake.count("POST", "/v1/servers"), 1);
+    assert_eq!(std::fs::read_to_string(&facts_path).unwrap(), recorded);
     e.no_violations();
 }
 
@@ -443,6 +454,7 @@ fn dry_run_sends_no_mutating_request() {
     testworld::assert_schema(&json(&out), "provision");
     assert_stderr_has(&out, &["would create hetzner-vps"]);
     assert!(e.fake.mutating_requests().is_empty());
+    assert!(!e.flake().join("hetzner-vps.facts.json").exists());
     assert!(e.fake.requests().len() >= 3, "preflight should still ask");
     e.no_violations();
 }
@@ -724,5 +736,54 @@ fn the_token_of_the_hcloud_cli_context_is_used() {
     assert!(!stderr(&out).contains(TOKEN));
     assert_exit(&out, 20);
     assert_stderr_has(&out, &["readable by others"]);
+    e.no_violations();
+}
+
+/// `pantheros facts`: the recorded facts as a table; `--refresh` reads the
+/// server again from the API, shows what changes, and writes only when
+/// confirmed.
+#[test]
+fn facts_shows_and_refreshes_what_the_api_says() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&["provision", "create", "hetzner-vps", "--json"]);
+    assert_exit(&out, 0);
+    let ip = json(&out)["ipv4"].as_str().unwrap().to_string();
+    let out = e.run(&["facts", "hetzner-vps"]);
+    assert_exit(&out, 0);
+    let table = stdout(&out);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ipv4") && l.contains(&ip) && l.contains("hetzner-api")),
+        "{table}"
+    );
+
+    // The file says something else now (edited, or stale).
+    let path = e.flake().join("hetzner-vps.facts.json");
+    let stale = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("\"{ip}\""), "\"198.51.100.99\"");
+    std::fs::write(&path, &stale).unwrap();
+    // Without a terminal and without --yes: shown, refused, not written.
+    let out = e.run(&["facts", "hetzner-vps", "--refresh"]);
+    assert_exit(&out, 2);
+    assert_stderr_has(&out, &[&format!("ipv4: 198.51.100.99 -> {ip}"), "--yes"]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), stale);
+    // With --yes: written.
+    let out = e.run(&["facts", "hetzner-vps", "--refresh", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["facts"]["ipv4"]["value"], ip.as_str());
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains(&format!("\"{ip}\""))
+    );
+    assert!(
+        e.fake
+            .mutating_requests()
+            .iter()
+            .all(|r| r["path"] != "/v1/servers" || r["method"] != "DELETE")
+    );
     e.no_violations();
 }

@@ -330,6 +330,38 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
     assert_eq!(on_host("readlink -f /run/current-system"), top);
     assert_eq!(on_host("cat /run/pantheros-fixture/generation"), "1");
 
+    // What the machines decided is in the host's facts file, each fact
+    // with its source; the system was built from the configuration that
+    // reads them (its motd carries the recorded address), and the host's
+    // placeholder waiting for that address never stopped `up`.
+    let facts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(i.flake.join("hetzner-vps.facts.json")).unwrap(),
+    )
+    .unwrap();
+    let f = &facts["facts"];
+    assert_eq!(f["ipv4"]["value"], i.ip.as_str(), "{facts}");
+    assert_eq!(f["ipv4"]["source"], "hetzner-api");
+    assert!(f["serverId"]["value"].as_i64().is_some(), "{facts}");
+    let net = f["ipv6"]["value"].as_str().unwrap();
+    let addr = f["ipv6Address"]["value"].as_str().unwrap();
+    assert!(
+        net.ends_with("::/64") && addr == net.replace("::/64", "::1/64"),
+        "{facts}"
+    );
+    assert_eq!(f["ipv6Gateway"]["value"], "fe80::1");
+    assert_eq!(f["hostKey"]["source"], "pantheros install");
+    assert!(
+        f["hostKey"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519 "),
+        "{facts}"
+    );
+    assert!(
+        on_host(&format!("cat {top}/etc/motd")).contains(&format!("ipv6 {addr}")),
+        "the system was not built with the recorded address"
+    );
+
     // Once more: everything is done; nothing is created, installed or
     // switched.
     let (out, _, steps) = up(&["--yes"], false);

@@ -232,7 +232,12 @@ in
       c = host name;
     in
     {
-      deployment = c.pantheros.deployment;
+      # The facts file as a string, as pantheros reads it (JSON of a path
+      # would copy it to the store, and it need not exist).
+      deployment = c.pantheros.deployment // {
+        factsFile =
+          if c.pantheros.deployment.factsFile == null then null else toString c.pantheros.deployment.factsFile;
+      };
       # Example values (public keys, IPv6, hardware) evaluate; the
       # placeholders in `deployment` say they are still examples.
       wireguardEvaluates = tried (c.networking.wireguard.interfaces or { });
