@@ -11,6 +11,24 @@ pub async fn connect(ctx: &Ctx) -> Result<(), StageError> {
     };
     ctx.log.run_ok(&cmd).await.map_err(|f| {
         let ssh_failed = f.how == "exit status 255";
+        let changed = f.output().contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || f.output().contains("Host key verification failed");
+        let pinned = ctx
+            .host
+            .deployment
+            .facts
+            .contains_key(crate::inventory::facts::names::HOST_KEY);
+        if changed && pinned {
+            return StageError::cmd(
+                format!(
+                    "{} presents another SSH host key than the one pantheros pinned when it installed it \
+                     (its hostKey fact); refused, nothing was changed",
+                    ctx.host.name
+                ),
+                f,
+            )
+            .hint(changed_key_hint(ctx));
+        }
         let e = StageError::cmd(format!("could not connect to {}", ctx.host.name), f);
         if ssh_failed {
             e.hint(unreachable_hint(ctx))
@@ -19,6 +37,16 @@ pub async fn connect(ctx: &Ctx) -> Result<(), StageError> {
         }
     })?;
     Ok(())
+}
+
+/// What to do when a host pantheros installed presents another host key.
+fn changed_key_hint(ctx: &Ctx) -> String {
+    let host = &ctx.host.name;
+    format!(
+        "if you reinstalled or replaced the server, compare its key on the provider's console \
+         (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) with `pantheros facts {host} --refresh`, which shows the \
+         key it reads before writing it; otherwise someone may be in the middle: do not deploy"
+    )
 }
 
 /// What to try when ssh itself (exit 255) failed.

@@ -65,6 +65,37 @@ fn host_key(name: &str) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The ssh options that verify a host against the host key recorded in
+/// its facts (`hostKey`), whatever address it is reached at: a known_hosts
+/// file of the run holding that key alone under a fixed alias. They come
+/// first (ssh takes an option's first value), so no other known_hosts
+/// decides. None for a host without that fact; when the file cannot be
+/// written, ssh still checks strictly against the user's own files.
+pub fn pinned_key_options(h: &Host, control_dir: &Path) -> Vec<String> {
+    let Some(key) = h
+        .deployment
+        .facts
+        .get(crate::inventory::facts::names::HOST_KEY)
+        .and_then(|v| v.as_str())
+    else {
+        return vec![];
+    };
+    let alias = format!("pantheros-{}", h.name);
+    let file = control_dir.join(format!("{}.known_hosts", host_key(&h.name)));
+    let written = std::fs::create_dir_all(control_dir)
+        .and_then(|()| std::fs::write(&file, format!("{alias} {key}\n")));
+    let mut o = vec!["-o".to_string(), "StrictHostKeyChecking=yes".into()];
+    if written.is_ok() {
+        o.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", file.display()),
+            "-o".into(),
+            format!("HostKeyAlias={alias}"),
+        ]);
+    }
+    o
+}
+
 fn am_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -85,13 +116,17 @@ impl Target {
         } else {
             d.privilege_escalation_command.clone()
         };
+        // A host pantheros installed is checked against the host key it
+        // pinned (its `hostKey` fact), on every connection of the run.
+        let mut ssh_options = pinned_key_options(h, control_dir);
+        ssh_options.extend(d.ssh_options.iter().cloned());
         Target {
             kind: if local { Kind::Local } else { Kind::Ssh },
             name: h.name.clone(),
             host: h.target_host().to_string(),
             user: d.target_user.clone(),
             port: d.target_port,
-            ssh_options: d.ssh_options.clone(),
+            ssh_options,
             escalate,
             control_path: control_dir.join(format!("{}.sock", host_key(&h.name))),
             ssh_wrapper_dir: control_dir.join(format!("{}.ssh", host_key(&h.name))),

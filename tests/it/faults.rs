@@ -580,3 +580,54 @@ fn a_lock_taken_before_sshd_died_is_released_over_a_new_connection() {
     assert!(w.host("alpha").locked());
     w.start_sshd("alpha");
 }
+
+/// A host pantheros installed is verified against the host key in its
+/// facts on every connection, whatever the user's known_hosts says: the
+/// right key deploys; another key is refused with the recovery steps and
+/// nothing changes.
+#[test]
+fn the_host_key_in_the_facts_is_verified_and_another_is_refused() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("pinned");
+    let flake = w.path().join("fleet");
+    let real =
+        std::fs::read_to_string(w.host("pinned").dir.join("ssh/ssh_host_ed25519_key.pub")).unwrap();
+    let real: Vec<&str> = real.split_whitespace().take(2).collect();
+    let facts = |key: &str| format!("facts = {{ hostKey = \"{key}\"; }};");
+    write_fleet(
+        &flake,
+        &[w.fixture_host("pinned", 1, &facts(&real.join(" ")))],
+    );
+    assert_exit(&w.pantheros(&flake, &["deploy", "pinned", "--yes"]), 0);
+    assert_eq!(w.generation_marker("pinned"), "1");
+
+    // The facts pin another key (the server was replaced, or someone is in
+    // the middle): refused before anything is done.
+    let rogue = w.path().join("rogue-host-key");
+    testworld::sh(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        rogue.to_str().unwrap(),
+    ]);
+    let other = std::fs::read_to_string(rogue.with_extension("pub")).unwrap();
+    let other: Vec<&str> = other.split_whitespace().take(2).collect();
+    let other = other.join(" ");
+    write_fleet(&flake, &[w.fixture_host("pinned", 2, &facts(&other))]);
+    let out = w.pantheros(&flake, &["deploy", "pinned", "--yes"]);
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(
+        &out,
+        &[
+            "presents another SSH host key than the one pantheros pinned",
+            "pantheros facts pinned --refresh",
+            "nothing was changed",
+        ],
+    );
+    assert_eq!(w.generation_marker("pinned"), "1");
+    assert!(!w.host("pinned").locked());
+}
