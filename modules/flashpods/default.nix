@@ -425,7 +425,7 @@ in
         UMask = "0077";
       };
       path = [ pkgs.coreutils ];
-      script = "sh ${../lib/flashpods-secrets.sh} ${
+      script = "${pkgs.runtimeShell} ${../lib/flashpods-secrets.sh} ${
         lib.escapeShellArgs [
           cfg.apiTokenFile
           cfg.secretsFile
@@ -515,7 +515,7 @@ in
         pkgs.sqlite
         pkgs.coreutils
       ];
-      script = "sh ${../lib/flashpods-backup.sh} ${
+      script = "${pkgs.runtimeShell} ${../lib/flashpods-backup.sh} ${
         lib.escapeShellArgs [
           databasePath
           cfg.backup.directory

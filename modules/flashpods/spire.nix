@@ -192,7 +192,7 @@ in
         RemainAfterExit = true;
       };
       script = ''
-        sh ${../lib/spire-entries.sh} ${
+        ${pkgs.runtimeShell} ${../lib/spire-entries.sh} ${
           lib.escapeShellArgs [
             serverSocket
             cfg.hostId

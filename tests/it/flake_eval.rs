@@ -182,6 +182,12 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
             );
         }
         assert_eq!(r["warnings"], json!(warnings), "{host}");
+        // Every command a unit's script starts by name is on its NixOS PATH.
+        assert_eq!(
+            r["bareCommands"],
+            json!([]),
+            "{host}: commands a NixOS service could not find (exit 127)"
+        );
     }
 
     // Every check: the VM tests' nodes as hosts, and what their scripts

@@ -56,6 +56,7 @@ let
     ] fake
     // {
       writeText = name: _: fake name;
+      runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
     };
 
   stubs = {

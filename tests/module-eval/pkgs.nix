@@ -32,6 +32,7 @@ let
 
   packages = lib.genAttrs [
     # pkgs/by-name and pkgs/top-level/all-packages.nix
+    "bash"
     "cargo"
     "cargo-nextest"
     "clippy"
@@ -59,6 +60,8 @@ let
 
   pkgs = packages // {
     inherit lib path system;
+    # pkgs/top-level/all-packages.nix: the shell NixOS runs unit scripts with.
+    runtimeShell = "${packages.bash}/bin/bash";
     stdenv.hostPlatform = lib.systems.elaborate system;
     # pkgs/build-support/trivial-builders
     writeText = text;

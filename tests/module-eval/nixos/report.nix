@@ -19,6 +19,84 @@ let
     lib.mapAttrsToList (kind: suffix: map (n: "${n}.${suffix}") (builtins.attrNames (enabledUnits kind))) kinds
   );
   known = lib.unique (declared ++ import ./units.nix config);
+  # What a unit's PATH holds on NixOS besides its `path`.
+  defaultPath = [
+    "coreutils"
+    "findutils"
+    "gnugrep"
+    "gnused"
+    "systemd"
+  ];
+  # The commands a package in `path` puts on PATH (by its name in nixpkgs).
+  programs = {
+    coreutils = lib.splitString " " "basename cat chmod chown cp cut date dirname echo env false head id install ln ls mkdir mktemp mv od paste printf readlink realpath rm seq sha256sum sleep sort stat tail tee test touch tr true uniq wc";
+    findutils = [
+      "find"
+      "xargs"
+    ];
+    gnugrep = [ "grep" ];
+    gnused = [ "sed" ];
+    systemd = [
+      "systemctl"
+      "systemd-run"
+      "journalctl"
+    ];
+    sqlite = [ "sqlite3" ];
+    spire = [
+      "spire-server"
+      "spire-agent"
+    ];
+    wireguard-tools = [ "wg" ];
+    openssh = [
+      "ssh"
+      "ssh-keygen"
+    ];
+    iproute2 = [ "ip" ];
+  };
+  providedBy =
+    p:
+    if builtins.isString p || !(builtins.isAttrs p) then
+      [ ]
+    else
+      let
+        name = p.pname or (builtins.parseDrvName (p.name or "")).name;
+      in
+      programs.${name} or [ (p.meta.mainProgram or name) ];
+  builtinWords = lib.splitString " " ". : [ { } ! break case cd continue do done elif else esac eval exec exit export fi for if local read return set shift then trap umask unset wait while";
+  # The words in command position of a script: each line's first, and the
+  # first after `|`, `&&`, `||`, `;` and `$(` (no quoting rules: our
+  # scripts call programs plainly).
+  commandWords =
+    script:
+    let
+      lines = builtins.filter (l: l != "" && !(lib.hasPrefix "#" l)) (
+        map (l: lib.trim l) (lib.splitString "\n" script)
+      );
+      pieces = builtins.concatLists (
+        map (
+          l:
+          builtins.filter builtins.isString (
+            builtins.split "\\|\\||&&|\\||;|\\$\\(" l
+          )
+        ) lines
+      );
+      first =
+        piece:
+        let
+          ws = builtins.filter (w: w != "") (lib.splitString " " (lib.trim piece));
+        in
+        if ws == [ ] then null else builtins.head ws;
+      isCommand =
+        w:
+        w != null
+        && !(lib.hasPrefix "/" w)
+        && !(lib.hasInfix "=" w)
+        && !(lib.hasPrefix "$" w)
+        && !(lib.hasPrefix "\"" w)
+        && !(lib.hasPrefix "'" w)
+        && builtins.match "[A-Za-z][A-Za-z0-9_.+-]*" w != null;
+    in
+    lib.unique (builtins.filter isCommand (map first pieces));
   refsOf =
     u:
     u.after
@@ -98,4 +176,33 @@ in
     missing = builtins.filter (r: !builtins.elem r.unit known) checked;
   };
   placeholders = lib.filterAttrs (_: p: !p.filled) (config.pantheros.deployment.placeholders or { });
+  # Commands a service's script starts by a bare name that the unit's PATH
+  # on NixOS would not find. NixOS runs `script` with bash and
+  # Environment=PATH= built from the unit's `path` plus coreutils,
+  # findutils, gnugrep, gnused and systemd, nothing else
+  # (nixos/lib/systemd-lib.nix, nixos/modules/system/boot/systemd.nix): no
+  # `sh`, no /usr/bin, no /run/current-system/sw. What is checked is the
+  # first word of each line, of each `| cmd` and `$(cmd`; absolute paths
+  # (store paths) and shell builtins always run.
+  bareCommands = lib.concatLists (
+    lib.mapAttrsToList (
+      unit: svc:
+      let
+        provided =
+          builtins.concatLists (map providedBy (svc.path or [ ]))
+          ++ builtins.concatLists (
+            map providedBy (
+              map (n: {
+                pname = n;
+              }) defaultPath
+            )
+          );
+        words = commandWords (svc.script or "");
+      in
+      map (w: {
+        inherit unit;
+        command = w;
+      }) (builtins.filter (w: !(builtins.elem w provided) && !(builtins.elem w builtinWords)) words)
+    ) (enabledUnits "services")
+  );
 }
