@@ -53,6 +53,22 @@ in
       '';
     };
 
+    recordFacts = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        wireguardPublicKey = "cat /var/lib/wireguard/wg0.key.pub";
+      };
+      description = ''
+        Facts read back from the host after each successful deploy: a shell
+        command per fact, run on the host as root, whose output (trimmed)
+        pantheros records in {option}`pantheros.deployment.factsFile` with
+        the source "host". An empty output records nothing. The Flashpods
+        WireGuard module records the host's WireGuard public key this way,
+        where the other side of the tunnel reads it.
+      '';
+    };
+
     placeholders = mkOption {
       type = types.attrsOf (
         types.submodule {

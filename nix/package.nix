@@ -23,6 +23,8 @@ rustPlatform.buildRustPackage {
       # compiles) and the file it includes.
       ../crates/testworld
       ../scripts/nix-settings.conf
+      # Nix's recorded outputs, which the unit tests include.
+      ../tests/data
     ];
   };
 

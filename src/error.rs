@@ -362,6 +362,15 @@ fn needs_setup(unfilled: &[Unfilled]) -> String {
     );
     for u in unfilled {
         match &u.from_fact {
+            // Another host's fact ("hetzner-vps.wireguardPublicKey").
+            Some(fact) if fact.contains('.') => {
+                let (owner, name) = fact.split_once('.').unwrap_or((&u.host, fact));
+                s.push_str(&format!(
+                    "\n  {}: {}: {owner}'s fact {name} is not recorded yet ({}): `pantheros up {owner}` \
+                     (or `pantheros deploy {owner}`) records it",
+                    u.host, u.placeholder, u.description
+                ))
+            }
             Some(fact) => s.push_str(&format!(
                 "\n  {}: {}: the fact {fact} is not recorded yet ({}): `pantheros up {}` records it \
                  (or `pantheros facts {} --refresh` once the server exists)",

@@ -10,14 +10,20 @@ in
 
   nixpkgs.hostPlatform = "x86_64-linux";
 
+  # The server's WireGuard key and address are the server's facts: they
+  # are there once `pantheros up ${net.server.host}` has run.
   pantheros.deployment.placeholders.serverWireguardKey = {
     filled = !(net.isExample net.server.publicKey);
-    file = "hosts/flashpods-network.nix";
-    description = "server.publicKey: ${net.server.host}'s WireGuard public key (wg pubkey < /var/lib/wireguard/wg0.key there)";
+    fromFact = "${net.server.host}.wireguardPublicKey";
+    file = "hosts/${net.server.host}/facts.json";
+    description = "${net.server.host}'s WireGuard public key, read back from it after its first deploy";
   };
 
   pantheros.deployment = {
     targetHost = name;
+    # This workstation's own WireGuard public key is recorded here after its
+    # first deploy, where the server reads it.
+    factsFile = ./.. + "/${name}/facts.json";
     tags = [
       "workstation"
       "laptop"

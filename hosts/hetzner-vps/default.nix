@@ -14,7 +14,6 @@ let
   # address below stands in, and only `up`/`provision create` run.
   facts = config.pantheros.deployment.facts;
   ipv6 = facts.ipv6Address or "2001:db8::1/64";
-  laptopKey = net.peers.${net.laptop}.publicKey;
 in
 {
   imports = [
@@ -29,11 +28,6 @@ in
       fromFact = "ipv6Address";
       file = "hosts/hetzner-vps/facts.json";
       description = "the server's IPv6 address in its routed /64, from the Hetzner API";
-    };
-    laptopWireguardKey = {
-      filled = !(net.isExample laptopKey);
-      file = "hosts/flashpods-network.nix";
-      description = "peers.${net.laptop}.publicKey: ${net.laptop}'s WireGuard public key (wg pubkey < /var/lib/wireguard/wg0.key there)";
     };
   };
 

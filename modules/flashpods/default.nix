@@ -143,8 +143,14 @@ in
                 description = "The laptop's WireGuard address.";
               };
               publicKey = mkOption {
-                type = types.singleLineStr;
-                description = "The laptop's WireGuard public key.";
+                type = types.nullOr types.singleLineStr;
+                description = ''
+                  The laptop's WireGuard public key. `null` while it is not
+                  known yet (the laptop makes its key at its first deploy,
+                  and pantheros records it in the laptop's facts): the
+                  laptop keeps its address in the firewall and rsync, but is
+                  no WireGuard peer until then (a warning says so).
+                '';
               };
             };
           }
@@ -263,7 +269,12 @@ in
       }
     ];
 
-    warnings = lib.optional (cfg.api.package == null) "services.flashpods.api.package is not set: the Flashpods API is not started.";
+    warnings =
+      lib.optional (cfg.api.package == null) "services.flashpods.api.package is not set: the Flashpods API is not started."
+      ++ lib.mapAttrsToList (
+        name: _:
+        "services.flashpods.wireguard.laptops.${name}.publicKey is not known yet: ${name} is no WireGuard peer (deploy ${name}, then this host again)"
+      ) (lib.filterAttrs (_: l: l.publicKey == null) cfg.wireguard.laptops);
 
     users.groups.${cfg.group} = { };
     users.users.${cfg.user} = {
@@ -347,7 +358,7 @@ in
       peers = lib.mapAttrsToList (_: l: {
         inherit (l) publicKey;
         allowedIPs = [ "${l.address}/32" ];
-      }) cfg.wireguard.laptops;
+      }) (lib.filterAttrs (_: l: l.publicKey != null) cfg.wireguard.laptops);
     };
     services.flashpods.firewall = {
       enable = mkDefault true;

@@ -5,6 +5,7 @@
   config,
   lib,
   pkgs,
+  options,
   ...
 }:
 let
@@ -112,10 +113,22 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
+  config = mkIf cfg.enable (
+    lib.mkMerge [
+      # The public key, read back from the host after a deploy and recorded
+      # in its facts, where the other side of the tunnel finds it (when the
+      # host also uses pantheros' deployment module).
+      (lib.optionalAttrs (options ? pantheros.deployment.recordFacts) {
+        pantheros.deployment.recordFacts.wireguardPublicKey = mkIf cfg.generatePrivateKey "cat ${
+          lib.escapeShellArg "${cfg.privateKeyFile}.pub"
+        }";
+      })
+      {
     assertions = [
       {
-        assertion = cfg.peers != [ ];
+        # A peer needs the server; a server may wait for its first laptop's
+        # key (the Flashpods module warns about each laptop without one).
+        assertion = cfg.role == "server" || cfg.peers != [ ];
         message = "services.flashpods.wireguard.peers is empty: a WireGuard interface without peers carries no traffic.";
       }
       {
@@ -170,5 +183,7 @@ in
           chmod 0444 ${pub}
         '';
     };
-  };
+      }
+    ]
+  );
 }

@@ -46,5 +46,12 @@ pub async fn deploy(
         keep_going: args.keep_going,
         master_log: None,
     };
-    Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
+    let json = fleet.json;
+    let evaluated = hosts.clone();
+    let (code, outcomes) = crate::deploy::fleet::run(&nix, hosts, opts, fleet).await;
+    super::record_read_facts(&evaluated, &flake, &outcomes);
+    if json {
+        crate::deploy::fleet::print_document(code, &outcomes);
+    }
+    Ok(code)
 }

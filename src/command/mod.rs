@@ -126,6 +126,31 @@ pub async fn selected_hosts_checked(
     }
     Ok(hosts)
 }
+/// Record what each host's deploy read back (`recordFacts`) in its facts
+/// file; a file that cannot be written is said, and the deploy stands.
+pub fn record_read_facts(
+    hosts: &[inventory::Host],
+    flake: &inventory::FlakeRef,
+    outcomes: &[crate::deploy::Outcome],
+) {
+    for o in outcomes.iter().filter(|o| !o.facts_read.is_empty()) {
+        let Some(host) = hosts.iter().find(|h| h.name == o.host) else {
+            continue;
+        };
+        let values: Vec<(&str, serde_json::Value)> = o
+            .facts_read
+            .iter()
+            .map(|(n, v)| (n.as_str(), serde_json::Value::String(v.clone())))
+            .collect();
+        if let Err(e) = inventory::facts::record(host, flake, &values, "host") {
+            crate::report::say(
+                &host.name,
+                &format!("warning: the facts read from the host could not be recorded: {e}"),
+            );
+        }
+    }
+}
+
 /// Where a run's logs and GC roots go: `--log-dir`/`$PANTHEROS_LOG_DIR`;
 /// else `logs/` in the flake when it is a git checkout (git flakes copy only
 /// tracked files to the store, and `logs/` is ignored); else the user's

@@ -317,7 +317,9 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         keep_going: true,
         master_log: None,
     };
+    let evaluated = vec![host.clone()];
     let (code, outcomes) = crate::deploy::fleet::run(&nix, vec![host], opts, fleet).await;
+    super::record_read_facts(&evaluated, &flake_ref, &outcomes);
     let (result, detail) = match outcomes.first() {
         Some(o) if o.result == crate::deploy::HostResult::Unchanged => (
             StepResult::Skipped,

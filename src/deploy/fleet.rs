@@ -293,10 +293,15 @@ pub async fn deploy(nix: &Nix, hosts: Vec<Host>, opts: Options, args: FleetArgs)
     let json = args.json;
     let (code, outcomes) = run(nix, hosts, opts, args).await;
     if json {
-        let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        print_document(code, &outcomes);
     }
     code
+}
+
+/// The run's `--json` document.
+pub fn print_document(code: i32, outcomes: &[Outcome]) {
+    let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 /// Deploy `hosts`: the exit code and every host's outcome (in name order).
@@ -644,6 +649,7 @@ async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         reboot_required: None,
         live: None,
         warnings: ctx.host.warnings.clone(),
+        facts_read: BTreeMap::new(),
         error: Some(format!(
             "{msg}\n  hint: {}",
             super::activate::console_hint(&ctx.host.name)

@@ -210,6 +210,8 @@ pub struct Outcome {
     pub live: Option<live::Live>,
     /// The host's evaluation warnings (shown before the plan).
     pub warnings: Vec<String>,
+    /// Facts read back from the host after the deploy (`recordFacts`).
+    pub facts_read: BTreeMap<String, String>,
     pub error: Option<String>,
     pub diff: Option<diff::Diff>,
     /// Wall time of each stage that ran, and `total`.

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::inventory::UploadAt;
 use crate::target::protocol::Status;
+use crate::target::scripts;
 
 /// Why a host's run stopped before its end.
 enum Stop {
@@ -43,6 +44,9 @@ struct Facts {
     rollback_reason: Option<String>,
     reboot_required: Option<String>,
     live: Option<Live>,
+    /// Facts read back from the host (`recordFacts`), for the command to
+    /// record in the host's facts file.
+    read: BTreeMap<String, String>,
     timings: BTreeMap<String, u64>,
     keys: Vec<keys::Uploaded>,
     /// The stage the run was in last (for a failure: where it failed).
@@ -127,6 +131,39 @@ async fn step<T>(
     r
 }
 
+/// The host's `recordFacts`, read back in one remote run: name → value
+/// (empty values left out). A host that cannot be asked gives none, and
+/// says so: the deploy itself stands.
+async fn read_facts(ctx: &Ctx) -> BTreeMap<String, String> {
+    let commands = &ctx.host.deployment.record_facts;
+    if commands.is_empty() {
+        return BTreeMap::new();
+    }
+    let cmd = ctx
+        .target
+        .root_script(&scripts::READ_FACTS, &scripts::read_facts_args(commands))
+        .timeout(std::time::Duration::from_secs(30));
+    match ctx.log.run_ok(&cmd).await {
+        Ok(out) => commands
+            .keys()
+            .filter_map(|name| {
+                let value = crate::target::protocol::section(&out.stdout, name)
+                    .join("\n")
+                    .trim()
+                    .to_string();
+                (!value.is_empty()).then(|| (name.clone(), value))
+            })
+            .collect(),
+        Err(f) => {
+            ctx.say(&format!(
+                "note: the facts to read back could not be read ({}); they are recorded at the next deploy",
+                f.how
+            ));
+            BTreeMap::new()
+        }
+    }
+}
+
 /// Write the keys due `at` (all of them with None) as stage `stage`,
 /// timed when any key was due. Not abandoned on an interrupt: each key is
 /// written whole, and the host may already be changing.
@@ -186,6 +223,9 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
         if let Err(why) = preflight::unlock(ctx, l).await {
             end = end.lock_left(ctx, &why);
         }
+    }
+    if ctx.opts.mode == Mode::Deploy && end.result.succeeded() {
+        facts.read = read_facts(ctx).await;
     }
     finish_outcome(ctx, facts, end, started, started_at)
 }
@@ -654,6 +694,7 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         reboot_required: facts.reboot_required.map(|r| ctx.log.redact(&r)),
         live: facts.live,
         warnings: ctx.host.warnings.clone(),
+        facts_read: facts.read,
         error,
         diff: facts.diff,
         durations_ms: facts.timings,

@@ -101,6 +101,9 @@ pub struct Deployment {
     pub facts_file: Option<String>,
     /// The recorded facts, by name.
     pub facts: BTreeMap<String, serde_json::Value>,
+    /// Facts read back from the host after a successful deploy: a shell
+    /// command per fact, run as root; its output is the value.
+    pub record_facts: BTreeMap<String, String>,
     /// Secrets the deployer uploads (`pantheros.deployment.keys`): their
     /// sources and destinations, never their values.
     pub keys: BTreeMap<String, KeySpec>,
@@ -170,6 +173,7 @@ impl Default for Deployment {
             placeholders: BTreeMap::new(),
             facts_file: None,
             facts: BTreeMap::new(),
+            record_facts: BTreeMap::new(),
             keys: BTreeMap::new(),
         }
     }

@@ -50,6 +50,10 @@ pub const UNLOCK: Script = Script {
     name: "unlock.sh",
     body: include_str!("scripts/unlock.sh"),
 };
+pub const READ_FACTS: Script = Script {
+    name: "read-facts.sh",
+    body: include_str!("scripts/read-facts.sh"),
+};
 pub const DRY_ACTIVATE: Script = Script {
     name: "dry-activate.sh",
     body: include_str!("scripts/dry-activate.sh"),
@@ -85,7 +89,7 @@ pub const VALIDATE: Script = Script {
     body: include_str!("scripts/validate.sh"),
 };
 
-pub const ALL: [Script; 16] = [
+pub const ALL: [Script; 17] = [
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -94,6 +98,7 @@ pub const ALL: [Script; 16] = [
     PREFLIGHT,
     UNLOCK,
     DRY_ACTIVATE,
+    READ_FACTS,
     GENERATIONS,
     CLOSURES,
     LAUNCH,
@@ -176,6 +181,14 @@ pub fn unlock_args(state_dir: &str, run_id: &str) -> Vec<String> {
 /// dry-activate.sh TOPLEVEL WAIT (seconds for NixOS's activation lock)
 pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
     vec![toplevel.into(), wait.to_string()]
+}
+
+/// read-facts.sh NAME COMMAND …
+pub fn read_facts_args(commands: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    commands
+        .iter()
+        .flat_map(|(n, c)| [n.clone(), c.clone()])
+        .collect()
 }
 
 /// generations.sh PROFILE SIZES

@@ -37,7 +37,8 @@ pub struct Wireguard {
 #[serde(rename_all = "camelCase")]
 pub struct Laptop {
     pub address: String,
-    pub public_key: String,
+    /// None while the laptop's key is not known (it is no peer yet).
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

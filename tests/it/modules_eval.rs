@@ -224,7 +224,25 @@ fn modules_evaluate_with_the_real_module_system() {
             .map(|(k, _)| k.clone())
             .collect()
     };
-    assert_eq!(unfilled("hetzner-vps"), ["ipv6", "laptopWireguardKey"]);
+    assert_eq!(unfilled("hetzner-vps"), ["ipv6"]);
+    // Each WireGuard host has its public key read back after a deploy, into
+    // its own facts file, where the other side reads it.
+    for host in ["hetzner-vps", "yoga"] {
+        let cmd = h[host]["deployment"]["recordFacts"]["wireguardPublicKey"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            cmd.starts_with("cat ") && cmd.trim_end_matches('\'').ends_with(".pub"),
+            "{host}: {cmd}"
+        );
+        assert!(
+            h[host]["deployment"]["factsFile"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(&format!("hosts/{host}/facts.json")),
+            "{host}"
+        );
+    }
     assert_eq!(unfilled("yoga"), ["hardware", "serverWireguardKey"]);
     assert_eq!(unfilled("ovh-vps"), Vec::<String>::new());
     for host in ["hetzner-vps", "yoga"] {

@@ -1122,6 +1122,9 @@ pub struct FixtureHost {
     /// A warning printed while the toplevel is evaluated (`lib.warn`'s
     /// way on this Nix: `builtins.trace "warning: …"`), outside `warnings`.
     pub trace_warning: Option<String>,
+    /// A Nix expression for the text added to the system's etc/motd (the
+    /// flake's `readFacts PATH` in scope), e.g. what a fact says.
+    pub motd: Option<String>,
     /// Nix attrset body for `pantheros.deployment` (without braces).
     pub deployment: String,
 }
@@ -1146,6 +1149,7 @@ impl FixtureHost {
             kernel: None,
             warnings: vec![],
             trace_warning: None,
+            motd: None,
             deployment: String::new(),
         }
     }
@@ -1192,6 +1196,9 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         if let Some(k) = &h.kernel {
             extra.push_str(&format!(" kernel = \"{k}\";"));
         }
+        if let Some(m) = &h.motd {
+            extra.push_str(&format!(" motd = {m};"));
+        }
         let warnings: Vec<String> = h
             .warnings
             .iter()
@@ -1225,7 +1232,10 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
     fs::write(
         dir.join("flake.nix"),
         format!(
-            "{{\n  outputs = {{ self }}:\n    let mkSystem = import ./system.nix; in {{\n  nixosConfigurations = {{\n{body}  }};\n  }};\n}}\n"
+            "{{\n  outputs = {{ self }}:\n    let\n      mkSystem = import ./system.nix;\n      \
+             # What modules/lib/facts.nix reads.\n      \
+             readFacts = path: if builtins.pathExists path then builtins.mapAttrs (_: f: f.value) (builtins.fromJSON (builtins.readFile path)).facts else {{ }};\n    \
+             in {{\n  nixosConfigurations = {{\n{body}  }};\n  }};\n}}\n"
         ),
     )
     .unwrap();

@@ -127,7 +127,7 @@ pub(crate) mod fixtures {
             "yoga".to_string(),
             Laptop {
                 address: "10.0.0.2".into(),
-                public_key: "LAPTOPKEY=".into(),
+                public_key: Some("LAPTOPKEY=".into()),
             },
         );
         Flashpods {

@@ -120,11 +120,13 @@ pub fn judge_wireguard(
     // Without a source address: the laptop with the newest handshake.
     let (name, laptop) = match laptop {
         Some(l) => l,
-        None => match wg
-            .laptops
-            .iter()
-            .max_by_key(|(_, l)| peers.get(l.public_key.as_str()).copied().unwrap_or(0))
-        {
+        None => match wg.laptops.iter().max_by_key(|(_, l)| {
+            l.public_key
+                .as_deref()
+                .and_then(|k| peers.get(k))
+                .copied()
+                .unwrap_or(0)
+        }) {
             Some((n, l)) => (n.clone(), l.clone()),
             None => {
                 return Row::failed(
@@ -141,13 +143,21 @@ pub fn judge_wireguard(
         Ok(o) => Some(runner::tail(&format!("{}\n{}", o.stdout, o.stderr), 1).join("")),
         Err(e) => Some(e.clone()),
     };
-    let Some(&at) = peers.get(laptop.public_key.as_str()) else {
+    let Some(key) = laptop.public_key.as_deref() else {
+        return Row::failed(
+            id,
+            check,
+            format!("{name}'s WireGuard key is not known yet: the host has no peer for it"),
+            format!("deploy {name} (its key is recorded in its facts), then deploy the host again"),
+        );
+    };
+    let Some(&at) = peers.get(key) else {
         return Row::failed(
             id,
             check,
             format!(
-                "the host's {} has no peer with {name}'s key {}",
-                wg.interface, laptop.public_key
+                "the host's {} has no peer with {name}'s key {key}",
+                wg.interface
             ),
             "deploy the host: its running WireGuard peers are not services.flashpods.wireguard.laptops",
         );
