@@ -5,6 +5,18 @@
 use testworld::{FixtureHost, World, json, stderr, write_fleet};
 use testworld::{assert_exit, assert_stderr_has};
 
+/// A deploy that was rolled back (exit 3, --json): its rollback reason.
+#[track_caller]
+fn rolled_back(out: &std::process::Output) -> String {
+    assert_exit(out, 3);
+    let v = json(out);
+    assert_eq!(v["hosts"][0]["result"], "rolled-back", "{v}");
+    v["hosts"][0]["rollbackReason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
     w.fixture_host(name, generation, &format!("confirmTimeout = 8; {extra}"))
 }
@@ -40,11 +52,7 @@ fn systemd_host_deploy_health_and_failed_unit_rollback() {
     let mut bad = host(&w, "sys1", 2, checks);
     bad.fail_unit = true;
     write_fleet(&flake, &[bad]);
-    let out = w.pantheros(&flake, &["deploy", "sys1", "--yes", "--json"]);
-    assert_exit(&out, 3);
-    let v = json(&out);
-    assert_eq!(v["hosts"][0]["result"], "rolled-back");
-    let reason = v["hosts"][0]["rollbackReason"].as_str().unwrap();
+    let reason = rolled_back(&w.pantheros(&flake, &["deploy", "sys1", "--yes", "--json"]));
     assert!(
         reason.contains("units failed because of this deploy: fixture-broken.service"),
         "{reason}"
@@ -277,11 +285,7 @@ fn a_unit_broken_before_the_deploy_is_not_blamed_on_it() {
     // A change that breaks another unit: rolled back, naming only that unit;
     // the rollback's own switch exits 4 for the old unit and still counts.
     write_fleet(&flake, &[flaky(3, "2.14", true)]);
-    let out = w.pantheros(&flake, &["deploy", "sys4", "--yes", "--json"]);
-    assert_exit(&out, 3);
-    let v = json(&out);
-    assert_eq!(v["hosts"][0]["result"], "rolled-back");
-    let reason = v["hosts"][0]["rollbackReason"].as_str().unwrap();
+    let reason = rolled_back(&w.pantheros(&flake, &["deploy", "sys4", "--yes", "--json"]));
     assert!(
         reason.contains("units failed because of this deploy: fixture-broken.service"),
         "{reason}"

@@ -517,6 +517,29 @@ fn slow_link(w: &World, host: &str) {
     ]);
 }
 
+/// Deploy generation `generation` of alpha (4 MiB over a 4 Mbit/s link)
+/// and kill alpha's sshd once the copy runs (the lock is taken by then).
+fn deploy_and_kill_sshd_mid_copy(
+    w: &mut World,
+    flake: &std::path::Path,
+    generation: u32,
+) -> std::process::Child {
+    slow_link(w, "alpha");
+    let mut h = w.fixture_host("alpha", generation, "");
+    h.blob_kib = 4096;
+    write_fleet(flake, &[h]);
+    let run = w.spawn_pantheros_captured(flake, &["deploy", "alpha", "--yes"]);
+    testworld::wait_until("the copy to start", Duration::from_secs(60), || {
+        w.host("alpha").locked()
+            && w.host("alpha")
+                .exec(&["pgrep", "-f", "nix-store --serve"])
+                .status
+                .success()
+    });
+    w.kill_sshd("alpha");
+    run
+}
+
 /// sshd dies during the copy (the deploy lock is already taken): the run
 /// fails with nothing changed, and gives the lock back over a new
 /// connection once sshd is back, so the next deploy is not refused. When
@@ -528,19 +551,7 @@ fn a_lock_taken_before_sshd_died_is_released_over_a_new_connection() {
         return;
     };
     // A copy slow enough to kill sshd in the middle of it.
-    slow_link(&w, "alpha");
-    let mut h = w.fixture_host("alpha", 2, "");
-    h.blob_kib = 4096;
-    write_fleet(&flake, &[h]);
-    let run = w.spawn_pantheros_captured(&flake, &["deploy", "alpha", "--yes"]);
-    testworld::wait_until("the copy to start", Duration::from_secs(60), || {
-        w.host("alpha").locked()
-            && w.host("alpha")
-                .exec(&["pgrep", "-f", "nix-store --serve"])
-                .status
-                .success()
-    });
-    w.kill_sshd("alpha");
+    let run = deploy_and_kill_sshd_mid_copy(&mut w, &flake, 2);
     std::thread::sleep(Duration::from_secs(3));
     w.start_sshd("alpha");
     let out = run.wait_with_output().unwrap();
@@ -555,19 +566,7 @@ fn a_lock_taken_before_sshd_died_is_released_over_a_new_connection() {
 
     // sshd dies and stays away: the lock cannot be given back, and the
     // result says so with the way to free it.
-    slow_link(&w, "alpha");
-    let mut h = w.fixture_host("alpha", 3, "");
-    h.blob_kib = 4096;
-    write_fleet(&flake, &[h]);
-    let run = w.spawn_pantheros_captured(&flake, &["deploy", "alpha", "--yes"]);
-    testworld::wait_until("the copy to start", Duration::from_secs(60), || {
-        w.host("alpha").locked()
-            && w.host("alpha")
-                .exec(&["pgrep", "-f", "nix-store --serve"])
-                .status
-                .success()
-    });
-    w.kill_sshd("alpha");
+    let run = deploy_and_kill_sshd_mid_copy(&mut w, &flake, 3);
     let out = run.wait_with_output().unwrap();
     assert_exit(&out, 1);
     testworld::assert_stderr_has(
@@ -604,16 +603,7 @@ fn the_host_key_in_the_facts_is_verified_and_another_is_refused() {
     // The facts pin another key (the server was replaced, or someone is in
     // the middle): refused before anything is done.
     let rogue = w.path().join("rogue-host-key");
-    testworld::sh(&[
-        "ssh-keygen",
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        rogue.to_str().unwrap(),
-    ]);
+    testworld::keygen(&rogue, "rogue");
     let other = std::fs::read_to_string(rogue.with_extension("pub")).unwrap();
     let other: Vec<&str> = other.split_whitespace().take(2).collect();
     let other = other.join(" ");

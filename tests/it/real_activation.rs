@@ -17,11 +17,9 @@ fn inhibitors(systemd: &str) -> Option<Vec<(String, String)>> {
 
 #[test]
 fn a_changed_switch_inhibitor_is_planned_refused_booted_or_forced() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("inh");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[w.fixture_host("inh", 1, "")]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "inh", "--yes"]), 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("inh") else {
+        return;
+    };
     let gen1 = w.profile_target("inh");
 
     // Generation 2 moves systemd: the plan names it, a dry run shows it.
@@ -80,11 +78,9 @@ fn a_changed_switch_inhibitor_is_planned_refused_booted_or_forced() {
 
 #[test]
 fn an_incompatible_init_is_reboot_required_with_the_boot_default_set() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("init");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[w.fixture_host("init", 1, "")]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "init", "--yes"]), 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("init") else {
+        return;
+    };
     let gen1 = w.profile_target("init");
 
     let mut next = w.fixture_host("init", 2, "");
@@ -133,11 +129,9 @@ fn dry_activate_lines_are_shown_in_the_order_the_host_printed_them() {
 
 #[test]
 fn a_switch_waiting_on_another_activation_names_the_lock() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("busy");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[w.fixture_host("busy", 1, "")]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "busy", "--yes"]), 0);
+    let Some((w, flake)) = testworld::world_with_deployed_host("busy") else {
+        return;
+    };
 
     // Another activation (as a nixos-rebuild would) holds NixOS's lock.
     let mut holder = w
@@ -182,11 +176,9 @@ fn a_switch_waiting_on_another_activation_names_the_lock() {
 /// its one line and `--json` lists it; nothing is refused.
 #[test]
 fn a_new_kernel_is_a_note_in_the_plan_not_a_refusal() {
-    let Some(mut w) = World::new() else { return };
-    w.add_host("kern");
-    let flake = w.path().join("fleet");
-    write_fleet(&flake, &[w.fixture_host("kern", 1, "")]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "kern", "--yes"]), 0);
+    let Some((mut w, flake)) = testworld::world_with_deployed_host("kern") else {
+        return;
+    };
     // The host boots generation 1: /run/booted-system has its kernel.
     w.reboot_host("kern");
     let mut next = w.fixture_host("kern", 2, "");

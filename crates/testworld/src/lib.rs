@@ -883,11 +883,7 @@ impl World {
     /// comes back. Its disk (/nix, /var/lib/pantheros) keeps what it had.
     pub fn reboot_host(&mut self, name: &str) {
         let client_ns = self.client_ns.clone();
-        let host = self
-            .hosts
-            .iter_mut()
-            .find(|h| h.name == name)
-            .unwrap_or_else(|| panic!("no light host {name}"));
+        let host = self.light_host_mut(name);
         assert!(
             host.dir.join("boot_id").exists(),
             "{name}: this machine would not let the light host have its own boot id \
@@ -925,11 +921,7 @@ impl World {
     /// crash or an OOM kill of sshd would): open connections drop, new ones
     /// are refused until [`World::start_sshd`].
     pub fn kill_sshd(&mut self, name: &str) {
-        let host = self
-            .hosts
-            .iter_mut()
-            .find(|h| h.name == name)
-            .unwrap_or_else(|| panic!("no light host {name}"));
+        let host = self.light_host_mut(name);
         if let Some(mut old) = host.sshd.take() {
             let _ = old.kill();
             let _ = old.wait();
@@ -946,12 +938,14 @@ impl World {
     /// Start a light host's sshd again (after [`World::kill_sshd`]).
     pub fn start_sshd(&mut self, name: &str) {
         let client_ns = self.client_ns.clone();
-        let host = self
-            .hosts
+        self.light_host_mut(name).start_sshd(&client_ns);
+    }
+
+    fn light_host_mut(&mut self, name: &str) -> &mut LightHost {
+        self.hosts
             .iter_mut()
             .find(|h| h.name == name)
-            .unwrap_or_else(|| panic!("no light host {name}"));
-        host.start_sshd(&client_ns);
+            .unwrap_or_else(|| panic!("no light host {name}"))
     }
 
     /// A bare network namespace of this world (named `<world>-<suffix>`).
