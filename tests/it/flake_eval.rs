@@ -55,7 +55,7 @@ impl Tier {
             flake.join("scripts/nix-settings.conf"),
         )
         .unwrap();
-        for d in ["vm", "fixtures"] {
+        for d in ["vm", "fixtures", "data"] {
             testworld::copy_dir(&root.join("tests").join(d), &flake.join("tests").join(d));
         }
         let stub = testworld::stand_in_nixpkgs(dir.path())?;
