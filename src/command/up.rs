@@ -169,17 +169,19 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
     // What the server's creation decided goes into the host's facts, and
     // the host is evaluated again with them: the installation and the
     // deploy build the system that knows its own addresses.
-    if !args.dry_run {
-        let before = host.deployment.facts.clone();
-        if let Err(f) = p::create::record_facts(&host, &flake_ref, &server) {
-            return run.failed("server", f.into_error());
+    let changed = if args.dry_run {
+        false
+    } else {
+        match p::create::record_facts(&host, &flake_ref, &server) {
+            Ok(changed) => changed,
+            Err(f) => return run.failed("server", f.into_error()),
         }
+    };
+    if changed {
         match selected_hosts(&nix, &flake_ref, std::slice::from_ref(&args.host), true).await {
             Ok(mut again) if !again.is_empty() => {
                 host = again.remove(0);
-                if host.deployment.facts != before {
-                    crate::report::say(&host.name, "evaluated again with the recorded facts");
-                }
+                crate::report::say(&host.name, "evaluated again with the recorded facts");
             }
             Ok(_) => {}
             Err(e) => return run.failed("server", e),

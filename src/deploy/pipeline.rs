@@ -536,12 +536,17 @@ fn refuse_live(ctx: &Ctx, facts: &mut Facts, live: &Live) -> Option<End> {
     };
     ctx.say(&format!("REBOOT REQUIRED: {why}"));
     facts.reboot_required = Some(why.clone());
+    let command = if ctx.opts.mode == Mode::Rollback {
+        "rollback"
+    } else {
+        "deploy"
+    };
     Some(End::err(
         HostResult::RebootRequired,
         StageError::new(why).hint(format!(
-            "deploy with `--goal boot` and reboot the host to run the new system, or, to switch live \
+            "run it with `--goal boot` and reboot the host to run the new system, or, to switch live \
              anyway (NIXOS_NO_CHECK=1; it may leave the running system unstable), with `--force-switch`: \
-             pantheros deploy {} --goal boot",
+             pantheros {command} {} --goal boot",
             ctx.name()
         )),
     ))

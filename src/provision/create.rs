@@ -78,14 +78,15 @@ pub fn first_address(network: &str) -> Option<String> {
     Some(format!("{}/{prefix}", std::net::Ipv6Addr::from(seg)))
 }
 
-/// Record what the creation decided in the host's facts file.
+/// Record what the creation decided in the host's facts file; whether a
+/// fact changed (then the host's configuration reads something new).
 pub fn record_facts(
     host: &crate::inventory::Host,
     flake: &crate::inventory::FlakeRef,
     created: &Created,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     crate::inventory::facts::record(host, flake, &created.facts(), "hetzner-api")
-        .map(|_| ())
+        .map(|changes| !changes.is_empty())
         .map_err(|e| {
             Failure::new(
                 Kind::Api,
@@ -105,7 +106,7 @@ pub async fn create(
     let cloud = super::connect().await?;
     let key = sshkey::choose(args.server.ssh_key.as_deref())?;
     let out = ensure_server(&cloud, &key, &wanted, args).await?;
-    record_facts(host, flake, &out)?;
+    let _changed = record_facts(host, flake, &out)?;
     if out.ipv4.is_some() {
         eprintln!("  next:     pantheros provision install {}", out.name);
     }
