@@ -70,6 +70,16 @@ in
       description = "User that runs the containers and the services.";
     };
 
+    uid = mkOption {
+      type = types.ints.between 1 65535;
+      default = 870;
+      description = ''
+        The user's uid, fixed so that the firewall can name it: rootless
+        Podman's network helper opens the containers' connections as this
+        user, and the flashpods table refuses them to the API and rsync.
+      '';
+    };
+
     group = mkOption {
       type = types.str;
       default = "flashpods";
@@ -279,6 +289,7 @@ in
     users.groups.${cfg.group} = { };
     users.users.${cfg.user} = {
       isSystemUser = true;
+      inherit (cfg) uid;
       inherit (cfg) group;
       home = "/var/lib/flashpods";
       createHome = true;
@@ -365,6 +376,7 @@ in
       laptopAddresses = lib.mapAttrsToList (_: l: l.address) cfg.wireguard.laptops;
       apiPort = cfg.api.port;
       inherit (cfg) containerNetworks;
+      containerUsers = [ cfg.uid ];
     };
     services.flashpods.rsync = {
       enable = mkDefault true;

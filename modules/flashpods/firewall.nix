@@ -14,6 +14,7 @@ let
       apiPort
       rsyncPort
       containerNetworks
+      containerUsers
       ;
     wireguardInterface = cfg.wireguardInterface;
     wireguardPort = cfg.wireguardPort;
@@ -65,6 +66,19 @@ in
       type = types.listOf types.str;
       default = [ "10.88.0.0/16" ];
       description = "Address ranges of the container networks (Podman's default network is 10.88.0.0/16).";
+    };
+
+    containerUsers = mkOption {
+      type = types.listOf types.int;
+      default = [ ];
+      example = [ 870 ];
+      description = ''
+        Uids that run rootless Podman. A rootless container's connections
+        leave through its network helper (slirp4netns or pasta), a process
+        of this user on the host, so they reach the host's own addresses
+        from the host itself; the table refuses those to the API and rsync
+        ports (an output rule keyed on the uid and a local destination).
+      '';
     };
   };
 

@@ -60,8 +60,11 @@ pub struct Rsync {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Firewall {
     pub enable: bool,
+    /// Uids whose rootless containers' connections the table refuses.
+    pub container_users: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

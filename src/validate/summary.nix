@@ -32,7 +32,7 @@ else
         ;
     };
     firewall = {
-      inherit (f.firewall) enable;
+      inherit (f.firewall) enable containerUsers;
     };
     podmanSocket = "${f.runDir}/podman.sock";
     spire =

@@ -7,6 +7,38 @@ use std::process::Output;
 
 use testworld::{World, render, stderr, stdout};
 
+/// A busybox rootfs as a tarball `podman import` takes (sh, nc, sleep, printf).
+fn busybox_tar(w: &World) -> std::path::PathBuf {
+    let pod = w.path().join("podman");
+    let rootfs = pod.join("rootfs");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for a in ["sh", "nc", "sleep", "printf"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    let tar = pod.join("busybox.tar");
+    testworld::sh(&[
+        "tar",
+        "-C",
+        rootfs.to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        ".",
+    ]);
+    tar
+}
+
+/// busybox's static wget crashes without NSS files; plain HTTP over nc.
+const GET: &str = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 \"$0\" \"$1\"";
+
+fn answered(o: &Output) -> bool {
+    stdout(o).starts_with("HTTP/1.0 200")
+}
+
 #[test]
 fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
     if !testworld::have_tools(&["podman", "runc", "nft", "busybox", "python3"]) {
@@ -33,30 +65,11 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
 
     // A busybox image, imported offline, and one long-running job container.
     let pod = w.path().join("podman");
-    let rootfs = pod.join("rootfs");
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for a in ["sh", "nc", "sleep", "printf"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
-    let tar = pod.join("busybox.tar");
-    testworld::sh(&[
-        "tar",
-        "-C",
-        rootfs.to_str().unwrap(),
-        "-cf",
-        tar.to_str().unwrap(),
-        ".",
-    ]);
+    let tar = busybox_tar(&w);
     // This machine cannot raise hard rlimits (no CAP_SYS_RESOURCE), and crun
-    // refuses its hybrid cgroups: low ulimits and runc, as measured in
-    // reference/test-world.md.
+    // refuses its hybrid cgroups (reference/test-world.md).
     let conf = pod.join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n").unwrap();
+    std::fs::write(&conf, testworld::PODMAN_CONF).unwrap();
     let root = pod.join("storage");
     let podman = |args: &[&str]| -> Output {
         let conf_env = format!("CONTAINERS_CONF={}", conf.display());
@@ -181,6 +194,172 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
             "{tables}"
         );
     }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// The module's Podman is rootless: the flashpods user's containers reach
+/// the network through slirp4netns, a process of that user on the host, so
+/// their connections to the host's API and rsync come from the host itself
+/// (over lo), never from 10.88.0.0/16. The rule for the container networks
+/// does not see them; the output rule keyed on the user's uid refuses them.
+#[test]
+fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_internet() {
+    if !testworld::have_tools(&[
+        "podman",
+        "runc",
+        "slirp4netns",
+        "newuidmap",
+        "nft",
+        "busybox",
+        "python3",
+    ]) {
+        return;
+    }
+    let Some(mut w) = World::new() else { return };
+    w.add_host("server");
+    w.add_host("internet");
+    let internet_ip = w.host("internet").ip.clone();
+    let server = w.host("server");
+    server.mount_cgroups();
+    server.exec_ok(&["ip", "link", "add", "wg0", "type", "bridge"]);
+    server.exec_ok(&["ip", "addr", "add", "10.0.0.1/24", "dev", "wg0"]);
+    server.exec_ok(&["ip", "link", "set", "wg0", "up"]);
+    let mut children = vec![];
+    for (h, port) in [("server", "8080"), ("server", "873"), ("internet", "80")] {
+        children.push(w.host(h).serve_http(port));
+    }
+
+    // The module's user and runtime directory (modules/flashpods).
+    server.exec_ok(&["install", "-d", "-m", "0750", "/run/flashpods"]);
+    let podman = server.rootless_podman("flashpods", 870, "/run/flashpods/podman-runtime");
+    server.exec_ok(&["chown", "870:870", "/run/flashpods"]);
+    let out = podman.import(&busybox_tar(&w), "localhost/busybox:test");
+    assert!(
+        out.status.success(),
+        "podman import (rootless): {}",
+        stderr(&out)
+    );
+    let out = podman.podman(&[
+        "run",
+        "-d",
+        "--name",
+        "job",
+        "--pull=never",
+        "--label",
+        "flashpods-job-type=worker",
+        "localhost/busybox:test",
+        "sleep",
+        "300",
+    ]);
+    assert!(
+        out.status.success(),
+        "podman run (rootless): {}",
+        stderr(&out)
+    );
+    let net = podman.podman(&["inspect", "job", "--format", "{{.HostConfig.NetworkMode}}"]);
+    assert_eq!(
+        stdout(&net).trim(),
+        "slirp4netns",
+        "the rootless default network"
+    );
+    let get = |ip: &str, port: &str| podman.podman(&["exec", "job", "sh", "-c", GET, ip, port]);
+
+    // Before any rule: the container reaches the API, rsync and the internet.
+    for (ip, port) in [
+        ("10.0.0.1", "8080"),
+        ("10.0.0.1", "873"),
+        (internet_ip.as_str(), "80"),
+    ] {
+        let o = get(ip, port);
+        assert!(
+            answered(&o),
+            "baseline {ip}:{port}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+
+    // The table as it was for rootful Podman only: the container-network
+    // rule never matches; only the catch-all drop stops the helper, so the
+    // container waits out its timeout instead of being refused.
+    let load = |expr: &str| {
+        let f = w.path().join("flashpods.nft");
+        std::fs::write(&f, render(expr)).unwrap();
+        w.host("server")
+            .exec_ok(&["nft", "-f", f.to_str().unwrap()]);
+    };
+    load(
+        "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; }).ruleset",
+    );
+    let o = get("10.0.0.1", "8080");
+    assert!(
+        !answered(&o),
+        "the catch-all drop must still stop the helper"
+    );
+    assert!(
+        !stderr(&o).contains("refused"),
+        "not refused without the uid rule: {}",
+        stderr(&o)
+    );
+    let rule = w
+        .host("server")
+        .exec_ok(&["nft", "list", "chain", "inet", "flashpods", "input"]);
+    let line = |needle: &str| {
+        rule.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("10.88.0.0/16").contains("counter packets 0 bytes 0 reject"),
+        "the container-network rule must not have matched:\n{rule}"
+    );
+    assert!(
+        !line("nobody else").contains("counter packets 0 "),
+        "the catch-all drop stopped it:\n{rule}"
+    );
+
+    // The module's table: the helper's uid is refused on the way out, for
+    // the host's own addresses only; the internet stays reachable.
+    for round in ["load", "reload"] {
+        load(
+            "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; containerUsers = [ 870 ]; }).ruleset",
+        );
+        for port in ["8080", "873"] {
+            let o = get("10.0.0.1", port);
+            assert!(
+                !answered(&o),
+                "{round}: container -> 10.0.0.1:{port} must be blocked"
+            );
+            assert!(
+                stderr(&o).contains("refused"),
+                "{round}: refused expected: {}",
+                stderr(&o)
+            );
+        }
+        let o = get(&internet_ip, "80");
+        assert!(
+            answered(&o),
+            "{round}: container -> internet: {}",
+            stderr(&o)
+        );
+        // The server's own root processes are untouched by the uid rule.
+        let root = w
+            .host("server")
+            .exec(&["sh", "-c", GET, &internet_ip, "80"]);
+        assert!(answered(&root), "{round}: root on the server -> internet");
+    }
+    let out = w
+        .host("server")
+        .exec_ok(&["nft", "list", "chain", "inet", "flashpods", "output"]);
+    assert!(
+        out.contains("meta skuid 870") && !out.contains("counter packets 0 "),
+        "the uid rule did the refusing:\n{out}"
+    );
+    drop(podman);
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();

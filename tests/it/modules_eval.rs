@@ -118,6 +118,16 @@ fn modules_evaluate_with_the_real_module_system() {
         "{nft}"
     );
     assert!(nft.contains("ip saddr { 10.88.0.0/16 }"), "{nft}");
+    // Rootless Podman's helper runs as the flashpods user, whose uid is
+    // fixed so that the output rule can name it.
+    assert_eq!(s["user"]["uid"], 870);
+    assert!(
+        nft.contains("chain output {")
+            && nft.contains(
+                "meta skuid 870 fib daddr type local tcp dport { 8080, 873 } counter reject with tcp reset"
+            ),
+        "{nft}"
+    );
     // rsyncd: the uploads module, bound to the WireGuard address, laptop only, as flashpods.
     let r = &s["rsyncSettings"];
     assert_eq!(r["globalSection"]["address"], "10.0.0.1");

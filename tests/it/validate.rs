@@ -82,7 +82,7 @@ fn write_flake(dir: &Path, stub: &Path, w: &World, laptop_key: &str, spire: &Pat
 /// A container image: busybox (sh, nc) and just enough of this machine's
 /// python3 for the stand-in spire-agent client, which sits at the same path
 /// as on the host.
-fn build_image(w: &World, spire: &Path, podman: &dyn Fn(&[&str]) -> std::process::Output) {
+fn image_tar(w: &World, spire: &Path) -> std::path::PathBuf {
     let rootfs = w.path().join("image");
     for d in ["bin", "usr/bin", "etc", "tmp", "proc", "sys", "dev"] {
         fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -128,14 +128,7 @@ fn build_image(w: &World, spire: &Path, podman: &dyn Fn(&[&str]) -> std::process
         tar.to_str().unwrap(),
         ".",
     ]);
-    let out = podman(&[
-        "import",
-        "--change",
-        "CMD [\"/bin/sh\"]",
-        tar.to_str().unwrap(),
-        IMAGE,
-    ]);
-    assert!(out.status.success(), "podman import: {}", stderr(&out));
+    tar
 }
 
 struct Lab {
@@ -238,9 +231,14 @@ impl Lab {
     }
 
     fn firewall(&self, container_networks: &str) {
+        self.firewall_for(container_networks, "")
+    }
+
+    /// The table with the rootful networks and the rootless uids given.
+    fn firewall_for(&self, container_networks: &str, container_users: &str) {
         let fw = render(&format!(
             "(lib.nftables {{ laptopAddresses = [ \"10.0.0.2\" ]; containerNetworks = [ {container_networks} ]; \
-             wireguardPort = 51820; }}).ruleset"
+             containerUsers = [ {container_users} ]; wireguardPort = 51820; }}).ruleset"
         ));
         let f = self.w.path().join("flashpods.nft");
         fs::write(&f, fw).unwrap();
@@ -528,8 +526,10 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     lab.start("internet", cmd);
     lab.firewall("\"10.88.0.0/16\"");
 
-    // --- Podman: rootful here (rootless cannot run in this world), behind
-    // the flashpods user's socket path, with netavark's NAT for egress.
+    // --- Podman: rootful first (the SPIRE rows need per-container cgroups,
+    // which rootless Podman gets only from systemd's cgroup manager),
+    // behind the flashpods user's socket path, with netavark's NAT for
+    // egress; rootless at the end.
     let server = lab.server();
     server.mount_cgroups();
     server.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
@@ -569,7 +569,15 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
         let v: Vec<&str> = v.iter().map(String::as_str).collect();
         lab.server().exec(&v)
     };
-    build_image(&lab.w, &lab.spire, &podman);
+    let tar = image_tar(&lab.w, &lab.spire);
+    let out = podman(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/sh\"]",
+        tar.to_str().unwrap(),
+        IMAGE,
+    ]);
+    assert!(out.status.success(), "podman import: {}", stderr(&out));
     let service = podman_argv(&[
         "system",
         "service",
@@ -695,7 +703,7 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
         row(&doc, "container-blocked")["evidence"]
             .as_str()
             .unwrap()
-            .contains("unanswered"),
+            .contains("dropped (no answer in"),
         "{doc:#}"
     );
     lab.firewall("\"10.88.0.0/16\"");
@@ -747,4 +755,83 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
             .contains("no handshake with laptop"),
         "{doc:#}"
     );
+
+    write_flake(
+        &lab.flake,
+        &lab.stub,
+        &lab.w,
+        &lab.laptop_keys.1.clone(),
+        &lab.spire,
+    );
+    let right = lab.laptop_keys.1.clone();
+    lab.server_peer(&right);
+
+    // --- The module's own mode: rootless Podman as the flashpods user (uid
+    // 870, the module's default) behind the same socket. Its containers'
+    // connections leave through slirp4netns as that user, from the host.
+    lab.stop("podman");
+    lab.server().exec_ok(&["rm", "-f", PODMAN_SOCKET]);
+    let rootless = lab
+        .server()
+        .rootless_podman("flashpods", 870, "/run/flashpods/podman-runtime");
+    lab.server()
+        .exec_ok(&["chown", "870:870", "/run/flashpods"]);
+    let out = rootless.import(&tar, IMAGE);
+    assert!(
+        out.status.success(),
+        "podman import (rootless): {}",
+        stderr(&out)
+    );
+    let cmd = rootless.command(&[
+        "podman",
+        "system",
+        "service",
+        "--time=0",
+        &format!("unix://{PODMAN_SOCKET}"),
+    ]);
+    lab.start("podman", cmd);
+    wait_for("the rootless podman's socket never appeared", 15, || {
+        lab.server()
+            .exec(&["test", "-S", PODMAN_SOCKET])
+            .status
+            .success()
+    });
+
+    // The table of the rootful world only: the container is dropped, not
+    // refused, and the row says so.
+    let (code, doc) = lab.validate();
+    assert_eq!(code, 40, "{doc:#}");
+    let blocked = row(&doc, "container-blocked");
+    assert_eq!(blocked["result"], "failed", "{blocked:#}");
+    let evidence = blocked["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("API 10.0.0.1:8080 dropped")
+            && evidence.contains("rsync 10.0.0.1:873 dropped"),
+        "{blocked:#}"
+    );
+    assert_eq!(
+        row(&doc, "container-internet")["result"],
+        "passed",
+        "{doc:#}"
+    );
+
+    // The module's table (the uid rule): refused, and egress still works.
+    lab.firewall_for("\"10.88.0.0/16\"", "870");
+    let (code, doc) = lab.validate();
+    let blocked = row(&doc, "container-blocked");
+    assert_eq!(blocked["result"], "passed", "{blocked:#}");
+    let evidence = blocked["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("API 10.0.0.1:8080 refused")
+            && evidence.contains("rsync 10.0.0.1:873 refused")
+            && evidence.contains("rootless: uid 870"),
+        "{blocked:#}"
+    );
+    assert_eq!(
+        row(&doc, "container-internet")["result"],
+        "passed",
+        "{doc:#}"
+    );
+    eprintln!("rootless: exit {code}: {doc:#}");
+    drop(rootless);
 }

@@ -563,6 +563,155 @@ impl LightHost {
     }
 }
 
+/// Rootless Podman on a light host: a user that exists only in the host's
+/// mount namespace (its own /etc/passwd, /etc/group, /etc/subuid and
+/// /etc/subgid, bind-mounted there), with the runtime directory the
+/// Flashpods module gives it and a /dev/net/tun its network helper
+/// (slirp4netns) may open. This machine's /dev/net/tun is 0600 root; NixOS
+/// has it 0666, so the host gets a 0666 node of its own on /run.
+pub struct RootlessPodman {
+    pub user: String,
+    pub uid: u32,
+    pub home: PathBuf,
+    pub runtime_dir: String,
+    pub conf: PathBuf,
+    host_anchor: u32,
+}
+
+/// Containers' limits this machine can honour (no CAP_SYS_RESOURCE, so no
+/// raised hard rlimits) and runc (crun refuses the hybrid cgroups).
+pub const PODMAN_CONF: &str = "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n";
+
+impl LightHost {
+    /// Make `user` (uid = gid = `uid`, subordinate ids 200000:65536 as the
+    /// Flashpods module declares) a rootless Podman user on this host.
+    pub fn rootless_podman(&self, user: &str, uid: u32, runtime_dir: &str) -> RootlessPodman {
+        let d = self.dir.join(format!("rootless-{user}"));
+        fs::create_dir_all(&d).unwrap();
+        // Home and configuration live on the host's private /run, where
+        // the user can reach them (the world's directory is root's alone).
+        let home = PathBuf::from(format!("/run/testworld-home/{user}"));
+        let conf = PathBuf::from(format!("/run/testworld-home/{user}.containers.conf"));
+        let etc = |name: &str, line: String| {
+            let mut text = fs::read_to_string(format!("/etc/{name}")).unwrap_or_default();
+            text.push_str(&line);
+            let f = d.join(name);
+            fs::write(&f, text).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+            f
+        };
+        let files = [
+            (
+                "passwd",
+                etc(
+                    "passwd",
+                    format!("{user}:x:{uid}:{uid}::{}:/bin/sh\n", home.display()),
+                ),
+            ),
+            ("group", etc("group", format!("{user}:x:{uid}:\n"))),
+            ("subuid", etc("subuid", format!("{user}:200000:65536\n"))),
+            ("subgid", etc("subgid", format!("{user}:200000:65536\n"))),
+        ];
+        // A user namespace may mount proc only where no other mount covers
+        // part of one (the kernel's "fully visible" rule): the boot id's
+        // bind mount goes, so this host cannot be "rebooted".
+        let mut script =
+            String::from("set -e; umount /proc/sys/kernel/random/boot_id 2>/dev/null || true; ");
+        for (name, f) in &files {
+            script.push_str(&format!(
+                "touch /etc/{name}; mount --bind {} /etc/{name}; ",
+                f.display()
+            ));
+        }
+        script.push_str(&format!(
+            "mkdir -p /run/testworld-dev && mknod -m 666 /run/testworld-dev/tun c 10 200 && \
+             mount --bind /run/testworld-dev/tun /dev/net/tun; \
+             install -d -m 0755 /run/testworld-home; install -d -o {uid} -g {uid} -m 0700 {home} {runtime_dir}; \
+             printf '%s' '{PODMAN_CONF}' > {conf}; chmod 0644 {conf}",
+            home = home.display(),
+            conf = conf.display(),
+        ));
+        self.exec_ok(&["sh", "-c", &script]);
+        RootlessPodman {
+            user: user.into(),
+            uid,
+            home,
+            runtime_dir: runtime_dir.into(),
+            conf,
+            host_anchor: self.anchor_pid(),
+        }
+    }
+}
+
+impl RootlessPodman {
+    /// `argv` as the user, in the host, with Podman's environment (the
+    /// process is the command itself, so killing it stops it).
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("-t")
+            .arg(self.host_anchor.to_string())
+            // setpriv execs (runuser would fork and outlive a kill).
+            .args(["-n", "-m", "-u", "--wd=/", "--", "setpriv"])
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.uid))
+            .args(["--init-groups", "--", "env"])
+            .arg(format!("HOME={}", self.home.display()))
+            .arg(format!("XDG_RUNTIME_DIR={}", self.runtime_dir))
+            .arg(format!("CONTAINERS_CONF={}", self.conf.display()))
+            .args(argv)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Import a rootfs tarball as image `name` (root opens the file, the
+    /// user reads it from standard input).
+    pub fn import(&self, tar: &Path, name: &str) -> Output {
+        let mut c = self.command(&[
+            "podman",
+            "import",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "-",
+            name,
+        ]);
+        match fs::File::open(tar) {
+            Ok(f) => c.stdin(f),
+            Err(e) => panic!("open {}: {e}", tar.display()),
+        };
+        c.output()
+            .unwrap_or_else(|e| panic!("could not run podman import as {}: {e}", self.user))
+    }
+
+    /// `podman ARGS…` as the user.
+    pub fn podman(&self, args: &[&str]) -> Output {
+        let mut argv = vec!["podman"];
+        argv.extend_from_slice(args);
+        self.command(&argv)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run podman {args:?} as {}: {e}", self.user))
+    }
+}
+
+impl Drop for RootlessPodman {
+    /// Remove the user's containers and its pause process (rootless Podman
+    /// keeps one holding its user namespace until it is killed).
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-a", "-f", "-t", "0"]);
+        let pause = format!("{}/libpod/tmp/pause.pid", self.runtime_dir);
+        let _ = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.host_anchor.to_string())
+            .args([
+                "-m",
+                "--",
+                "sh",
+                "-c",
+                &format!("kill $(cat {pause}) 2>/dev/null"),
+            ])
+            .status();
+    }
+}
+
 /// A private LAN with a client namespace and light hosts.
 pub struct World {
     pub id: String,

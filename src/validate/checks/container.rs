@@ -80,30 +80,52 @@ pub fn judge_container(spec: &Flashpods, opts: &Options, text: Result<&str, Stri
         ];
     }
     let state = |n: &str| probes.get(n).map_or("not probed", String::as_str);
-    let (api, rsync) = (state("api"), state("rsync"));
+    let (api, rsync) = (verdict(state("api"), opts), verdict(state("rsync"), opts));
     let evidence = format!(
-        "API {}:{} {api}; rsync {}:{} {rsync}",
-        spec.wireguard.address, spec.api.port, spec.rsync.address, spec.rsync.port
+        "API {}:{} {}; rsync {}:{} {}",
+        spec.wireguard.address,
+        spec.api.port,
+        api.words(),
+        spec.rsync.address,
+        spec.rsync.port,
+        rsync.words()
     );
-    let blocked = if api == "refused" && rsync == "refused" {
-        Row::passed(bid, bcheck, evidence)
-    } else if api == "open" || rsync == "open" {
-        Row::failed(
+    let rules = container_rules(spec);
+    let blocked = match (api, rsync) {
+        (Verdict::Open, _) | (_, Verdict::Open) => Row::failed(
             bid,
             bcheck,
             evidence,
-            "the flashpods table must reject the container networks: services.flashpods.containerNetworks \
-             must cover Podman's networks (`podman network inspect podman`), and `nft list table inet flashpods`",
-        )
-    } else {
-        Row::failed(
+            format!(
+                "the flashpods table let the container through ({rules}): a rootless container's \
+                 connections leave as the user running Podman (services.flashpods.uid, \
+                 services.flashpods.firewall.containerUsers), a rootful one from its network \
+                 (services.flashpods.containerNetworks, `podman network inspect podman`); \
+                 `nft list table inet flashpods`"
+            ),
+        ),
+        (Verdict::Other(_), _) | (_, Verdict::Other(_)) => Row::failed(
             bid,
             bcheck,
             evidence,
-            "the flashpods table's container rule did not reject the container (it was only dropped, or \
-             not stopped): services.flashpods.containerNetworks must cover Podman's networks, and \
-             `nft list table inet flashpods` must have the rule",
-        )
+            format!("the probe did not run as expected in the container ({rules}); {podman_hint}"),
+        ),
+        (Verdict::Refused, Verdict::Refused) => {
+            Row::passed(bid, bcheck, format!("{evidence} ({rules})"))
+        }
+        // Dropped: kept away, but by the catch-all drop, so no container
+        // rule matched this Podman's traffic; the declared rules are wrong
+        // for it and the row fails, naming which port was only dropped.
+        _ => Row::failed(
+            bid,
+            bcheck,
+            format!("{evidence} ({rules})"),
+            "no container rule matched the container (the catch-all drop stopped it): rootless Podman's \
+             connections leave as the user running it, which must be in \
+             services.flashpods.firewall.containerUsers (services.flashpods.uid); rootful Podman's come \
+             from its network, which must be in services.flashpods.containerNetworks; \
+             `nft list table inet flashpods`",
+        ),
     };
     let internet = match state("internet") {
         "open" => Row::passed(
@@ -123,6 +145,60 @@ pub fn judge_container(spec: &Flashpods, opts: &Options, text: Result<&str, Stri
         ),
     };
     [blocked, internet]
+}
+
+/// What one probe from the container met.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict<'a> {
+    /// A TCP reset: one of the table's container rules rejected it.
+    Refused,
+    /// No answer within the probe's timeout: a drop stopped it.
+    Dropped(u64),
+    Open,
+    Other(&'a str),
+}
+
+impl Verdict<'_> {
+    fn words(&self) -> String {
+        match self {
+            Verdict::Refused => "refused (rejected by a container rule)".into(),
+            Verdict::Dropped(t) => {
+                format!("dropped (no answer in {t} s: the catch-all drop, not a container rule)")
+            }
+            Verdict::Open => "open".into(),
+            Verdict::Other(s) => (*s).to_string(),
+        }
+    }
+}
+
+fn verdict<'a>(state: &'a str, opts: &Options) -> Verdict<'a> {
+    match state.split_once(' ').unwrap_or((state, "")) {
+        ("refused", _) => Verdict::Refused,
+        // nc says "timed out" when nothing answered within -w.
+        ("unanswered", why) if why.is_empty() || why.contains("timed out") => {
+            Verdict::Dropped(opts.timeout)
+        }
+        ("open", _) => Verdict::Open,
+        _ => Verdict::Other(state),
+    }
+}
+
+/// The table's container rules as the host declares them, for the evidence.
+fn container_rules(spec: &Flashpods) -> String {
+    let users = &spec.firewall.container_users;
+    let mut parts = vec![];
+    if !users.is_empty() {
+        let uids: Vec<String> = users.iter().map(u32::to_string).collect();
+        parts.push(format!("rootless: uid {}", uids.join(", ")));
+    }
+    if !spec.container_networks.is_empty() {
+        parts.push(format!("rootful: {}", spec.container_networks.join(", ")));
+    }
+    if parts.is_empty() {
+        "the host declares no container rule".into()
+    } else {
+        format!("container rules for {}", parts.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +223,8 @@ mod tests {
             Ok("EXIT 0\nOUT PROBE api open\nOUT PROBE rsync refused\nOUT PROBE internet open\n"),
         );
         assert!(b.evidence.contains("API 10.0.0.1:8080 open"), "{b:?}");
+        assert_eq!(b.result, Outcome::Failed);
+        assert!(b.hint.unwrap().contains("services.flashpods.uid"));
         let [b, _] = judge_container(
             &s,
             &o,
@@ -154,8 +232,43 @@ mod tests {
                 "EXIT 0\nOUT PROBE api unanswered nc: timed out\nOUT PROBE rsync unanswered nc: timed out\nOUT PROBE internet open\n",
             ),
         );
-        assert_eq!(b.result, Outcome::Failed);
-        assert!(b.hint.unwrap().contains("did not reject"));
+        // Dropped: kept away by the catch-all only (what a rootless
+        // container meets without the uid rule); named, and a failure.
+        assert_eq!(b.result, Outcome::Failed, "{b:?}");
+        assert!(
+            b.hint.as_deref().unwrap().contains("containerUsers"),
+            "{b:?}"
+        );
+        assert!(
+            b.evidence
+                .contains("API 10.0.0.1:8080 dropped (no answer in")
+                && b.evidence
+                    .contains("rootless: uid 870; rootful: 10.88.0.0/16"),
+            "{b:?}"
+        );
+        let [b, _] = judge_container(
+            &s,
+            &o,
+            Ok(
+                "EXIT 0\nOUT PROBE api refused\nOUT PROBE rsync unanswered nc: timed out\nOUT PROBE internet open\n",
+            ),
+        );
+        assert_eq!(b.result, Outcome::Failed, "{b:?}");
+        assert!(
+            b.evidence
+                .contains("API 10.0.0.1:8080 refused (rejected by a container rule)")
+                && b.evidence.contains("rsync 10.0.0.1:873 dropped"),
+            "{b:?}"
+        );
+        let [b, _] = judge_container(
+            &s,
+            &o,
+            Ok(
+                "EXIT 0\nOUT PROBE api unanswered nc: bad address '10.0.0.1'\nOUT PROBE rsync refused\nOUT PROBE internet open\n",
+            ),
+        );
+        assert_eq!(b.result, Outcome::Failed, "{b:?}");
+        assert!(b.evidence.contains("bad address"), "{b:?}");
         let [_, i] = judge_container(
             &s,
             &o,

@@ -150,7 +150,10 @@ pub(crate) mod fixtures {
                 module_name: "uploads".into(),
                 allow: vec!["10.0.0.2".into()],
             },
-            firewall: Firewall { enable: true },
+            firewall: Firewall {
+                enable: true,
+                container_users: vec![870],
+            },
             podman_socket: "/run/flashpods/podman.sock".into(),
             spire: Some(spire_conf()),
             token_service: None,
