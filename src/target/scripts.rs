@@ -239,6 +239,11 @@ pub mod validate {
         v
     }
 
+    /// One container labelled `label`: its id, pid and cgroup lines.
+    pub fn cgroup(socket: &str, image: &str, label: &str) -> Vec<String> {
+        args("cgroup", &[socket, image, label])
+    }
+
     pub fn spire(bin: &str, server_socket: &str, agent_socket: &str) -> Vec<String> {
         args("spire", &[bin, server_socket, agent_socket])
     }
@@ -511,6 +516,10 @@ mod tests {
                 "example.org",
                 "443"
             ]
+        );
+        assert_eq!(
+            validate::cgroup("/p.sock", "alpine", "k=worker"),
+            ["cgroup", "/p.sock", "alpine", "k=worker"]
         );
         assert_eq!(
             validate::spire("/nix/store/x-spire/bin", "/s.sock", "/a.sock"),

@@ -235,6 +235,9 @@ pub async fn validate(
             for r in checks::spire(spire, seat).await {
                 rows.push(r.took(started));
             }
+            rows.push(timed!(
+                checks::container_cgroup(spec, spire, seat, opts).await
+            ));
             let mut exchanges = Vec::new();
             for job_type in &spire.job_types {
                 let started = Instant::now();
@@ -254,6 +257,7 @@ pub async fn validate(
                 checks::SPIRE_SERVER,
                 checks::SPIRE_AGENT,
                 checks::SPIRE_ENTRIES,
+                checks::CONTAINER_CGROUP,
             ] {
                 rows.push(Row::not_run(
                     id,

@@ -345,6 +345,7 @@ fn assert_signed_off(doc: &Value, code: i32) {
         "spire-server",
         "spire-agent",
         "spire-entries",
+        "container-cgroup",
         "svid-worker",
         "svid-agent",
         "token-worker",
@@ -688,7 +689,7 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     let table = stdout(&out);
     assert!(
         table.contains("=== Flashpods sign-off: server (")
-            && table.contains("15 passed, 0 failed, 0 not run"),
+            && table.contains("16 passed, 0 failed, 0 not run"),
         "{table}\n{}",
         stderr(&out)
     );
@@ -832,6 +833,21 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
         "passed",
         "{doc:#}"
     );
-    eprintln!("rootless: exit {code}: {doc:#}");
+    // Its containers stay in the cgroup of the process that runs Podman
+    // (cgroupfs, no delegation): no container id for the attestor, and the
+    // SVID rows fail as they would on such a host.
+    assert_eq!(code, 40, "{doc:#}");
+    let cgroup = row(&doc, "container-cgroup");
+    assert_eq!(cgroup["result"], "failed", "{cgroup:#}");
+    assert!(
+        cgroup["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no container id there"),
+        "{cgroup:#}"
+    );
+    for job in ["svid-worker", "svid-agent"] {
+        assert_eq!(row(&doc, job)["result"], "failed", "{doc:#}");
+    }
     drop(rootless);
 }

@@ -98,6 +98,28 @@ container)
   tagged podman --remote --url "unix://$socket" run --rm --pull=missing \
     --label "$label" "$image" sh -c "$container_probe" probe "$t" "$@"
   ;;
+cgroup)
+  # cgroup SOCKET IMAGE LABEL: one container with LABEL, started through
+  # the flashpods user's Podman socket; its id, its pid and the cgroup
+  # lines of that pid as the host sees them (what SPIRE's docker attestor
+  # reads), then the container is removed.
+  socket=$1 image=$2 label=$3
+  if ! out=$(podman --remote --url "unix://$socket" run -d --rm --pull=missing \
+    --label "$label" "$image" sleep 120 2>&1); then
+    echo "EXIT 1"
+    printf '%s\n' "$out" | tail -n 5 | sed 's/^/OUT /'
+    exit 0
+  fi
+  id=$(printf '%s\n' "$out" | tail -n 1)
+  echo "ID $id"
+  pid=$(podman --remote --url "unix://$socket" inspect --format '{{.State.Pid}}' "$id" 2>&1)
+  echo "PID $pid"
+  if [ -r "/proc/$pid/cgroup" ]; then
+    sed 's/^/CGROUP /' "/proc/$pid/cgroup"
+  fi
+  podman --remote --url "unix://$socket" rm -f -t 0 "$id" >/dev/null 2>&1
+  echo "EXIT 0"
+  ;;
 spire)
   # spire BIN SERVER_SOCKET AGENT_SOCKET: both healthchecks, the attested
   # agents and the registration entries.

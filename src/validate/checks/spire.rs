@@ -11,6 +11,10 @@ use crate::validate::{Options, Row, Seat};
 pub const SPIRE_SERVER: (&str, &str) = ("spire-server", "SPIRE server healthy");
 pub const SPIRE_AGENT: (&str, &str) = ("spire-agent", "SPIRE agent healthy and attested");
 pub const SPIRE_ENTRIES: (&str, &str) = ("spire-entries", "SPIRE registration entries present");
+pub const CONTAINER_CGROUP: (&str, &str) = (
+    "container-cgroup",
+    "a job's container sits in a cgroup that names it (what the docker attestor reads)",
+);
 
 pub async fn spire(spire: &Spire, seat: &Seat<'_>) -> [Row; 3] {
     let r = seat
@@ -200,6 +204,114 @@ pub fn judge_spire(spire: &Spire, text: Result<&str, String>) -> [Row; 3] {
     [server, agent, entries]
 }
 
+/// One labelled container's cgroup, as the host sees it: the checklist's
+/// "derive the cgroup configuration from a test container".
+pub async fn container_cgroup(
+    spec: &Flashpods,
+    spire: &Spire,
+    seat: &Seat<'_>,
+    opts: &Options,
+) -> Row {
+    let label = format!(
+        "{}={}",
+        spire.label_key,
+        spire.job_types.first().map_or("worker", String::as_str)
+    );
+    let r = seat
+        .host(script::cgroup(&spec.podman_socket, &opts.image, &label))
+        .await;
+    judge_cgroup(spec, host_text(&r))
+}
+
+/// Which Podman socket an attestor that tells Podman apart (SPIRE's docker
+/// plugin in its newer releases) asks for a container in `path`: a user
+/// slice means rootless Podman of that uid (`podman_socket_path_template`,
+/// `unix:///run/user/%d/podman/podman.sock` by default), another libpod
+/// path rootful Podman (`podman_socket_path`).
+pub fn attestor_socket(path: &str) -> Option<String> {
+    if !path.contains("libpod") {
+        return None;
+    }
+    let uid = path.split('/').find_map(|seg| {
+        seg.strip_prefix("user-")?
+            .strip_suffix(".slice")?
+            .parse::<u32>()
+            .ok()
+    });
+    Some(match uid {
+        Some(uid) => format!("rootless Podman of uid {uid}: unix:///run/user/{uid}/podman/podman.sock unless podman_socket_path_template says otherwise"),
+        None => "rootful Podman: unix:///run/podman/podman.sock unless podman_socket_path says otherwise".into(),
+    })
+}
+
+pub fn judge_cgroup(spec: &Flashpods, text: Result<&str, String>) -> Row {
+    let (id, check) = CONTAINER_CGROUP;
+    let t = match text {
+        Ok(t) => Tagged::parse(t),
+        Err(e) => {
+            return Row::failed(
+                id,
+                check,
+                e,
+                "the host could not be asked: check `ssh` to it",
+            );
+        }
+    };
+    let container = t.tag("ID").next().unwrap_or("").trim().to_string();
+    if !t.ok() || container.len() < 12 {
+        return Row::failed(
+            id,
+            check,
+            format!("podman run: {}", t.last()),
+            format!(
+                "the flashpods user's Podman (systemctl status flashpods-podman; socket {}) and the image",
+                spec.podman_socket
+            ),
+        );
+    }
+    let short = &container[..12];
+    let paths: Vec<&str> = t
+        .tag("CGROUP")
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .collect();
+    if paths.is_empty() {
+        return Row::failed(
+            id,
+            check,
+            format!(
+                "container {short}: its pid ({}) has no cgroup file",
+                t.tag("PID").next().unwrap_or("?")
+            ),
+            "the container exited at once or Podman reported no pid: `podman inspect` on the host",
+        );
+    }
+    match paths.iter().find(|p| p.contains(&container)) {
+        Some(path) => {
+            let asks = attestor_socket(path).map_or(String::new(), |s| {
+                format!("; a Podman-aware attestor asks {s}")
+            });
+            Row::passed(id, check, format!("container {short} in {path}{asks}"))
+        }
+        None => {
+            let mut seen: Vec<&str> = paths.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            Row::failed(
+                id,
+                check,
+                format!(
+                    "container {short} is in {}: no container id there",
+                    seen.join(", ")
+                ),
+                "the attestor finds a container by the id in its cgroup, and this one has none: rootless \
+                 Podman started by a system service leaves its containers in the service's cgroup unless \
+                 the unit delegates (Delegate=yes) and Podman uses the systemd cgroup manager (the \
+                 flashpods user's own systemd instance), on cgroups v2; see docs/validate.md",
+            )
+        }
+    }
+}
+
 /// One labelled container for `job_type`: its SVID row and, with a token
 /// service, its token exchange row (one container start for both).
 pub async fn job(
@@ -281,6 +393,63 @@ mod tests {
     use super::*;
     use crate::validate::Outcome;
     use crate::validate::checks::fixtures::*;
+
+    const ID: &str = "6469646e742065787065637420616e796f6e6520746f20726561642074686973";
+
+    #[test]
+    fn the_cgroup_row_finds_the_container_id_or_says_where_the_container_is() {
+        let s = spec();
+        let run = |cgroups: &str| {
+            let lines: String = cgroups.lines().map(|l| format!("CGROUP {l}\n")).collect();
+            judge_cgroup(&s, Ok(&format!("ID {ID}\nPID 4242\n{lines}EXIT 0\n")))
+        };
+        // Rootless Podman with the systemd cgroup manager (cgroups v2).
+        let r = run(&format!(
+            "0::/user.slice/user-870.slice/user@870.service/user.slice/libpod-{ID}.scope"
+        ));
+        assert!(r.is_passed(), "{r:?}");
+        assert!(
+            r.evidence
+                .contains("rootless Podman of uid 870: unix:///run/user/870/podman/podman.sock"),
+            "{r:?}"
+        );
+        // Rootful Podman, cgroupfs on v1.
+        let r = run(&format!(
+            "4:memory:/libpod_parent/libpod-{ID}\n1:cpu:/libpod_parent/libpod-{ID}"
+        ));
+        assert!(
+            r.is_passed() && r.evidence.contains("rootful Podman"),
+            "{r:?}"
+        );
+        // Docker's layout: no Podman socket named.
+        let r = run(&format!("0::/system.slice/docker-{ID}.scope"));
+        assert!(
+            r.is_passed() && !r.evidence.contains("Podman-aware"),
+            "{r:?}"
+        );
+        // Rootless Podman under a system service without delegation: the
+        // service's cgroup, no id.
+        let r = run(
+            "0::/system.slice/flashpods-podman.service\n1:cpu:/system.slice/flashpods-podman.service",
+        );
+        assert_eq!(r.result, Outcome::Failed);
+        assert!(
+            r.evidence
+                .contains("is in /system.slice/flashpods-podman.service: no container id"),
+            "{r:?}"
+        );
+        assert!(r.hint.as_deref().unwrap().contains("Delegate=yes"));
+        // Podman could not start it.
+        let r = judge_cgroup(&s, Ok("EXIT 1\nOUT Error: alpine: image not known\n"));
+        assert_eq!(r.result, Outcome::Failed);
+        assert!(r.evidence.contains("image not known"), "{r:?}");
+        assert_eq!(
+            attestor_socket("/user-x.slice/libpod/abc")
+                .as_deref()
+                .map(|s| s.starts_with("rootful")),
+            Some(true)
+        );
+    }
 
     #[test]
     fn the_spire_rows_read_health_agents_and_entries() {
