@@ -152,6 +152,7 @@ impl Cli {
             Command::Up(a) => a.json,
             Command::Validate(a) => a.json,
             Command::Facts(a) => a.json,
+            Command::Exec(a) => a.json,
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
         }
@@ -178,6 +179,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show a host's recorded facts (addresses, host key…), or read them again from Hetzner and over SSH.
     Facts(FactsArgs),
+    /// Run one command on the selected hosts, in parallel (its argv passed as given).
+    Exec(ExecArgs),
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -189,6 +192,37 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `pantheros man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Host names, globs ('*-vps') or @tag; at least one.
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Run it as root, through the host's privilege escalation
+    /// (`pantheros.deployment.sudo`; nothing when the SSH user is root).
+    #[arg(long)]
+    pub sudo: bool,
+
+    /// Hosts at once.
+    #[arg(long, short = 'j', default_value_t = 8)]
+    pub jobs: usize,
+
+    /// Seconds the command gets on each host; then it is stopped there
+    /// (coreutils `timeout` on the host) and the host counts as failed.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+
+    /// One JSON document on stdout: each host's exit code, stdout and
+    /// stderr (docs/json/exec.schema.json), instead of prefixed lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The command and its arguments, after `--`; each argument reaches
+    /// the host exactly as given (no second round of shell parsing).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

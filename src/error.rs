@@ -49,6 +49,10 @@ pub mod exit {
             17,
             "a selected host still carries example values (nothing was done; `pantheros hosts` lists them)",
         ),
+        (
+            18,
+            "exec: the command failed, timed out or could not run on at least one host (each host's result is shown)",
+        ),
         (20, "provision: no usable Hetzner API token"),
         (21, "provision: no usable SSH key"),
         (
@@ -133,6 +137,8 @@ pub mod exit {
     pub const EMPTY_SELECTION: i32 = 16;
     /// A selected host still carries example values (unfilled placeholders).
     pub const NEEDS_SETUP: i32 = 17;
+    /// `exec`: not every host ran the command successfully.
+    pub const EXEC_FAILED: i32 = 18;
     /// provision: no usable Hetzner API token.
     pub const TOKEN: i32 = 20;
     /// provision: no usable SSH key.

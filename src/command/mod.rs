@@ -3,6 +3,7 @@
 
 pub mod build_all;
 pub mod deploy;
+pub mod exec;
 pub mod facts;
 pub mod hosts;
 pub mod keys;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Up(args) => up::up(cli.flake.as_deref(), &cwd, args).await,
         Command::Validate(args) => validate::validate(cli.flake.as_deref(), &cwd, args).await,
         Command::Facts(args) => facts::facts(cli.flake.as_deref(), &cwd, args).await,
+        Command::Exec(args) => exec::exec(cli.flake.as_deref(), &cwd, args).await,
         Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
             keys::upload(cli.flake.as_deref(), &cwd, args).await
         }

@@ -7,6 +7,7 @@ mod deploy_light;
 mod deploy_systemd;
 mod docs;
 mod eval_warnings;
+mod exec;
 mod facts_exchange;
 mod faults;
 mod flake_apps;
