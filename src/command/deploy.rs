@@ -35,6 +35,7 @@ pub async fn deploy(
     };
     let opts = crate::deploy::Options {
         force_local: args.local,
+        origin: crate::deploy::record::Origin::of(&flake),
         ..args.activation.options(mode, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {

@@ -23,6 +23,9 @@ pub async fn rollback(
     let opts = crate::deploy::Options {
         force_local: args.selectors.is_empty(),
         rollback_to: args.to,
+        origin: crate::inventory::flake::resolve(flake, cwd)
+            .map(|f| crate::deploy::record::Origin::of(&f))
+            .unwrap_or_else(|_| crate::deploy::record::Origin::here()),
         ..a.options(crate::deploy::Mode::Rollback, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {

@@ -305,11 +305,14 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         "-o".into(),
         "StrictHostKeyChecking=yes".into(),
     ]);
-    let opts = crate::deploy::Options::new(
-        crate::deploy::Mode::Deploy,
-        crate::deploy::Goal::Switch,
-        logs,
-    );
+    let opts = crate::deploy::Options {
+        origin: crate::deploy::record::Origin::of(&flake_ref),
+        ..crate::deploy::Options::new(
+            crate::deploy::Mode::Deploy,
+            crate::deploy::Goal::Switch,
+            logs,
+        )
+    };
     let fleet = crate::deploy::fleet::FleetArgs {
         yes: args.yes,
         json: false,

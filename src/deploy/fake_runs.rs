@@ -114,12 +114,24 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
             "status.sh",
             "health.sh",
             "generations.sh",
+            "record.sh",
             "unlock.sh"
         ]
     );
     let s = fake.state("a");
     assert_eq!(s.lock, None);
     assert_eq!(s.current, 2);
+    // The deploy record, written while the lock was held.
+    assert_eq!(s.records.len(), 1);
+    let r = &s.records[0];
+    assert_eq!(r["result"], "success");
+    assert_eq!(r["mode"], "deploy");
+    assert_eq!(r["toplevel"], top("a").as_str());
+    assert_eq!(
+        (r["generation"].as_u64(), r["generationBefore"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(r["runId"].as_str().is_some_and(|id| !id.is_empty()), "{r}");
     assert_eq!(s.running.as_deref(), Some(top("a").as_str()));
     assert_eq!(
         (o.generation_before, o.generation_after),
@@ -157,6 +169,7 @@ async fn redeploying_the_running_system_is_one_round_trip() {
     let o = run(&fake, host("a", |_| {})).await;
     assert_eq!(o.result, HostResult::Unchanged);
     assert_eq!(steps(&fake, "a"), ["connect", "preflight.sh"]);
+    assert!(fake.state("a").records.is_empty(), "no change, no record");
     assert_eq!(fake.state("a").lock, None);
 }
 

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod live;
 pub mod pipeline;
 pub mod preflight;
+pub mod record;
 pub mod rollback;
 pub mod ship;
 
@@ -41,7 +42,7 @@ pub use crate::report::say;
 use crate::target::Target;
 
 /// How far the pipeline goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// build → … → switch → verify.
@@ -54,7 +55,7 @@ pub enum Mode {
     Rollback,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Goal {
     Switch,
@@ -92,6 +93,8 @@ pub struct Options {
     pub force_switch: bool,
     /// What runs the hosts' commands (processes; a fake in unit tests).
     pub executor: std::sync::Arc<dyn crate::target::exec::Executor>,
+    /// Where the systems come from, for each host's deploy record.
+    pub origin: record::Origin,
 }
 
 impl Options {
@@ -112,13 +115,14 @@ impl Options {
             force: false,
             force_switch: false,
             executor: crate::target::exec::processes(),
+            origin: record::Origin::default(),
         }
     }
 }
 
 /// How one host's run ended, from best to worst: a run's exit code is the
 /// code of its worst host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostResult {
     /// Done.

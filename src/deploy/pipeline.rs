@@ -213,6 +213,9 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
         ),
     };
     let mut end = end;
+    if !end.hand_over && super::record::worth_recording(end.result) {
+        write_record(ctx, &facts, end.result, &started_at).await;
+    }
     if let Some(mut l) = lock.take() {
         if end.hand_over {
             match preflight::hand_over(ctx, l).await {
@@ -228,6 +231,36 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
         facts.read = read_facts(ctx).await;
     }
     finish_outcome(ctx, facts, end, started, started_at)
+}
+
+/// Leave this run's record on the host (before its lock is released); a
+/// record that cannot be written is said, and the run's result stands.
+async fn write_record(ctx: &Ctx, facts: &Facts, result: HostResult, started_at: &str) {
+    let record = super::record::Record {
+        version: 1,
+        run_id: ctx.opts.run_id.clone(),
+        mode: ctx.opts.mode,
+        goal: ctx.opts.goal,
+        origin: ctx.opts.origin.clone(),
+        started: started_at.to_string(),
+        finished: chrono::Local::now().to_rfc3339(),
+        toplevel: facts
+            .system_after
+            .clone()
+            .or_else(|| facts.built.as_ref().map(|b| b.toplevel.clone())),
+        generation: facts.generation_after,
+        result,
+        system_before: facts
+            .current
+            .as_ref()
+            .and_then(|c| c.running.clone().or_else(|| c.system.clone())),
+        generation_before: facts.current.as_ref().and_then(|c| c.generation),
+    };
+    if let Err(why) = super::record::write(ctx, &record).await {
+        ctx.say(&format!(
+            "note: the deploy record could not be written on the host: {why}"
+        ));
+    }
 }
 
 fn finish_outcome(

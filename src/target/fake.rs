@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use super::exec::{Executor, Running};
 use super::protocol::{exits, words};
-use super::scripts;
 use crate::runner::{Cmd, Lines, Output, Stream};
 
 /// How a fake host misbehaves.
@@ -42,6 +41,8 @@ pub struct State {
     pub status: String,
     /// (file path, value) of each key write, in order.
     pub keys: Vec<(String, Vec<u8>)>,
+    /// The deploy records written, in order.
+    pub records: Vec<serde_json::Value>,
     /// Every step the host was asked to do, in order: a script's name, or
     /// "connect", "copy", "close".
     pub steps: Vec<String>,
@@ -179,7 +180,13 @@ impl FakeFleet {
         let (name, args, input) = match inner[1].as_str() {
             "-s" => (inner[2].clone(), inner[3..].to_vec(), vec![]),
             "-c" => {
-                let text_len = scripts::KEY_WRITE.standalone().len();
+                // The bootstrap reads exactly the script's length (count=N).
+                let text_len: usize = inner[2]
+                    .split("count=")
+                    .nth(1)
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse().ok())
+                    .expect("the bootstrap names the script's length");
                 let stdin = cmd.stdin.clone().unwrap_or_default();
                 (
                     inner[3].clone(),
@@ -336,6 +343,13 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
             ok(o)
         }
         "keys-check.sh" => ok(""),
+        "record.sh" => {
+            match serde_json::from_slice(input) {
+                Ok(v) => s.records.push(v),
+                Err(e) => panic!("record.sh got no JSON record: {e}"),
+            }
+            ok("")
+        }
         "key-write.sh" => {
             let path = format!("{}/{}", args[0], args[1]);
             s.keys.push((path, input.to_vec()));

@@ -74,6 +74,11 @@ pub const KEYS_CHECK: Script = Script {
     body: include_str!("scripts/keys-check.sh"),
 };
 
+pub const RECORD: Script = Script {
+    name: "record.sh",
+    body: include_str!("scripts/record.sh"),
+};
+
 pub const KEY_WRITE: Script = Script {
     name: "key-write.sh",
     body: include_str!("scripts/key-write.sh"),
@@ -89,7 +94,7 @@ pub const VALIDATE: Script = Script {
     body: include_str!("scripts/validate.sh"),
 };
 
-pub const ALL: [Script; 17] = [
+pub const ALL: [Script; 18] = [
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -107,6 +112,7 @@ pub const ALL: [Script; 17] = [
     CONFIRM,
     HEALTH,
     VALIDATE,
+    RECORD,
 ];
 
 impl Script {
@@ -184,6 +190,11 @@ pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
 }
 
 /// read-facts.sh NAME COMMAND …
+/// record.sh's arguments: pantheros' state directory and the run id.
+pub fn record_args(dir: &str, run_id: &str) -> Vec<String> {
+    vec![dir.into(), run_id.into()]
+}
+
 pub fn read_facts_args(commands: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     commands
         .iter()
