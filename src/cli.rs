@@ -153,6 +153,7 @@ impl Cli {
             Command::Validate(a) => a.json,
             Command::Facts(a) => a.json,
             Command::Exec(a) => a.json,
+            Command::Status(a) => a.json,
             Command::Keys(KeysCommand::Upload(a)) => a.json,
             Command::Completions { .. } | Command::Man => false,
         }
@@ -179,6 +180,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show a host's recorded facts (addresses, host key…), or read them again from Hetzner and over SSH.
     Facts(FactsArgs),
+    /// Which hosts run what the flake says: one evaluation, one round trip per host.
+    Status(StatusArgs),
     /// Run one command on the selected hosts, in parallel (its argv passed as given).
     Exec(ExecArgs),
     /// Secrets the deployer writes to hosts (`pantheros.deployment.keys`).
@@ -192,6 +195,30 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `pantheros man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Host names, globs ('*-vps') or @tag; none means every host.
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+
+    /// Hosts asked at once.
+    #[arg(long, short = 'j', default_value_t = 16)]
+    pub jobs: usize,
+
+    /// One JSON document on stdout (docs/json/status.schema.json).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 19 when any host is not in sync (for monitoring and CI).
+    #[arg(long)]
+    pub exit_code: bool,
+
+    /// Also write the states in the Prometheus text format to FILE
+    /// (replaced whole), e.g. for node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,10 @@ pub mod exit {
             18,
             "exec: the command failed, timed out or could not run on at least one host (each host's result is shown)",
         ),
+        (
+            19,
+            "status --exit-code: a host is not in sync (its state and why are shown)",
+        ),
         (20, "provision: no usable Hetzner API token"),
         (21, "provision: no usable SSH key"),
         (
@@ -139,6 +143,8 @@ pub mod exit {
     pub const NEEDS_SETUP: i32 = 17;
     /// `exec`: not every host ran the command successfully.
     pub const EXEC_FAILED: i32 = 18;
+    /// `status --exit-code`: a host is not in sync.
+    pub const NOT_IN_SYNC: i32 = 19;
     /// provision: no usable Hetzner API token.
     pub const TOKEN: i32 = 20;
     /// provision: no usable SSH key.

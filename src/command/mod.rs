@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod keys;
 pub mod provision;
 pub mod rollback;
+pub mod status;
 pub mod up;
 pub mod validate;
 
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Validate(args) => validate::validate(cli.flake.as_deref(), &cwd, args).await,
         Command::Facts(args) => facts::facts(cli.flake.as_deref(), &cwd, args).await,
         Command::Exec(args) => exec::exec(cli.flake.as_deref(), &cwd, args).await,
+        Command::Status(args) => status::status(cli.flake.as_deref(), &cwd, args).await,
         Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
             keys::upload(cli.flake.as_deref(), &cwd, args).await
         }
@@ -207,6 +209,7 @@ pub async fn flake_hosts(
             drv_path: None,
             system: None,
             disko_drv_path: None,
+            toplevel: None,
             flashpods: None,
             warnings: vec![],
         };

@@ -40,6 +40,7 @@ fn host(name: &str, tweak: impl FnOnce(&mut Deployment)) -> Host {
         drv_path: Some(drv(name)),
         system: None,
         disko_drv_path: None,
+        toplevel: None,
         flashpods: None,
         warnings: vec![],
     }

@@ -244,6 +244,9 @@ pub struct Host {
     /// (an installation) and only when the host declares one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disko_drv_path: Option<String>,
+    /// The toplevel's output path (not built), with the derivation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toplevel: Option<String>,
     /// What the host's Flashpods configuration declares, only when asked
     /// for (`validate`) and only when the host runs Flashpods.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -457,7 +460,7 @@ fn inspect_fn(opts: &EvalOptions) -> String {
         extra.push_str(&format!(
             r#"
         // (if ({want}) name dd
-            then {{ drvPath = c.system.build.toplevel.drvPath; system = c.system.build.toplevel.system or null; }}{disko}
+            then {{ drvPath = c.system.build.toplevel.drvPath; system = c.system.build.toplevel.system or null; toplevel = c.system.build.toplevel.outPath or null; }}{disko}
             else {{ }})"#,
             want = want_fn(selectors),
             disko = if opts.disko {
@@ -539,6 +542,8 @@ struct RawHost {
     #[serde(default, rename = "diskoDrvPath")]
     disko_drv_path: Option<String>,
     #[serde(default)]
+    toplevel: Option<String>,
+    #[serde(default)]
     flashpods: Option<crate::validate::spec::Flashpods>,
     #[serde(default)]
     warnings: Vec<String>,
@@ -552,6 +557,7 @@ impl RawHost {
             drv_path: self.drv_path,
             system: self.system,
             disko_drv_path: self.disko_drv_path,
+            toplevel: self.toplevel,
             flashpods: self.flashpods,
             warnings: self.warnings,
             name,
@@ -818,6 +824,7 @@ mod tests {
                 deployment: None,
                 drv_path: None,
                 disko_drv_path: None,
+                toplevel: None,
                 flashpods: None,
                 system: None,
                 warnings: vec![],

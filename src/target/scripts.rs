@@ -74,6 +74,11 @@ pub const KEYS_CHECK: Script = Script {
     body: include_str!("scripts/keys-check.sh"),
 };
 
+pub const HOST_STATE: Script = Script {
+    name: "host-state.sh",
+    body: include_str!("scripts/host-state.sh"),
+};
+
 pub const RECORD: Script = Script {
     name: "record.sh",
     body: include_str!("scripts/record.sh"),
@@ -94,7 +99,7 @@ pub const VALIDATE: Script = Script {
     body: include_str!("scripts/validate.sh"),
 };
 
-pub const ALL: [Script; 18] = [
+pub const ALL: [Script; 19] = [
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -113,6 +118,7 @@ pub const ALL: [Script; 18] = [
     HEALTH,
     VALIDATE,
     RECORD,
+    HOST_STATE,
 ];
 
 impl Script {
@@ -190,6 +196,11 @@ pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
 }
 
 /// read-facts.sh NAME COMMAND …
+/// host-state.sh's arguments: pantheros' state directory and the profile.
+pub fn host_state_args(dir: &str, profile: &str) -> Vec<String> {
+    vec![dir.into(), profile.into()]
+}
+
 /// record.sh's arguments: pantheros' state directory and the run id.
 pub fn record_args(dir: &str, run_id: &str) -> Vec<String> {
     vec![dir.into(), run_id.into()]

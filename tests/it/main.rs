@@ -26,5 +26,6 @@ mod real_activation;
 mod renderers;
 mod rollback;
 mod spire_entries;
+mod status;
 mod validate;
 mod world;
