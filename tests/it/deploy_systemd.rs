@@ -316,4 +316,26 @@ fn a_unit_broken_before_the_deploy_is_not_blamed_on_it() {
         w.ssh_ok("sys4", "readlink -f /nix/var/nix/profiles/system"),
         gen1
     );
+
+    // `status`: the failing unit makes the host degraded (the flake being
+    // ahead of it is said too), and its record is the rollback's.
+    let out = w.pantheros(&flake, &["status", "sys4", "--json"]);
+    assert_exit(&out, 0);
+    let doc = json(&out);
+    testworld::assert_schema(&doc, "status");
+    let h = &doc["hosts"][0];
+    assert_eq!(h["state"], "degraded", "{h:#}");
+    assert!(
+        h["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("fixture-flaky.service"),
+        "{h:#}"
+    );
+    assert!(
+        h["details"].to_string().contains("the flake's system is"),
+        "{h:#}"
+    );
+    assert_eq!(h["probe"]["record"]["mode"], "rollback", "{h:#}");
+    assert_eq!(h["probe"]["systemd"], true);
 }
