@@ -51,7 +51,14 @@ async fn list(hosts: &[Host], sizes: bool, json: bool) -> Result<i32> {
     let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
     for host in hosts {
         let target = crate::target::Target::for_host(host, control.path(), false);
-        let res = crate::generations::list(&target, &log, &host.deployment.profile, sizes).await;
+        let res = crate::generations::list_with_records(
+            &target,
+            &log,
+            &host.deployment.profile,
+            sizes,
+            &format!("{}/records", crate::deploy::preflight::STATE_DIR),
+        )
+        .await;
         target.close().await;
         read.push((host, res.map_err(|e| e.into_error())));
     }

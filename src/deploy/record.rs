@@ -12,7 +12,7 @@ use super::{Ctx, HostResult};
 use crate::target::scripts;
 
 /// Where this run's systems come from: once per run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Origin {
     pub flake: String,
@@ -67,7 +67,7 @@ impl Origin {
 }
 
 /// One run's record on one host.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     pub version: u32,

@@ -25,6 +25,34 @@ pub struct Generation {
     /// Closure size in bytes, with `--sizes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closure_size: Option<u64>,
+    /// The newest deploy record that made this generation the host's
+    /// (`rollback --list` only; None when no pantheros run recorded it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::deploy::record::Record>,
+}
+
+/// The deploy records after generations.sh's GEN lines, each after a
+/// "== record" line; one that does not parse is left out.
+pub fn parse_records(out: &str) -> Vec<crate::deploy::record::Record> {
+    out.split("\n== record\n")
+        .skip(1)
+        .filter_map(|chunk| serde_json::from_str(chunk.trim()).ok())
+        .collect()
+}
+
+/// Give each generation the newest record (by run id, which starts with
+/// the time) that left the host on it.
+pub fn attach_records(gens: &mut [Generation], mut records: Vec<crate::deploy::record::Record>) {
+    records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    for g in gens.iter_mut() {
+        g.record = records
+            .iter()
+            .rev()
+            .find(|r| {
+                r.generation == Some(g.number) && r.toplevel.as_deref() == Some(g.system.as_str())
+            })
+            .cloned();
+    }
 }
 
 /// Parse generations.sh's (and preflight.sh's) GEN lines: the one parser
@@ -44,6 +72,7 @@ pub fn parse(out: &str) -> Vec<Generation> {
                 present: f[5] == "yes",
                 version: Some(f[6].to_string()).filter(|v| !v.is_empty()),
                 closure_size: f[7].trim().parse().ok(),
+                record: None,
             })
         })
         .collect()
@@ -56,10 +85,33 @@ pub async fn list(
     profile: &str,
     sizes: bool,
 ) -> Result<Vec<Generation>, StageError> {
-    let cmd = target.root_script(
-        &scripts::GENERATIONS,
-        &scripts::generations_args(profile, sizes),
-    );
+    list_from(target, log, profile, sizes, None).await
+}
+
+/// [`list`], each generation with the deploy record that made it the
+/// host's (from `records_dir`).
+pub async fn list_with_records(
+    target: &Target,
+    log: &HostLog,
+    profile: &str,
+    sizes: bool,
+    records_dir: &str,
+) -> Result<Vec<Generation>, StageError> {
+    list_from(target, log, profile, sizes, Some(records_dir)).await
+}
+
+async fn list_from(
+    target: &Target,
+    log: &HostLog,
+    profile: &str,
+    sizes: bool,
+    records_dir: Option<&str>,
+) -> Result<Vec<Generation>, StageError> {
+    let args = match records_dir {
+        Some(dir) => scripts::generations_with_records_args(profile, sizes, dir),
+        None => scripts::generations_args(profile, sizes),
+    };
+    let cmd = target.root_script(&scripts::GENERATIONS, &args);
     let out = log
         .run(&cmd)
         .await
@@ -87,7 +139,11 @@ pub async fn list(
         }
         return Err(e);
     }
-    Ok(parse(&out.stdout))
+    let mut gens = parse(&out.stdout);
+    if records_dir.is_some() {
+        attach_records(&mut gens, parse_records(&out.stdout));
+    }
+    Ok(gens)
 }
 
 /// Which generation to return to: `to`, or the newest one older than the
@@ -146,6 +202,21 @@ pub fn say_choice(host: &str, gens: &[Generation], to: &Generation) {
 }
 
 /// The `--list` table.
+/// "deploy by u@yoga from abc1234 (dirty)": who made a generation the
+/// host's, and from which commit.
+fn deployed_by(r: &crate::deploy::record::Record) -> String {
+    let mode = serde_json::to_value(r.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let rev = match (&r.origin.revision, r.origin.dirty) {
+        (Some(rev), Some(true)) => format!(" from {} (dirty)", &rev[..rev.len().min(7)]),
+        (Some(rev), _) => format!(" from {}", &rev[..rev.len().min(7)]),
+        (None, _) => String::new(),
+    };
+    format!("{mode} by {}{rev}", r.origin.deployer)
+}
+
 pub fn table(gens: &[Generation]) -> String {
     let rows: Vec<Vec<String>> = gens
         .iter()
@@ -158,6 +229,7 @@ pub fn table(gens: &[Generation]) -> String {
                 g.closure_size
                     .map(crate::report::human_size)
                     .unwrap_or_else(|| "-".into()),
+                g.record.as_ref().map_or_else(|| "-".into(), deployed_by),
                 if g.present {
                     g.system.clone()
                 } else {
@@ -167,7 +239,15 @@ pub fn table(gens: &[Generation]) -> String {
         })
         .collect();
     crate::report::table(
-        &["GEN", "DATE", "CURRENT", "VERSION", "SIZE", "SYSTEM"],
+        &[
+            "GEN",
+            "DATE",
+            "CURRENT",
+            "VERSION",
+            "SIZE",
+            "DEPLOYED BY",
+            "SYSTEM",
+        ],
         &rows,
     )
 }
@@ -185,7 +265,34 @@ mod tests {
             present,
             version: None,
             closure_size: None,
+            record: None,
         }
+    }
+
+    #[test]
+    fn each_generation_gets_the_newest_record_that_left_the_host_on_it() {
+        let mut gens = vec![g(1, false, true), g(2, true, true)];
+        let rec = |run: &str, n: u64, who: &str| {
+            format!(
+                "== record\n{{\"version\":1,\"runId\":\"{run}\",\"mode\":\"deploy\",\"goal\":\"switch\",\"flake\":\"/f\",\
+                 \"revision\":\"0123456789abcdef\",\"dirty\":true,\"deployer\":\"{who}\",\"started\":\"s\",\"finished\":\"f\",\
+                 \"toplevel\":\"{}\",\"generation\":{n},\"result\":\"success\",\"systemBefore\":null,\"generationBefore\":null}}\n",
+                g(n, false, true).system
+            )
+        };
+        let out = format!(
+            "GEN\t1\td t\t-\tx\tyes\t\t-\n{}{}{}== record\nnot json\n",
+            rec("20261201-1", 1, "a@x"),
+            rec("20261203-1", 2, "c@z"),
+            rec("20261202-1", 2, "b@y")
+        );
+        let records = parse_records(&out);
+        assert_eq!(records.len(), 3);
+        attach_records(&mut gens, records);
+        assert_eq!(gens[0].record.as_ref().unwrap().origin.deployer, "a@x");
+        assert_eq!(gens[1].record.as_ref().unwrap().origin.deployer, "c@z");
+        let t = table(&gens);
+        assert!(t.contains("deploy by c@z from 0123456 (dirty)"), "{t}");
     }
 
     #[test]

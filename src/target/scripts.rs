@@ -218,6 +218,11 @@ pub fn generations_args(profile: &str, sizes: bool) -> Vec<String> {
     vec![profile.into(), yes_no(sizes)]
 }
 
+/// generations.sh with the deploy records kept in `records_dir`.
+pub fn generations_with_records_args(profile: &str, sizes: bool, records_dir: &str) -> Vec<String> {
+    vec![profile.into(), yes_no(sizes), records_dir.into()]
+}
+
 /// closures.sh OLD NEW (either may be empty: nothing to list)
 pub fn closures_args(old: Option<&str>, new: &str) -> Vec<String> {
     vec![old.unwrap_or_default().into(), new.into()]

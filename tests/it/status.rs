@@ -52,6 +52,23 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
     );
     assert!(rec["deployer"].as_str().unwrap().contains('@'), "{rec}");
 
+    // `rollback --list`: each generation with the deploy that made it.
+    let out = w.pantheros(&flake, &["rollback", "beta", "--list", "--json"]);
+    assert_exit(&out, 0);
+    let doc = json(&out);
+    assert_schema(&doc, "generations");
+    let gens = doc["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{doc:#}");
+    for (g, n) in gens.iter().zip([1, 2]) {
+        assert_eq!(g["record"]["generation"], n, "{g:#}");
+        assert_eq!(g["record"]["result"], "success", "{g:#}");
+    }
+    let table = stdout(&w.pantheros(&flake, &["rollback", "beta", "--list"]));
+    assert!(
+        table.contains("DEPLOYED BY") && table.contains("deploy by "),
+        "{table}"
+    );
+
     // beta by hand: back to generation 1, outside pantheros.
     w.host("beta").exec_ok(&[
         "sh",
