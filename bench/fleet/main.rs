@@ -9,6 +9,9 @@
 //! the deployer's peak RSS (VmHWM, sampled while it runs), and the SSH
 //! floor: one plain `ssh HOST true` per host, `-j` at a time, which on a
 //! small machine running both ends bounds any tool's fleet deploy.
+//! Last, `status` of the whole fleet (every host asked at once): one
+//! evaluation and one connection per host, its wall time against the
+//! evaluation plus the slowest host's round trip (goal ≤ 1.2 ×).
 //!
 //!     bash bench/fleet/run.sh        (needs root; builds the release binary)
 
@@ -134,6 +137,54 @@ fn deploy(w: &World, flake: &Path, hosts: &[String], g: u32, jobs: usize, expect
     }
 }
 
+struct Status {
+    wall: Duration,
+    evaluation_ms: f64,
+    slowest_ms: f64,
+    evals: usize,
+    max_conns: usize,
+}
+
+/// `status` of every host at once (`-j` = the fleet), after the deploys.
+fn status(w: &World, flake: &Path, hosts: &[String]) -> Status {
+    let before: Vec<usize> = hosts.iter().map(|h| accepted(w, h)).collect();
+    let bin = testworld::pantheros_bin();
+    let jobs = hosts.len().to_string();
+    let argv = [bin.to_str().unwrap(), "-v", "status", "--json", "-j", &jobs];
+    let start = Instant::now();
+    let out = w.client(&argv).current_dir(flake).output().unwrap();
+    let wall = start.elapsed();
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let slowest = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["seconds"].as_f64())
+        .fold(0.0, f64::max);
+    let evals = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("run") && l.contains(" eval "))
+        .count();
+    let max_conns = hosts
+        .iter()
+        .zip(before)
+        .map(|(h, b)| accepted(w, h) - b)
+        .max()
+        .unwrap_or(0);
+    Status {
+        wall,
+        evaluation_ms: doc["evaluationSeconds"].as_f64().unwrap_or(0.0) * 1000.0,
+        slowest_ms: slowest * 1000.0,
+        evals,
+        max_conns,
+    }
+}
+
 fn main() {
     let n = env("BENCH_HOSTS", 32);
     let jobs = env("BENCH_JOBS", 8);
@@ -182,6 +233,8 @@ fn main() {
     }
     let ssh_floor = start.elapsed();
 
+    let status = status(&w, &flake, &names);
+
     let waves = n.div_ceil(jobs) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("fleet benchmark: {n} light hosts, -j {jobs} ({waves} waves)");
@@ -227,6 +280,26 @@ fn main() {
         "ssh_floor".into(),
         serde_json::json!({ "ms": ms(ssh_floor), "noopFleetRatio": ms(fleet_noop.wall) / ms(ssh_floor) }),
     );
+    let floor = status.evaluation_ms + status.slowest_ms;
+    let status_ratio = ms(status.wall) / floor;
+    println!(
+        "status: {n} hosts in {:.0} ms = {:.2} × (evaluation {:.0} ms + slowest round trip {:.0} ms); {} evaluation(s), {} ssh connection(s) per host at most",
+        ms(status.wall),
+        status_ratio,
+        status.evaluation_ms,
+        status.slowest_ms,
+        status.evals,
+        status.max_conns
+    );
+    doc.insert(
+        "status".into(),
+        serde_json::json!({
+            "wallMs": ms(status.wall), "evaluationMs": status.evaluation_ms,
+            "slowestRoundTripMs": status.slowest_ms, "ratio": status_ratio,
+            "evaluations": status.evals, "maxSshConnectionsPerHost": status.max_conns,
+        }),
+    );
+    ok &= status.evals <= 1 && status.max_conns <= 1;
     println!(
         "{}",
         serde_json::json!({ "bench": "fleet", "hosts": n, "jobs": jobs, "cases": doc })

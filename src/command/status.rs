@@ -166,6 +166,8 @@ pub struct HostStatus {
     pub flake_system: Option<String>,
     /// None when the host could not be asked.
     pub probe: Option<Probe>,
+    /// The round trip that asked it, in seconds.
+    pub seconds: f64,
 }
 
 /// The store path's name without its hash, for the table.
@@ -197,6 +199,7 @@ pub fn judge(
                 details: vec![why],
                 flake_system: flake_system.map(String::from),
                 probe: None,
+                seconds: 0.0,
             };
         }
     };
@@ -285,6 +288,7 @@ pub fn judge(
         details,
         flake_system: flake_system.map(String::from),
         probe: Some(probe),
+        seconds: 0.0,
     }
 }
 
@@ -391,7 +395,9 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
     } else {
         args.selectors.clone()
     };
+    let evaluation = std::time::Instant::now();
     let hosts: Vec<Host> = super::selected_hosts(&nix, &flake, &selectors, false).await?;
+    let evaluation = evaluation.elapsed().as_secs_f64();
     let control =
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
@@ -402,15 +408,20 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
         let permits = permits.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            probe(&target, &profile).await
+            let started = std::time::Instant::now();
+            let p = probe(&target, &profile).await;
+            (p, started.elapsed().as_secs_f64())
         }));
     }
     let mut statuses = Vec::new();
     for (h, t) in hosts.iter().zip(tasks) {
-        let p = t
+        let (p, seconds) = t
             .await
-            .unwrap_or_else(|e| Err(format!("its task ended abnormally: {e}")));
-        statuses.push(judge(&h.name, h.toplevel.as_deref(), p));
+            .unwrap_or_else(|e| (Err(format!("its task ended abnormally: {e}")), 0.0));
+        statuses.push(HostStatus {
+            seconds,
+            ..judge(&h.name, h.toplevel.as_deref(), p)
+        });
     }
     if let Some(path) = &args.metrics {
         write_whole(path, &metrics(&statuses))?;
@@ -424,6 +435,7 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
         let doc = serde_json::json!({
             "version": crate::report::JSON_VERSION,
             "flake": flake.arg,
+            "evaluationSeconds": evaluation,
             "hosts": statuses,
             "outOfSync": out_of_sync,
         });
