@@ -19,6 +19,9 @@ in
   server = {
     host = "hetzner-vps";
     address = "10.0.0.1";
+    # Until `pantheros up hetzner-vps` records its address, an example
+    # (the workstations' serverEndpoint placeholder waits for it).
+    endpointKnown = serverFacts ? ipv4;
     endpoint =
       if serverFacts ? ipv4 then "${serverFacts.ipv4}:51820" else "hetzner-vps.example.org:51820";
     publicKey = serverFacts.wireguardPublicKey or "EXAMPLEserverPublicKeyReplaceMe000000000000=";

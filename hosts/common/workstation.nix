@@ -19,6 +19,13 @@ in
     description = "${net.server.host}'s WireGuard public key, read back from it after its first deploy";
   };
 
+  pantheros.deployment.placeholders.serverEndpoint = {
+    filled = net.server.endpointKnown;
+    fromFact = "${net.server.host}.ipv4";
+    file = "hosts/${net.server.host}/facts.json";
+    description = "${net.server.host}'s public IPv4 address (its WireGuard endpoint), recorded when the server is created";
+  };
+
   pantheros.deployment = {
     targetHost = name;
     # This workstation's own WireGuard public key is recorded here after its

@@ -266,6 +266,11 @@ pub mod validate {
         v
     }
 
+    /// The host's Tailscale status.
+    pub fn tailscale() -> Vec<String> {
+        args("tailscale", &[])
+    }
+
     /// One container labelled `label`: its id, pid and cgroup lines.
     pub fn cgroup(socket: &str, image: &str, label: &str) -> Vec<String> {
         args("cgroup", &[socket, image, label])

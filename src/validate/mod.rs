@@ -194,14 +194,20 @@ pub async fn validate(
         Row::not_run(id, check, "WireGuard is not up (see the wireguard row)")
     };
 
-    // The API: over WireGuard only.
-    rows.push(if tunnel {
-        timed!(checks::api_over_wireguard(spec, seat, opts).await)
+    // The API: over WireGuard only (when the host runs one).
+    if let Some(not_run) = checks::api_rows_not_run(spec) {
+        for r in not_run {
+            rows.push(r);
+        }
     } else {
-        over_tunnel(checks::API_WIREGUARD.0, checks::API_WIREGUARD.1)
-    });
-    rows.push(timed!(checks::api_not_public(spec, seat, opts).await));
-    rows.push(timed!(checks::api_listens_on_wireguard(spec, seat).await));
+        rows.push(if tunnel {
+            timed!(checks::api_over_wireguard(spec, seat, opts).await)
+        } else {
+            over_tunnel(checks::API_WIREGUARD.0, checks::API_WIREGUARD.1)
+        });
+        rows.push(timed!(checks::api_not_public(spec, seat, opts).await));
+        rows.push(timed!(checks::api_listens_on_wireguard(spec, seat).await));
+    }
 
     // rsync: the laptop lists the uploads; nobody else may.
     if spec.rsync.enable {
@@ -268,6 +274,16 @@ pub async fn validate(
             rows.push(checks::token_exchange_not_run(spec));
         }
     }
+    // Tailscale: joined with its auth key, when the host runs it.
+    rows.push(if spec.tailscale {
+        timed!(checks::tailscale(seat).await)
+    } else {
+        Row::not_run(
+            checks::TAILSCALE.0,
+            checks::TAILSCALE.1,
+            "services.tailscale.enable is false",
+        )
+    });
     rows.rows
 }
 

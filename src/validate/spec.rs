@@ -15,6 +15,8 @@ pub const SUMMARY_NIX: &str = include_str!("summary.nix");
 pub struct Flashpods {
     pub user: String,
     pub container_networks: Vec<String>,
+    /// `services.tailscale.enable`: the host should be joined.
+    pub tailscale: bool,
     pub wireguard: Wireguard,
     pub api: Api,
     pub rsync: Rsync,

@@ -14,6 +14,7 @@ if !(f.enable or false) then
 else
   {
     inherit (f) user containerNetworks;
+    tailscale = c.services.tailscale.enable or false;
     wireguard = {
       inherit (wg) interface address listenPort;
       laptops = builtins.mapAttrs (_: l: { inherit (l) address publicKey; }) wg.laptops;

@@ -146,11 +146,14 @@ class Fake:
             ("cpx22", "x86", eu + ["ash", "hil", "sin"], None),
             ("cax11", "arm", eu, None),
             ("cx22", "x86", eu, {"announced": "2025-10-16T00:00:00Z", "unavailable_after": "2026-01-01T00:00:00Z"}),
+            ("cx43", "x86", eu, None),
         ]
         self.server_types = []
         for i, (name, arch, locs, dep) in enumerate(types):
             st = s.of("server_type")
+            cores, memory = {"cx43": (8, 16.0)}.get(name, (2, 4.0))
             st.update({"id": i + 1, "name": name, "description": name.upper(), "architecture": arch,
+                       "cores": cores, "memory": memory,
                        "deprecated": dep is not None, "deprecation": dep})
             st["locations"] = [{"id": self.loc(l)["id"], "name": l, "deprecation": dep} for l in locs]
             self.server_types.append(st)

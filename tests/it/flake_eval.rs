@@ -148,7 +148,12 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
     let expected = [
         (
             "hetzner-vps",
-            vec!["adminSshKeys", "ipv6"],
+            vec![
+                "adminSshKeys",
+                "flashpodsApi",
+                "flashpodsTokenService",
+                "ipv6",
+            ],
             vec![
                 "services.flashpods.api.package is not set: the Flashpods API is not started.",
                 "services.flashpods.wireguard.laptops.yoga.publicKey is not known yet: yoga is no WireGuard peer (deploy yoga, then this host again)",
@@ -157,12 +162,22 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
         ("ovh-vps", vec!["adminSshKeys"], vec![]),
         (
             "yoga",
-            vec!["adminSshKeys", "hardware", "serverWireguardKey"],
+            vec![
+                "adminSshKeys",
+                "hardware",
+                "serverEndpoint",
+                "serverWireguardKey",
+            ],
             vec![],
         ),
         (
             "zephyrus",
-            vec!["adminSshKeys", "hardware", "serverWireguardKey"],
+            vec![
+                "adminSshKeys",
+                "hardware",
+                "serverEndpoint",
+                "serverWireguardKey",
+            ],
             vec![],
         ),
     ];

@@ -409,7 +409,7 @@ fn preflight_rejects_unknown_deprecated_and_misplaced_types_before_any_post() {
         &out,
         &[
             "server type cx23 is deprecated (unavailable after 2026-11-30)",
-            "--server-type cpx22 (or",
+            "--server-type cpx22, cx43 (or",
         ],
     );
     let hint = stderr(&out);

@@ -98,6 +98,10 @@ container)
   tagged podman --remote --url "unix://$socket" run --rm --pull=missing \
     --label "$label" "$image" sh -c "$container_probe" probe "$t" "$@"
   ;;
+tailscale)
+  # tailscale: the host's own status line (exit 0 once it is joined).
+  tagged tailscale status --peers=false
+  ;;
 cgroup)
   # cgroup SOCKET IMAGE LABEL: one container with LABEL, started through
   # the flashpods user's Podman socket; its id, its pid and the cgroup

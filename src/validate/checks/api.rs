@@ -16,6 +16,16 @@ pub const API_PUBLIC: (&str, &str) = (
 );
 pub const API_LISTEN: (&str, &str) = ("api-listen", "API listens on the WireGuard address only");
 
+/// The API rows of a host that declares no API package: not run, never
+/// failed (there is nothing to check yet); None when it declares one.
+pub fn api_rows_not_run(spec: &Flashpods) -> Option<[Row; 3]> {
+    if spec.api.configured {
+        return None;
+    }
+    let why = "the host declares no API package (services.flashpods.api.package)";
+    Some([API_WIREGUARD, API_PUBLIC, API_LISTEN].map(|(id, check)| Row::not_run(id, check, why)))
+}
+
 /// How an HTTP request ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Http {
@@ -216,6 +226,20 @@ pub fn judge_api_listen(spec: &Flashpods, text: Result<&str, String>) -> Row {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_without_an_api_package_gets_its_api_rows_not_run() {
+        let mut s = crate::validate::checks::fixtures::spec();
+        assert!(api_rows_not_run(&s).is_none());
+        s.api.configured = false;
+        let rows = api_rows_not_run(&s).unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["api-wireguard", "api-not-public", "api-listen"]);
+        for r in &rows {
+            assert_eq!(r.result, crate::validate::Outcome::NotRun);
+            assert!(r.evidence.contains("declares no API package"), "{r:?}");
+        }
+    }
     use crate::validate::Outcome;
     use crate::validate::checks::fixtures::*;
 

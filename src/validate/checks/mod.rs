@@ -8,6 +8,7 @@ mod api;
 mod container;
 mod rsync;
 mod spire;
+mod tailscale;
 mod token;
 mod wireguard;
 
@@ -15,6 +16,7 @@ pub use api::*;
 pub use container::*;
 pub use rsync::*;
 pub use spire::*;
+pub use tailscale::*;
 pub use token::*;
 pub use wireguard::*;
 
@@ -133,6 +135,7 @@ pub(crate) mod fixtures {
         Flashpods {
             user: "flashpods".into(),
             container_networks: vec!["10.88.0.0/16".into()],
+            tailscale: false,
             wireguard: Wireguard {
                 interface: "wg0".into(),
                 address: "10.0.0.1".into(),

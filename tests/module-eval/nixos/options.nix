@@ -610,6 +610,7 @@ in
       # nixos/modules/services/networking/tailscale.nix
       tailscale = {
         enable = enable;
+        authKeyFile = opt (types.nullOr types.path) null;
         openFirewall = bool false;
         useRoutingFeatures = opt (types.enum [
           "none"
