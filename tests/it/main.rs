@@ -18,6 +18,7 @@ mod flashpods_traffic;
 mod interrupts;
 mod kamal;
 mod keys;
+mod mixed_nix;
 mod modules_eval;
 mod nix_files;
 mod provision;

@@ -1512,9 +1512,37 @@ impl World {
         Some(w)
     }
 
+    /// Build (once, cached beside bookworm's) the rootfs of another Debian
+    /// release for systemd hosts: trixie's carries Nix 2.26. False, said
+    /// as not run (a failure under CI), when it cannot be built.
+    pub fn prepare_systemd_release(&self, release: &str) -> bool {
+        let script = project_root().join("crates/testworld/systemd/build-rootfs.sh");
+        let cache = systemd_cache().join(release);
+        let out = try_sh(&[
+            "bash",
+            script.to_str().unwrap(),
+            cache.to_str().unwrap(),
+            release,
+        ]);
+        if !out.status.success() {
+            cannot_run(&format!(
+                "building the {release} systemd host rootfs failed: {}",
+                stderr(&out)
+            ));
+            return false;
+        }
+        true
+    }
+
     /// Boot a systemd host `name`, reachable as `ssh -F cfg name` (root) and
     /// as users `deploy` (password-less sudo) and `nopw` (sudo wants a password).
     pub fn add_systemd_host(&mut self, name: &str) -> &SystemdHost {
+        self.add_systemd_host_on(name, "bookworm")
+    }
+
+    /// [`World::add_systemd_host`] on the rootfs of Debian `release` (one
+    /// [`World::prepare_systemd_release`] made, or bookworm's own).
+    pub fn add_systemd_host_on(&mut self, name: &str, release: &str) -> &SystemdHost {
         let (ns, ip) = self.new_slot("s");
         let hdir = self.path().join("systemd").join(name);
         fs::create_dir_all(&hdir).unwrap();
@@ -1525,7 +1553,11 @@ impl World {
         fs::write(&tmpfiles, boot_tmpfiles()).unwrap();
         fs::set_permissions(&tmpfiles, fs::Permissions::from_mode(0o644)).unwrap();
         let machine = format!("{}-{}", self.id, name);
-        let rootfs = systemd_cache().join("rootfs");
+        let rootfs = if release == "bookworm" {
+            systemd_cache().join("rootfs")
+        } else {
+            systemd_cache().join(release).join("rootfs")
+        };
         let a = auth.display();
         let script = format!(
             "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \

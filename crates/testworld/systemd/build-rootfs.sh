@@ -1,9 +1,12 @@
 #!/bin/bash
 # Build (once) the Debian rootfs that systemd hosts boot with systemd-nspawn:
-# systemd as PID 1, sshd, nix-bin 2.8, curl. Cached under $1; a finished
-# build leaves $1/rootfs.ok. Takes about a minute from nothing.
+# systemd as PID 1, sshd, Debian's nix-bin (2.8 on bookworm, 2.26 on
+# trixie), curl. $1: the cache directory; $2: the release (default
+# bookworm). A finished build leaves $1/rootfs.ok. About a minute from
+# nothing.
 set -euo pipefail
 CACHE=$1
+RELEASE=${2:-bookworm}
 R=$CACHE/rootfs
 # Bump when the package list or the setup below changes.
 VERSION=5
@@ -22,7 +25,7 @@ mkdir -p "$CACHE"
 rm -rf "$R"
 debootstrap --variant=minbase \
   --include=systemd,systemd-sysv,dbus,openssh-server,iproute2,curl,ca-certificates,procps,sudo,nftables \
-  bookworm "$R" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
+  "$RELEASE" "$R" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
   { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
 # nix-bin separately: debootstrap cannot resolve its virtual dependency perl-dbdabi-94.
 DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get install -y -q nix-bin nix-setup-systemd >>"$CACHE/debootstrap.log" 2>&1 ||

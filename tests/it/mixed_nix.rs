@@ -1,0 +1,89 @@
+//! A fleet whose hosts run another Nix than the laptop: this machine's Nix
+//! (Debian 12's 2.8) deploys to a systemd host on Debian 13's rootfs (Nix
+//! 2.26): the copy between the two stores, the switch, a magic rollback,
+//! `rollback --list` and `--to`, and `status`.
+
+use testworld::{World, assert_exit, json, stdout, write_fleet};
+
+#[test]
+fn a_nix_2_8_deployer_deploys_and_rolls_back_a_nix_2_26_host() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    if !w.prepare_systemd_release("trixie") {
+        return;
+    }
+    w.add_systemd_host_on("t26", "trixie");
+    let host_nix = w.ssh_ok("t26", "nix --version");
+    assert!(host_nix.contains("2.26"), "the trixie host runs {host_nix}");
+    let here = stdout(&testworld::sh(&["nix", "--version"]));
+    assert!(
+        !here.contains("2.26"),
+        "this machine's Nix should differ: {here}"
+    );
+
+    let flake = w.path().join("fleet");
+    let fixture = |g: u32| w.fixture_host("t26", g, "confirmTimeout = 8;");
+    write_fleet(&flake, &[fixture(1)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "t26", "--yes"]), 0);
+    write_fleet(&flake, &[fixture(2)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "t26", "--yes"]), 0);
+    assert_eq!(
+        w.ssh_ok("t26", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "2"
+    );
+    // The closure reached the 2.26 store whole.
+    let toplevel = w.ssh_ok("t26", "readlink -f /nix/var/nix/profiles/system");
+    let verify = w.ssh_ok(
+        "t26",
+        &format!("nix-store --verify-path {} && echo ok", toplevel.trim()),
+    );
+    assert_eq!(verify.trim(), "ok");
+
+    // A generation that cuts SSH: the 2.26 host goes back by itself.
+    let mut bad = fixture(3);
+    bad.block_ssh = true;
+    write_fleet(&flake, &[bad]);
+    let out = w.pantheros(&flake, &["deploy", "t26", "--yes", "--json"]);
+    assert_exit(&out, 3);
+    let v = json(&out);
+    assert!(
+        v["hosts"][0]["rollbackReason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no confirmation"),
+        "{v}"
+    );
+    assert_eq!(
+        w.ssh_ok("t26", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "2"
+    );
+
+    // The generations as 2.26's nix-env lists them, and back to the first.
+    let out = w.pantheros(&flake, &["rollback", "t26", "--list", "--json"]);
+    assert_exit(&out, 0);
+    let gens = json(&out)["generations"].as_array().unwrap().len();
+    assert!(gens >= 2, "{}", stdout(&out));
+    assert_exit(
+        &w.pantheros(&flake, &["rollback", "t26", "--to", "1", "--yes"]),
+        0,
+    );
+    assert_eq!(
+        w.ssh_ok("t26", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+
+    // status reads it like any other host: the flake is ahead of it.
+    write_fleet(&flake, &[fixture(2)]);
+    let out = w.pantheros(&flake, &["status", "t26", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        json(&out)["hosts"][0]["state"],
+        "flake-ahead",
+        "{}",
+        stdout(&out)
+    );
+}
