@@ -1,7 +1,8 @@
 //! A fleet whose hosts run another Nix than the laptop: this machine's Nix
 //! (Debian 12's 2.8) deploys to a systemd host on Debian 13's rootfs (Nix
 //! 2.26): the copy between the two stores, the switch, a magic rollback,
-//! `rollback --list` and `--to`, and `status`.
+//! `rollback --list` and `--to`, and `status`; and the other way round,
+//! pantheros on a Debian 13 host deploying to a Debian 12 one.
 
 use testworld::{World, assert_exit, json, stdout, write_fleet};
 
@@ -86,4 +87,62 @@ fn a_nix_2_8_deployer_deploys_and_rolls_back_a_nix_2_26_host() {
         "{}",
         stdout(&out)
     );
+}
+
+/// The other direction: the deployer runs Debian 13's Nix 2.26 (pantheros
+/// on a trixie systemd host) and the target Debian 12's 2.8.
+#[test]
+fn a_nix_2_26_deployer_deploys_and_rolls_back_a_nix_2_8_host() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    if !w.prepare_systemd_release("trixie") {
+        return;
+    }
+    w.add_systemd_host_on("d26", "trixie");
+    w.add_systemd_host("b28");
+    assert!(w.ssh_ok("d26", "nix --version").contains("2.26"));
+    assert!(w.ssh_ok("b28", "nix --version").contains("2.8"));
+    let flake = w.path().join("fleet");
+    let fixture = |g: u32| w.fixture_host("b28", g, "confirmTimeout = 8;");
+    write_fleet(&flake, &[fixture(1)]);
+    w.seat_deployer_on("d26", &[&flake]);
+    let deploy = |args: &str| {
+        w.ssh(
+            "d26",
+            &[&format!("cd {} && pantheros {args}", flake.display())],
+        )
+    };
+    let out = deploy("deploy b28 --yes");
+    assert_exit(&out, 0);
+    assert_eq!(
+        w.ssh_ok("b28", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+
+    // A generation that cuts SSH, built by 2.26 and copied into 2.8's store:
+    // rolled back by the host itself.
+    let mut bad = fixture(2);
+    bad.block_ssh = true;
+    write_fleet(&flake, &[bad]);
+    w.seat_deployer_on("d26", &[&flake]);
+    let out = deploy("deploy b28 --yes --json");
+    assert_exit(&out, 3);
+    assert!(
+        json(&out)["hosts"][0]["rollbackReason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no confirmation"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        w.ssh_ok("b28", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+    let out = deploy("rollback b28 --list --json");
+    assert_exit(&out, 0);
+    assert!(!json(&out)["generations"].as_array().unwrap().is_empty());
 }

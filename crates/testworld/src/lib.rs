@@ -1457,6 +1457,18 @@ impl SystemdHost {
         try_sh(&v)
     }
 
+    /// The container's root directory, as this machine reaches it
+    /// (`/proc/<its init>/root`): files copied there land inside it.
+    pub fn root_dir(&self) -> PathBuf {
+        let children = stdout(&try_sh(&["pgrep", "-P", &self.nspawn.id().to_string()]));
+        let pid = children
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.nspawn.id().to_string());
+        PathBuf::from(format!("/proc/{pid}/root"))
+    }
+
     fn stop(&mut self) {
         let pid = self.nspawn.id().to_string();
         // nspawn asks the container's systemd to halt on SIGTERM.
@@ -1616,6 +1628,30 @@ impl World {
         );
         self.systemd_hosts.push(host);
         self.systemd_hosts.last().unwrap()
+    }
+
+    /// Make systemd host `name` a deployer: the pantheros binary at
+    /// /usr/local/bin/pantheros, and this world's SSH client files (key,
+    /// config, known hosts) and `dirs` at the same paths as here, so a
+    /// fleet written for this machine deploys from there unchanged.
+    pub fn seat_deployer_on(&self, name: &str, dirs: &[&Path]) {
+        let root = self.systemd_host(name).root_dir();
+        let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        let bin = inside(Path::new("/usr/local/bin/pantheros"));
+        fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        fs::copy(pantheros_bin(), &bin)
+            .unwrap_or_else(|e| panic!("copy pantheros into {name}: {e}"));
+        let client = self.client_key.parent().unwrap().to_path_buf();
+        for d in std::iter::once(client.as_path()).chain(dirs.iter().copied()) {
+            let to = inside(d);
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            sh(&[
+                "cp",
+                "-a",
+                d.to_str().unwrap(),
+                to.parent().unwrap().to_str().unwrap(),
+            ]);
+        }
     }
 
     /// `ssh name sh -c SCRIPT`, panicking on failure; returns stdout.
