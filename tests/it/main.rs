@@ -23,6 +23,7 @@ mod modules_eval;
 mod nix_files;
 mod provision;
 mod provision_install;
+mod reach;
 mod real_activation;
 mod renderers;
 mod rollback;
