@@ -344,6 +344,14 @@ pub struct DeployArgs {
     #[arg(long)]
     pub local: bool,
 
+    /// Deploy this already built system (e.g. what CI built and pushed to
+    /// a cache) to the one selected host: its system is not evaluated; the
+    /// path is realised here (substituted when it is not in the store),
+    /// checked to be a NixOS system for the host's platform, and goes
+    /// through the same pipeline.
+    #[arg(long, value_name = "STORE_PATH", conflicts_with = "build_only")]
+    pub store_path: Option<String>,
+
     /// Stop before anything is built when the evaluation printed a warning
     /// (for CI); the warnings are shown either way.
     #[arg(long)]

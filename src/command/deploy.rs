@@ -12,8 +12,13 @@ pub async fn deploy(
 ) -> Result<i32> {
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
-    let mut hosts =
-        selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings).await?;
+    let mut hosts = match &args.store_path {
+        None => {
+            selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings)
+                .await?
+        }
+        Some(path) => prebuilt_host(&nix, &flake, &args.selectors, path).await?,
+    };
     args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
     if !args.build_only {
@@ -36,6 +41,7 @@ pub async fn deploy(
     let opts = crate::deploy::Options {
         force_local: args.local,
         origin: crate::deploy::record::Origin::of(&flake),
+        store_path: args.store_path.clone(),
         ..args.activation.options(mode, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
@@ -55,4 +61,40 @@ pub async fn deploy(
         crate::deploy::fleet::print_document(code, &outcomes);
     }
     Ok(code)
+}
+
+/// `deploy --store-path`: the one selected host's deployment metadata (its
+/// system is not evaluated: it is the given path), and its platform when
+/// the configuration names one (`nixpkgs.hostPlatform`), to check the path
+/// against.
+async fn prebuilt_host(
+    nix: &nix::Nix,
+    flake: &inventory::FlakeRef,
+    selectors: &[String],
+    path: &str,
+) -> Result<Vec<inventory::Host>> {
+    let inv = inventory::load(nix, flake, &inventory::EvalOptions::default()).await?;
+    let selection = inv.select(selectors)?;
+    if let Some(err) = selection.failure() {
+        return Err(err);
+    }
+    let mut hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
+    if hosts.len() != 1 {
+        return Err(Error::Usage(format!(
+            "--store-path {path} is one host's system, but {} hosts are selected",
+            hosts.len()
+        )));
+    }
+    let attr = flake.attr(&format!(
+        "nixosConfigurations.\"{}\".config.nixpkgs.hostPlatform.system",
+        hosts[0].name
+    ));
+    let platform = crate::runner::run(&nix.cmd(["eval", "--raw", attr.as_str()]))
+        .await
+        .ok()
+        .filter(crate::runner::Output::success)
+        .map(|o| o.stdout.trim().to_string())
+        .filter(|s| !s.is_empty());
+    hosts[0].system = platform;
+    Ok(hosts)
 }

@@ -29,6 +29,9 @@ impl Built {
 }
 
 pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
+    if let Some(path) = &ctx.opts.store_path {
+        return prebuilt(ctx, path).await;
+    }
     let drv =
         ctx.host.drv_path.clone().ok_or_else(|| {
             StageError::new("the evaluation returned no derivation for this host")
@@ -78,4 +81,88 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
     };
     ctx.say(&format!("built {}", built.toplevel));
     Ok(built)
+}
+
+/// `deploy --store-path`: realise the given system here (a no-op when it
+/// is in the store, a substitution when a cache has it), with a GC root,
+/// and check that it is a NixOS system for the host's platform.
+async fn prebuilt(ctx: &Ctx, path: &str) -> Result<Built, StageError> {
+    let path = path.trim_end_matches('/');
+    if StorePath::parse(path).is_none() {
+        return Err(
+            StageError::new(format!("--store-path {path:?} is not a store path"))
+                .hint("give the toplevel's /nix/store/…-nixos-system-… path"),
+        );
+    }
+    ctx.say(&format!("using the system built elsewhere: {path}"));
+    let dir = &ctx.opts.gcroot_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StageError::new(format!("creating {}: {e}", dir.display())))?;
+    let root = dir.join(&ctx.host.name);
+    ctx.log
+        .run_ok(&crate::nix::realise_cmd(path, &root))
+        .await
+        .map_err(|f| {
+            StageError::cmd(format!("{path} is not in this store and could not be substituted"), f)
+                .hint("copy it here first (nix copy --from …) or add the cache that has it to your substituters")
+        })?;
+    check_system(std::path::Path::new(path), ctx.host.system.as_deref())?;
+    Built::checked(path, false)
+}
+
+/// A NixOS toplevel: `nixos-version` and `bin/switch-to-configuration`,
+/// and (when both are known) the platform in its `system` file is the
+/// host's.
+pub fn check_system(path: &std::path::Path, platform: Option<&str>) -> Result<(), StageError> {
+    for needed in ["nixos-version", "bin/switch-to-configuration"] {
+        if !path.join(needed).exists() {
+            return Err(StageError::new(format!(
+                "{} is not a NixOS system: it has no {needed}",
+                path.display()
+            ))
+            .hint("give the toplevel (config.system.build.toplevel) of the host's configuration"));
+        }
+    }
+    let built_for = std::fs::read_to_string(path.join("system")).ok();
+    if let (Some(built_for), Some(platform)) = (built_for.as_deref().map(str::trim), platform) {
+        if built_for != platform {
+            return Err(StageError::new(format!(
+                "{} is a system for {built_for}, but the host is {platform}",
+                path.display()
+            ))
+            .hint("build the host's own configuration (nixpkgs.hostPlatform)"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prebuilt_path_must_be_a_nixos_system_for_the_hosts_platform() {
+        let d = tempfile::tempdir().unwrap();
+        let sys = d.path();
+        let e = check_system(sys, Some("x86_64-linux")).unwrap_err();
+        assert!(
+            e.message
+                .contains("is not a NixOS system: it has no nixos-version"),
+            "{e:?}"
+        );
+        std::fs::create_dir_all(sys.join("bin")).unwrap();
+        std::fs::write(sys.join("nixos-version"), "26.05").unwrap();
+        std::fs::write(sys.join("bin/switch-to-configuration"), "").unwrap();
+        assert!(check_system(sys, Some("x86_64-linux")).is_ok());
+        std::fs::write(sys.join("system"), "aarch64-linux").unwrap();
+        let e = check_system(sys, Some("x86_64-linux")).unwrap_err();
+        assert!(
+            e.message
+                .contains("a system for aarch64-linux, but the host is x86_64-linux"),
+            "{e:?}"
+        );
+        assert!(check_system(sys, None).is_ok());
+        std::fs::write(sys.join("system"), "x86_64-linux").unwrap();
+        assert!(check_system(sys, Some("x86_64-linux")).is_ok());
+    }
 }

@@ -95,6 +95,8 @@ pub struct Options {
     pub executor: std::sync::Arc<dyn crate::target::exec::Executor>,
     /// Where the systems come from, for each host's deploy record.
     pub origin: record::Origin,
+    /// `deploy --store-path`: the one host's system, built elsewhere.
+    pub store_path: Option<String>,
 }
 
 impl Options {
@@ -116,6 +118,7 @@ impl Options {
             force_switch: false,
             executor: crate::target::exec::processes(),
             origin: record::Origin::default(),
+            store_path: None,
         }
     }
 }

@@ -73,3 +73,63 @@ fn a_host_behind_a_bastion_is_deployed_and_rolled_back_through_it() {
         );
     }
 }
+
+/// `deploy --store-path`: a system CI built is deployed as it is; the
+/// host's own system is never evaluated (here it would throw).
+#[test]
+fn a_system_built_elsewhere_is_deployed_without_evaluating_it() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("alpha");
+    w.add_host("beta");
+    let flake = w.path().join("fleet");
+    let fleet = |g: u32| {
+        write_fleet(
+            &flake,
+            &[
+                w.fixture_host("alpha", g, ""),
+                w.fixture_host("beta", 1, ""),
+            ],
+        )
+    };
+    fleet(1);
+    assert_exit(&w.pantheros(&flake, &["deploy", "alpha", "--yes"]), 0);
+    // "CI" builds generation 2; then the configuration stops evaluating.
+    fleet(2);
+    let built = testworld::build_toplevel(&flake, "alpha");
+    let nix = flake.join("flake.nix");
+    let text = std::fs::read_to_string(&nix).unwrap().replace(
+        "system.build.toplevel = ",
+        "system.build.toplevel = throw \"the system was evaluated\"; unused = ",
+    );
+    std::fs::write(&nix, text).unwrap();
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes"]);
+    assert_exit(&out, 14);
+    testworld::assert_stderr_has(&out, &["the system was evaluated"]);
+
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "alpha", "--yes", "--json", "--store-path", &built],
+    );
+    assert_exit(&out, 0);
+    let v = json(&out);
+    assert_eq!(v["hosts"][0]["systemAfter"], built.as_str(), "{v:#}");
+    assert_eq!(w.generation_marker("alpha"), "2");
+
+    // Not a NixOS system: refused before anything changes.
+    let kernel = std::fs::read_link(std::path::Path::new(&built).join("kernel")).unwrap();
+    let not_a_system = kernel.parent().unwrap().to_str().unwrap().to_string();
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "alpha", "--yes", "--store-path", &not_a_system],
+    );
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["is not a NixOS system"]);
+    assert_eq!(w.generation_marker("alpha"), "2");
+
+    // One path is one host's system.
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "alpha", "beta", "--yes", "--store-path", &built],
+    );
+    assert_exit(&out, 2);
+}
