@@ -352,6 +352,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "STORE_PATH", conflicts_with = "build_only")]
     pub store_path: Option<String>,
 
+    /// Deploy the systems a `build-all --json` (or `deploy --build-only
+    /// --json`) run built, each selected host its own `toplevel` from that
+    /// document; as with --store-path, no system is evaluated.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["build_only", "store_path"])]
+    pub from_json: Option<std::path::PathBuf>,
+
     /// Stop before anything is built when the evaluation printed a warning
     /// (for CI); the warnings are shown either way.
     #[arg(long)]

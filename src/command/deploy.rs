@@ -12,12 +12,13 @@ pub async fn deploy(
 ) -> Result<i32> {
     let flake = inventory::flake::resolve(flake, cwd)?;
     let nix = nix::Nix::locate()?;
-    let mut hosts = match &args.store_path {
+    let prebuilt = prebuilt_systems(&args)?;
+    let mut hosts = match &prebuilt {
         None => {
             selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings)
                 .await?
         }
-        Some(path) => prebuilt_host(&nix, &flake, &args.selectors, path).await?,
+        Some(systems) => prebuilt_hosts(&nix, &flake, &args.selectors, systems).await?,
     };
     args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
@@ -41,7 +42,11 @@ pub async fn deploy(
     let opts = crate::deploy::Options {
         force_local: args.local,
         origin: crate::deploy::record::Origin::of(&flake),
-        store_path: args.store_path.clone(),
+        prebuilt: match (&prebuilt, hosts.as_slice()) {
+            (Some(Prebuilt::One(path)), [h]) => [(h.name.clone(), path.clone())].into(),
+            (Some(Prebuilt::ByHost(map)), _) => map.clone(),
+            _ => Default::default(),
+        },
         ..args.activation.options(mode, log_dir)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
@@ -63,15 +68,60 @@ pub async fn deploy(
     Ok(code)
 }
 
-/// `deploy --store-path`: the one selected host's deployment metadata (its
-/// system is not evaluated: it is the given path), and its platform when
-/// the configuration names one (`nixpkgs.hostPlatform`), to check the path
-/// against.
-async fn prebuilt_host(
+/// Systems built elsewhere: one path for the one selected host, or each
+/// host's from a build document.
+enum Prebuilt {
+    One(String),
+    ByHost(std::collections::BTreeMap<String, String>),
+}
+
+fn prebuilt_systems(args: &cli::DeployArgs) -> Result<Option<Prebuilt>> {
+    if let Some(p) = &args.store_path {
+        return Ok(Some(Prebuilt::One(p.clone())));
+    }
+    let Some(file) = &args.from_json else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{} is not a build document (`build-all --json`): {e}",
+            file.display()
+        ))
+    })?;
+    let map: std::collections::BTreeMap<String, String> = doc["hosts"]
+        .as_array()
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter_map(|h| {
+                    Some((
+                        h["host"].as_str()?.to_string(),
+                        h["toplevel"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if map.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} names no built system (hosts[].toplevel): give the output of `pantheros build-all --json`",
+            file.display()
+        )));
+    }
+    Ok(Some(Prebuilt::ByHost(map)))
+}
+
+/// Deploying systems built elsewhere: the selected hosts' deployment
+/// metadata (their systems are not evaluated), each with a system from
+/// `prebuilt`, and each host's platform when its configuration names one
+/// (`nixpkgs.hostPlatform`), to check the path against.
+async fn prebuilt_hosts(
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
     selectors: &[String],
-    path: &str,
+    prebuilt: &Prebuilt,
 ) -> Result<Vec<inventory::Host>> {
     let inv = inventory::load(nix, flake, &inventory::EvalOptions::default()).await?;
     let selection = inv.select(selectors)?;
@@ -79,22 +129,39 @@ async fn prebuilt_host(
         return Err(err);
     }
     let mut hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
-    if hosts.len() != 1 {
-        return Err(Error::Usage(format!(
-            "--store-path {path} is one host's system, but {} hosts are selected",
-            hosts.len()
-        )));
+    match prebuilt {
+        Prebuilt::One(path) if hosts.len() != 1 => {
+            return Err(Error::Usage(format!(
+                "--store-path {path} is one host's system, but {} hosts are selected",
+                hosts.len()
+            )));
+        }
+        Prebuilt::ByHost(map) => {
+            let missing: Vec<&str> = hosts
+                .iter()
+                .filter(|h| !map.contains_key(&h.name))
+                .map(|h| h.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Usage(format!(
+                    "the build document has no system for {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Prebuilt::One(_) => {}
     }
-    let attr = flake.attr(&format!(
-        "nixosConfigurations.\"{}\".config.nixpkgs.hostPlatform.system",
-        hosts[0].name
-    ));
-    let platform = crate::runner::run(&nix.cmd(["eval", "--raw", attr.as_str()]))
-        .await
-        .ok()
-        .filter(crate::runner::Output::success)
-        .map(|o| o.stdout.trim().to_string())
-        .filter(|s| !s.is_empty());
-    hosts[0].system = platform;
+    for h in &mut hosts {
+        let attr = flake.attr(&format!(
+            "nixosConfigurations.\"{}\".config.nixpkgs.hostPlatform.system",
+            h.name
+        ));
+        h.system = crate::runner::run(&nix.cmd(["eval", "--raw", attr.as_str()]))
+            .await
+            .ok()
+            .filter(crate::runner::Output::success)
+            .map(|o| o.stdout.trim().to_string())
+            .filter(|s| !s.is_empty());
+    }
     Ok(hosts)
 }

@@ -29,7 +29,7 @@ impl Built {
 }
 
 pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
-    if let Some(path) = &ctx.opts.store_path {
+    if let Some(path) = ctx.opts.prebuilt.get(&ctx.host.name) {
         return prebuilt(ctx, path).await;
     }
     let drv =

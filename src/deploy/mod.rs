@@ -95,8 +95,9 @@ pub struct Options {
     pub executor: std::sync::Arc<dyn crate::target::exec::Executor>,
     /// Where the systems come from, for each host's deploy record.
     pub origin: record::Origin,
-    /// `deploy --store-path`: the one host's system, built elsewhere.
-    pub store_path: Option<String>,
+    /// `deploy --store-path` / `--from-json`: systems built elsewhere, by
+    /// host name; a host here is not built.
+    pub prebuilt: std::collections::BTreeMap<String, String>,
 }
 
 impl Options {
@@ -118,7 +119,7 @@ impl Options {
             force_switch: false,
             executor: crate::target::exec::processes(),
             origin: record::Origin::default(),
-            store_path: None,
+            prebuilt: Default::default(),
         }
     }
 }

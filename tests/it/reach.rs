@@ -132,4 +132,55 @@ fn a_system_built_elsewhere_is_deployed_without_evaluating_it() {
         &["deploy", "alpha", "beta", "--yes", "--store-path", &built],
     );
     assert_exit(&out, 2);
+
+    // --from-json: what `build-all --json` built, each host its own system.
+    write_fleet(
+        &flake,
+        &[
+            w.fixture_host("alpha", 3, ""),
+            w.fixture_host("beta", 3, ""),
+        ],
+    );
+    let out = w.pantheros(&flake, &["build-all", "alpha", "beta", "--json"]);
+    assert_exit(&out, 0);
+    let doc = w.path().join("built.json");
+    std::fs::write(&doc, &out.stdout).unwrap();
+    let text = std::fs::read_to_string(&nix).unwrap().replace(
+        "system.build.toplevel = ",
+        "system.build.toplevel = throw \"the system was evaluated\"; unused = ",
+    );
+    std::fs::write(&nix, text).unwrap();
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "alpha",
+            "beta",
+            "--yes",
+            "--from-json",
+            doc.to_str().unwrap(),
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(w.generation_marker("alpha"), "3");
+    assert_eq!(w.generation_marker("beta"), "3");
+    // A host the document has no system for is named.
+    std::fs::write(
+        &doc,
+        r#"{"hosts":[{"host":"alpha","toplevel":"/nix/store/x"}]}"#,
+    )
+    .unwrap();
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "alpha",
+            "beta",
+            "--yes",
+            "--from-json",
+            doc.to_str().unwrap(),
+        ],
+    );
+    assert_exit(&out, 2);
+    testworld::assert_stderr_has(&out, &["no system for beta"]);
 }
