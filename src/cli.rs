@@ -410,11 +410,35 @@ pub struct ActivationFlags {
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 
+    /// A command that prints the password for the hosts' sudo (its first
+    /// line), e.g. `pass show hosts/sudo`; used only on hosts whose sudo
+    /// asks for one, handed to it on stdin, never shown.
+    #[arg(long, env = "PANTHEROS_SUDO_PASSWORD_COMMAND", value_name = "CMD")]
+    pub sudo_password_command: Option<String>,
+
+    /// Ask for the hosts' sudo password on the terminal, once per run.
+    #[arg(long, conflicts_with = "sudo_password_command")]
+    pub ask_sudo_password: bool,
+
     #[command(flatten)]
     pub overrides: HostOverrides,
 }
 
 impl ActivationFlags {
+    /// The run's sudo password, when one was asked for.
+    pub fn sudo_password(
+        &self,
+    ) -> crate::error::Result<Option<std::sync::Arc<crate::target::password::Password>>> {
+        use crate::target::password::Password;
+        let p = match (&self.sudo_password_command, self.ask_sudo_password) {
+            (Some(cmd), _) => Password::from_command(cmd),
+            (None, true) => Password::ask(),
+            (None, false) => return Ok(None),
+        };
+        p.map(|p| Some(std::sync::Arc::new(p)))
+            .map_err(crate::error::Error::Usage)
+    }
+
     /// The run's options for `mode`, logging to `log_dir`.
     pub fn options(
         &self,

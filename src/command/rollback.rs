@@ -16,13 +16,14 @@ pub async fn rollback(
     let (mut hosts, default_logs) = flake_hosts(flake, cwd, &args.selectors).await?;
     a.overrides.apply(&mut hosts)?;
     if args.list {
-        return list(&hosts, args.sizes, a.json).await;
+        return list(&hosts, args.sizes, a.json, a.sudo_password()?).await;
     }
     let log_dir = a.log_dir.clone().unwrap_or(default_logs);
     let nix = nix::Nix::locate()?;
     let opts = crate::deploy::Options {
         force_local: args.selectors.is_empty(),
         rollback_to: args.to,
+        sudo_password: a.sudo_password()?,
         origin: crate::inventory::flake::resolve(flake, cwd)
             .map(|f| crate::deploy::record::Origin::of(&f))
             .unwrap_or_else(|_| crate::deploy::record::Origin::here()),
@@ -43,14 +44,25 @@ pub async fn rollback(
 /// `--list`: each host's generations, in selection order. A host that
 /// cannot be read is reported (stderr, and an `error` in `--json`) and the
 /// others are still listed; the exit code is then the first failure's.
-async fn list(hosts: &[Host], sizes: bool, json: bool) -> Result<i32> {
+async fn list(
+    hosts: &[Host],
+    sizes: bool,
+    json: bool,
+    password: Option<std::sync::Arc<crate::target::password::Password>>,
+) -> Result<i32> {
     let control = crate::target::control_dir()
         .map_err(|e| Error::io("creating the SSH control directory", e))?;
     let log =
         crate::report::log::HostLog::discard().map_err(|e| Error::io("opening /dev/null", e))?;
     let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
     for host in hosts {
-        let target = crate::target::Target::for_host(host, control.path(), false);
+        let target = crate::target::Target::for_host(host, control.path(), false)
+            .with_password(password.clone());
+        if let Err(why) = target.settle_password().await {
+            read.push((host, Err(Error::Usage(why))));
+            target.close().await;
+            continue;
+        }
         let res = crate::generations::list_with_records(
             &target,
             &log,

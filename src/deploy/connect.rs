@@ -4,8 +4,70 @@
 
 use super::{Ctx, StageError};
 
-/// Open the master. Hosts deployed locally have nothing to open.
+/// Open the master (hosts deployed locally have nothing to open), then,
+/// with a sudo password for the run, find out whether this host needs it.
 pub async fn connect(ctx: &Ctx) -> Result<(), StageError> {
+    open(ctx).await?;
+    settle_password(ctx).await
+}
+
+/// With a sudo password for the run: when the host's escalation works
+/// without one (`sudo -n true`), it is not used there; otherwise it is
+/// checked once (`sudo -S -k true`) before anything changes.
+async fn settle_password(ctx: &Ctx) -> Result<(), StageError> {
+    use crate::target::password::{Need, accepted, need};
+    let Some(slot) = &ctx.target.password else {
+        return Ok(());
+    };
+    let probe = || {
+        ctx.target
+            .root_cmd(&["true".to_string()])
+            .timeout(std::time::Duration::from_secs(30))
+    };
+    let out = ctx
+        .log
+        .run(&probe())
+        .await
+        .map_err(|f| StageError::cmd("could not run the escalation on the host", f))?;
+    match need(&out) {
+        Need::No => {
+            ctx.log
+                .note("the escalation needs no password here: the password is not used");
+            return Ok(());
+        }
+        // Another failure: the preflight reports it as it does without one.
+        Need::Unknown => return Ok(()),
+        Need::Yes => {}
+    }
+    let escalation = ctx.host.deployment.privilege_escalation_command.join(" ");
+    slot.activate().map_err(|why| {
+        StageError::new(format!(
+            "{escalation} wants a password on {}, and {why}",
+            ctx.host.name
+        ))
+    })?;
+    let out = ctx
+        .log
+        .run(&probe())
+        .await
+        .map_err(|f| StageError::cmd("could not run sudo with the password on the host", f))?;
+    if let Err(said) = accepted(&out) {
+        return Err(StageError::new(format!(
+            "sudo on {} refused the password ({said}); nothing was changed",
+            ctx.host.name
+        ))
+        .hint(format!(
+            "check the password for {} on {} (what --sudo-password-command prints, or what you typed)",
+            ctx.host.deployment.target_user, ctx.host.name
+        )));
+    }
+    ctx.say(&format!(
+        "{escalation} asks for a password here: using the run's"
+    ));
+    Ok(())
+}
+
+async fn open(ctx: &Ctx) -> Result<(), StageError> {
     let Some(cmd) = ctx.target.connect_cmd() else {
         return Ok(());
     };

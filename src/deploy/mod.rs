@@ -98,6 +98,8 @@ pub struct Options {
     /// `deploy --store-path` / `--from-json`: systems built elsewhere, by
     /// host name; a host here is not built.
     pub prebuilt: std::collections::BTreeMap<String, String>,
+    /// The hosts' escalation password, when the run was given one.
+    pub sudo_password: Option<Arc<crate::target::password::Password>>,
 }
 
 impl Options {
@@ -120,6 +122,7 @@ impl Options {
             executor: crate::target::exec::processes(),
             origin: record::Origin::default(),
             prebuilt: Default::default(),
+            sudo_password: None,
         }
     }
 }
@@ -273,7 +276,8 @@ impl Ctx {
             ))
             .with_executor(opts.executor.clone());
         Ok(Ctx {
-            target: Target::for_host(&host, at.control, opts.force_local),
+            target: Target::for_host(&host, at.control, opts.force_local)
+                .with_password(opts.sudo_password.clone()),
             host,
             log,
             opts,

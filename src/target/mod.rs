@@ -17,6 +17,7 @@ use crate::runner::{self, Cmd};
 pub mod exec;
 #[cfg(test)]
 pub mod fake;
+pub mod password;
 pub mod protocol;
 pub mod scripts;
 
@@ -42,6 +43,9 @@ pub struct Target {
     /// An `ssh` wrapper carrying this host's exact options, for `nix copy`
     /// (put first on its PATH; NIX_SSHOPTS would split options on spaces).
     ssh_wrapper_dir: PathBuf,
+    /// The run's escalation password, when one was given and this host's
+    /// escalation needs it (decided at connection time).
+    pub password: Option<std::sync::Arc<password::Slot>>,
 }
 
 /// A new private directory (0700, created with mkdtemp semantics, so it is
@@ -130,7 +134,53 @@ impl Target {
             escalate,
             control_path: control_dir.join(format!("{}.sock", host_key(&h.name))),
             ssh_wrapper_dir: control_dir.join(format!("{}.ssh", host_key(&h.name))),
+            password: None,
         }
+    }
+
+    /// Carry the run's escalation password (used once [`password::Slot::activate`]
+    /// says this host needs it); nothing when commands need no escalation.
+    pub fn with_password(mut self, p: Option<std::sync::Arc<password::Password>>) -> Target {
+        self.password = match p {
+            Some(p) if !self.escalate.is_empty() => {
+                Some(std::sync::Arc::new(password::Slot::new(p, &self.escalate)))
+            }
+            _ => None,
+        };
+        self
+    }
+
+    /// Outside a deploy (`rollback --list`): find out whether this host's
+    /// escalation needs the run's password and, when it does, check it
+    /// once. Err says why it cannot be used.
+    pub async fn settle_password(&self) -> Result<(), String> {
+        use password::{Need, accepted, need};
+        let Some(slot) = &self.password else {
+            return Ok(());
+        };
+        let probe = || {
+            self.root_cmd(&["true".to_string()])
+                .timeout(Duration::from_secs(30))
+        };
+        let out = runner::run(&probe()).await.map_err(|f| f.how)?;
+        if need(&out) != Need::Yes {
+            return Ok(());
+        }
+        slot.activate()?;
+        let out = runner::run(&probe()).await.map_err(|f| f.how)?;
+        accepted(&out)
+            .map_err(|said| format!("sudo on {} refused the password ({said})", self.name))
+    }
+
+    /// A privileged command as the password needs it: the escalation that
+    /// reads it, and the password line before whatever it reads itself.
+    fn feed(&self, mut c: Cmd) -> Cmd {
+        if let Some((_, line)) = self.password.as_ref().and_then(|s| s.current()) {
+            let mut stdin = line;
+            stdin.extend(c.stdin.take().unwrap_or_default());
+            c.stdin = Some(stdin);
+        }
+        c
     }
 
     pub fn is_local(&self) -> bool {
@@ -237,7 +287,10 @@ impl Target {
     fn wrap(&self, argv: &[String], privileged: bool, fresh: bool) -> Cmd {
         let mut inner: Vec<String> = Vec::new();
         if privileged {
-            inner.extend(self.escalate.iter().cloned());
+            match self.password.as_ref().and_then(|s| s.current()) {
+                Some((prefix, _)) => inner.extend(prefix.iter().cloned()),
+                None => inner.extend(self.escalate.iter().cloned()),
+            }
         }
         inner.extend(argv.iter().cloned());
         match self.kind {
@@ -275,7 +328,7 @@ impl Target {
 
     /// A command on the target that needs root.
     pub fn root_cmd(&self, argv: &[String]) -> Cmd {
-        self.wrap(argv, true, false)
+        self.feed(self.wrap(argv, true, false))
     }
 
     /// One of pantheros' target scripts, as root, with its arguments (built
@@ -286,7 +339,7 @@ impl Target {
     pub fn root_script(&self, script: &Script, args: &[String]) -> Cmd {
         let mut c = self.wrap(&script_argv(script, args), true, false);
         c.stdin = Some(script.text().into_bytes());
-        c
+        self.feed(c)
     }
 
     /// Like [`Target::root_script`], with the text the script's own builder
@@ -294,7 +347,7 @@ impl Target {
     pub fn root_script_text(&self, script: &Script, text: String, args: &[String]) -> Cmd {
         let mut c = self.wrap(&script_argv(script, args), true, false);
         c.stdin = Some(text.into_bytes());
-        c
+        self.feed(c)
     }
 
     /// Like [`Target::root_script`], with `input` for the script to read
@@ -315,7 +368,7 @@ impl Target {
         let mut stdin = text.into_bytes();
         stdin.extend_from_slice(input);
         c.stdin = Some(stdin);
-        c
+        self.feed(c)
     }
 
     /// Like [`Target::root_script`], over a new connection (no master).
@@ -324,7 +377,7 @@ impl Target {
             .wrap(&script_argv(script, args), true, true)
             .timeout(Duration::from_secs(15));
         c.stdin = Some(script.text().into_bytes());
-        c
+        self.feed(c)
     }
 
     /// Open the master connection and return once it is up (`-f -N`: the

@@ -184,3 +184,146 @@ fn a_system_built_elsewhere_is_deployed_without_evaluating_it() {
     assert_exit(&out, 2);
     testworld::assert_stderr_has(&out, &["no system for beta"]);
 }
+
+/// A sudo that asks for a password: given by a command, handed to sudo on
+/// stdin for every privileged step, never in the process table, a log or
+/// the host's journal; a wrong one stops the run before anything changes.
+#[test]
+fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_systemd_host("pw1");
+    let flake = w.path().join("fleet");
+    let fixture = |g: u32, block: bool| {
+        let mut h = w.fixture_host("pw1", g, "targetUser = \"nopw\"; confirmTimeout = 8;");
+        h.block_ssh = block;
+        h
+    };
+    let secret = testworld::NOPW_PASSWORD;
+    let pw_file = w.path().join("sudo-password");
+    std::fs::write(&pw_file, format!("{secret}\n")).unwrap();
+    let pw_cmd = format!("cat {}", pw_file.display());
+
+    // Without a password: refused as before, naming the options.
+    write_fleet(&flake, &[fixture(1, false)]);
+    let out = w.pantheros(&flake, &["deploy", "pw1", "--yes"]);
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["needs a password"]);
+
+    // With it: deployed, while the process table is sampled for it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = vec![];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ps = stdout(&testworld::try_sh(&["ps", "-eo", "args"]));
+                seen.extend(ps.lines().filter(|l| l.contains(secret)).map(String::from));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "pw1",
+            "--yes",
+            "--json",
+            "--sudo-password-command",
+            &pw_cmd,
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        w.ssh_ok("pw1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+    // A magic rollback through the same sudo (watchdog and all).
+    write_fleet(&flake, &[fixture(2, true)]);
+    let rb = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "pw1",
+            "--yes",
+            "--json",
+            "--sudo-password-command",
+            &pw_cmd,
+        ],
+    );
+    assert_exit(&rb, 3);
+    assert_eq!(
+        w.ssh_ok("pw1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = seen.join().unwrap();
+    assert!(
+        seen.is_empty(),
+        "the password was in the process table: {seen:?}"
+    );
+    for o in [&out, &rb] {
+        assert!(!stdout(o).contains(secret) && !testworld::stderr(o).contains(secret));
+    }
+    let logs = stdout(&testworld::try_sh(&[
+        "grep",
+        "-rl",
+        secret,
+        flake.to_str().unwrap(),
+        w.path().join("logs").to_str().unwrap(),
+    ]));
+    assert!(logs.trim().is_empty(), "the password is in {logs}");
+    let journal = w.ssh_ok(
+        "pw1",
+        "journalctl --no-pager -o cat 2>/dev/null | grep -c nopw-sudo-secret || true",
+    );
+    assert_eq!(
+        journal.trim(),
+        "0",
+        "the password reached the host's journal"
+    );
+    let runs = w.ssh_ok(
+        "pw1",
+        "grep -rl nopw-sudo-secret /var/lib/pantheros 2>/dev/null || true",
+    );
+    assert!(
+        runs.trim().is_empty(),
+        "the password is on the host in {runs}"
+    );
+
+    // rollback --list reads the generations through the same sudo.
+    let out = w.pantheros(
+        &flake,
+        &[
+            "rollback",
+            "pw1",
+            "--list",
+            "--json",
+            "--sudo-password-command",
+            &pw_cmd,
+        ],
+    );
+    assert_exit(&out, 0);
+    assert!(!json(&out)["generations"].as_array().unwrap().is_empty());
+
+    // A wrong password: one clear error before anything changes.
+    std::fs::write(&pw_file, "not-the-password\n").unwrap();
+    write_fleet(&flake, &[fixture(3, false)]);
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "pw1", "--yes", "--sudo-password-command", &pw_cmd],
+    );
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["refused the password", "nothing was changed"]);
+    assert!(!testworld::stderr(&out).contains("not-the-password"));
+    assert_eq!(
+        w.ssh_ok("pw1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+}

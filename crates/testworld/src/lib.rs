@@ -1424,6 +1424,9 @@ impl World {
     }
 }
 
+/// The password of systemd hosts' user `nopw`, whose sudo asks for it.
+pub const NOPW_PASSWORD: &str = "nopw-sudo-secret-7731";
+
 /// Where the systemd hosts' Debian rootfs is cached between runs.
 pub fn systemd_cache() -> PathBuf {
     std::env::var_os("PANTHEROS_TEST_CACHE")
@@ -1547,7 +1550,8 @@ impl World {
     }
 
     /// Boot a systemd host `name`, reachable as `ssh -F cfg name` (root) and
-    /// as users `deploy` (password-less sudo) and `nopw` (sudo wants a password).
+    /// as users `deploy` (password-less sudo) and `nopw` (sudo wants a
+    /// password: [`NOPW_PASSWORD`]).
     pub fn add_systemd_host(&mut self, name: &str) -> &SystemdHost {
         self.add_systemd_host_on(name, "bookworm")
     }

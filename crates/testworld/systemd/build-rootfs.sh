@@ -9,7 +9,7 @@ CACHE=$1
 RELEASE=${2:-bookworm}
 R=$CACHE/rootfs
 # Bump when the package list or the setup below changes.
-VERSION=5
+VERSION=6
 ready() { [ "$(cat "$CACHE/rootfs.ok" 2>/dev/null)" = "$VERSION" ]; }
 ready && exit 0
 mkdir -p "$(dirname "$CACHE")"
@@ -41,6 +41,8 @@ chroot "$R" useradd -m -s /bin/bash -G nix-users deploy
 chroot "$R" useradd -m -s /bin/bash -G nix-users nopw
 echo 'deploy ALL=(ALL) NOPASSWD: ALL' > "$R/etc/sudoers.d/deploy"
 echo 'nopw ALL=(ALL) ALL' > "$R/etc/sudoers.d/nopw"
+# nopw's password, which its sudo asks for (the tests hand it to pantheros).
+echo 'nopw:nopw-sudo-secret-7731' | chroot "$R" chpasswd
 chmod 0440 "$R/etc/sudoers.d/deploy" "$R/etc/sudoers.d/nopw"
 # Let the deploy user talk to the nix daemon as a trusted user (nix copy).
 echo 'trusted-users = root deploy nopw' >> "$R/etc/nix/nix.conf"
