@@ -35,6 +35,24 @@ fn accepted(w: &World, host: &str) -> usize {
         .count()
 }
 
+/// The evaluations `-v` logged (each `nix eval` it ran).
+fn evaluations(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("run") && l.contains(" eval "))
+        .count()
+}
+
+/// The most SSH connections any of `hosts` accepted since `before`.
+fn most_new_connections(w: &World, hosts: &[String], before: &[usize]) -> usize {
+    hosts
+        .iter()
+        .zip(before)
+        .map(|(h, b)| accepted(w, h) - b)
+        .max()
+        .unwrap_or(0)
+}
+
 struct Run {
     wall: Duration,
     evals: usize,
@@ -118,16 +136,8 @@ fn deploy(w: &World, flake: &Path, hosts: &[String], g: u32, jobs: usize, expect
         })
         .collect();
     assert_eq!(results.len(), hosts.len());
-    let evals = err
-        .lines()
-        .filter(|l| l.contains("run") && l.contains(" eval "))
-        .count();
-    let max_conns = hosts
-        .iter()
-        .zip(before)
-        .map(|(h, b)| accepted(w, h) - b)
-        .max()
-        .unwrap_or(0);
+    let evals = evaluations(&err);
+    let max_conns = most_new_connections(w, hosts, &before);
     Run {
         wall,
         evals,
@@ -166,16 +176,8 @@ fn status(w: &World, flake: &Path, hosts: &[String]) -> Status {
         .iter()
         .filter_map(|h| h["seconds"].as_f64())
         .fold(0.0, f64::max);
-    let evals = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains("run") && l.contains(" eval "))
-        .count();
-    let max_conns = hosts
-        .iter()
-        .zip(before)
-        .map(|(h, b)| accepted(w, h) - b)
-        .max()
-        .unwrap_or(0);
+    let evals = evaluations(&String::from_utf8_lossy(&out.stderr));
+    let max_conns = most_new_connections(w, hosts, &before);
     Status {
         wall,
         evaluation_ms: doc["evaluationSeconds"].as_f64().unwrap_or(0.0) * 1000.0,

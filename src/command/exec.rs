@@ -209,18 +209,12 @@ pub async fn exec(flake: Option<&str>, cwd: &std::path::Path, args: ExecArgs) ->
         .map(|r| r.host.as_str())
         .collect();
     if args.json {
-        let doc = serde_json::json!({
-            "version": crate::report::JSON_VERSION,
+        crate::report::print_document(&serde_json::json!({
             "command": *command,
             "sudo": args.sudo,
             "hosts": runs,
             "failed": failed,
-        });
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
+        }));
     } else {
         let mut err = std::io::stderr().lock();
         for r in &runs {

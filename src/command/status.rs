@@ -432,18 +432,12 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
         .map(|s| s.host.as_str())
         .collect();
     if args.json {
-        let doc = serde_json::json!({
-            "version": crate::report::JSON_VERSION,
+        crate::report::print_document(&serde_json::json!({
             "flake": flake.arg,
             "evaluationSeconds": evaluation,
             "hosts": statuses,
             "outOfSync": out_of_sync,
-        });
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
+        }));
     } else {
         let _ = write!(std::io::stdout().lock(), "{}", table(&statuses));
     }

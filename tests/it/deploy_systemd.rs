@@ -5,17 +5,7 @@
 use testworld::{FixtureHost, World, json, stderr, write_fleet};
 use testworld::{assert_exit, assert_stderr_has};
 
-/// A deploy that was rolled back (exit 3, --json): its rollback reason.
-#[track_caller]
-fn rolled_back(out: &std::process::Output) -> String {
-    assert_exit(out, 3);
-    let v = json(out);
-    assert_eq!(v["hosts"][0]["result"], "rolled-back", "{v}");
-    v["hosts"][0]["rollbackReason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+use testworld::rollback_reason as rolled_back;
 
 fn host(w: &World, name: &str, generation: u32, extra: &str) -> FixtureHost {
     w.fixture_host(name, generation, &format!("confirmTimeout = 8; {extra}"))

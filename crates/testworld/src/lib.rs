@@ -1781,6 +1781,19 @@ impl World {
 }
 
 /// The command exited with `code`; otherwise fail showing its output.
+/// A one-host deploy that was rolled back (exit 3, `--json`): its
+/// rollback reason.
+#[track_caller]
+pub fn rollback_reason(out: &Output) -> String {
+    assert_exit(out, 3);
+    let v = json(out);
+    assert_eq!(v["hosts"][0]["result"], "rolled-back", "{v}");
+    v["hosts"][0]["rollbackReason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
