@@ -246,6 +246,9 @@ pub struct ExecArgs {
     #[arg(long)]
     pub json: bool,
 
+    #[command(flatten)]
+    pub password: SudoPasswordFlags,
+
     /// The command and its arguments, after `--`; each argument reaches
     /// the host exactly as given (no second round of shell parsing).
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -291,6 +294,9 @@ pub struct KeysUploadArgs {
     /// Where logs go (default: <flake>/logs).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub password: SudoPasswordFlags,
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +416,17 @@ pub struct ActivationFlags {
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 
+    #[command(flatten)]
+    pub password: SudoPasswordFlags,
+
+    #[command(flatten)]
+    pub overrides: HostOverrides,
+}
+
+/// Where the hosts' sudo password comes from, when their sudo asks for one
+/// (deploy, rollback, keys upload, exec --sudo).
+#[derive(Debug, Clone, Args)]
+pub struct SudoPasswordFlags {
     /// A command that prints the password for the hosts' sudo (its first
     /// line), e.g. `pass show hosts/sudo`; used only on hosts whose sudo
     /// asks for one, handed to it on stdin, never shown.
@@ -419,12 +436,9 @@ pub struct ActivationFlags {
     /// Ask for the hosts' sudo password on the terminal, once per run.
     #[arg(long, conflicts_with = "sudo_password_command")]
     pub ask_sudo_password: bool,
-
-    #[command(flatten)]
-    pub overrides: HostOverrides,
 }
 
-impl ActivationFlags {
+impl SudoPasswordFlags {
     /// The run's sudo password, when one was asked for.
     pub fn sudo_password(
         &self,
@@ -438,7 +452,9 @@ impl ActivationFlags {
         p.map(|p| Some(std::sync::Arc::new(p)))
             .map_err(crate::error::Error::Usage)
     }
+}
 
+impl ActivationFlags {
     /// The run's options for `mode`, logging to `log_dir`.
     pub fn options(
         &self,

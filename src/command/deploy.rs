@@ -42,7 +42,7 @@ pub async fn deploy(
     let opts = crate::deploy::Options {
         force_local: args.local,
         origin: crate::deploy::record::Origin::of(&flake),
-        sudo_password: args.activation.sudo_password()?,
+        sudo_password: args.activation.password.sudo_password()?,
         prebuilt: match (&prebuilt, hosts.as_slice()) {
             (Some(Prebuilt::One(path)), [h]) => [(h.name.clone(), path.clone())].into(),
             (Some(Prebuilt::ByHost(map)), _) => map.clone(),

@@ -157,8 +157,14 @@ async fn run_one(
     args: Arc<(bool, u64, bool)>,
 ) -> HostRun {
     let (sudo, timeout, json) = *args;
-    let cmd = host_cmd(&target, &command, sudo, timeout);
     let started = Instant::now();
+    if sudo {
+        if let Err(why) = target.settle_password().await {
+            target.close().await;
+            return judge(&target.name, Err(why), timeout, started);
+        }
+    }
+    let cmd = host_cmd(&target, &command, sudo, timeout);
     let out = if json {
         runner::run(&cmd).await
     } else {
@@ -181,10 +187,15 @@ pub async fn exec(flake: Option<&str>, cwd: &std::path::Path, args: ExecArgs) ->
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let command = Arc::new(args.command.clone());
     let settings = Arc::new((args.sudo, args.timeout.max(1), args.json));
+    let password = if args.sudo {
+        args.password.sudo_password()?
+    } else {
+        None
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
     let mut tasks = Vec::new();
     for h in &hosts {
-        let target = Target::for_host(h, control.path(), false);
+        let target = Target::for_host(h, control.path(), false).with_password(password.clone());
         let (command, settings, permits) = (command.clone(), settings.clone(), permits.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;

@@ -37,7 +37,10 @@ pub async fn upload(
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     inventory::refuse_unfilled(&hosts, &[])?;
     let log_dir = log_root(&flake, cwd, args.log_dir.clone()).join("keys");
-    let opts = Arc::new(Options::new(Mode::Deploy, Goal::Switch, log_dir.clone()));
+    let opts = Arc::new(Options {
+        sudo_password: args.password.sudo_password()?,
+        ..Options::new(Mode::Deploy, Goal::Switch, log_dir.clone())
+    });
     let control =
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let intr = interrupt::install();
@@ -65,9 +68,10 @@ pub async fn upload(
         let keys = keys::read(&h).await;
         let ctx = Ctx::open(h, &places, opts.clone(), nix.clone(), intr.clone(), keys)
             .map_err(|e| Error::io(format!("creating the log in {}", log_dir.display()), e))?;
-        let r = match &ctx.keys {
-            Ok(k) => keys::upload(&ctx, k, None).await,
-            Err(e) => Err(e.clone()),
+        let r = match (&ctx.keys, ctx.target.settle_password().await) {
+            (_, Err(why)) => Err(crate::error::StageError::new(why)),
+            (Ok(k), Ok(())) => keys::upload(&ctx, k, None).await,
+            (Err(e), Ok(())) => Err(e.clone()),
         };
         ctx.target.close().await;
         match r {

@@ -16,14 +16,14 @@ pub async fn rollback(
     let (mut hosts, default_logs) = flake_hosts(flake, cwd, &args.selectors).await?;
     a.overrides.apply(&mut hosts)?;
     if args.list {
-        return list(&hosts, args.sizes, a.json, a.sudo_password()?).await;
+        return list(&hosts, args.sizes, a.json, a.password.sudo_password()?).await;
     }
     let log_dir = a.log_dir.clone().unwrap_or(default_logs);
     let nix = nix::Nix::locate()?;
     let opts = crate::deploy::Options {
         force_local: args.selectors.is_empty(),
         rollback_to: args.to,
-        sudo_password: a.sudo_password()?,
+        sudo_password: a.password.sudo_password()?,
         origin: crate::inventory::flake::resolve(flake, cwd)
             .map(|f| crate::deploy::record::Origin::of(&f))
             .unwrap_or_else(|_| crate::deploy::record::Origin::here()),

@@ -280,6 +280,24 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
     assert_exit(&out, 0);
     assert!(!json(&out)["generations"].as_array().unwrap().is_empty());
 
+    // exec --sudo runs as root through the same sudo.
+    let out = w.pantheros(
+        &flake,
+        &[
+            "exec",
+            "pw1",
+            "--sudo",
+            "--json",
+            "--sudo-password-command",
+            &pw_cmd,
+            "--",
+            "id",
+            "-u",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["hosts"][0]["stdout"], "0\n");
+
     // A wrong password: one clear error before anything changes.
     std::fs::write(&pw_file, "not-the-password\n").unwrap();
     write_fleet(&flake, &[fixture(3, false)]);
