@@ -115,14 +115,13 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
             "status.sh",
             "health.sh",
             "generations.sh",
-            "record.sh",
             "unlock.sh"
         ]
     );
     let s = fake.state("a");
     assert_eq!(s.lock, None);
     assert_eq!(s.current, 2);
-    // The deploy record, written while the lock was held.
+    // The deploy record, written by the unlock, while the lock was held.
     assert_eq!(s.records.len(), 1);
     let r = &s.records[0];
     assert_eq!(r["result"], "success");

@@ -213,9 +213,8 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
         ),
     };
     let mut end = end;
-    if !end.hand_over && super::record::worth_recording(end.result) {
-        write_record(ctx, &facts, end.result, &started_at).await;
-    }
+    let record = (!end.hand_over && super::record::worth_recording(end.result))
+        .then(|| record(ctx, &facts, end.result, &started_at));
     if let Some(mut l) = lock.take() {
         if end.hand_over {
             match preflight::hand_over(ctx, l).await {
@@ -223,7 +222,7 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
                 None => return finish_outcome(ctx, facts, end, started, started_at),
             }
         }
-        if let Err(why) = preflight::unlock(ctx, l).await {
+        if let Err(why) = preflight::unlock(ctx, l, record.as_ref()).await {
             end = end.lock_left(ctx, &why);
         }
     }
@@ -233,10 +232,9 @@ pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
     finish_outcome(ctx, facts, end, started, started_at)
 }
 
-/// Leave this run's record on the host (before its lock is released); a
-/// record that cannot be written is said, and the run's result stands.
-async fn write_record(ctx: &Ctx, facts: &Facts, result: HostResult, started_at: &str) {
-    let record = super::record::Record {
+/// This run's deploy record, which the lock's release writes on the host.
+fn record(ctx: &Ctx, facts: &Facts, result: HostResult, started_at: &str) -> super::record::Record {
+    super::record::Record {
         version: 1,
         run_id: ctx.opts.run_id.clone(),
         mode: ctx.opts.mode,
@@ -255,11 +253,6 @@ async fn write_record(ctx: &Ctx, facts: &Facts, result: HostResult, started_at: 
             .as_ref()
             .and_then(|c| c.running.clone().or_else(|| c.system.clone())),
         generation_before: facts.current.as_ref().and_then(|c| c.generation),
-    };
-    if let Err(why) = super::record::write(ctx, &record).await {
-        ctx.say(&format!(
-            "note: the deploy record could not be written on the host: {why}"
-        ));
     }
 }
 

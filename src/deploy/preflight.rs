@@ -185,16 +185,20 @@ pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
 
 /// Release the lock this run took (only this run's: another run's lock,
 /// e.g. after --break-lock, is left alone and named in the log).
-pub async fn unlock(ctx: &Ctx, lock: Lock) -> Result<(), String> {
+pub async fn unlock(
+    ctx: &Ctx,
+    lock: Lock,
+    record: Option<&super::record::Record>,
+) -> Result<(), String> {
     let Lock(()) = lock;
-    release(ctx).await
+    release(ctx, record).await
 }
 
 /// Release whatever lock this run holds on a host whose pipeline could not
 /// give its [`Lock`] back itself (its task crashed). unlock.sh checks the
 /// owner, so a lock this run never took is left alone.
 pub async fn unlock_after_crash(ctx: &Ctx) {
-    if let Err(why) = release(ctx).await {
+    if let Err(why) = release(ctx, None).await {
         ctx.say(&lock_left_message(ctx, &why));
     }
 }
@@ -207,12 +211,27 @@ const UNLOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Give the host's deploy lock back: over the run's connection, then, when
 /// that fails, over fresh connections until [`UNLOCK_RETRY`] has passed.
 /// Err says why the host is still locked.
-async fn release(ctx: &Ctx) -> Result<(), String> {
-    let args = scripts::unlock_args(STATE_DIR, &ctx.opts.run_id);
-    let cmd = ctx
-        .target
-        .root_script(&scripts::UNLOCK, &args)
-        .timeout(std::time::Duration::from_secs(30));
+async fn release(ctx: &Ctx, record: Option<&super::record::Record>) -> Result<(), String> {
+    // With a record, unlock.sh writes it first, in the same round trip.
+    let record = record.and_then(|r| serde_json::to_vec_pretty(r).ok());
+    let (args, input) = match &record {
+        Some(json) => (
+            scripts::unlock_with_record_args(STATE_DIR, &ctx.opts.run_id),
+            Some(json.as_slice()),
+        ),
+        None => (scripts::unlock_args(STATE_DIR, &ctx.opts.run_id), None),
+    };
+    let unlock = |fresh: bool| match (input, fresh) {
+        (Some(i), false) => ctx
+            .target
+            .root_script_with_input(&scripts::UNLOCK, &args, i),
+        (Some(i), true) => ctx
+            .target
+            .fresh_root_script_with_input(&scripts::UNLOCK, &args, i),
+        (None, false) => ctx.target.root_script(&scripts::UNLOCK, &args),
+        (None, true) => ctx.target.fresh_root_script(&scripts::UNLOCK, &args),
+    };
+    let cmd = unlock(false).timeout(std::time::Duration::from_secs(30));
     let first = match ctx.log.run_ok(&cmd).await {
         Ok(out) => return released(ctx, &out.stdout),
         Err(f) => f.how.clone(),
@@ -225,7 +244,7 @@ async fn release(ctx: &Ctx) -> Result<(), String> {
     let mut last = first;
     while std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let cmd = ctx.target.fresh_root_script(&scripts::UNLOCK, &args);
+        let cmd = unlock(true);
         match ctx.log.run_ok(&cmd).await {
             Ok(out) => {
                 ctx.say("released the deploy lock over a new connection");
@@ -241,6 +260,11 @@ fn released(ctx: &Ctx, stdout: &str) -> Result<(), String> {
     if stdout.starts_with("NOT-OURS") {
         ctx.log
             .note(&format!("the lock is not ours any more: {}", stdout.trim()));
+    }
+    if stdout.lines().any(|l| l == "RECORD-FAILED") {
+        ctx.say(
+            "note: the deploy record could not be written on the host (status will call it drift)",
+        );
     }
     Ok(())
 }

@@ -3,13 +3,12 @@
 //! `last.json`, each replaced whole): where the system came from (flake,
 //! git revision, dirty tree), who deployed it from where, when, what it
 //! activated and how it ended. `status` compares it with what the host runs
-//! (a system pantheros did not deploy is drift); it is written while the
-//! host's lock is held.
+//! (a system pantheros did not deploy is drift). unlock.sh writes it while
+//! the host's lock is still held, in the round trip that releases the lock.
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, HostResult};
-use crate::target::scripts;
+use super::HostResult;
 
 /// Where this run's systems come from: once per run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,27 +98,6 @@ pub fn worth_recording(result: HostResult) -> bool {
             | HostResult::RollbackFailed
             | HostResult::Unhealthy
     )
-}
-
-/// Write `record` on the host; what went wrong, for a note (the deploy
-/// stands either way).
-pub async fn write(ctx: &Ctx, record: &Record) -> Result<(), String> {
-    let json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
-    let cmd = ctx
-        .target
-        .root_script_with_input(
-            &scripts::RECORD,
-            &scripts::record_args(super::preflight::STATE_DIR, &record.run_id),
-            &json,
-        )
-        .timeout(std::time::Duration::from_secs(30));
-    ctx.log.run_ok(&cmd).await.map(|_| ()).map_err(|f| {
-        format!(
-            "{} ({})",
-            f.how,
-            f.tail.last().map(String::as_str).unwrap_or("no output")
-        )
-    })
 }
 
 #[cfg(test)]

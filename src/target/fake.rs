@@ -251,6 +251,12 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
         }
         "unlock.sh" => {
             if s.lock.as_deref() == Some(args[1].as_str()) {
+                if args.get(2).map(String::as_str) == Some("record") {
+                    match serde_json::from_slice(input) {
+                        Ok(v) => s.records.push(v),
+                        Err(e) => panic!("unlock.sh record got no JSON record: {e}"),
+                    }
+                }
                 s.lock = None;
                 ok("")
             } else {
@@ -343,13 +349,6 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
             ok(o)
         }
         "keys-check.sh" => ok(""),
-        "record.sh" => {
-            match serde_json::from_slice(input) {
-                Ok(v) => s.records.push(v),
-                Err(e) => panic!("record.sh got no JSON record: {e}"),
-            }
-            ok("")
-        }
         "key-write.sh" => {
             let path = format!("{}/{}", args[0], args[1]);
             s.keys.push((path, input.to_vec()));

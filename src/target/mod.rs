@@ -356,6 +356,27 @@ impl Target {
     /// length (`dd bs=1`), since a shell reading a script from a pipe may
     /// read ahead into whatever follows it.
     pub fn root_script_with_input(&self, script: &Script, args: &[String], input: &[u8]) -> Cmd {
+        self.script_with_input(script, args, input, false)
+    }
+
+    /// [`Target::root_script_with_input`] over a new connection (no master).
+    pub fn fresh_root_script_with_input(
+        &self,
+        script: &Script,
+        args: &[String],
+        input: &[u8],
+    ) -> Cmd {
+        self.script_with_input(script, args, input, true)
+            .timeout(Duration::from_secs(15))
+    }
+
+    fn script_with_input(
+        &self,
+        script: &Script,
+        args: &[String],
+        input: &[u8],
+        fresh: bool,
+    ) -> Cmd {
         let text = script.standalone();
         let mut argv = vec![
             "sh".to_string(),
@@ -364,7 +385,7 @@ impl Target {
             script.name.into(),
         ];
         argv.extend(args.iter().cloned());
-        let mut c = self.wrap(&argv, true, false);
+        let mut c = self.wrap(&argv, true, fresh);
         let mut stdin = text.into_bytes();
         stdin.extend_from_slice(input);
         c.stdin = Some(stdin);

@@ -79,11 +79,6 @@ pub const HOST_STATE: Script = Script {
     body: include_str!("scripts/host-state.sh"),
 };
 
-pub const RECORD: Script = Script {
-    name: "record.sh",
-    body: include_str!("scripts/record.sh"),
-};
-
 pub const KEY_WRITE: Script = Script {
     name: "key-write.sh",
     body: include_str!("scripts/key-write.sh"),
@@ -99,7 +94,7 @@ pub const VALIDATE: Script = Script {
     body: include_str!("scripts/validate.sh"),
 };
 
-pub const ALL: [Script; 19] = [
+pub const ALL: [Script; 18] = [
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -117,7 +112,6 @@ pub const ALL: [Script; 19] = [
     CONFIRM,
     HEALTH,
     VALIDATE,
-    RECORD,
     HOST_STATE,
 ];
 
@@ -190,6 +184,11 @@ pub fn unlock_args(state_dir: &str, run_id: &str) -> Vec<String> {
     vec![state_dir.into(), run_id.into()]
 }
 
+/// unlock.sh writing this run's deploy record (on stdin) before the lock goes.
+pub fn unlock_with_record_args(state_dir: &str, run_id: &str) -> Vec<String> {
+    vec![state_dir.into(), run_id.into(), "record".into()]
+}
+
 /// dry-activate.sh TOPLEVEL WAIT (seconds for NixOS's activation lock)
 pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
     vec![toplevel.into(), wait.to_string()]
@@ -199,11 +198,6 @@ pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
 /// host-state.sh's arguments: pantheros' state directory and the profile.
 pub fn host_state_args(dir: &str, profile: &str) -> Vec<String> {
     vec![dir.into(), profile.into()]
-}
-
-/// record.sh's arguments: pantheros' state directory and the run id.
-pub fn record_args(dir: &str, run_id: &str) -> Vec<String> {
-    vec![dir.into(), run_id.into()]
 }
 
 pub fn read_facts_args(commands: &std::collections::BTreeMap<String, String>) -> Vec<String> {

@@ -71,3 +71,26 @@ activation_lock_holders() {
       printf 'pid %s: %s\n' "$alh_pid" "${alh_cmd% }"
     done
 }
+
+# write_record STATE_DIR RUN_ID: the deploy record (JSON, on stdin) goes to
+# STATE_DIR/records/RUN_ID.json and STATE_DIR/records/last.json, each
+# written to a temporary file first and renamed, so a reader sees the old
+# record or the new one, never a part. The newest 50 records are kept.
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+write_record() {
+  wr_dir=$1/records
+  wr_run=$2
+  mkdir -p "$wr_dir" || return 1
+  wr_tmp=$(mktemp "$wr_dir/.new.XXXXXX") || return 1
+  if ! { cat >"$wr_tmp" && chmod 0644 "$wr_tmp" && cp "$wr_tmp" "$wr_dir/.last.$$" &&
+    mv -f "$wr_tmp" "$wr_dir/$wr_run.json" && mv -f "$wr_dir/.last.$$" "$wr_dir/last.json"; }; then
+    rm -f "$wr_tmp" "$wr_dir/.last.$$"
+    return 1
+  fi
+  # Prune: oldest first by name (run ids start with the time).
+  for wr_f in "$wr_dir"/*.json; do
+    [ "$wr_f" = "$wr_dir/last.json" ] || printf '%s\n' "$wr_f"
+  done | sort | head -n -50 | while read -r wr_old; do
+    rm -f "$wr_old"
+  done
+}
