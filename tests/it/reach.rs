@@ -311,3 +311,59 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
         "1"
     );
 }
+
+/// An IPv6-only target (no IPv4 address at all), named by its literal:
+/// the master connection, `nix copy`, the switch, the proof over a fresh
+/// connection and its magic rollback, `rollback`, and `status`.
+#[test]
+fn an_ipv6_only_host_is_deployed_and_rolled_back_by_its_literal() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("six");
+    let v6 = w.make_ipv6_only("six");
+    let v4 = w
+        .host("six")
+        .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(v4.trim().is_empty(), "the host still has IPv4: {v4}");
+    let flake = w.path().join("fleet");
+    let fixture = |g: u32, block: bool| {
+        let mut h = w.fixture_host("six", g, "");
+        h.deployment = format!(
+            "targetHost = \"{v6}\"; sshOptions = [ \"-F\" \"{}\" ]; confirmTimeout = 6;",
+            w.ssh_config.display()
+        );
+        h.block_ssh = block;
+        h
+    };
+    write_fleet(&flake, &[fixture(1, false)]);
+    let out = w.pantheros(&flake, &["deploy", "six", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        json(&out)["hosts"][0]["target"],
+        format!("root@{v6}").as_str()
+    );
+    assert_eq!(w.generation_marker("six"), "1");
+
+    write_fleet(&flake, &[fixture(2, true)]);
+    let out = w.pantheros(&flake, &["deploy", "six", "--yes", "--json"]);
+    let reason = testworld::rollback_reason(&out);
+    assert!(reason.contains("no confirmation"), "{reason}");
+    assert_eq!(w.generation_marker("six"), "1");
+
+    write_fleet(&flake, &[fixture(3, false)]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "six", "--yes"]), 0);
+    assert_eq!(w.generation_marker("six"), "3");
+    // (The previous generation is the SSH-cutting one: go to the first.)
+    assert_exit(
+        &w.pantheros(&flake, &["rollback", "six", "--to", "1", "--yes"]),
+        0,
+    );
+    assert_eq!(w.generation_marker("six"), "1");
+    let out = w.pantheros(&flake, &["status", "six", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        json(&out)["hosts"][0]["state"],
+        "flake-ahead",
+        "{}",
+        stdout(&out)
+    );
+}

@@ -1090,6 +1090,73 @@ impl World {
         self.light_host_mut(name).start_sshd(&client_ns);
     }
 
+    /// Make light host `name` IPv6-only: the LAN gets an IPv6 prefix of
+    /// this world (the client and the host an address each), the host loses
+    /// its IPv4 address, its sshd listens on the IPv6 one only, and ssh
+    /// knows the host by that literal (pinned key, the client key). Returns
+    /// the literal (e.g. `fd00:fb:1::5`).
+    pub fn make_ipv6_only(&mut self, name: &str) -> String {
+        let octets: Vec<u32> = self
+            .subnet
+            .split('.')
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        let prefix = format!(
+            "fd00:{:x}:{:x}::",
+            octets.get(1).copied().unwrap_or(0),
+            octets.get(2).copied().unwrap_or(0)
+        );
+        // The client's address (once per world; "exists" is fine).
+        let _ = try_sh(&[
+            "ip",
+            "-n",
+            &self.client_ns,
+            "addr",
+            "add",
+            &format!("{prefix}1/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        let host = self.host(name);
+        let index = host.ip.rsplit('.').next().unwrap_or("2").to_string();
+        let v6 = format!("{prefix}{index}");
+        let (ns, v4) = (host.netns.clone(), host.ip.clone());
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "del",
+            &format!("{v4}/24"),
+            "dev",
+            "eth0",
+        ]);
+        let cfg = host.dir.join("ssh/sshd_config");
+        let text = fs::read_to_string(&cfg).unwrap().replace(
+            &format!("ListenAddress {v4}\n"),
+            &format!("ListenAddress {v6}\n"),
+        );
+        fs::write(&cfg, text).unwrap();
+        let key = host.host_key_pub.clone();
+        self.kill_sshd(name);
+        self.light_host_mut(name).ip = v6.clone();
+        self.start_sshd(name);
+        self.describe_host(&v6, &v6, &key);
+        v6
+    }
+
     fn light_host_mut(&mut self, name: &str) -> &mut LightHost {
         self.hosts
             .iter_mut()
