@@ -219,6 +219,9 @@ pub struct StatusArgs {
     /// (replaced whole), e.g. for node_exporter's textfile collector.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub password: SudoPasswordFlags,
 }
 
 #[derive(Debug, Args)]

@@ -326,6 +326,10 @@ pub fn metrics(statuses: &[HostStatus]) -> String {
 }
 
 async fn probe(target: &Target, profile: &str) -> std::result::Result<Probe, String> {
+    if let Err(why) = target.settle_password().await {
+        target.close().await;
+        return Err(format!("could not be asked: {why}"));
+    }
     let cmd = target
         .root_script(
             &scripts::HOST_STATE,
@@ -400,10 +404,11 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
     let evaluation = evaluation.elapsed().as_secs_f64();
     let control =
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+    let password = args.password.sudo_password()?;
     let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
     let mut tasks = Vec::new();
     for h in &hosts {
-        let target = Target::for_host(h, control.path(), false);
+        let target = Target::for_host(h, control.path(), false).with_password(password.clone());
         let profile = h.deployment.profile.clone();
         let permits = permits.clone();
         tasks.push(tokio::spawn(async move {

@@ -298,6 +298,16 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
     assert_exit(&out, 0);
     assert_eq!(json(&out)["hosts"][0]["stdout"], "0\n");
 
+    // status asks the host through the same sudo.
+    let out = with_pw(&["status", "pw1", "--json"]);
+    assert_exit(&out, 0);
+    assert_ne!(
+        json(&out)["hosts"][0]["state"],
+        "unreachable",
+        "{}",
+        stdout(&out)
+    );
+
     // A wrong password: one clear error before anything changes.
     std::fs::write(&pw_file, "not-the-password\n").unwrap();
     write_fleet(&flake, &[fixture(3, false)]);
