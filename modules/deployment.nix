@@ -184,6 +184,18 @@ in
       '';
     };
 
+    buildHost = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "root@builder.example.org";
+      description = ''
+        Build this host's system on that machine (an ssh destination,
+        reached with {option}`pantheros.deployment.sshOptions`) and copy it
+        from there to the host: the deployer's store never holds the
+        closure. `deploy --build-host` overrides it for one run.
+      '';
+    };
+
     substituteOnDestination = mkOption {
       type = types.bool;
       default = true;

@@ -361,6 +361,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "STORE_PATH", conflicts_with = "build_only")]
     pub store_path: Option<String>,
 
+    /// Build the systems on this machine (an ssh destination, reached
+    /// with the host's sshOptions) and copy each from there to its host:
+    /// this machine's store never holds the closures.
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["store_path", "from_json"])]
+    pub build_host: Option<String>,
+
     /// Deploy the systems a `build-all --json` (or `deploy --build-only
     /// --json`) run built, each selected host its own `toplevel` from that
     /// document; as with --store-path, no system is evaluated.

@@ -43,6 +43,7 @@ pub async fn deploy(
         force_local: args.local,
         origin: crate::deploy::record::Origin::of(&flake),
         sudo_password: args.activation.password.sudo_password()?,
+        build_host: args.build_host.clone(),
         prebuilt: match (&prebuilt, hosts.as_slice()) {
             (Some(Prebuilt::One(path)), [h]) => [(h.name.clone(), path.clone())].into(),
             (Some(Prebuilt::ByHost(map)), _) => map.clone(),

@@ -11,6 +11,9 @@ pub struct Built {
     pub toplevel: String,
     /// Built in the target's store (nothing to copy).
     pub on_target: bool,
+    /// Built on this build host (`--build-host`): copied from there to the
+    /// target, never through this machine's store.
+    pub on_builder: Option<String>,
 }
 
 impl Built {
@@ -24,6 +27,7 @@ impl Built {
         Ok(Built {
             toplevel: path.to_string(),
             on_target,
+            on_builder: None,
         })
     }
 }
@@ -36,6 +40,14 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         ctx.host.drv_path.clone().ok_or_else(|| {
             StageError::new("the evaluation returned no derivation for this host")
         })?;
+    let build_host = ctx
+        .opts
+        .build_host
+        .as_ref()
+        .or(ctx.host.deployment.build_host.as_ref());
+    if let Some(builder) = build_host {
+        return on_builder(ctx, &drv, builder).await;
+    }
     ctx.say(&format!("building {drv}"));
     ctx.log.note(&format!("build {drv}"));
     let on_target = ctx.host.deployment.build_on_target
@@ -80,6 +92,54 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         Built::checked(&top.to_string_lossy(), false)?
     };
     ctx.say(&format!("built {}", built.toplevel));
+    Ok(built)
+}
+
+/// `--build-host`: the derivation goes to the build host, is built there,
+/// and the result stays there (ship copies it to the target from there).
+/// The build host is reached with the host's `sshOptions`.
+async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageError> {
+    ctx.say(&format!("building {drv} on {builder}"));
+    let sshopts = ctx.host.deployment.ssh_options.join(" ");
+    let copy = ctx
+        .nix
+        .cmd([
+            "copy".to_string(),
+            "--derivation".into(),
+            "--to".into(),
+            format!("ssh://{builder}"),
+            drv.to_string(),
+        ])
+        .env("NIX_SSHOPTS", sshopts);
+    ctx.log.run_ok(&copy).await.map_err(|f| {
+        StageError::cmd(
+            format!("copying the derivation to the build host {builder} failed"),
+            f,
+        )
+        .hint(format!(
+            "check `ssh {builder}` works and that it has nix; nothing was changed"
+        ))
+    })?;
+    let mut argv = vec!["ssh".to_string()];
+    argv.extend(ctx.host.deployment.ssh_options.iter().cloned());
+    argv.extend([
+        "-o".into(),
+        "BatchMode=yes".into(),
+        builder.to_string(),
+        "--".into(),
+    ]);
+    argv.push(shell_words::join(["nix-store", "--realise", drv]));
+    let out = ctx
+        .log
+        .run_ok(&crate::runner::Cmd::new(argv))
+        .await
+        .map_err(|f| {
+            StageError::cmd(format!("the build on {builder} failed"), f)
+                .hint("its build log is above; nothing was changed on the host")
+        })?;
+    let mut built = Built::checked(out.stdout.lines().last().unwrap_or_default(), false)?;
+    built.on_builder = Some(builder.to_string());
+    ctx.say(&format!("built {} on {builder}", built.toplevel));
     Ok(built)
 }
 

@@ -100,6 +100,8 @@ pub struct Options {
     pub prebuilt: std::collections::BTreeMap<String, String>,
     /// The hosts' escalation password, when the run was given one.
     pub sudo_password: Option<Arc<crate::target::password::Password>>,
+    /// `--build-host`: where the systems are built (an ssh destination).
+    pub build_host: Option<String>,
 }
 
 impl Options {
@@ -123,6 +125,7 @@ impl Options {
             origin: record::Origin::default(),
             prebuilt: Default::default(),
             sudo_password: None,
+            build_host: None,
         }
     }
 }

@@ -56,6 +56,7 @@ pub async fn choose(ctx: &Ctx) -> Result<Chosen, StageError> {
         built: Built {
             toplevel: g.system,
             on_target: true,
+            on_builder: None,
         },
         generation: g.number,
     })

@@ -14,6 +14,11 @@ pub async fn ship(ctx: &Ctx, built: &Built) -> Result<(), StageError> {
     if ctx.host.deployment.substitute_on_destination {
         args.push("--substitute-on-destination".into());
     }
+    // Built on a build host: from there to the target, streamed through
+    // this process, never into this machine's store.
+    if let Some(builder) = &built.on_builder {
+        args.extend(["--from".into(), format!("ssh://{builder}")]);
+    }
     args.extend([
         "--to".into(),
         ctx.target.store_uri(),

@@ -86,6 +86,8 @@ pub struct Deployment {
     pub profile: String,
     pub provider: Option<String>,
     pub build_on_target: bool,
+    /// `buildHost`: where this host's system is built (an ssh destination).
+    pub build_host: Option<String>,
     pub substitute_on_destination: bool,
     pub magic_rollback: bool,
     pub confirm_timeout: u64,
@@ -161,6 +163,7 @@ impl Default for Deployment {
             profile: "/nix/var/nix/profiles/system".into(),
             provider: None,
             build_on_target: false,
+            build_host: None,
             substitute_on_destination: true,
             magic_rollback: true,
             confirm_timeout: 30,

@@ -46,6 +46,9 @@ pub struct Target {
     /// The run's escalation password, when one was given and this host's
     /// escalation needs it (decided at connection time).
     pub password: Option<std::sync::Arc<password::Slot>>,
+    /// The host's own `sshOptions` (without the pinned host key's), for
+    /// another machine reached in the same run (a build host).
+    user_ssh_options: Vec<String>,
 }
 
 /// A new private directory (0700, created with mkdtemp semantics, so it is
@@ -135,6 +138,7 @@ impl Target {
             control_path: control_dir.join(format!("{}.sock", host_key(&h.name))),
             ssh_wrapper_dir: control_dir.join(format!("{}.ssh", host_key(&h.name))),
             password: None,
+            user_ssh_options: d.ssh_options.clone(),
         }
     }
 
@@ -246,13 +250,24 @@ impl Target {
             std::fs::create_dir_all(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             let real = which::which("ssh").unwrap_or_else(|_| PathBuf::from("/usr/bin/ssh"));
-            let mut argv = vec![real.to_string_lossy().into_owned()];
+            let real = real.to_string_lossy().into_owned();
+            let mut argv = vec![real.clone()];
             argv.extend(self.common_options());
             argv.extend(self.multiplex_options());
+            let mut other = vec![real];
+            other.extend(self.user_ssh_options.iter().cloned());
+            other.extend(["-o".into(), "BatchMode=yes".into()]);
+            // This host over its master with all its options; any other
+            // (a build host `nix copy --from` reads) with the host's own
+            // sshOptions only, never through this host's master.
             let text = format!(
-                "#!/bin/sh\n# pantheros: ssh to {} with its options, for nix copy\nexec {} \"$@\"\n",
-                self.name,
-                shell_words::join(&argv)
+                "#!/bin/sh\n# pantheros: ssh to {name} with its options, for nix copy\n\
+                 for a in \"$@\"; do\n  if [ \"$a\" = {dest} ]; then\n    exec {this} \"$@\"\n  fi\ndone\n\
+                 exec {other} \"$@\"\n",
+                name = self.name,
+                dest = shell_words::quote(&self.destination()),
+                this = shell_words::join(&argv),
+                other = shell_words::join(&other),
             );
             let tmp = dir.join("ssh.tmp");
             let mut f = std::fs::OpenOptions::new()

@@ -377,3 +377,67 @@ fn an_ipv6_only_host_is_deployed_and_rolled_back_by_its_literal() {
         stdout(&out)
     );
 }
+
+/// `--build-host`: the system is built on another machine (its own store)
+/// and copied from there to the target; this machine's store never holds it.
+#[test]
+fn a_build_host_builds_and_the_closure_goes_from_it_to_the_target() {
+    let Some(mut w) = World::new() else { return };
+    w.add_host("builder");
+    w.add_host("alpha");
+    let flake = w.path().join("fleet");
+    // A generation only this test builds (its marker text is unique).
+    let mut h = w.fixture_host("alpha", 7, "");
+    h.motd = Some(format!(
+        "\"built on the build host {}\"",
+        std::process::id()
+    ));
+    write_fleet(&flake, &[h]);
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "alpha",
+            "--yes",
+            "--json",
+            "--build-host",
+            "builder",
+        ],
+    );
+    assert_exit(&out, 0);
+    let top = json(&out)["hosts"][0]["systemAfter"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(w.generation_marker("alpha"), "7");
+    // On the builder and the target; not here.
+    for host in ["builder", "alpha"] {
+        let ok = w.host(host).exec(&["nix-store", "--check-validity", &top]);
+        assert!(ok.status.success(), "{host} lacks {top}");
+    }
+    let here = testworld::try_sh(&["nix-store", "--check-validity", &top]);
+    assert!(!here.status.success(), "this machine's store holds {top}");
+
+    // The same from the host's own `buildHost`, without the flag.
+    let mut h = w.fixture_host("alpha", 8, "buildHost = \"builder\";");
+    h.motd = Some(format!("\"built by buildHost {}\"", std::process::id()));
+    write_fleet(&flake, &[h]);
+    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    assert_exit(&out, 0);
+    let top = json(&out)["hosts"][0]["systemAfter"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(w.generation_marker("alpha"), "8");
+    assert!(
+        w.host("builder")
+            .exec(&["nix-store", "--check-validity", &top])
+            .status
+            .success()
+    );
+    assert!(
+        !testworld::try_sh(&["nix-store", "--check-validity", &top])
+            .status
+            .success()
+    );
+}
