@@ -68,6 +68,8 @@ let
     writeScript = text;
     writeShellScript = text;
     writeShellScriptBin = text;
+    # writeTextDir "health" "ok": a directory holding that one file.
+    writeTextDir = text;
     writeShellApplication =
       {
         name,

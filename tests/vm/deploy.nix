@@ -1,6 +1,10 @@
-# NixOS VM test: `pantheros deploy` from a deployer VM to a NixOS target,
-# then a configuration that breaks SSH, which the target undoes by itself.
+# NixOS VM test: `pantheros deploy` from a deployer VM to a NixOS target
+# (the fixture fleet's hetzner-vps), then `rollback --list`.
 # `nix build .#checks.x86_64-linux.deploy` (needs KVM and nixpkgs).
+# Not here yet: a configuration that breaks SSH and is undone by the target
+# (the light and systemd hosts of the test world cover that), and building
+# the fixture systems with nixpkgs' tools inside the VM (they use /bin/sh
+# and /usr/bin, which a sandboxed NixOS build does not have).
 { pkgs, self }:
 let
   pantheros = self.packages.${pkgs.stdenv.hostPlatform.system}.default;

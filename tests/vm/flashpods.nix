@@ -4,14 +4,16 @@
 let
   keys = import (pkgs.path + "/nixos/tests/wireguard/snakeoil-keys.nix");
   # A stand-in API for the test: answers /health on the WireGuard address.
+  # It serves a directory from the store: the unit runs with
+  # ProtectSystem=strict, so it may not create one under /tmp.
+  www = pkgs.writeTextDir "health" "ok";
   fakeApi = pkgs.writeShellApplication {
     name = "flashpods-api";
     runtimeInputs = [ pkgs.python3 ];
     text = ''
       host=''${FLASHPODS_LISTEN%:*}
       port=''${FLASHPODS_LISTEN##*:}
-      mkdir -p /tmp/www && echo ok > /tmp/www/health
-      exec python3 -m http.server "$port" --bind "$host" --directory /tmp/www
+      exec python3 -m http.server "$port" --bind "$host" --directory ${www}
     '';
   };
 in
