@@ -436,12 +436,29 @@ in
           `managed-by=pantheros` and the host name.
         '';
       };
+
+      ipv6Only = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Create the server without a public IPv4 address (it costs less);
+          it is then reached at the first address of its routed /64
+          (the `ipv6Address` fact).
+        '';
+      };
     };
   };
 
   config = {
     # A host pantheros created is reached at the address it recorded.
-    pantheros.deployment.targetHost = lib.mkIf (cfg.facts ? ipv4) (lib.mkDefault cfg.facts.ipv4);
+    # (An IPv6-only server at the first address of its /64.)
+    pantheros.deployment.targetHost =
+      if cfg.facts ? ipv4 then
+        lib.mkDefault cfg.facts.ipv4
+      else if cfg.facts ? ipv6Address then
+        lib.mkDefault (builtins.head (lib.splitString "/" cfg.facts.ipv6Address))
+      else
+        lib.mkIf false null;
 
     # HTTP health checks are fetched on the host itself, with curl.
     environment.systemPackages = lib.mkIf (cfg.healthChecks.http != [ ]) [ pkgs.curl ];

@@ -582,6 +582,9 @@ pub struct ServerChoice {
     /// Public SSH key the server trusts and pantheros logs in with (default: the one in ~/.ssh, or a choice).
     #[arg(long, value_name = "PATH")]
     pub ssh_key: Option<std::path::PathBuf>,
+    /// Create the server without a public IPv4 address (default: the host's hetzner.ipv6Only).
+    #[arg(long)]
+    pub ipv6_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -187,7 +187,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
             Err(e) => return run.failed("server", e),
         }
     }
-    let at = |ip: &Option<String>| ip.clone().unwrap_or_else(|| "no address yet".into());
+    let at = |ip: Option<String>| ip.unwrap_or_else(|| "no address yet".into());
     match server.result.as_str() {
         "reused" => run.step(
             "server",
@@ -196,7 +196,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
                 "{} exists (id {}, {})",
                 server.name,
                 server.id.unwrap_or(0),
-                at(&server.ipv4)
+                at(server.address())
             ),
         ),
         "dry-run" => run.step(
@@ -214,12 +214,12 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
                 "created {} (id {}, {})",
                 server.name,
                 server.id.unwrap_or(0),
-                at(&server.ipv4)
+                at(server.address())
             ),
         ),
     }
-    let ip = match (&server.ipv4, args.dry_run) {
-        (Some(ip), _) => ip.clone(),
+    let ip = match (server.address(), args.dry_run) {
+        (Some(ip), _) => ip,
         (None, true) => {
             run.step(
                 "install",
@@ -236,7 +236,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         (None, false) => {
             let e = p::Failure::new(
                 Kind::Api,
-                format!("{} has no IPv4 address", server.name),
+                format!("{} has no public address (neither IPv4 nor IPv6)", server.name),
                 "the installation and the deploy need one: look at the server in the Cloud Console",
             );
             return run.failed("install", e.into_error());

@@ -48,6 +48,8 @@ pub struct Hetzner {
     pub location: String,
     pub image: String,
     pub labels: BTreeMap<String, String>,
+    /// Create the server without a public IPv4 address.
+    pub ipv6_only: bool,
 }
 
 impl Default for Hetzner {
@@ -57,6 +59,7 @@ impl Default for Hetzner {
             location: "nbg1".into(),
             image: "ubuntu-24.04".into(),
             labels: BTreeMap::new(),
+            ipv6_only: false,
         }
     }
 }

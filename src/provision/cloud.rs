@@ -30,6 +30,23 @@ pub struct Server {
 }
 
 impl Server {
+    /// Where the server is reached: its IPv4 address, or, for an IPv6-only
+    /// server, the first address of its routed /64.
+    pub fn address(&self) -> Option<String> {
+        reach_address(self.ipv4.as_deref(), self.ipv6.as_deref())
+    }
+}
+
+/// A server's address for ssh: the IPv4 one, else the first host address
+/// of its IPv6 network (`2a01:4f8:…::/64` → `2a01:4f8:…::1`).
+pub fn reach_address(ipv4: Option<&str>, ipv6: Option<&str>) -> Option<String> {
+    ipv4.map(String::from).or_else(|| {
+        ipv6.and_then(super::create::first_address)
+            .and_then(|a| a.split('/').next().map(String::from))
+    })
+}
+
+impl Server {
     /// Created by pantheros for `host` (its labels say so).
     pub fn is_ours(&self, host: &str) -> bool {
         self.labels.get(LABEL_MANAGED).map(String::as_str) == Some("pantheros")
@@ -121,6 +138,8 @@ pub struct NewServer {
     pub image: String,
     pub labels: HashMap<String, String>,
     pub ssh_key: Option<i64>,
+    /// No public IPv4 address (`public_net.enable_ipv4 = false`).
+    pub ipv6_only: bool,
 }
 
 /// A create that was accepted: the server and the actions to wait for.

@@ -32,6 +32,12 @@ pub struct Created {
 }
 
 impl Created {
+    /// Where the server is reached: its IPv4 address, or, for an IPv6-only
+    /// server, the first address of its routed /64.
+    pub fn address(&self) -> Option<String> {
+        super::cloud::reach_address(self.ipv4.as_deref(), self.ipv6.as_deref())
+    }
+
     /// The facts the server's creation decided, for the host's facts file
     /// (nothing for a dry run, or a server without addresses yet).
     pub fn facts(&self) -> Vec<(&'static str, serde_json::Value)> {
@@ -107,7 +113,7 @@ pub async fn create(
     let key = sshkey::choose(args.server.ssh_key.as_deref())?;
     let out = ensure_server(&cloud, &key, &wanted, args).await?;
     let _changed = record_facts(host, flake, &out)?;
-    if out.ipv4.is_some() {
+    if out.address().is_some() {
         eprintln!("  next:     pantheros provision install {}", out.name);
     }
     if args.json {
@@ -126,11 +132,14 @@ pub async fn ensure_server(
     args: &CreateArgs,
 ) -> Result<Created, Failure> {
     let mut out = server_for(cloud, wanted, key, args).await?;
-    if let Some(ip) = out.ipv4.clone() {
+    if let Some(ip) = out.address() {
         eprintln!("  name:     {}", out.name);
         eprintln!("  type:     {}", out.server_type);
         eprintln!("  location: {}", out.location);
-        eprintln!("  IPv4:     {ip}");
+        eprintln!(
+            "  IPv4:     {}",
+            out.ipv4.clone().unwrap_or_else(|| "- (IPv6 only)".into())
+        );
         eprintln!(
             "  IPv6:     {}",
             out.ipv6.clone().unwrap_or_else(|| "-".into())
@@ -155,6 +164,8 @@ pub struct Wanted {
     pub location: String,
     pub image: String,
     pub labels: HashMap<String, String>,
+    /// No public IPv4 address.
+    pub ipv6_only: bool,
 }
 
 impl Wanted {
@@ -195,6 +206,7 @@ impl Wanted {
                 .clone()
                 .unwrap_or_else(|| d.hetzner.image.clone()),
             labels,
+            ipv6_only: args.server.ipv6_only || d.hetzner.ipv6_only,
         })
     }
 }
@@ -302,6 +314,7 @@ async fn create_once(
         image: w.image.clone(),
         labels: w.labels.clone(),
         ssh_key: key_id,
+        ipv6_only: w.ipv6_only,
     };
     let mut attempt = 0;
     loop {
@@ -594,6 +607,7 @@ mod tests {
             location: location.into(),
             image: image.into(),
             labels,
+            ipv6_only: false,
         }
     }
 

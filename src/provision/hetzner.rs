@@ -291,6 +291,13 @@ impl super::cloud::Cloud for Hetzner {
         req.location = Some(new.location.clone());
         req.labels = Some(new.labels.clone());
         req.ssh_keys = new.ssh_key.map(|id| vec![id.to_string()]);
+        if new.ipv6_only {
+            req.public_net = Some(Box::new(models::CreateServerRequestPublicNet {
+                enable_ipv4: Some(false),
+                enable_ipv6: Some(true),
+                ..models::CreateServerRequestPublicNet::new()
+            }));
+        }
         req.start_after_create = Some(true);
         let params = servers_api::CreateServerParams {
             create_server_request: req,

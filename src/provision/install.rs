@@ -274,11 +274,11 @@ pub async fn install_system(
     let toplevel = built.toplevel.as_str();
     let private = key.private_key()?;
     let server = our_server(h, &args.host).await?;
-    let ip = server.ipv4.clone().ok_or_else(|| {
+    let ip = server.address().ok_or_else(|| {
         Failure::new(
             Kind::Api,
-            format!("{} has no IPv4 address", args.host),
-            "nixos-anywhere needs one",
+            format!("{} has no public address (neither IPv4 nor IPv6)", args.host),
+            "nixos-anywhere needs one: look at the server in the Hetzner console",
         )
     })?;
     let progress = Spinner::new();

@@ -28,7 +28,7 @@ pub async fn rescue(
     .await?;
     progress.done(&format!(
         "{host} is booting Hetzner's rescue system: ssh root@{} (your key {})",
-        s.ipv4.clone().unwrap_or_default(),
+        s.address().unwrap_or_default(),
         key.fingerprint
     ));
     Ok(exit::OK)

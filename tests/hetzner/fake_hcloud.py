@@ -346,6 +346,9 @@ class Fake:
         ip = getattr(self, "planned_ips", {}).get(body["name"], "203.0.113.%d" % n)
         pn["ipv4"] = dict(pn.get("ipv4") or {}, ip=ip, blocked=False, dns_ptr="static.%d.example" % n, id=sid)
         pn["ipv6"] = dict(pn.get("ipv6") or {}, ip="2001:db8:%x::/64" % n, blocked=False, dns_ptr=[], id=sid)
+        # public_net.enable_ipv4 = false: no IPv4 address at all (Hetzner's IPv6-only servers).
+        if (body.get("public_net") or {}).get("enable_ipv4") is False:
+            pn["ipv4"] = None
         pn["floating_ips"] = []
         pn["firewalls"] = []
         create = self.action(p, "create_server", sid)

@@ -438,3 +438,80 @@ fn modules_md_lists_every_option_and_only_real_ones() {
         "docs/modules.md names options that do not exist: {unknown:?}"
     );
 }
+
+/// The host pantheros created is reached at the address it recorded: its
+/// IPv4, or, for an IPv6-only server, the first address of its /64; with
+/// neither, the attribute name (null).
+#[test]
+fn the_target_host_comes_from_the_recorded_ipv4_or_else_ipv6_address() {
+    let Some(dir) = tempfile::tempdir().ok() else {
+        return;
+    };
+    let Some(stub) = testworld::stand_in_nixpkgs(dir.path()) else {
+        return;
+    };
+    let flake = dir.path().join("flake");
+    testworld::copy_dir(
+        &testworld::project_root().join("modules"),
+        &flake.join("modules"),
+    );
+    std::fs::write(
+        flake.join("flake.nix"),
+        format!(
+            r#"{{
+  inputs.nixpkgs.url = "path:{}";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.server = nixpkgs.lib.nixosSystem {{
+      modules = [ ./modules/deployment.nix {{
+        nixpkgs.hostPlatform = "x86_64-linux";
+        pantheros.deployment.factsFile = ./facts.json;
+      }} ];
+    }};
+  }};
+}}
+"#,
+            stub.display()
+        ),
+    )
+    .unwrap();
+    let fact = |name: &str, value: &str| {
+        format!(
+            r#""{name}": {{"value": "{value}", "source": "hetzner-api", "recorded": "2026-12-07T00:00:00Z"}}"#
+        )
+    };
+    for (facts, want) in [
+        (
+            format!(
+                "{}, {}",
+                fact("ipv4", "203.0.113.9"),
+                fact("ipv6Address", "2001:db8:5::1/64")
+            ),
+            "\"203.0.113.9\"",
+        ),
+        (fact("ipv6Address", "2001:db8:5::1/64"), "\"2001:db8:5::1\""),
+        (String::new(), "null"),
+    ] {
+        std::fs::write(
+            flake.join("facts.json"),
+            format!("{{\"facts\": {{{facts}}}}}"),
+        )
+        .unwrap();
+        let out = testworld::sh(&[
+            "nix",
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            &format!(
+                "path:{}#nixosConfigurations.server.config.pantheros.deployment.targetHost",
+                flake.display()
+            ),
+        ]);
+        assert_eq!(
+            testworld::stdout(&out).trim(),
+            want,
+            "facts {facts}: {}",
+            testworld::stderr(&out)
+        );
+    }
+}

@@ -151,6 +151,48 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
     e.no_violations();
 }
 
+/// `--ipv6-only`: the server is created without a public IPv4 address
+/// (`public_net.enable_ipv4 = false`, checked against the API's schema),
+/// and only its IPv6 facts are recorded; it is reached at the first address
+/// of its /64.
+#[test]
+fn an_ipv6_only_server_is_created_without_ipv4_and_reached_over_ipv6() {
+    let Some(e) = Env::new() else { return };
+    e.add_key("id_ed25519");
+    let out = e.run(&[
+        "provision",
+        "create",
+        "hetzner-vps",
+        "--ipv6-only",
+        "--json",
+    ]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    testworld::assert_schema(&v, "provision");
+    assert!(v["ipv4"].is_null(), "{v}");
+    let net = v["ipv6"].as_str().unwrap().to_string();
+    let reqs = e.fake.requests();
+    let post = reqs
+        .iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
+        .unwrap();
+    assert_eq!(post["body"]["public_net"]["enable_ipv4"], false, "{post}");
+    assert_eq!(post["body"]["public_net"]["enable_ipv6"], true, "{post}");
+    let address = net.trim_end_matches("/64").to_string() + "1";
+    assert_stderr_has(&out, &["IPv6 only", &format!("ssh root@{address}")]);
+    let facts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(e.flake().join("hetzner-vps.facts.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(facts["facts"].get("ipv4").is_none(), "{facts}");
+    assert_eq!(
+        facts["facts"]["ipv6Address"]["value"],
+        format!("{address}/64").as_str(),
+        "{facts}"
+    );
+    e.no_violations();
+}
+
 #[test]
 fn flags_override_the_hosts_settings() {
     let Some(e) = Env::new() else { return };
