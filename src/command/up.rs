@@ -236,7 +236,10 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         (None, false) => {
             let e = p::Failure::new(
                 Kind::Api,
-                format!("{} has no public address (neither IPv4 nor IPv6)", server.name),
+                format!(
+                    "{} has no public address (neither IPv4 nor IPv6)",
+                    server.name
+                ),
                 "the installation and the deploy need one: look at the server in the Cloud Console",
             );
             return run.failed("install", e.into_error());

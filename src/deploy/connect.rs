@@ -29,17 +29,26 @@ async fn settle_password(ctx: &Ctx) -> Result<(), StageError> {
         .run(&probe())
         .await
         .map_err(|f| StageError::cmd("could not run the escalation on the host", f))?;
-    match need(&out) {
-        Need::No => {
+    let escalation = ctx.host.deployment.privilege_escalation_command.join(" ");
+    match (need(&out), slot.cannot()) {
+        (Need::No, _) => {
             ctx.log
                 .note("the escalation needs no password here: the password is not used");
             return Ok(());
         }
+        // It failed, a password was given, and this escalation cannot take
+        // one (run0 says "Access denied" when polkit would have to ask).
+        (Need::Unknown, Some(why)) => {
+            let said = crate::runner::tail(&out.stderr, 1).join(" ");
+            return Err(StageError::new(format!(
+                "{escalation} failed on {} ({said}), and {why}; nothing was changed",
+                ctx.host.name
+            )));
+        }
         // Another failure: the preflight reports it as it does without one.
-        Need::Unknown => return Ok(()),
-        Need::Yes => {}
+        (Need::Unknown, None) => return Ok(()),
+        (Need::Yes, _) => {}
     }
-    let escalation = ctx.host.deployment.privilege_escalation_command.join(" ");
     slot.activate().map_err(|why| {
         StageError::new(format!(
             "{escalation} wants a password on {}, and {why}",

@@ -277,7 +277,10 @@ pub async fn install_system(
     let ip = server.address().ok_or_else(|| {
         Failure::new(
             Kind::Api,
-            format!("{} has no public address (neither IPv4 nor IPv6)", args.host),
+            format!(
+                "{} has no public address (neither IPv4 nor IPv6)",
+                args.host
+            ),
             "nixos-anywhere needs one: look at the server in the Hetzner console",
         )
     })?;

@@ -476,9 +476,13 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Does this stderr say that sudo wanted a password?
+/// Does this stderr say that the escalation wanted a password (sudo and
+/// doas: "a password is required"; sudo: "a terminal is required"; run0,
+/// through polkit: "Interactive authentication required")?
 pub fn needs_password(stderr: &str) -> bool {
-    stderr.contains("a password is required") || stderr.contains("a terminal is required")
+    stderr.contains("a password is required")
+        || stderr.contains("a terminal is required")
+        || stderr.contains("Interactive authentication required")
 }
 
 #[cfg(test)]

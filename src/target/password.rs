@@ -179,6 +179,12 @@ impl Slot {
         }
     }
 
+    /// Why this host's escalation cannot take a password (doas, run0), if
+    /// it cannot.
+    pub fn cannot(&self) -> Option<&str> {
+        self.prefix.as_ref().err().map(String::as_str)
+    }
+
     /// The prefix and the password line, when the password is in use.
     pub fn current(&self) -> Option<(&[String], Vec<u8>)> {
         if !self.active.load(Ordering::SeqCst) {

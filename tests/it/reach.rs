@@ -441,3 +441,51 @@ fn a_build_host_builds_and_the_closure_goes_from_it_to_the_target() {
             .success()
     );
 }
+
+/// run0 (systemd 256 and newer: Debian 13) asks polkit, not its caller, for
+/// a password: with one given, pantheros refuses clearly, naming why,
+/// before anything changes.
+#[test]
+fn run0_that_asks_for_a_password_is_refused_with_the_reason() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    if !w.prepare_systemd_release("trixie") {
+        return;
+    }
+    w.add_systemd_host_on("r0", "trixie");
+    let probe = w.ssh_ok("r0", "command -v run0 || echo none");
+    assert!(probe.contains("run0"), "Debian 13 has run0: {probe}");
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[w.fixture_host(
+            "r0",
+            1,
+            "targetUser = \"nopw\"; privilegeEscalationCommand = [ \"run0\" ];",
+        )],
+    );
+    let pw_file = w.path().join("pw");
+    std::fs::write(&pw_file, format!("{}\n", testworld::NOPW_PASSWORD)).unwrap();
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "r0",
+            "--yes",
+            "--sudo-password-command",
+            &format!("cat {}", pw_file.display()),
+        ],
+    );
+    assert_exit(&out, 1);
+    // Real run0 (systemd 257) says "Access denied" when polkit would ask.
+    testworld::assert_stderr_has(
+        &out,
+        &[
+            "run0 failed on r0",
+            "Access denied",
+            "polkit",
+            "nothing was changed",
+        ],
+    );
+}
