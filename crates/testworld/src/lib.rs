@@ -1651,6 +1651,12 @@ impl World {
             root = rootfs.display(),
             t = tmpfiles.display(),
         );
+        // Read before the container starts: a panic after it would leave
+        // the container running with no one to stop it.
+        let hostkey = fs::read_to_string(rootfs.join("etc/ssh/ssh_host_ed25519_key.pub"))
+            .unwrap_or_else(|e| {
+                panic!("the {release} rootfs has no SSH host key ({e}): rebuild it")
+            });
         let log = fs::File::create(hdir.join("console.log")).unwrap();
         let nspawn = Command::new("bash")
             .args(["-c", &script])
@@ -1659,7 +1665,6 @@ impl World {
             .stderr(log)
             .spawn()
             .expect("start systemd-nspawn");
-        let hostkey = fs::read_to_string(rootfs.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
         // Pin the host key and describe the host for ssh.
         self.describe_host(name, &ip, &hostkey);
         let mut host = SystemdHost {
