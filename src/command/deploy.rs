@@ -116,21 +116,26 @@ fn prebuilt_systems(args: &cli::DeployArgs) -> Result<Option<Prebuilt>> {
 }
 
 /// Deploying systems built elsewhere: the selected hosts' deployment
-/// metadata (their systems are not evaluated), each with a system from
-/// `prebuilt`, and each host's platform when its configuration names one
-/// (`nixpkgs.hostPlatform`), to check the path against.
+/// metadata and platforms (`nixpkgs.hostPlatform`, to check each path
+/// against) in one evaluation; their systems are not evaluated.
 async fn prebuilt_hosts(
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
     selectors: &[String],
     prebuilt: &Prebuilt,
 ) -> Result<Vec<inventory::Host>> {
-    let inv = inventory::load(nix, flake, &inventory::EvalOptions::default()).await?;
+    // One evaluation: the deployment metadata and each selected host's
+    // platform, never its system.
+    let opts = inventory::EvalOptions {
+        platform_for: Some(selectors.to_vec()),
+        ..Default::default()
+    };
+    let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
     if let Some(err) = selection.failure() {
         return Err(err);
     }
-    let mut hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
+    let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     match prebuilt {
         Prebuilt::One(path) if hosts.len() != 1 => {
             return Err(Error::Usage(format!(
@@ -152,18 +157,6 @@ async fn prebuilt_hosts(
             }
         }
         Prebuilt::One(_) => {}
-    }
-    for h in &mut hosts {
-        let attr = flake.attr(&format!(
-            "nixosConfigurations.\"{}\".config.nixpkgs.hostPlatform.system",
-            h.name
-        ));
-        h.system = crate::runner::run(&nix.cmd(["eval", "--raw", attr.as_str()]))
-            .await
-            .ok()
-            .filter(crate::runner::Output::success)
-            .map(|o| o.stdout.trim().to_string())
-            .filter(|s| !s.is_empty());
     }
     Ok(hosts)
 }

@@ -151,12 +151,20 @@ impl Lines for Prefixed {
     }
 }
 
-async fn run_one(
-    target: Target,
-    command: Arc<Vec<String>>,
-    args: Arc<(bool, u64, bool)>,
-) -> HostRun {
-    let (sudo, timeout, json) = *args;
+/// How each host runs the command.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    sudo: bool,
+    timeout: u64,
+    json: bool,
+}
+
+async fn run_one(target: Target, command: Arc<Vec<String>>, run: Run) -> HostRun {
+    let Run {
+        sudo,
+        timeout,
+        json,
+    } = run;
     let started = Instant::now();
     if sudo {
         if let Err(why) = target.settle_password().await {
@@ -186,7 +194,11 @@ pub async fn exec(flake: Option<&str>, cwd: &std::path::Path, args: ExecArgs) ->
     let control =
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let command = Arc::new(args.command.clone());
-    let settings = Arc::new((args.sudo, args.timeout.max(1), args.json));
+    let settings = Run {
+        sudo: args.sudo,
+        timeout: args.timeout.max(1),
+        json: args.json,
+    };
     let password = if args.sudo {
         args.password.sudo_password()?
     } else {
@@ -196,7 +208,7 @@ pub async fn exec(flake: Option<&str>, cwd: &std::path::Path, args: ExecArgs) ->
     let mut tasks = Vec::new();
     for h in &hosts {
         let target = Target::for_host(h, control.path(), false).with_password(password.clone());
-        let (command, settings, permits) = (command.clone(), settings.clone(), permits.clone());
+        let (command, permits) = (command.clone(), permits.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             run_one(target, command, settings).await

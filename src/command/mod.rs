@@ -96,6 +96,7 @@ pub async fn selected_hosts_checked(
         drv_for: Some(selectors.to_vec()),
         disko,
         flashpods_for: None,
+        platform_for: None,
     };
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;

@@ -261,26 +261,24 @@ pub fn judge(
             format!("failed units: {}", probe.failed_units.join(", ")),
         ));
     }
-    match flake_system {
-        Some(f) if f != running => found.push((
+    if let Some(f) = flake_system.filter(|f| *f != running) {
+        found.push((
             State::FlakeAhead,
             format!(
                 "the flake's system is {}; it runs {}",
                 short(f),
                 short(running)
             ),
-        )),
-        None => found.push((
-            State::InSync,
-            "the flake gave no system for it (not evaluated)".into(),
-        )),
-        _ => {}
+        ));
     }
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
     let state = found.first().map_or(State::InSync, |f| f.0);
     let mut details: Vec<String> = found.into_iter().map(|(_, d)| d).collect();
     if details.is_empty() {
-        details.push(format!("runs {} as the flake says", short(running)));
+        details.push(match flake_system {
+            Some(_) => format!("runs {} as the flake says", short(running)),
+            None => format!("runs {}; the flake gave no system for it", short(running)),
+        });
     }
     HostStatus {
         host: host.into(),
@@ -376,21 +374,6 @@ fn table(statuses: &[HostStatus]) -> String {
     out
 }
 
-/// Write `text` to `path` whole: a temporary file beside it, renamed.
-fn write_whole(path: &std::path::Path, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut f = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    f.persist(path)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e.error))?;
-    Ok(())
-}
-
 pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs) -> Result<i32> {
     let flake = crate::inventory::flake::resolve(flake, cwd)?;
     let nix = crate::nix::Nix::locate()?;
@@ -429,7 +412,12 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
         });
     }
     if let Some(path) = &args.metrics {
-        write_whole(path, &metrics(&statuses))?;
+        // Whole (a scraper never reads half of it), and readable by one
+        // running as another user (node_exporter): states, no secrets.
+        use std::os::unix::fs::PermissionsExt;
+        crate::deploy::fleet::write_atomic(path, metrics(&statuses).as_bytes())
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }
     let out_of_sync: Vec<&str> = statuses
         .iter()

@@ -54,18 +54,8 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         && !ctx.target.is_local()
         && ctx.opts.mode != Mode::BuildOnly;
     let built = if on_target {
-        let copy = ctx
-            .nix
-            .cmd([
-                "copy".to_string(),
-                "--derivation".into(),
-                "--to".into(),
-                ctx.target.store_uri(),
-                drv.clone(),
-            ])
-            .envs(ctx.target.nix_copy_env());
         ctx.log
-            .run_ok(&copy)
+            .run_ok(&copy_derivation(ctx, &drv, ctx.target.store_uri()))
             .await
             .map_err(|f| StageError::cmd("copying the derivation to the target failed", f))?;
         let out = ctx
@@ -95,48 +85,54 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
     Ok(built)
 }
 
-/// `--build-host`: the derivation goes to the build host, is built there,
-/// and the result stays there (ship copies it to the target from there).
-/// The build host is reached with the host's `sshOptions`.
-async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageError> {
-    ctx.say(&format!("building {drv} on {builder}"));
-    let sshopts = ctx.host.deployment.ssh_options.join(" ");
-    let copy = ctx
-        .nix
+/// `nix copy --derivation --to STORE DRV` through the host's ssh wrapper.
+fn copy_derivation(ctx: &Ctx, drv: &str, store: String) -> crate::runner::Cmd {
+    ctx.nix
         .cmd([
             "copy".to_string(),
             "--derivation".into(),
             "--to".into(),
-            format!("ssh://{builder}"),
+            store,
             drv.to_string(),
         ])
-        .env("NIX_SSHOPTS", sshopts);
-    ctx.log.run_ok(&copy).await.map_err(|f| {
-        StageError::cmd(
-            format!("copying the derivation to the build host {builder} failed"),
-            f,
-        )
-        .hint(format!(
-            "check `ssh {builder}` works and that it has nix; nothing was changed"
-        ))
-    })?;
-    let mut argv = vec!["ssh".to_string()];
-    argv.extend(ctx.host.deployment.ssh_options.iter().cloned());
-    argv.extend([
-        "-o".into(),
-        "BatchMode=yes".into(),
-        builder.to_string(),
-        "--".into(),
-    ]);
-    argv.push(shell_words::join(["nix-store", "--realise", drv]));
-    let out = ctx
-        .log
-        .run_ok(&crate::runner::Cmd::new(argv))
+        .envs(ctx.target.nix_copy_env())
+}
+
+/// `--build-host`: the derivation goes to the build host, is built there,
+/// and the result stays there (ship copies it to the target from there).
+/// The build host is reached with the host's `sshOptions` (through the ssh
+/// wrapper, which passes them quoted).
+async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageError> {
+    ctx.say(&format!("building {drv} on {builder}"));
+    ctx.log
+        .run_ok(&copy_derivation(ctx, drv, format!("ssh://{builder}")))
         .await
         .map_err(|f| {
-            StageError::cmd(format!("the build on {builder} failed"), f)
-                .hint("its build log is above; nothing was changed on the host")
+            StageError::cmd(
+                format!("copying the derivation to the build host {builder} failed"),
+                f,
+            )
+            .hint(format!(
+                "check `ssh {builder}` works and that it has nix; nothing was changed"
+            ))
         })?;
+    // The same ssh as the copy's: the host's wrapper, which reaches any
+    // other machine with the host's own sshOptions, quoted.
+    let ssh = ctx
+        .target
+        .ssh_wrapper()
+        .map_err(|e| StageError::new(format!("writing the ssh wrapper: {e}")))?
+        .join("ssh");
+    let realise = crate::runner::Cmd::new([
+        ssh.to_string_lossy().into_owned(),
+        builder.to_string(),
+        "--".into(),
+        shell_words::join(["nix-store", "--realise", drv]),
+    ]);
+    let out = ctx.log.run_ok(&realise).await.map_err(|f| {
+        StageError::cmd(format!("the build on {builder} failed"), f)
+            .hint("its build log is above; nothing was changed on the host")
+    })?;
     let mut built = Built::checked(out.stdout.lines().last().unwrap_or_default(), false)?;
     built.on_builder = Some(builder.to_string());
     ctx.say(&format!("built {} on {builder}", built.toplevel));

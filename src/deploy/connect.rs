@@ -13,67 +13,43 @@ pub async fn connect(ctx: &Ctx) -> Result<(), StageError> {
 
 /// With a sudo password for the run: when the host's escalation works
 /// without one (`sudo -n true`), it is not used there; otherwise it is
-/// checked once (`sudo -S -k true`) before anything changes.
+/// checked once (`sudo -S -k true`) before anything changes. The probes run
+/// through the host's log.
 async fn settle_password(ctx: &Ctx) -> Result<(), StageError> {
-    use crate::target::password::{Need, accepted, need};
-    let Some(slot) = &ctx.target.password else {
-        return Ok(());
-    };
-    let probe = || {
-        ctx.target
-            .root_cmd(&["true".to_string()])
-            .timeout(std::time::Duration::from_secs(30))
-    };
-    let out = ctx
-        .log
-        .run(&probe())
-        .await
-        .map_err(|f| StageError::cmd("could not run the escalation on the host", f))?;
-    let escalation = ctx.host.deployment.privilege_escalation_command.join(" ");
-    match (need(&out), slot.cannot()) {
-        (Need::No, _) => {
-            ctx.log
-                .note("the escalation needs no password here: the password is not used");
-            return Ok(());
+    let settled = ctx
+        .target
+        .settle_password_with(|c| async move { ctx.log.run(&c).await })
+        .await;
+    match settled {
+        Ok(false) => {
+            if ctx.target.password.is_some() {
+                ctx.log
+                    .note("the escalation needs no password here: the password is not used");
+            }
+            Ok(())
         }
-        // It failed, a password was given, and this escalation cannot take
-        // one (run0 says "Access denied" when polkit would have to ask).
-        (Need::Unknown, Some(why)) => {
-            let said = crate::runner::tail(&out.stderr, 1).join(" ");
-            return Err(StageError::new(format!(
-                "{escalation} failed on {} ({said}), and {why}; nothing was changed",
-                ctx.host.name
-            )));
+        Ok(true) => {
+            ctx.say(&format!(
+                "{} asks for a password here: using the run's",
+                ctx.host.deployment.privilege_escalation_command.join(" ")
+            ));
+            Ok(())
         }
-        // Another failure: the preflight reports it as it does without one.
-        (Need::Unknown, None) => return Ok(()),
-        (Need::Yes, _) => {}
+        Err(u) => {
+            let e = match u.failure {
+                Some(f) => StageError::cmd(u.message, f),
+                None => StageError::new(u.message),
+            };
+            Err(if u.wrong_password {
+                e.hint(format!(
+                    "check the password for {} on {} (what --sudo-password-command prints, or what you typed)",
+                    ctx.host.deployment.target_user, ctx.host.name
+                ))
+            } else {
+                e
+            })
+        }
     }
-    slot.activate().map_err(|why| {
-        StageError::new(format!(
-            "{escalation} wants a password on {}, and {why}",
-            ctx.host.name
-        ))
-    })?;
-    let out = ctx
-        .log
-        .run(&probe())
-        .await
-        .map_err(|f| StageError::cmd("could not run sudo with the password on the host", f))?;
-    if let Err(said) = accepted(&out) {
-        return Err(StageError::new(format!(
-            "sudo on {} refused the password ({said}); nothing was changed",
-            ctx.host.name
-        ))
-        .hint(format!(
-            "check the password for {} on {} (what --sudo-password-command prints, or what you typed)",
-            ctx.host.deployment.target_user, ctx.host.name
-        )));
-    }
-    ctx.say(&format!(
-        "{escalation} asks for a password here: using the run's"
-    ));
-    Ok(())
 }
 
 async fn open(ctx: &Ctx) -> Result<(), StageError> {

@@ -386,6 +386,10 @@ pub struct EvalOptions {
     /// Also the Flashpods summary (`validate`'s input) of the hosts these
     /// selectors pick.
     pub flashpods_for: Option<Vec<String>>,
+    /// Also the platform (`nixpkgs.hostPlatform.system`, as `system`) of the
+    /// hosts these selectors pick, without evaluating their systems (a
+    /// system built elsewhere is checked against it).
+    pub platform_for: Option<Vec<String>>,
 }
 
 /// A Nix regular expression (POSIX ERE, for `builtins.match`) equivalent
@@ -474,6 +478,13 @@ fn inspect_fn(opts: &EvalOptions) -> String {
             } else {
                 ""
             }
+        ));
+    }
+    if let Some(selectors) = &opts.platform_for {
+        extra.push_str(&format!(
+            r#"
+        // (if ({want}) name dd then {{ system = c.nixpkgs.hostPlatform.system or null; }} else {{ }})"#,
+            want = want_fn(selectors),
         ));
     }
     if let Some(selectors) = &opts.flashpods_for {

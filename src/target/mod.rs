@@ -154,26 +154,74 @@ impl Target {
         self
     }
 
-    /// Outside a deploy (`rollback --list`): find out whether this host's
-    /// escalation needs the run's password and, when it does, check it
-    /// once. Err says why it cannot be used.
-    pub async fn settle_password(&self) -> Result<(), String> {
-        use password::{Need, accepted, need};
+    /// Find out whether this host's escalation needs the run's password
+    /// and, when it does, check it once (see [`password`]); `run` runs each
+    /// probe (the deploy runs them through the host's log). Ok(true) when
+    /// the password is in use here.
+    pub async fn settle_password_with<F, Fut>(&self, run: F) -> Result<bool, password::Unsettled>
+    where
+        F: Fn(Cmd) -> Fut,
+        Fut: std::future::Future<Output = Result<runner::Output, crate::error::CommandFailure>>,
+    {
+        use password::{Need, Unsettled, accepted, need};
         let Some(slot) = &self.password else {
-            return Ok(());
+            return Ok(false);
         };
         let probe = || {
             self.root_cmd(&["true".to_string()])
                 .timeout(Duration::from_secs(30))
         };
-        let out = runner::run(&probe()).await.map_err(|f| f.how)?;
-        if need(&out) != Need::Yes {
-            return Ok(());
+        let escalation = self.escalate.join(" ");
+        let out = run(probe()).await.map_err(|f| Unsettled {
+            message: "could not run the escalation on the host".into(),
+            failure: Some(f),
+            wrong_password: false,
+        })?;
+        match (need(&out), slot.cannot()) {
+            (Need::No, _) => return Ok(false),
+            // It failed, a password was given, and this escalation cannot
+            // take one (run0 says "Access denied" when polkit would ask).
+            (Need::Unknown, Some(why)) => {
+                let said = runner::tail(&out.stderr, 1).join(" ");
+                return Err(Unsettled::said(format!(
+                    "{escalation} failed on {} ({said}), and {why}; nothing was changed",
+                    self.name
+                )));
+            }
+            // Another failure: what runs next reports it as it would
+            // without a password.
+            (Need::Unknown, None) => return Ok(false),
+            (Need::Yes, _) => {}
         }
-        slot.activate()?;
-        let out = runner::run(&probe()).await.map_err(|f| f.how)?;
-        accepted(&out)
-            .map_err(|said| format!("sudo on {} refused the password ({said})", self.name))
+        slot.activate().map_err(|why| {
+            Unsettled::said(format!(
+                "{escalation} wants a password on {}, and {why}",
+                self.name
+            ))
+        })?;
+        let out = run(probe()).await.map_err(|f| Unsettled {
+            message: "could not run sudo with the password on the host".into(),
+            failure: Some(f),
+            wrong_password: false,
+        })?;
+        accepted(&out).map_err(|said| Unsettled {
+            message: format!(
+                "sudo on {} refused the password ({said}); nothing was changed",
+                self.name
+            ),
+            failure: None,
+            wrong_password: true,
+        })?;
+        Ok(true)
+    }
+
+    /// [`Target::settle_password_with`] outside a deploy (`rollback
+    /// --list`, `exec --sudo`, `status`, `keys upload`): Err says why.
+    pub async fn settle_password(&self) -> Result<(), String> {
+        self.settle_password_with(|c| async move { runner::run(&c).await })
+            .await
+            .map(|_| ())
+            .map_err(|u| u.message)
     }
 
     /// A privileged command as the password needs it: the escalation that

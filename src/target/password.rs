@@ -113,6 +113,26 @@ pub fn stdin_escalation(escalate: &[String]) -> Result<Vec<String>, String> {
     }
 }
 
+/// Why the run's password could not be settled on a host.
+#[derive(Debug)]
+pub struct Unsettled {
+    pub message: String,
+    /// The probe that could not run at all.
+    pub failure: Option<crate::error::CommandFailure>,
+    /// sudo refused the password (the hint: check it).
+    pub wrong_password: bool,
+}
+
+impl Unsettled {
+    pub fn said(message: String) -> Unsettled {
+        Unsettled {
+            message,
+            failure: None,
+            wrong_password: false,
+        }
+    }
+}
+
 /// What the probe (`ESCALATION true`, without the password) said about a
 /// host's escalation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

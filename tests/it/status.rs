@@ -128,6 +128,9 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
             .contains("ci@runner")
     );
     let m = std::fs::read_to_string(&metrics).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&metrics).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "a scraper running as another user reads it");
     assert!(
         m.contains("pantheros_host_state{host=\"alpha\",state=\"in-sync\"} 1"),
         "{m}"
