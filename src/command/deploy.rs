@@ -65,7 +65,7 @@ pub async fn deploy(
     let (code, outcomes) = crate::deploy::fleet::run(&nix, hosts, opts, fleet).await;
     super::record_read_facts(&evaluated, &flake, &outcomes);
     if json {
-        crate::deploy::fleet::print_document(code, &outcomes);
+        crate::deploy::summary::print_document(code, &outcomes);
     }
     Ok(code)
 }

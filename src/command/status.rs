@@ -414,9 +414,7 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
     if let Some(path) = &args.metrics {
         // Whole (a scraper never reads half of it), and readable by one
         // running as another user (node_exporter): states, no secrets.
-        use std::os::unix::fs::PermissionsExt;
-        crate::deploy::fleet::write_atomic(path, metrics(&statuses).as_bytes())
-            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+        crate::report::file::write_atomic(path, metrics(&statuses).as_bytes(), 0o644)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }
     let out_of_sync: Vec<&str> = statuses

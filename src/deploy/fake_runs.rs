@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::fleet::{self, FleetArgs, Gate, Permits};
+use super::fleet::{self, FleetArgs};
+use super::gate::{Gate, Permits};
 use super::{Ctx, Goal, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline};
 use crate::inventory::{Deployment, Host, KeySpec, UploadAt};
 use crate::nix::Nix;

@@ -2,7 +2,7 @@
 //! which reads in stage order, one file per stage:
 //!
 //! [`build`] → [`preflight`] → [`ship`] → [`diff`] (dry-activate + closure
-//! diff) → confirmation ([`fleet`]'s gate) → [`activate`] (detached, with a
+//! diff) → confirmation ([`gate`]) → [`activate`] (detached, with a
 //! watchdog and the reachability proof) → [`health`] → [`rollback`] when a
 //! check fails.
 //!
@@ -17,6 +17,7 @@ pub mod diff;
 #[cfg(test)]
 mod fake_runs;
 pub mod fleet;
+pub mod gate;
 pub mod health;
 pub mod interrupt;
 pub mod keys;
@@ -26,6 +27,7 @@ pub mod preflight;
 pub mod record;
 pub mod rollback;
 pub mod ship;
+pub mod summary;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,14 +1,22 @@
-//! One host through the pipeline, in stage order. Every stage is a function
-//! in its own file; this function only decides which runs next, and builds
-//! the host's [`Outcome`] once, from what the stages returned.
+//! One host through the pipeline, in phase order:
+//!
+//! 1. [`prepare`]: build (or choose the generation), connect, lock, where
+//!    the host stands, copy, plan (dry-activate, diff, live switch);
+//! 2. the [`Gate`]: the one confirmation, canaries, halts, a job slot;
+//! 3. [`change`]: keys, activation (with its proof), health, rollback;
+//! 4. the record and the lock's release, then the [`Outcome`].
+//!
+//! Every stage is a function in its own file; the phases only decide which
+//! runs next. Each phase returns what it learnt as a value, and
+//! [`run_host`] builds the host's outcome once, from those values.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::activate::{self, Activated, Request};
 use super::build::{self, Built};
-use super::diff::{self, Diff};
-use super::fleet::{Approval, Gate, Permits};
+use super::diff::{self, Plan};
+use super::gate::{Gate, Permits, Refused};
 use super::live::Live;
 use super::preflight::{self, Current, Lock};
 use super::{
@@ -17,6 +25,58 @@ use super::{
 use crate::inventory::UploadAt;
 use crate::target::protocol::Status;
 use crate::target::scripts;
+
+/// The stages of a host's run, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// `rollback`: the generation to go back to.
+    Choose,
+    Build,
+    Connect,
+    BreakLock,
+    Preflight,
+    /// Keys written again on a host already running the system.
+    Keys,
+    Copy,
+    Diff,
+    Confirm,
+    /// Keys due before the activation.
+    KeysPre,
+    Activate,
+    Health,
+    Rollback,
+    KeysPost,
+}
+
+impl Stage {
+    /// The stage's name in logs, `--json` (`durationsMs`, `stage`) and
+    /// messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Choose => "choose",
+            Stage::Build => "build",
+            Stage::Connect => "connect",
+            Stage::BreakLock => "break-lock",
+            Stage::Preflight => "preflight",
+            Stage::Keys | Stage::KeysPre => "keys",
+            Stage::Copy => "copy",
+            Stage::Diff => "diff",
+            Stage::Confirm => "the confirmation",
+            Stage::Activate => "activate",
+            Stage::Health => "health",
+            Stage::Rollback => "rollback",
+            Stage::KeysPost => "keys-post",
+        }
+    }
+
+    /// Its name for `PANTHEROS_TEST_FAULT`.
+    fn fault_name(self) -> &'static str {
+        match self {
+            Stage::Confirm => "confirm",
+            s => s.name(),
+        }
+    }
+}
 
 /// Why a host's run stopped before its end.
 enum Stop {
@@ -33,24 +93,16 @@ impl From<StageError> for Stop {
     }
 }
 
-/// What the run learnt, for the outcome.
-#[derive(Default)]
-struct Facts {
-    built: Option<Built>,
-    current: Option<Current>,
-    diff: Option<Diff>,
-    generation_after: Option<u64>,
-    system_after: Option<String>,
-    rollback_reason: Option<String>,
-    reboot_required: Option<String>,
-    live: Option<Live>,
-    /// Facts read back from the host (`recordFacts`), for the command to
-    /// record in the host's facts file.
-    read: BTreeMap<String, String>,
-    timings: BTreeMap<String, u64>,
-    keys: Vec<keys::Uploaded>,
-    /// The stage the run was in last (for a failure: where it failed).
-    stage: Option<&'static str>,
+impl From<Refused> for Stop {
+    fn from(r: Refused) -> Stop {
+        match r {
+            Refused::Interrupted(signal) => Stop::Interrupted {
+                signal,
+                stage: Stage::Confirm.name(),
+            },
+            Refused::Stopped(_, e) => Stop::Failed(e),
+        }
+    }
 }
 
 /// How the run ended.
@@ -69,6 +121,24 @@ impl End {
             hand_over: false,
         }
     }
+    fn err(result: HostResult, e: StageError) -> End {
+        End {
+            result,
+            error: Some(e),
+            hand_over: false,
+        }
+    }
+    fn stopped(stop: Stop) -> End {
+        match stop {
+            Stop::Failed(e) => End::err(HostResult::Failed, e),
+            Stop::Interrupted { signal, stage } => End::err(
+                HostResult::Interrupted,
+                StageError::new(format!(
+                    "interrupted by {signal} during {stage}; nothing was changed"
+                )),
+            ),
+        }
+    }
     /// The host's deploy lock could not be given back: the error says so
     /// and how to free it (a run that succeeded says it too).
     fn lock_left(mut self, ctx: &Ctx, why: &str) -> End {
@@ -82,21 +152,81 @@ impl End {
         }
         self
     }
-    fn err(result: HostResult, e: StageError) -> End {
-        End {
-            result,
-            error: Some(e),
-            hand_over: false,
+}
+
+/// Where the run is and how long each stage took: the one thing every
+/// stage writes, through [`Trail::step`] or [`Trail::change`].
+#[derive(Default)]
+struct Trail {
+    /// The stage the run was in last (for a failure: where it failed).
+    stage: Option<&'static str>,
+    timings: BTreeMap<String, u64>,
+}
+
+impl Trail {
+    /// Run one stage that changes nothing on the host: timed, and abandoned
+    /// (its commands killed) when the run is interrupted.
+    async fn step<T>(
+        &mut self,
+        ctx: &Ctx,
+        stage: Stage,
+        fut: impl std::future::Future<Output = Result<T, StageError>>,
+    ) -> Result<T, Stop> {
+        let name = self.enter(ctx, stage);
+        if let Some(signal) = ctx.interrupt.fired() {
+            return Err(Stop::Interrupted {
+                signal,
+                stage: name,
+            });
         }
+        let t = Instant::now();
+        let r = tokio::select! {
+            r = fut => r.map_err(|e| {
+                self.stage = Some(e.stage.unwrap_or(name));
+                Stop::Failed(e)
+            }),
+            signal = ctx.interrupt.wait() => Err(Stop::Interrupted { signal, stage: name }),
+        };
+        self.time(ctx, stage, t);
+        r
+    }
+
+    /// Run one stage that changes the host: timed, never abandoned.
+    async fn change<T>(
+        &mut self,
+        ctx: &Ctx,
+        stage: Stage,
+        fut: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.enter(ctx, stage);
+        let t = Instant::now();
+        let v = fut.await;
+        self.time(ctx, stage, t);
+        v
+    }
+
+    fn enter(&mut self, ctx: &Ctx, stage: Stage) -> &'static str {
+        fault(ctx, stage);
+        self.stage = Some(stage.name());
+        stage.name()
+    }
+
+    fn time(&mut self, ctx: &Ctx, stage: Stage, since: Instant) {
+        self.record(ctx, stage.name(), since.elapsed().as_millis() as u64);
+    }
+
+    fn record(&mut self, ctx: &Ctx, name: &str, ms: u64) {
+        ctx.log.note(&format!("stage {name}: {ms} ms"));
+        self.timings.insert(name.to_string(), ms);
     }
 }
 
 /// A test-only fault: `PANTHEROS_TEST_FAULT=HOST:STAGE` makes that host's
 /// task panic when it reaches STAGE. Compiled out of release builds.
-fn fault(ctx: &Ctx, stage: &str) {
+fn fault(ctx: &Ctx, stage: Stage) {
     #[cfg(debug_assertions)]
     if let Ok(spec) = std::env::var("PANTHEROS_TEST_FAULT") {
-        if spec == format!("{}:{stage}", ctx.host.name) {
+        if spec == format!("{}:{}", ctx.host.name, stage.fault_name()) {
             panic!("PANTHEROS_TEST_FAULT: {spec}");
         }
     }
@@ -104,31 +234,456 @@ fn fault(ctx: &Ctx, stage: &str) {
     let _ = (ctx, stage);
 }
 
-/// Run one stage that changes nothing on the host: timed, and abandoned
-/// (its commands killed) when the run is interrupted.
-async fn step<T>(
-    ctx: &Ctx,
-    facts: &mut Facts,
-    stage: &'static str,
-    fut: impl std::future::Future<Output = Result<T, StageError>>,
-) -> Result<T, Stop> {
-    fault(ctx, stage);
-    if let Some(signal) = ctx.interrupt.fired() {
-        return Err(Stop::Interrupted { signal, stage });
+/// What the run learnt about the host before it changed anything.
+#[derive(Default)]
+struct Seen {
+    built: Option<Built>,
+    current: Option<Current>,
+    plan: Option<Plan>,
+    lock: Option<Lock>,
+    reboot_required: Option<String>,
+}
+
+/// A host ready for the question: what it runs, what it would run, and
+/// the lock it holds.
+struct Prepared {
+    built: Built,
+    /// `rollback`: the generation chosen.
+    generation: Option<u64>,
+    current: Current,
+    plan: Plan,
+    lock: Option<Lock>,
+}
+
+/// How [`prepare`] ended: ready for the gate, or done (a no-op, a dry run,
+/// a build, a refusal, a failure) with what it saw and what it changed (a
+/// no-op's keys).
+enum Prepare {
+    Ready(Prepared),
+    Done(End, Seen, Changed),
+}
+
+/// What [`change`] did.
+#[derive(Default)]
+struct Changed {
+    generation_after: Option<u64>,
+    system_after: Option<String>,
+    rollback_reason: Option<String>,
+    reboot_required: Option<String>,
+    keys: Vec<keys::Uploaded>,
+}
+
+/// Everything the outcome and the record are made of.
+struct Learnt {
+    seen: Seen,
+    changed: Changed,
+    facts_read: BTreeMap<String, String>,
+}
+
+pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
+    for w in &ctx.host.warnings {
+        ctx.log.note(&format!("evaluation warning: {w}"));
     }
-    facts.stage = Some(stage);
-    let t = Instant::now();
-    let r = tokio::select! {
-        r = fut => r.map_err(|e| {
-            facts.stage = Some(e.stage.unwrap_or(stage));
-            Stop::Failed(e)
-        }),
-        signal = ctx.interrupt.wait() => Err(Stop::Interrupted { signal, stage }),
+    let started = Instant::now();
+    let started_at = chrono::Local::now().to_rfc3339();
+    let mut trail = Trail::default();
+
+    let (end, mut seen, changed) = match prepare(ctx, &mut trail, permits).await {
+        Prepare::Done(end, seen, changed) => (end, seen, changed),
+        Prepare::Ready(prepared) => {
+            approve_and_change(ctx, &mut trail, gate, permits, prepared).await
+        }
     };
-    let ms = t.elapsed().as_millis() as u64;
-    ctx.log.note(&format!("stage {stage}: {ms} ms"));
-    facts.timings.insert(stage.to_string(), ms);
-    r
+
+    // The record, written on the host by the lock's release.
+    let mut end = end;
+    let record = (!end.hand_over && super::record::worth_recording(end.result))
+        .then(|| record(ctx, &seen, &changed, end.result, &started_at));
+    if let Some(l) = seen.lock.take() {
+        let l = if end.hand_over {
+            preflight::hand_over(ctx, l).await
+        } else {
+            Some(l)
+        };
+        if let Some(l) = l
+            && let Err(why) = preflight::unlock(ctx, l, record.as_ref()).await
+        {
+            end = end.lock_left(ctx, &why);
+        }
+    }
+    let facts_read = if ctx.opts.mode == Mode::Deploy && end.result.succeeded() && !end.hand_over {
+        read_facts(ctx).await
+    } else {
+        BTreeMap::new()
+    };
+    trail.record(ctx, "total", started.elapsed().as_millis() as u64);
+    let learnt = Learnt {
+        seen,
+        changed,
+        facts_read,
+    };
+    outcome(ctx, learnt, trail, end, started_at)
+}
+
+/// Phase 1: everything before the question. Nothing on the host changes
+/// here except the deploy lock (and the store paths copied).
+async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
+    let mode = ctx.opts.mode;
+    let goal = ctx.opts.goal;
+    let mut seen = Seen::default();
+    macro_rules! or_done {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(stop) => return Prepare::Done(End::stopped(stop), seen, Changed::default()),
+            }
+        };
+    }
+    // A key that could not be read on the deployer fails its host first.
+    let keys = or_done!(ctx.keys.as_ref().map_err(|e| Stop::Failed(e.clone())));
+    if mode == Mode::Rollback && !ctx.host.deployment.keys.is_empty() {
+        ctx.say(
+            "note: keys are not versioned with generations: the rolled-back system finds the keys as they are now \
+             (upload older values with `pantheros keys upload` if it needs them)",
+        );
+    }
+    let _permit = permits.acquire().await;
+
+    let (built, generation) = or_done!(build_or_choose(ctx, trail).await);
+    seen.built = Some(built.clone());
+    if mode == Mode::BuildOnly {
+        ctx.say("built");
+        return Prepare::Done(End::ok(HostResult::Success), seen, Changed::default());
+    }
+
+    // A dead deployment's lock, removed on request (never a live one's).
+    if ctx.opts.break_lock {
+        or_done!(
+            trail
+                .step(
+                    ctx,
+                    Stage::BreakLock,
+                    preflight::break_lock(ctx, ctx.opts.force)
+                )
+                .await
+        );
+    }
+
+    // Preflight: the lock, and where the host stands, before any copy.
+    let noop_if = (mode == Mode::Deploy && goal == Goal::Switch).then_some(built.toplevel.as_str());
+    let (current, lock) = or_done!(
+        trail
+            .step(ctx, Stage::Preflight, preflight::preflight(ctx, noop_if))
+            .await
+    );
+    seen.lock = lock;
+    seen.current = Some(current.clone());
+    if current.already_has(&built.toplevel, goal) && mode != Mode::DryRun {
+        let (end, keys) = keep(ctx, trail, keys).await;
+        let changed = Changed {
+            generation_after: current.generation,
+            system_after: current.system.clone(),
+            keys,
+            ..Changed::default()
+        };
+        return Prepare::Done(end, seen, changed);
+    }
+
+    or_done!(trail.step(ctx, Stage::Copy, ship::ship(ctx, &built)).await);
+    let plan = or_done!(
+        trail
+            .step(ctx, Stage::Diff, diff::plan(ctx, &current, &built))
+            .await
+    );
+    seen.plan = Some(plan.clone());
+    ctx.log.note(&plan.live.line());
+    if mode == Mode::DryRun {
+        crate::report::progress::block(&format!(
+            "Changes for {}:\n{}  {}\n",
+            ctx.name(),
+            plan.diff.render(),
+            plan.live.line()
+        ));
+        return Prepare::Done(End::ok(HostResult::Success), seen, Changed::default());
+    }
+    // NixOS would refuse to switch live: stop before the host changes.
+    if let Some((why, end)) = refuse_live(ctx, &plan.live) {
+        seen.reboot_required = Some(why);
+        return Prepare::Done(end, seen, Changed::default());
+    }
+    Prepare::Ready(Prepared {
+        built,
+        generation,
+        current,
+        plan,
+        lock: seen.lock.take(),
+    })
+}
+
+/// The system to deploy: built (with the SSH handshake beside the build),
+/// or, for `rollback`, the existing generation chosen.
+async fn build_or_choose(ctx: &Ctx, trail: &mut Trail) -> Result<(Built, Option<u64>), Stop> {
+    let mode = ctx.opts.mode;
+    if mode == Mode::Rollback {
+        let chosen = trail
+            .step(ctx, Stage::Choose, rollback::choose(ctx))
+            .await?;
+        return Ok((chosen.built, Some(chosen.generation)));
+    }
+    // The SSH handshake runs while the toplevel builds (not when the
+    // build itself runs over SSH: two masters would race).
+    let local_build = !ctx.host.deployment.build_on_target || ctx.target.is_local();
+    if mode == Mode::BuildOnly || !local_build {
+        return Ok((
+            trail.step(ctx, Stage::Build, build::build(ctx)).await?,
+            None,
+        ));
+    }
+    let connect = async {
+        timed(connect::connect(ctx))
+            .await
+            .map_err(|e| e.at(Stage::Connect.name()))
+    };
+    let both = async { tokio::try_join!(timed(build::build(ctx)), connect) };
+    let ((built, build_ms), ((), connect_ms)) = trail.step(ctx, Stage::Build, both).await?;
+    ctx.log.note(&format!(
+        "build: {build_ms} ms, connect: {connect_ms} ms (side by side)"
+    ));
+    trail.record(ctx, Stage::Build.name(), build_ms);
+    trail.record(ctx, Stage::Connect.name(), connect_ms);
+    Ok((built, None))
+}
+
+/// A stage's result with its wall time in ms.
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, StageError>>,
+) -> Result<(T, u64), StageError> {
+    let t = Instant::now();
+    let v = fut.await?;
+    Ok((v, t.elapsed().as_millis() as u64))
+}
+
+/// The host already runs this system: nothing to activate, but its keys
+/// are written again (a reboot may have emptied /run/keys, a secret may
+/// have changed).
+async fn keep(ctx: &Ctx, trail: &mut Trail, keys: &[keys::Key]) -> (End, Vec<keys::Uploaded>) {
+    if keys.is_empty() {
+        ctx.say("already running this system: nothing to do");
+        return (End::ok(HostResult::Unchanged), vec![]);
+    }
+    ctx.say("already running this system; writing its keys");
+    match trail
+        .change(ctx, Stage::Keys, keys::upload(ctx, keys, None))
+        .await
+    {
+        Ok(uploaded) => (End::ok(HostResult::Unchanged), uploaded),
+        Err(e) => (
+            End::err(
+                HostResult::Failed,
+                StageError {
+                    message: format!("the system is unchanged, but {}", e.message),
+                    ..e
+                },
+            ),
+            vec![],
+        ),
+    }
+}
+
+/// Phase 2 and 3: the question, then the change. What the outcome needs
+/// comes back as values: the end, what was seen, what changed.
+async fn approve_and_change(
+    ctx: &Ctx,
+    trail: &mut Trail,
+    mut gate: Gate,
+    permits: &Permits,
+    p: Prepared,
+) -> (End, Seen, Changed) {
+    let Prepared {
+        built,
+        generation,
+        current,
+        plan,
+        lock,
+    } = p;
+    let from = match current.generation {
+        Some(g) => format!("generation {g}"),
+        None => "no previous generation".into(),
+    };
+    let to = match generation {
+        Some(g) => format!("generation {g}"),
+        None => "new".into(),
+    };
+    let text = format!(
+        "Changes for {} ({from} -> {to}):\n{}  {}\n",
+        ctx.name(),
+        plan.diff.render(),
+        plan.live.line()
+    );
+    fault(ctx, Stage::Confirm);
+    let passed = gate.pass(ctx, permits, text).await;
+    let (end, changed) = match passed {
+        Err(Refused::Stopped(result, e)) => (End::err(result, e), Changed::default()),
+        Err(r) => (End::stopped(r.into()), Changed::default()),
+        Ok(_permit) => change(ctx, trail, &built, generation, &current).await,
+    };
+    let seen = Seen {
+        built: Some(built),
+        current: Some(current),
+        plan: Some(plan),
+        lock,
+        reboot_required: None,
+    };
+    (end, seen, changed)
+}
+
+/// Phase 3: keys, activation, health (and the rollback they may call for),
+/// then the keys due after it. From here on the host changes: nothing is
+/// abandoned half-way.
+async fn change(
+    ctx: &Ctx,
+    trail: &mut Trail,
+    built: &Built,
+    generation: Option<u64>,
+    current: &Current,
+) -> (End, Changed) {
+    let mut changed = Changed::default();
+    let keys = match ctx.keys.as_ref() {
+        Ok(k) => k.as_slice(),
+        Err(e) => return (End::err(HostResult::Failed, e.clone()), changed),
+    };
+    // Keys due before the activation (each written atomically).
+    match upload_keys(ctx, trail, keys, UploadAt::PreActivation).await {
+        Ok(u) => changed.keys = u,
+        Err(e) => {
+            let hint = e.hint.clone().or(Some(
+                "the system was not activated; fix the key and deploy again".into(),
+            ));
+            return (
+                End::err(HostResult::Failed, StageError { hint, ..e }),
+                changed,
+            );
+        }
+    }
+
+    let request = Request {
+        toplevel: built.toplevel.clone(),
+        generation,
+        baseline: current.failed_units.clone(),
+    };
+    let activated = match trail
+        .change(ctx, Stage::Activate, activate::activate(ctx, &request))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return (End::err(HostResult::Failed, e), changed),
+    };
+    let activated = match activated {
+        Activated::Kept if ctx.opts.goal != Goal::Boot => {
+            match judge_health(ctx, trail, current).await {
+                Ok(a) => a,
+                Err(end) => {
+                    (changed.generation_after, changed.system_after) = activate::observe(ctx).await;
+                    return (end, changed);
+                }
+            }
+        }
+        other => other,
+    };
+    let end = finish(ctx, &mut changed, built, current, activated).await;
+    if end.result != HostResult::Success || ctx.opts.mode != Mode::Deploy {
+        return (end, changed);
+    }
+
+    // Keys due after a confirmed, healthy switch (never after a rollback).
+    match upload_keys(ctx, trail, keys, UploadAt::PostActivation).await {
+        Ok(u) => {
+            changed.keys.extend(u);
+            (end, changed)
+        }
+        Err(e) => (
+            End::err(
+                HostResult::Unhealthy,
+                StageError {
+                    message: format!(
+                        "the new generation is active and healthy, but its post-activation keys were not all written: {}",
+                        e.message
+                    ),
+                    hint: Some(format!(
+                        "fix the cause, then `pantheros keys upload {}`",
+                        ctx.name()
+                    )),
+                    ..e
+                },
+            ),
+            changed,
+        ),
+    }
+}
+
+/// The keys due `at`, as their own stage when any is due.
+async fn upload_keys(
+    ctx: &Ctx,
+    trail: &mut Trail,
+    keys: &[keys::Key],
+    at: UploadAt,
+) -> Result<Vec<keys::Uploaded>, StageError> {
+    let stage = match at {
+        UploadAt::PreActivation => Stage::KeysPre,
+        UploadAt::PostActivation => Stage::KeysPost,
+    };
+    if keys.iter().any(|k| k.at == at) {
+        trail
+            .change(ctx, stage, keys::upload(ctx, keys, Some(at)))
+            .await
+    } else {
+        Ok(vec![])
+    }
+}
+
+/// The health checks after a kept activation: kept, rolled back (the
+/// rollback's own result), or the end when the new generation stays
+/// although it is unhealthy (rollback disabled, or interrupted).
+async fn judge_health(ctx: &Ctx, trail: &mut Trail, current: &Current) -> Result<Activated, End> {
+    let checked = trail
+        .change(
+            ctx,
+            Stage::Health,
+            health::health(ctx, current.systemd, &current.failed_units),
+        )
+        .await;
+    let Err(problems) = checked else {
+        return Ok(Activated::Kept);
+    };
+    if ctx.interrupt.fired().is_some() {
+        return Err(interrupted_while_active(
+            ctx,
+            Status::Confirmed,
+            Some(problems),
+        ));
+    }
+    let roll = ctx
+        .opts
+        .rollback_on_health
+        .unwrap_or(ctx.host.deployment.rollback_on_health_failure);
+    if !roll {
+        return Err(End::err(
+            HostResult::Unhealthy,
+            StageError::new(format!(
+                "health checks failed; rollback is disabled, so the new generation stays active: {problems}"
+            ))
+            .hint(format!(
+                "fix the host, or roll it back with `pantheros rollback {}`",
+                ctx.name()
+            )),
+        ));
+    }
+    ctx.say("health checks failed; rolling back");
+    // The reason is written on the target: no secrets in it.
+    let reason = ctx.log.redact(&format!("health checks failed: {problems}"));
+    Ok(trail
+        .change(ctx, Stage::Rollback, rollback::roll_back(ctx, reason))
+        .await)
 }
 
 /// The host's `recordFacts`, read back in one remote run: name → value
@@ -164,76 +719,15 @@ async fn read_facts(ctx: &Ctx) -> BTreeMap<String, String> {
     }
 }
 
-/// Write the keys due `at` (all of them with None) as stage `stage`,
-/// timed when any key was due. Not abandoned on an interrupt: each key is
-/// written whole, and the host may already be changing.
-async fn write_keys(
-    ctx: &Ctx,
-    facts: &mut Facts,
-    keys: &[keys::Key],
-    at: Option<UploadAt>,
-    stage: &'static str,
-) -> Result<Vec<keys::Uploaded>, StageError> {
-    facts.stage = Some(stage);
-    let t = Instant::now();
-    let uploaded = keys::upload(ctx, keys, at).await;
-    if keys.iter().any(|k| at.is_none_or(|a| k.at == a)) {
-        facts
-            .timings
-            .insert(stage.into(), t.elapsed().as_millis() as u64);
-    }
-    uploaded
-}
-
-/// A stage's result with its wall time in ms.
-async fn timed<T>(
-    fut: impl std::future::Future<Output = Result<T, StageError>>,
-) -> Result<(T, u64), StageError> {
-    let t = Instant::now();
-    let v = fut.await?;
-    Ok((v, t.elapsed().as_millis() as u64))
-}
-
-pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
-    for w in &ctx.host.warnings {
-        ctx.log.note(&format!("evaluation warning: {w}"));
-    }
-    let started = Instant::now();
-    let started_at = chrono::Local::now().to_rfc3339();
-    let mut facts = Facts::default();
-    let mut lock: Option<Lock> = None;
-    let end = match stages(ctx, gate, permits, &mut facts, &mut lock).await {
-        Ok(end) => end,
-        Err(Stop::Failed(e)) => End::err(HostResult::Failed, e),
-        Err(Stop::Interrupted { signal, stage }) => End::err(
-            HostResult::Interrupted,
-            StageError::new(format!(
-                "interrupted by {signal} during {stage}; nothing was changed"
-            )),
-        ),
-    };
-    let mut end = end;
-    let record = (!end.hand_over && super::record::worth_recording(end.result))
-        .then(|| record(ctx, &facts, end.result, &started_at));
-    if let Some(mut l) = lock.take() {
-        if end.hand_over {
-            match preflight::hand_over(ctx, l).await {
-                Some(back) => l = back,
-                None => return finish_outcome(ctx, facts, end, started, started_at),
-            }
-        }
-        if let Err(why) = preflight::unlock(ctx, l, record.as_ref()).await {
-            end = end.lock_left(ctx, &why);
-        }
-    }
-    if ctx.opts.mode == Mode::Deploy && end.result.succeeded() {
-        facts.read = read_facts(ctx).await;
-    }
-    finish_outcome(ctx, facts, end, started, started_at)
-}
-
 /// This run's deploy record, which the lock's release writes on the host.
-fn record(ctx: &Ctx, facts: &Facts, result: HostResult, started_at: &str) -> super::record::Record {
+fn record(
+    ctx: &Ctx,
+    seen: &Seen,
+    changed: &Changed,
+    result: HostResult,
+    started_at: &str,
+) -> super::record::Record {
+    let current = seen.current.as_ref();
     super::record::Record {
         version: 1,
         run_id: ctx.opts.run_id.clone(),
@@ -242,312 +736,21 @@ fn record(ctx: &Ctx, facts: &Facts, result: HostResult, started_at: &str) -> sup
         origin: ctx.opts.origin.clone(),
         started: started_at.to_string(),
         finished: chrono::Local::now().to_rfc3339(),
-        toplevel: facts
+        toplevel: changed
             .system_after
             .clone()
-            .or_else(|| facts.built.as_ref().map(|b| b.toplevel.clone())),
-        generation: facts.generation_after,
+            .or_else(|| seen.built.as_ref().map(|b| b.toplevel.clone())),
+        generation: changed.generation_after,
         result,
-        system_before: facts
-            .current
-            .as_ref()
-            .and_then(|c| c.running.clone().or_else(|| c.system.clone())),
-        generation_before: facts.current.as_ref().and_then(|c| c.generation),
-    }
-}
-
-fn finish_outcome(
-    ctx: &Ctx,
-    mut facts: Facts,
-    end: End,
-    started: Instant,
-    started_at: String,
-) -> Outcome {
-    facts
-        .timings
-        .insert("total".into(), started.elapsed().as_millis() as u64);
-    outcome(ctx, facts, end, started_at)
-}
-
-async fn stages(
-    ctx: &Ctx,
-    mut gate: Gate,
-    permits: &Permits,
-    facts: &mut Facts,
-    lock: &mut Option<Lock>,
-) -> Result<End, Stop> {
-    let mode = ctx.opts.mode;
-    let goal = ctx.opts.goal;
-    // A key that could not be read on the deployer fails its host first.
-    let keys = ctx.keys.as_ref().map_err(|e| Stop::Failed(e.clone()))?;
-    if mode == Mode::Rollback && !ctx.host.deployment.keys.is_empty() {
-        ctx.say(
-            "note: keys are not versioned with generations: the rolled-back system finds the keys as they are now \
-             (upload older values with `pantheros keys upload` if it needs them)",
-        );
-    }
-    let permit = permits.acquire().await;
-
-    // Build (or, for `rollback`, choose the existing generation).
-    let (built, generation) = if mode == Mode::Rollback {
-        let chosen = step(ctx, facts, "choose", rollback::choose(ctx)).await?;
-        (chosen.built, Some(chosen.generation))
-    } else {
-        // The SSH handshake runs while the toplevel builds (not when the
-        // build itself runs over SSH: two masters would race).
-        let local_build = !ctx.host.deployment.build_on_target || ctx.target.is_local();
-        if mode != Mode::BuildOnly && local_build {
-            let connect = async {
-                timed(connect::connect(ctx))
-                    .await
-                    .map_err(|e| e.at("connect"))
-            };
-            let both = async { tokio::try_join!(timed(build::build(ctx)), connect) };
-            let ((built, build_ms), ((), connect_ms)) = step(ctx, facts, "build", both).await?;
-            ctx.log.note(&format!(
-                "build: {build_ms} ms, connect: {connect_ms} ms (side by side)"
-            ));
-            facts.timings.insert("build".into(), build_ms);
-            facts.timings.insert("connect".into(), connect_ms);
-            (built, None)
-        } else {
-            (step(ctx, facts, "build", build::build(ctx)).await?, None)
-        }
-    };
-    facts.built = Some(built.clone());
-    if mode == Mode::BuildOnly {
-        ctx.say("built");
-        return Ok(End::ok(HostResult::Success));
-    }
-
-    // A dead deployment's lock, removed on request (never a live one's).
-    if ctx.opts.break_lock {
-        step(
-            ctx,
-            facts,
-            "break-lock",
-            preflight::break_lock(ctx, ctx.opts.force),
-        )
-        .await?;
-    }
-
-    // Preflight: the lock, and where the host stands, before any copy.
-    let noop_if = (mode == Mode::Deploy && goal == Goal::Switch).then_some(built.toplevel.as_str());
-    let (current, l) = step(ctx, facts, "preflight", preflight::preflight(ctx, noop_if)).await?;
-    *lock = l;
-    facts.current = Some(current.clone());
-    if current.already_has(&built.toplevel, goal) && mode != Mode::DryRun {
-        facts.generation_after = current.generation;
-        facts.system_after = current.system.clone();
-        if keys.is_empty() {
-            ctx.say("already running this system: nothing to do");
-            return Ok(End::ok(HostResult::Unchanged));
-        }
-        // The system is current; its keys are written again (a reboot may
-        // have emptied /run/keys, a secret may have changed).
-        ctx.say("already running this system; writing its keys");
-        return match write_keys(ctx, facts, keys, None, "keys").await {
-            Ok(u) => {
-                facts.keys = u;
-                Ok(End::ok(HostResult::Unchanged))
-            }
-            Err(e) => Err(Stop::Failed(StageError {
-                message: format!("the system is unchanged, but {}", e.message),
-                ..e
-            })),
-        };
-    }
-
-    step(ctx, facts, "copy", ship::ship(ctx, &built)).await?;
-    let plan = step(ctx, facts, "diff", diff::plan(ctx, &current, &built)).await?;
-    facts.diff = Some(plan.diff.clone());
-    facts.live = Some(plan.live.clone());
-    ctx.log.note(&plan.live.line());
-    if mode == Mode::DryRun {
-        crate::report::progress::block(&format!(
-            "Changes for {}:\n{}  {}\n",
-            ctx.name(),
-            plan.diff.render(),
-            plan.live.line()
-        ));
-        return Ok(End::ok(HostResult::Success));
-    }
-    // NixOS would refuse to switch live: stop before the host changes.
-    if let Some(end) = refuse_live(ctx, facts, &plan.live) {
-        return Ok(end);
-    }
-
-    // One confirmation for the whole run.
-    drop(permit);
-    let from = match current.generation {
-        Some(g) => format!("generation {g}"),
-        None => "no previous generation".into(),
-    };
-    let to = match generation {
-        Some(g) => format!("generation {g}"),
-        None => "new".into(),
-    };
-    let text = format!(
-        "Changes for {} ({from} -> {to}):\n{}  {}\n",
-        ctx.name(),
-        plan.diff.render(),
-        plan.live.line()
-    );
-    fault(ctx, "confirm");
-    match gate.approve(ctx, text).await {
-        Approval::Go => {}
-        Approval::NotConfirmed => {
-            if let Some(signal) = ctx.interrupt.fired() {
-                return Err(Stop::Interrupted {
-                    signal,
-                    stage: "the confirmation",
-                });
-            }
-            return Ok(End::err(
-                HostResult::Failed,
-                StageError::new("not confirmed; nothing was changed"),
-            ));
-        }
-        Approval::Halted(failed) => return Ok(halted(&failed)),
-        Approval::CanariesFailed(names) => {
-            return Ok(End::err(
-                HostResult::Failed,
-                StageError::new(format!(
-                    "not activated: the canary {names} did not succeed, so the rollout stopped; nothing was changed on this host"
-                ))
-                .hint("fix the canary, then deploy again"),
-            ));
-        }
-    }
-    let _permit = permits.acquire().await;
-    if let Some(signal) = ctx.interrupt.fired() {
-        return Err(Stop::Interrupted {
-            signal,
-            stage: "the confirmation",
-        });
-    }
-    // A host may have failed while this one waited for a job slot.
-    if let Some(failed) = gate.halted() {
-        return Ok(halted(&failed));
-    }
-
-    // Keys due before the activation. From here on the host changes: the
-    // uploads are not abandoned half-way (each key is written atomically).
-    let uploaded = write_keys(ctx, facts, keys, Some(UploadAt::PreActivation), "keys").await;
-    facts.keys = uploaded.map_err(|e| {
-        Stop::Failed(StageError {
-            hint: e.hint.clone().or(Some(
-                "the system was not activated; fix the key and deploy again".into(),
-            )),
-            ..e
-        })
-    })?;
-
-    // Activate: from here on the system changes, and is never abandoned.
-    fault(ctx, "activate");
-    facts.stage = Some("activate");
-    let t = Instant::now();
-    let request = Request {
-        toplevel: built.toplevel.clone(),
-        generation,
-        baseline: current.failed_units.clone(),
-    };
-    let activated = activate::activate(ctx, &request).await?;
-    facts
-        .timings
-        .insert("activate".into(), t.elapsed().as_millis() as u64);
-    let activated = match activated {
-        Activated::Kept if goal != Goal::Boot => {
-            fault(ctx, "health");
-            facts.stage = Some("health");
-            let t = Instant::now();
-            let checked = health::health(ctx, current.systemd, &current.failed_units).await;
-            facts
-                .timings
-                .insert("health".into(), t.elapsed().as_millis() as u64);
-            match checked {
-                Ok(()) => Activated::Kept,
-                Err(problems) if ctx.interrupt.fired().is_some() => {
-                    return Ok(interrupted_while_active(
-                        ctx,
-                        facts,
-                        Status::Confirmed,
-                        Some(problems),
-                    )
-                    .await);
-                }
-                Err(problems) => {
-                    let roll = ctx
-                        .opts
-                        .rollback_on_health
-                        .unwrap_or(ctx.host.deployment.rollback_on_health_failure);
-                    if !roll {
-                        (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
-                        return Ok(End::err(
-                            HostResult::Unhealthy,
-                            StageError::new(format!(
-                                "health checks failed; rollback is disabled, so the new generation stays active: {problems}"
-                            ))
-                            .hint(format!(
-                                "fix the host, or roll it back with `pantheros rollback {}`",
-                                ctx.name()
-                            )),
-                        ));
-                    }
-                    ctx.say("health checks failed; rolling back");
-                    let t = Instant::now();
-                    // The reason is written on the target: no secrets in it.
-                    let reason = ctx.log.redact(&format!("health checks failed: {problems}"));
-                    let r = rollback::roll_back(ctx, reason).await;
-                    facts
-                        .timings
-                        .insert("rollback".into(), t.elapsed().as_millis() as u64);
-                    r
-                }
-            }
-        }
-        other => other,
-    };
-    let end = finish(ctx, facts, &current, activated).await;
-    if end.result != HostResult::Success || mode != Mode::Deploy {
-        return Ok(end);
-    }
-
-    // Keys due after a confirmed, healthy switch (never after a rollback).
-    match write_keys(
-        ctx,
-        facts,
-        keys,
-        Some(UploadAt::PostActivation),
-        "keys-post",
-    )
-    .await
-    {
-        Ok(u) => {
-            facts.keys.extend(u);
-            Ok(end)
-        }
-        Err(e) => Ok(End::err(
-            HostResult::Unhealthy,
-            StageError {
-                message: format!(
-                    "the new generation is active and healthy, but its post-activation keys were not all written: {}",
-                    e.message
-                ),
-                hint: Some(format!(
-                    "fix the cause, then `pantheros keys upload {}`",
-                    ctx.name()
-                )),
-                ..e
-            },
-        )),
+        system_before: current.and_then(|c| c.running.clone().or_else(|| c.system.clone())),
+        generation_before: current.and_then(|c| c.generation),
     }
 }
 
 /// A goal NixOS would not carry out live (switch or test past a changed
 /// switch inhibitor, test of an incompatible init), refused before the host
 /// changes, with the ways on. None: go ahead.
-fn refuse_live(ctx: &Ctx, facts: &mut Facts, live: &Live) -> Option<End> {
+fn refuse_live(ctx: &Ctx, live: &Live) -> Option<(String, End)> {
     let goal = ctx.opts.goal;
     let why = if live.inhibited() && goal != Goal::Boot && !ctx.opts.force_switch {
         let which: Vec<String> = live.inhibitors.iter().map(|i| i.describe()).collect();
@@ -561,40 +764,37 @@ fn refuse_live(ctx: &Ctx, facts: &mut Facts, live: &Live) -> Option<End> {
         return None;
     };
     ctx.say(&format!("REBOOT REQUIRED: {why}"));
-    facts.reboot_required = Some(why.clone());
     let command = if ctx.opts.mode == Mode::Rollback {
         "rollback"
     } else {
         "deploy"
     };
-    Some(End::err(
-        HostResult::RebootRequired,
-        StageError::new(why).hint(format!(
+    Some((
+        why.clone(),
+        End::err(
+            HostResult::RebootRequired,
+            StageError::new(why).hint(format!(
             "run it with `--goal boot` and reboot the host to run the new system, or, to switch live \
              anyway (NIXOS_NO_CHECK=1; it may leave the running system unstable), with `--force-switch`: \
              pantheros {command} {} --goal boot",
             ctx.name()
         )),
+        ),
     ))
 }
 
 /// The end of an activation, from the target's final state.
-/// Not activated: another host failed and the run does not keep going.
-fn halted(failed: &str) -> End {
-    End::err(
-        HostResult::Failed,
-        StageError::new(format!(
-            "not activated: {failed} failed, so the run stopped before this host changed; nothing was changed on this host"
-        ))
-        .hint("fix that host and deploy again, or pass --keep-going to deploy the others regardless"),
-    )
-}
-
-async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Activated) -> End {
-    (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
-    match activate::verify(current, activated, facts.system_after.as_deref()) {
+async fn finish(
+    ctx: &Ctx,
+    changed: &mut Changed,
+    built: &Built,
+    current: &Current,
+    activated: Activated,
+) -> End {
+    (changed.generation_after, changed.system_after) = activate::observe(ctx).await;
+    match activate::verify(current, activated, changed.system_after.as_deref()) {
         Activated::Kept => {
-            facts.system_after = facts.built.as_ref().map(|b| b.toplevel.clone());
+            changed.system_after = Some(built.toplevel.clone());
             ctx.say(&format!(
                 "{}: generation {} is active",
                 if ctx.opts.mode == Mode::Rollback {
@@ -602,7 +802,7 @@ async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Acti
                 } else {
                     "deployed"
                 },
-                facts
+                changed
                     .generation_after
                     .map(|g| g.to_string())
                     .unwrap_or("?".into())
@@ -615,11 +815,11 @@ async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Acti
         ),
         Activated::RebootRequired { reason } => {
             ctx.say(&format!("REBOOT REQUIRED: {reason}"));
-            facts.reboot_required = Some(reason);
+            changed.reboot_required = Some(reason);
             End::ok(HostResult::RebootRequired)
         }
         Activated::RolledBack { reason } => {
-            facts.rollback_reason = Some(reason.clone());
+            changed.rollback_reason = Some(reason.clone());
             ctx.say(&format!("rolled back: {reason}"));
             End::err(
                 HostResult::RolledBack,
@@ -627,7 +827,7 @@ async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Acti
             )
         }
         Activated::RollbackFailed { reason } => {
-            facts.rollback_reason = Some(reason.clone());
+            changed.rollback_reason = Some(reason.clone());
             End::err(
                 HostResult::RollbackFailed,
                 StageError::new(format!("rollback failed: {reason}"))
@@ -635,7 +835,7 @@ async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Acti
             )
         }
         Activated::Unknown { last } => {
-            facts.rollback_reason = Some(format!("state unknown: {last}"));
+            changed.rollback_reason = Some(format!("state unknown: {last}"));
             End::err(
                 HostResult::Unknown,
                 StageError::new(format!(
@@ -644,20 +844,13 @@ async fn finish(ctx: &Ctx, facts: &mut Facts, current: &Current, activated: Acti
                 .hint(activate::console_hint(ctx.name())),
             )
         }
-        Activated::Interrupted { status } => {
-            interrupted_while_active(ctx, facts, status, None).await
-        }
+        Activated::Interrupted { status } => interrupted_while_active(ctx, status, None),
     }
 }
 
 /// Interrupted after the activation started: the watchdog goes on by
-/// itself; say where it stands.
-async fn interrupted_while_active(
-    ctx: &Ctx,
-    facts: &mut Facts,
-    status: Status,
-    health: Option<String>,
-) -> End {
+/// itself; say where it stands (the caller observes the host).
+fn interrupted_while_active(ctx: &Ctx, status: Status, health: Option<String>) -> End {
     let timeout = ctx.host.deployment.confirm_timeout;
     let msg = match &status {
         Status::Confirmed | Status::Done => format!(
@@ -680,7 +873,6 @@ async fn interrupted_while_active(
     };
     ctx.say(&msg);
     ctx.log.note(&msg);
-    (facts.generation_after, facts.system_after) = activate::observe(ctx).await;
     let mut end = End::err(
         HostResult::Unknown,
         StageError::new(msg).hint(format!(
@@ -694,8 +886,17 @@ async fn interrupted_while_active(
 }
 
 /// Assemble the host's outcome, once, and write it next to the log.
-fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
-    let current = facts.current.unwrap_or_default();
+fn outcome(ctx: &Ctx, learnt: Learnt, trail: Trail, end: End, started_at: String) -> Outcome {
+    let Learnt {
+        seen,
+        changed,
+        facts_read,
+    } = learnt;
+    let current = seen.current.unwrap_or_default();
+    let (diff, live) = match seen.plan {
+        Some(p) => (Some(p.diff), Some(p.live)),
+        None => (None, None),
+    };
     let error = end.error.as_ref().map(|e| ctx.log.redact(&e.render()));
     if let Some(e) = &error {
         ctx.log.note(&format!("error: {e}"));
@@ -717,39 +918,29 @@ fn outcome(ctx: &Ctx, facts: Facts, end: End, started_at: String) -> Outcome {
         goal: ctx.opts.goal,
         result: end.result,
         generation_before: current.generation,
-        generation_after: facts.generation_after,
+        generation_after: changed.generation_after,
         system_before: current.system,
-        system_after: facts.system_after,
-        toplevel: facts.built.map(|b| b.toplevel),
-        rollback_reason: facts.rollback_reason.map(|r| ctx.log.redact(&r)),
-        reboot_required: facts.reboot_required.map(|r| ctx.log.redact(&r)),
-        live: facts.live,
+        system_after: changed.system_after,
+        toplevel: seen.built.map(|b| b.toplevel),
+        rollback_reason: changed.rollback_reason.map(|r| ctx.log.redact(&r)),
+        reboot_required: changed
+            .reboot_required
+            .or(seen.reboot_required)
+            .map(|r| ctx.log.redact(&r)),
+        live,
         warnings: ctx.host.warnings.clone(),
-        facts_read: facts.read,
+        facts_read,
         error,
-        diff: facts.diff,
-        durations_ms: facts.timings,
-        keys: facts.keys,
+        diff,
+        durations_ms: trail.timings,
+        keys: changed.keys,
         stage: (!matches!(end.result, HostResult::Success | HostResult::Unchanged))
-            .then_some(facts.stage)
+            .then_some(trail.stage)
             .flatten()
             .map(String::from),
         log: ctx.log.path.clone(),
         started: started_at,
     };
-    write_info(ctx, &o);
+    super::summary::write_info(ctx, &o);
     o
-}
-
-/// The `.info` file: the outcome as JSON, beside the log.
-pub fn write_info(ctx: &Ctx, o: &Outcome) {
-    let info = ctx.log.path.with_extension("info");
-    match serde_json::to_vec_pretty(o) {
-        Ok(bytes) => {
-            if let Err(e) = super::fleet::write_atomic(&info, &bytes) {
-                eprintln!("warning: could not write {}: {e}", info.display());
-            }
-        }
-        Err(e) => eprintln!("warning: could not encode {}: {e}", info.display()),
-    }
 }

@@ -115,13 +115,7 @@ impl FactsFile {
         std::fs::create_dir_all(dir)?;
         let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         text.push('\n');
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::report::file::write_atomic(path, text.as_bytes(), 0o644)
     }
 }
 

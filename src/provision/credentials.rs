@@ -8,8 +8,8 @@
 //! is saved; an invalid one is never saved.
 
 use super::Kind;
-use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::Failure;
@@ -225,19 +225,8 @@ pub fn save(token: &Token) -> Result<PathBuf, Failure> {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| fail(format!("chmod 700 {}: {e}", dir.display())))?;
     let file = token_file();
-    let tmp = dir.join(".hcloud-token.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| fail(format!("creating {}: {e}", tmp.display())))?;
-    f.write_all(format!("{}\n", token.expose()).as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &file)
-        .map_err(|e| fail(format!("renaming to {}: {e}", file.display())))?;
+    crate::report::file::write_atomic(&file, format!("{}\n", token.expose()).as_bytes(), 0o600)
+        .map_err(|e| fail(format!("writing {}: {e}", file.display())))?;
     Ok(file)
 }
 

@@ -160,7 +160,7 @@ pub fn pin_host_key(kh: &std::path::Path, ip: &str, public: &str) -> Result<(), 
     let (kind, material) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
     kept.push(format!("{ip} {kind} {material}"));
     let text = kept.join("\n") + "\n";
-    crate::deploy::fleet::write_atomic(kh, text.as_bytes()).map_err(fail)
+    crate::report::file::write_atomic(kh, text.as_bytes(), 0o600).map_err(fail)
 }
 
 /// What the server reports: (os-release ID, /run/current-system target).

@@ -216,11 +216,9 @@ pub fn update_file(path: &Path, ip: &str) -> std::io::Result<Outcome> {
     match update_text(&text, ip) {
         Ok((new_text, outcome)) => {
             if new_text != text {
-                let meta = std::fs::metadata(path)?;
-                let tmp = path.with_extension("yml.pantheros-tmp");
-                std::fs::write(&tmp, &new_text)?;
-                std::fs::set_permissions(&tmp, meta.permissions())?;
-                std::fs::rename(&tmp, path)?;
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+                crate::report::file::write_atomic(path, new_text.as_bytes(), mode)?;
             }
             Ok(outcome)
         }

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+pub mod file;
 pub mod log;
 pub mod progress;
 pub mod redact;

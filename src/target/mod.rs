@@ -291,7 +291,7 @@ impl Target {
     /// options, exactly (quoted), over the master connection: put it first
     /// on `nix copy`'s PATH. Written once per run, 0700.
     pub fn ssh_wrapper(&self) -> std::io::Result<PathBuf> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let dir = &self.ssh_wrapper_dir;
         let script = dir.join("ssh");
         if !script.exists() {
@@ -317,14 +317,7 @@ impl Target {
                 this = shell_words::join(&argv),
                 other = shell_words::join(&other),
             );
-            let tmp = dir.join("ssh.tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o700)
-                .open(&tmp)?;
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
-            std::fs::rename(&tmp, &script)?;
+            crate::report::file::write_atomic(&script, text.as_bytes(), 0o700)?;
         }
         Ok(dir.clone())
     }

@@ -1,0 +1,151 @@
+//! The end of a run, as the user reads it: the summary of every host, the
+//! `--json` document, the outcome of a host whose task crashed, and each
+//! host's `.info` file beside its log.
+
+use std::collections::BTreeMap;
+
+use super::{Ctx, HostResult, Mode, Outcome, preflight, say};
+use crate::report::progress;
+
+/// One line of the run's own log for a host that finished.
+pub fn finished_line(o: &Outcome) -> String {
+    let detail = match (&o.toplevel, &o.error) {
+        (_, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+        (Some(t), None) => t.clone(),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{}: {} {detail} (log: {})",
+        o.host,
+        o.result.word(),
+        o.log.display()
+    )
+}
+
+/// The run's `--json` document.
+pub fn print_document(code: i32, outcomes: &[Outcome]) {
+    let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+/// A host whose task panicked or was cancelled: its state is unknown. Its
+/// lock is released if this run holds it; the outcome says to check by hand.
+pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
+    let why = if e.is_panic() {
+        "the deployment task for this host crashed"
+    } else {
+        "the deployment task for this host was cancelled"
+    };
+    let msg = format!("{why}; the host's state is unknown: check it by hand");
+    say(&ctx.host.name, &msg);
+    ctx.log.note(&format!("{msg} ({e})"));
+    if ctx.opts.mode != Mode::BuildOnly {
+        preflight::unlock_after_crash(ctx).await;
+    }
+    let o = Outcome {
+        host: ctx.host.name.clone(),
+        target: ctx.target_label(),
+        mode: ctx.opts.mode,
+        goal: ctx.opts.goal,
+        result: HostResult::Unknown,
+        generation_before: None,
+        generation_after: None,
+        system_before: None,
+        system_after: None,
+        toplevel: None,
+        rollback_reason: None,
+        reboot_required: None,
+        live: None,
+        warnings: ctx.host.warnings.clone(),
+        facts_read: BTreeMap::new(),
+        error: Some(format!(
+            "{msg}\n  hint: {}",
+            super::activate::console_hint(&ctx.host.name)
+        )),
+        diff: None,
+        durations_ms: BTreeMap::new(),
+        keys: vec![],
+        stage: None,
+        log: ctx.log.path.clone(),
+        started: chrono::Local::now().to_rfc3339(),
+    };
+    write_info(ctx, &o);
+    o
+}
+
+/// The end of a run: each host's result and, for several hosts, what
+/// went wrong where. `paint` styles the result words (or not, for a file).
+pub fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) -> String) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "\n=== Summary ===");
+    if mode == Mode::BuildOnly {
+        let passed = outcomes
+            .iter()
+            .filter(|o| o.result == HostResult::Success)
+            .count();
+        let _ = writeln!(out, "  Passed: {passed}");
+        let _ = writeln!(out, "  Failed: {}", outcomes.len() - passed);
+        let _ = writeln!(out, "  Total:  {}", outcomes.len());
+    }
+    for o in outcomes {
+        let (style, text) = match o.result {
+            HostResult::Success => ("32", "ok"),
+            HostResult::Unchanged => ("32", "unchanged"),
+            HostResult::RebootRequired => ("1;33", "REBOOT REQUIRED (not switched live)"),
+            HostResult::Failed => ("31", "FAILED (nothing changed)"),
+            HostResult::Interrupted => ("33", "INTERRUPTED (nothing changed)"),
+            HostResult::Unhealthy => ("1;33", "UNHEALTHY (deployed; health checks failed)"),
+            HostResult::RolledBack => ("33", "ROLLED BACK"),
+            HostResult::RollbackFailed => ("1;31", "ROLLBACK FAILED (manual action needed)"),
+            HostResult::Unknown => ("1;31", "STATE UNKNOWN (check the host by hand)"),
+        };
+        let mark = paint(style, text);
+        let _ = writeln!(out, "  {:<20} {mark}  (log: {})", o.host, o.log.display());
+    }
+    // Several hosts: what went wrong, all in one place at the end.
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| !matches!(o.result, HostResult::Success | HostResult::Unchanged))
+        .collect();
+    if outcomes.len() > 1 && !failed.is_empty() {
+        let _ = writeln!(out, "\n=== What went wrong ===");
+        for o in failed {
+            let at = o
+                .stage
+                .as_deref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "{} ({}{at}):", o.host, o.result.word());
+            let text = o
+                .error
+                .clone()
+                .or_else(|| o.rollback_reason.clone())
+                .or_else(|| o.reboot_required.clone())
+                .unwrap_or_else(|| "no error was recorded".into());
+            for l in text.lines() {
+                let _ = writeln!(out, "  {l}");
+            }
+            let _ = writeln!(out, "  log: {}", o.log.display());
+        }
+    }
+    out
+}
+
+pub fn summary(outcomes: &[Outcome], mode: Mode) {
+    progress::clear();
+    eprint!("{}", render_summary(outcomes, mode, crate::report::paint));
+}
+
+/// The `.info` file: the outcome as JSON, beside the log.
+pub fn write_info(ctx: &Ctx, o: &Outcome) {
+    let info = ctx.log.path.with_extension("info");
+    match serde_json::to_vec_pretty(o) {
+        Ok(bytes) => {
+            if let Err(e) = crate::report::file::write_atomic(&info, &bytes, 0o600) {
+                eprintln!("warning: could not write {}: {e}", info.display());
+            }
+        }
+        Err(e) => eprintln!("warning: could not encode {}: {e}", info.display()),
+    }
+}
