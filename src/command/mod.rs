@@ -95,8 +95,7 @@ pub async fn selected_hosts_checked(
     let opts = inventory::EvalOptions {
         drv_for: Some(selectors.to_vec()),
         disko,
-        flashpods_for: None,
-        platform_for: None,
+        ..Default::default()
     };
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
@@ -211,7 +210,7 @@ pub async fn flake_hosts(
             system: None,
             disko_drv_path: None,
             toplevel: None,
-            flashpods: None,
+            extras: Default::default(),
             warnings: vec![],
         };
         return Ok((vec![host], root));

@@ -77,7 +77,11 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
     let nix = nix::Nix::locate()?;
     let selectors = vec![args.host.clone()];
     let opts = inventory::EvalOptions {
-        flashpods_for: Some(selectors.clone()),
+        extras: vec![inventory::Extra {
+            name: "flashpods",
+            nix: crate::validate::spec::SUMMARY_NIX,
+            for_hosts: selectors.clone(),
+        }],
         ..Default::default()
     };
     let inv = inventory::load(&nix, &flake, &opts).await?;
@@ -91,7 +95,22 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
             args.host
         )));
     };
-    let Some(spec) = host.flashpods.clone() else {
+    let summary = host
+        .extras
+        .get("flashpods")
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::from_value::<crate::validate::spec::Flashpods>(v.clone()));
+    let spec = match summary {
+        Some(Ok(spec)) => Some(spec),
+        Some(Err(e)) => {
+            return Err(Error::UnexpectedOutput {
+                command: "nix eval".into(),
+                detail: format!("the Flashpods summary of {} did not parse: {e}", host.name),
+            });
+        }
+        None => None,
+    };
+    let Some(spec) = spec else {
         return Err(Error::Coded {
             code: exit::NOT_FLASHPODS,
             message: format!(

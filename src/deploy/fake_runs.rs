@@ -42,7 +42,7 @@ fn host(name: &str, tweak: impl FnOnce(&mut Deployment)) -> Host {
         system: None,
         disko_drv_path: None,
         toplevel: None,
-        flashpods: None,
+        extras: Default::default(),
         warnings: vec![],
     }
 }

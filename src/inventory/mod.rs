@@ -4,6 +4,7 @@
 //! `config.pantheros.deployment` (declared by `modules/deployment.nix`).
 //! Hosts that do not import the module still appear, with defaults.
 
+pub mod eval;
 pub mod facts;
 pub mod flake;
 pub mod select;
@@ -18,6 +19,10 @@ use crate::nix::{self, Nix};
 use crate::runner;
 pub use flake::FlakeRef;
 use select::Selectable;
+
+pub use eval::{EvalOptions, Extra};
+#[cfg(test)]
+use eval::{glob_to_regex, nix_string};
 
 /// Health checks run after activation (see the deploy pipeline).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -253,10 +258,9 @@ pub struct Host {
     /// The toplevel's output path (not built), with the derivation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub toplevel: Option<String>,
-    /// What the host's Flashpods configuration declares, only when asked
-    /// for (`validate`) and only when the host runs Flashpods.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flashpods: Option<crate::validate::spec::Flashpods>,
+    /// The extra values a command asked for ([`Extra`]), by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extras: BTreeMap<String, serde_json::Value>,
     /// The configuration's evaluation warnings (NixOS's `warnings`, and
     /// what Nix printed as a warning while evaluating only this host).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -374,171 +378,6 @@ impl Inventory {
     }
 }
 
-/// What to evaluate.
-#[derive(Debug, Clone, Default)]
-pub struct EvalOptions {
-    /// Also return the toplevel's drvPath (which instantiates its closure)
-    /// for the hosts these selectors pick; `Some(vec![])` means every host.
-    pub drv_for: Option<Vec<String>>,
-    /// With `drv_for`: also the derivation of disko's script
-    /// (`system.build.diskoScript`), for an installation.
-    pub disko: bool,
-    /// Also the Flashpods summary (`validate`'s input) of the hosts these
-    /// selectors pick.
-    pub flashpods_for: Option<Vec<String>>,
-    /// Also the platform (`nixpkgs.hostPlatform.system`, as `system`) of the
-    /// hosts these selectors pick, without evaluating their systems (a
-    /// system built elsewhere is checked against it).
-    pub platform_for: Option<Vec<String>>,
-}
-
-/// A Nix regular expression (POSIX ERE, for `builtins.match`) equivalent
-/// to a selector glob.
-fn glob_to_regex(glob: &str) -> String {
-    let mut re = String::new();
-    let mut chars = glob.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '[' => {
-                re.push('[');
-                if chars.peek() == Some(&'!') {
-                    chars.next();
-                    re.push('^');
-                }
-                for d in chars.by_ref() {
-                    re.push(d);
-                    if d == ']' {
-                        break;
-                    }
-                }
-            }
-            c if ".+()|^${}\\".contains(c) => {
-                re.push('\\');
-                re.push(c);
-            }
-            c => re.push(c),
-        }
-    }
-    re
-}
-
-/// `name: d: bool` in Nix: does a selector pick this host?
-fn want_fn(selectors: &[String]) -> String {
-    if selectors.is_empty() {
-        return "(name: d: true)".into();
-    }
-    let tests: Vec<String> = selectors
-        .iter()
-        .map(|s| match select::Selector::parse(s) {
-            select::Selector::Name(n) => format!("(name == {})", nix_string(&n)),
-            select::Selector::Glob(g) => format!(
-                "(builtins.match {} name != null)",
-                nix_string(&glob_to_regex(&g))
-            ),
-            select::Selector::Tag(t) => {
-                format!("(builtins.elem {} (d.tags or [ ]))", nix_string(&t))
-            }
-        })
-        .collect();
-    format!("(name: d: builtins.any (x: x) [ {} ])", tests.join(" "))
-}
-
-/// A Nix string literal for `s`.
-fn nix_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '$' => out.push_str("\\$"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The function that turns one configuration into what pantheros needs:
-/// the deployment metadata, and for the hosts the options pick, the
-/// toplevel's derivation (with disko's) and the Flashpods summary.
-fn inspect_fn(opts: &EvalOptions) -> String {
-    let mut extra = String::new();
-    if let Some(selectors) = &opts.drv_for {
-        extra.push_str(&format!(
-            r#"
-        // (if ({want}) name dd
-            then {{ drvPath = c.system.build.toplevel.drvPath; system = c.system.build.toplevel.system or null; toplevel = c.system.build.toplevel.outPath or null; }}{disko}
-            else {{ }})"#,
-            want = want_fn(selectors),
-            disko = if opts.disko {
-                " // { diskoDrvPath = (c.system.build.diskoScript or { drvPath = null; }).drvPath; }"
-            } else {
-                ""
-            }
-        ));
-    }
-    if let Some(selectors) = &opts.platform_for {
-        extra.push_str(&format!(
-            r#"
-        // (if ({want}) name dd then {{ system = c.nixpkgs.hostPlatform.system or null; }} else {{ }})"#,
-            want = want_fn(selectors),
-        ));
-    }
-    if let Some(selectors) = &opts.flashpods_for {
-        extra.push_str(&format!(
-            r#"
-        // (if ({want}) name dd then {{ flashpods = ({summary}) c; }} else {{ }})"#,
-            want = want_fn(selectors),
-            summary = crate::validate::spec::SUMMARY_NIX,
-        ));
-    }
-    format!(
-        r#"(name: cfg:
-      let
-        c = cfg.config;
-        raw = c.pantheros.deployment or null;
-        # The facts file as a string: JSON of a path would copy it to the store.
-        d = if raw == null then null else raw // {{
-          factsFile = if (raw.factsFile or null) == null then null else toString raw.factsFile;
-        }};
-        dd = if d == null then {{ }} else d;
-      in {{ deployment = d; warnings = c.warnings or [ ]; }}{extra})"#
-    )
-}
-
-/// The `--apply` expression for all hosts: each host is evaluated under
-/// `tryEval`, so a host that throws does not hide the others.
-pub fn apply_all(opts: &EvalOptions) -> String {
-    format!(
-        r#"cfgs:
-  let
-    inspect = {inspect};
-    guarded = name: cfg:
-      let
-        v = inspect name cfg;
-        r = builtins.tryEval (builtins.deepSeq v v);
-      in if r.success then r.value else {{ failed = true; }};
-  in {{
-    nixVersion = builtins.nixVersion;
-    hosts = builtins.mapAttrs guarded cfgs;
-  }}"#,
-        inspect = inspect_fn(opts)
-    )
-}
-
-/// The `--apply` expression for one host, without `tryEval`, so that Nix
-/// prints the real error.
-fn apply_one(name: &str, opts: &EvalOptions) -> String {
-    format!(
-        "cfgs: ({inspect}) {n} cfgs.{n}",
-        inspect = inspect_fn(opts),
-        n = nix_string(name)
-    )
-}
-
 #[derive(Deserialize)]
 struct RawAll {
     #[serde(rename = "nixVersion")]
@@ -561,7 +400,7 @@ struct RawHost {
     #[serde(default)]
     toplevel: Option<String>,
     #[serde(default)]
-    flashpods: Option<crate::validate::spec::Flashpods>,
+    extras: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     warnings: Vec<String>,
 }
@@ -575,7 +414,7 @@ impl RawHost {
             system: self.system,
             disko_drv_path: self.disko_drv_path,
             toplevel: self.toplevel,
-            flashpods: self.flashpods,
+            extras: self.extras,
             warnings: self.warnings,
             name,
         }
@@ -651,7 +490,7 @@ pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inv
         "--json".into(),
         flake.attr("nixosConfigurations"),
         "--apply".into(),
-        apply_all(opts),
+        eval::apply(opts, None),
     ]);
     let out = runner::run(&cmd).await.map_err(Error::Command)?;
     if out.success() {
@@ -742,7 +581,7 @@ async fn explain_failures(
             "--json".into(),
             flake.attr("nixosConfigurations"),
             "--apply".into(),
-            apply_one(&name, opts),
+            eval::apply(opts, Some(&name)),
         ]);
         let limit = limit.clone();
         tasks.spawn(async move {
@@ -842,7 +681,7 @@ mod tests {
                 drv_path: None,
                 disko_drv_path: None,
                 toplevel: None,
-                flashpods: None,
+                extras: BTreeMap::new(),
                 system: None,
                 warnings: vec![],
             }
