@@ -71,8 +71,9 @@
       });
 
       nixosModules = {
-        # What a deployer's module should be: deployment metadata, nothing
-        # that changes the system.
+        # Deployment metadata, plus the few units and settings deploys rely
+        # on (one unit per key, curl for HTTP health checks); see the file's
+        # header.
         default = ./modules/deployment.nix;
         deployment = ./modules/deployment.nix;
         # The Flashpods job host with its parts (services.flashpods.wireguard,

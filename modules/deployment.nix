@@ -1,8 +1,10 @@
 # How pantheros reaches, activates and checks this host.
 #
-# Nothing here changes the system itself: these options are metadata that
-# `pantheros` reads from the flake in one evaluation
-# (`config.pantheros.deployment`).
+# Mostly metadata that `pantheros` reads from the flake in one evaluation
+# (`config.pantheros.deployment`). What it adds to the system itself: one
+# path unit and one oneshot unit per key (`pantheros-key-<name>`, active
+# while the key's file exists, for services to order after) and curl when
+# HTTP health checks are declared.
 {
   config,
   lib,

@@ -294,7 +294,9 @@ pub struct KeysUploadArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Where logs go (default: <flake>/logs).
+    /// Where logs go (default: <flake>/logs in a git checkout, else
+    /// $XDG_STATE_HOME/pantheros/logs/<flake dir>-<hash>, so a plain
+    /// directory flake never copies its logs into the store).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 
@@ -421,7 +423,9 @@ pub struct ActivationFlags {
     #[arg(long)]
     pub force_switch: bool,
 
-    /// Where logs go (default: <flake>/logs).
+    /// Where logs go (default: <flake>/logs in a git checkout, else
+    /// $XDG_STATE_HOME/pantheros/logs/<flake dir>-<hash>, so a plain
+    /// directory flake never copies its logs into the store).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 
@@ -504,7 +508,9 @@ pub struct BuildAllArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Where logs go (default: <flake>/logs).
+    /// Where logs go (default: <flake>/logs in a git checkout, else
+    /// $XDG_STATE_HOME/pantheros/logs/<flake dir>-<hash>, so a plain
+    /// directory flake never copies its logs into the store).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 }
@@ -731,7 +737,9 @@ pub struct UpArgs {
     /// Leave the Kamal config alone.
     #[arg(long)]
     pub no_kamal: bool,
-    /// Where logs go (default: <flake>/logs).
+    /// Where logs go (default: <flake>/logs in a git checkout, else
+    /// $XDG_STATE_HOME/pantheros/logs/<flake dir>-<hash>, so a plain
+    /// directory flake never copies its logs into the store).
     #[arg(long, env = "PANTHEROS_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
 }

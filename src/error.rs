@@ -325,14 +325,20 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// A failure with its own exit code, message, and (if a command failed) that command.
+    /// A step failed before anything changed: what, the command (if one
+    /// failed) and what to do.
     #[error("{message}")]
-    Coded {
-        code: i32,
+    NothingChanged {
         message: String,
         failure: Option<Box<CommandFailure>>,
         hint: Option<String>,
     },
+
+    /// `validate` was given a host that does not run Flashpods.
+    #[error(
+        "{host} does not run Flashpods: services.flashpods.enable is not set in its configuration"
+    )]
+    NotFlashpods { host: String },
 
     /// Provisioning or installation failed (each kind its exit code).
     #[error("{message}")]
@@ -425,7 +431,8 @@ impl Error {
             Error::NeedsSetup { .. } => exit::NEEDS_SETUP,
             Error::Warnings { .. } => exit::EVAL_FAILED,
             Error::Usage(_) => exit::USAGE,
-            Error::Coded { code, .. } => *code,
+            Error::NothingChanged { .. } => exit::FAILED_NOTHING_CHANGED,
+            Error::NotFlashpods { .. } => exit::NOT_FLASHPODS,
             Error::Provision { kind, .. } => kind.exit_code(),
             Error::Command(_) | Error::UnexpectedOutput { .. } | Error::Io { .. } => {
                 exit::FAILED_NOTHING_CHANGED
@@ -439,7 +446,7 @@ impl Error {
             Error::NoNixosConfigurations { failure, .. }
             | Error::Eval { failure, .. }
             | Error::Command(failure) => Some(failure),
-            Error::Coded { failure, .. } => failure.as_deref(),
+            Error::NothingChanged { failure, .. } => failure.as_deref(),
             _ => None,
         }
     }
@@ -481,7 +488,10 @@ impl Error {
             }
             Error::Io { .. } => return None,
             Error::Usage(_) => "see `pantheros --help`".into(),
-            Error::Coded { hint, .. } => return hint.clone(),
+            Error::NothingChanged { hint, .. } => return hint.clone(),
+            Error::NotFlashpods { .. } => "validate checks a Flashpods host: import pantheros.nixosModules.flashpods and set \
+                 services.flashpods.enable = true"
+                .into(),
             Error::Provision { hint, .. } => return Some(hint.clone()),
         })
     }
@@ -526,8 +536,7 @@ impl StageError {
     }
     /// As a top-level error.
     pub fn into_error(self) -> crate::error::Error {
-        Error::Coded {
-            code: exit::FAILED_NOTHING_CHANGED,
+        Error::NothingChanged {
             message: self.message,
             failure: self.failure,
             hint: self.hint,

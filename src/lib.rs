@@ -1,8 +1,11 @@
 //! pantheros: the engine behind the `pantheros` binary.
 //!
-//! The deployment pipeline reads top to bottom: [`inventory`] (the flake's
-//! hosts) → [`nix`] (eval, build, copy) → … Every external command goes
-//! through [`runner`].
+//! [`command`] has one file per subcommand; each reads the flake's hosts
+//! ([`inventory`], one evaluation), then runs its work: [`deploy`] (the
+//! pipeline, one file per stage), [`provision`] (Hetzner, installation),
+//! [`validate`], [`generations`]. [`target`] reaches a host (SSH or local)
+//! and holds the scripts run there; [`nix`] wraps the Nix CLI; [`report`]
+//! is what the user sees. Every external command goes through [`runner`].
 
 pub mod cli;
 pub mod command;

@@ -18,7 +18,7 @@ in
 {
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
-    ./disk.nix
+    ../common/vps-disk.nix
     ../../modules/flashpods
   ];
 

@@ -3,7 +3,7 @@
 {
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
-    ../hetzner-vps/disk.nix
+    ../common/vps-disk.nix
   ];
 
   nixpkgs.hostPlatform = "x86_64-linux";

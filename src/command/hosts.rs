@@ -10,17 +10,11 @@ pub fn hosts(inv: &inventory::Inventory, args: &cli::HostsArgs) -> Result<i32> {
     let selection = inv.select(&args.selectors)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = serde_json::json!({
-            "version": crate::report::JSON_VERSION,
+        report::print_document(&serde_json::json!({
             "flake": inv.flake,
             "hosts": selection.hosts,
             "errors": selection.failed,
-        });
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
+        }));
     } else {
         let _ = write!(out, "{}", report::hosts_table(&selection.hosts));
     }

@@ -96,8 +96,7 @@ pub async fn upload(
         }
     }
     if args.json {
-        let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "hosts": results });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::report::print_document(&serde_json::json!({ "hosts": results }));
     } else {
         for r in &results {
             eprintln!(

@@ -194,11 +194,12 @@ pub async fn flake_hosts(
     selectors: &[String],
 ) -> Result<(Vec<inventory::Host>, std::path::PathBuf)> {
     if selectors.is_empty() {
-        let root = inventory::flake::resolve(flake, cwd)
-            .ok()
-            .and_then(|f| f.root)
-            .map(|r| r.join("logs"))
-            .unwrap_or_else(state_logs);
+        // The same rule as every run: a plain directory flake's logs/
+        // would be copied into the world-readable store.
+        let root = match inventory::flake::resolve(flake, cwd) {
+            Ok(f) => log_root(&f, cwd, None),
+            Err(_) => state_logs(),
+        };
         let host = inventory::Host {
             name: crate::target::hostname(),
             uses_module: false,

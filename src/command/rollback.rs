@@ -102,7 +102,6 @@ async fn list(
             })
             .collect();
         let mut doc = serde_json::json!({
-            "version": crate::report::JSON_VERSION,
             "exitCode": code,
             "hosts": entries,
         });
@@ -112,7 +111,7 @@ async fn list(
             doc["profile"] = h.deployment.profile.clone().into();
             doc["generations"] = serde_json::to_value(gens).unwrap_or_default();
         }
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::report::print_document(&doc);
         return Ok(code);
     }
     let several = read.len() > 1;

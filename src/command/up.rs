@@ -95,14 +95,12 @@ impl Run {
             eprintln!("  run `pantheros up {}` again to resume", self.host);
         }
         if self.json {
-            let doc = serde_json::json!({
-                "version": crate::report::JSON_VERSION,
+            crate::report::print_document(&serde_json::json!({
                 "host": self.host,
                 "exitCode": code,
                 "steps": self.steps,
                 "deploy": self.deploy,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }));
         }
         code
     }

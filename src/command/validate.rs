@@ -49,12 +49,13 @@ async fn public_address(t: &Target) -> Result<(String, u16)> {
             t.name
         )));
     };
-    let out = runner::run_ok(&cmd).await.map_err(|f| Error::Coded {
-        code: exit::FAILED_NOTHING_CHANGED,
-        message: format!("could not read {}'s address from ssh's settings", t.name),
-        failure: Some(Box::new(f)),
-        hint: Some("give the host's public address with --public-address".into()),
-    })?;
+    let out = runner::run_ok(&cmd)
+        .await
+        .map_err(|f| Error::NothingChanged {
+            message: format!("could not read {}'s address from ssh's settings", t.name),
+            failure: Some(Box::new(f)),
+            hint: Some("give the host's public address with --public-address".into()),
+        })?;
     ssh_destination(&out.stdout).ok_or_else(|| Error::UnexpectedOutput {
         command: cmd.argv.join(" "),
         detail: "no `hostname` or `port` line".into(),
@@ -111,18 +112,8 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         None => None,
     };
     let Some(spec) = spec else {
-        return Err(Error::Coded {
-            code: exit::NOT_FLASHPODS,
-            message: format!(
-                "{} does not run Flashpods: services.flashpods.enable is not set in its configuration",
-                host.name
-            ),
-            failure: None,
-            hint: Some(
-                "validate checks a Flashpods host: import pantheros.nixosModules.flashpods and set \
-                 services.flashpods.enable = true"
-                    .into(),
-            ),
+        return Err(Error::NotFlashpods {
+            host: host.name.clone(),
         });
     };
 
@@ -130,15 +121,16 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
         target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let target = Target::for_host(host, control.path(), false);
     if let Some(cmd) = target.connect_cmd() {
-        runner::run_ok(&cmd).await.map_err(|f| Error::Coded {
-            code: exit::FAILED_NOTHING_CHANGED,
-            message: format!("could not connect to {}; nothing was checked", host.name),
-            failure: Some(Box::new(f)),
-            hint: Some(format!(
-                "check `ssh {}` works (address, host key, user, key)",
-                target.destination()
-            )),
-        })?;
+        runner::run_ok(&cmd)
+            .await
+            .map_err(|f| Error::NothingChanged {
+                message: format!("could not connect to {}; nothing was checked", host.name),
+                failure: Some(Box::new(f)),
+                hint: Some(format!(
+                    "check `ssh {}` works (address, host key, user, key)",
+                    target.destination()
+                )),
+            })?;
     }
     let (public, public_ssh_port) = match args.public_address.clone() {
         Some(a) => (a, host.deployment.target_port),

@@ -296,11 +296,12 @@ pub fn verify(current: &Current, a: Activated, now: Option<&str>) -> Activated {
 
 /// What to do when a host is left in an unknown state (from the original
 /// workflow's recovery procedure).
-pub fn console_hint(host: &str) -> String {
+pub fn console_hint(host: &str, profile: &str) -> String {
+    let p = shell_words::quote(profile);
     format!(
         "manual action needed on {host}: open the provider's console (Hetzner: Cloud Console → server → Console), \
-         log in, run `nix-env -p /nix/var/nix/profiles/system --list-generations`, then \
-         `nix-env -p /nix/var/nix/profiles/system --rollback && /nix/var/nix/profiles/system/bin/switch-to-configuration switch`; \
+         log in, run `nix-env -p {p} --list-generations`, then \
+         `nix-env -p {p} --rollback && {p}/bin/switch-to-configuration switch`; \
          if it does not boot, pick an older generation in the boot menu"
     )
 }
@@ -308,6 +309,16 @@ pub fn console_hint(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_procedure_names_the_hosts_profile() {
+        let h = console_hint("web", "/nix/var/nix/profiles/system-profiles/web");
+        assert!(h.contains("nix-env -p /nix/var/nix/profiles/system-profiles/web --rollback"));
+        assert!(h.contains(
+            "/nix/var/nix/profiles/system-profiles/web/bin/switch-to-configuration switch"
+        ));
+        assert!(!h.contains("profiles/system "));
+    }
 
     /// The deployer's result is the target's final state; anything else
     /// is unknown, never success.

@@ -70,6 +70,7 @@ impl Stage {
     }
 
     /// Its name for `PANTHEROS_TEST_FAULT`.
+    #[cfg(feature = "test-fault")]
     fn fault_name(self) -> &'static str {
         match self {
             Stage::Confirm => "confirm",
@@ -222,15 +223,16 @@ impl Trail {
 }
 
 /// A test-only fault: `PANTHEROS_TEST_FAULT=HOST:STAGE` makes that host's
-/// task panic when it reaches STAGE. Compiled out of release builds.
+/// task panic when it reaches STAGE. Only in builds with the `test-fault`
+/// feature, which only the tests enable.
 fn fault(ctx: &Ctx, stage: Stage) {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "test-fault")]
     if let Ok(spec) = std::env::var("PANTHEROS_TEST_FAULT") {
         if spec == format!("{}:{}", ctx.host.name, stage.fault_name()) {
             panic!("PANTHEROS_TEST_FAULT: {spec}");
         }
     }
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(feature = "test-fault"))]
     let _ = (ctx, stage);
 }
 
@@ -830,8 +832,10 @@ async fn finish(
             changed.rollback_reason = Some(reason.clone());
             End::err(
                 HostResult::RollbackFailed,
-                StageError::new(format!("rollback failed: {reason}"))
-                    .hint(activate::console_hint(ctx.name())),
+                StageError::new(format!("rollback failed: {reason}")).hint(activate::console_hint(
+                    ctx.name(),
+                    &ctx.host.deployment.profile,
+                )),
             )
         }
         Activated::Unknown { last } => {
@@ -841,7 +845,7 @@ async fn finish(
                 StageError::new(format!(
                     "the host's state is unknown: the activation did not reach a final state (last status: {last})"
                 ))
-                .hint(activate::console_hint(ctx.name())),
+                .hint(activate::console_hint(ctx.name(), &ctx.host.deployment.profile)),
             )
         }
         Activated::Interrupted { status } => interrupted_while_active(ctx, status, None),

@@ -24,8 +24,7 @@ pub fn finished_line(o: &Outcome) -> String {
 
 /// The run's `--json` document.
 pub fn print_document(code: i32, outcomes: &[Outcome]) {
-    let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "exitCode": code, "hosts": outcomes });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    crate::report::print_document(&serde_json::json!({ "exitCode": code, "hosts": outcomes }));
 }
 
 /// A host whose task panicked or was cancelled: its state is unknown. Its
@@ -60,7 +59,7 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         facts_read: BTreeMap::new(),
         error: Some(format!(
             "{msg}\n  hint: {}",
-            super::activate::console_hint(&ctx.host.name)
+            super::activate::console_hint(&ctx.host.name, &ctx.host.deployment.profile)
         )),
         diff: None,
         durations_ms: BTreeMap::new(),

@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub use super::hetzner::ApiError;
-
 /// The labels that mark a server as pantheros' own, for which host.
 pub const LABEL_MANAGED: &str = "managed-by";
 pub const LABEL_HOST: &str = "pantheros-host";
@@ -192,4 +190,84 @@ pub trait Cloud {
         ssh_key: Option<i64>,
     ) -> Result<Option<i64>, ApiError>;
     async fn reset(&self, server: i64) -> Result<i64, ApiError>;
+}
+
+/// A failed API call.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// e.g. "POST /v1/servers"
+    pub call: String,
+    pub status: Option<u16>,
+    pub code: String,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(
+                f,
+                "{} failed: {} ({}, HTTP {s})",
+                self.call, self.message, self.code
+            ),
+            None => write!(f, "{} failed: {} ({})", self.call, self.message, self.code),
+        }
+    }
+}
+
+impl ApiError {
+    /// What to do next, by Hetzner's error code.
+    pub fn hint(&self) -> String {
+        match self.code.as_str() {
+            "unauthorized" => "the API token is invalid: create one in the Hetzner Cloud Console (project → Security → API Tokens) \
+                               and set it where pantheros read this one (HETZNER_API_TOKEN comes first, then HCLOUD_TOKEN, \
+                               then the hcloud CLI's context (HCLOUD_CONTEXT, else its active one), then \
+                               ~/.config/pantheros/hcloud-token), or remove the saved one and run again to be asked"
+                .into(),
+            "token_readonly" => "the API token is read-only: create a Read & Write token".into(),
+            "forbidden" | "resource_limit_exceeded" => {
+                "the project is not allowed to do this (limits, or a restriction on the project): see the Cloud Console".into()
+            }
+            "maintenance" | "unavailable" => "Hetzner Cloud is under maintenance: try again later".into(),
+            "resource_unavailable" | "placement_error" => {
+                "the server type is not available there right now: try another --location or --server-type".into()
+            }
+            "invalid_input" | "unsupported_error" | "service_error" => {
+                let fields = self
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.get("fields"))
+                    .and_then(|f| f.as_array())
+                    .map(|fs| {
+                        fs.iter()
+                            .filter_map(|f| {
+                                let name = f.get("name")?.as_str()?;
+                                let msgs = f
+                                    .get("messages")
+                                    .and_then(|m| m.as_array())
+                                    .map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
+                                    .unwrap_or_default();
+                                Some(format!("{name}: {msgs}"))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                if fields.is_empty() {
+                    "check the values passed (server type, image, location, name)".into()
+                } else {
+                    format!("fix these fields: {fields}")
+                }
+            }
+            "rate_limit_exceeded" => "the project's rate limit (3600 requests/hour) is exhausted: wait and try again".into(),
+            "locked" => "another action is running on this resource: wait for it and try again".into(),
+            "protected" => "the resource is protected: remove the protection in the Cloud Console first".into(),
+            "not_found" => "it does not exist (any more): `pantheros provision list` shows what does".into(),
+            "uniqueness_error" => "the name is already used in this project".into(),
+            "timeout" | "network" => "Hetzner did not answer in time: check the network, then try again (it is safe to re-run)".into(),
+            "api_changed" => "Hetzner's API answered with something this version of pantheros does not know: upgrade pantheros".into(),
+            _ => "see Hetzner's message above".into(),
+        }
+    }
 }

@@ -17,8 +17,7 @@ pub async fn list(json: bool) -> Result<i32, Failure> {
                 })
             })
             .collect();
-        let doc = serde_json::json!({ "version": crate::report::JSON_VERSION, "servers": v });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::report::print_document(&serde_json::json!({ "servers": v }));
     } else {
         let rows: Vec<Vec<String>> = servers
             .iter()

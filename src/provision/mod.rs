@@ -64,10 +64,6 @@ impl Failure {
         Failure::new(kind, format!("{context}: {e}"), e.hint())
     }
 
-    pub fn code(&self) -> i32 {
-        self.kind.exit_code()
-    }
-
     pub fn into_error(self) -> crate::error::Error {
         crate::error::Error::Provision {
             kind: self.kind,

@@ -239,8 +239,8 @@ impl Target {
         matches!(self.kind, Kind::Local)
     }
 
-    /// `user@host`, or the host alone when the user is the default root
-    /// and ssh_config may name another user.
+    /// `user@host`, always with the user (the host's `targetUser`, root by
+    /// default), so ssh_config's `User` never picks another one.
     pub fn destination(&self) -> String {
         format!("{}@{}", self.user, self.host)
     }

@@ -293,6 +293,8 @@ pub mod validate {
     }
 }
 
+/// The argv of the scripts that take only the host's state directory
+/// (`activate.sh`'s status reads, the hand-over, the confirmation).
 pub fn dir_args(dir: &str) -> Vec<String> {
     vec![dir.into()]
 }

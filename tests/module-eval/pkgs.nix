@@ -41,6 +41,7 @@ let
     "findutils"
     "gnugrep"
     "gnused"
+    "installShellFiles"
     "iproute2"
     "jq"
     "makeWrapper"
@@ -63,6 +64,7 @@ let
     # pkgs/top-level/all-packages.nix: the shell NixOS runs unit scripts with.
     runtimeShell = "${packages.bash}/bin/bash";
     stdenv.hostPlatform = lib.systems.elaborate system;
+    stdenv.buildPlatform = lib.systems.elaborate system;
     # pkgs/build-support/trivial-builders
     writeText = text;
     writeScript = text;
@@ -102,6 +104,7 @@ let
       attrs:
       assert builtins.pathExists attrs.cargoLock.lockFile;
       assert builtins.pathExists "${attrs.src}/Cargo.toml";
+      assert builtins.isString (attrs.postInstall or "");
       fake "${attrs.pname}-${attrs.version}"
       // {
         inherit (attrs) pname version;

@@ -1,4 +1,4 @@
-# Hetzner Cloud VM disk: GPT with a BIOS boot partition for GRUB, an ESP,
+# A cloud VM's disk (Hetzner, OVH): GPT with a BIOS boot partition for GRUB, an ESP,
 # root, and swap that is encrypted with a fresh random key on every boot.
 { lib, ... }:
 {
