@@ -455,8 +455,8 @@ impl SudoPasswordFlags {
     /// The run's sudo password, when one was asked for.
     pub fn sudo_password(
         &self,
-    ) -> crate::error::Result<Option<std::sync::Arc<crate::target::password::Password>>> {
-        use crate::target::password::Password;
+    ) -> crate::error::Result<Option<std::sync::Arc<crate::host::password::Password>>> {
+        use crate::host::password::Password;
         let p = match (&self.sudo_password_command, self.ask_sudo_password) {
             (Some(cmd), _) => Password::from_command(cmd),
             (None, true) => Password::ask(),

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use crate::cli::ExecArgs;
 use crate::error::{Error, Result, exit};
+use crate::host::{self, Target};
 use crate::inventory::{self, Host};
 use crate::runner::{self, Cmd, Lines, Stream};
-use crate::target::{self, Target};
 
 /// Exit status of coreutils `timeout` when the command ran out of time.
 const TIMED_OUT: i32 = 124;
@@ -113,7 +113,7 @@ pub fn judge(
                     "ssh failed (exit 255): {}",
                     runner::tail(&o.stderr, 1).join(" ")
                 ))
-            } else if o.code != Some(0) && target::needs_password(&o.stderr) {
+            } else if o.code != Some(0) && host::needs_password(&o.stderr) {
                 Some(
                     "sudo wants a password: give the SSH user password-less sudo, or connect as root"
                         .into(),
@@ -192,7 +192,7 @@ pub async fn exec(flake: Option<&str>, cwd: &std::path::Path, args: ExecArgs) ->
     }
     let hosts: Vec<&Host> = selection.hosts.clone();
     let control =
-        target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+        host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let command = Arc::new(args.command.clone());
     let settings = Run {
         sudo: args.sudo,

@@ -10,7 +10,7 @@ use super::log_root;
 use crate::cli;
 use crate::deploy::{Ctx, Goal, Mode, Options, interrupt, keys};
 use crate::error::{Error, Result, exit};
-use crate::target;
+use crate::host;
 use crate::{inventory, nix};
 
 #[derive(Serialize)]
@@ -42,7 +42,7 @@ pub async fn upload(
         ..Options::new(Mode::Deploy, Goal::Switch, log_dir.clone())
     });
     let control =
-        target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+        host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let intr = interrupt::install();
     let ts = crate::report::log::timestamp();
     let places = crate::deploy::RunPlaces {

@@ -201,7 +201,7 @@ pub async fn flake_hosts(
             Err(_) => state_logs(),
         };
         let host = inventory::Host {
-            name: crate::target::hostname(),
+            name: crate::host::hostname(),
             uses_module: false,
             deployment: inventory::Deployment {
                 target_host: Some("localhost".into()),

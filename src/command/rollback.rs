@@ -48,15 +48,15 @@ async fn list(
     hosts: &[Host],
     sizes: bool,
     json: bool,
-    password: Option<std::sync::Arc<crate::target::password::Password>>,
+    password: Option<std::sync::Arc<crate::host::password::Password>>,
 ) -> Result<i32> {
-    let control = crate::target::control_dir()
+    let control = crate::host::control_dir()
         .map_err(|e| Error::io("creating the SSH control directory", e))?;
     let log =
         crate::report::log::HostLog::discard().map_err(|e| Error::io("opening /dev/null", e))?;
     let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
     for host in hosts {
-        let target = crate::target::Target::for_host(host, control.path(), false)
+        let target = crate::host::Target::for_host(host, control.path(), false)
             .with_password(password.clone());
         if let Err(why) = target.settle_password().await {
             read.push((host, Err(Error::Usage(why))));

@@ -24,9 +24,9 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::deploy::record::Record;
 use crate::error::{Error, Result, exit};
+use crate::host::{self, Target, protocol::section, scripts};
 use crate::inventory::Host;
 use crate::runner;
-use crate::target::{self, Target, protocol::section, scripts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -386,7 +386,7 @@ pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs
     let hosts: Vec<Host> = super::selected_hosts(&nix, &flake, &selectors, false).await?;
     let evaluation = evaluation.elapsed().as_secs_f64();
     let control =
-        target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+        host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let password = args.password.sudo_password()?;
     let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
     let mut tasks = Vec::new();

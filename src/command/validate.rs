@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::cli::ValidateArgs;
 use crate::error::{Error, Result, exit};
+use crate::host::{self, Target};
 use crate::runner;
-use crate::target::{self, Target};
 use crate::validate::{self, Options, Row, Seat};
 use crate::{inventory, nix, report};
 
@@ -118,7 +118,7 @@ pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Re
     };
 
     let control =
-        target::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
+        host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
     let target = Target::for_host(host, control.path(), false);
     if let Some(cmd) = target.connect_cmd() {
         runner::run_ok(&cmd)

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::preflight::Current;
 use super::{Ctx, StageError};
 use crate::generations;
-use crate::target::protocol::Status;
-use crate::target::scripts::{self, Activation};
+use crate::host::protocol::Status;
+use crate::host::scripts::{self, Activation};
 
 /// What to activate.
 #[derive(Debug, Clone)]

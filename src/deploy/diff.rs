@@ -11,9 +11,9 @@ use super::build::Built;
 use super::live::Live;
 use super::preflight::Current;
 use super::{Ctx, StageError};
+use crate::host::protocol::{exits, section};
+use crate::host::scripts;
 use crate::nix::store_path::StorePath;
-use crate::target::protocol::{exits, section};
-use crate::target::scripts;
 
 /// What activating the new system would do.
 #[derive(Debug, Clone)]

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use super::fleet::{self, FleetArgs};
 use super::gate::{Gate, Permits};
 use super::{Ctx, Goal, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline};
+use crate::host::Target;
+use crate::host::fake::{Behaviour, FakeFleet, State};
 use crate::inventory::{Deployment, Host, KeySpec, UploadAt};
 use crate::nix::Nix;
 use crate::report::log::HostLog;
-use crate::target::Target;
-use crate::target::fake::{Behaviour, FakeFleet, State};
 
 const HASH: &str = "11111111111111111111111111111111";
 

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use super::gate::{Gate, GateRules, Gates, Permits};
 use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline, say, summary};
+use crate::host;
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
 use crate::report::progress;
-use crate::target;
 use tracing::Instrument;
 
 pub struct FleetArgs {
@@ -55,7 +55,7 @@ pub async fn run(
     args: FleetArgs,
 ) -> (i32, Vec<Outcome>) {
     let opts = Arc::new(opts);
-    let control = match target::control_dir() {
+    let control = match host::control_dir() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: could not create a directory for SSH control sockets: {e}");

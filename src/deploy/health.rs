@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::Ctx;
-use crate::target::scripts::{self, HealthArgs};
+use crate::host::scripts::{self, HealthArgs};
 
 /// Run the checks; `Err` carries what the last round found wrong. Units in
 /// `baseline` had failed before the deploy: they are not blamed on it.

@@ -15,9 +15,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Ctx, StageError};
+use crate::host::protocol::exits;
+use crate::host::scripts;
 use crate::inventory::{Host, KeySpec, UploadAt};
-use crate::target::protocol::exits;
-use crate::target::scripts;
 
 /// How long a key command may run (a passphrase prompt included).
 pub const KEY_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);

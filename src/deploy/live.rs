@@ -14,8 +14,8 @@
 
 use serde::Serialize;
 
+use crate::host::protocol::section;
 use crate::nix::store_path::{StorePath, split_name_version};
-use crate::target::protocol::section;
 
 /// One switch inhibitor whose value changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -37,11 +37,11 @@ use serde::Serialize;
 
 pub use crate::error::StageError;
 use crate::error::exit;
+use crate::host::Target;
 use crate::inventory::Host;
 use crate::nix::Nix;
 use crate::report::log::HostLog;
 pub use crate::report::say;
-use crate::target::Target;
 
 /// How far the pipeline goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -94,14 +94,14 @@ pub struct Options {
     /// `--force-switch`: activate with `NIXOS_NO_CHECK=1`.
     pub force_switch: bool,
     /// What runs the hosts' commands (processes; a fake in unit tests).
-    pub executor: std::sync::Arc<dyn crate::target::exec::Executor>,
+    pub executor: std::sync::Arc<dyn crate::host::exec::Executor>,
     /// Where the systems come from, for each host's deploy record.
     pub origin: record::Origin,
     /// `deploy --store-path` / `--from-json`: systems built elsewhere, by
     /// host name; a host here is not built.
     pub prebuilt: std::collections::BTreeMap<String, String>,
     /// The hosts' escalation password, when the run was given one.
-    pub sudo_password: Option<Arc<crate::target::password::Password>>,
+    pub sudo_password: Option<Arc<crate::host::password::Password>>,
     /// `--build-host`: where the systems are built (an ssh destination).
     pub build_host: Option<String>,
 }
@@ -123,7 +123,7 @@ impl Options {
             break_lock: false,
             force: false,
             force_switch: false,
-            executor: crate::target::exec::processes(),
+            executor: crate::host::exec::processes(),
             origin: record::Origin::default(),
             prebuilt: Default::default(),
             sudo_password: None,

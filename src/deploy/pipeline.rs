@@ -22,9 +22,9 @@ use super::preflight::{self, Current, Lock};
 use super::{
     Ctx, Goal, HostResult, Mode, Outcome, StageError, connect, health, keys, rollback, ship,
 };
+use crate::host::protocol::Status;
+use crate::host::scripts;
 use crate::inventory::UploadAt;
-use crate::target::protocol::Status;
-use crate::target::scripts;
 
 /// The stages of a host's run, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -704,7 +704,7 @@ async fn read_facts(ctx: &Ctx) -> BTreeMap<String, String> {
         Ok(out) => commands
             .keys()
             .filter_map(|name| {
-                let value = crate::target::protocol::section(&out.stdout, name)
+                let value = crate::host::protocol::section(&out.stdout, name)
                     .join("\n")
                     .trim()
                     .to_string();

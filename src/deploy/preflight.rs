@@ -4,8 +4,8 @@
 //! built system needs nothing else.
 
 use super::{Ctx, Goal, StageError};
-use crate::target::protocol::{exits, section};
-use crate::target::scripts;
+use crate::host::protocol::{exits, section};
+use crate::host::scripts;
 
 /// Where the target keeps pantheros' state: the lock (`lock/`) and one
 /// directory per run (`runs/<run>/`: status, log, the generation to return
@@ -51,7 +51,7 @@ fn owner() -> String {
     format!(
         "pantheros by {}@{} (pid {})",
         std::env::var("USER").unwrap_or_else(|_| "root".into()),
-        crate::target::hostname(),
+        crate::host::hostname(),
         std::process::id()
     )
 }
@@ -93,7 +93,7 @@ pub async fn preflight(
         _ => {
             let f = crate::runner::failure_of(&cmd, &out);
             let mut e = StageError::cmd("the preflight checks failed on the target", f);
-            if crate::target::needs_password(&out.stderr) {
+            if crate::host::needs_password(&out.stderr) {
                 e = e.hint(format!(
                     "{} needs a password on {}: allow it without one (e.g. `security.sudo.wheelNeedsPassword = false` \
                      or a NOPASSWD rule for {}), or deploy as root",
@@ -173,7 +173,7 @@ pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
         .root_script(&scripts::HANDOVER, &scripts::dir_args(&ctx.state_dir()))
         .timeout(std::time::Duration::from_secs(20));
     match ctx.log.run_ok(&cmd).await {
-        Ok(out) if !crate::target::protocol::Status::parse(&out.stdout).is_final() => {
+        Ok(out) if !crate::host::protocol::Status::parse(&out.stdout).is_final() => {
             ctx.log
                 .note("the deploy lock is handed over to the host's watchdog");
             let Lock(()) = lock;

@@ -59,7 +59,7 @@ impl Origin {
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "unknown".into());
         Origin {
-            deployer: format!("{user}@{}", crate::target::hostname()),
+            deployer: format!("{user}@{}", crate::host::hostname()),
             ..Default::default()
         }
     }

@@ -9,8 +9,8 @@ use super::activate::{self, Activated, Wait};
 use super::build::Built;
 use super::{Ctx, StageError};
 use crate::generations;
-use crate::target::protocol::Status;
-use crate::target::scripts::Activation;
+use crate::host::protocol::Status;
+use crate::host::scripts::Activation;
 
 /// Go back to the generation the host had before this run's activation.
 pub async fn roll_back(ctx: &Ctx, reason: String) -> Activated {

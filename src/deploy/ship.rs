@@ -4,7 +4,7 @@
 
 use super::build::Built;
 use super::{Ctx, StageError};
-use crate::target::scripts;
+use crate::host::scripts;
 
 pub async fn ship(ctx: &Ctx, built: &Built) -> Result<(), StageError> {
     if ctx.target.is_local() || built.on_target {

@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use crate::error::StageError;
+use crate::host::protocol::exits;
+use crate::host::{Target, scripts};
 use crate::report::log::HostLog;
-use crate::target::protocol::exits;
-use crate::target::{Target, scripts};
 
 /// One generation, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,7 +134,7 @@ async fn list_from(
             "listing generations failed",
             crate::runner::failure_of(&cmd, &out),
         );
-        if crate::target::needs_password(&out.stderr) {
+        if crate::host::needs_password(&out.stderr) {
             e = e.hint("sudo wants a password on the target: allow the deploy user to run it without one (NOPASSWD)");
         }
         return Err(e);

@@ -15,7 +15,7 @@ pub struct HostLog {
     file: Mutex<File>,
     redactor: super::redact::Redactor,
     /// What runs the host's commands (processes; a fake in unit tests).
-    exec: std::sync::Arc<dyn crate::target::exec::Executor>,
+    exec: std::sync::Arc<dyn crate::host::exec::Executor>,
 }
 
 /// `YYYYmmdd-HHMMSS` in local time.
@@ -51,7 +51,7 @@ impl HostLog {
                         host: host.to_string(),
                         file: Mutex::new(file),
                         redactor: Default::default(),
-                        exec: crate::target::exec::processes(),
+                        exec: crate::host::exec::processes(),
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -71,7 +71,7 @@ impl HostLog {
             host: String::new(),
             file: Mutex::new(file),
             redactor: Default::default(),
-            exec: crate::target::exec::processes(),
+            exec: crate::host::exec::processes(),
         })
     }
 
@@ -85,7 +85,7 @@ impl HostLog {
     /// Run this host's commands with `exec` instead of as processes.
     pub fn with_executor(
         mut self,
-        exec: std::sync::Arc<dyn crate::target::exec::Executor>,
+        exec: std::sync::Arc<dyn crate::host::exec::Executor>,
     ) -> HostLog {
         self.exec = exec;
         self

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::host::{Target, scripts};
 use crate::runner::{self, Cmd, Output};
-use crate::target::{Target, scripts};
 use spec::Flashpods;
 
 /// How a row ended.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Tagged, host_text};
 
-use crate::target::scripts::validate as script;
+use crate::host::scripts::validate as script;
 use crate::validate::spec::Flashpods;
 use crate::validate::{Options, Row, Seat};
 

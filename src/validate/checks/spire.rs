@@ -4,7 +4,7 @@
 
 use super::{Tagged, host_text, section_texts};
 
-use crate::target::scripts::validate as script;
+use crate::host::scripts::validate as script;
 use crate::validate::spec::{Flashpods, Spire};
 use crate::validate::{Options, Row, Seat};
 

@@ -3,7 +3,7 @@
 
 use super::{Tagged, host_text};
 
-use crate::target::scripts::validate as script;
+use crate::host::scripts::validate as script;
 use crate::validate::{Row, Seat};
 
 pub const TAILSCALE: (&str, &str) = ("tailscale", "Tailscale is joined to its tailnet");

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{host_facts, host_text};
+use crate::host::scripts::validate as script;
 use crate::runner::{self, Output};
-use crate::target::scripts::validate as script;
 use crate::validate::spec::Flashpods;
 use crate::validate::{Options, Row, Seat};
 

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # Shared by every script pantheros runs on a target: pantheros sends it in
 # front of each script (after the protocol constants, EXIT_* and ST_*, which
-# src/target/protocol.rs defines once for both sides).
+# src/host/protocol.rs defines once for both sides).
 
 # One line per generation of profile $1, tab-separated:
 #   GEN <number> <date time> <(current)|-> <system> <present yes|no> <nixos-version> <closure bytes|->

@@ -13,7 +13,7 @@
 #   activate.sh rollback DIR PROFILE GOAL REASON
 #
 # Progress goes to DIR/status (one line, replaced atomically); the words are
-# the ST_* constants of src/target/protocol.rs (sent in front of this script):
+# the ST_* constants of src/host/protocol.rs (sent in front of this script):
 #   activating | awaiting-confirm | confirmed | done
 #   failed <reason>            nothing changed (e.g. the profile could not be set)
 #   rolling-back <reason>      going back to the previous generation

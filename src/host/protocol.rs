@@ -58,7 +58,7 @@ pub fn prelude() -> String {
         ("ST_REBOOT_REQUIRED", words::REBOOT_REQUIRED.into()),
     ];
     let mut s = String::from(
-        "# shellcheck disable=SC2034 # pantheros protocol constants (src/target/protocol.rs); not every script uses each\n",
+        "# shellcheck disable=SC2034 # pantheros protocol constants (src/host/protocol.rs); not every script uses each\n",
     );
     for (k, v) in consts {
         s.push_str(&format!("{k}='{v}'\n"));

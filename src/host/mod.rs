@@ -1,4 +1,4 @@
-//! The target: where commands run (the local machine, or a host over
+//! Reaching a host ([`Target`]): where commands run (the local machine, or a host over
 //! SSH), the scripts that run there ([`scripts`]) and the protocol they
 //! speak with the deployer ([`protocol`]).
 //!
