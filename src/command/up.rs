@@ -1,5 +1,5 @@
 //! `pantheros up HOST`: from an empty Hetzner project to a verified NixOS
-//! host in one command, in three steps, each skipped when it is already
+//! host in one command, in three named steps (the methods of [`Up`]), each skipped when it is already
 //! done, so running `up` again after a failure resumes where it stopped:
 //!
 //! 1. **server**: the host's server, created unless pantheros already made
@@ -128,94 +128,25 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         .copied()
         .collect();
     inventory::refuse_unfilled(&hosts, &recorded_here)?;
-    let mut host = hosts.remove(0);
-    let logs = log_root(&flake_ref, cwd, args.log_dir.clone());
+    let host = hosts.remove(0);
     let mut run = Run {
         host: host.name.clone(),
         json: args.json,
         steps: vec![],
         deploy: vec![],
     };
+    let mut up = match Up::prepare(&nix, &flake_ref, &args, host, cwd).await {
+        Ok(up) => up,
+        Err(e) => return run.failed("server", e),
+    };
 
     // 1. The server.
-    let create = CreateArgs {
-        host: host.name.clone(),
-        server: args.server.clone(),
-        dry_run: args.dry_run,
-        json: false,
-        timeout: args.timeout,
-        kamal: args.kamal.clone(),
-        no_kamal: args.no_kamal,
-    };
-    // One API client and one SSH key for every step (a key chosen at a
-    // prompt is asked for once).
-    let prepared = async {
-        let wanted = p::create::Wanted::of(&host, &create)?;
-        let cloud = p::connect().await?;
-        let key = sshkey::choose(args.server.ssh_key.as_deref())?;
-        let private = key.private_key()?;
-        Ok::<_, p::Failure>((wanted, cloud, key, private))
-    };
-    let (wanted, cloud, key, private) = match prepared.await {
-        Ok(p) => p,
-        Err(f) => return run.failed("server", f.into_error()),
-    };
-    let server = match p::ensure_server(&cloud, &key, &wanted, &create).await {
+    let server = match up.server().await {
         Ok(s) => s,
-        Err(f) => return run.failed("server", f.into_error()),
+        Err(e) => return run.failed("server", e),
     };
-    // What the server's creation decided goes into the host's facts, and
-    // the host is evaluated again with them: the installation and the
-    // deploy build the system that knows its own addresses.
-    let changed = if args.dry_run {
-        false
-    } else {
-        match p::create::record_facts(&host, &flake_ref, &server) {
-            Ok(changed) => changed,
-            Err(f) => return run.failed("server", f.into_error()),
-        }
-    };
-    if changed {
-        match selected_hosts(&nix, &flake_ref, std::slice::from_ref(&args.host), true).await {
-            Ok(mut again) if !again.is_empty() => {
-                host = again.remove(0);
-                crate::report::say(&host.name, "evaluated again with the recorded facts");
-            }
-            Ok(_) => {}
-            Err(e) => return run.failed("server", e),
-        }
-    }
-    let at = |ip: Option<String>| ip.unwrap_or_else(|| "no address yet".into());
-    match server.result.as_str() {
-        "reused" => run.step(
-            "server",
-            StepResult::Skipped,
-            format!(
-                "{} exists (id {}, {})",
-                server.name,
-                server.id.unwrap_or(0),
-                at(server.address())
-            ),
-        ),
-        "dry-run" => run.step(
-            "server",
-            StepResult::WouldRun,
-            format!(
-                "would create {} ({}, {})",
-                server.name, server.server_type, server.location
-            ),
-        ),
-        _ => run.step(
-            "server",
-            StepResult::Done,
-            format!(
-                "created {} (id {}, {})",
-                server.name,
-                server.id.unwrap_or(0),
-                at(server.address())
-            ),
-        ),
-    }
+    let (result, detail) = server_report(&server);
+    run.step("server", result, detail);
     let ip = match (server.address(), args.dry_run) {
         (Some(ip), _) => ip,
         (None, true) => {
@@ -245,88 +176,200 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
     };
 
     // 2. NixOS on it.
-    if install::runs_installed_nixos(&ip, &private).await {
-        run.step(
-            "install",
-            StepResult::Skipped,
-            format!("{ip} runs NixOS with the host key pantheros pinned"),
-        );
-    } else if args.dry_run {
-        run.step(
-            "install",
-            StepResult::WouldRun,
-            format!("would install NixOS on {ip}"),
-        );
-    } else {
-        let built = match super::build_for_install(&host, &logs).await {
-            Ok(b) => b,
-            Err(e) => return run.failed("install", e),
-        };
-        let how = InstallArgs {
-            host: host.name.clone(),
-            via: args.via,
-            ssh_key: Some(key.path.clone()),
-            timeout: args.timeout,
-            json: false,
-        };
-        match install::install_system(&cloud, &key, &how, &built).await {
-            Ok(done) => {
-                if let Err(f) = install::record_facts(&host, &flake_ref, &done) {
-                    return run.failed("install", f.into_error());
-                }
-                run.step(
-                    "install",
-                    StepResult::Done,
-                    format!("{} runs NixOS {}", done.ipv4, done.toplevel),
-                )
-            }
-            Err(f) => return run.failed("install", f.into_error()),
-        }
+    match up.install(&ip).await {
+        Ok((result, detail)) => run.step("install", result, detail),
+        Err(e) => return run.failed("install", e),
     }
     if args.dry_run {
-        run.step(
-            "deploy",
-            StepResult::WouldRun,
-            format!("would deploy {} to {ip}", host.name),
-        );
+        let detail = format!("would deploy {} to {ip}", up.host.name);
+        run.step("deploy", StepResult::WouldRun, detail);
         return Ok(run.end(exit::OK));
     }
 
-    // 3. The first deploy, to the server's address, verifying the host key
-    // pantheros pinned and logging in with the key the server was made with.
-    let d = &mut host.deployment;
-    d.target_host = Some(ip.clone());
-    d.ssh_options.extend([
-        "-i".to_string(),
-        private.to_string_lossy().into_owned(),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        format!("UserKnownHostsFile={}", install::known_hosts().display()),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-    ]);
-    let opts = crate::deploy::Options {
-        origin: crate::deploy::record::Origin::of(&flake_ref),
-        ..crate::deploy::Options::new(
-            crate::deploy::Mode::Deploy,
-            crate::deploy::Goal::Switch,
-            logs,
-        )
-    };
-    let fleet = crate::deploy::fleet::FleetArgs {
-        yes: args.yes,
-        json: false,
-        jobs: 1,
-        canary: 0,
-        rollback_succeeded: false,
-        keep_going: true,
-        master_log: None,
-    };
-    let evaluated = vec![host.clone()];
-    let (code, outcomes) = crate::deploy::fleet::run(&nix, vec![host], opts, fleet).await;
-    super::record_read_facts(&evaluated, &flake_ref, &outcomes);
-    let (result, detail) = match outcomes.first() {
+    // 3. The first deploy.
+    let (code, outcomes) = up.deploy(&ip).await;
+    let (result, detail) = deploy_report(&ip, &outcomes);
+    run.step("deploy", result, detail);
+    run.deploy = outcomes;
+    Ok(run.end(code))
+}
+
+/// What the steps share: the host (evaluated again when a step recorded a
+/// fact), one API client and one SSH key for every step (a key chosen at a
+/// prompt is asked for once).
+struct Up<'a> {
+    nix: &'a nix::Nix,
+    flake: &'a inventory::FlakeRef,
+    args: &'a cli::UpArgs,
+    host: inventory::Host,
+    logs: std::path::PathBuf,
+    create: CreateArgs,
+    wanted: p::create::Wanted,
+    cloud: p::hetzner::Hetzner,
+    key: sshkey::LocalKey,
+    private: std::path::PathBuf,
+}
+
+impl<'a> Up<'a> {
+    async fn prepare(
+        nix: &'a nix::Nix,
+        flake: &'a inventory::FlakeRef,
+        args: &'a cli::UpArgs,
+        host: inventory::Host,
+        cwd: &std::path::Path,
+    ) -> Result<Up<'a>> {
+        let create = CreateArgs {
+            host: host.name.clone(),
+            server: args.server.clone(),
+            dry_run: args.dry_run,
+            json: false,
+            timeout: args.timeout,
+            kamal: args.kamal.clone(),
+            no_kamal: args.no_kamal,
+        };
+        let prepared = async {
+            let wanted = p::create::Wanted::of(&host, &create)?;
+            let cloud = p::connect().await?;
+            let key = sshkey::choose(args.server.ssh_key.as_deref())?;
+            let private = key.private_key()?;
+            Ok::<_, p::Failure>((wanted, cloud, key, private))
+        };
+        let (wanted, cloud, key, private) = prepared.await.map_err(p::Failure::into_error)?;
+        Ok(Up {
+            nix,
+            flake,
+            args,
+            logs: log_root(flake, cwd, args.log_dir.clone()),
+            host,
+            create,
+            wanted,
+            cloud,
+            key,
+            private,
+        })
+    }
+
+    /// Step 1: the server, created unless pantheros already made one. What
+    /// its creation decided goes into the host's facts, and the host is
+    /// evaluated again with them: the installation and the deploy build
+    /// the system that knows its own addresses.
+    async fn server(&mut self) -> Result<p::create::Created> {
+        let server = p::ensure_server(&self.cloud, &self.key, &self.wanted, &self.create)
+            .await
+            .map_err(p::Failure::into_error)?;
+        if self.args.dry_run {
+            return Ok(server);
+        }
+        let changed = p::create::record_facts(&self.host, self.flake, &server)
+            .map_err(p::Failure::into_error)?;
+        if changed {
+            let name = std::slice::from_ref(&self.args.host);
+            let mut again = selected_hosts(self.nix, self.flake, name, true).await?;
+            if !again.is_empty() {
+                self.host = again.remove(0);
+                crate::report::say(&self.host.name, "evaluated again with the recorded facts");
+            }
+        }
+        Ok(server)
+    }
+
+    /// Step 2: NixOS installed as `provision install` does, unless the
+    /// server already runs NixOS with the host key pantheros pinned.
+    async fn install(&self, ip: &str) -> Result<(StepResult, String)> {
+        if install::runs_installed_nixos(ip, &self.private).await {
+            return Ok((
+                StepResult::Skipped,
+                format!("{ip} runs NixOS with the host key pantheros pinned"),
+            ));
+        }
+        if self.args.dry_run {
+            return Ok((StepResult::WouldRun, format!("would install NixOS on {ip}")));
+        }
+        let built = super::build_for_install(&self.host, &self.logs).await?;
+        let how = InstallArgs {
+            host: self.host.name.clone(),
+            via: self.args.via,
+            ssh_key: Some(self.key.path.clone()),
+            timeout: self.args.timeout,
+            json: false,
+        };
+        let done = install::install_system(&self.cloud, &self.key, &how, &built)
+            .await
+            .map_err(p::Failure::into_error)?;
+        install::record_facts(&self.host, self.flake, &done).map_err(p::Failure::into_error)?;
+        Ok((
+            StepResult::Done,
+            format!("{} runs NixOS {}", done.ipv4, done.toplevel),
+        ))
+    }
+
+    /// Step 3: the first deploy through the whole pipeline, to the
+    /// server's address, verifying the host key pantheros pinned and
+    /// logging in with the key the server was made with.
+    async fn deploy(self, ip: &str) -> (i32, Vec<crate::deploy::Outcome>) {
+        let mut host = self.host;
+        let d = &mut host.deployment;
+        d.target_host = Some(ip.to_string());
+        d.ssh_options.extend([
+            "-i".to_string(),
+            self.private.to_string_lossy().into_owned(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", install::known_hosts().display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+        ]);
+        let opts = crate::deploy::Options {
+            origin: crate::deploy::record::Origin::of(self.flake),
+            ..crate::deploy::Options::new(
+                crate::deploy::Mode::Deploy,
+                crate::deploy::Goal::Switch,
+                self.logs,
+            )
+        };
+        let fleet = crate::deploy::fleet::FleetArgs {
+            yes: self.args.yes,
+            json: false,
+            jobs: 1,
+            canary: 0,
+            rollback_succeeded: false,
+            keep_going: true,
+            master_log: None,
+        };
+        let evaluated = vec![host.clone()];
+        let (code, outcomes) = crate::deploy::fleet::run(self.nix, vec![host], opts, fleet).await;
+        super::record_read_facts(&evaluated, self.flake, &outcomes);
+        (code, outcomes)
+    }
+}
+
+/// The server step's line.
+fn server_report(server: &p::create::Created) -> (StepResult, String) {
+    let at = server.address().unwrap_or_else(|| "no address yet".into());
+    let id = server.id.unwrap_or(0);
+    match server.result.as_str() {
+        "reused" => (
+            StepResult::Skipped,
+            format!("{} exists (id {id}, {at})", server.name),
+        ),
+        "dry-run" => (
+            StepResult::WouldRun,
+            format!(
+                "would create {} ({}, {})",
+                server.name, server.server_type, server.location
+            ),
+        ),
+        _ => (
+            StepResult::Done,
+            format!("created {} (id {id}, {at})", server.name),
+        ),
+    }
+}
+
+/// The deploy step's line.
+fn deploy_report(ip: &str, outcomes: &[crate::deploy::Outcome]) -> (StepResult, String) {
+    match outcomes.first() {
         Some(o) if o.result == crate::deploy::HostResult::Unchanged => (
             StepResult::Skipped,
             format!("{ip} already runs this configuration"),
@@ -346,7 +389,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
                 "{}: {}",
                 o.result.word(),
                 o.error
-                    .clone()
+                    .as_deref()
                     .unwrap_or_default()
                     .lines()
                     .next()
@@ -354,8 +397,5 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
             ),
         ),
         None => (StepResult::Failed, "the deploy did not run".into()),
-    };
-    run.step("deploy", result, detail);
-    run.deploy = outcomes;
-    Ok(run.end(code))
+    }
 }

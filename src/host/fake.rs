@@ -220,35 +220,86 @@ impl FakeFleet {
     }
 }
 
+/// preflight.sh: the lock, and where the host stands.
+fn preflight(s: &mut State, args: &[String]) -> Output {
+    let (run, noop_if) = (&args[2], args.get(4));
+    if let Some(holder) = &s.behaviour.locked_by {
+        return out(exits::LOCKED, format!("LOCKED {holder}"));
+    }
+    if let Some(holder) = &s.lock {
+        return out(exits::LOCKED, format!("LOCKED {holder}"));
+    }
+    s.lock = Some(run.clone());
+    let system = s.system().unwrap_or_default();
+    let running = s.running.clone().unwrap_or_default();
+    let mut o = format!(
+        "== generation\n{}\n== system\n{system}\n== running\n{running}\n",
+        if s.current > 0 {
+            s.current.to_string()
+        } else {
+            String::new()
+        }
+    );
+    if noop_if.is_some_and(|t| *t == system && *t == running) {
+        s.lock = None;
+        o.push_str("== noop\n");
+    } else {
+        o.push_str("== systemd\nno\n");
+    }
+    ok(o)
+}
+
+/// launch.sh: an activation or a rollback, carried out at once.
+fn launch(s: &mut State, args: &[String]) -> Output {
+    // DIR UNIT activate DIR PROFILE TOPLEVEL GOAL MAGIC CT AT FOU BASELINE FORCE GEN
+    //            rollback DIR PROFILE GOAL REASON
+    match args[2].as_str() {
+        "activate" => {
+            let (top, magic, generation) = (&args[5], args[7] == "1", &args[13]);
+            let before = (s.current, s.running.clone());
+            s.before = Some(before.clone());
+            match generation.parse::<usize>() {
+                Ok(g) => s.current = g,
+                Err(_) => {
+                    s.generations.push(top.clone());
+                    s.current = s.generations.len();
+                }
+            }
+            s.running = Some(top.clone());
+            s.status = if s.behaviour.switch_fails {
+                (s.current, s.running) = before;
+                format!(
+                    "{} switch-to-configuration failed (exit 1)",
+                    words::ROLLED_BACK
+                )
+            } else if magic {
+                s.cut_off = s.behaviour.unreachable_after_switch;
+                words::AWAITING_CONFIRM.into()
+            } else {
+                words::DONE.into()
+            };
+        }
+        "rollback" => {
+            let reason = &args[6];
+            s.status = if s.behaviour.rollback_fails {
+                format!(
+                    "{} the previous generation failed to switch",
+                    words::ROLLBACK_FAILED
+                )
+            } else {
+                s.current = s.current.saturating_sub(1);
+                s.running = s.system();
+                format!("{} {reason}", words::ROLLED_BACK)
+            };
+        }
+        other => panic!("launch.sh {other}"),
+    }
+    ok("")
+}
+
 fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
     match name {
-        "preflight.sh" => {
-            let (run, noop_if) = (&args[2], args.get(4));
-            if let Some(holder) = &s.behaviour.locked_by {
-                return out(exits::LOCKED, format!("LOCKED {holder}"));
-            }
-            if let Some(holder) = &s.lock {
-                return out(exits::LOCKED, format!("LOCKED {holder}"));
-            }
-            s.lock = Some(run.clone());
-            let system = s.system().unwrap_or_default();
-            let running = s.running.clone().unwrap_or_default();
-            let mut o = format!(
-                "== generation\n{}\n== system\n{system}\n== running\n{running}\n",
-                if s.current > 0 {
-                    s.current.to_string()
-                } else {
-                    String::new()
-                }
-            );
-            if noop_if.is_some_and(|t| *t == system && *t == running) {
-                s.lock = None;
-                o.push_str("== noop\n");
-            } else {
-                o.push_str("== systemd\nno\n");
-            }
-            ok(o)
-        }
+        "preflight.sh" => preflight(s, args),
         "unlock.sh" => {
             if s.lock.as_deref() == Some(args[1].as_str()) {
                 if args.get(2).map(String::as_str) == Some("record") {
@@ -280,52 +331,7 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
             ));
             ok(o)
         }
-        "launch.sh" => {
-            // DIR UNIT activate DIR PROFILE TOPLEVEL GOAL MAGIC CT AT FOU BASELINE FORCE GEN
-            //            rollback DIR PROFILE GOAL REASON
-            match args[2].as_str() {
-                "activate" => {
-                    let (top, magic, generation) = (&args[5], args[7] == "1", &args[13]);
-                    let before = (s.current, s.running.clone());
-                    s.before = Some(before.clone());
-                    match generation.parse::<usize>() {
-                        Ok(g) => s.current = g,
-                        Err(_) => {
-                            s.generations.push(top.clone());
-                            s.current = s.generations.len();
-                        }
-                    }
-                    s.running = Some(top.clone());
-                    s.status = if s.behaviour.switch_fails {
-                        (s.current, s.running) = before;
-                        format!(
-                            "{} switch-to-configuration failed (exit 1)",
-                            words::ROLLED_BACK
-                        )
-                    } else if magic {
-                        s.cut_off = s.behaviour.unreachable_after_switch;
-                        words::AWAITING_CONFIRM.into()
-                    } else {
-                        words::DONE.into()
-                    };
-                }
-                "rollback" => {
-                    let reason = &args[6];
-                    s.status = if s.behaviour.rollback_fails {
-                        format!(
-                            "{} the previous generation failed to switch",
-                            words::ROLLBACK_FAILED
-                        )
-                    } else {
-                        s.current = s.current.saturating_sub(1);
-                        s.running = s.system();
-                        format!("{} {reason}", words::ROLLED_BACK)
-                    };
-                }
-                other => panic!("launch.sh {other}"),
-            }
-            ok("")
-        }
+        "launch.sh" => launch(s, args),
         "confirm.sh" => {
             s.status = words::CONFIRMED.into();
             ok("")

@@ -5,7 +5,7 @@
 //! verify that the server runs NixOS with exactly the built toplevel.
 
 use super::Kind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cloud::Cloud;
@@ -271,7 +271,6 @@ pub async fn install_system(
     args: &InstallArgs,
     built: &Built,
 ) -> Result<Installed, Failure> {
-    let toplevel = built.toplevel.as_str();
     let private = key.private_key()?;
     let server = our_server(h, &args.host).await?;
     let ip = server.address().ok_or_else(|| {
@@ -284,40 +283,79 @@ pub async fn install_system(
             "nixos-anywhere needs one: look at the server in the Hetzner console",
         )
     })?;
-    let progress = Spinner::new();
     let step = Duration::from_secs(args.timeout);
-
-    // Phase 1: the installer environment.
     if args.via == Via::Rescue {
-        let (key_id, _) = ensure_ssh_key(h, key, false).await?;
-        progress.say(&format!("booting {} into the rescue system", args.host));
-        super::rescue::boot(h, &server, key_id, Instant::now() + step, &progress).await?;
-        let deadline = Instant::now() + step;
-        while crate::runner::run(
-            &crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", ip.as_str()])
-                .timeout(Duration::from_secs(10)),
-        )
-        .await
-        .map(|o| o.stdout.trim().is_empty())
-        .unwrap_or(true)
-        {
-            if Instant::now() >= deadline {
-                return Err(Failure::new(
-                    Kind::Rescue,
-                    format!(
-                        "the rescue system of {} did not answer on port 22",
-                        args.host
-                    ),
-                    "check the server's console in the Cloud Console; then run install again",
-                ));
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        boot_rescue(h, key, args, &server, &ip, step).await?;
     }
-
-    // Phase 2: nixos-anywhere, with the system, the disk script and the
-    // host key made here.
     let host_key = generate_host_key(&args.host).await?;
+    run_nixos_anywhere(built, &host_key, &private, &ip).await?;
+    let kh = known_hosts();
+    pin_host_key(&kh, &ip, &host_key.public)?;
+    let pinned = host_key.public.clone();
+    drop(host_key);
+    await_installed(&args.host, &ip, &private, &kh, &built.toplevel, step).await?;
+
+    // Tidy up.
+    let progress = Spinner::new();
+    let server = super::server(h, server.id).await?;
+    super::iso::detach(h, &server, Instant::now() + step, &progress).await?;
+    progress.done(&format!("{} runs NixOS {}", args.host, built.toplevel));
+    Ok(Installed {
+        host: args.host.clone(),
+        ipv4: ip,
+        toplevel: built.toplevel.clone(),
+        known_hosts: kh,
+        host_key: pinned,
+        via: format!("{:?}", args.via).to_lowercase(),
+    })
+}
+
+/// Phase 1 (with `--via rescue`): the installer environment, Hetzner's
+/// rescue system, booted and answering on port 22.
+async fn boot_rescue(
+    h: &impl Cloud,
+    key: &sshkey::LocalKey,
+    args: &InstallArgs,
+    server: &super::cloud::Server,
+    ip: &str,
+    step: Duration,
+) -> Result<(), Failure> {
+    let progress = Spinner::new();
+    let (key_id, _) = ensure_ssh_key(h, key, false).await?;
+    progress.say(&format!("booting {} into the rescue system", args.host));
+    super::rescue::boot(h, server, key_id, Instant::now() + step, &progress).await?;
+    let deadline = Instant::now() + step;
+    loop {
+        let scan = crate::runner::Cmd::new(["ssh-keyscan", "-T", "3", ip])
+            .timeout(Duration::from_secs(10));
+        let answered = crate::runner::run(&scan)
+            .await
+            .is_ok_and(|o| !o.stdout.trim().is_empty());
+        if answered {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::new(
+                Kind::Rescue,
+                format!(
+                    "the rescue system of {} did not answer on port 22",
+                    args.host
+                ),
+                "check the server's console in the Cloud Console; then run install again",
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Phase 2: nixos-anywhere, with the system, the disk script and the host
+/// key made here.
+async fn run_nixos_anywhere(
+    built: &Built,
+    host_key: &HostKey,
+    private: &Path,
+    ip: &str,
+) -> Result<(), Failure> {
     let mut argv = nixos_anywhere();
     argv.extend([
         "--store-paths".to_string(),
@@ -329,49 +367,54 @@ pub async fn install_system(
         private.to_string_lossy().into_owned(),
         format!("root@{ip}"),
     ]);
-    progress.done(&format!(
-        "installing {toplevel} on {ip} with nixos-anywhere"
+    Spinner::new().done(&format!(
+        "installing {} on {ip} with nixos-anywhere",
+        built.toplevel
     ));
     let cmd = crate::runner::Cmd::new(argv.clone());
     let ran = match crate::runner::run_streaming(&cmd, &Shown).await {
         Ok(out) if !out.success() => Err(crate::runner::failure_of(&cmd, &out)),
         other => other.map(|_| ()),
     };
-    if let Err(crate::error::CommandFailure { how, tail, .. }) = ran {
-        return Err(Failure::new(
-            Kind::Install,
-            format!(
-                "nixos-anywhere failed ({how})\n  command: {}\n  output (last lines):\n    {}",
-                crate::error::render_argv(&argv),
-                tail.join("\n    ")
-            ),
-            "read its output above; the server may be left in the installer: run install again, or `provision rescue` to look",
-        ));
-    }
+    let Err(crate::error::CommandFailure { how, tail, .. }) = ran else {
+        return Ok(());
+    };
+    Err(Failure::new(
+        Kind::Install,
+        format!(
+            "nixos-anywhere failed ({how})\n  command: {}\n  output (last lines):\n    {}",
+            crate::error::render_argv(&argv),
+            tail.join("\n    ")
+        ),
+        "read its output above; the server may be left in the installer: run install again, or `provision rescue` to look",
+    ))
+}
 
-    // Phase 3: the reboot, and the proof over a connection that verifies
-    // the host key pantheros made (pinned before the first connection).
-    let kh = known_hosts();
-    pin_host_key(&kh, &ip, &host_key.public)?;
-    let pinned = host_key.public.clone();
-    drop(host_key);
+/// Phase 3: the reboot, and the proof over a connection that verifies the
+/// host key pantheros made (pinned in `kh` before the first connection).
+async fn await_installed(
+    host: &str,
+    ip: &str,
+    private: &Path,
+    kh: &Path,
+    toplevel: &str,
+    step: Duration,
+) -> Result<(), Failure> {
     let progress = Spinner::new();
     let deadline = Instant::now() + step;
     let mut answered = false;
     loop {
         progress.say(&format!(
-            "waiting for {} to come back after the installation",
-            args.host
+            "waiting for {host} to come back after the installation"
         ));
         // What went wrong this time (the last one is reported).
-        let (last_error, wrong_key) = match inspect(&ip, &private, &kh).await {
-            Ok((id, sys)) if id == "nixos" && sys == toplevel => break,
+        let (last_error, wrong_key) = match inspect(ip, private, kh).await {
+            Ok((id, sys)) if id == "nixos" && sys == toplevel => return Ok(()),
             Ok((id, sys)) if id == "nixos" => {
                 return Err(Failure::new(
                     Kind::Verify,
                     format!(
-                        "{} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}",
-                        args.host
+                        "{host} runs NixOS, but not the built configuration: /run/current-system is {sys}, expected {toplevel}"
                     ),
                     "run `pantheros deploy` for the host, or install again",
                 ));
@@ -393,43 +436,45 @@ pub async fn install_system(
             .iter()
             .any(|m| last_error.contains(m));
         if Instant::now() >= deadline {
-            if wrong_key {
-                return Err(Failure::new(
-                    Kind::Verify,
-                    format!(
-                        "{} ({ip}) presents an SSH host key that is not the one pantheros generated for it; refusing to connect",
-                        args.host
-                    ),
-                    format!(
-                        "the installation did not put the key in place, or another machine answers at {ip}: \
-                         check the server's console in the Cloud Console; the expected key is pinned in {}",
-                        kh.display()
-                    ),
-                ));
-            }
-            let kind = if answered { Kind::Verify } else { Kind::Reboot };
-            return Err(Failure::new(
-                kind,
-                format!(
-                    "{} did not come back as the installed NixOS: {last_error}",
-                    args.host
-                ),
-                "look at the server's console in the Cloud Console (it may still be booting)",
+            return Err(not_installed(
+                host,
+                ip,
+                kh,
+                &last_error,
+                wrong_key,
+                answered,
             ));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
 
-    // Phase 4: tidy up.
-    let server = super::server(h, server.id).await?;
-    super::iso::detach(h, &server, Instant::now() + step, &progress).await?;
-    progress.done(&format!("{} runs NixOS {toplevel}", args.host));
-    Ok(Installed {
-        host: args.host.clone(),
-        ipv4: ip,
-        toplevel: toplevel.to_string(),
-        known_hosts: kh,
-        host_key: pinned,
-        via: format!("{:?}", args.via).to_lowercase(),
-    })
+/// Why the installed system never proved itself.
+fn not_installed(
+    host: &str,
+    ip: &str,
+    kh: &Path,
+    last_error: &str,
+    wrong_key: bool,
+    answered: bool,
+) -> Failure {
+    if wrong_key {
+        return Failure::new(
+            Kind::Verify,
+            format!(
+                "{host} ({ip}) presents an SSH host key that is not the one pantheros generated for it; refusing to connect"
+            ),
+            format!(
+                "the installation did not put the key in place, or another machine answers at {ip}: \
+                 check the server's console in the Cloud Console; the expected key is pinned in {}",
+                kh.display()
+            ),
+        );
+    }
+    let kind = if answered { Kind::Verify } else { Kind::Reboot };
+    Failure::new(
+        kind,
+        format!("{host} did not come back as the installed NixOS: {last_error}"),
+        "look at the server's console in the Cloud Console (it may still be booting)",
+    )
 }

@@ -51,17 +51,36 @@ pub fn judge_spire(spire: &Spire, text: Result<&str, String>) -> [Row; 3] {
     };
     let sections = Tagged::sections(text);
     let section = |n: &str| {
-        sections
-            .get(n)
-            .map(|t| (t.ok(), t.last(), t.out.join("\n")))
+        sections.get(n).map(|t| Section {
+            ok: t.ok(),
+            last: t.last(),
+            out: t.out.join("\n"),
+        })
     };
-    let server = match section("server-health") {
-        Some((true, last, _)) => {
-            Row::passed(sid, scheck, format!("spire-server healthcheck: {last}"))
+    [
+        server_row(spire, section("server-health")),
+        agent_row(spire, section("agent-health"), section("agents")),
+        entries_row(spire, section("entries")),
+    ]
+}
+
+/// One section of validate.sh's output: did its command succeed, its last
+/// line, all its output.
+struct Section {
+    ok: bool,
+    last: String,
+    out: String,
+}
+
+fn server_row(spire: &Spire, health: Option<Section>) -> Row {
+    let (id, check) = SPIRE_SERVER;
+    match health {
+        Some(Section { ok: true, last, .. }) => {
+            Row::passed(id, check, format!("spire-server healthcheck: {last}"))
         }
-        Some((false, last, _)) => Row::failed(
-            sid,
-            scheck,
+        Some(Section { last, .. }) => Row::failed(
+            id,
+            check,
             format!("spire-server healthcheck: {last}"),
             format!(
                 "systemctl status spire-server on the host (socket {})",
@@ -69,37 +88,38 @@ pub fn judge_spire(spire: &Spire, text: Result<&str, String>) -> [Row; 3] {
             ),
         ),
         None => Row::failed(
-            sid,
-            scheck,
+            id,
+            check,
             "validate.sh printed no server health",
             "run `pantheros validate -v`",
         ),
-    };
-    let agents: Vec<String> = section("agents")
-        .filter(|(ok, _, _)| *ok)
-        .and_then(|(_, _, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .map(|v| {
-            v["agents"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|x| !x["banned"].as_bool().unwrap_or(false))
-                        .map(|x| spiffe(&x["id"]))
-                        .collect()
-                })
-                .unwrap_or_default()
+    }
+}
+
+fn agent_row(spire: &Spire, health: Option<Section>, agents: Option<Section>) -> Row {
+    let (id, check) = SPIRE_AGENT;
+    let agents: Vec<String> = agents
+        .filter(|s| s.ok)
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s.out).ok())
+        .and_then(|v| {
+            v["agents"].as_array().map(|a| {
+                a.iter()
+                    .filter(|x| !x["banned"].as_bool().unwrap_or(false))
+                    .map(|x| spiffe(&x["id"]))
+                    .collect()
+            })
         })
         .unwrap_or_default();
-    let agent = match section("agent-health") {
-        Some((true, _, _)) if !agents.is_empty() => Row::passed(
-            aid,
-            acheck,
+    match health {
+        Some(Section { ok: true, .. }) if !agents.is_empty() => Row::passed(
+            id,
+            check,
             format!("healthy; attested: {}", agents.join(", ")),
         ),
-        Some((healthy, last, _)) => Row::failed(
-            aid,
-            acheck,
-            if healthy {
+        Some(Section { ok, last, .. }) => Row::failed(
+            id,
+            check,
+            if ok {
                 "healthy, but the server lists no attested agent".to_string()
             } else {
                 format!("spire-agent healthcheck: {last}")
@@ -110,98 +130,107 @@ pub fn judge_spire(spire: &Spire, text: Result<&str, String>) -> [Row; 3] {
             ),
         ),
         None => Row::failed(
-            aid,
-            acheck,
+            id,
+            check,
             "validate.sh printed no agent health",
             "run `pantheros validate -v`",
         ),
+    }
+}
+
+fn entries_row(spire: &Spire, entries: Option<Section>) -> Row {
+    let (id, check) = SPIRE_ENTRIES;
+    let json = match entries {
+        Some(Section { ok: true, out, .. }) => out,
+        Some(Section { last, .. }) => {
+            return Row::failed(
+                id,
+                check,
+                format!("spire-server entry show: {last}"),
+                "systemctl status spire-server on the host",
+            );
+        }
+        None => {
+            return Row::failed(
+                id,
+                check,
+                "validate.sh printed no entries",
+                "run `pantheros validate -v`",
+            );
+        }
     };
-    let entries = match section("entries") {
-        Some((true, _, json)) => match serde_json::from_str::<serde_json::Value>(&json) {
-            Ok(v) => {
-                let present: Vec<(String, String, Vec<String>)> = v["entries"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|e| {
-                                let mut sel: Vec<String> = e["selectors"]
-                                    .as_array()
-                                    .map(|s| {
-                                        s.iter()
-                                            .map(|x| {
-                                                format!(
-                                                    "{}:{}",
-                                                    x["type"].as_str().unwrap_or(""),
-                                                    x["value"].as_str().unwrap_or("")
-                                                )
-                                            })
-                                            .collect()
-                                    })
-                                    .unwrap_or_default();
-                                sel.sort();
-                                (spiffe(&e["spiffe_id"]), spiffe(&e["parent_id"]), sel)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let missing: Vec<&str> = spire
-                    .entries
-                    .iter()
-                    .filter(|want| {
-                        let mut sel = want.selectors.clone();
-                        sel.sort();
-                        !present.iter().any(|(s, p, x)| {
-                            *s == want.spiffe_id && *p == want.parent_id && *x == sel
-                        })
-                    })
-                    .map(|e| e.spiffe_id.as_str())
-                    .collect();
-                if missing.is_empty() {
-                    Row::passed(
-                        eid,
-                        echeck,
-                        format!(
-                            "{} of {} present: {}",
-                            spire.entries.len(),
-                            spire.entries.len(),
-                            spire
-                                .entries
-                                .iter()
-                                .map(|e| e.spiffe_id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                } else {
-                    Row::failed(
-                        eid,
-                        echeck,
-                        format!("missing (or with other selectors): {}", missing.join(", ")),
-                        "systemctl status pantheros-spire-entries on the host (services.flashpods.spire.entries)",
-                    )
-                }
-            }
-            Err(e) => Row::failed(
-                eid,
-                echeck,
+    let v = match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(v) => v,
+        Err(e) => {
+            return Row::failed(
+                id,
+                check,
                 format!("entry show printed no JSON: {e}"),
                 "the spire package's CLI",
-            ),
-        },
-        Some((false, last, _)) => Row::failed(
-            eid,
-            echeck,
-            format!("spire-server entry show: {last}"),
-            "systemctl status spire-server on the host",
-        ),
-        None => Row::failed(
-            eid,
-            echeck,
-            "validate.sh printed no entries",
-            "run `pantheros validate -v`",
-        ),
+            );
+        }
     };
-    [server, agent, entries]
+    let present = present_entries(&v);
+    let missing: Vec<&str> = spire
+        .entries
+        .iter()
+        .filter(|want| {
+            let mut sel = want.selectors.clone();
+            sel.sort();
+            !present
+                .iter()
+                .any(|(s, p, x)| *s == want.spiffe_id && *p == want.parent_id && *x == sel)
+        })
+        .map(|e| e.spiffe_id.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Row::failed(
+            id,
+            check,
+            format!("missing (or with other selectors): {}", missing.join(", ")),
+            "systemctl status pantheros-spire-entries on the host (services.flashpods.spire.entries)",
+        );
+    }
+    let names: Vec<&str> = spire.entries.iter().map(|e| e.spiffe_id.as_str()).collect();
+    Row::passed(
+        id,
+        check,
+        format!(
+            "{} of {} present: {}",
+            names.len(),
+            names.len(),
+            names.join(", ")
+        ),
+    )
+}
+
+/// The entries `spire-server entry show -output json` lists: (SPIFFE ID,
+/// parent ID, sorted `type:value` selectors).
+fn present_entries(v: &serde_json::Value) -> Vec<(String, String, Vec<String>)> {
+    let Some(entries) = v["entries"].as_array() else {
+        return vec![];
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let mut sel: Vec<String> = e["selectors"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .map(|x| {
+                            format!(
+                                "{}:{}",
+                                x["type"].as_str().unwrap_or(""),
+                                x["value"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            sel.sort();
+            (spiffe(&e["spiffe_id"]), spiffe(&e["parent_id"]), sel)
+        })
+        .collect()
 }
 
 /// One labelled container's cgroup, as the host sees it: the checklist's

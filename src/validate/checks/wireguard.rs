@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{host_facts, host_text};
 use crate::host::scripts::validate as script;
 use crate::runner::{self, Output};
-use crate::validate::spec::Flashpods;
+use crate::validate::spec::{Flashpods, Laptop, Wireguard};
 use crate::validate::{Options, Row, Seat};
 
 pub const WIREGUARD: (&str, &str) = (
@@ -61,31 +61,10 @@ pub fn judge_wireguard(
 ) -> Row {
     let (id, check) = WIREGUARD;
     let wg = &spec.wireguard;
-    let keys_hint = |name: &str| {
-        format!(
-            "services.flashpods.wireguard.laptops.{name}.publicKey must be this laptop's public key \
-             (`wg show` here), the laptop's peer must be the host's key, and UDP {} must reach the host",
-            wg.listen_port
-        )
-    };
     // Which laptop this machine is: the one whose address it speaks from.
-    let laptop = match source {
-        Some(src) => match wg.laptops.iter().find(|(_, l)| l.address == src) {
-            Some((name, l)) => Some((name.clone(), l.clone())),
-            None => {
-                return Row::failed(
-                    id,
-                    check,
-                    format!(
-                        "this machine reaches {} from {src}, which is no laptop's address",
-                        wg.address
-                    ),
-                    "add this laptop (its WireGuard address and public key) to services.flashpods.wireguard.laptops, \
-                     or bring up its WireGuard interface (services.flashpods.wireguard on the laptop)",
-                );
-            }
-        },
-        None => None,
+    let by_source = match source.map(|src| laptop_at(wg, src)).transpose() {
+        Ok(l) => l,
+        Err(row) => return row,
     };
     let t = match host_facts(id, check, handshakes) {
         Ok(t) => t,
@@ -118,91 +97,147 @@ pub fn judge_wireguard(
         })
         .collect();
     // Without a source address: the laptop with the newest handshake.
-    let (name, laptop) = match laptop {
-        Some(l) => l,
-        None => match wg.laptops.iter().max_by_key(|(_, l)| {
-            l.public_key
-                .as_deref()
-                .and_then(|k| peers.get(k))
-                .copied()
-                .unwrap_or(0)
-        }) {
-            Some((n, l)) => (n.clone(), l.clone()),
-            None => {
-                return Row::failed(
-                    id,
-                    check,
-                    "the configuration declares no laptop",
-                    "services.flashpods.wireguard.laptops is empty",
-                );
-            }
-        },
+    let Some((name, laptop)) = by_source.or_else(|| newest(wg, &peers)) else {
+        return Row::failed(
+            id,
+            check,
+            "the configuration declares no laptop",
+            "services.flashpods.wireguard.laptops is empty",
+        );
     };
     let ping_line = match ping {
         Ok(o) if o.success() => None,
         Ok(o) => Some(runner::tail(&format!("{}\n{}", o.stdout, o.stderr), 1).join("")),
         Err(e) => Some(e.clone()),
     };
-    let Some(key) = laptop.public_key.as_deref() else {
-        return Row::failed(
-            id,
-            check,
-            format!("{name}'s WireGuard key is not known yet: the host has no peer for it"),
-            format!("deploy {name} (its key is recorded in its facts), then deploy the host again"),
-        );
+    let link = Link {
+        wg,
+        name: &name,
+        laptop: &laptop,
+        now,
+        within,
     };
-    let Some(&at) = peers.get(key) else {
-        return Row::failed(
+    link.judge(&peers, ping_line)
+}
+
+/// The laptop whose WireGuard address is `src`, or the row that says no
+/// laptop has it.
+fn laptop_at(wg: &Wireguard, src: &str) -> Result<(String, Laptop), Row> {
+    let (id, check) = WIREGUARD;
+    match wg.laptops.iter().find(|(_, l)| l.address == src) {
+        Some((name, l)) => Ok((name.clone(), l.clone())),
+        None => Err(Row::failed(
             id,
             check,
             format!(
-                "the host's {} has no peer with {name}'s key {key}",
-                wg.interface
+                "this machine reaches {} from {src}, which is no laptop's address",
+                wg.address
             ),
-            "deploy the host: its running WireGuard peers are not services.flashpods.wireguard.laptops",
+            "add this laptop (its WireGuard address and public key) to services.flashpods.wireguard.laptops, \
+             or bring up its WireGuard interface (services.flashpods.wireguard on the laptop)",
+        )),
+    }
+}
+
+/// The laptop with the newest handshake on the host.
+fn newest(wg: &Wireguard, peers: &BTreeMap<&str, u64>) -> Option<(String, Laptop)> {
+    wg.laptops
+        .iter()
+        .max_by_key(|(_, l)| {
+            l.public_key
+                .as_deref()
+                .and_then(|k| peers.get(k))
+                .copied()
+                .unwrap_or(0)
+        })
+        .map(|(n, l)| (n.clone(), l.clone()))
+}
+
+/// This laptop's link to the host, as the host's handshakes and a ping
+/// over it show it.
+struct Link<'a> {
+    wg: &'a Wireguard,
+    name: &'a str,
+    laptop: &'a Laptop,
+    now: u64,
+    within: u64,
+}
+
+impl Link<'_> {
+    fn judge(&self, peers: &BTreeMap<&str, u64>, ping_line: Option<String>) -> Row {
+        let (id, check) = WIREGUARD;
+        let (wg, name, laptop) = (self.wg, self.name, self.laptop);
+        let keys_hint = format!(
+            "services.flashpods.wireguard.laptops.{name}.publicKey must be this laptop's public key \
+             (`wg show` here), the laptop's peer must be the host's key, and UDP {} must reach the host",
+            wg.listen_port
         );
-    };
-    if at == 0 {
-        return Row::failed(
+        let Some(key) = laptop.public_key.as_deref() else {
+            return Row::failed(
+                id,
+                check,
+                format!("{name}'s WireGuard key is not known yet: the host has no peer for it"),
+                format!(
+                    "deploy {name} (its key is recorded in its facts), then deploy the host again"
+                ),
+            );
+        };
+        let Some(&at) = peers.get(key) else {
+            return Row::failed(
+                id,
+                check,
+                format!(
+                    "the host's {} has no peer with {name}'s key {key}",
+                    wg.interface
+                ),
+                "deploy the host: its running WireGuard peers are not services.flashpods.wireguard.laptops",
+            );
+        };
+        if at == 0 {
+            return Row::failed(
+                id,
+                check,
+                format!(
+                    "no handshake with {name} ({}) ever; ping {}: {}",
+                    laptop.address,
+                    wg.address,
+                    ping_line.as_deref().unwrap_or("answered")
+                ),
+                keys_hint,
+            );
+        }
+        let age = self.now.saturating_sub(at);
+        if age > self.within {
+            return Row::failed(
+                id,
+                check,
+                format!(
+                    "the last handshake with {name} was {age} s ago (more than {} s)",
+                    self.within
+                ),
+                keys_hint,
+            );
+        }
+        if let Some(line) = ping_line {
+            return Row::failed(
+                id,
+                check,
+                format!("ping {}: {line}", wg.address),
+                format!(
+                    "the host's address on {} must be {} (services.flashpods.wireguard.address)",
+                    wg.interface, wg.address
+                ),
+            );
+        }
+        Row::passed(
             id,
             check,
             format!(
-                "no handshake with {name} ({}) ever; ping {}: {}",
-                laptop.address,
-                wg.address,
-                ping_line.as_deref().unwrap_or("answered")
+                "ping {} answered; {name} ({}) handshake {age} s ago",
+                wg.address, laptop.address
             ),
-            keys_hint(&name),
-        );
+        )
     }
-    let age = now.saturating_sub(at);
-    if age > within {
-        return Row::failed(
-            id,
-            check,
-            format!("the last handshake with {name} was {age} s ago (more than {within} s)"),
-            keys_hint(&name),
-        );
-    }
-    if let Some(line) = ping_line {
-        return Row::failed(
-            id,
-            check,
-            format!("ping {}: {line}", wg.address),
-            format!(
-                "the host's address on {} must be {} (services.flashpods.wireguard.address)",
-                wg.interface, wg.address
-            ),
-        );
-    }
-    Row::passed(
-        id,
-        check,
-        format!(
-            "ping {} answered; {name} ({}) handshake {age} s ago",
-            wg.address, laptop.address
-        ),
-    )
 }
 
 #[cfg(test)]
