@@ -1,17 +1,13 @@
 //! `pantheros build-all`: every selected host built in parallel.
 
-use super::{log_root, selected_hosts_checked};
+use super::app::App;
+use super::selected_hosts_checked;
 use crate::cli;
 use crate::error::Result;
-use crate::{inventory, nix};
 
-pub async fn build_all(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
-    args: cli::BuildAllArgs,
-) -> Result<i32> {
-    let flake = inventory::flake::resolve(flake, cwd)?;
-    let nix = nix::Nix::locate()?;
+pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let hosts =
         selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings).await?;
     let jobs = args.jobs.unwrap_or_else(|| {
@@ -28,7 +24,7 @@ pub async fn build_all(
             .join(" ")
     );
     eprintln!("{header}");
-    let log_dir = log_root(&flake, cwd, args.log_dir);
+    let log_dir = app.log_root(&flake, args.log_dir);
     let opts = crate::deploy::Options {
         force_local: true,
         ..crate::deploy::Options::new(

@@ -1,17 +1,14 @@
 //! `pantheros deploy`: the pipeline for the selected hosts.
 
-use super::{log_root, selected_hosts_checked};
+use super::app::App;
+use super::selected_hosts_checked;
 use crate::cli;
 use crate::error::{Error, Result};
 use crate::{inventory, nix};
 
-pub async fn deploy(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
-    args: cli::DeployArgs,
-) -> Result<i32> {
-    let flake = inventory::flake::resolve(flake, cwd)?;
-    let nix = nix::Nix::locate()?;
+pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let prebuilt = prebuilt_systems(&args)?;
     let mut hosts = match &prebuilt {
         None => {
@@ -31,7 +28,7 @@ pub async fn deploy(
             hosts.len()
         )));
     }
-    let log_dir = log_root(&flake, cwd, args.activation.log_dir.clone());
+    let log_dir = app.log_root(&flake, args.activation.log_dir.clone());
     let mode = if args.build_only {
         crate::deploy::Mode::BuildOnly
     } else if args.dry_run {

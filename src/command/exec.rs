@@ -10,6 +10,7 @@
 //! abandoned by the SSH client; a local backstop covers a host that never
 //! answers.
 
+use super::app::App;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,9 +183,9 @@ async fn run_one(target: Target, command: Arc<Vec<String>>, run: Run) -> HostRun
     judge(&target.name, out.map_err(|f| f.how), timeout, started)
 }
 
-pub async fn exec(flake: Option<&str>, cwd: &std::path::Path, args: ExecArgs) -> Result<i32> {
-    let flake = inventory::flake::resolve(flake, cwd)?;
-    let nix = crate::nix::Nix::locate()?;
+pub async fn exec(app: &App, args: ExecArgs) -> Result<i32> {
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
     let selection = inv.select(&args.selectors)?;
     if let Some(err) = selection.failure() {

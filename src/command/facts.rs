@@ -3,18 +3,19 @@
 //! from the Hetzner API, the SSH host key over the network. What would
 //! change is shown before anything is written.
 
+use super::app::App;
 use std::io::IsTerminal;
 
 use super::flake_host;
 use crate::cli::FactsArgs;
 use crate::error::{Error, Result, exit};
+use crate::inventory::Host;
 use crate::inventory::facts::{self, FactsFile, names};
-use crate::inventory::{self, Host};
 use crate::runner::{self, Cmd};
 
-pub async fn facts(flake: Option<&str>, cwd: &std::path::Path, args: FactsArgs) -> Result<i32> {
-    let (host, _) = flake_host(flake, cwd, Some(&args.host)).await?;
-    let flake_ref = inventory::flake::resolve(flake, cwd)?;
+pub async fn facts(app: &App, args: FactsArgs) -> Result<i32> {
+    let (host, _) = flake_host(app, Some(&args.host)).await?;
+    let flake_ref = app.flake()?;
     let Some(path) = facts::path_of(&host, &flake_ref) else {
         return Err(Error::Usage(format!(
             "{} declares no facts file: add `pantheros.deployment.factsFile = ./facts.json;` to its configuration",

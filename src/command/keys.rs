@@ -2,16 +2,16 @@
 //! without deploying (after a reboot emptied `/run/keys`, or after a
 //! secret changed), over one SSH connection per host.
 
+use super::app::App;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::log_root;
 use crate::cli;
 use crate::deploy::{Ctx, Goal, Mode, Options, interrupt, keys};
 use crate::error::{Error, Result, exit};
 use crate::host;
-use crate::{inventory, nix};
+use crate::inventory;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,13 +22,9 @@ struct HostKeys {
     error: Option<String>,
 }
 
-pub async fn upload(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
-    args: cli::KeysUploadArgs,
-) -> Result<i32> {
-    let flake = inventory::flake::resolve(flake, cwd)?;
-    let nix = nix::Nix::locate()?;
+pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
     let selection = inv.select(&args.selectors)?;
     if let Some(err) = selection.failure() {
@@ -36,7 +32,7 @@ pub async fn upload(
     }
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     inventory::refuse_unfilled(&hosts, &[])?;
-    let log_dir = log_root(&flake, cwd, args.log_dir.clone()).join("keys");
+    let log_dir = app.log_root(&flake, args.log_dir.clone()).join("keys");
     let opts = Arc::new(Options {
         sudo_password: args.password.sudo_password()?,
         ..Options::new(Mode::Deploy, Goal::Switch, log_dir.clone())

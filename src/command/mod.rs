@@ -1,6 +1,7 @@
 //! One file per subcommand; this module dispatches to them and holds what
 //! several share (host selection with drvPaths, log and GC-root places).
 
+pub mod app;
 pub mod build_all;
 pub mod deploy;
 pub mod exec;
@@ -17,29 +18,27 @@ use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
 use crate::provision::Kind;
 use crate::{inventory, nix};
+use app::App;
 
 pub async fn run(cli: Cli) -> Result<i32> {
-    nix::set_pass_through(cli.nix.clone());
     let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
+    let app = &App::new(cli.flake, cwd, cli.nix);
     match cli.command {
         Command::Hosts(args) => {
-            let flake = inventory::flake::resolve(cli.flake.as_deref(), &cwd)?;
-            let nix = nix::Nix::locate()?;
+            let (flake, nix) = app.open()?;
             let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
             hosts::hosts(&inv, &args)
         }
-        Command::Deploy(args) => deploy::deploy(cli.flake.as_deref(), &cwd, args).await,
-        Command::BuildAll(args) => build_all::build_all(cli.flake.as_deref(), &cwd, args).await,
-        Command::Rollback(args) => rollback::rollback(cli.flake.as_deref(), &cwd, args).await,
-        Command::Provision(args) => provision::provision(cli.flake.as_deref(), &cwd, args).await,
-        Command::Up(args) => up::up(cli.flake.as_deref(), &cwd, args).await,
-        Command::Validate(args) => validate::validate(cli.flake.as_deref(), &cwd, args).await,
-        Command::Facts(args) => facts::facts(cli.flake.as_deref(), &cwd, args).await,
-        Command::Exec(args) => exec::exec(cli.flake.as_deref(), &cwd, args).await,
-        Command::Status(args) => status::status(cli.flake.as_deref(), &cwd, args).await,
-        Command::Keys(crate::cli::KeysCommand::Upload(args)) => {
-            keys::upload(cli.flake.as_deref(), &cwd, args).await
-        }
+        Command::Deploy(args) => deploy::deploy(app, args).await,
+        Command::BuildAll(args) => build_all::build_all(app, args).await,
+        Command::Rollback(args) => rollback::rollback(app, args).await,
+        Command::Provision(args) => provision::provision(app, args).await,
+        Command::Up(args) => up::up(app, args).await,
+        Command::Validate(args) => validate::validate(app, args).await,
+        Command::Facts(args) => facts::facts(app, args).await,
+        Command::Exec(args) => exec::exec(app, args).await,
+        Command::Status(args) => status::status(app, args).await,
+        Command::Keys(crate::cli::KeysCommand::Upload(args)) => keys::upload(app, args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut text = Vec::new();
@@ -189,15 +188,14 @@ pub fn log_root(
 /// The selected hosts of the flake (for rollback), or, without selectors,
 /// this machine; and where their logs go. One evaluation, no derivations.
 pub async fn flake_hosts(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
+    app: &App,
     selectors: &[String],
 ) -> Result<(Vec<inventory::Host>, std::path::PathBuf)> {
     if selectors.is_empty() {
         // The same rule as every run: a plain directory flake's logs/
         // would be copied into the world-readable store.
-        let root = match inventory::flake::resolve(flake, cwd) {
-            Ok(f) => log_root(&f, cwd, None),
+        let root = match app.flake() {
+            Ok(f) => app.log_root(&f, None),
             Err(_) => state_logs(),
         };
         let host = inventory::Host {
@@ -216,26 +214,25 @@ pub async fn flake_hosts(
         };
         return Ok((vec![host], root));
     }
-    let flake = inventory::flake::resolve(flake, cwd)?;
-    let nix = nix::Nix::locate()?;
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let inv = inventory::load(&nix, &flake, &inventory::EvalOptions::default()).await?;
     let selection = inv.select(selectors)?;
     if let Some(err) = selection.failure() {
         return Err(err);
     }
     let hosts = selection.hosts.into_iter().cloned().collect();
-    Ok((hosts, log_root(&flake, cwd, None)))
+    Ok((hosts, app.log_root(&flake, None)))
 }
 
 /// One host of the flake by name (for provision), or, without a name, this
 /// machine; and where its logs go.
 pub async fn flake_host(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
+    app: &App,
     name: Option<&str>,
 ) -> Result<(inventory::Host, std::path::PathBuf)> {
     let selectors: Vec<String> = name.iter().map(|n| n.to_string()).collect();
-    let (mut hosts, logs) = flake_hosts(flake, cwd, &selectors).await?;
+    let (mut hosts, logs) = flake_hosts(app, &selectors).await?;
     if hosts.len() != 1 {
         return Err(Error::Usage(format!(
             "`{}` selects {} hosts; name exactly one",
@@ -257,7 +254,11 @@ pub fn state_logs() -> std::path::PathBuf {
         .join("pantheros/logs")
 }
 /// Build a host's toplevel from its derivation (with a GC root) and return it.
-pub async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> Result<String> {
+pub async fn build_toplevel(
+    nix: &nix::Nix,
+    host: &inventory::Host,
+    logs: &std::path::Path,
+) -> Result<String> {
     let drv = host
         .drv_path
         .clone()
@@ -265,12 +266,13 @@ pub async fn build_toplevel(host: &inventory::Host, logs: &std::path::Path) -> R
             command: "nix eval".into(),
             detail: format!("no derivation for {}", host.name),
         })?;
-    realise(&drv, logs, &host.name).await
+    realise(nix, &drv, logs, &host.name).await
 }
 
 /// Build what an installation installs (the toplevel and disko's script),
 /// from the one evaluation; a host without a disk layout is refused.
 pub async fn build_for_install(
+    nix: &nix::Nix,
     host: &inventory::Host,
     logs: &std::path::Path,
 ) -> Result<crate::provision::install::Built> {
@@ -282,20 +284,26 @@ pub async fn build_for_install(
         .into_error());
     };
     Ok(crate::provision::install::Built {
-        toplevel: build_toplevel(host, logs).await?,
-        disko: realise(disko, logs, &format!("{}-disko", host.name)).await?,
+        toplevel: build_toplevel(nix, host, logs).await?,
+        disko: realise(nix, disko, logs, &format!("{}-disko", host.name)).await?,
     })
 }
 
 /// Build `drv` with an indirect GC root `<logs>/gcroots/<root>`; its output.
-pub async fn realise(drv: &str, logs: &std::path::Path, root: &str) -> Result<String> {
+pub async fn realise(
+    nix: &nix::Nix,
+    drv: &str,
+    logs: &std::path::Path,
+    root: &str,
+) -> Result<String> {
     let roots = logs.join("gcroots");
-    std::fs::create_dir_all(&roots)
+    let rooted = nix
+        .rooted_realise(drv, &roots, root)
         .map_err(|e| Error::io(format!("creating {}", roots.display()), e))?;
-    let root = roots.join(root);
-    let cmd = nix::realise_cmd(drv, &root);
-    crate::runner::run_ok(&cmd).await.map_err(Error::Command)?;
-    let out = std::fs::read_link(&root)
-        .map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
-    Ok(out.to_string_lossy().into_owned())
+    crate::runner::run_ok(&rooted.cmd)
+        .await
+        .map_err(Error::Command)?;
+    rooted
+        .output()
+        .map_err(|e| Error::io(format!("reading {}", rooted.root.display()), e))
 }

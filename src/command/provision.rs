@@ -1,14 +1,11 @@
 //! `pantheros provision`: Hetzner Cloud servers and NixOS on them.
 
-use super::{flake_host, log_root, selected_hosts};
+use super::app::App;
+use super::{flake_host, selected_hosts};
 use crate::error::Result;
-use crate::{inventory, nix};
+use crate::inventory;
 
-pub async fn provision(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
-    cmd: crate::cli::ProvisionCommand,
-) -> Result<i32> {
+pub async fn provision(app: &App, cmd: crate::cli::ProvisionCommand) -> Result<i32> {
     use crate::cli::ProvisionCommand as C;
     use crate::provision as p;
     let res = match cmd {
@@ -17,8 +14,8 @@ pub async fn provision(
         C::Iso(a) => p::iso(&a).await,
         C::Rescue(a) => p::rescue(&a.host, a.ssh_key.as_deref(), a.timeout).await,
         C::Install(a) => {
-            let flake_ref = inventory::flake::resolve(flake, cwd)?;
-            let nix = nix::Nix::locate()?;
+            let flake_ref = app.flake()?;
+            let nix = app.nix()?;
             // One evaluation; pantheros builds both store paths itself, and
             // nixos-anywhere installs exactly those (it evaluates nothing).
             let hosts =
@@ -26,13 +23,13 @@ pub async fn provision(
             // The installation records the host key; the addresses must be there.
             inventory::refuse_unfilled(&hosts, inventory::facts::FROM_INSTALL)?;
             let built =
-                super::build_for_install(&hosts[0], &log_root(&flake_ref, cwd, None)).await?;
+                super::build_for_install(&nix, &hosts[0], &app.log_root(&flake_ref, None)).await?;
             p::install::install(&hosts[0], &flake_ref, &a, &built).await
         }
         C::Create(a) => {
-            let (host, _) = flake_host(flake, cwd, Some(&a.host)).await?;
+            let (host, _) = flake_host(app, Some(&a.host)).await?;
             inventory::refuse_unfilled([&host], inventory::facts::FROM_CREATE)?;
-            let flake_ref = inventory::flake::resolve(flake, cwd)?;
+            let flake_ref = app.flake()?;
             p::create(&host, &flake_ref, &a).await
         }
     };

@@ -1,30 +1,27 @@
 //! `pantheros rollback`: list the selected hosts' generations, or switch
 //! them to the previous (or a chosen) one. No selector means this machine.
 
+use super::app::App;
 use super::flake_hosts;
 use crate::cli;
 use crate::error::{Error, Result, exit};
 use crate::inventory::Host;
-use crate::nix;
 
-pub async fn rollback(
-    flake: Option<&str>,
-    cwd: &std::path::Path,
-    args: cli::RollbackArgs,
-) -> Result<i32> {
+pub async fn rollback(app: &App, args: cli::RollbackArgs) -> Result<i32> {
     let a = &args.activation;
-    let (mut hosts, default_logs) = flake_hosts(flake, cwd, &args.selectors).await?;
+    let (mut hosts, default_logs) = flake_hosts(app, &args.selectors).await?;
     a.overrides.apply(&mut hosts)?;
     if args.list {
         return list(&hosts, args.sizes, a.json, a.password.sudo_password()?).await;
     }
     let log_dir = a.log_dir.clone().unwrap_or(default_logs);
-    let nix = nix::Nix::locate()?;
+    let nix = app.nix()?;
     let opts = crate::deploy::Options {
         force_local: args.selectors.is_empty(),
         rollback_to: args.to,
         sudo_password: a.password.sudo_password()?,
-        origin: crate::inventory::flake::resolve(flake, cwd)
+        origin: app
+            .flake()
             .map(|f| crate::deploy::record::Origin::of(&f))
             .unwrap_or_else(|_| crate::deploy::record::Origin::here()),
         ..a.options(crate::deploy::Mode::Rollback, log_dir)

@@ -16,6 +16,7 @@
 //! | `flake-ahead` | the flake's system for it is not the one it runs |
 //! | `in-sync` | none of these |
 
+use super::app::App;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -374,9 +375,9 @@ fn table(statuses: &[HostStatus]) -> String {
     out
 }
 
-pub async fn status(flake: Option<&str>, cwd: &std::path::Path, args: StatusArgs) -> Result<i32> {
-    let flake = crate::inventory::flake::resolve(flake, cwd)?;
-    let nix = crate::nix::Nix::locate()?;
+pub async fn status(app: &App, args: StatusArgs) -> Result<i32> {
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let selectors = if args.selectors.is_empty() {
         vec!["*".to_string()]
     } else {

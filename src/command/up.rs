@@ -14,10 +14,11 @@
 //! The host is evaluated once (toplevel and disk script); everything is
 //! built by pantheros itself.
 
+use super::app::App;
 use crate::provision::Kind;
 use serde::Serialize;
 
-use super::{log_root, selected_hosts};
+use super::selected_hosts;
 use crate::cli::{self, CreateArgs, InstallArgs};
 use crate::error::{Error, Result, exit};
 use crate::provision::{self as p, install, sshkey};
@@ -116,9 +117,9 @@ fn word(r: StepResult) -> &'static str {
     }
 }
 
-pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -> Result<i32> {
-    let flake_ref = inventory::flake::resolve(flake, cwd)?;
-    let nix = nix::Nix::locate()?;
+pub async fn up(app: &App, args: cli::UpArgs) -> Result<i32> {
+    let flake_ref = app.flake()?;
+    let nix = app.nix()?;
     let mut hosts =
         selected_hosts(&nix, &flake_ref, std::slice::from_ref(&args.host), true).await?;
     // up records the server's facts itself: those placeholders wait.
@@ -135,7 +136,7 @@ pub async fn up(flake: Option<&str>, cwd: &std::path::Path, args: cli::UpArgs) -
         steps: vec![],
         deploy: vec![],
     };
-    let mut up = match Up::prepare(&nix, &flake_ref, &args, host, cwd).await {
+    let mut up = match Up::prepare(&nix, &flake_ref, &args, host, app).await {
         Ok(up) => up,
         Err(e) => return run.failed("server", e),
     };
@@ -216,7 +217,7 @@ impl<'a> Up<'a> {
         flake: &'a inventory::FlakeRef,
         args: &'a cli::UpArgs,
         host: inventory::Host,
-        cwd: &std::path::Path,
+        app: &App,
     ) -> Result<Up<'a>> {
         let create = CreateArgs {
             host: host.name.clone(),
@@ -239,7 +240,7 @@ impl<'a> Up<'a> {
             nix,
             flake,
             args,
-            logs: log_root(flake, cwd, args.log_dir.clone()),
+            logs: app.log_root(flake, args.log_dir.clone()),
             host,
             create,
             wanted,
@@ -285,7 +286,7 @@ impl<'a> Up<'a> {
         if self.args.dry_run {
             return Ok((StepResult::WouldRun, format!("would install NixOS on {ip}")));
         }
-        let built = super::build_for_install(&self.host, &self.logs).await?;
+        let built = super::build_for_install(self.nix, &self.host, &self.logs).await?;
         let how = InstallArgs {
             host: self.host.name.clone(),
             via: self.args.via,

@@ -3,7 +3,7 @@
 //! ([`crate::validate`]), print the sign-off table (or `--json`) and exit
 //! 40 when a row failed.
 
-use std::path::Path;
+use super::app::App;
 
 use serde::Serialize;
 
@@ -12,7 +12,7 @@ use crate::error::{Error, Result, exit};
 use crate::host::{self, Target};
 use crate::runner;
 use crate::validate::{self, Options, Row, Seat};
-use crate::{inventory, nix, report};
+use crate::{inventory, report};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -72,10 +72,10 @@ pub fn ssh_destination(text: &str) -> Option<(String, u16)> {
     Some((value("hostname ")?, value("port ")?.parse().ok()?))
 }
 
-pub async fn validate(flake: Option<&str>, cwd: &Path, args: ValidateArgs) -> Result<i32> {
+pub async fn validate(app: &App, args: ValidateArgs) -> Result<i32> {
     let internet = parse_target(&args.internet)?;
-    let flake = inventory::flake::resolve(flake, cwd)?;
-    let nix = nix::Nix::locate()?;
+    let flake = app.flake()?;
+    let nix = app.nix()?;
     let selectors = vec![args.host.clone()];
     let opts = inventory::EvalOptions {
         extras: vec![inventory::Extra {

@@ -68,21 +68,32 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
             .map_err(|f| StageError::cmd("building on the target failed", f))?;
         Built::checked(out.stdout.lines().last().unwrap_or_default(), true)?
     } else {
-        let dir = &ctx.opts.gcroot_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StageError::new(format!("creating {}: {e}", dir.display())))?;
-        let root = dir.join(&ctx.host.name);
-        let cmd = crate::nix::realise_cmd(&drv, &root);
-        ctx.log.run_ok(&cmd).await.map_err(|f| {
+        let rooted = gc_rooted(ctx, &drv)?;
+        ctx.log.run_ok(&rooted.cmd).await.map_err(|f| {
             StageError::cmd("the build failed", f)
                 .hint("fix the build error above; nothing was changed on the host")
         })?;
-        let top = std::fs::read_link(&root)
-            .map_err(|e| StageError::new(format!("reading the GC root {}: {e}", root.display())))?;
-        Built::checked(&top.to_string_lossy(), false)?
+        Built::checked(&output_of(&rooted)?, false)?
     };
     ctx.say(&format!("built {}", built.toplevel));
     Ok(built)
+}
+
+/// The host's realise of `drv`, rooted in the run's GC-root directory.
+fn gc_rooted(ctx: &Ctx, drv: &str) -> Result<crate::nix::Rooted, StageError> {
+    let dir = &ctx.opts.gcroot_dir;
+    ctx.nix
+        .rooted_realise(drv, dir, &ctx.host.name)
+        .map_err(|e| StageError::new(format!("creating {}: {e}", dir.display())))
+}
+
+fn output_of(rooted: &crate::nix::Rooted) -> Result<String, StageError> {
+    rooted.output().map_err(|e| {
+        StageError::new(format!(
+            "reading the GC root {}: {e}",
+            rooted.root.display()
+        ))
+    })
 }
 
 /// `nix copy --derivation --to STORE DRV` through the host's ssh wrapper.
@@ -151,12 +162,9 @@ async fn prebuilt(ctx: &Ctx, path: &str) -> Result<Built, StageError> {
         );
     }
     ctx.say(&format!("using the system built elsewhere: {path}"));
-    let dir = &ctx.opts.gcroot_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StageError::new(format!("creating {}: {e}", dir.display())))?;
-    let root = dir.join(&ctx.host.name);
+    let rooted = gc_rooted(ctx, path)?;
     ctx.log
-        .run_ok(&crate::nix::realise_cmd(path, &root))
+        .run_ok(&rooted.cmd)
         .await
         .map_err(|f| {
             StageError::cmd(format!("{path} is not in this store and could not be substituted"), f)

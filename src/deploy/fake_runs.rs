@@ -86,6 +86,7 @@ async fn run(fake: &FakeFleet, h: Host) -> Outcome {
         opts: Arc::new(opts),
         nix: Nix {
             program: "nix".into(),
+            flags: Default::default(),
         },
         interrupt: interrupt::Interrupt::never(),
     };
@@ -458,6 +459,7 @@ async fn rollout(
 ) -> i32 {
     let nix = Nix {
         program: "nix".into(),
+        flags: Default::default(),
     };
     let args = FleetArgs {
         yes: true,

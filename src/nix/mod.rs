@@ -5,48 +5,49 @@ pub mod store_path;
 
 use std::path::PathBuf;
 
+use crate::cli::NixFlags;
 use crate::error::{Error, Result};
 use crate::runner::{self, Cmd};
 
 /// Flakes and `nix eval --apply` need at least this version.
 pub const MIN_VERSION: (u32, u32) = (2, 4);
 
-/// A Nix (or Lix) installation.
+/// A Nix (or Lix) installation, and the flags the user gave for it on
+/// pantheros' command line (`--show-trace`, `--option`, …).
 #[derive(Debug, Clone)]
 pub struct Nix {
     pub program: PathBuf,
+    pub flags: NixFlags,
 }
 
 impl Nix {
-    /// Find `nix` on PATH (or `$PANTHEROS_NIX`).
-    pub fn locate() -> Result<Self> {
-        if let Some(p) = std::env::var_os("PANTHEROS_NIX") {
-            return Ok(Nix {
-                program: PathBuf::from(p),
-            });
-        }
-        let program = which::which("nix").map_err(|_| Error::NixMissing)?;
-        Ok(Nix { program })
+    /// Find `nix` on PATH (or `$PANTHEROS_NIX`); every command made from it
+    /// carries `flags`.
+    pub fn locate(flags: NixFlags) -> Result<Self> {
+        let program = match std::env::var_os("PANTHEROS_NIX") {
+            Some(p) => PathBuf::from(p),
+            None => which::which("nix").map_err(|_| Error::NixMissing)?,
+        };
+        Ok(Nix { program, flags })
     }
 
     /// A `nix` command with the flags every call needs. The experimental
     /// features are passed as `--extra-…`, which Nix 2.4 and later accept,
     /// and which is harmless where they are already enabled. Substituters
-    /// are left to the user's nix.conf. The user's pass-through flags
-    /// ([`pass_through`]) follow: global ones before the subcommand,
-    /// `--impure` after an evaluating one.
+    /// are left to the user's nix.conf. The user's flags follow: global
+    /// ones before the subcommand, `--impure` after an evaluating one.
     pub fn cmd<I, S>(&self, args: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let flags = pass_through();
+        let flags = &self.flags;
         let mut v = vec![
             self.program.to_string_lossy().into_owned(),
             "--extra-experimental-features".into(),
             "nix-command flakes".into(),
         ];
-        v.extend(global_flags(&flags));
+        v.extend(global_flags(flags));
         let mut args = args.into_iter().map(Into::into);
         if let Some(sub) = args.next() {
             let evaluates = matches!(sub.as_str(), "eval" | "build");
@@ -71,18 +72,6 @@ impl Nix {
         check_version(&v)?;
         Ok(v)
     }
-}
-
-static PASS_THROUGH: std::sync::OnceLock<crate::cli::NixFlags> = std::sync::OnceLock::new();
-
-/// Set, once at start-up, the Nix flags the user gave on the command line.
-pub fn set_pass_through(flags: crate::cli::NixFlags) {
-    let _ = PASS_THROUGH.set(flags);
-}
-
-/// The Nix flags the user gave (none when unset).
-pub fn pass_through() -> crate::cli::NixFlags {
-    PASS_THROUGH.get().cloned().unwrap_or_default()
 }
 
 /// The flags `nix` takes before its subcommand.
@@ -113,18 +102,45 @@ pub fn store_options(f: &crate::cli::NixFlags) -> Vec<String> {
     v
 }
 
-/// `nix-store --realise DRV` with an indirect GC root at `root`, and the
-/// user's Nix options.
-pub fn realise_cmd(drv: &str, root: &std::path::Path) -> Cmd {
-    Cmd::new([
-        "nix-store".to_string(),
-        "--realise".into(),
-        drv.to_string(),
-        "--add-root".into(),
-        root.to_string_lossy().into_owned(),
-        "--indirect".into(),
-    ])
-    .args(store_options(&pass_through()))
+/// A build kept alive by a GC root: the command that realises it, and the
+/// root (an indirect one, so `nix-collect-garbage` leaves the result alone
+/// while the root exists).
+pub struct Rooted {
+    pub cmd: Cmd,
+    pub root: PathBuf,
+}
+
+impl Nix {
+    /// `nix-store --realise DRV` with the user's Nix options and an indirect
+    /// GC root `dir/name` (`dir` is created).
+    pub fn rooted_realise(
+        &self,
+        drv: &str,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> std::io::Result<Rooted> {
+        std::fs::create_dir_all(dir)?;
+        let root = dir.join(name);
+        let cmd = Cmd::new([
+            "nix-store".to_string(),
+            "--realise".into(),
+            drv.to_string(),
+            "--add-root".into(),
+            root.to_string_lossy().into_owned(),
+            "--indirect".into(),
+        ])
+        .args(store_options(&self.flags));
+        Ok(Rooted { cmd, root })
+    }
+}
+
+impl Rooted {
+    /// The store path the root points at, once the command ran.
+    pub fn output(&self) -> std::io::Result<String> {
+        Ok(std::fs::read_link(&self.root)?
+            .to_string_lossy()
+            .into_owned())
+    }
 }
 
 /// Parse "nix (Nix) 2.8.0", "nix (Lix, like Nix) 2.91.1", "2.18.3-lix" or
