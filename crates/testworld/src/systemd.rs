@@ -1,0 +1,265 @@
+//! systemd hosts: a systemd-nspawn container on the LAN, booted from a
+//! cached Debian rootfs.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+/// The password of systemd hosts' user `nopw`, whose sudo asks for it.
+pub const NOPW_PASSWORD: &str = "nopw-sudo-secret-7731";
+
+/// Where the systemd hosts' Debian rootfs is cached between runs.
+pub fn systemd_cache() -> PathBuf {
+    std::env::var_os("PANTHEROS_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/pantheros-test-world"))
+}
+
+/// A systemd host: systemd-nspawn booting the cached Debian rootfs (real
+/// systemd as PID 1, sshd, nix 2.8) in its own network namespace on the
+/// world's LAN, with a throw-away overlay so every boot starts pristine.
+pub struct SystemdHost {
+    pub name: String,
+    pub ip: String,
+    pub netns: String,
+    pub machine: String,
+    pub nspawn: Child,
+    pub dir: PathBuf,
+}
+
+impl SystemdHost {
+    /// Run a command inside the container (all its namespaces), without SSH.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        let children = stdout(&try_sh(&["pgrep", "-P", &self.nspawn.id().to_string()]));
+        // nspawn runs under `setsid` → the container's init is nspawn's child.
+        let mut pid = children.split_whitespace().next().unwrap_or("").to_string();
+        if pid.is_empty() {
+            pid = self.nspawn.id().to_string();
+        }
+        let mut v = vec!["nsenter", "-t", &pid, "-a", "--"];
+        v.extend_from_slice(argv);
+        try_sh(&v)
+    }
+
+    /// The container's root directory, as this machine reaches it
+    /// (`/proc/<its init>/root`): files copied there land inside it.
+    pub fn root_dir(&self) -> PathBuf {
+        let children = stdout(&try_sh(&["pgrep", "-P", &self.nspawn.id().to_string()]));
+        let pid = children
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.nspawn.id().to_string());
+        PathBuf::from(format!("/proc/{pid}/root"))
+    }
+
+    pub(crate) fn stop(&mut self) {
+        let pid = self.nspawn.id().to_string();
+        // nspawn asks the container's systemd to halt on SIGTERM.
+        let _ = try_sh(&["kill", "-TERM", &pid]);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        for h in ["systemd", "unified"] {
+            let d = format!("/sys/fs/cgroup/{h}/{}", self.machine);
+            if Path::new(&d).exists() {
+                let _ = Command::new("find")
+                    .args([&d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                    .status();
+            }
+        }
+    }
+}
+
+impl World {
+    /// A world that can also run systemd hosts: needs systemd-nspawn and the
+    /// cached rootfs (built on first use, about a minute).
+    pub fn with_systemd() -> Option<World> {
+        let w = World::new()?;
+        if which("systemd-nspawn").is_none() {
+            cannot_run("systemd-nspawn is not installed (apt-get install systemd-container)");
+            return None;
+        }
+        if !Path::new("/sys/fs/cgroup/systemd").exists() {
+            cannot_run(
+                "/sys/fs/cgroup/systemd is missing: systemd hosts need the cgroup v1 hybrid layout",
+            );
+            return None;
+        }
+        let script = project_root().join("crates/testworld/systemd/build-rootfs.sh");
+        let out = try_sh(&[
+            "bash",
+            script.to_str().unwrap(),
+            systemd_cache().to_str().unwrap(),
+        ]);
+        if !out.status.success() {
+            cannot_run(&format!(
+                "building the systemd host rootfs failed: {}",
+                stderr(&out)
+            ));
+            return None;
+        }
+        Some(w)
+    }
+
+    /// Build (once, cached beside bookworm's) the rootfs of another Debian
+    /// release for systemd hosts: trixie's carries Nix 2.26. False, said
+    /// as not run (a failure under CI), when it cannot be built.
+    pub fn prepare_systemd_release(&self, release: &str) -> bool {
+        let script = project_root().join("crates/testworld/systemd/build-rootfs.sh");
+        let cache = systemd_cache().join(release);
+        let out = try_sh(&[
+            "bash",
+            script.to_str().unwrap(),
+            cache.to_str().unwrap(),
+            release,
+        ]);
+        if !out.status.success() {
+            cannot_run(&format!(
+                "building the {release} systemd host rootfs failed: {}",
+                stderr(&out)
+            ));
+            return false;
+        }
+        true
+    }
+
+    /// Boot a systemd host `name`, reachable as `ssh -F cfg name` (root) and
+    /// as users `deploy` (password-less sudo) and `nopw` (sudo wants a
+    /// password: [`NOPW_PASSWORD`]).
+    pub fn add_systemd_host(&mut self, name: &str) -> &SystemdHost {
+        self.add_systemd_host_on(name, "bookworm")
+    }
+
+    /// [`World::add_systemd_host`] on the rootfs of Debian `release` (one
+    /// [`World::prepare_systemd_release`] made, or bookworm's own).
+    pub fn add_systemd_host_on(&mut self, name: &str, release: &str) -> &SystemdHost {
+        let (ns, ip) = self.new_slot("s");
+        let hdir = self.path().join("systemd").join(name);
+        fs::create_dir_all(&hdir).unwrap();
+        let auth = hdir.join("authorized_keys");
+        fs::copy(self.client_key.with_extension("pub"), &auth).unwrap();
+        fs::set_permissions(&auth, fs::Permissions::from_mode(0o644)).unwrap();
+        let tmpfiles = hdir.join("pantheros-base-system.conf");
+        fs::write(&tmpfiles, boot_tmpfiles()).unwrap();
+        fs::set_permissions(&tmpfiles, fs::Permissions::from_mode(0o644)).unwrap();
+        let machine = format!("{}-{}", self.id, name);
+        let rootfs = if release == "bookworm" {
+            systemd_cache().join("rootfs")
+        } else {
+            systemd_cache().join(release).join("rootfs")
+        };
+        let a = auth.display();
+        let script = format!(
+            "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \
+             SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --boot --directory={root} --machine={machine} \
+             --hostname={name} --volatile=overlay --register=no --keep-unit --capability=CAP_NET_ADMIN --network-namespace-path=/run/netns/{ns} \
+             --console=passive --bind-ro={a}:/root/.ssh/authorized_keys --bind-ro={a}:/home/deploy/.ssh/authorized_keys \
+             --bind-ro={a}:/home/nopw/.ssh/authorized_keys --bind-ro={t}:/etc/tmpfiles.d/pantheros-base-system.conf",
+            root = rootfs.display(),
+            t = tmpfiles.display(),
+        );
+        // Read before the container starts: a panic after it would leave
+        // the container running with no one to stop it.
+        let hostkey = fs::read_to_string(rootfs.join("etc/ssh/ssh_host_ed25519_key.pub"))
+            .unwrap_or_else(|e| {
+                panic!("the {release} rootfs has no SSH host key ({e}): rebuild it")
+            });
+        let log = fs::File::create(hdir.join("console.log")).unwrap();
+        let nspawn = Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start systemd-nspawn");
+        // Pin the host key and describe the host for ssh.
+        self.describe_host(name, &ip, &hostkey);
+        let mut host = SystemdHost {
+            name: name.into(),
+            ip,
+            netns: ns,
+            machine,
+            nspawn,
+            dir: hdir.clone(),
+        };
+        let start = Instant::now();
+        loop {
+            if self.ssh(name, &["true"]).status.success() {
+                break;
+            }
+            if let Ok(Some(st)) = host.nspawn.try_wait() {
+                panic!(
+                    "systemd-nspawn for {name} exited ({st}):\n{}",
+                    fs::read_to_string(hdir.join("console.log")).unwrap_or_default()
+                );
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                host.stop();
+                panic!(
+                    "{name} did not accept ssh within 60 s:\n{}",
+                    fs::read_to_string(hdir.join("console.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let st = self.ssh(name, &["systemctl", "is-system-running", "--wait"]);
+        assert_eq!(
+            stdout(&st).trim(),
+            "running",
+            "{name} did not boot cleanly: {}",
+            stderr(&st)
+        );
+        self.systemd_hosts.push(host);
+        self.systemd_hosts.last().unwrap()
+    }
+
+    /// Make systemd host `name` a deployer: the pantheros binary at
+    /// /usr/local/bin/pantheros, and this world's SSH client files (key,
+    /// config, known hosts) and `dirs` at the same paths as here, so a
+    /// fleet written for this machine deploys from there unchanged.
+    pub fn seat_deployer_on(&self, name: &str, dirs: &[&Path]) {
+        let root = self.systemd_host(name).root_dir();
+        let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        let bin = inside(Path::new("/usr/local/bin/pantheros"));
+        fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        fs::copy(pantheros_bin(), &bin)
+            .unwrap_or_else(|e| panic!("copy pantheros into {name}: {e}"));
+        let client = self.client_key.parent().unwrap().to_path_buf();
+        for d in std::iter::once(client.as_path()).chain(dirs.iter().copied()) {
+            let to = inside(d);
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            sh(&[
+                "cp",
+                "-a",
+                d.to_str().unwrap(),
+                to.parent().unwrap().to_str().unwrap(),
+            ]);
+        }
+    }
+
+    /// `ssh name sh -c SCRIPT`, panicking on failure; returns stdout.
+    #[track_caller]
+    pub fn ssh_ok(&self, host: &str, script: &str) -> String {
+        let out = self.ssh(host, &[script]);
+        if !out.status.success() {
+            panic!(
+                "ssh {host} {script:?} failed ({}): {}{}",
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        stdout(&out)
+    }
+}
