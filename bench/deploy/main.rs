@@ -21,6 +21,101 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// One command of a deploy, from its host log: when it started (ms after
+/// the first command), how long it took, what it was.
+struct Step {
+    at: u64,
+    took: u64,
+    what: String,
+    remote: bool,
+    fresh: bool,
+}
+
+/// The commands one deploy ran, read from its host log.
+struct Account {
+    steps: Vec<Step>,
+    /// Remote process starts (each command run on the host through ssh is
+    /// one login shell and one script).
+    remote: usize,
+    /// Connections made outside the master (the reachability proof).
+    fresh: usize,
+}
+
+fn clock_ms(stamp: &str) -> Option<u64> {
+    let mut it = stamp.split([':', '.']);
+    let (h, m, s, ms) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    Some(
+        h.parse::<u64>().ok()? * 3_600_000
+            + m.parse::<u64>().ok()? * 60_000
+            + s.parse::<u64>().ok()? * 1000
+            + ms.parse::<u64>().ok()?,
+    )
+}
+
+fn account(log: &str) -> Account {
+    let mut steps: Vec<Step> = vec![];
+    let mut first = None;
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix('[')
+            && let Some((stamp, cmd)) = rest.split_once("] $ ")
+        {
+            let Some(t) = clock_ms(stamp) else { continue };
+            let t0 = *first.get_or_insert(t);
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let script = words
+                .iter()
+                .find(|w| w.trim_matches('\'').ends_with(".sh"))
+                .map(|w| w.trim_matches('\'').to_string());
+            let remote = words.first() == Some(&"ssh");
+            let what = script
+                .unwrap_or_else(|| words.iter().take(2).copied().collect::<Vec<_>>().join(" "));
+            steps.push(Step {
+                at: t - t0,
+                took: 0,
+                what,
+                remote,
+                fresh: remote && cmd.contains("ControlPath=none"),
+            });
+        } else if let Some(rest) = line.trim_start().strip_prefix("-> exit")
+            && let Some(ms) = rest.split(" in ").nth(1)
+            && let Some(last) = steps.last_mut()
+        {
+            last.took = ms.trim_end_matches(" ms").trim().parse().unwrap_or(0);
+        }
+    }
+    Account {
+        remote: steps.iter().filter(|s| s.remote).count(),
+        fresh: steps.iter().filter(|s| s.fresh).count(),
+        steps,
+    }
+}
+
+impl Account {
+    fn render(&self) -> String {
+        let mut out = String::from("one change deploy, command by command (from its host log):\n");
+        for s in &self.steps {
+            out.push_str(&format!(
+                "  {:>6} ms {:>6} ms  {}{}\n",
+                s.at,
+                s.took,
+                s.what,
+                if s.fresh {
+                    "  (fresh connection)"
+                } else if s.remote {
+                    "  (over the master)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "  remote process starts: {}, fresh connections: {}\n\n",
+            self.remote, self.fresh
+        ));
+        out
+    }
+}
+
 fn accepted(w: &World, host: &str) -> usize {
     let out =
         w.systemd_host(host)
@@ -73,11 +168,12 @@ fn main() {
             v["hosts"][0]["result"].as_str().unwrap_or("").to_string(),
             v["hosts"][0]["toplevel"].as_str().unwrap_or("").to_string(),
             v["hosts"][0]["durationsMs"].clone(),
+            v["hosts"][0]["log"].as_str().unwrap_or("").to_string(),
         )
     };
 
     fleet(1, "2.12");
-    let (_, result, top, _) = deploy();
+    let (_, result, top, _, _) = deploy();
     assert_eq!(result, "success");
     let drv = testworld::stdout(&testworld::sh(&["nix-store", "--query", "--deriver", &top]))
         .trim()
@@ -111,7 +207,7 @@ fn main() {
     let mut noop_stages = serde_json::Value::Null;
     for _ in 0..runs {
         let before = accepted(&w, "bench1");
-        let (t, result, _, stages) = deploy();
+        let (t, result, _, stages, _) = deploy();
         assert_eq!(result, "unchanged");
         noop_stages = stages;
         noop_conns.push(accepted(&w, "bench1") - before);
@@ -125,6 +221,7 @@ fn main() {
     let mut change_floor = vec![];
     let mut change_conns = vec![];
     let mut change_stages = serde_json::Value::Null;
+    let mut change_log = String::new();
     let ssh_cfg = w.ssh_config.to_str().unwrap().to_string();
     let profile = "/nix/var/nix/profiles/system";
     for i in 0..runs {
@@ -175,9 +272,10 @@ fn main() {
 
         fleet(200 + i as u32, &format!("4.{i}"));
         let before = accepted(&w, "bench1");
-        let (t, result, _, stages) = deploy();
+        let (t, result, _, stages, log) = deploy();
         assert_eq!(result, "success");
         change_stages = stages;
+        change_log = std::fs::read_to_string(&log).unwrap_or_default();
         change_conns.push(accepted(&w, "bench1") - before);
         change.push(t);
     }
@@ -191,7 +289,7 @@ fn main() {
     for i in 0..runs {
         keyed(300 + i as u32, &format!("5.{i}"), true);
         let before = accepted(&w, "bench1");
-        let (t, result, _, _) = deploy();
+        let (t, result, _, _, _) = deploy();
         assert_eq!(result, "success");
         keyed_conns.push(accepted(&w, "bench1") - before);
         keyed_change.push(t);
@@ -199,6 +297,8 @@ fn main() {
     let keyed_change = median(keyed_change);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let account = account(&change_log);
+    print!("{}", account.render());
     println!("deploy benchmark on a systemd host (median of {runs})");
     println!(
         "{:<28} {:>9} {:>7} {:>16}",
@@ -256,6 +356,8 @@ fn main() {
             "changeStagesMs": change_stages,
             "keyedChangeMs": ms(keyed_change),
             "keyedChangeSshConnections": keyed_conns,
+            "changeRemoteStarts": account.remote,
+            "changeFreshConnections": account.fresh,
         })
     );
     if *change_conns.iter().max().unwrap() > 2

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::preflight::Current;
 use super::{Ctx, StageError};
 use crate::generations;
-use crate::host::protocol::Status;
+use crate::host::protocol::{Status, words};
 use crate::host::scripts::{self, Activation};
 
 /// What to activate.
@@ -60,17 +60,7 @@ pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
             .root_script(&scripts::STATUS, &args)
             .timeout(Duration::from_secs(20))
     };
-    match ctx.log.run(&cmd).await {
-        Ok(o) if o.success() => {
-            let status = Status::read(&o.stdout);
-            // Read once: awaiting-confirm and done end their waits.
-            if let Some(note) = Status::note(&o.stdout) {
-                ctx.say(&format!("note: {note}"));
-            }
-            Some(status)
-        }
-        _ => None,
-    }
+    status_of(ctx, ctx.log.run(&cmd).await)
 }
 
 /// Start activate.sh detached on the target.
@@ -87,29 +77,69 @@ pub(super) async fn launch(ctx: &Ctx, unit: &str, what: &Activation) -> Result<(
         .map_err(|f| StageError::cmd("starting the activation on the target failed", f))
 }
 
-/// Wait until the watchdog's status satisfies `until` or is final.
-/// `fresh` polls over new connections (the master may be gone).
-pub(super) async fn wait_status(
+/// The status, after waiting on the host (status.sh, up to `seconds`)
+/// until it starts with `until` or is final; `None` when the host could
+/// not be asked.
+async fn await_status(ctx: &Ctx, until: &str, seconds: u64, fresh: bool) -> Option<Status> {
+    let args = scripts::await_args(&ctx.state_dir(), until, seconds);
+    let cmd = if fresh {
+        ctx.target.fresh_root_script(&scripts::STATUS, &args)
+    } else {
+        ctx.target.root_script(&scripts::STATUS, &args)
+    }
+    .timeout(Duration::from_secs(seconds + 20));
+    status_of(ctx, ctx.log.run(&cmd).await)
+}
+
+/// The status a status read printed (its note said once: awaiting-confirm
+/// and done end their waits).
+fn status_of(
     ctx: &Ctx,
-    until: impl Fn(&Status) -> bool,
-    deadline: Duration,
-    fresh: bool,
-) -> Wait {
+    ran: Result<crate::runner::Output, crate::error::CommandFailure>,
+) -> Option<Status> {
+    match ran {
+        Ok(o) if o.success() => {
+            let status = Status::read(&o.stdout);
+            if let Some(note) = Status::note(&o.stdout) {
+                ctx.say(&format!("note: {note}"));
+            }
+            Some(status)
+        }
+        _ => None,
+    }
+}
+
+/// Wait until the watchdog's status starts with `until` (a
+/// [`crate::host::protocol::words`] word) or is final. Each wait is one
+/// command that waits on the host and returns within 50 ms of the change
+/// (no polling from here); a command that fails (the connection dropped)
+/// is tried again after a second. `fresh` asks over new connections (the
+/// master may be gone).
+pub(super) async fn wait_status(ctx: &Ctx, until: &str, deadline: Duration, fresh: bool) -> Wait {
     let start = Instant::now();
     let mut last = None;
     while start.elapsed() < deadline {
         if ctx.interrupt.fired().is_some() {
             return Wait::Interrupted(read_status(ctx, fresh).await.or(last));
         }
-        if let Some(s) = read_status(ctx, fresh).await {
-            if until(&s) || s.is_final() {
-                return Wait::Reached(s);
+        // Bounded per command, so a lost connection is noticed.
+        let left = deadline
+            .saturating_sub(start.elapsed())
+            .as_secs()
+            .clamp(1, 60);
+        let got = tokio::select! {
+            s = await_status(ctx, until, left, fresh) => s,
+            _ = ctx.interrupt.wait() => continue,
+        };
+        match got {
+            Some(s) if s.is_final() || s.word() == until => return Wait::Reached(s),
+            Some(s) => last = Some(s),
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = ctx.interrupt.wait() => {}
+                }
             }
-            last = Some(s);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = ctx.interrupt.wait() => {}
         }
     }
     Wait::TimedOut(last)
@@ -174,7 +204,7 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<Activated, StageError>
     )
     .await?;
     let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
-    let status = match wait_status(ctx, |s| *s == Status::AwaitingConfirm, budget, false).await {
+    let status = match wait_status(ctx, words::AWAITING_CONFIRM, budget, false).await {
         Wait::Reached(s) => s,
         Wait::Interrupted(s) => {
             return Ok(Activated::Interrupted {
@@ -212,41 +242,51 @@ fn ended_for(req: &Request, status: Status, ctx: &Ctx) -> Activated {
     }
 }
 
-/// The reachability proof: a NEW connection must get in and confirm.
+/// The reachability proof: a NEW connection must get in and confirm. The
+/// same command then waits on the host for the watchdog to take the
+/// confirmation, so the answer comes back with no further round trip.
 async fn confirm(ctx: &Ctx, req: &Request) -> Activated {
     let d = &ctx.host.deployment;
+    let wait = d.confirm_timeout + 10;
     let cmd = ctx
         .target
-        .fresh_root_script(&scripts::CONFIRM, &scripts::dir_args(&ctx.state_dir()));
+        .fresh_root_script(
+            &scripts::CONFIRM,
+            &scripts::confirm_args(&ctx.state_dir(), wait),
+        )
+        .timeout(Duration::from_secs(wait + 20));
     let until = Instant::now() + Duration::from_secs(d.confirm_timeout.saturating_sub(2).max(1));
-    let mut ok = false;
+    let mut taken = None;
     while Instant::now() < until {
-        if matches!(ctx.log.run(&cmd).await, Ok(o) if o.success()) {
-            ok = true;
+        if let Some(s) = status_of(ctx, ctx.log.run(&cmd).await) {
+            taken = Some(s);
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    if !ok {
-        return recover_unreachable(ctx).await;
-    }
-    match wait_status(
-        ctx,
-        |s| *s == Status::Confirmed,
-        Duration::from_secs(d.confirm_timeout + 10),
-        false,
-    )
-    .await
-    {
-        Wait::Reached(Status::Confirmed) => {
+    let status = match taken {
+        None => return recover_unreachable(ctx).await,
+        Some(s) if s.is_final() => s,
+        // The watchdog had not taken it yet when the wait ended: go on
+        // waiting over the master.
+        Some(_) => {
+            match wait_status(ctx, words::CONFIRMED, Duration::from_secs(wait), false).await {
+                Wait::Reached(s) => s,
+                Wait::Interrupted(s) => {
+                    return Activated::Interrupted {
+                        status: s.unwrap_or(Status::None),
+                    };
+                }
+                Wait::TimedOut(s) => return ended(s.or(Some(Status::None))),
+            }
+        }
+    };
+    match status {
+        Status::Confirmed => {
             ctx.say("reachable over a fresh SSH connection: confirmed");
             Activated::Kept
         }
-        Wait::Reached(s) => ended_for(req, s, ctx),
-        Wait::Interrupted(s) => Activated::Interrupted {
-            status: s.unwrap_or(Status::None),
-        },
-        Wait::TimedOut(s) => ended(s.or(Some(Status::None))),
+        s => ended_for(req, s, ctx),
     }
 }
 
@@ -259,7 +299,7 @@ async fn recover_unreachable(ctx: &Ctx) -> Activated {
     ));
     match wait_status(
         ctx,
-        |s| matches!(s, Status::RolledBack(_)),
+        words::ROLLED_BACK,
         Duration::from_secs(timeout + 30),
         true,
     )

@@ -114,7 +114,6 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
             "launch.sh",
             "status.sh",
             "confirm.sh",
-            "status.sh",
             "health.sh",
             "generations.sh",
             "unlock.sh"

@@ -9,7 +9,7 @@ use super::activate::{self, Activated, Wait};
 use super::build::Built;
 use super::{Ctx, StageError};
 use crate::generations;
-use crate::host::protocol::Status;
+use crate::host::protocol::{Status, words};
 use crate::host::scripts::Activation;
 
 /// Go back to the generation the host had before this run's activation.
@@ -26,8 +26,7 @@ pub async fn roll_back(ctx: &Ctx, reason: String) -> Activated {
         };
     }
     let deadline = Duration::from_secs(ctx.host.deployment.activation_timeout + 30);
-    match activate::wait_status(ctx, |s| matches!(s, Status::RolledBack(_)), deadline, false).await
-    {
+    match activate::wait_status(ctx, words::ROLLED_BACK, deadline, false).await {
         Wait::Reached(s) => activate::ended(Some(s)),
         Wait::Interrupted(s) => Activated::Interrupted {
             status: s.unwrap_or(Status::None),

@@ -334,7 +334,12 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
         "launch.sh" => launch(s, args),
         "confirm.sh" => {
             s.status = words::CONFIRMED.into();
-            ok("")
+            // With a wait, it reports the status the watchdog ends in.
+            if args.len() >= 2 {
+                ok(format!("{}\n", s.status))
+            } else {
+                ok("")
+            }
         }
         "health.sh" => {
             if s.behaviour.health_fails {

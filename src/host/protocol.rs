@@ -160,6 +160,23 @@ impl Status {
     }
 
     /// The status as the target wrote it (for messages).
+    /// The status's word in the protocol ([`words`]); "" for none, an
+    /// unknown line or an ended watchdog.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Activating => words::ACTIVATING,
+            Status::AwaitingConfirm => words::AWAITING_CONFIRM,
+            Status::Confirmed => words::CONFIRMED,
+            Status::Done => words::DONE,
+            Status::Failed(_) => words::FAILED,
+            Status::RollingBack(_) => words::ROLLING_BACK,
+            Status::RolledBack(_) => words::ROLLED_BACK,
+            Status::RollbackFailed(_) => words::ROLLBACK_FAILED,
+            Status::RebootRequired(_) => words::REBOOT_REQUIRED,
+            Status::None | Status::Unknown(_) | Status::Ended { .. } => "",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Status::None => "no status".into(),

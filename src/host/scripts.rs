@@ -299,6 +299,18 @@ pub fn dir_args(dir: &str) -> Vec<String> {
     vec![dir.into()]
 }
 
+/// status.sh waiting on the host, up to `seconds`, until the status starts
+/// with `until` (a [`protocol::words`] word) or is final.
+pub fn await_args(dir: &str, until: &str, seconds: u64) -> Vec<String> {
+    vec![dir.into(), until.into(), seconds.max(1).to_string()]
+}
+
+/// confirm.sh, then waiting on the host up to `seconds` for the watchdog
+/// to take the confirmation.
+pub fn confirm_args(dir: &str, seconds: u64) -> Vec<String> {
+    vec![dir.into(), seconds.max(1).to_string()]
+}
+
 /// What activate.sh is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activation {
@@ -593,6 +605,8 @@ mod tests {
         assert_eq!(generations_args("/p", true), ["/p", "yes"]);
         assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);
         assert_eq!(dir_args("/d"), ["/d"]);
+        assert_eq!(await_args("/d", "confirmed", 0), ["/d", "confirmed", "1"]);
+        assert_eq!(confirm_args("/d", 25), ["/d", "25"]);
     }
 
     /// Every script, as the target receives it, passes shellcheck.

@@ -249,13 +249,15 @@ activate)
   fi
   if [ "$magic" = 1 ] && [ "$goal" != boot ]; then
     status "$ST_AWAITING_CONFIRM${note:+ $note}"
-    ticks=$((confirm_timeout * 10))
+    # The proof is a file (confirm.sh); looked for every 50 ms, with the
+    # shell's own test (no process per look but the sleep).
+    ticks=$((confirm_timeout * 20))
     while [ "$ticks" -gt 0 ]; do
       if [ -e "$dir/confirm" ]; then
         status "$ST_CONFIRMED"
         exit 0
       fi
-      sleep 0.1
+      sleep 0.05
       ticks=$((ticks - 1))
     done
     roll_back_to "$prev_gen" "$prev_sys" "$goal" "no confirmation within ${confirm_timeout}s (target unreachable after activation?)"

@@ -45,6 +45,62 @@ watchdog_state() {
   fi
 }
 
+# Is status line $1 final (nothing changes it any more)?
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+status_final() {
+  case "$1" in
+  "$ST_CONFIRMED"* | "$ST_DONE"* | "$ST_FAILED"* | "$ST_ROLLED_BACK"* | "$ST_ROLLBACK_FAILED"* | "$ST_REBOOT_REQUIRED"*) return 0 ;;
+  *) return 1 ;;
+  esac
+}
+
+# The status of run directory $1, as the deployer reads it: the status line
+# ("" before the first one). When that status is not final and the watchdog
+# no longer runs, a second line says so: "ended rebooted|stopped
+# RUNNING_SYSTEM" (nothing will change the status any more; RUNNING_SYSTEM is
+# what the host runs now).
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+report_status() {
+  rs_st=$(cat "$1/status" 2>/dev/null || true)
+  if status_final "$rs_st"; then
+    printf '%s\n' "$rs_st"
+    return 0
+  fi
+  rs_ws=$(watchdog_state "$1")
+  case "$rs_ws" in
+  rebooted | stopped)
+    # The watchdog may have written its last status just before it ended.
+    rs_st=$(cat "$1/status" 2>/dev/null || true)
+    printf '%s\n' "$rs_st"
+    status_final "$rs_st" || echo "ended $rs_ws $(readlink -f /run/current-system 2>/dev/null || true)"
+    ;;
+  *) printf '%s\n' "$rs_st" ;;
+  esac
+}
+
+# Wait, on the host, up to $3 seconds until run directory $1's status
+# starts with $2 or is final, or its watchdog has ended; then report it. The
+# status file is read every 50 ms with the shell's own `read` (no process
+# per look); whether the watchdog still runs is asked once a second. The
+# deployer's wait is one command, and it returns within 50 ms of the change.
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+await_status() {
+  as_dir=$1 as_until=$2 as_ticks=$(($3 * 20)) as_n=0
+  while [ "$as_ticks" -gt 0 ]; do
+    as_st=''
+    { read -r as_st <"$as_dir/status"; } 2>/dev/null || true
+    case "$as_st" in "$as_until"*) break ;; esac
+    status_final "$as_st" && break
+    as_n=$((as_n + 1))
+    if [ $((as_n % 20)) -eq 0 ]; then
+      case "$(watchdog_state "$as_dir")" in rebooted | stopped) break ;; esac
+    fi
+    sleep 0.05
+    as_ticks=$((as_ticks - 1))
+  done
+  report_status "$as_dir"
+}
+
 # NixOS's activation lock (switch-to-configuration takes it with flock).
 ACTIVATION_LOCK=/run/nixos/switch-to-configuration.lock
 
