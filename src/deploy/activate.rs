@@ -4,12 +4,13 @@
 //! the host back by itself. The result is the target's final state, read
 //! from its status line: anything that is not final is `Unknown`.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::preflight::Current;
 use super::{Ctx, StageError};
 use crate::generations;
-use crate::host::protocol::{Status, words};
+use crate::host::protocol::{Status, section, words};
 use crate::host::scripts::{self, Activation};
 
 /// What to activate.
@@ -21,6 +22,17 @@ pub struct Request {
     pub generation: Option<u64>,
     /// Units failed before this run: the baseline exit 4 is judged against.
     pub baseline: Vec<String>,
+    /// The host runs systemd (its health checks ask systemd too).
+    pub systemd: bool,
+}
+
+/// What the proof's command also read on the host, once the watchdog took
+/// the confirmation: the profile's generation and system (what
+/// [`observe`] would read again), and the first round of health checks.
+#[derive(Debug, Clone, Default)]
+pub struct Proof {
+    pub observed: Option<(Option<u64>, Option<String>)>,
+    pub health: Option<super::health::Round>,
 }
 
 /// How an activation ended, as the target reports it.
@@ -181,7 +193,7 @@ pub(super) fn ended(status: Option<Status>) -> Activated {
     }
 }
 
-pub async fn activate(ctx: &Ctx, req: &Request) -> Result<Activated, StageError> {
+pub async fn activate(ctx: &Ctx, req: &Request) -> Result<(Activated, Proof), StageError> {
     let d = &ctx.host.deployment;
     let goal = ctx.opts.goal;
     ctx.say(&format!("activating ({})", goal.as_str()));
@@ -207,18 +219,16 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<Activated, StageError>
     let status = match wait_status(ctx, words::AWAITING_CONFIRM, budget, false).await {
         Wait::Reached(s) => s,
         Wait::Interrupted(s) => {
-            return Ok(Activated::Interrupted {
-                status: s.unwrap_or(Status::None),
-            });
+            let status = s.unwrap_or(Status::None);
+            return Ok((Activated::Interrupted { status }, Proof::default()));
         }
         // Lost the master connection, or the activation never ended.
-        Wait::TimedOut(_) => return Ok(recover_unreachable(ctx).await),
+        Wait::TimedOut(_) => return Ok((recover_unreachable(ctx).await, Proof::default())),
     };
-    let activated = match status {
+    Ok(match status {
         Status::AwaitingConfirm => confirm(ctx, req).await,
-        other => ended_for(req, other, ctx),
-    };
-    Ok(activated)
+        other => (ended_for(req, other, ctx), Proof::default()),
+    })
 }
 
 /// A final status of this activation. A reboot that ended the watchdog is
@@ -244,50 +254,106 @@ fn ended_for(req: &Request, status: Status, ctx: &Ctx) -> Activated {
 
 /// The reachability proof: a NEW connection must get in and confirm. The
 /// same command then waits on the host for the watchdog to take the
-/// confirmation, so the answer comes back with no further round trip.
-async fn confirm(ctx: &Ctx, req: &Request) -> Activated {
+/// confirmation, and reads what the next stages would ask in round trips
+/// of their own: the profile's generation and the first round of health
+/// checks (on the same host, after the same confirmation: their meaning is
+/// unchanged).
+async fn confirm(ctx: &Ctx, req: &Request) -> (Activated, Proof) {
     let d = &ctx.host.deployment;
     let wait = d.confirm_timeout + 10;
+    let checks = super::health::checks(ctx, req.systemd, &req.baseline);
+    let health_timeout = checks.as_ref().map_or(0, |c| c.timeout * 2 + 30);
     let cmd = ctx
         .target
         .fresh_root_script(
             &scripts::CONFIRM,
-            &scripts::confirm_args(&ctx.state_dir(), wait),
+            &scripts::confirm_args(&ctx.state_dir(), wait, &d.profile, checks.as_ref()),
         )
-        .timeout(Duration::from_secs(wait + 20));
+        .timeout(Duration::from_secs(wait + health_timeout + 20));
     let until = Instant::now() + Duration::from_secs(d.confirm_timeout.saturating_sub(2).max(1));
+    // Said as soon as the status line arrives, before the health round the
+    // same command runs next.
+    let said = std::sync::atomic::AtomicBool::new(false);
+    let watch = |line: &str| {
+        if line.starts_with(words::CONFIRMED) && !said.swap(true, Ordering::SeqCst) {
+            ctx.say("reachable over a fresh SSH connection: confirmed");
+        }
+    };
     let mut taken = None;
     while Instant::now() < until {
-        if let Some(s) = status_of(ctx, ctx.log.run(&cmd).await) {
-            taken = Some(s);
+        let ran = tokio::select! {
+            r = ctx.log.run_watching(&cmd, &watch) => r,
+            // The proof may have been taken: the status says where it stands.
+            _ = ctx.interrupt.wait() => {
+                let status = read_status(ctx, false).await.unwrap_or(Status::None);
+                return (Activated::Interrupted { status }, Proof::default());
+            }
+        };
+        if let Ok(o) = ran
+            && o.success()
+        {
+            taken = Some(o.stdout);
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let status = match taken {
-        None => return recover_unreachable(ctx).await,
-        Some(s) if s.is_final() => s,
+    let Some(out) = taken else {
+        return (recover_unreachable(ctx).await, Proof::default());
+    };
+    let (status, proof) = read_proof(ctx, &out, checks.is_some());
+    let status = match status {
+        s if s.is_final() => s,
         // The watchdog had not taken it yet when the wait ended: go on
         // waiting over the master.
-        Some(_) => {
-            match wait_status(ctx, words::CONFIRMED, Duration::from_secs(wait), false).await {
-                Wait::Reached(s) => s,
-                Wait::Interrupted(s) => {
-                    return Activated::Interrupted {
-                        status: s.unwrap_or(Status::None),
-                    };
-                }
-                Wait::TimedOut(s) => return ended(s.or(Some(Status::None))),
+        _ => match wait_status(ctx, words::CONFIRMED, Duration::from_secs(wait), false).await {
+            Wait::Reached(s) => s,
+            Wait::Interrupted(s) => {
+                let status = s.unwrap_or(Status::None);
+                return (Activated::Interrupted { status }, Proof::default());
             }
-        }
+            Wait::TimedOut(s) => return (ended(s.or(Some(Status::None))), Proof::default()),
+        },
     };
     match status {
         Status::Confirmed => {
-            ctx.say("reachable over a fresh SSH connection: confirmed");
-            Activated::Kept
+            if !said.swap(true, Ordering::SeqCst) {
+                ctx.say("reachable over a fresh SSH connection: confirmed");
+            }
+            (Activated::Kept, proof)
         }
-        s => ended_for(req, s, ctx),
+        s => (ended_for(req, s, ctx), Proof::default()),
     }
+}
+
+/// The proof command's output: the status (before any section), and what
+/// it read after a confirmation.
+fn read_proof(ctx: &Ctx, out: &str, health: bool) -> (Status, Proof) {
+    let head = out.split("\n== ").next().unwrap_or_default();
+    let status = Status::read(head);
+    if let Some(note) = Status::note(head) {
+        ctx.say(&format!("note: {note}"));
+    }
+    let observed = section(out, "generation").first().map(|l| {
+        let (generation, system) = l.split_once(' ').unwrap_or((l, ""));
+        let system = system.trim();
+        (
+            generation.trim().parse().ok(),
+            (!system.is_empty()).then(|| system.to_string()),
+        )
+    });
+    let rc = section(out, "health-rc")
+        .first()
+        .map(|l| l.trim().to_string());
+    let printed = section(out, "health").join("\n");
+    let health = match rc.as_deref() {
+        _ if !health => None,
+        Some("0") => Some(super::health::Round::Passed(printed)),
+        Some(_) => Some(super::health::Round::Failed(
+            printed.trim().replace('\n', "; "),
+        )),
+        None => None,
+    };
+    (status, Proof { observed, health })
 }
 
 /// The host took no fresh connection after activation: its watchdog rolls

@@ -114,8 +114,10 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
             "launch.sh",
             "status.sh",
             "confirm.sh",
+            // The first round of health checks (the fake records it as
+            // health.sh) and the generation ride the proof's command: no
+            // remote command of their own.
             "health.sh",
-            "generations.sh",
             "unlock.sh"
         ]
     );

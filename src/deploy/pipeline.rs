@@ -572,27 +572,37 @@ async fn change(
         toplevel: built.toplevel.clone(),
         generation,
         baseline: current.failed_units.clone(),
+        systemd: current.systemd,
     };
-    let activated = match trail
+    let (activated, proof) = match trail
         .change(ctx, Stage::Activate, activate::activate(ctx, &request))
         .await
     {
         Ok(a) => a,
         Err(e) => return (End::err(HostResult::Failed, e), changed),
     };
+    // What the proof read stays true only while nothing else changed.
+    let mut observed = proof.observed;
     let activated = match activated {
         Activated::Kept if ctx.opts.goal != Goal::Boot => {
-            match judge_health(ctx, trail, current).await {
-                Ok(a) => a,
+            match judge_health(ctx, trail, current, proof.health).await {
+                Ok(Activated::Kept) => Activated::Kept,
+                Ok(back) => {
+                    observed = None;
+                    back
+                }
                 Err(end) => {
-                    (changed.generation_after, changed.system_after) = activate::observe(ctx).await;
+                    (changed.generation_after, changed.system_after) = match observed {
+                        Some(o) => o,
+                        None => activate::observe(ctx).await,
+                    };
                     return (end, changed);
                 }
             }
         }
         other => other,
     };
-    let end = finish(ctx, &mut changed, built, current, activated).await;
+    let end = finish(ctx, &mut changed, built, current, activated, observed).await;
     if end.result != HostResult::Success || ctx.opts.mode != Mode::Deploy {
         return (end, changed);
     }
@@ -646,12 +656,17 @@ async fn upload_keys(
 /// The health checks after a kept activation: kept, rolled back (the
 /// rollback's own result), or the end when the new generation stays
 /// although it is unhealthy (rollback disabled, or interrupted).
-async fn judge_health(ctx: &Ctx, trail: &mut Trail, current: &Current) -> Result<Activated, End> {
+async fn judge_health(
+    ctx: &Ctx,
+    trail: &mut Trail,
+    current: &Current,
+    first: Option<health::Round>,
+) -> Result<Activated, End> {
     let checked = trail
         .change(
             ctx,
             Stage::Health,
-            health::health(ctx, current.systemd, &current.failed_units),
+            health::health(ctx, current.systemd, &current.failed_units, first),
         )
         .await;
     let Err(problems) = checked else {
@@ -792,8 +807,13 @@ async fn finish(
     built: &Built,
     current: &Current,
     activated: Activated,
+    observed: Option<(Option<u64>, Option<String>)>,
 ) -> End {
-    (changed.generation_after, changed.system_after) = activate::observe(ctx).await;
+    // The generation as the proof read it, or read again now.
+    (changed.generation_after, changed.system_after) = match observed {
+        Some(o) => o,
+        None => activate::observe(ctx).await,
+    };
     match activate::verify(current, activated, changed.system_after.as_deref()) {
         Activated::Kept => {
             changed.system_after = Some(built.toplevel.clone());

@@ -334,12 +334,27 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
         "launch.sh" => launch(s, args),
         "confirm.sh" => {
             s.status = words::CONFIRMED.into();
-            // With a wait, it reports the status the watchdog ends in.
-            if args.len() >= 2 {
-                ok(format!("{}\n", s.status))
-            } else {
-                ok("")
+            // With a wait: the status the watchdog ends in, the generation,
+            // and with health arguments the first round of checks.
+            if args.len() < 3 {
+                return ok("");
             }
+            let mut o = format!(
+                "{}\n== generation\n{} {}\n",
+                s.status,
+                s.current,
+                s.system().unwrap_or_default()
+            );
+            if args.len() > 3 {
+                // The first round of health checks ran in this command.
+                s.steps.push("health.sh".into());
+                if s.behaviour.health_fails {
+                    o.push_str("== health\nfailed: app.service is not active\n== health-rc\n1\n");
+                } else {
+                    o.push_str("== health\n== health-rc\n0\n");
+                }
+            }
+            ok(o)
         }
         "health.sh" => {
             if s.behaviour.health_fails {

@@ -305,10 +305,20 @@ pub fn await_args(dir: &str, until: &str, seconds: u64) -> Vec<String> {
     vec![dir.into(), until.into(), seconds.max(1).to_string()]
 }
 
-/// confirm.sh, then waiting on the host up to `seconds` for the watchdog
-/// to take the confirmation.
-pub fn confirm_args(dir: &str, seconds: u64) -> Vec<String> {
-    vec![dir.into(), seconds.max(1).to_string()]
+/// confirm.sh, then, in the same command, waiting on the host up to
+/// `seconds` for the watchdog to take the confirmation, reading `profile`'s
+/// generation, and (with `health`) the first round of health checks.
+pub fn confirm_args(
+    dir: &str,
+    seconds: u64,
+    profile: &str,
+    health: Option<&HealthArgs>,
+) -> Vec<String> {
+    let mut v = vec![dir.into(), seconds.max(1).to_string(), profile.into()];
+    if let Some(h) = health {
+        v.extend(health_args(h));
+    }
+    v
 }
 
 /// What activate.sh is asked to do.
@@ -606,7 +616,19 @@ mod tests {
         assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);
         assert_eq!(dir_args("/d"), ["/d"]);
         assert_eq!(await_args("/d", "confirmed", 0), ["/d", "confirmed", "1"]);
-        assert_eq!(confirm_args("/d", 25), ["/d", "25"]);
+        assert_eq!(confirm_args("/d", 25, "/p", None), ["/d", "25", "/p"]);
+        let h = HealthArgs {
+            systemd: true,
+            timeout: 5,
+            baseline: vec![],
+            services: vec!["a.service".into()],
+            http: vec![],
+            commands: vec![],
+        };
+        assert_eq!(
+            confirm_args("/d", 25, "/p", Some(&h)),
+            ["/d", "25", "/p", "yes", "5", "--services", "a.service"]
+        );
     }
 
     /// Every script, as the target receives it, passes shellcheck.

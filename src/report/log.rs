@@ -128,6 +128,21 @@ impl HostLog {
     /// is logged before it starts and its lines as they arrive, so the log
     /// of a run that is killed has everything printed until then.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
+        self.run_into(cmd, self).await
+    }
+
+    /// [`HostLog::run`], also handing each stdout line, as it arrives, to
+    /// `watch` (to act on a line before the command has ended).
+    pub async fn run_watching(
+        &self,
+        cmd: &Cmd,
+        watch: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Output, CommandFailure> {
+        let lines = Watching { log: self, watch };
+        self.run_into(cmd, &lines).await
+    }
+
+    async fn run_into(&self, cmd: &Cmd, lines: &dyn Lines) -> Result<Output, CommandFailure> {
         let r = &self.redactor;
         self.write_line(&format!(
             "[{}] $ {}",
@@ -136,11 +151,11 @@ impl HostLog {
         ));
         // Only a host with secrets needs its own rendering for `-v`.
         let out = if r.is_empty() {
-            self.exec.run(cmd, self).await
+            self.exec.run(cmd, lines).await
         } else {
             let mut shown = cmd.clone();
             shown.shown = Some(r.apply(&crate::error::render_argv(&cmd.argv)));
-            self.exec.run(&shown, self).await
+            self.exec.run(&shown, lines).await
         };
         match &out {
             Ok(o) => self.write_line(&format!(
@@ -160,6 +175,21 @@ impl HostLog {
             Ok(out)
         } else {
             Err(runner::failure_of(cmd, &out))
+        }
+    }
+}
+
+/// The log's lines, and each stdout line to a watcher too.
+struct Watching<'a> {
+    log: &'a HostLog,
+    watch: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+impl Lines for Watching<'_> {
+    fn line(&self, stream: Stream, line: &str) {
+        self.log.line(stream, line);
+        if matches!(stream, Stream::Stdout) {
+            (self.watch)(line);
         }
     }
 }

@@ -101,6 +101,85 @@ await_status() {
   report_status "$as_dir"
 }
 
+# health_round SYSTEMD(yes|no) TIMEOUT [--baseline UNIT...] [--services UNIT...] [--http URL...] [--commands CMD...]:
+# one round of health checks, each bounded by TIMEOUT seconds (and killed
+# when it overruns); prints each problem, returns 1 when there is one. Units
+# in --baseline had failed before the deploy: they are reported, not blamed.
+# Not `set -e`: every check runs, and each failure is reported. A subshell,
+# so its variables and its exit stay its own (health.sh runs it alone, and
+# confirm.sh after the proof, in the same remote command).
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+health_round() (
+  hr_systemd=$1 hr_t=$2
+  shift 2
+  hr_section=
+  hr_fail=0
+  hr_baseline=" "
+  for hr_a in "$@"; do
+    case "$hr_a" in
+    --baseline | --services | --http | --commands)
+      hr_section=$hr_a
+      continue
+      ;;
+    esac
+    case "$hr_section" in
+    --baseline)
+      hr_baseline="$hr_baseline$hr_a "
+      ;;
+    --services)
+      if ! systemctl is-active --quiet "$hr_a"; then
+        echo "service $hr_a is $(systemctl is-active "$hr_a" 2>/dev/null)"
+        hr_fail=1
+      fi
+      ;;
+    --http)
+      if ! command -v curl >/dev/null 2>&1; then
+        echo "http check $hr_a: curl is not installed on the host"
+        hr_fail=1
+        continue
+      fi
+      if ! hr_code=$(curl -sS -o /dev/null -m "$hr_t" -w '%{http_code}' "$hr_a" 2>&1) || [ "${hr_code#2}" = "$hr_code" ]; then
+        echo "http $hr_a answered $hr_code"
+        hr_fail=1
+      fi
+      ;;
+    --commands)
+      hr_out=$(timeout -k 2 "$hr_t" sh -c "$hr_a" 2>&1)
+      hr_rc=$?
+      if [ "$hr_rc" -eq 124 ] || [ "$hr_rc" -eq 137 ]; then
+        echo "command timed out after ${hr_t}s: $hr_a"
+        hr_fail=1
+      elif [ "$hr_rc" -ne 0 ]; then
+        echo "command failed: $hr_a: $(printf '%s' "$hr_out" | tail -n 3)"
+        hr_fail=1
+      fi
+      ;;
+    esac
+  done
+  if [ "$hr_systemd" = yes ]; then
+    hr_state=$(timeout -k 2 "$hr_t" systemctl is-system-running --wait 2>/dev/null)
+    [ -n "$hr_state" ] || hr_state=unknown
+    if [ "$hr_state" != running ]; then
+      hr_new=
+      hr_old=
+      for hr_u in $(systemctl --failed --no-legend --plain 2>/dev/null | awk '{ print $1 }'); do
+        case "$hr_baseline" in
+        *" $hr_u "*) hr_old="$hr_old $hr_u" ;;
+        *) hr_new="$hr_new $hr_u" ;;
+        esac
+      done
+      if [ "$hr_state" = degraded ] && [ -z "$hr_new" ] && [ -n "$hr_old" ]; then
+        echo "note: units that had failed before this deploy are still failed:$hr_old"
+      else
+        echo "system is $hr_state"
+        for hr_u in $hr_new; do echo "  failed unit: $hr_u"; done
+        hr_fail=1
+      fi
+    fi
+  fi
+  exit $hr_fail
+)
+
 # NixOS's activation lock (switch-to-configuration takes it with flock).
 ACTIVATION_LOCK=/run/nixos/switch-to-configuration.lock
 
