@@ -1,6 +1,6 @@
-//! Stage: what the new system would change, asked of the target before
-//! anything changes: `switch-to-configuration dry-activate` and the closure
-//! diff (packages added, removed and changed in version, from the store path
+//! Stage: what the new system would change, asked of the target in one
+//! remote run before anything changes: `switch-to-configuration
+//! dry-activate` and the closure diff (packages added, removed and changed in version, from the store path
 //! names of both closures, and the closure size delta).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,13 +29,14 @@ pub struct Plan {
 /// switched to live), then diff its closure against the running one.
 pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, StageError> {
     let d = &ctx.host.deployment;
+    let old = current.running.as_deref().or(current.system.as_deref());
     // Another activation may hold NixOS's lock: wait for it a while.
     let wait = d.activation_timeout.min(120);
     let cmd = ctx
         .target
         .root_script(
             &scripts::DRY_ACTIVATE,
-            &scripts::dry_activate_args(&built.toplevel, wait),
+            &scripts::dry_activate_args(&built.toplevel, wait, old),
         )
         .timeout(std::time::Duration::from_secs(d.activation_timeout + wait));
     let out = ctx
@@ -80,19 +81,7 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
         ctx.say(&format!("dry-activate: {l}"));
     }
     let live = Live::read(&out.stdout, rc);
-    let old = current.running.as_deref().or(current.system.as_deref());
-    let cmd = ctx
-        .target
-        .root_script(
-            &scripts::CLOSURES,
-            &scripts::closures_args(old, &built.toplevel),
-        )
-        .timeout(std::time::Duration::from_secs(300));
-    let out = ctx
-        .log
-        .run_ok(&cmd)
-        .await
-        .map_err(|f| StageError::cmd("listing the closures on the target failed", f))?;
+    // The closures came in the same run (after "== old" and "== new").
     let sections = parse_sections(&out.stdout);
     let before = sections.get("old").cloned().unwrap_or_default();
     let after = sections.get("new").cloned().unwrap_or_default();

@@ -109,8 +109,8 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
             "connect",
             "preflight.sh",
             "copy",
+            // The plan and both closures in one remote run.
             "dry-activate.sh",
-            "closures.sh",
             "launch.sh",
             "status.sh",
             "confirm.sh",
@@ -501,7 +501,7 @@ async fn a_failing_canary_stops_the_rollout_before_any_other_host_changes() {
             s.steps
         );
         assert!(
-            s.steps.iter().any(|x| x == "closures.sh"),
+            s.steps.iter().any(|x| x == "dry-activate.sh"),
             "{h} was planned"
         );
         assert_eq!(s.lock, None, "{h} kept its lock");
@@ -564,4 +564,33 @@ async fn when_a_host_fails_the_succeeded_ones_are_rolled_back_on_request() {
     // It was switched first, then switched back.
     assert_eq!(ok.steps.iter().filter(|s| *s == "launch.sh").count(), 2);
     assert!(dir.path().join("logs/rollback").exists());
+}
+
+/// With `--yes` nothing is asked, so a host that has planned goes on to its
+/// activation in the job slot it planned in: with one slot, the first host
+/// is activated before the second is even planned (no fleet-wide barrier
+/// between planning and activating).
+#[tokio::test]
+async fn with_yes_a_planned_host_goes_on_without_waiting_for_the_others() {
+    let fake = FakeFleet::default();
+    for h in ["a", "b"] {
+        fake.add(h, running_old());
+    }
+    let hosts = vec![host("a", |_| {}), host("b", |_| {})];
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        rollout(&fake, dir.path(), hosts, 1, 0, false, false).await,
+        0
+    );
+    let events = fake.events();
+    let at = |e: &str| events.iter().position(|x| x == e).unwrap();
+    let (first, second) = if at("a preflight.sh") < at("b preflight.sh") {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    assert!(
+        at(&format!("{first} unlock.sh")) < at(&format!("{second} preflight.sh")),
+        "{first} waited for {second}'s plan: {events:?}"
+    );
 }

@@ -117,16 +117,31 @@ impl Gate {
         self.halt.as_ref().and_then(|h| h.borrow().clone())
     }
 
+    /// Does this gate wait for anything (a question, canaries)?
+    fn waits(&self) -> bool {
+        !matches!(self.confirm, Confirm::Open) || self.after_canaries.is_some()
+    }
+
     /// Show `text` (what changes), wait for the confirmation and the
     /// canaries, then for a job slot: the permit the activation holds, or
-    /// why the host stops here.
+    /// why the host stops here. `held` is the slot the host planned in: a
+    /// gate that waits for nothing (`--yes`, no canaries) keeps it, so the
+    /// host goes on at once instead of queueing behind hosts still
+    /// planning; a gate that waits gives it up while it waits.
     pub async fn pass(
         &mut self,
         ctx: &Ctx,
         permits: &Permits,
+        held: Option<OwnedSemaphorePermit>,
         text: String,
     ) -> Result<Option<OwnedSemaphorePermit>, Refused> {
         let interrupted = |ctx: &Ctx| ctx.interrupt.fired().map(Refused::Interrupted);
+        let held = if self.waits() {
+            drop(held);
+            None
+        } else {
+            held
+        };
         match self.approve(ctx, text).await {
             Approval::Go => {}
             Approval::NotConfirmed => {
@@ -146,7 +161,10 @@ impl Gate {
                 ));
             }
         }
-        let permit = permits.acquire().await;
+        let permit = match held {
+            Some(p) => Some(p),
+            None => permits.acquire().await,
+        };
         if let Some(stop) = interrupted(ctx) {
             return Err(stop);
         }

@@ -255,6 +255,8 @@ struct Prepared {
     current: Current,
     plan: Plan,
     lock: Option<Lock>,
+    /// The job slot it was prepared in (see [`Gate::pass`]).
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How [`prepare`] ended: ready for the gate, or done (a no-op, a dry run,
@@ -349,7 +351,7 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
              (upload older values with `pantheros keys upload` if it needs them)",
         );
     }
-    let _permit = permits.acquire().await;
+    let permit = permits.acquire().await;
 
     let (built, generation) = or_done!(build_or_choose(ctx, trail).await);
     seen.built = Some(built.clone());
@@ -419,6 +421,7 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
         current,
         plan,
         lock: seen.lock.take(),
+        permit,
     })
 }
 
@@ -507,6 +510,7 @@ async fn approve_and_change(
         current,
         plan,
         lock,
+        permit,
     } = p;
     let from = match current.generation {
         Some(g) => format!("generation {g}"),
@@ -523,7 +527,7 @@ async fn approve_and_change(
         plan.live.line()
     );
     fault(ctx, Stage::Confirm);
-    let passed = gate.pass(ctx, permits, text).await;
+    let passed = gate.pass(ctx, permits, permit, text).await;
     let (end, changed) = match passed {
         Err(Refused::Stopped(result, e)) => (End::err(result, e), Changed::default()),
         Err(r) => (End::stopped(r.into()), Changed::default()),

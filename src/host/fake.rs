@@ -315,14 +315,13 @@ fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {
             }
         }
         "handover.sh" | "status.sh" => ok(format!("{}\n", s.status)),
-        "dry-activate.sh" => ok(
-            "== dry-activate\nwould restart the following units: app.service\n== dry-activate-rc\n0\n\
-             == inhibitors-running\n{}\n== inhibitors-new\n{}\n== boot\n",
-        ),
-        "closures.sh" => {
-            let old = args[0].clone();
-            let new = args[1].clone();
-            let mut o = String::from("== old\n");
+        "dry-activate.sh" => {
+            // TOPLEVEL WAIT OLD: the plan, then both closures.
+            let (new, old) = (args[0].clone(), args.get(2).cloned().unwrap_or_default());
+            let mut o = String::from(
+                "== dry-activate\nwould restart the following units: app.service\n== dry-activate-rc\n0\n\
+                 == inhibitors-running\n{}\n== inhibitors-new\n{}\n== boot\n== old\n",
+            );
             if !old.is_empty() {
                 o.push_str("/nix/store/00000000000000000000000000000000-hello-2.12\t100\n");
             }
@@ -392,6 +391,9 @@ impl Executor for FakeFleet {
     fn run<'a>(&'a self, cmd: &'a Cmd, lines: &'a dyn Lines) -> Running<'a> {
         let o = self.answer(cmd);
         Box::pin(async move {
+            // A real command is an await point: other hosts' tasks run
+            // while it does.
+            tokio::task::yield_now().await;
             for l in o.stdout.lines() {
                 lines.line(Stream::Stdout, l);
             }

@@ -21,10 +21,6 @@ pub const GENERATIONS: Script = Script {
     name: "generations.sh",
     body: include_str!("scripts/generations.sh"),
 };
-pub const CLOSURES: Script = Script {
-    name: "closures.sh",
-    body: include_str!("scripts/closures.sh"),
-};
 pub const LAUNCH: Script = Script {
     name: "launch.sh",
     body: include_str!("scripts/launch.sh"),
@@ -94,7 +90,7 @@ pub const VALIDATE: Script = Script {
     body: include_str!("scripts/validate.sh"),
 };
 
-pub const ALL: [Script; 18] = [
+pub const ALL: [Script; 17] = [
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -105,7 +101,6 @@ pub const ALL: [Script; 18] = [
     DRY_ACTIVATE,
     READ_FACTS,
     GENERATIONS,
-    CLOSURES,
     LAUNCH,
     ACTIVATE,
     STATUS,
@@ -190,8 +185,12 @@ pub fn unlock_with_record_args(state_dir: &str, run_id: &str) -> Vec<String> {
 }
 
 /// dry-activate.sh TOPLEVEL WAIT (seconds for NixOS's activation lock)
-pub fn dry_activate_args(toplevel: &str, wait: u64) -> Vec<String> {
-    vec![toplevel.into(), wait.to_string()]
+pub fn dry_activate_args(toplevel: &str, wait: u64, old: Option<&str>) -> Vec<String> {
+    vec![
+        toplevel.into(),
+        wait.to_string(),
+        old.unwrap_or_default().into(),
+    ]
 }
 
 /// read-facts.sh NAME COMMAND …
@@ -215,11 +214,6 @@ pub fn generations_args(profile: &str, sizes: bool) -> Vec<String> {
 /// generations.sh with the deploy records kept in `records_dir`.
 pub fn generations_with_records_args(profile: &str, sizes: bool, records_dir: &str) -> Vec<String> {
     vec![profile.into(), yes_no(sizes), records_dir.into()]
-}
-
-/// closures.sh OLD NEW (either may be empty: nothing to list)
-pub fn closures_args(old: Option<&str>, new: &str) -> Vec<String> {
-    vec![old.unwrap_or_default().into(), new.into()]
 }
 
 /// status.sh DIR, confirm.sh DIR
@@ -605,15 +599,18 @@ mod tests {
             ["/var/lib/pantheros", "r1"]
         );
         assert_eq!(
-            dry_activate_args("/nix/store/t", 60),
-            ["/nix/store/t", "60"]
+            dry_activate_args("/nix/store/t", 60, None),
+            ["/nix/store/t", "60", ""]
+        );
+        assert_eq!(
+            dry_activate_args("/nix/store/t", 60, Some("/nix/store/o")),
+            ["/nix/store/t", "60", "/nix/store/o"]
         );
         assert_eq!(
             break_lock_args("/var/lib/pantheros", false),
             ["/var/lib/pantheros", "no"]
         );
         assert_eq!(generations_args("/p", true), ["/p", "yes"]);
-        assert_eq!(closures_args(None, "/nix/store/n"), ["", "/nix/store/n"]);
         assert_eq!(dir_args("/d"), ["/d"]);
         assert_eq!(await_args("/d", "confirmed", 0), ["/d", "confirmed", "1"]);
         assert_eq!(confirm_args("/d", 25, "/p", None), ["/d", "25", "/p"]);

@@ -195,13 +195,14 @@ pub fn print_error(e: &Error) {
     }
 }
 
-/// The argv for display; a long Nix expression argument is elided (it is
+/// The argv for display; a Nix expression argument (several lines, or
+/// longer than any remote command line pantheros sends) is elided (it is
 /// logged in full with -v).
 pub fn shorten_argv(argv: &[String]) -> String {
     let short: Vec<String> = argv
         .iter()
         .map(|a| {
-            if a.len() > 160 || a.contains('\n') {
+            if a.len() > 600 || a.contains('\n') {
                 format!("<expression, {} bytes; shown with -v>", a.len())
             } else {
                 a.clone()

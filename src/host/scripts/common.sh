@@ -180,6 +180,19 @@ health_round() (
   exit $hr_fail
 )
 
+# "== NAME", then the closure of store path $2 with each path's size
+# ("path<TAB>bytes"); nothing under the heading for a missing or empty path.
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+list_closure() {
+  echo "== $1"
+  if [ -z "$2" ] || [ ! -e "$2" ]; then return 0; fi
+  lc_list=$(mktemp) || return 1
+  nix-store -qR "$2" >"$lc_list"
+  # shellcheck disable=SC2046 # one store path per word
+  nix-store -q --size $(cat "$lc_list") | paste "$lc_list" -
+  rm -f "$lc_list"
+}
+
 # NixOS's activation lock (switch-to-configuration takes it with flock).
 ACTIVATION_LOCK=/run/nixos/switch-to-configuration.lock
 

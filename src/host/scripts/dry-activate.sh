@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# dry-activate.sh TOPLEVEL WAIT: the plan, asked of the target in one run.
+# dry-activate.sh TOPLEVEL WAIT [OLD]: the plan, asked of the target in one run.
 # Checks that TOPLEVEL is a NixOS system, waits up to WAIT seconds for
 # NixOS's activation lock (another activation holds it: LOCKED-BY-ACTIVATION
 # and its holders, exit EXIT_ACTIVATION_LOCKED), then prints, each after a
@@ -13,8 +13,10 @@
 #   inhibitors-new      TOPLEVEL's switch-inhibitors (JSON)
 #   boot             "LINK BOOTED NEW" for kernel, initrd and kernel-modules:
 #                    what /run/booted-system and TOPLEVEL link to ("-": none)
+#   old, new         the closures of OLD (the running system; "": none) and
+#                    TOPLEVEL, "path<TAB>bytes" per store path (list_closure)
 set -u
-top=$1 wait=${2:-60}
+top=$1 wait=${2:-60} old=${3:-}
 if [ ! -e "$top/nixos-version" ] || [ ! -x "$top/bin/switch-to-configuration" ]; then
   echo "NOT-A-SYSTEM $top"
   exit "$EXIT_NOT_A_SYSTEM"
@@ -43,3 +45,5 @@ for link in kernel initrd kernel-modules; do
   [ -e "$top/$link" ] || new=-
   echo "$link $booted $new"
 done
+list_closure old "$old"
+list_closure new "$top"
