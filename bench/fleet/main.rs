@@ -9,6 +9,9 @@
 //! the deployer's peak RSS (VmHWM, sampled while it runs), and the SSH
 //! floor: one plain `ssh HOST true` per host, `-j` at a time, which on a
 //! small machine running both ends bounds any tool's fleet deploy.
+//! The one-change case runs twice: with the hosts' root ~/.bashrc empty,
+//! and with one that takes 100 ms (as pyenv's or nvm's init does), which
+//! every SSH session's login shell reads: what each remote command costs.
 //! Last, `status` of the whole fleet (every host asked at once): one
 //! evaluation and one connection per host, its wall time against the
 //! evaluation plus the slowest host's round trip (goal ≤ 1.2 ×).
@@ -216,6 +219,21 @@ fn main() {
     write_fleet(&flake, &fixtures);
     let fleet_change = deploy(&w, &flake, &names, 3, jobs, "success");
 
+    // The same change with a costly login rc on every host (each SSH
+    // session's login shell reads ~/.bashrc; pyenv's or nvm's init costs
+    // 100-250 ms): 100 ms of sleep stands in for it.
+    for h in &names {
+        w.set_login_rc(h, "sleep 0.1\n");
+    }
+    let one_change_rc = deploy(&w, &flake, &one, 4, jobs, "success");
+    let mut fixtures = vec![w.fixture_host(&names[0], 4, "")];
+    fixtures.extend(names[1..].iter().map(|h| w.fixture_host(h, 3, "")));
+    write_fleet(&flake, &fixtures);
+    let fleet_change_rc = deploy(&w, &flake, &names, 5, jobs, "success");
+    for h in &names {
+        w.set_login_rc(h, "");
+    }
+
     // What this machine allows: one `ssh HOST true` per host, `jobs` at a
     // time (each handshake's CPU, both ends on the same cores, is the limit).
     let ssh_cfg = w.ssh_config.to_str().unwrap().to_string();
@@ -249,6 +267,7 @@ fn main() {
     for (case, o, f) in [
         ("no-op", &one_noop, &fleet_noop),
         ("one change", &one_change, &fleet_change),
+        ("change+rc", &one_change_rc, &fleet_change_rc),
     ] {
         let ratio = ms(f.wall) / (waves * ms(o.wall));
         println!(
@@ -272,7 +291,7 @@ fn main() {
         );
         ok &= f.evals <= 1 && f.max_conns <= 2;
     }
-    println!("* fleet wall / ({waves} × one host)");
+    println!("* fleet wall / ({waves} × one host); change+rc: every host's ~/.bashrc takes 100 ms");
     println!(
         "ssh floor: {n} × `ssh true`, {jobs} at a time: {:.0} ms; the no-op fleet is {:.2} × that",
         ms(ssh_floor),

@@ -214,13 +214,25 @@ impl World {
         format!("-F {}", self.ssh_config.display())
     }
 
+    /// Give light host `name`'s root a `~/.bashrc` (read by the login shell
+    /// of every SSH session to it): how a costly one (pyenv, nvm) slows a
+    /// deploy is measured with it.
+    pub fn set_login_rc(&self, name: &str, text: &str) {
+        let rc = self.path().join("hosts").join(name).join("root/.bashrc");
+        fs::write(rc, text).unwrap();
+    }
+
     /// Start a light host `name` running sshd, reachable as `ssh -F cfg name`.
     pub fn add_host(&mut self, name: &str) -> &LightHost {
         let (ns, ip) = self.new_slot("h");
         let hdir = self.path().join("hosts").join(name);
-        for sub in ["nix", "etc-nix", "ssh", "state"] {
+        for sub in ["nix", "etc-nix", "ssh", "state", "root"] {
             fs::create_dir_all(hdir.join(sub)).unwrap();
         }
+        // root's own home, so this machine's ~/.bashrc (which every SSH
+        // session's login shell reads) is not the host's: empty unless a
+        // test or bench gives it one (set_login_rc).
+        fs::write(hdir.join("root/.bashrc"), "").unwrap();
         fs::write(hdir.join("etc-nix/nix.conf"), NIX_SETTINGS).unwrap();
         fs::write(hdir.join("boot_id"), new_boot_id()).unwrap();
         // The anchor: sh sets up the private mounts (the host's own /run,
@@ -231,10 +243,11 @@ impl World {
         let script = format!(
             "set -e; hostname {name}; mount -t tmpfs -o mode=755 tmpfs /run; mkdir -m 755 /run/sshd; \
              mount --bind {nix} /nix; mount --bind {etc} /etc/nix; mkdir -p /var/lib/pantheros; \
-             mount --bind {state} /var/lib/pantheros; \
+             mount --bind {state} /var/lib/pantheros; mount --bind {root} /root; \
              mount --bind {boot} /proc/sys/kernel/random/boot_id 2>/dev/null || rm -f {boot}; \
              {base}; exec sleep infinity",
             base = boot_script(),
+            root = hdir.join("root").display(),
             nix = hdir.join("nix").display(),
             etc = hdir.join("etc-nix").display(),
             state = hdir.join("state").display(),
