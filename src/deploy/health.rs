@@ -1,8 +1,8 @@
 //! Stage: the host's health checks after activation (systemd's own view on
 //! systemd hosts, then the declared services, HTTP endpoints fetched on the
 //! host, and commands), retried until they pass or the host's timeout ends.
-//! The first round usually rides the reachability proof's command
-//! ([`super::activate`]); the retries run here.
+//! The first round usually rides the reachability proof's command (the
+//! activation stage runs it there); the retries run here.
 
 use std::time::{Duration, Instant};
 
