@@ -75,18 +75,84 @@ pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
     status_of(ctx, ctx.log.run(&cmd).await)
 }
 
-/// Start activate.sh detached on the target.
-pub(super) async fn launch(ctx: &Ctx, unit: &str, what: &Activation) -> Result<(), StageError> {
-    let args = scripts::launch_args(&ctx.state_dir(), unit, what);
+/// How a launch ended.
+pub(super) enum Launched {
+    /// Started, and the status its wait reached (not yet `until` when the
+    /// wait ran out).
+    Reached(Status),
+    /// Started, but its wait gave no answer (the connection dropped): ask
+    /// again with [`wait_status`].
+    Started,
+    /// Interrupted once it had started; the status then.
+    Interrupted(Status),
+}
+
+/// Start activate.sh detached on the target, and in the same command wait
+/// on the host (up to `seconds`, at most 60) until its status starts with
+/// `until` or is final. The launch itself is never abandoned: an interrupt
+/// stops the command only once the host said "launched".
+pub(super) async fn launch(
+    ctx: &Ctx,
+    unit: &str,
+    what: &Activation,
+    until: &str,
+    seconds: u64,
+) -> Result<Launched, StageError> {
+    let wait = seconds.clamp(1, 60);
+    let args = scripts::launch_args(&ctx.state_dir(), unit, Some((until, wait)), what);
     let cmd = ctx
         .target
         .root_script_text(&scripts::LAUNCH, scripts::launch_text(), &args)
-        .timeout(Duration::from_secs(60));
-    ctx.log
-        .run_ok(&cmd)
-        .await
-        .map(|_| ())
-        .map_err(|f| StageError::cmd("starting the activation on the target failed", f))
+        .timeout(Duration::from_secs(60 + wait));
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let news = tokio::sync::Notify::new();
+    let watch = |line: &str| {
+        if line.trim() == "launched" {
+            started.store(true, Ordering::SeqCst);
+            news.notify_one();
+        }
+    };
+    let run = ctx.log.run_watching(&cmd, &watch);
+    tokio::pin!(run);
+    let ran = loop {
+        let launched = started.load(Ordering::SeqCst);
+        tokio::select! {
+            r = &mut run => break r,
+            _ = news.notified(), if !launched => {}
+            _ = ctx.interrupt.wait(), if launched => {
+                let status = read_status(ctx, false).await.unwrap_or(Status::None);
+                return Ok(Launched::Interrupted(status));
+            }
+        }
+    };
+    let out = match ran {
+        Ok(o) => o,
+        Err(f) if !started.load(Ordering::SeqCst) => {
+            return Err(StageError::cmd(
+                "starting the activation on the target failed",
+                f,
+            ));
+        }
+        Err(_) => return Ok(Launched::Started),
+    };
+    if !out.stdout.lines().any(|l| l.trim() == "launched") {
+        return Err(StageError::cmd(
+            "starting the activation on the target failed",
+            crate::runner::failure_of(&cmd, &out),
+        ));
+    }
+    if !out.success() {
+        return Ok(Launched::Started);
+    }
+    Ok(match out.stdout.split_once("\n== status\n") {
+        Some((_, status)) => {
+            if let Some(note) = Status::note(status) {
+                ctx.say(&format!("note: {note}"));
+            }
+            Launched::Reached(Status::read(status))
+        }
+        None => Launched::Started,
+    })
 }
 
 /// The status, after waiting on the host (status.sh, up to `seconds`)
@@ -198,7 +264,8 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<(Activated, Proof), St
     let goal = ctx.opts.goal;
     ctx.say(&format!("activating ({})", goal.as_str()));
     let unit = format!("pantheros-{}-{}", ctx.opts.run_id, ctx.host.name);
-    launch(
+    let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
+    let launched = launch(
         ctx,
         &unit,
         &Activation::Activate {
@@ -213,10 +280,18 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<(Activated, Proof), St
             force_switch: ctx.opts.force_switch,
             generation: req.generation,
         },
+        words::AWAITING_CONFIRM,
+        budget.as_secs(),
     )
     .await?;
-    let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
-    let status = match wait_status(ctx, words::AWAITING_CONFIRM, budget, false).await {
+    let status = match launched {
+        Launched::Reached(s) if s.is_final() || s == Status::AwaitingConfirm => Wait::Reached(s),
+        Launched::Interrupted(s) => Wait::Interrupted(Some(s)),
+        Launched::Reached(_) | Launched::Started => {
+            wait_status(ctx, words::AWAITING_CONFIRM, budget, false).await
+        }
+    };
+    let status = match status {
         Wait::Reached(s) => s,
         Wait::Interrupted(s) => {
             let status = s.unwrap_or(Status::None);

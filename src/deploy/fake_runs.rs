@@ -111,8 +111,8 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
             "copy",
             // The plan and both closures in one remote run.
             "dry-activate.sh",
+            // The launch waits for the switch in the same command.
             "launch.sh",
-            "status.sh",
             "confirm.sh",
             // The first round of health checks (the fake records it as
             // health.sh) and the generation ride the proof's command: no

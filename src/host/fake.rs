@@ -251,8 +251,10 @@ fn preflight(s: &mut State, args: &[String]) -> Output {
 
 /// launch.sh: an activation or a rollback, carried out at once.
 fn launch(s: &mut State, args: &[String]) -> Output {
-    // DIR UNIT activate DIR PROFILE TOPLEVEL GOAL MAGIC CT AT FOU BASELINE FORCE GEN
-    //            rollback DIR PROFILE GOAL REASON
+    // DIR UNIT UNTIL SECONDS activate DIR PROFILE TOPLEVEL GOAL MAGIC CT AT FOU BASELINE FORCE GEN
+    //                        rollback DIR PROFILE GOAL REASON
+    let waits = args[2] != "-";
+    let args = &args[2..];
     match args[2].as_str() {
         "activate" => {
             let (top, magic, generation) = (&args[5], args[7] == "1", &args[13]);
@@ -294,7 +296,12 @@ fn launch(s: &mut State, args: &[String]) -> Output {
         }
         other => panic!("launch.sh {other}"),
     }
-    ok("")
+    // With a wait, the status the activation reached, as the real one reports it.
+    if waits {
+        ok(format!("launched\n== status\n{}\n", s.status))
+    } else {
+        ok("launched\n")
+    }
 }
 
 fn script(s: &mut State, name: &str, args: &[String], input: &[u8]) -> Output {

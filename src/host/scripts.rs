@@ -354,9 +354,23 @@ pub fn launch_text() -> String {
     )
 }
 
-/// launch.sh DIR UNIT ARGS…: run activate.sh ARGS… detached.
-pub fn launch_args(dir: &str, unit: &str, what: &Activation) -> Vec<String> {
-    let mut v = vec![dir.to_string(), unit.to_string()];
+/// launch.sh DIR UNIT UNTIL SECONDS ARGS…: run activate.sh ARGS…
+/// detached, then (with `wait`: a status word and seconds; "-" and 0
+/// without) wait on the host until the status starts with that word or is
+/// final, in the same command.
+pub fn launch_args(
+    dir: &str,
+    unit: &str,
+    wait: Option<(&str, u64)>,
+    what: &Activation,
+) -> Vec<String> {
+    let (until, seconds) = wait.unwrap_or(("-", 0));
+    let mut v = vec![
+        dir.to_string(),
+        unit.to_string(),
+        until.to_string(),
+        seconds.to_string(),
+    ];
     match what {
         Activation::Activate {
             profile,
@@ -459,6 +473,7 @@ mod tests {
         let a = launch_args(
             "/var/lib/pantheros/r1",
             "pantheros-r1-web",
+            Some(("awaiting-confirm", 60)),
             &Activation::Activate {
                 profile: "/nix/var/nix/profiles/system".into(),
                 toplevel: "/nix/store/abc-system".into(),
@@ -474,10 +489,11 @@ mod tests {
         );
         assert_eq!(a[0], "/var/lib/pantheros/r1");
         assert_eq!(a[1], "pantheros-r1-web");
+        assert_eq!(a[2..4], ["awaiting-confirm", "60"]);
         let text = launch_text();
         assert!(text.contains("roll_back_to()") && text.contains("ST_CONFIRMED="));
         assert_eq!(
-            a[2..],
+            a[4..],
             [
                 "activate",
                 "/var/lib/pantheros/r1",
@@ -496,6 +512,7 @@ mod tests {
         let r = launch_args(
             "d",
             "u",
+            None,
             &Activation::Rollback {
                 profile: "p".into(),
                 goal: "boot".into(),
@@ -504,7 +521,15 @@ mod tests {
         );
         assert_eq!(
             r[2..],
-            ["rollback", "d", "p", "boot", "health checks failed: x"]
+            [
+                "-",
+                "0",
+                "rollback",
+                "d",
+                "p",
+                "boot",
+                "health checks failed: x"
+            ]
         );
     }
 

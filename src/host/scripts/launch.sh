@@ -1,12 +1,15 @@
 # shellcheck shell=sh
-# launch.sh DIR UNIT ARG...: write activate.sh (which pantheros sends inside
-# this script, as the function activate_text) to DIR and start it with ARGs,
-# detached from this SSH session: as a transient systemd unit when systemd
-# runs the host, else in a new session. A dropped connection cannot stop it
-# halfway.
+# launch.sh DIR UNIT UNTIL SECONDS ARG...: write activate.sh (which pantheros
+# sends inside this script, as the function activate_text) to DIR and start
+# it with ARGs, detached from this SSH session: as a transient systemd unit
+# when systemd runs the host, else in a new session. A dropped connection
+# cannot stop it halfway. Then, unless UNTIL is "-", wait in the same command
+# (await_status, up to SECONDS) until the status starts with UNTIL or is
+# final, and report it after "== status": the deployer's first wait costs
+# no round trip of its own.
 set -eu
-dir=$1 unit=$2
-shift 2
+dir=$1 unit=$2 until=$3 seconds=$4
+shift 4
 mkdir -p "$dir"
 chmod 0700 "$dir"
 rm -f "$dir/status" "$dir/confirm" "$dir/watchdog"
@@ -25,3 +28,6 @@ else
   setsid -f /bin/sh "$script" "$@" </dev/null >/dev/null 2>&1
 fi
 echo launched
+[ "$until" != - ] || exit 0
+echo "== status"
+await_status "$dir" "$until" "$seconds"
