@@ -2,6 +2,8 @@
 //! each host exactly as given, a failing host, the per-host timeout (which
 //! stops the command on the host) and an unreachable host.
 
+use std::path::Path;
+
 use testworld::{World, assert_exit, assert_schema, json, stdout, write_fleet};
 
 fn fleet(w: &World) -> std::path::PathBuf {
@@ -24,9 +26,16 @@ fn exec_passes_argv_literally_and_reports_every_host() {
         w.add_host(h);
     }
     let flake = fleet(&w);
+    argv_arrives_as_given(&w, &flake);
+    plain_lines_name_their_host(&w, &flake);
+    a_failing_host_is_named_and_the_others_kept(&w, &flake);
+    the_timeout_stops_the_command_on_the_host(&w, &flake);
+    an_unreachable_host_fails_alone(&mut w, &flake);
+}
 
-    // Quoting: spaces, both quotes, `$`, a backslash, a newline, an empty
-    // argument; no shell on either side parses them a second time.
+/// Quoting: spaces, both quotes, `$`, a backslash, a newline, an empty
+/// argument; no shell on either side parses them a second time.
+fn argv_arrives_as_given(w: &World, flake: &Path) {
     let args = [
         "a b",
         "$HOME",
@@ -38,7 +47,7 @@ fn exec_passes_argv_literally_and_reports_every_host() {
     ];
     let mut argv = vec!["exec", "alpha", "beta", "--json", "--", "printf", "%s|"];
     argv.extend(args);
-    let out = w.pantheros(&flake, &argv);
+    let out = w.pantheros(flake, &argv);
     assert_exit(&out, 0);
     let doc = json(&out);
     assert_schema(&doc, "exec");
@@ -50,10 +59,12 @@ fn exec_passes_argv_literally_and_reports_every_host() {
         assert_eq!(h["exitCode"], 0);
     }
     assert_eq!(doc["failed"], serde_json::json!([]));
+}
 
-    // Lines prefixed with the host, in the plain output.
+/// Lines prefixed with the host, in the plain output.
+fn plain_lines_name_their_host(w: &World, flake: &Path) {
     let out = w.pantheros(
-        &flake,
+        flake,
         &[
             "exec",
             "alpha",
@@ -70,10 +81,12 @@ fn exec_passes_argv_literally_and_reports_every_host() {
         text.contains("[alpha] on alpha") && text.contains("[beta] on beta"),
         "{text}"
     );
+}
 
-    // One host fails: exit 18, that host named, the other's result kept.
+/// One host fails: exit 18, that host named, the other's result kept.
+fn a_failing_host_is_named_and_the_others_kept(w: &World, flake: &Path) {
     let out = w.pantheros(
-        &flake,
+        flake,
         &[
             "exec",
             "alpha",
@@ -93,11 +106,13 @@ fn exec_passes_argv_literally_and_reports_every_host() {
     assert_eq!(beta["exitCode"], 1);
     assert_eq!(beta["stdout"], "out\n");
     assert_eq!(beta["stderr"], "err\n");
+}
 
-    // The timeout stops the command on the host itself.
+/// The timeout stops the command on the host itself.
+fn the_timeout_stops_the_command_on_the_host(w: &World, flake: &Path) {
     let started = std::time::Instant::now();
     let out = w.pantheros(
-        &flake,
+        flake,
         &[
             "exec",
             "alpha",
@@ -124,10 +139,12 @@ fn exec_passes_argv_literally_and_reports_every_host() {
         "the command still runs: {}",
         stdout(&left)
     );
+}
 
-    // An unreachable host fails alone, named, with ssh's word for it.
+/// An unreachable host fails alone, named, with ssh's word for it.
+fn an_unreachable_host_fails_alone(w: &mut World, flake: &Path) {
     w.kill_sshd("gamma");
-    let out = w.pantheros(&flake, &["exec", "alpha", "gamma", "--json", "--", "true"]);
+    let out = w.pantheros(flake, &["exec", "alpha", "gamma", "--json", "--", "true"]);
     assert_exit(&out, 18);
     let doc = json(&out);
     assert_schema(&doc, "exec");

@@ -3,6 +3,8 @@
 //! boot (pending reboot), locked, unreachable; with the deploy record each
 //! deploy left, the JSON schema, `--exit-code` and `--metrics`.
 
+use std::path::Path;
+
 use testworld::{World, assert_exit, assert_schema, json, stdout, write_fleet};
 
 const HOSTS: [&str; 6] = ["alpha", "beta", "gamma", "delta", "eps", "zeta"];
@@ -14,31 +16,43 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
         w.add_host(h);
     }
     let flake = w.path().join("fleet");
-    let fleet = |w: &World, gens: [u32; 6]| {
-        let hosts: Vec<_> = HOSTS
-            .iter()
-            .zip(gens)
-            .map(|(h, g)| w.fixture_host(h, g, ""))
-            .collect();
-        write_fleet(&flake, &hosts);
-    };
+    deploy_the_fleet(&w, &flake);
+    records_name_the_deploy(&w, &flake);
+    put_each_host_in_its_state(&mut w, &flake);
+    status_names_each_state(&w, &flake);
+    the_table_exits_0(&w, &flake);
+}
+
+/// The fixture fleet with each host at its generation.
+fn fleet(w: &World, flake: &Path, gens: [u32; 6]) {
+    let hosts: Vec<_> = HOSTS
+        .iter()
+        .zip(gens)
+        .map(|(h, g)| w.fixture_host(h, g, ""))
+        .collect();
+    write_fleet(flake, &hosts);
+}
+
+fn deploy_the_fleet(w: &World, flake: &Path) {
     // Generation 1 everywhere, then generation 2 for beta (changed back by
     // hand below) and, for the next boot only, delta.
-    fleet(&w, [1; 6]);
+    fleet(w, flake, [1; 6]);
     let out = w.pantheros(
-        &flake,
+        flake,
         &[
             "deploy", "--yes", "alpha", "beta", "gamma", "delta", "eps", "zeta",
         ],
     );
     assert_exit(&out, 0);
-    fleet(&w, [1, 2, 1, 2, 1, 1]);
-    assert_exit(&w.pantheros(&flake, &["deploy", "--yes", "beta"]), 0);
+    fleet(w, flake, [1, 2, 1, 2, 1, 1]);
+    assert_exit(&w.pantheros(flake, &["deploy", "--yes", "beta"]), 0);
     assert_exit(
-        &w.pantheros(&flake, &["deploy", "--yes", "delta", "--goal", "boot"]),
+        &w.pantheros(flake, &["deploy", "--yes", "delta", "--goal", "boot"]),
         0,
     );
+}
 
+fn records_name_the_deploy(w: &World, flake: &Path) {
     // The record beta's deploy left: whole JSON, naming what it activated.
     let rec = w
         .host("beta")
@@ -53,7 +67,7 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
     assert!(rec["deployer"].as_str().unwrap().contains('@'), "{rec}");
 
     // `rollback --list`: each generation with the deploy that made it.
-    let out = w.pantheros(&flake, &["rollback", "beta", "--list", "--json"]);
+    let out = w.pantheros(flake, &["rollback", "beta", "--list", "--json"]);
     assert_exit(&out, 0);
     let doc = json(&out);
     assert_schema(&doc, "generations");
@@ -63,12 +77,14 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
         assert_eq!(g["record"]["generation"], n, "{g:#}");
         assert_eq!(g["record"]["result"], "success", "{g:#}");
     }
-    let table = stdout(&w.pantheros(&flake, &["rollback", "beta", "--list"]));
+    let table = stdout(&w.pantheros(flake, &["rollback", "beta", "--list"]));
     assert!(
         table.contains("DEPLOYED BY") && table.contains("deploy by "),
         "{table}"
     );
+}
 
+fn put_each_host_in_its_state(w: &mut World, flake: &Path) {
     // beta by hand: back to generation 1, outside pantheros.
     w.host("beta").exec_ok(&[
         "sh",
@@ -77,7 +93,7 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
          /nix/var/nix/profiles/system/bin/switch-to-configuration switch",
     ]);
     // gamma: the flake moves on without it.
-    fleet(&w, [1, 2, 2, 2, 1, 1]);
+    fleet(w, flake, [1, 2, 2, 2, 1, 1]);
     // eps: another deploy holds its lock.
     w.host("eps").exec_ok(&[
         "sh",
@@ -86,10 +102,12 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
     ]);
     // zeta: gone.
     w.kill_sshd("zeta");
+}
 
+fn status_names_each_state(w: &World, flake: &Path) {
     let metrics = w.path().join("status.prom");
     let out = w.pantheros(
-        &flake,
+        flake,
         &[
             "status",
             "--json",
@@ -139,15 +157,17 @@ fn status_names_each_hosts_state_from_one_round_trip_each() {
         m.contains("pantheros_host_state{host=\"zeta\",state=\"unreachable\"} 1"),
         "{m}"
     );
+}
 
+fn the_table_exits_0(w: &World, flake: &Path) {
     // The table, and without --exit-code a monitoring-neutral 0.
-    let out = w.pantheros(&flake, &["status", "alpha", "gamma"]);
+    let out = w.pantheros(flake, &["status", "alpha", "gamma"]);
     assert_exit(&out, 0);
     let t = stdout(&out);
     assert!(
         t.contains("alpha") && t.contains("in-sync") && t.contains("flake-ahead"),
         "{t}"
     );
-    let out = w.pantheros(&flake, &["status", "alpha", "--exit-code"]);
+    let out = w.pantheros(flake, &["status", "alpha", "--exit-code"]);
     assert_exit(&out, 0);
 }
