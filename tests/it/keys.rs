@@ -79,10 +79,21 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
     w.add_host("alpha");
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[w.fixture_host("alpha", 1, &keys_config(&w))]);
+    let out = deploy_while_the_process_table_is_sampled(&w, &flake);
+    the_keys_are_on_the_host_as_declared(&w);
+    the_json_names_each_key(&out);
+    no_output_holds_a_value(&w, &flake, &out);
+    keys_upload_writes_them_again(&w, &flake);
+    a_noop_redeploy_writes_them_again(&w, &flake);
+}
 
+fn deploy_while_the_process_table_is_sampled(
+    w: &World,
+    flake: &std::path::Path,
+) -> std::process::Output {
     // The deploy runs while the process table (one PID namespace for the
     // deployer, its ssh, and the host's sshd and shells) is sampled.
-    let child = w.spawn_pantheros_captured(&flake, &["-vv", "deploy", "alpha", "--yes", "--json"]);
+    let child = w.spawn_pantheros_captured(flake, &["-vv", "deploy", "alpha", "--yes", "--json"]);
     let pid = child.id();
     let sampler = std::thread::spawn(move || {
         let mut samples = 0;
@@ -116,29 +127,29 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
         "the process table was sampled {samples} times"
     );
     assert!(seen.is_empty(), "a value was in a process table:\n{seen}");
+    out
+}
 
+fn the_keys_are_on_the_host_as_declared(w: &World) {
     // On the host: owner, group, mode, content; the directory root's, 0711.
     assert_eq!(
-        stat(&w, "alpha", "/run/keys/app-secret"),
+        stat(w, "alpha", "/run/keys/app-secret"),
         format!("nobody nogroup 640 {}", FILE_VALUE.len())
     );
+    assert_eq!(read_on_host(w, "alpha", "/run/keys/app-secret"), FILE_VALUE);
     assert_eq!(
-        read_on_host(&w, "alpha", "/run/keys/app-secret"),
-        FILE_VALUE
-    );
-    assert_eq!(
-        stat(&w, "alpha", "/run/keys")
+        stat(w, "alpha", "/run/keys")
             .split(' ')
             .take(3)
             .collect::<Vec<_>>(),
         ["root", "root", "711"]
     );
     assert_eq!(
-        stat(&w, "alpha", "/run/keys-late/api-token"),
+        stat(w, "alpha", "/run/keys-late/api-token"),
         format!("root root 600 {}", CMD_VALUE.len())
     );
     assert_eq!(
-        read_on_host(&w, "alpha", "/run/keys-late/api-token"),
+        read_on_host(w, "alpha", "/run/keys-late/api-token"),
         CMD_VALUE
     );
     // No temporary file left behind.
@@ -150,9 +161,11 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
         !left.contains(".app-secret.") && !left.contains(".api-token."),
         "{left}"
     );
+}
 
+fn the_json_names_each_key(out: &std::process::Output) {
     // --json names each key with its path, owner, mode and size.
-    let v = json(&out);
+    let v = json(out);
     testworld::assert_schema(&v, "deploy");
     let keys = v["hosts"][0]["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{v}");
@@ -162,50 +175,50 @@ fn keys_reach_the_host_with_owner_and_mode_and_no_output_holds_a_value() {
     assert_eq!(keys[0]["mode"], "0640");
     assert_eq!(keys[0]["size"], FILE_VALUE.len());
     assert_eq!(keys[1]["name"], "api-token");
+}
 
+fn no_output_holds_a_value(w: &World, flake: &std::path::Path, out: &std::process::Output) {
     // No value in stdout, stderr (-vv shows every command), logs, .info, or
     // what the evaluation returns.
     let logs = all_text_under(&w.path().join("logs"));
     assert!(logs.contains("app-secret"), "the log names the keys");
-    let hosts = w.pantheros(&flake, &["hosts", "--json"]);
-    for text in [stdout(&out), stderr(&out), logs, stdout(&hosts)] {
+    let hosts = w.pantheros(flake, &["hosts", "--json"]);
+    for text in [stdout(out), stderr(out), logs, stdout(&hosts)] {
         for v in [FILE_VALUE, CMD_VALUE] {
             assert!(!text.contains(v), "a value leaked:\n{text}");
         }
     }
+}
 
+fn keys_upload_writes_them_again(w: &World, flake: &std::path::Path) {
     // `keys upload` after the host lost /run/keys (a reboot): written again.
     w.host("alpha")
         .exec_ok(&["rm", "-rf", "/run/keys", "/run/keys-late"]);
-    let out = w.pantheros(&flake, &["keys", "upload", "alpha", "--json"]);
+    let out = w.pantheros(flake, &["keys", "upload", "alpha", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
     testworld::assert_schema(&v, "keys");
     assert_eq!(v["hosts"][0]["result"], "success");
     assert_eq!(v["hosts"][0]["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(read_on_host(w, "alpha", "/run/keys/app-secret"), FILE_VALUE);
     assert_eq!(
-        read_on_host(&w, "alpha", "/run/keys/app-secret"),
-        FILE_VALUE
-    );
-    assert_eq!(
-        read_on_host(&w, "alpha", "/run/keys-late/api-token"),
+        read_on_host(w, "alpha", "/run/keys-late/api-token"),
         CMD_VALUE
     );
     for v in [FILE_VALUE, CMD_VALUE] {
         assert!(!stdout(&out).contains(v) && !stderr(&out).contains(v));
     }
+}
 
+fn a_noop_redeploy_writes_them_again(w: &World, flake: &std::path::Path) {
     // A redeploy of the same system is a no-op that still writes the keys.
     w.host("alpha").exec_ok(&["rm", "-rf", "/run/keys"]);
-    let out = w.pantheros(&flake, &["deploy", "alpha", "--yes", "--json"]);
+    let out = w.pantheros(flake, &["deploy", "alpha", "--yes", "--json"]);
     assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["hosts"][0]["result"], "unchanged");
     assert_eq!(v["hosts"][0]["keys"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        read_on_host(&w, "alpha", "/run/keys/app-secret"),
-        FILE_VALUE
-    );
+    assert_eq!(read_on_host(w, "alpha", "/run/keys/app-secret"), FILE_VALUE);
 }
 
 #[test]
