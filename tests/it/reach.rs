@@ -261,6 +261,27 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
     for o in [&out, &rb] {
         assert!(!stdout(o).contains(secret) && !testworld::stderr(o).contains(secret));
     }
+    the_password_is_in_no_log_or_journal(&w, &flake, secret);
+    list_exec_and_status_use_it_too(&w, &flake, &pw_cmd);
+
+    // A wrong password: one clear error before anything changes.
+    std::fs::write(&pw_file, "not-the-password\n").unwrap();
+    write_fleet(&flake, &[fixture(3, false)]);
+    let out = with_pw(&["deploy", "pw1", "--yes"]);
+    assert_exit(&out, 1);
+    testworld::assert_stderr_has(&out, &["refused the password", "nothing was changed"]);
+    assert!(!testworld::stderr(&out).contains("not-the-password"));
+    assert_eq!(
+        w.ssh_ok("pw1", "cat /run/pantheros-fixture/generation")
+            .trim(),
+        "1"
+    );
+}
+
+/// Nothing pantheros wrote, here or on the host, holds the password: the
+/// flake, the run's logs, the host's journal (which must hold sudo's own
+/// records of the run, so it was really read) and its state directory.
+fn the_password_is_in_no_log_or_journal(w: &World, flake: &std::path::Path, secret: &str) {
     let logs = stdout(&testworld::try_sh(&[
         "grep",
         "-rl",
@@ -300,7 +321,16 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
         runs.trim().is_empty(),
         "the password is on the host in {runs}"
     );
+}
 
+/// rollback --list, exec --sudo and status reach the host through the same
+/// sudo and the same password.
+fn list_exec_and_status_use_it_too(w: &World, flake: &std::path::Path, pw_cmd: &str) {
+    let with_pw = |args: &[&str]| {
+        let mut argv = args.to_vec();
+        argv.extend(["--sudo-password-command", pw_cmd]);
+        w.pantheros(flake, &argv)
+    };
     // rollback --list reads the generations through the same sudo.
     let out = with_pw(&["rollback", "pw1", "--list", "--json"]);
     assert_exit(&out, 0);
@@ -308,14 +338,14 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
 
     // exec --sudo runs as root through the same sudo.
     let out = w.pantheros(
-        &flake,
+        flake,
         &[
             "exec",
             "pw1",
             "--sudo",
             "--json",
             "--sudo-password-command",
-            &pw_cmd,
+            pw_cmd,
             "--",
             "id",
             "-u",
@@ -332,19 +362,6 @@ fn a_sudo_that_asks_for_a_password_gets_it_on_stdin_and_nowhere_else() {
         "unreachable",
         "{}",
         stdout(&out)
-    );
-
-    // A wrong password: one clear error before anything changes.
-    std::fs::write(&pw_file, "not-the-password\n").unwrap();
-    write_fleet(&flake, &[fixture(3, false)]);
-    let out = with_pw(&["deploy", "pw1", "--yes"]);
-    assert_exit(&out, 1);
-    testworld::assert_stderr_has(&out, &["refused the password", "nothing was changed"]);
-    assert!(!testworld::stderr(&out).contains("not-the-password"));
-    assert_eq!(
-        w.ssh_ok("pw1", "cat /run/pantheros-fixture/generation")
-            .trim(),
-        "1"
     );
 }
 
