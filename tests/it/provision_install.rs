@@ -210,37 +210,58 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
 #[test]
 fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
     let Some(i) = Installation::new() else { return };
-    let (w, fake, record) = (&i.w, &i.fake, &i.record);
-    fake.set_ip("hetzner-vps", &i.ip);
-    let up = |extra: &[&str], install_fails: bool| {
-        let mut args = vec!["up", "hetzner-vps", "--json"];
-        args.extend_from_slice(extra);
-        let fail = if install_fails { "1" } else { "0" };
-        let out = i.run(&args, &[("NIXOS_ANYWHERE_FAIL", fail)]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
-        testworld::assert_schema(&doc, "up");
-        let steps: Vec<(String, String)> = doc["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["step"].as_str().unwrap().to_string(),
-                    s["result"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        (out, doc, steps)
-    };
-    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    };
+    i.fake.set_ip("hetzner-vps", &i.ip);
+    dry_run_creates_nothing(&i);
+    a_server_that_cannot_be_created_stops_up_there(&i);
+    a_failed_installation_stops_up_there(&i);
+    without_a_terminal_nothing_is_switched(&i);
+    the_first_deploy_runs_and_records_the_facts(&i);
+    once_more_nothing_is_done_twice(&i);
+}
 
+/// `up hetzner-vps --json` with `extra`; the document (schema-checked) and
+/// its steps as (step, result).
+fn up(
+    i: &Installation,
+    extra: &[&str],
+    install_fails: bool,
+) -> (
+    std::process::Output,
+    serde_json::Value,
+    Vec<(String, String)>,
+) {
+    let mut args = vec!["up", "hetzner-vps", "--json"];
+    args.extend_from_slice(extra);
+    let fail = if install_fails { "1" } else { "0" };
+    let out = i.run(&args, &[("NIXOS_ANYWHERE_FAIL", fail)]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    testworld::assert_schema(&doc, "up");
+    let steps: Vec<(String, String)> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (out, doc, steps)
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// `--dry-run`: what would happen; nothing is created.
+fn dry_run_creates_nothing(i: &Installation) {
+    let fake = &i.fake;
     // --dry-run: what would happen; nothing is created.
-    let (out, _, steps) = up(&["--dry-run"], false);
+    let (out, _, steps) = up(i, &["--dry-run"], false);
     assert_exit(&out, 0);
     assert_eq!(
         steps,
@@ -255,10 +276,14 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
         "{:?}",
         fake.mutating_requests()
     );
+}
 
+/// The server cannot be created: `up` stops there.
+fn a_server_that_cannot_be_created_stops_up_there(i: &Installation) {
+    let fake = &i.fake;
     // The server cannot be created: stop there.
     fake.inject("POST", "^/v1/servers$", 500, "server_error", 1, false);
-    let (out, doc, steps) = up(&["--yes"], false);
+    let (out, doc, steps) = up(i, &["--yes"], false);
     assert_exit(&out, 23);
     assert_eq!(doc["exitCode"], 23);
     assert_eq!(
@@ -270,9 +295,13 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
         ])
     );
     assert_stderr_has(&out, &["run `pantheros up hetzner-vps` again to resume"]);
+}
 
+/// Again: the server is created; the installation fails.
+fn a_failed_installation_stops_up_there(i: &Installation) {
+    let fake = &i.fake;
     // Again: the server is created; the installation fails.
-    let (out, _, steps) = up(&["--yes"], true);
+    let (out, _, steps) = up(i, &["--yes"], true);
     assert_exit(&out, 31);
     assert_eq!(
         steps,
@@ -287,10 +316,14 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
         2,
         "one refused, one made"
     );
+}
 
+/// Again: the server is found and NixOS installed; the deploy is refused (no terminal, no --yes).
+fn without_a_terminal_nothing_is_switched(i: &Installation) {
+    let w = &i.w;
     // Again: the server is found and NixOS installed; the deploy is
     // refused (no terminal to confirm on, no --yes): nothing switched.
-    let (out, _, steps) = up(&[], false);
+    let (out, _, steps) = up(i, &[], false);
     assert_exit(&out, 1);
     assert_eq!(
         steps,
@@ -308,10 +341,14 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
             .success(),
         "the refused deploy switched the host"
     );
+}
 
+/// Again, with --yes: the first deploy, and the facts it recorded.
+fn the_first_deploy_runs_and_records_the_facts(i: &Installation) {
+    let record = &i.record;
     // Again, with --yes: the first deploy through the whole pipeline.
     std::fs::remove_file(record).unwrap();
-    let (out, doc, steps) = up(&["--yes"], false);
+    let (out, doc, steps) = up(i, &["--yes"], false);
     assert_exit(&out, 0);
     assert_eq!(
         steps,
@@ -361,10 +398,14 @@ fn up_goes_from_nothing_to_a_deployed_host_and_resumes_after_failures() {
         on_host(&format!("cat {top}/etc/motd")).contains(&format!("ipv6 {addr}")),
         "the system was not built with the recorded address"
     );
+}
 
+/// Once more: everything is done; nothing is created, installed or switched.
+fn once_more_nothing_is_done_twice(i: &Installation) {
+    let (fake, record) = (&i.fake, &i.record);
     // Once more: everything is done; nothing is created, installed or
     // switched.
-    let (out, _, steps) = up(&["--yes"], false);
+    let (out, _, steps) = up(i, &["--yes"], false);
     assert_exit(&out, 0);
     assert_eq!(
         steps,
