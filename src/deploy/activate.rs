@@ -76,7 +76,7 @@ pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
 }
 
 /// How a launch ended.
-pub(super) enum Launched {
+enum Launched {
     /// Started, and the status its wait reached (not yet `until` when the
     /// wait ran out).
     Reached(Status),
@@ -87,11 +87,33 @@ pub(super) enum Launched {
     Interrupted(Status),
 }
 
+/// Start activate.sh detached on the target and wait, up to `deadline`,
+/// until its status starts with `until` (a [`words`] word) or is final:
+/// the first wait rides the launch's own command; only when that gives no
+/// answer in time does [`wait_status`] ask again.
+pub(super) async fn launch_and_wait(
+    ctx: &Ctx,
+    unit: &str,
+    what: &Activation,
+    until: &str,
+    deadline: Duration,
+) -> Result<Wait, StageError> {
+    Ok(
+        match launch(ctx, unit, what, until, deadline.as_secs()).await? {
+            Launched::Reached(s) if s.is_final() || s.word() == until => Wait::Reached(s),
+            Launched::Interrupted(s) => Wait::Interrupted(Some(s)),
+            Launched::Reached(_) | Launched::Started => {
+                wait_status(ctx, until, deadline, false).await
+            }
+        },
+    )
+}
+
 /// Start activate.sh detached on the target, and in the same command wait
 /// on the host (up to `seconds`, at most 60) until its status starts with
 /// `until` or is final. The launch itself is never abandoned: an interrupt
 /// stops the command only once the host said "launched".
-pub(super) async fn launch(
+async fn launch(
     ctx: &Ctx,
     unit: &str,
     what: &Activation,
@@ -135,7 +157,7 @@ pub(super) async fn launch(
         }
         Err(_) => return Ok(Launched::Started),
     };
-    if !out.stdout.lines().any(|l| l.trim() == "launched") {
+    if !started.load(Ordering::SeqCst) {
         return Err(StageError::cmd(
             "starting the activation on the target failed",
             crate::runner::failure_of(&cmd, &out),
@@ -145,12 +167,7 @@ pub(super) async fn launch(
         return Ok(Launched::Started);
     }
     Ok(match out.stdout.split_once("\n== status\n") {
-        Some((_, status)) => {
-            if let Some(note) = Status::note(status) {
-                ctx.say(&format!("note: {note}"));
-            }
-            Launched::Reached(Status::read(status))
-        }
+        Some((_, status)) => Launched::Reached(reported(ctx, status)),
         None => Launched::Started,
     })
 }
@@ -176,15 +193,17 @@ fn status_of(
     ran: Result<crate::runner::Output, crate::error::CommandFailure>,
 ) -> Option<Status> {
     match ran {
-        Ok(o) if o.success() => {
-            let status = Status::read(&o.stdout);
-            if let Some(note) = Status::note(&o.stdout) {
-                ctx.say(&format!("note: {note}"));
-            }
-            Some(status)
-        }
+        Ok(o) if o.success() => Some(reported(ctx, &o.stdout)),
         _ => None,
     }
+}
+
+/// A status report (report_status's lines), its note said.
+fn reported(ctx: &Ctx, text: &str) -> Status {
+    if let Some(note) = Status::note(text) {
+        ctx.say(&format!("note: {note}"));
+    }
+    Status::read(text)
 }
 
 /// Wait until the watchdog's status starts with `until` (a
@@ -265,7 +284,7 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<(Activated, Proof), St
     ctx.say(&format!("activating ({})", goal.as_str()));
     let unit = format!("pantheros-{}-{}", ctx.opts.run_id, ctx.host.name);
     let budget = Duration::from_secs(d.activation_timeout + d.confirm_timeout + 30);
-    let launched = launch(
+    let status = launch_and_wait(
         ctx,
         &unit,
         &Activation::Activate {
@@ -281,16 +300,9 @@ pub async fn activate(ctx: &Ctx, req: &Request) -> Result<(Activated, Proof), St
             generation: req.generation,
         },
         words::AWAITING_CONFIRM,
-        budget.as_secs(),
+        budget,
     )
     .await?;
-    let status = match launched {
-        Launched::Reached(s) if s.is_final() || s == Status::AwaitingConfirm => Wait::Reached(s),
-        Launched::Interrupted(s) => Wait::Interrupted(Some(s)),
-        Launched::Reached(_) | Launched::Started => {
-            wait_status(ctx, words::AWAITING_CONFIRM, budget, false).await
-        }
-    };
     let status = match status {
         Wait::Reached(s) => s,
         Wait::Interrupted(s) => {
@@ -404,10 +416,7 @@ async fn confirm(ctx: &Ctx, req: &Request) -> (Activated, Proof) {
 /// it read after a confirmation.
 fn read_proof(ctx: &Ctx, out: &str, health: bool) -> (Status, Proof) {
     let head = out.split("\n== ").next().unwrap_or_default();
-    let status = Status::read(head);
-    if let Some(note) = Status::note(head) {
-        ctx.say(&format!("note: {note}"));
-    }
+    let status = reported(ctx, head);
     let observed = section(out, "generation").first().map(|l| {
         let (generation, system) = l.split_once(' ').unwrap_or((l, ""));
         let system = system.trim();

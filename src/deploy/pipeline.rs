@@ -94,18 +94,6 @@ impl From<StageError> for Stop {
     }
 }
 
-impl From<Refused> for Stop {
-    fn from(r: Refused) -> Stop {
-        match r {
-            Refused::Interrupted(signal) => Stop::Interrupted {
-                signal,
-                stage: Stage::Confirm.name(),
-            },
-            Refused::Stopped(_, e) => Stop::Failed(e),
-        }
-    }
-}
-
 /// How the run ended.
 struct End {
     result: HostResult,
@@ -530,7 +518,13 @@ async fn approve_and_change(
     let passed = gate.pass(ctx, permits, permit, text).await;
     let (end, changed) = match passed {
         Err(Refused::Stopped(result, e)) => (End::err(result, e), Changed::default()),
-        Err(r) => (End::stopped(r.into()), Changed::default()),
+        Err(Refused::Interrupted(signal)) => {
+            let stage = Stage::Confirm.name();
+            (
+                End::stopped(Stop::Interrupted { signal, stage }),
+                Changed::default(),
+            )
+        }
         Ok(_permit) => change(ctx, trail, &built, generation, &current).await,
     };
     let seen = Seen {

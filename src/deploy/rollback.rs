@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::activate::{self, Activated, Launched, Wait};
+use super::activate::{self, Activated, Wait};
 use super::build::Built;
 use super::{Ctx, StageError};
 use crate::generations;
@@ -21,22 +21,15 @@ pub async fn roll_back(ctx: &Ctx, reason: String) -> Activated {
         reason,
     };
     let deadline = Duration::from_secs(ctx.host.deployment.activation_timeout + 30);
-    let launched =
-        match activate::launch(ctx, &unit, &what, words::ROLLED_BACK, deadline.as_secs()).await {
-            Ok(l) => l,
+    let waited =
+        match activate::launch_and_wait(ctx, &unit, &what, words::ROLLED_BACK, deadline).await {
+            Ok(w) => w,
             Err(e) => {
                 return Activated::RollbackFailed {
                     reason: format!("could not start the rollback on the target: {}", e.render()),
                 };
             }
         };
-    let waited = match launched {
-        Launched::Reached(s) if s.is_final() => Wait::Reached(s),
-        Launched::Interrupted(s) => Wait::Interrupted(Some(s)),
-        Launched::Reached(_) | Launched::Started => {
-            activate::wait_status(ctx, words::ROLLED_BACK, deadline, false).await
-        }
-    };
     match waited {
         Wait::Reached(s) => activate::ended(Some(s)),
         Wait::Interrupted(s) => Activated::Interrupted {

@@ -180,15 +180,14 @@ impl Status {
     pub fn describe(&self) -> String {
         match self {
             Status::None => "no status".into(),
-            Status::Activating => words::ACTIVATING.into(),
-            Status::AwaitingConfirm => words::AWAITING_CONFIRM.into(),
-            Status::Confirmed => words::CONFIRMED.into(),
-            Status::Done => words::DONE.into(),
-            Status::Failed(r) => format!("{} {r}", words::FAILED),
-            Status::RollingBack(r) => format!("{} {r}", words::ROLLING_BACK),
-            Status::RolledBack(r) => format!("{} {r}", words::ROLLED_BACK),
-            Status::RollbackFailed(r) => format!("{} {r}", words::ROLLBACK_FAILED),
-            Status::RebootRequired(r) => format!("{} {r}", words::REBOOT_REQUIRED),
+            Status::Activating | Status::AwaitingConfirm | Status::Confirmed | Status::Done => {
+                self.word().into()
+            }
+            Status::Failed(r)
+            | Status::RollingBack(r)
+            | Status::RolledBack(r)
+            | Status::RollbackFailed(r)
+            | Status::RebootRequired(r) => format!("{} {r}", self.word()),
             Status::Unknown(l) => l.clone(),
             Status::Ended {
                 rebooted,

@@ -76,7 +76,11 @@ fn finish(mut child: Child, out: &Path, err: &Path) -> (i32, serde_json::Value, 
 /// After the interrupt: no lock, the profile and the running fixture agree,
 /// and the next deploy goes through without --break-lock.
 fn assert_consistent_and_deployable(w: &World, flake: &Path, name: &str, next: u32) {
-    w.host(name).exec_ok(&["sh", "-c", NO_LOCK]);
+    // A watchdog the lock was handed to releases it as it exits, just
+    // after writing its final status: give it that moment, not more.
+    wait_for("the deploy lock's release", 10, || {
+        w.host(name).exec(&["sh", "-c", NO_LOCK]).status.success()
+    });
     let marker = w.generation_marker(name);
     let profile = w.profile_target(name);
     assert!(

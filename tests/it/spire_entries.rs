@@ -82,19 +82,10 @@ fn reconcile_creates_once_then_keeps_and_removes_stale_and_duplicates() {
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state.json");
     // The desired list, exactly as lib/spire.nix renders it.
-    let desired = testworld::stdout(&testworld::sh(&[
-        "nix",
-        "--extra-experimental-features",
-        "nix-command",
-        "eval",
-        "--raw",
-        "--impure",
-        "--expr",
-        &format!(
-            "(import {}/modules/lib/spire.nix {{ }}).entriesText",
-            root().display()
-        ),
-    ]));
+    let desired = testworld::render(&format!(
+        "(import {}/modules/lib/spire.nix {{ }}).entriesText",
+        root().display()
+    ));
     let want = vec![
         (
             "spiffe://flashpods.local/agent".to_string(),

@@ -55,12 +55,7 @@ impl World {
         args: &[&str],
         io: fn() -> Stdio,
     ) -> Child {
-        let bin = pantheros_bin();
-        let mut argv = vec![bin.to_str().unwrap()];
-        argv.extend_from_slice(args);
-        self.client(&argv)
-            .current_dir(dir)
-            .env("PANTHEROS_LOG_DIR", self.path().join("logs"))
+        self.pantheros_command(dir, args)
             .stdout(io())
             .stderr(io())
             .spawn()

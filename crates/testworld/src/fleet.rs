@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use crate::*;
 
@@ -225,14 +225,21 @@ impl World {
 
     /// Run `pantheros ARGS` from the client namespace, in `dir`.
     pub fn pantheros(&self, dir: &Path, args: &[&str]) -> Output {
+        self.pantheros_command(dir, args)
+            .output()
+            .expect("run pantheros")
+    }
+
+    /// `pantheros ARGS` in the client namespace, in `dir`, logging under
+    /// the world and never reading a flake from the caller's environment.
+    pub(crate) fn pantheros_command(&self, dir: &Path, args: &[&str]) -> Command {
         let bin = pantheros_bin();
         let mut argv = vec![bin.to_str().unwrap()];
         argv.extend_from_slice(args);
-        self.client(&argv)
-            .current_dir(dir)
+        let mut c = self.client(&argv);
+        c.current_dir(dir)
             .env("PANTHEROS_LOG_DIR", self.path().join("logs"))
-            .env_remove("PANTHEROS_FLAKE")
-            .output()
-            .expect("run pantheros")
+            .env_remove("PANTHEROS_FLAKE");
+        c
     }
 }

@@ -120,10 +120,6 @@ judge_failed() {
   done
 }
 
-current_generation() {
-  nix-env -p "$profile" --list-generations 2>/dev/null | awk '$NF == "(current)" { print $1 }'
-}
-
 # Switch the profile back to generation $1 (system $2) and activate it.
 roll_back_to() {
   gen=$1 sys=$2 goal=$3 reason=$4
@@ -175,7 +171,7 @@ activate)
     NIXOS_NO_CHECK=1
     export NIXOS_NO_CHECK
   fi
-  prev_gen=$(current_generation)
+  prev_gen=$(current_generation "$profile")
   prev_sys=$(readlink -f "$profile" 2>/dev/null || true)
   echo "$prev_gen $prev_sys" >"$dir/prev"
   # Another activation (a nixos-rebuild, another tool) holds NixOS's lock:

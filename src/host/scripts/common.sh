@@ -24,6 +24,12 @@ list_generations() {
   done
 }
 
+# The current generation number of profile $1 ("" when it has none).
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+current_generation() {
+  nix-env -p "$1" --list-generations 2>/dev/null | awk '$NF == "(current)" { print $1 }'
+}
+
 # Whether the watchdog of run directory $1 still runs: prints "running",
 # "unstarted" (activate.sh has not recorded itself yet), "rebooted" (it ran
 # in an earlier boot of this host: a reboot ended it) or "stopped" (it ended,

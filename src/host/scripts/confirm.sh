@@ -17,8 +17,7 @@ printf '%s\n' "$st"
 case "$st" in "$ST_CONFIRMED"*) ;; *) exit 0 ;; esac
 set +e
 echo "== generation"
-gen=$(nix-env -p "$profile" --list-generations 2>/dev/null | awk '$NF == "(current)" { print $1 }')
-echo "$gen $(readlink -f "$profile" 2>/dev/null)"
+echo "$(current_generation "$profile") $(readlink -f "$profile" 2>/dev/null)"
 if [ $# -gt 0 ]; then
   echo "== health"
   health_round "$@"
