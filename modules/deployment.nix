@@ -225,6 +225,29 @@ in
       description = "Seconds the target waits for the reachability proof before it rolls itself back.";
     };
 
+    rebootTimeout = mkOption {
+      type = types.ints.positive;
+      default = 600;
+      description = ''
+        Seconds `pantheros deploy --reboot` waits for the host to answer
+        again after it reboots (a trial boot the watchdog ends, and the boot
+        back into the old system, included). A host silent for longer is
+        reported, never waited on for good.
+      '';
+    };
+
+    rebootConfirmTimeout = mkOption {
+      type = types.ints.positive;
+      default = 180;
+      description = ''
+        Seconds the boot watchdog gives the deployer, on a trial boot of
+        `pantheros deploy --reboot`, to prove the new system (a fresh SSH
+        connection and the health checks). Without that proof in time it
+        reboots, and the old system, still the boot loader's default, comes
+        back by itself: no SSH and no provider API needed.
+      '';
+    };
+
     activationTimeout = mkOption {
       type = types.ints.positive;
       default = 600;
@@ -477,7 +500,28 @@ in
         };
       }
     ) cfg.keys;
-    systemd.services = lib.mapAttrs' (
+    # The boot watchdog of `pantheros deploy --reboot`: on a trial boot (a
+    # marker pantheros wrote before the reboot) it waits for the deployer's
+    # confirmation and otherwise reboots into the default system. Every
+    # other boot it exits at once.
+    systemd.services = {
+      pantheros-boot-watchdog = {
+        description = "pantheros boot watchdog (keeps a trial boot only once the deployer proves it)";
+        wantedBy = [ "multi-user.target" ];
+        after = [
+          "local-fs.target"
+          "systemd-tmpfiles-setup.service"
+        ];
+        before = [ "shutdown.target" ];
+        conflicts = [ "shutdown.target" ];
+        unitConfig.DefaultDependencies = false;
+        serviceConfig = {
+          Type = "simple";
+          ExecStart = "${pkgs.runtimeShell} ${./lib/boot-watchdog.sh} /var/lib/pantheros ${toString cfg.rebootConfirmTimeout}";
+        };
+      };
+    }
+    // lib.mapAttrs' (
       _: k:
       lib.nameValuePair "pantheros-key-${k.name}" {
         description = "pantheros key ${k.name} (${k.path})";

@@ -423,6 +423,15 @@ pub struct ActivationFlags {
     #[arg(long)]
     pub force_switch: bool,
 
+    /// Reboot into the new system once, prove it (a fresh SSH connection,
+    /// the health checks), and only then make it the boot default; if it
+    /// does not prove itself, the host comes back on the old system (its
+    /// boot watchdog reboots it there by itself). `--reboot=if-needed`:
+    /// only hosts whose plan needs a reboot (switch inhibitors, a new
+    /// kernel). Needs systemd-boot on the host.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "always", value_name = "WHEN")]
+    pub reboot: Option<crate::deploy::Reboot>,
+
     /// Where logs go (default: <flake>/logs in a git checkout, else
     /// $XDG_STATE_HOME/pantheros/logs/<flake dir>-<hash>, so a plain
     /// directory flake never copies its logs into the store).
@@ -468,6 +477,28 @@ impl SudoPasswordFlags {
 }
 
 impl ActivationFlags {
+    /// Flags that cannot go together: `--reboot` keeps the new system as
+    /// the boot default (not `--goal test`) and reboots a remote host (not
+    /// this machine, which could not watch itself come back).
+    pub fn refuse_conflicts(&self, local: bool) -> crate::error::Result<()> {
+        let Some(_) = self.reboot else {
+            return Ok(());
+        };
+        if self.goal == crate::deploy::Goal::Test {
+            return Err(crate::error::Error::Usage(
+                "--reboot makes the new system the boot default once it proves itself; it cannot go with --goal test"
+                    .into(),
+            ));
+        }
+        if local {
+            return Err(crate::error::Error::Usage(
+                "--reboot reboots a host and watches it come back; this machine cannot watch itself (use --goal boot, then reboot)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The run's options for `mode`, logging to `log_dir`.
     pub fn options(
         &self,
@@ -484,6 +515,7 @@ impl ActivationFlags {
             break_lock: self.break_lock && touches_hosts,
             force: self.force,
             force_switch: self.force_switch,
+            reboot: self.reboot.unwrap_or_default(),
             ..crate::deploy::Options::new(mode, self.goal, log_dir)
         }
     }

@@ -28,6 +28,8 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
             hosts.len()
         )));
     }
+    args.activation
+        .refuse_conflicts(args.local || hosts.iter().any(|h| h.is_local()))?;
     let log_dir = app.log_root(&flake, args.activation.log_dir.clone());
     let mode = if args.build_only {
         crate::deploy::Mode::BuildOnly

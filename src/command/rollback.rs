@@ -14,6 +14,7 @@ pub async fn rollback(app: &App, args: cli::RollbackArgs) -> Result<i32> {
     if args.list {
         return list(&hosts, args.sizes, a.json, a.password.sudo_password()?).await;
     }
+    a.refuse_conflicts(args.selectors.is_empty() || hosts.iter().any(|h| h.is_local()))?;
     let log_dir = a.log_dir.clone().unwrap_or(default_logs);
     let nix = app.nix()?;
     let opts = crate::deploy::Options {

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod live;
 pub mod pipeline;
 pub mod preflight;
+pub mod reboot;
 pub mod record;
 pub mod rollback;
 pub mod ship;
@@ -75,6 +76,20 @@ impl Goal {
     }
 }
 
+/// `--reboot`: when a deploy reboots its hosts into the new system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Reboot {
+    /// Never (the default): switch live, or set the boot default.
+    #[default]
+    #[value(skip)]
+    Never,
+    /// Every host that changes.
+    Always,
+    /// Only hosts whose plan says a reboot is required or recommended
+    /// (switch inhibitors, an incompatible init, a new kernel).
+    IfNeeded,
+}
+
 /// Settings of one run that are not per host.
 #[derive(Clone)]
 pub struct Options {
@@ -93,6 +108,8 @@ pub struct Options {
     pub force: bool,
     /// `--force-switch`: activate with `NIXOS_NO_CHECK=1`.
     pub force_switch: bool,
+    /// `--reboot`: boot the new system once, prove it, keep it.
+    pub reboot: Reboot,
     /// What runs the hosts' commands (processes; a fake in unit tests).
     pub executor: std::sync::Arc<dyn crate::host::exec::Executor>,
     /// Where the systems come from, for each host's deploy record.
@@ -123,6 +140,7 @@ impl Options {
             break_lock: false,
             force: false,
             force_switch: false,
+            reboot: Reboot::Never,
             executor: crate::host::exec::processes(),
             origin: record::Origin::default(),
             prebuilt: Default::default(),
@@ -222,6 +240,10 @@ pub struct Outcome {
     pub rollback_reason: Option<String>,
     /// Why NixOS would not switch live (result `reboot-required`).
     pub reboot_required: Option<String>,
+    /// The host was rebooted into the new system (`--reboot`).
+    pub rebooted: bool,
+    /// What the reboot saw: boot ids, the booted system, the watchdog.
+    pub reboot: Option<reboot::RebootReport>,
     /// What planning found about switching live (inhibitors, init, kernel).
     pub live: Option<live::Live>,
     /// The host's evaluation warnings (shown before the plan).

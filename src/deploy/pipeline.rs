@@ -45,6 +45,8 @@ pub enum Stage {
     Activate,
     Health,
     Rollback,
+    /// `--reboot`: boot the new system once, prove it, keep it.
+    Reboot,
     KeysPost,
 }
 
@@ -65,6 +67,7 @@ impl Stage {
             Stage::Activate => "activate",
             Stage::Health => "health",
             Stage::Rollback => "rollback",
+            Stage::Reboot => "reboot",
             Stage::KeysPost => "keys-post",
         }
     }
@@ -245,6 +248,8 @@ struct Prepared {
     lock: Option<Lock>,
     /// The job slot it was prepared in (see [`Gate::pass`]).
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// `--reboot` applies to this host: boot the new system once.
+    reboot: bool,
 }
 
 /// How [`prepare`] ended: ready for the gate, or done (a no-op, a dry run,
@@ -263,6 +268,8 @@ struct Changed {
     rollback_reason: Option<String>,
     reboot_required: Option<String>,
     keys: Vec<keys::Uploaded>,
+    /// What `--reboot` saw.
+    reboot: Option<Box<super::reboot::RebootReport>>,
 }
 
 /// Everything the outcome and the record are made of.
@@ -398,8 +405,24 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
         ));
         return Prepare::Done(End::ok(HostResult::Success), seen, Changed::default());
     }
+    // `--reboot` for this host: its boot loader must boot a generation once.
+    let reboot = wants_reboot(ctx, &plan.live);
+    if reboot {
+        ctx.say(&format!(
+            "will reboot into the new system ({})",
+            match plan.live.reasons().as_slice() {
+                [] => "--reboot".to_string(),
+                r => r.join("; "),
+            }
+        ));
+        or_done!(
+            trail
+                .step(ctx, Stage::Reboot, super::reboot::loader(ctx))
+                .await
+        );
+    }
     // NixOS would refuse to switch live: stop before the host changes.
-    if let Some((why, end)) = refuse_live(ctx, &plan.live) {
+    if let Some((why, end)) = (!reboot).then(|| refuse_live(ctx, &plan.live)).flatten() {
         seen.reboot_required = Some(why);
         return Prepare::Done(end, seen, Changed::default());
     }
@@ -410,6 +433,7 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
         plan,
         lock: seen.lock.take(),
         permit,
+        reboot,
     })
 }
 
@@ -499,6 +523,7 @@ async fn approve_and_change(
         plan,
         lock,
         permit,
+        reboot,
     } = p;
     let from = match current.generation {
         Some(g) => format!("generation {g}"),
@@ -525,7 +550,7 @@ async fn approve_and_change(
                 Changed::default(),
             )
         }
-        Ok(_permit) => change(ctx, trail, &built, generation, &current).await,
+        Ok(_permit) => change(ctx, trail, &built, generation, &current, reboot).await,
     };
     let seen = Seen {
         built: Some(built),
@@ -546,6 +571,7 @@ async fn change(
     built: &Built,
     generation: Option<u64>,
     current: &Current,
+    reboot: bool,
 ) -> (End, Changed) {
     let mut changed = Changed::default();
     let keys = match ctx.keys.as_ref() {
@@ -564,6 +590,23 @@ async fn change(
                 changed,
             );
         }
+    }
+
+    if reboot {
+        let r = trail
+            .change(
+                ctx,
+                Stage::Reboot,
+                super::reboot::reboot(ctx, &built.toplevel, generation, current),
+            )
+            .await;
+        changed.reboot = Some(Box::new(r.report));
+        let end = finish(ctx, &mut changed, built, current, r.activated, r.observed).await;
+        let end = match r.unhealthy {
+            Some(p) if end.result == HostResult::Success => unhealthy_kept(ctx, &p),
+            _ => end,
+        };
+        return post_keys(ctx, trail, keys, end, changed).await;
     }
 
     let request = Request {
@@ -601,11 +644,20 @@ async fn change(
         other => other,
     };
     let end = finish(ctx, &mut changed, built, current, activated, observed).await;
+    post_keys(ctx, trail, keys, end, changed).await
+}
+
+/// Keys due after a confirmed, healthy switch (never after a rollback).
+async fn post_keys(
+    ctx: &Ctx,
+    trail: &mut Trail,
+    keys: &[keys::Key],
+    end: End,
+    mut changed: Changed,
+) -> (End, Changed) {
     if end.result != HostResult::Success || ctx.opts.mode != Mode::Deploy {
         return (end, changed);
     }
-
-    // Keys due after a confirmed, healthy switch (never after a rollback).
     match upload_keys(ctx, trail, keys, UploadAt::PostActivation).await {
         Ok(u) => {
             changed.keys.extend(u);
@@ -682,16 +734,7 @@ async fn judge_health(
         .rollback_on_health
         .unwrap_or(ctx.host.deployment.rollback_on_health_failure);
     if !roll {
-        return Err(End::err(
-            HostResult::Unhealthy,
-            StageError::new(format!(
-                "health checks failed; rollback is disabled, so the new generation stays active: {problems}"
-            ))
-            .hint(format!(
-                "fix the host, or roll it back with `pantheros rollback {}`",
-                ctx.name()
-            )),
-        ));
+        return Err(unhealthy_kept(ctx, &problems));
     }
     ctx.say("health checks failed; rolling back");
     // The reason is written on the target: no secrets in it.
@@ -699,6 +742,32 @@ async fn judge_health(
     Ok(trail
         .change(ctx, Stage::Rollback, rollback::roll_back(ctx, reason))
         .await)
+}
+
+/// The new generation stays although its health checks failed (rollback
+/// is disabled for the host or the run).
+fn unhealthy_kept(ctx: &Ctx, problems: &str) -> End {
+    End::err(
+        HostResult::Unhealthy,
+        StageError::new(format!(
+            "health checks failed; rollback is disabled, so the new generation stays active: {problems}"
+        ))
+        .hint(format!(
+            "fix the host, or roll it back with `pantheros rollback {}`",
+            ctx.name()
+        )),
+    )
+}
+
+/// `--reboot` applies to this host (any goal but test; `if-needed` only
+/// when the plan has a reason).
+fn wants_reboot(ctx: &Ctx, live: &Live) -> bool {
+    use super::Reboot;
+    match ctx.opts.reboot {
+        Reboot::Never => false,
+        Reboot::Always => true,
+        Reboot::IfNeeded => !live.reasons().is_empty(),
+    }
 }
 
 /// The host's `recordFacts`, read back in one remote run: name → value
@@ -949,6 +1018,8 @@ fn outcome(ctx: &Ctx, learnt: Learnt, trail: Trail, end: End, started_at: String
             .reboot_required
             .or(seen.reboot_required)
             .map(|r| ctx.log.redact(&r)),
+        rebooted: changed.reboot.as_ref().is_some_and(|r| r.rebooted),
+        reboot: changed.reboot.map(|r| *r),
         live,
         warnings: ctx.host.warnings.clone(),
         facts_read,

@@ -54,6 +54,8 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         toplevel: None,
         rollback_reason: None,
         reboot_required: None,
+        rebooted: false,
+        reboot: None,
         live: None,
         warnings: ctx.host.warnings.clone(),
         facts_read: BTreeMap::new(),

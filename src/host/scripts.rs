@@ -90,7 +90,13 @@ pub const VALIDATE: Script = Script {
     body: include_str!("scripts/validate.sh"),
 };
 
-pub const ALL: [Script; 17] = [
+pub const REBOOT: Script = Script {
+    name: "reboot.sh",
+    body: include_str!("scripts/reboot.sh"),
+};
+
+pub const ALL: [Script; 18] = [
+    REBOOT,
     COPY_CLEANUP,
     KEYS_CHECK,
     KEY_WRITE,
@@ -315,6 +321,79 @@ pub fn confirm_args(
     v
 }
 
+/// One step of `deploy --reboot` (reboot.sh), as its argv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebootStep<'a> {
+    /// Which boot loader can boot a generation once.
+    Loader,
+    /// Put the system in the profile as a one-shot boot entry, write the
+    /// watchdog's trial marker, reboot.
+    Arm {
+        profile: &'a str,
+        toplevel: &'a str,
+        confirm_timeout: u64,
+        run_id: &'a str,
+        generation: Option<u64>,
+    },
+    /// The boot id, the booted system, the watchdog's lines.
+    Check,
+    /// The trial proved itself: make it the default.
+    Keep { profile: &'a str, toplevel: &'a str },
+    /// The trial failed: the profile and the default back on `generation`
+    /// (`system`), and, with `reboot`, a reboot into it.
+    Back {
+        profile: &'a str,
+        generation: u64,
+        system: &'a str,
+        reboot: bool,
+    },
+}
+
+/// reboot.sh's argv for one step, under the state directory `state`.
+pub fn reboot_args(state: &str, step: &RebootStep<'_>) -> Vec<String> {
+    let mut v: Vec<String> = vec![];
+    match step {
+        RebootStep::Loader => v.extend(["loader".into(), state.into()]),
+        RebootStep::Arm {
+            profile,
+            toplevel,
+            confirm_timeout,
+            run_id,
+            generation,
+        } => {
+            v.extend(["arm".into(), state.into(), profile.to_string()]);
+            v.extend([
+                toplevel.to_string(),
+                confirm_timeout.max(&1).to_string(),
+                run_id.to_string(),
+            ]);
+            if let Some(g) = generation {
+                v.push(g.to_string());
+            }
+        }
+        RebootStep::Check => v.extend(["check".into(), state.into()]),
+        RebootStep::Keep { profile, toplevel } => v.extend([
+            "keep".into(),
+            state.into(),
+            profile.to_string(),
+            toplevel.to_string(),
+        ]),
+        RebootStep::Back {
+            profile,
+            generation,
+            system,
+            reboot,
+        } => {
+            v.extend(["back".into(), state.into(), profile.to_string()]);
+            v.extend([generation.to_string(), system.to_string()]);
+            if *reboot {
+                v.push("reboot".into());
+            }
+        }
+    }
+    v
+}
+
 /// What activate.sh is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activation {
@@ -467,6 +546,63 @@ pub fn health_args(h: &HealthArgs) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reboot_argv_matches_the_scripts_positions() {
+        let s = "/var/lib/pantheros";
+        assert_eq!(reboot_args(s, &RebootStep::Loader), ["loader", s]);
+        assert_eq!(reboot_args(s, &RebootStep::Check), ["check", s]);
+        let arm = RebootStep::Arm {
+            profile: "/nix/var/nix/profiles/system",
+            toplevel: "/nix/store/abc-system",
+            confirm_timeout: 0,
+            run_id: "r1",
+            generation: None,
+        };
+        assert_eq!(
+            reboot_args(s, &arm),
+            [
+                "arm",
+                s,
+                "/nix/var/nix/profiles/system",
+                "/nix/store/abc-system",
+                "1",
+                "r1"
+            ]
+        );
+        let arm = RebootStep::Arm {
+            profile: "p",
+            toplevel: "t",
+            confirm_timeout: 90,
+            run_id: "r1",
+            generation: Some(7),
+        };
+        assert_eq!(reboot_args(s, &arm)[4..], ["90", "r1", "7"]);
+        assert_eq!(
+            reboot_args(
+                s,
+                &RebootStep::Keep {
+                    profile: "p",
+                    toplevel: "t"
+                }
+            ),
+            ["keep", s, "p", "t"]
+        );
+        let back = RebootStep::Back {
+            profile: "p",
+            generation: 3,
+            system: "/nix/store/old",
+            reboot: true,
+        };
+        assert_eq!(
+            reboot_args(s, &back),
+            ["back", s, "p", "3", "/nix/store/old", "reboot"]
+        );
+        let text = REBOOT.text();
+        for mode in ["loader)", "arm)", "check)", "keep)", "back)"] {
+            assert!(text.contains(mode), "reboot.sh has no mode {mode}");
+        }
+    }
 
     #[test]
     fn activate_argv_matches_the_scripts_positions() {

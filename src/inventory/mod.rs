@@ -100,6 +100,10 @@ pub struct Deployment {
     pub magic_rollback: bool,
     pub confirm_timeout: u64,
     pub activation_timeout: u64,
+    /// `deploy --reboot`: seconds to wait for the host to answer again.
+    pub reboot_timeout: u64,
+    /// Seconds the boot watchdog waits for the proof of a trial boot.
+    pub reboot_confirm_timeout: u64,
     pub rollback_on_failed_units: bool,
     pub rollback_on_health_failure: bool,
     pub privilege_escalation_command: Vec<String>,
@@ -176,6 +180,8 @@ impl Default for Deployment {
             magic_rollback: true,
             confirm_timeout: 30,
             activation_timeout: 600,
+            reboot_timeout: 600,
+            reboot_confirm_timeout: 180,
             rollback_on_failed_units: true,
             rollback_on_health_failure: true,
             privilege_escalation_command: vec!["sudo".into(), "-n".into()],

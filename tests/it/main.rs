@@ -25,6 +25,7 @@ mod provision;
 mod provision_install;
 mod reach;
 mod real_activation;
+mod reboot;
 mod renderers;
 mod rollback;
 mod spire_entries;

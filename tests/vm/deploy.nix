@@ -42,7 +42,7 @@ pkgs.testers.runNixOSTest {
     deployer.succeed("ssh-keyscan target > /root/.ssh/known_hosts")
     deployer.succeed("ssh -o BatchMode=yes root@target true")
     # The fleet: the test fixture flake (no nixpkgs needed inside the VM).
-    deployer.succeed("cp -r ${self}/tests/fixtures/fleet /root/fleet && chmod -R u+w /root/fleet")
+    deployer.succeed("cp -r ${self}/tests/fixtures/fleet /root/fleet && cp ${self}/modules/lib/boot-watchdog.sh /root/fleet/ && chmod -R u+w /root/fleet")
     deployer.succeed("sed -i 's/targetHost = \"203.0.113.10\"/targetHost = \"target\"/' /root/fleet/flake.nix")
     deployer.succeed("cd /root/fleet && pantheros deploy hetzner-vps --yes")
     target.succeed("test -e /run/pantheros-fixture/generation")

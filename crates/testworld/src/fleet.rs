@@ -16,7 +16,19 @@ pub fn fixture_flake(into: &Path) -> PathBuf {
         let e = e.unwrap();
         fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
+    copy_boot_watchdog(&dst);
     dst
+}
+
+/// The deployment module's boot watchdog script, which every fixture
+/// system carries as its `pantheros-boot-watchdog` unit (as the module
+/// gives every NixOS system): one script for both.
+fn copy_boot_watchdog(dir: &Path) {
+    fs::copy(
+        project_root().join("modules/lib/boot-watchdog.sh"),
+        dir.join("boot-watchdog.sh"),
+    )
+    .unwrap();
 }
 
 /// Build `nixosConfigurations.<host>.config.system.build.toplevel` of a
@@ -55,6 +67,9 @@ pub struct FixtureHost {
     pub packages: Vec<(String, String)>,
     pub fail_switch: bool,
     pub block_ssh: bool,
+    /// From boot on, new SSH connections are refused (a system whose sshd
+    /// never comes up; systemd hosts).
+    pub ssh_dead_at_boot: bool,
     pub fail_unit: bool,
     pub switch_seconds: u32,
     pub build_seconds: u32,
@@ -93,6 +108,7 @@ impl FixtureHost {
             packages: vec![("hello".into(), "2.12".into())],
             fail_switch: false,
             block_ssh: false,
+            ssh_dead_at_boot: false,
             fail_unit: false,
             switch_seconds: 0,
             build_seconds: 0,
@@ -126,6 +142,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         )
         .unwrap();
     }
+    copy_boot_watchdog(dir);
     fs::write(
         dir.join("flake.lock"),
         r#"{"nodes":{"root":{}},"root":"root","version":7}"#,
@@ -166,7 +183,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         };
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      warnings = [ {warn} ];\n      system.build.toplevel = {trace}mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
              switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             warn = warnings.join(" "),
@@ -177,6 +194,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             pkgs = pkgs.join(" "),
             fs = h.fail_switch,
             bs = h.block_ssh,
+            sd = h.ssh_dead_at_boot,
             fu = h.fail_unit,
             ss = h.switch_seconds,
             bsec = h.build_seconds,

@@ -27,19 +27,40 @@ pub struct SystemdHost {
     pub ip: String,
     pub netns: String,
     pub machine: String,
+    /// systemd-nspawn itself, or, for a rebootable host, machine.sh, which
+    /// starts nspawn again at every boot.
     pub nspawn: Child,
     pub dir: PathBuf,
+    /// A rebootable host's disk: the persistent overlay mounted here.
+    pub disk: Option<PathBuf>,
 }
 
 impl SystemdHost {
+    /// The systemd-nspawn process of the current boot.
+    fn nspawn_pid(&self) -> String {
+        if self.disk.is_some() {
+            fs::read_to_string(self.dir.join("nspawn.pid"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        } else {
+            self.nspawn.id().to_string()
+        }
+    }
+
+    /// The container's init (nspawn runs under `setsid`: its child).
+    fn init_pid(&self) -> String {
+        let nspawn = self.nspawn_pid();
+        let children = stdout(&try_sh(&["pgrep", "-P", &nspawn]));
+        match children.split_whitespace().next() {
+            Some(p) => p.to_string(),
+            None => nspawn,
+        }
+    }
+
     /// Run a command inside the container (all its namespaces), without SSH.
     pub fn exec(&self, argv: &[&str]) -> Output {
-        let children = stdout(&try_sh(&["pgrep", "-P", &self.nspawn.id().to_string()]));
-        // nspawn runs under `setsid` → the container's init is nspawn's child.
-        let mut pid = children.split_whitespace().next().unwrap_or("").to_string();
-        if pid.is_empty() {
-            pid = self.nspawn.id().to_string();
-        }
+        let pid = self.init_pid();
         let mut v = vec!["nsenter", "-t", &pid, "-a", "--"];
         v.extend_from_slice(argv);
         try_sh(&v)
@@ -48,17 +69,45 @@ impl SystemdHost {
     /// The container's root directory, as this machine reaches it
     /// (`/proc/<its init>/root`): files copied there land inside it.
     pub fn root_dir(&self) -> PathBuf {
-        let children = stdout(&try_sh(&["pgrep", "-P", &self.nspawn.id().to_string()]));
-        let pid = children
-            .split_whitespace()
-            .next()
+        PathBuf::from(format!("/proc/{}/root", self.init_pid()))
+    }
+
+    /// A rebootable host's boots so far, as machine.sh logged them: one
+    /// `boot N HOW ENTRY TOPLEVEL` line per boot (HOW: oneshot, default or
+    /// none), an `exit N RC` line when it ended.
+    pub fn boots(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("boots"))
+            .unwrap_or_default()
+            .lines()
             .map(str::to_string)
-            .unwrap_or_else(|| self.nspawn.id().to_string());
-        PathBuf::from(format!("/proc/{pid}/root"))
+            .collect()
+    }
+
+    /// The toplevels a rebootable host booted, in order ("-": none).
+    pub fn booted_toplevels(&self) -> Vec<String> {
+        self.boots()
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.first() == Some(&"boot")).then(|| f.get(4).unwrap_or(&"-").to_string())
+            })
+            .collect()
+    }
+
+    /// Pull a rebootable host's plug and put it back: its init is killed
+    /// (nothing shuts down cleanly) and machine.sh boots it again, as a
+    /// provider's reset does.
+    pub fn power_cycle(&self) {
+        assert!(self.disk.is_some(), "{} is not rebootable", self.name);
+        let init = self.init_pid();
+        let _ = try_sh(&["kill", "-KILL", &init]);
     }
 
     pub(crate) fn stop(&mut self) {
-        let pid = self.nspawn.id().to_string();
+        if self.disk.is_some() {
+            let _ = fs::write(self.dir.join("power-off"), "");
+        }
+        let pid = self.nspawn_pid();
         // nspawn asks the container's systemd to halt on SIGTERM.
         let _ = try_sh(&["kill", "-TERM", &pid]);
         let deadline = Instant::now() + Duration::from_secs(8);
@@ -70,6 +119,9 @@ impl SystemdHost {
         }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
+        if let Some(disk) = &self.disk {
+            let _ = try_sh(&["umount", "-l", disk.to_str().unwrap_or_default()]);
+        }
         for h in ["systemd", "unified"] {
             let d = format!("/sys/fs/cgroup/{h}/{}", self.machine);
             if Path::new(&d).exists() {
@@ -144,6 +196,19 @@ impl World {
     /// [`World::add_systemd_host`] on the rootfs of Debian `release` (one
     /// [`World::prepare_systemd_release`] made, or bookworm's own).
     pub fn add_systemd_host_on(&mut self, name: &str, release: &str) -> &SystemdHost {
+        self.boot_systemd_host(name, release, false)
+    }
+
+    /// A systemd host that can reboot: its disk persists across boots (an
+    /// overlay of the cached rootfs, kept in the world), it has systemd-boot
+    /// (the stand-in `bootctl` and firmware of systemd/machine.sh choose
+    /// what each boot runs: a one-shot entry once, else the default), and a
+    /// reboot inside it or [`SystemdHost::power_cycle`] boots it again.
+    pub fn add_rebootable_host(&mut self, name: &str) -> &SystemdHost {
+        self.boot_systemd_host(name, "bookworm", true)
+    }
+
+    fn boot_systemd_host(&mut self, name: &str, release: &str, rebootable: bool) -> &SystemdHost {
         let (ns, ip) = self.new_slot("s");
         let hdir = self.path().join("systemd").join(name);
         fs::create_dir_all(&hdir).unwrap();
@@ -160,15 +225,65 @@ impl World {
             systemd_cache().join(release).join("rootfs")
         };
         let a = auth.display();
-        let script = format!(
-            "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \
-             SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn --boot --directory={root} --machine={machine} \
-             --hostname={name} --volatile=overlay --register=no --keep-unit --capability=CAP_NET_ADMIN --network-namespace-path=/run/netns/{ns} \
-             --console=passive --bind-ro={a}:/root/.ssh/authorized_keys --bind-ro={a}:/home/deploy/.ssh/authorized_keys \
-             --bind-ro={a}:/home/nopw/.ssh/authorized_keys --bind-ro={t}:/etc/tmpfiles.d/pantheros-base-system.conf",
-            root = rootfs.display(),
-            t = tmpfiles.display(),
+        let t = tmpfiles.display();
+        let mut nspawn_args = format!(
+            "--boot --machine={machine} --hostname={name} --register=no --keep-unit --capability=CAP_NET_ADMIN \
+             --network-namespace-path=/run/netns/{ns} --console=passive --bind-ro={a}:/root/.ssh/authorized_keys \
+             --bind-ro={a}:/home/deploy/.ssh/authorized_keys --bind-ro={a}:/home/nopw/.ssh/authorized_keys"
         );
+        let cgroup = format!(
+            "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \
+             export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1;"
+        );
+        let (script, disk) = if rebootable {
+            let disk = hdir.join("disk");
+            for d in ["upper", "work", "disk"] {
+                fs::create_dir_all(hdir.join(d)).unwrap();
+            }
+            sh(&[
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    rootfs.display(),
+                    hdir.join("upper").display(),
+                    hdir.join("work").display()
+                ),
+                disk.to_str().unwrap(),
+            ]);
+            // systemd-boot, installed: an ESP with an empty loader.
+            fs::create_dir_all(disk.join("boot/EFI/systemd")).unwrap();
+            fs::create_dir_all(disk.join("boot/loader/entries")).unwrap();
+            let bootctl = project_root().join("crates/testworld/systemd/bootctl");
+            let machine_sh = project_root().join("crates/testworld/systemd/machine.sh");
+            nspawn_args.push_str(&format!(
+                " --directory={} --bind-ro={}:/usr/local/sbin/bootctl --bind-ro={}/boot-tmpfiles.conf:/etc/tmpfiles.d/pantheros-base-system.conf",
+                disk.display(),
+                bootctl.display(),
+                hdir.display()
+            ));
+            (
+                format!(
+                    "{cgroup} exec bash {} {} {} {t} {ns} -- {nspawn_args}",
+                    machine_sh.display(),
+                    hdir.display(),
+                    disk.display()
+                ),
+                Some(disk),
+            )
+        } else {
+            nspawn_args.push_str(&format!(
+                " --directory={} --volatile=overlay --bind-ro={t}:/etc/tmpfiles.d/pantheros-base-system.conf",
+                rootfs.display()
+            ));
+            (
+                format!("{cgroup} exec setsid systemd-nspawn {nspawn_args}"),
+                None,
+            )
+        };
         // Read before the container starts: a panic after it would leave
         // the container running with no one to stop it.
         let hostkey = fs::read_to_string(rootfs.join("etc/ssh/ssh_host_ed25519_key.pub"))
@@ -192,6 +307,7 @@ impl World {
             machine,
             nspawn,
             dir: hdir.clone(),
+            disk,
         };
         let start = Instant::now();
         loop {
