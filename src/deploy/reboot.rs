@@ -5,8 +5,9 @@
 //! 1. [`arm`]: the profile gets the new generation, the running system's
 //!    boot loader installation keeps the old default, the new generation
 //!    becomes the one-shot boot entry (systemd-boot's `bootctl
-//!    set-oneshot`), the boot watchdog's trial marker is written, and the
-//!    host reboots;
+//!    set-oneshot`, or GRUB's `next_entry`, which NixOS's grub.cfg boots
+//!    once and clears), the boot watchdog's trial marker is written, and
+//!    the host reboots;
 //! 2. [`await_boot`]: fresh connections until the host answers with a new
 //!    boot id (bounded by `rebootTimeout`), reading what it booted;
 //! 3. on the new system: the keys again (/run was emptied), the health
@@ -40,7 +41,8 @@ pub struct RebootReport {
     pub boot_id_after: Option<String>,
     /// What that boot runs (`/run/booted-system`).
     pub booted_system: Option<String>,
-    /// The one-shot boot entry of the new generation.
+    /// The one-shot boot entry of the new generation (systemd-boot's entry
+    /// id, or GRUB's menu path).
     pub entry: Option<String>,
     /// The boot watchdog's lines ("BOOT_ID trial|confirmed|expired|other SYSTEM").
     pub watchdog: Vec<String>,
@@ -81,7 +83,7 @@ pub async fn loader(ctx: &Ctx) -> Result<(), StageError> {
         })?;
     let said = section(&out.stdout, "loader").join(" ");
     match said.trim() {
-        "systemd-boot" => Ok(()),
+        "systemd-boot" | "grub" => Ok(()),
         other => Err(StageError::new(format!(
             "--reboot cannot boot the new system once on {}: {}; nothing was changed",
             ctx.name(),
@@ -260,11 +262,12 @@ async fn arm(ctx: &Ctx, toplevel: &str, generation: Option<u64>) -> Result<Armed
         });
     }
     let armed = section(&out, "armed").join(" ");
+    let entry = section(&out, "entry").join(" ");
     let f: Vec<&str> = armed.split_whitespace().collect();
     match f.as_slice() {
-        [_gen, boot, entry] => Ok(Armed {
+        [_gen, boot] => Ok(Armed {
             boot: boot.to_string(),
-            entry: entry.to_string(),
+            entry: entry.trim().to_string(),
         }),
         _ => Err(Activated::Unknown {
             last: "preparing the reboot gave no answer (the host may or may not reboot into the new system once)"

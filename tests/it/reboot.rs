@@ -346,3 +346,85 @@ fn reboot_is_refused_without_systemd_boot_and_skipped_when_not_needed() {
     );
     assert_exit(&out, 2);
 }
+
+/// GRUB as NixOS installs it: the new generation is `next_entry` in the
+/// environment block, booted once by NixOS's grub.cfg and cleared; proven,
+/// it becomes "NixOS - Default". pantheros writes the block itself when
+/// the host has no grub-editenv (NixOS with `devices = [ "nodev" ]`), and
+/// uses grub-editenv when it is there; the firmware reads it with this
+/// machine's real grub-editenv either way.
+#[test]
+fn grub_boots_the_new_generation_once_then_keeps_it() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    if w.add_rebootable_grub_host("rg1").is_none() {
+        return;
+    }
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "rg1", 1, "")]);
+    assert_exit(&w.pantheros(&flake, &["deploy", "rg1", "--yes"]), 0);
+    let gen1 = w.ssh_ok("rg1", "readlink -f /nix/var/nix/profiles/system");
+    assert!(
+        !w.ssh("rg1", &["command -v grub-editenv"]).status.success(),
+        "the host should have no grub-editenv"
+    );
+
+    // Without grub-editenv on the host: pantheros writes the block.
+    let out = deploy_rebooting(&w, host(&w, "rg1", 2, ""), &[]);
+    assert_exit(&out, 0);
+    let v = testworld::json(&out);
+    let gen2 = w.ssh_ok("rg1", "readlink -f /nix/var/nix/profiles/system");
+    let entry = v["hosts"][0]["reboot"]["entry"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        entry.starts_with("NixOS - All configurations>NixOS - Configuration 2 ("),
+        "{v}"
+    );
+    assert_eq!(w.ssh_ok("rg1", "readlink -f /run/booted-system"), gen2);
+    let rg = w.systemd_host("rg1");
+    let last = rg
+        .boots()
+        .iter()
+        .rfind(|l| l.starts_with("boot "))
+        .cloned()
+        .unwrap_or_default();
+    assert!(last.contains(" next_entry "), "{:?}", rg.boots());
+    // The block is GRUB's format (1024 bytes, as grub-editenv reads it),
+    // and next_entry was spent.
+    let env = rg.disk.as_ref().unwrap().join("boot/grub/grubenv");
+    assert_eq!(std::fs::metadata(&env).unwrap().len(), 1024);
+    let listed = testworld::stdout(&testworld::sh(&[
+        "grub-editenv",
+        env.to_str().unwrap(),
+        "list",
+    ]));
+    assert!(listed.lines().any(|l| l == "next_entry="), "{listed}");
+    // Kept: "NixOS - Default" is generation 2 now; a power cycle boots it.
+    let cfg = w.ssh_ok("rg1", "cat /boot/grub/grub.cfg");
+    assert!(
+        cfg.contains(&format!("systemConfig={}", gen2.trim())),
+        "{cfg}"
+    );
+    let before = w.ssh_ok("rg1", "cat /proc/sys/kernel/random/boot_id");
+    rg.power_cycle();
+    wait_new_boot(&w, "rg1", before.trim(), Duration::from_secs(60));
+    assert_eq!(w.ssh_ok("rg1", "readlink -f /run/booted-system"), gen2);
+
+    // With grub-editenv on the host (NixOS puts it there for a GRUB with
+    // devices): the same, through it; an unreachable system comes back.
+    let bin = rg.root_dir().join("usr/local/sbin/grub-editenv");
+    std::fs::copy("/usr/bin/grub-editenv", &bin).unwrap();
+    let mut dead = host(&w, "rg1", 3, "rebootConfirmTimeout = 8;");
+    dead.ssh_dead_at_boot = true;
+    let reason = testworld::rollback_reason(&deploy_rebooting(&w, dead, &[]));
+    assert!(reason.contains("not proven within 8s"), "{reason}");
+    assert_eq!(w.ssh_ok("rg1", "readlink -f /run/booted-system"), gen2);
+    assert_eq!(
+        w.ssh_ok("rg1", "readlink -f /nix/var/nix/profiles/system"),
+        gen2
+    );
+    assert_ne!(gen1, gen2);
+}

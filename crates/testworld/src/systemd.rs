@@ -19,6 +19,13 @@ pub fn systemd_cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/pantheros-test-world"))
 }
 
+/// The boot loader of a rebootable systemd host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootLoader {
+    SystemdBoot,
+    Grub,
+}
+
 /// A systemd host: systemd-nspawn booting the cached Debian rootfs (real
 /// systemd as PID 1, sshd, nix 2.8) in its own network namespace on the
 /// world's LAN, with a throw-away overlay so every boot starts pristine.
@@ -196,7 +203,7 @@ impl World {
     /// [`World::add_systemd_host`] on the rootfs of Debian `release` (one
     /// [`World::prepare_systemd_release`] made, or bookworm's own).
     pub fn add_systemd_host_on(&mut self, name: &str, release: &str) -> &SystemdHost {
-        self.boot_systemd_host(name, release, false)
+        self.boot_systemd_host(name, release, None)
     }
 
     /// A systemd host that can reboot: its disk persists across boots (an
@@ -205,10 +212,26 @@ impl World {
     /// what each boot runs: a one-shot entry once, else the default), and a
     /// reboot inside it or [`SystemdHost::power_cycle`] boots it again.
     pub fn add_rebootable_host(&mut self, name: &str) -> &SystemdHost {
-        self.boot_systemd_host(name, "bookworm", true)
+        self.boot_systemd_host(name, "bookworm", Some(BootLoader::SystemdBoot))
     }
 
-    fn boot_systemd_host(&mut self, name: &str, release: &str, rebootable: bool) -> &SystemdHost {
+    /// [`World::add_rebootable_host`] with GRUB as NixOS installs it
+    /// instead of systemd-boot; None (said as not run) without this
+    /// machine's grub-editenv, which the stand-in firmware reads it with.
+    pub fn add_rebootable_grub_host(&mut self, name: &str) -> Option<&SystemdHost> {
+        if which("grub-editenv").is_none() {
+            cannot_run("grub-editenv is not installed (bash scripts/setup: grub-common)");
+            return None;
+        }
+        Some(self.boot_systemd_host(name, "bookworm", Some(BootLoader::Grub)))
+    }
+
+    fn boot_systemd_host(
+        &mut self,
+        name: &str,
+        release: &str,
+        loader: Option<BootLoader>,
+    ) -> &SystemdHost {
         let (ns, ip) = self.new_slot("s");
         let hdir = self.path().join("systemd").join(name);
         fs::create_dir_all(&hdir).unwrap();
@@ -235,7 +258,7 @@ impl World {
             "for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{machine}; echo $$ > /sys/fs/cgroup/$h/{machine}/cgroup.procs; done; \
              export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1;"
         );
-        let (script, disk) = if rebootable {
+        let (script, disk) = if let Some(loader) = loader {
             let disk = hdir.join("disk");
             for d in ["upper", "work", "disk"] {
                 fs::create_dir_all(hdir.join(d)).unwrap();
@@ -254,9 +277,15 @@ impl World {
                 ),
                 disk.to_str().unwrap(),
             ]);
-            // systemd-boot, installed: an ESP with an empty loader.
-            fs::create_dir_all(disk.join("boot/EFI/systemd")).unwrap();
-            fs::create_dir_all(disk.join("boot/loader/entries")).unwrap();
+            match loader {
+                // systemd-boot, installed: an ESP with an empty loader.
+                BootLoader::SystemdBoot => {
+                    fs::create_dir_all(disk.join("boot/EFI/systemd")).unwrap();
+                    fs::create_dir_all(disk.join("boot/loader/entries")).unwrap();
+                }
+                // GRUB: its directory, filled by the first activation.
+                BootLoader::Grub => fs::create_dir_all(disk.join("boot/grub")).unwrap(),
+            }
             let bootctl = project_root().join("crates/testworld/systemd/bootctl");
             let machine_sh = project_root().join("crates/testworld/systemd/machine.sh");
             nspawn_args.push_str(&format!(

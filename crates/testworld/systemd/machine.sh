@@ -6,13 +6,19 @@
 #
 # ROOT is the host's disk (a persistent overlay of the cached rootfs): what
 # it writes survives a reboot, as /nix, /boot and /var do on a real host.
-# Before each boot the stand-in firmware chooses what to boot the way
-# systemd-boot does: the one-shot entry (the EFI variable LoaderEntryOneShot,
-# here a file the stand-in bootctl writes under
-# /var/lib/pantheros-test-world/efivars, consumed by this boot), else the
-# default of /boot/loader/loader.conf, else (no loader installed yet) the
-# base system. An entry's `options init=/nix/store/…/init` names the
-# toplevel. "Stage 2" then does what NixOS's does for that toplevel before
+# Before each boot the stand-in firmware chooses what to boot:
+# - with GRUB (ROOT/boot/grub/grub.cfg): what NixOS's grub.cfg does: a
+#   non-empty `next_entry` in the environment block /boot/grub/grubenv
+#   (read and cleared with the real grub-editenv, as the menu's
+#   `save_env next_entry` clears it) is booted once, else entry 0 ("NixOS -
+#   Default"); an entry is a title, or "SUBMENU>TITLE"; its `linux` line's
+#   systemConfig= names the toplevel;
+# - with systemd-boot (ROOT/boot/loader): the one-shot entry (the EFI
+#   variable LoaderEntryOneShot, here a file the stand-in bootctl writes
+#   under /var/lib/pantheros-test-world/efivars, consumed by this boot),
+#   else the default of /boot/loader/loader.conf; an entry's `options
+#   init=/nix/store/…/init` names the toplevel;
+# - with neither installed yet: the base system. "Stage 2" then does what NixOS's does for that toplevel before
 # systemd starts: /run/booted-system and /run/current-system point at it
 # (a tmpfiles.d file bound into the container) and its units
 # (etc/systemd/system) are the host's units.
@@ -50,9 +56,43 @@ inside() {
   printf '%s' "$root$p"
 }
 
+# GRUB's choice, as NixOS's grub.cfg makes it.
+choose_grub() {
+  local env=$esp/grub/grubenv cfg=$esp/grub/grub.cfg next
+  next=$(grub-editenv "$env" list 2>/dev/null | sed -n 's/^next_entry=//p')
+  if [ -n "$next" ]; then
+    entry=$next how=next_entry
+    grub-editenv "$env" set next_entry=
+  else
+    entry=0 how=default
+  fi
+  toplevel=$(awk -v want="$entry" '
+    function title(line) { sub(/^[ \t]*(menuentry|submenu) "/, "", line); sub(/".*$/, "", line); return line }
+    BEGIN { n = split(want, parts, ">") }
+    /^[ \t]*submenu "/ { depth = 1; sub_title = title($0); next }
+    /^}/ && depth == 1 && !in_entry { depth = 0; sub_title = ""; next }
+    /^[ \t]*menuentry "/ {
+      t = title($0); in_entry = 1
+      if (depth == 0) { top++; path = t; index_path = top - 1 }
+      else { path = sub_title ">" t; index_path = "" }
+      hit = (path == want) || (n == 1 && want ~ /^[0-9]+$/ && depth == 0 && index_path == want)
+      next
+    }
+    in_entry && /^[ \t]*linux / {
+      if (hit && !found) { for (i = 1; i <= NF; i++) if ($i ~ /^systemConfig=/) { sub(/^systemConfig=/, "", $i); print $i; found = 1 } }
+    }
+    in_entry && /^[ \t]*}/ { in_entry = 0; hit = 0 }
+  ' "$cfg")
+  [ -n "$toplevel" ] || how="$how-missing"
+}
+
 # The entry this boot uses, and how it was chosen.
 choose() {
-  how=none entry=''
+  how=none entry='' toplevel=''
+  if [ -f "$esp/grub/grub.cfg" ]; then
+    choose_grub
+    return
+  fi
   if [ -s "$oneshot" ]; then
     entry=$(tr -d '\n' <"$oneshot")
     rm -f "$oneshot"
@@ -64,7 +104,6 @@ choose() {
     [ "$how" = none ] && how=default
     [ -f "$esp/loader/entries/$entry" ] || entry=''
   fi
-  toplevel=''
   if [ -n "$entry" ]; then
     toplevel=$(sed -n 's|^options.* init=\([^ ]*\)/init.*$|\1|p; s|^options init=\([^ ]*\)/init$|\1|p' \
       "$esp/loader/entries/$entry" | head -n 1)
@@ -107,7 +146,8 @@ while [ ! -e "$hdir/power-off" ]; do
   choose
   stage2
   ip netns exec "$netns" nft flush ruleset 2>/dev/null || true
-  echo "boot $n $how ${entry:--} ${toplevel:--}" >>"$hdir/boots"
+  shown=${entry:--}
+  echo "boot $n $how ${shown// /_} ${toplevel:--}" >>"$hdir/boots"
   setsid systemd-nspawn "$@" &
   echo $! >"$hdir/nspawn.pid"
   wait $!
