@@ -127,24 +127,67 @@ pub async fn reboot(
         Err(activated) => return end(activated, report),
     };
     report.rebooted = true;
-    report.boot_id_before = Some(armed.boot.clone());
-    report.entry = Some(armed.entry.clone());
-    // The master connection died with the host; later commands open anew.
-    ctx.target.close().await;
-
-    let timeout = ctx.host.deployment.reboot_timeout;
-    let Some(answer) = await_boot(ctx, &armed.boot, timeout).await else {
-        return end(no_answer(ctx, timeout), report);
-    };
-    report.boot_id_after = Some(answer.boot.clone());
-    report.booted_system = Some(answer.booted.clone()).filter(|b| !b.is_empty());
-    report.watchdog = answer.watchdog.clone();
     let back = |reboot| RebootStep::Back {
         profile: &ctx.host.deployment.profile,
         generation: prev_gen,
         system: &prev_sys,
         reboot,
     };
+    report.boot_id_before = Some(armed.boot.clone());
+    report.entry = Some(armed.entry.clone());
+    // The master connection died with the host; later commands open anew.
+    ctx.target.close().await;
+
+    let timeout = ctx.host.deployment.reboot_timeout;
+    let answer = match await_boot(ctx, &armed.boot, timeout).await {
+        Some(a) => a,
+        None => {
+            // The last resort: a power cycle through the provider's API
+            // (the one-shot entry is spent: the old default boots).
+            let reset = match provider_reset(ctx).await {
+                Ok(note) => note,
+                Err(why) => {
+                    ctx.log.note(&format!("no reset through a provider: {why}"));
+                    return end(no_answer(ctx, timeout), report);
+                }
+            };
+            ctx.say(&format!("{reset}; waiting for the old system"));
+            match await_boot(ctx, &armed.boot, timeout).await {
+                Some(a) if a.booted == prev_sys => {
+                    report.boot_id_after = Some(a.boot.clone());
+                    report.booted_system = Some(a.booted.clone());
+                    report.watchdog = a.watchdog.clone();
+                    let why = format!(
+                        "it did not answer within {timeout}s after the reboot, so {reset} and the old system came back"
+                    );
+                    let activated = match step(ctx, &back(false)).await {
+                        Ok(_) => Activated::RolledBack {
+                            reason: format!(
+                                "the new system did not prove itself after the reboot ({why})"
+                            ),
+                        },
+                        Err(e) => Activated::RollbackFailed {
+                            reason: format!(
+                                "{why}; putting the old system back as the profile's generation failed: {e}"
+                            ),
+                        },
+                    };
+                    return end(activated, report);
+                }
+                Some(a) => a,
+                None => {
+                    let last = format!(
+                        "{} did not answer within {timeout}s after the reboot, nor within {timeout}s after {reset}",
+                        ctx.name()
+                    );
+                    return end(Activated::Unknown { last }, report);
+                }
+            }
+        }
+    };
+    report.boot_id_after = Some(answer.boot.clone());
+    report.booted_system = Some(answer.booted.clone()).filter(|b| !b.is_empty());
+    report.watchdog = answer.watchdog.clone();
 
     if answer.booted == prev_sys {
         let why = came_back_why(
@@ -411,6 +454,48 @@ async fn rewrite_keys(ctx: &Ctx) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| e.message)
+}
+
+/// Power-cycle a host pantheros provisioned on Hetzner (`provider =
+/// "hetzner"`) through the API's reset action, for a host that answers on
+/// no system: Ok says what was done, Err why nothing was.
+async fn provider_reset(ctx: &Ctx) -> Result<String, String> {
+    use crate::provision::{self, cloud::Cloud};
+    if ctx.host.deployment.provider.as_deref() != Some("hetzner") {
+        return Err("the host is not a Hetzner server (pantheros.deployment.provider)".into());
+    }
+    let failed = |f: provision::Failure| format!("{} ({})", f.message, f.hint);
+    let cloud = provision::connect().await.map_err(failed)?;
+    let id = ctx
+        .host
+        .deployment
+        .facts
+        .get(crate::inventory::facts::names::SERVER_ID)
+        .and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
+    let server = match id {
+        Some(id) => provision::server(&cloud, id).await,
+        None => provision::our_server(&cloud, ctx.name()).await,
+    }
+    .map_err(failed)?;
+    ctx.say(&format!(
+        "no answer: resetting server {} through the Hetzner API (POST /v1/servers/{}/actions/reset)",
+        server.id, server.id
+    ));
+    let action = cloud
+        .reset(server.id)
+        .await
+        .map_err(|e| format!("POST /v1/servers/{}/actions/reset failed: {e}", server.id))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    provision::wait::action(&cloud, action, deadline, &provision::Spinner::silent())
+        .await
+        .map_err(failed)?;
+    Ok(format!(
+        "server {} was reset through the Hetzner API",
+        server.id
+    ))
 }
 
 /// The host did not answer within the timeout.

@@ -102,7 +102,23 @@ pub fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) ->
             HostResult::Unknown => ("1;31", "STATE UNKNOWN (check the host by hand)"),
         };
         let mark = paint(style, text);
-        let _ = writeln!(out, "  {:<20} {mark}  (log: {})", o.host, o.log.display());
+        // A host `--reboot` rebooted: into what it runs now.
+        let rebooted = match (&o.reboot, o.rebooted) {
+            (Some(r), true) => format!(
+                " (rebooted; booted {})",
+                r.booted_system
+                    .as_deref()
+                    .map(short_system)
+                    .unwrap_or("nothing that answered")
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<20} {mark}{rebooted}  (log: {})",
+            o.host,
+            o.log.display()
+        );
     }
     // Several hosts: what went wrong, all in one place at the end.
     let failed: Vec<&Outcome> = outcomes
@@ -131,6 +147,12 @@ pub fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) ->
         }
     }
     out
+}
+
+/// A system's store path without the store directory and hash.
+fn short_system(p: &str) -> &str {
+    let name = p.rsplit('/').next().unwrap_or(p);
+    name.split_once('-').map(|(_, n)| n).unwrap_or(name)
 }
 
 pub fn summary(outcomes: &[Outcome], mode: Mode) {

@@ -249,6 +249,8 @@ pub fn clear() {
 /// spinner when the display is live, plain lines otherwise.
 pub struct Spinner {
     bar: Option<indicatif::ProgressBar>,
+    /// Says nothing (a wait inside a deploy, whose host lines tell it).
+    quiet: bool,
 }
 
 impl Spinner {
@@ -260,10 +262,21 @@ impl Spinner {
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
-        Spinner { bar }
+        Spinner { bar, quiet: false }
+    }
+
+    /// A spinner that shows nothing.
+    pub fn silent() -> Spinner {
+        Spinner {
+            bar: None,
+            quiet: true,
+        }
     }
 
     pub fn say(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.bar {
             Some(b) => b.set_message(msg.to_string()),
             None => eprintln!("{msg}"),
@@ -271,6 +284,9 @@ impl Spinner {
     }
 
     pub fn done(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.bar {
             Some(b) => b.finish_with_message(msg.to_string()),
             None => eprintln!("{msg}"),

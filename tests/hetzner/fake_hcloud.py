@@ -7,7 +7,8 @@ validated against the schema before it is handled, and every response after
 it is built (a response that does not validate is a bug in the fake and is
 reported as such). It keeps state per API token (a token is a project):
 SSH keys, servers, actions that progress over time. Test hooks live under
-/__fake/: request log, schema violations, error injection.
+/__fake/: request log, schema violations, error injection, and what a
+server's reset does to the test world (on-reset: an argv it runs).
 
 Tokens: "valid-…" work; "readonly-…" can only read; anything else is 401.
 
@@ -21,6 +22,7 @@ import hashlib
 import itertools
 import json
 import re
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -279,6 +281,11 @@ class Fake:
                 return self.err(404, "not_found", "server with ID '%d' not found" % sid)
             srv = p.servers[sid]
             a = self.action(p, what, sid)
+            # A power cycle: the test world's machine behind this name, if
+            # the test told us how to reach it (on-reset).
+            if what == "reset" and srv["name"] in getattr(self, "on_reset", {}):
+                subprocess.Popen(self.on_reset[srv["name"]], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if what == "enable_rescue":
                 srv["rescue_enabled"] = True
                 return 201, {"action": a, "root_password": "rescue-password-%d" % sid}
@@ -450,6 +457,14 @@ def make_handler(fake):
                             st["deprecation"] = dep
                             for loc in st["locations"]:
                                 loc["deprecation"] = dep
+                    return self.reply(200, {"ok": True})
+                if path == "/__fake/on-reset" and method == "POST":
+                    # What a reset of the server with this name does to the
+                    # test world (an argv run as the fake's user).
+                    req = json.loads(raw)
+                    if not hasattr(fake, "on_reset"):
+                        fake.on_reset = {}
+                    fake.on_reset[req["name"]] = req["argv"]
                     return self.reply(200, {"ok": True})
                 if path == "/__fake/action-polls" and method == "POST":
                     fake.action_polls = json.loads(raw)["polls"]

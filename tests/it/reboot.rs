@@ -428,3 +428,154 @@ fn grub_boots_the_new_generation_once_then_keeps_it() {
     );
     assert_ne!(gen1, gen2);
 }
+
+/// A new system that never answers and whose boot watchdog is broken too:
+/// past rebootTimeout, a Hetzner server pantheros knows is reset through
+/// the API (the fake's reset power-cycles the test world's machine), the
+/// old default boots, and the deploy reports the rollback and how.
+#[test]
+fn a_hetzner_host_that_never_answers_is_reset_through_the_api() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    let gen1 = host_on_generation_1(&mut w, "rb7");
+    let client_ns = w.client_ns.clone();
+    let Some(fake) = testworld::hetzner::FakeHetzner::start_in(Some(&client_ns)) else {
+        return;
+    };
+    let token = "valid-reboot-token";
+    let created = fake.create_server(token, "rb7");
+    assert!(created["server"]["id"].is_i64(), "{created}");
+    fake.on_reset("rb7", &w.systemd_host("rb7").power_cycle_argv());
+
+    let mut dead = host(
+        &w,
+        "rb7",
+        2,
+        r#"provider = "hetzner"; rebootTimeout = 10; rebootConfirmTimeout = 300;"#,
+    );
+    dead.ssh_dead_at_boot = true;
+    dead.watchdog_broken = true;
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[dead]);
+    let bin = testworld::pantheros_bin();
+    let out = w
+        .client(&[
+            bin.to_str().unwrap(),
+            "deploy",
+            "rb7",
+            "--reboot",
+            "--yes",
+            "--json",
+        ])
+        .current_dir(&flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .env("HCLOUD_TOKEN", token)
+        .env("HCLOUD_ENDPOINT", fake.endpoint())
+        .env("PANTHEROS_HCLOUD_POLL_MS", "20")
+        .env_remove("PANTHEROS_FLAKE")
+        .output()
+        .unwrap();
+    let reason = testworld::rollback_reason(&out);
+    assert!(
+        reason.contains("was reset through the Hetzner API and the old system came back"),
+        "{reason}"
+    );
+    assert_eq!(
+        fake.count(
+            "POST",
+            &format!("/v1/servers/{}/actions/reset", created["server"]["id"])
+        ),
+        1
+    );
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(token));
+    assert_eq!(w.ssh_ok("rb7", "readlink -f /run/booted-system"), gen1);
+    assert_eq!(
+        w.ssh_ok("rb7", "readlink -f /nix/var/nix/profiles/system"),
+        gen1
+    );
+}
+
+/// A fleet with `--reboot=if-needed --canary 1 -j 1`: only the host whose
+/// plan needs a reboot (a new kernel) is rebooted, the canary first; every
+/// host's outcome and summary line say whether it rebooted and into what.
+#[test]
+fn a_fleet_reboots_only_the_hosts_that_need_it_canary_first() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    w.add_rebootable_host("rb8a");
+    w.add_rebootable_host("rb8b");
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[host(&w, "rb8a", 1, ""), host(&w, "rb8b", 1, "")]);
+    assert_exit(
+        &w.pantheros(&flake, &["deploy", "rb8a", "rb8b", "--yes"]),
+        0,
+    );
+    // Booted into generation 1, whose kernel the plan compares with.
+    for name in ["rb8a", "rb8b"] {
+        let before = w.ssh_ok(name, "cat /proc/sys/kernel/random/boot_id");
+        let _ = w.ssh(name, &["systemctl reboot"]);
+        wait_new_boot(&w, name, before.trim(), Duration::from_secs(60));
+    }
+    let mut kernel = host(&w, "rb8a", 2, "");
+    kernel.kernel = Some("6.12.9".into());
+    write_fleet(&flake, &[kernel, host(&w, "rb8b", 2, "")]);
+    let out = w.pantheros(
+        &flake,
+        &[
+            "deploy",
+            "rb8a",
+            "rb8b",
+            "--reboot=if-needed",
+            "--canary",
+            "1",
+            "-j",
+            "1",
+            "--yes",
+            "--json",
+        ],
+    );
+    assert_exit(&out, 0);
+    let v = testworld::json(&out);
+    let by = |name: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by("rb8a")["rebooted"], true, "{v}");
+    assert_eq!(by("rb8b")["rebooted"], false, "{v}");
+    assert_eq!(by("rb8b")["reboot"], serde_json::Value::Null, "{v}");
+    let stderr = testworld::stderr(&out);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("rb8a")
+                && l.contains("ok (rebooted; booted nixos-system-rb8a-26.05.2)")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("will reboot into the new system (new kernel 6.12.9; "),
+        "{stderr}"
+    );
+    // The canary's reboot was over before the other host was activated.
+    let proven: u128 = w
+        .ssh_ok("rb8a", "date +%s%N -r /var/lib/pantheros/trial-boots")
+        .trim()
+        .parse()
+        .unwrap();
+    let activated: u128 = w
+        .ssh_ok("rb8b", "cat /run/pantheros-fixture/activation-started")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        proven < activated,
+        "rb8b activated before the canary's reboot was proven"
+    );
+}

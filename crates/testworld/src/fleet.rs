@@ -70,6 +70,8 @@ pub struct FixtureHost {
     /// From boot on, new SSH connections are refused (a system whose sshd
     /// never comes up; systemd hosts).
     pub ssh_dead_at_boot: bool,
+    /// The boot watchdog's unit fails at once.
+    pub watchdog_broken: bool,
     pub fail_unit: bool,
     pub switch_seconds: u32,
     pub build_seconds: u32,
@@ -109,6 +111,7 @@ impl FixtureHost {
             fail_switch: false,
             block_ssh: false,
             ssh_dead_at_boot: false,
+            watchdog_broken: false,
             fail_unit: false,
             switch_seconds: 0,
             build_seconds: 0,
@@ -183,7 +186,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         };
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      warnings = [ {warn} ];\n      system.build.toplevel = {trace}mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
              switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             warn = warnings.join(" "),
@@ -195,6 +198,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             fs = h.fail_switch,
             bs = h.block_ssh,
             sd = h.ssh_dead_at_boot,
+            wb = h.watchdog_broken,
             fu = h.fail_unit,
             ss = h.switch_seconds,
             bsec = h.build_seconds,

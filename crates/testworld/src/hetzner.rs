@@ -204,6 +204,49 @@ impl FakeHetzner {
         );
     }
 
+    /// What a reset (POST /v1/servers/ID/actions/reset) of the server
+    /// named `name` does in the test world: `argv` runs, as the fake.
+    pub fn on_reset(&self, name: &str, argv: &[String]) {
+        self.control(
+            "POST",
+            "on-reset",
+            Some(serde_json::json!({"name": name, "argv": argv})),
+        );
+    }
+
+    /// Create a server through the API itself (validated like any request),
+    /// labelled as pantheros labels its own, for the project of `token`.
+    pub fn create_server(&self, token: &str, name: &str) -> serde_json::Value {
+        let mut argv: Vec<String> = match &self.netns {
+            Some(ns) => vec![
+                "nsenter".into(),
+                format!("--net=/run/netns/{ns}"),
+                "--".into(),
+            ],
+            None => vec![],
+        };
+        let body = serde_json::json!({
+            "name": name, "server_type": "cx23", "image": "ubuntu-24.04", "location": "fsn1",
+            "labels": {"managed-by": "pantheros", "pantheros-host": name},
+        });
+        argv.extend([
+            "curl".to_string(),
+            "-sS".into(),
+            "-X".into(),
+            "POST".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data".into(),
+            body.to_string(),
+            format!("{}/servers", self.endpoint()),
+        ]);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = super::sh(&refs);
+        serde_json::from_slice(&out.stdout).expect("the fake's answer to POST /servers")
+    }
+
     pub fn set_ip(&self, name: &str, ip: &str) {
         self.control(
             "POST",

@@ -110,6 +110,19 @@ impl SystemdHost {
         let _ = try_sh(&["kill", "-KILL", &init]);
     }
 
+    /// An argv that power-cycles this rebootable host from outside (what
+    /// a provider's reset does), for the Hetzner fake's on-reset.
+    pub fn power_cycle_argv(&self) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "kill -KILL $(pgrep -P \"$(cat {})\" | head -n 1)",
+                self.dir.join("nspawn.pid").display()
+            ),
+        ]
+    }
+
     pub(crate) fn stop(&mut self) {
         if self.disk.is_some() {
             let _ = fs::write(self.dir.join("power-off"), "");
