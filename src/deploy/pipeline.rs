@@ -858,10 +858,11 @@ fn refuse_live(ctx: &Ctx, live: &Live) -> Option<(String, End)> {
         End::err(
             HostResult::RebootRequired,
             StageError::new(why).hint(format!(
-            "run it with `--goal boot` and reboot the host to run the new system, or, to switch live \
+            "reboot into it safely with `pantheros {command} {name} --reboot` (booted once, kept only once it \
+             proves itself), or run it with `--goal boot` and reboot the host yourself, or, to switch live \
              anyway (NIXOS_NO_CHECK=1; it may leave the running system unstable), with `--force-switch`: \
-             pantheros {command} {} --goal boot",
-            ctx.name()
+             pantheros {command} {name} --goal boot",
+            name = ctx.name()
         )),
         ),
     ))

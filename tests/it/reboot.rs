@@ -579,3 +579,35 @@ fn a_fleet_reboots_only_the_hosts_that_need_it_canary_first() {
         "rb8b activated before the canary's reboot was proven"
     );
 }
+
+/// A changed switch inhibitor (NixOS 26.05: systemd) cannot be switched to
+/// live; `--reboot=if-needed` boots it instead of refusing, and the
+/// refusal without it names `--reboot` first.
+#[test]
+fn a_changed_switch_inhibitor_is_deployed_by_rebooting() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    host_on_generation_1(&mut w, "rb9");
+    let mut inhibited = host(&w, "rb9", 2, "");
+    inhibited.inhibitors = Some(vec![("systemd".into(), "systemd-259".into())]);
+    let flake = w.path().join("fleet");
+    write_fleet(&flake, &[inhibited.clone()]);
+    let out = w.pantheros(&flake, &["deploy", "rb9", "--yes", "--json"]);
+    assert_exit(&out, 9);
+    let err = testworld::json(&out)["hosts"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("pantheros deploy rb9 --reboot"), "{err}");
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "rb9", "--reboot=if-needed", "--yes", "--json"],
+    );
+    assert_exit(&out, 0);
+    let v = testworld::json(&out);
+    assert_eq!(v["hosts"][0]["rebooted"], true, "{v}");
+    let gen2 = w.ssh_ok("rb9", "readlink -f /nix/var/nix/profiles/system");
+    assert_eq!(w.ssh_ok("rb9", "readlink -f /run/booted-system"), gen2);
+    assert_eq!(w.ssh_ok("rb9", "readlink -f /run/current-system"), gen2);
+}
