@@ -54,6 +54,9 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
     if out.code == Some(exits::ACTIVATION_LOCKED) {
         return Err(activation_locked(&out.stdout, wait));
     }
+    if out.code == Some(exits::SYSTEM_STARTING) {
+        return Err(system_starting(&out.stdout, wait));
+    }
     if !out.success() {
         return Err(
             StageError::cmd("dry-activate failed", crate::runner::failure_of(&cmd, &out))
@@ -90,6 +93,31 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
         diff: diff(&before, &after),
         live,
     })
+}
+
+/// The plan waited `wait` seconds for the host's systemd to settle.
+fn system_starting(stdout: &str, wait: u64) -> StageError {
+    let mut lines = stdout.lines();
+    let state = lines
+        .next()
+        .and_then(|l| l.strip_prefix("STARTING "))
+        .unwrap_or("starting")
+        .trim()
+        .to_string();
+    let jobs: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
+    let jobs = if jobs.is_empty() {
+        "none listed".to_string()
+    } else {
+        jobs.join(", ")
+    };
+    StageError::new(format!(
+        "the host's systemd is still starting after {wait}s (SystemState {state}; queued jobs: {jobs}); \
+         NixOS's activation program waits for it to settle before it does anything; nothing was changed"
+    ))
+    .hint(
+        "on the host, `systemctl list-jobs` shows what never finishes starting: fix or stop that unit \
+         (`systemctl stop UNIT`), then deploy again",
+    )
 }
 
 /// The plan waited `wait` seconds for another activation to release

@@ -19,6 +19,8 @@ pub mod exits {
     pub const KEY_OWNER: i32 = 78;
     /// dry-activate.sh: another activation holds NixOS's activation lock.
     pub const ACTIVATION_LOCKED: i32 = 79;
+    /// dry-activate.sh: the host's systemd never settled (still starting).
+    pub const SYSTEM_STARTING: i32 = 80;
 }
 
 /// The words of activate.sh's status line, in the order they can appear.
@@ -36,7 +38,7 @@ pub mod words {
 
 /// Shell assignments of the constants above, sent before every script.
 pub fn prelude() -> String {
-    let consts: [(&str, String); 16] = [
+    let consts: [(&str, String); 17] = [
         (
             "EXIT_ACTIVATION_LOCKED",
             exits::ACTIVATION_LOCKED.to_string(),
@@ -47,6 +49,7 @@ pub fn prelude() -> String {
         ("EXIT_NOT_A_SYSTEM", exits::NOT_A_SYSTEM.to_string()),
         ("EXIT_NO_PROFILE", exits::NO_PROFILE.to_string()),
         ("EXIT_UNITS_FAILED", exits::UNITS_FAILED.to_string()),
+        ("EXIT_SYSTEM_STARTING", exits::SYSTEM_STARTING.to_string()),
         ("ST_ACTIVATING", words::ACTIVATING.into()),
         ("ST_AWAITING_CONFIRM", words::AWAITING_CONFIRM.into()),
         ("ST_CONFIRMED", words::CONFIRMED.into()),

@@ -611,3 +611,61 @@ fn a_changed_switch_inhibitor_is_deployed_by_rebooting() {
     assert_eq!(w.ssh_ok("rb9", "readlink -f /run/booted-system"), gen2);
     assert_eq!(w.ssh_ok("rb9", "readlink -f /run/current-system"), gen2);
 }
+
+/// A host whose systemd never finishes starting (a unit that hangs at
+/// boot): NixOS's activation program would wait for it before doing
+/// anything, so the plan waits a bounded time, then stops with the cause
+/// and the queued jobs, having changed nothing. Stopping that unit lets
+/// the next deploy through.
+#[test]
+fn a_host_stuck_starting_is_named_as_the_cause_and_nothing_changes() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    host_on_generation_1(&mut w, "rb10");
+    let flake = w.path().join("fleet");
+    let mut hang = host(&w, "rb10", 2, "");
+    hang.hang_boot = true;
+    write_fleet(&flake, &[hang]);
+    assert_exit(
+        &w.pantheros(&flake, &["deploy", "rb10", "--yes", "--goal", "boot"]),
+        0,
+    );
+    let before = w.ssh_ok("rb10", "cat /proc/sys/kernel/random/boot_id");
+    let _ = w.ssh("rb10", &["systemctl reboot"]);
+    wait_new_boot(&w, "rb10", before.trim(), Duration::from_secs(60));
+    let gen2 = w.ssh_ok("rb10", "readlink -f /nix/var/nix/profiles/system");
+    assert_eq!(
+        w.ssh_ok("rb10", "systemctl is-system-running || true")
+            .trim(),
+        "starting"
+    );
+
+    write_fleet(&flake, &[host(&w, "rb10", 3, "activationTimeout = 3;")]);
+    let out = w.pantheros(&flake, &["deploy", "rb10", "--yes", "--json"]);
+    assert_exit(&out, 1);
+    let err = testworld::json(&out)["hosts"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("the host's systemd is still starting after 3s")
+            && err.contains("fixture-hang.service (start)")
+            && err.contains("nothing was changed")
+            && err.contains("systemctl list-jobs"),
+        "{err}"
+    );
+    assert_eq!(
+        w.ssh_ok("rb10", "readlink -f /nix/var/nix/profiles/system"),
+        gen2
+    );
+    assert!(
+        !w.ssh("rb10", &["test -d /var/lib/pantheros/lock"])
+            .status
+            .success(),
+        "the deploy lock was left behind"
+    );
+    // With the hanging unit stopped, the host settles and the deploy goes on.
+    w.ssh_ok("rb10", "systemctl stop fixture-hang.service");
+    assert_exit(&w.pantheros(&flake, &["deploy", "rb10", "--yes"]), 0);
+}

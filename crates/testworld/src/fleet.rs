@@ -72,6 +72,8 @@ pub struct FixtureHost {
     pub ssh_dead_at_boot: bool,
     /// The boot watchdog's unit fails at once.
     pub watchdog_broken: bool,
+    /// A unit that never finishes starting (the host stays "starting").
+    pub hang_boot: bool,
     pub fail_unit: bool,
     pub switch_seconds: u32,
     pub build_seconds: u32,
@@ -112,6 +114,7 @@ impl FixtureHost {
             block_ssh: false,
             ssh_dead_at_boot: false,
             watchdog_broken: false,
+            hang_boot: false,
             fail_unit: false,
             switch_seconds: 0,
             build_seconds: 0,
@@ -186,7 +189,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         };
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      warnings = [ {warn} ];\n      system.build.toplevel = {trace}mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; hangBoot = {hb}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
              switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             warn = warnings.join(" "),
@@ -199,6 +202,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             bs = h.block_ssh,
             sd = h.ssh_dead_at_boot,
             wb = h.watchdog_broken,
+            hb = h.hang_boot,
             fu = h.fail_unit,
             ss = h.switch_seconds,
             bsec = h.build_seconds,

@@ -211,6 +211,31 @@ activation_lock_free() {
   flock -s -w "$1" "$ACTIVATION_LOCK" true 2>/dev/null
 }
 
+# Wait up to $1 seconds for systemd to settle (SystemState running,
+# degraded or maintenance), as NixOS's activation program does before it
+# does anything; 0 when it did (or systemd does not run the host), 1 when it
+# is still starting then.
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+system_settled() {
+  [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 || return 0
+  ss_ticks=$(($1 * 5))
+  while :; do
+    case $(systemctl is-system-running 2>/dev/null) in
+    initializing | starting) ;;
+    *) return 0 ;;
+    esac
+    [ "$ss_ticks" -gt 0 ] || return 1
+    sleep 0.2
+    ss_ticks=$((ss_ticks - 1))
+  done
+}
+
+# The jobs systemd still has queued ("UNIT (TYPE)" per line, at most 5).
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+queued_jobs() {
+  systemctl list-jobs --no-legend --plain 2>/dev/null | awk 'NR <= 5 { print $2 " (" $3 ")" }'
+}
+
 # Who holds NixOS's activation lock: "pid PID: COMMAND LINE" per process
 # that has it open (the pid /proc/locks names may be a `flock` command that
 # has exited while its shell keeps the lock). The caller's own shell is left

@@ -2,7 +2,9 @@
 # dry-activate.sh TOPLEVEL WAIT [OLD]: the plan, asked of the target in one run.
 # Checks that TOPLEVEL is a NixOS system, waits up to WAIT seconds for
 # NixOS's activation lock (another activation holds it: LOCKED-BY-ACTIVATION
-# and its holders, exit EXIT_ACTIVATION_LOCKED), then prints, each after a
+# and its holders, exit EXIT_ACTIVATION_LOCKED) and for systemd to settle
+# (NixOS's program waits for that before doing anything: STARTING and the
+# queued jobs, exit EXIT_SYSTEM_STARTING), then prints, each after a
 # "== name" line:
 #   dry-activate     what `switch-to-configuration dry-activate` printed,
 #                    stdout and stderr in the order it wrote them (run with
@@ -25,6 +27,11 @@ if ! activation_lock_free "$wait"; then
   echo "LOCKED-BY-ACTIVATION $ACTIVATION_LOCK"
   activation_lock_holders
   exit "$EXIT_ACTIVATION_LOCKED"
+fi
+if ! system_settled "$wait"; then
+  echo "STARTING $(systemctl is-system-running 2>/dev/null)"
+  queued_jobs
+  exit "$EXIT_SYSTEM_STARTING"
 fi
 echo "== dry-activate"
 NIXOS_NO_CHECK=1 "$top/bin/switch-to-configuration" dry-activate 2>&1
