@@ -192,3 +192,26 @@ fn a_new_kernel_is_a_note_in_the_plan_not_a_refusal() {
     assert_eq!(live["inhibitors"].as_array().map(Vec::len), Some(0));
     assert_eq!(w.generation_marker("kern"), "2");
 }
+
+/// The real program's fatal paths exit with errno-style codes (here: its
+/// activation script failed, exit 2, after the switch went on): the deploy
+/// rolls back and the reason carries what the program said, not only the
+/// number.
+#[test]
+fn an_errno_style_exit_is_rolled_back_with_what_the_switch_said() {
+    let Some((w, flake)) = testworld::world_with_deployed_host("errno") else {
+        return;
+    };
+    let gen1 = w.profile_target("errno");
+    let mut bad = w.fixture_host("errno", 2, "");
+    bad.fail_activate_script = true;
+    write_fleet(&flake, &[bad]);
+    let reason =
+        testworld::rollback_reason(&w.pantheros(&flake, &["deploy", "errno", "--yes", "--json"]));
+    assert!(
+        reason.contains("switch-to-configuration exited 2 (Failed to run activate script)"),
+        "{reason}"
+    );
+    assert_eq!(w.profile_target("errno"), gen1);
+    assert_eq!(w.generation_marker("errno"), "1");
+}

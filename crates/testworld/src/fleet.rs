@@ -74,6 +74,8 @@ pub struct FixtureHost {
     pub watchdog_broken: bool,
     /// A unit that never finishes starting (the host stays "starting").
     pub hang_boot: bool,
+    /// The activation script fails: the switch goes on, then exits 2.
+    pub fail_activate_script: bool,
     pub fail_unit: bool,
     pub switch_seconds: u32,
     pub build_seconds: u32,
@@ -115,6 +117,7 @@ impl FixtureHost {
             ssh_dead_at_boot: false,
             watchdog_broken: false,
             hang_boot: false,
+            fail_activate_script: false,
             fail_unit: false,
             switch_seconds: 0,
             build_seconds: 0,
@@ -189,7 +192,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         };
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      warnings = [ {warn} ];\n      system.build.toplevel = {trace}mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; hangBoot = {hb}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; hangBoot = {hb}; failActivateScript = {fa}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
              switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             warn = warnings.join(" "),
@@ -203,6 +206,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             sd = h.ssh_dead_at_boot,
             wb = h.watchdog_broken,
             hb = h.hang_boot,
+            fa = h.fail_activate_script,
             fu = h.fail_unit,
             ss = h.switch_seconds,
             bsec = h.build_seconds,

@@ -59,7 +59,7 @@ run_logged() {
     return
   fi
   {
-    head -c "$OUTPUT_LIMIT"
+    head -c "$OUTPUT_LIMIT" | tee "$dir/switch-output"
     if [ "$(wc -c)" -gt 0 ]; then
       echo
       echo "[output beyond $OUTPUT_LIMIT bytes dropped]"
@@ -91,6 +91,16 @@ hand_back() {
   fi
 }
 trap hand_back EXIT
+
+# What the switch said about its failure: its last line that reads like an
+# error, else its last line (the real program exits with errno-style codes,
+# 2, 11, 13, …, that say little alone).
+last_words() {
+  lw=$(grep -i -E 'fail|error|cannot|could not|refus|missing|denied' "$dir/switch-output" 2>/dev/null | tail -n 1)
+  [ -n "$lw" ] || lw=$(grep -v '^[[:space:]]*$' "$dir/switch-output" 2>/dev/null | tail -n 1)
+  lw=$(printf '%s' "$lw" | cut -c1-200)
+  [ -n "$lw" ] && printf ' (%s)' "$lw"
+}
 
 # Run "$@" for at most $1 seconds; what ignores SIGTERM is killed 10 s later.
 bounded() {
@@ -142,7 +152,7 @@ roll_back_to() {
     exit 1
   fi
   if [ $rc -ne 0 ] && [ $rc -ne "$EXIT_UNITS_FAILED" ]; then
-    status "$ST_ROLLBACK_FAILED $reason; switch-to-configuration of generation $gen exited $rc"
+    status "$ST_ROLLBACK_FAILED $reason; switch-to-configuration of generation $gen exited $rc$(last_words)"
     exit 1
   fi
   if [ $rc -eq "$EXIT_UNITS_FAILED" ]; then
@@ -240,7 +250,7 @@ activate)
     if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
       roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration timed out after ${activation_timeout}s"
     else
-      roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration exited $rc"
+      roll_back_to "$prev_gen" "$prev_sys" "$goal" "switch-to-configuration exited $rc$(last_words)"
     fi
   fi
   if [ "$magic" = 1 ] && [ "$goal" != boot ]; then
