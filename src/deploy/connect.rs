@@ -98,9 +98,69 @@ fn changed_key_hint(ctx: &Ctx) -> String {
 
 /// What to try when ssh itself (exit 255) failed.
 pub fn unreachable_hint(ctx: &Ctx) -> String {
+    unreachable_hint_for(&ctx.host, &ctx.target.destination())
+}
+
+/// [`unreachable_hint`] for `host` reached at `destination`: a host whose
+/// address pantheros recorded (a server it created) may have been replaced,
+/// and its facts gone stale.
+fn unreachable_hint_for(host: &crate::inventory::Host, destination: &str) -> String {
+    use crate::inventory::facts::names;
+    let facts = &host.deployment.facts;
+    let recorded = facts.contains_key(names::SERVER_ID)
+        && host.deployment.target_host.as_deref().is_some_and(|t| {
+            [names::IPV4, names::IPV6_ADDRESS]
+                .iter()
+                .filter_map(|n| facts.get(*n).and_then(|v| v.as_str()))
+                .any(|v| v.split('/').next() == Some(t))
+        });
+    let stale = if recorded {
+        format!(
+            "; its address comes from the facts pantheros recorded when it created the server: if the server \
+             was replaced, `pantheros facts {} --refresh` reads the new one (and its host key)",
+            host.name
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "ssh to {} failed: check `ssh {}` works (address, host key, user, key); nothing was changed",
-        ctx.host.name,
-        ctx.target.destination()
+        "ssh to {} failed: check `ssh {destination}` works (address, host key, user, key){stale}; nothing was changed",
+        host.name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_host_with_recorded_addresses_is_pointed_at_its_facts() {
+        let mut h = crate::inventory::Host {
+            name: "web".into(),
+            uses_module: true,
+            deployment: Default::default(),
+            drv_path: None,
+            system: None,
+            disko_drv_path: None,
+            toplevel: None,
+            extras: Default::default(),
+            warnings: vec![],
+        };
+        h.deployment.target_host = Some("203.0.113.7".into());
+        let plain = unreachable_hint_for(&h, "root@203.0.113.7");
+        assert!(
+            plain.contains("check `ssh root@203.0.113.7` works"),
+            "{plain}"
+        );
+        assert!(!plain.contains("facts"), "{plain}");
+        h.deployment.facts.insert("serverId".into(), 42.into());
+        h.deployment
+            .facts
+            .insert("ipv4".into(), "203.0.113.7".into());
+        let stale = unreachable_hint_for(&h, "root@203.0.113.7");
+        assert!(stale.contains("`pantheros facts web --refresh`"), "{stale}");
+        // Set by hand elsewhere: the facts are not where the address came from.
+        h.deployment.target_host = Some("web.example.org".into());
+        assert!(!unreachable_hint_for(&h, "root@web.example.org").contains("facts"));
+    }
 }
