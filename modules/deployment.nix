@@ -225,6 +225,54 @@ in
       description = "Seconds the target waits for the reachability proof before it rolls itself back.";
     };
 
+    cache = mkOption {
+      type = types.nullOr (
+        types.submodule {
+          options = {
+            url = mkOption {
+              type = types.str;
+              example = "http://cache.example.org:8080";
+              description = "The binary cache the host substitutes its system from.";
+            };
+            upload = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "ssh://cache.example.org";
+              description = ''
+                Where the deploying machine uploads (a Nix store URI): the
+                store the cache at {option}`pantheros.deployment.cache.url`
+                serves. `null`: the same URL.
+              '';
+            };
+            publicKey = mkOption {
+              type = types.str;
+              example = "cache.example.org-1:AAAA…";
+              description = "The cache's public key; the host trusts it (`nix.settings.trusted-public-keys`).";
+            };
+            secretKeyFile = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "/home/me/.config/nix/cache-secret-key";
+              description = ''
+                The key uploads are signed with: a file on the deploying
+                machine (an absolute path as a string, so it never enters the
+                store). `null`: uploads are not signed (the cache signs).
+              '';
+            };
+          };
+        }
+      );
+      default = null;
+      description = ''
+        Fan-out through a binary cache: the deploy uploads each store path
+        once, to this cache, and every host substitutes its closure from it
+        in parallel instead of receiving it from the deploying machine
+        (`deploy --cache URL` sets the URL for one run). The host is given
+        the cache as a substituter with its key as trusted; a host that does
+        not trust the key (yet) gets a direct copy, with a note.
+      '';
+    };
+
     rebootTimeout = mkOption {
       type = types.ints.positive;
       default = 600;
@@ -485,6 +533,12 @@ in
       else
         lib.mkIf false null;
 
+    # The deploy's binary cache: the host substitutes from it.
+    nix.settings = lib.mkIf (cfg.cache != null) {
+      extra-substituters = [ cfg.cache.url ];
+      extra-trusted-public-keys = [ cfg.cache.publicKey ];
+    };
+
     # HTTP health checks are fetched on the host itself, with curl.
     environment.systemPackages = lib.mkIf (cfg.healthChecks.http != [ ]) [ pkgs.curl ];
 
@@ -550,6 +604,11 @@ in
       {
         assertion = lib.all (k: k.keyFile == null || lib.hasPrefix "/" k.keyFile) (lib.attrValues cfg.keys);
         message = "pantheros.deployment.keys: keyFile must be an absolute path on the deploying machine.";
+      }
+      {
+        assertion =
+          cfg.cache == null || cfg.cache.secretKeyFile == null || lib.hasPrefix "/" cfg.cache.secretKeyFile;
+        message = "pantheros.deployment.cache.secretKeyFile must be an absolute path on the deploying machine.";
       }
       {
         assertion = lib.hasPrefix "/" cfg.profile;

@@ -71,6 +71,12 @@ pub struct HostOverrides {
     /// confirmTimeout.
     #[arg(long, value_name = "SECONDS")]
     pub confirm_timeout: Option<u64>,
+
+    /// Substitute the hosts' closures from this binary cache (the hosts'
+    /// pantheros.deployment.cache.url for this run; its publicKey and
+    /// secretKeyFile still come from the host).
+    #[arg(long, value_name = "URL")]
+    pub cache: Option<String>,
 }
 
 impl HostOverrides {
@@ -97,6 +103,17 @@ impl HostOverrides {
             d.ssh_options.extend(self.ssh_opt.iter().cloned());
             if let Some(c) = self.confirm_timeout {
                 d.confirm_timeout = c.max(1);
+            }
+            if let Some(url) = &self.cache {
+                match &mut d.cache {
+                    Some(c) => c.url = url.clone(),
+                    None => {
+                        return Err(crate::error::Error::Usage(format!(
+                            "--cache {url}: {} has no pantheros.deployment.cache (its publicKey, which the host must trust)",
+                            h.name
+                        )));
+                    }
+                }
             }
         }
         Ok(())

@@ -12,6 +12,7 @@
 
 pub mod activate;
 pub mod build;
+pub mod cache;
 pub mod connect;
 pub mod diff;
 #[cfg(test)]
@@ -110,6 +111,9 @@ pub struct Options {
     pub force_switch: bool,
     /// `--reboot`: boot the new system once, prove it, keep it.
     pub reboot: Reboot,
+    /// The run's uploads to binary caches: one at a time, and what each
+    /// cache's first upload found (see [`cache`]).
+    pub caches: cache::Uploads,
     /// What runs the hosts' commands (processes; a fake in unit tests).
     pub executor: std::sync::Arc<dyn crate::host::exec::Executor>,
     /// Where the systems come from, for each host's deploy record.
@@ -141,6 +145,7 @@ impl Options {
             force: false,
             force_switch: false,
             reboot: Reboot::Never,
+            caches: cache::Uploads::default(),
             executor: crate::host::exec::processes(),
             origin: record::Origin::default(),
             prebuilt: Default::default(),

@@ -10,6 +10,18 @@ pub async fn ship(ctx: &Ctx, built: &Built) -> Result<(), StageError> {
     if ctx.target.is_local() || built.on_target {
         return Ok(());
     }
+    // Through the host's binary cache when it has one (not for a system
+    // built elsewhere, which this machine does not hold).
+    if let Some(cache) = &ctx.host.deployment.cache
+        && built.on_builder.is_none()
+    {
+        match super::cache::fan_out(ctx, built, cache).await? {
+            super::cache::Fanned::Substituted => return Ok(()),
+            super::cache::Fanned::Direct(why) => {
+                ctx.say(&format!("note: {why}; copying the closure directly"))
+            }
+        }
+    }
     let mut args = vec!["copy".to_string()];
     if ctx.host.deployment.substitute_on_destination {
         args.push("--substitute-on-destination".into());

@@ -95,7 +95,13 @@ pub const REBOOT: Script = Script {
     body: include_str!("scripts/reboot.sh"),
 };
 
-pub const ALL: [Script; 18] = [
+pub const CACHE: Script = Script {
+    name: "cache.sh",
+    body: include_str!("scripts/cache.sh"),
+};
+
+pub const ALL: [Script; 19] = [
+    CACHE,
     REBOOT,
     COPY_CLEANUP,
     KEYS_CHECK,
@@ -319,6 +325,16 @@ pub fn confirm_args(
         v.extend(health_args(h));
     }
     v
+}
+
+/// cache.sh: does the host trust `key`?
+pub fn cache_trusts_args(key: &str) -> Vec<String> {
+    vec!["trusts".into(), key.into()]
+}
+
+/// cache.sh: substitute `toplevel` from the cache at `url`.
+pub fn cache_fetch_args(url: &str, toplevel: &str) -> Vec<String> {
+    vec!["fetch".into(), url.into(), toplevel.into()]
 }
 
 /// One step of `deploy --reboot` (reboot.sh), as its argv.
@@ -546,6 +562,17 @@ pub fn health_args(h: &HealthArgs) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_argv_matches_the_scripts_positions() {
+        assert_eq!(cache_trusts_args("c-1:AAA="), ["trusts", "c-1:AAA="]);
+        assert_eq!(
+            cache_fetch_args("http://c:8080", "/nix/store/x-system"),
+            ["fetch", "http://c:8080", "/nix/store/x-system"]
+        );
+        let text = CACHE.text();
+        assert!(text.contains("trusts)") && text.contains("fetch)"));
+    }
 
     #[test]
     fn reboot_argv_matches_the_scripts_positions() {

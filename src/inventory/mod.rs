@@ -121,6 +121,24 @@ pub struct Deployment {
     /// Secrets the deployer uploads (`pantheros.deployment.keys`): their
     /// sources and destinations, never their values.
     pub keys: BTreeMap<String, KeySpec>,
+    /// `pantheros.deployment.cache`: a binary cache the host substitutes
+    /// its closure from, which the deployer uploads to once.
+    pub cache: Option<CacheSpec>,
+}
+
+/// `pantheros.deployment.cache`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CacheSpec {
+    /// Where the host substitutes from (its `extra-substituters`).
+    pub url: String,
+    /// Where the deployer uploads (a store URI; `url` when unset).
+    pub upload: Option<String>,
+    /// The cache's public key, which the host must trust.
+    pub public_key: String,
+    /// The secret key the uploads are signed with: a file on the
+    /// deployer (never in the store).
+    pub secret_key_file: Option<String>,
 }
 
 /// When a key is uploaded, relative to the activation.
@@ -181,6 +199,7 @@ impl Default for Deployment {
             confirm_timeout: 30,
             activation_timeout: 600,
             reboot_timeout: 600,
+            cache: None,
             reboot_confirm_timeout: 180,
             rollback_on_failed_units: true,
             rollback_on_health_failure: true,

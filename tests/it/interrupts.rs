@@ -391,8 +391,20 @@ fn a_killed_runs_log_keeps_what_its_commands_printed() {
     });
     testworld::sh(&["kill", "-KILL", &child.id().to_string()]);
     let _ = child.wait();
-    // The build the killed deployer left behind is stopped too.
-    let _ = testworld::try_sh(&["pkill", "-KILL", "-f", "nixos-system-alpha-26.05.2.drv"]);
+    // The build the killed deployer left behind is stopped too: only this
+    // world's (its client namespace's), never another test run's.
+    let ours = testworld::stdout(&testworld::try_sh(&["ip", "netns", "pids", &w.client_ns]));
+    let building = testworld::stdout(&testworld::try_sh(&[
+        "pgrep",
+        "-f",
+        "nixos-system-alpha-26.05.2.drv",
+    ]));
+    for pid in building
+        .split_whitespace()
+        .filter(|p| ours.split_whitespace().any(|o| o == *p))
+    {
+        let _ = testworld::try_sh(&["kill", "-KILL", pid]);
+    }
     let log = log_with_line().expect("the line is still in the log");
     assert!(
         log.to_string_lossy().contains("deploy-alpha-"),

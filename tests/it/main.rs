@@ -2,6 +2,7 @@
 //! The test world (namespace hosts, systemd hosts, fixture fleets, the
 //! Hetzner fake) is the `testworld` crate.
 
+mod cache;
 mod cli_hosts;
 mod deploy_light;
 mod deploy_systemd;

@@ -1,0 +1,198 @@
+//! Fan-out through a binary cache (`pantheros.deployment.cache`): the
+//! closure is uploaded once, signed, and each host substitutes it from the
+//! cache over HTTP instead of receiving it from the deployer.
+
+use std::process::{Child, Stdio};
+
+use testworld::{FixtureHost, World, assert_exit, write_fleet};
+
+/// A static HTTP server over the cache directory, inside the cache host.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A world with a cache host serving WORLD/cache on port 8080, a signing
+/// key pair, and `hosts` light hosts; returns the cache section of their
+/// deployment metadata and the public key.
+fn cache_world(hosts: &[&str]) -> Option<(World, Served, String, String)> {
+    let mut w = World::new()?;
+    for h in hosts {
+        w.add_host(h);
+    }
+    w.add_host("cache");
+    let dir = w.path().join("cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sk, pk) = (w.path().join("cache-sk"), w.path().join("cache-pk"));
+    testworld::sh(&[
+        "nix-store",
+        "--generate-binary-cache-key",
+        "pantheros-test-cache-1",
+        sk.to_str().unwrap(),
+        pk.to_str().unwrap(),
+    ]);
+    let public = std::fs::read_to_string(&pk).unwrap().trim().to_string();
+    let server = w
+        .host("cache")
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cache's HTTP server");
+    let ip = w.host("cache").ip.clone();
+    let spec = format!(
+        r#"cache = {{ url = "http://{ip}:8080"; upload = "file://{}"; publicKey = "{public}"; secretKeyFile = "{}"; }};"#,
+        dir.display(),
+        sk.display()
+    );
+    Some((w, Served(server), spec, public))
+}
+
+/// Let `host`'s Nix trust the cache's key (what the deployment module's
+/// nix.settings do on NixOS).
+fn trust(w: &World, host: &str, key: &str) {
+    let conf = w.host(host).dir.join("etc-nix/nix.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!("trusted-public-keys = {key}\n"));
+    std::fs::write(&conf, text).unwrap();
+}
+
+fn fixture(w: &World, name: &str, spec: &str) -> FixtureHost {
+    let mut h = w.fixture_host(name, 1, spec);
+    h.packages = vec![("hello".into(), "2.12".into())];
+    h.blob_kib = 64;
+    h
+}
+
+#[test]
+fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
+    let Some((w, _served, spec, key)) = cache_world(&["c1", "c2", "c3"]) else {
+        return;
+    };
+    trust(&w, "c1", &key);
+    trust(&w, "c2", &key);
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[
+            fixture(&w, "c1", &spec),
+            fixture(&w, "c2", &spec),
+            fixture(&w, "c3", &spec),
+        ],
+    );
+    let out = w.pantheros(
+        &flake,
+        &["deploy", "c1", "c2", "c3", "-j", "3", "--yes", "--json"],
+    );
+    assert_exit(&out, 0);
+    let v = testworld::json(&out);
+    let stderr = testworld::stderr(&out);
+    let log_of = |name: &str| {
+        let h = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap();
+        std::fs::read_to_string(h["log"].as_str().unwrap()).unwrap()
+    };
+    for name in ["c1", "c2"] {
+        let log = log_of(name);
+        assert!(
+            log.contains("cache.sh fetch http://"),
+            "{name} did not substitute:\n{log}"
+        );
+        assert!(
+            !log.contains(&format!("--to ssh://root@{name}")),
+            "{name} was copied to directly:\n{log}"
+        );
+        assert_eq!(w.generation_marker(name), "1");
+    }
+    // The host that does not trust the key: a direct copy, with a note.
+    assert!(
+        stderr.contains("[c3] note: c3 does not trust the cache's key"),
+        "{stderr}"
+    );
+    assert!(log_of("c3").contains("--to ssh://root@c3"));
+    assert_eq!(w.generation_marker("c3"), "1");
+    // Every path reached the cache once: each "copying path" of the
+    // uploads names a different path, and the cache holds them all.
+    let mut uploaded: Vec<String> = ["c1", "c2", "c3"]
+        .iter()
+        .flat_map(|n| {
+            log_of(n)
+                .lines()
+                .filter(|l| l.contains("copying path '") && l.contains("to 'file://"))
+                .filter_map(|l| l.split('\'').nth(1).map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let total = uploaded.len();
+    uploaded.sort();
+    uploaded.dedup();
+    assert_eq!(
+        uploaded.len(),
+        total,
+        "a path was uploaded twice: {uploaded:?}"
+    );
+    assert!(total > 3, "nothing was uploaded: {uploaded:?}");
+    let narinfos = std::fs::read_dir(w.path().join("cache"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "narinfo")
+        })
+        .count();
+    assert_eq!(narinfos, total);
+}
+
+#[test]
+fn an_unwritable_cache_fails_every_host_before_any_changes() {
+    let Some((w, _served, spec, key)) = cache_world(&["d1", "d2"]) else {
+        return;
+    };
+    trust(&w, "d1", &key);
+    trust(&w, "d2", &key);
+    // The upload store cannot be written (a file where its directory goes).
+    let blocked = w.path().join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let spec = spec.replace(
+        &format!("file://{}", w.path().join("cache").display()),
+        &format!("file://{}/cache", blocked.display()),
+    );
+    let flake = w.path().join("fleet");
+    write_fleet(
+        &flake,
+        &[fixture(&w, "d1", &spec), fixture(&w, "d2", &spec)],
+    );
+    let out = w.pantheros(&flake, &["deploy", "d1", "d2", "--yes", "--json"]);
+    assert_exit(&out, 1);
+    let v = testworld::json(&out);
+    for h in v["hosts"].as_array().unwrap() {
+        assert_eq!(h["result"], "failed", "{v}");
+        let err = h["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("binary cache") && err.contains("nothing was changed"),
+            "{err}"
+        );
+    }
+    for name in ["d1", "d2"] {
+        assert_eq!(w.generation_marker(name), "", "{name} was changed");
+    }
+}
