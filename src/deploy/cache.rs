@@ -6,10 +6,15 @@
 //!
 //! 1. [`trusts`]: does the host's Nix trust the cache's key? A host that
 //!    does not gets a direct copy, with a note;
-//! 2. [`upload`]: `nix copy --to UPLOAD?secret-key=FILE`, one upload at a
-//!    time for the whole run ([`Uploads`]), so a path several hosts share
-//!    is sent once (Nix skips what the cache already has); a cache that
-//!    cannot be written fails every host of the run before any changes;
+//! 2. [`upload`]: `nix copy --to UPLOAD`, signed with the key: by the
+//!    binary cache store itself (`?secret-key=`) for a `file://`, `s3://`
+//!    or `http(s)://` upload; for an `ssh://` one (e.g. with
+//!    `remote-store=file://DIR`) the closure is signed here first (`nix
+//!    store sign`, which needs a trusted Nix user). One upload at a time
+//!    for the whole run ([`Uploads`]), so
+//!    a path several hosts share is sent once (Nix skips what the cache
+//!    already has); a cache that cannot be written fails every host of the
+//!    run before any changes;
 //! 3. [`fetch`]: the host substitutes the closure from the cache's URL.
 
 use std::collections::BTreeMap;
@@ -78,24 +83,63 @@ async fn trusts(ctx: &Ctx, key: &str) -> bool {
     }
 }
 
-/// The store the deployer uploads to, with the signing key.
+/// The store the deployer uploads to.
+pub fn upload_store(cache: &CacheSpec) -> String {
+    cache.upload.clone().unwrap_or_else(|| cache.url.clone())
+}
+
+/// A binary cache store signs what it is given with its `secret-key`.
+fn signs_itself(store: &str) -> bool {
+    ["file://", "s3://", "http://", "https://"]
+        .iter()
+        .any(|p| store.starts_with(p))
+}
+
+/// The `nix copy --to` URI: with the signing key for a store that signs.
 pub fn upload_uri(cache: &CacheSpec) -> String {
-    let base = cache.upload.clone().unwrap_or_else(|| cache.url.clone());
+    let store = upload_store(cache);
     match &cache.secret_key_file {
-        Some(k) => {
-            let sep = if base.contains('?') { '&' } else { '?' };
-            format!("{base}{sep}secret-key={k}")
+        Some(k) if signs_itself(&store) => {
+            let sep = if store.contains('?') { '&' } else { '?' };
+            format!("{store}{sep}secret-key={k}")
         }
-        None => base,
+        _ => store,
     }
 }
 
-/// Copy the closure to the cache, one upload at a time for the run.
+/// Sign the closure here, then copy it to the cache, one upload at a time
+/// for the run.
 async fn upload(ctx: &Ctx, built: &Built, cache: &CacheSpec) -> Result<(), StageError> {
-    let store = cache.upload.clone().unwrap_or_else(|| cache.url.clone());
+    let store = upload_store(cache);
     let mut failed = ctx.opts.caches.0.lock().await;
     if let Some(why) = failed.get(&store) {
         return Err(unwritable(&store, why.clone()));
+    }
+    if let Some(key) = cache
+        .secret_key_file
+        .as_ref()
+        .filter(|_| !signs_itself(&store))
+    {
+        let sign = ctx
+            .nix
+            .cmd(vec![
+                "store".into(),
+                "sign".into(),
+                "--key-file".into(),
+                key.clone(),
+                "--recursive".into(),
+                built.toplevel.clone(),
+            ])
+            .timeout(Duration::from_secs(600));
+        if let Err(f) = ctx.log.run_ok(&sign).await {
+            let why = f.tail.last().cloned().unwrap_or_else(|| f.how.clone());
+            failed.insert(store.clone(), why);
+            return Err(StageError::cmd(
+                format!("signing the closure for the binary cache {store} failed; nothing was changed"),
+                f,
+            )
+            .hint("check pantheros.deployment.cache.secretKeyFile (a key made by `nix-store --generate-binary-cache-key`)"));
+        }
     }
     ctx.say(&format!("uploading the closure to the cache {store}"));
     let cmd = ctx
@@ -137,17 +181,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_upload_store_carries_the_signing_key() {
+    fn the_upload_store_is_the_url_unless_named() {
         let mut c = CacheSpec {
             url: "http://c:8080".into(),
             public_key: "c-1:AAA=".into(),
             ..Default::default()
         };
-        assert_eq!(upload_uri(&c), "http://c:8080");
-        c.upload = Some("file:///srv/cache".into());
+        assert_eq!(upload_store(&c), "http://c:8080");
         c.secret_key_file = Some("/home/me/key".into());
+        c.upload = Some("file:///srv/cache".into());
         assert_eq!(upload_uri(&c), "file:///srv/cache?secret-key=/home/me/key");
         c.upload = Some("s3://b?region=eu".into());
         assert_eq!(upload_uri(&c), "s3://b?region=eu&secret-key=/home/me/key");
+        // An ssh store does not sign: the closure is signed before.
+        c.upload = Some("ssh://c?remote-store=file:///srv/cache".into());
+        assert_eq!(upload_uri(&c), "ssh://c?remote-store=file:///srv/cache");
+        assert!(!signs_itself(&upload_store(&c)));
     }
 }

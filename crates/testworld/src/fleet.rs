@@ -81,6 +81,9 @@ pub struct FixtureHost {
     pub build_seconds: u32,
     /// KiB of random data in the closure (a slow copy).
     pub blob_kib: u32,
+    /// KiB of data in one store path that every host with the same salt
+    /// shares (`(KiB, salt)`).
+    pub shared_blob: Option<(u32, String)>,
     /// KiB the activation prints.
     pub output_kib: u32,
     /// A unit that fails while /var/lib/pantheros-fixture/break-flaky
@@ -122,6 +125,7 @@ impl FixtureHost {
             switch_seconds: 0,
             build_seconds: 0,
             blob_kib: 0,
+            shared_blob: None,
             output_kib: 0,
             flaky_unit: false,
             inhibitors: None,
@@ -174,6 +178,11 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         }
         if let Some(i) = &h.init_interface {
             extra.push_str(&format!(" initInterface = \"{i}\";"));
+        }
+        if let Some((kib, salt)) = &h.shared_blob {
+            extra.push_str(&format!(
+                " sharedBlobKiB = {kib}; sharedBlobSalt = \"{salt}\";"
+            ));
         }
         if let Some(k) = &h.kernel {
             extra.push_str(&format!(" kernel = \"{k}\";"));

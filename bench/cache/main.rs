@@ -1,0 +1,217 @@
+//! bench/cache: a fleet behind a slow uplink, direct copies against
+//! fan-out through a binary cache (`pantheros.deployment.cache`).
+//!
+//! 16 light hosts (`BENCH_HOSTS`), all at once, share an 8 MiB
+//! (`BENCH_MIB`) incompressible store path; the deployer's side of the
+//! test LAN is shaped to 20 Mbit/s (`BENCH_MBIT`, `tc` tbf), as a laptop's
+//! uplink would be. Reported, in one run: the bytes leaving the deployer
+//! and the wall time of a direct deploy of the fleet and of one through a
+//! cache host (the upload over SSH into a `file://` cache that host serves
+//! over HTTP), each against one host's direct deploy. Goals (issue 34):
+//! the cache deploy sends each path once (≤ 1.1 × the closure's bytes) and
+//! takes ≤ 1.3 × one host's copy plus the slowest host's substitution.
+//!
+//!     bash bench/cache/run.sh        (needs root; builds the release binary)
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use testworld::{FixtureHost, World, write_fleet};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes the deployer's namespace has sent on the LAN so far.
+fn tx_bytes(w: &World) -> u64 {
+    let out = testworld::sh(&["ip", "-j", "-s", "-n", &w.client_ns, "link", "show", "eth0"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v[0]["stats64"]["tx"]["bytes"].as_u64().unwrap_or(0)
+}
+
+struct Run {
+    wall: Duration,
+    sent: u64,
+    stages: Vec<serde_json::Value>,
+}
+
+fn deploy(w: &World, flake: &Path, hosts: &[FixtureHost], sshopts: &str) -> Run {
+    write_fleet(flake, hosts);
+    let bin = testworld::pantheros_bin();
+    let mut argv = vec![bin.to_str().unwrap().to_string(), "deploy".into()];
+    argv.extend(hosts.iter().map(|h| h.name.clone()));
+    argv.extend([
+        "-j".into(),
+        hosts.len().to_string(),
+        "--yes".into(),
+        "--json".into(),
+    ]);
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let sent = tx_bytes(w);
+    let start = Instant::now();
+    let out = w
+        .client(&refs)
+        .current_dir(flake)
+        .env("PANTHEROS_LOG_DIR", w.path().join("logs"))
+        .env("NIX_SSHOPTS", sshopts)
+        .env_remove("PANTHEROS_FLAKE")
+        .output()
+        .unwrap();
+    let wall = start.elapsed();
+    assert!(out.status.success(), "{}", testworld::stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Run {
+        wall,
+        sent: tx_bytes(w) - sent,
+        stages: v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["durationsMs"].clone())
+            .collect(),
+    }
+}
+
+fn main() {
+    let n = env("BENCH_HOSTS", 16) as usize;
+    let mib = env("BENCH_MIB", 8);
+    let mbit = env("BENCH_MBIT", 20);
+    let Some(mut w) = World::new() else {
+        eprintln!("bench: the test world cannot be built here");
+        std::process::exit(1);
+    };
+    let names: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
+    for h in &names {
+        w.add_host(h);
+    }
+    w.add_host("cache");
+    let flake = w.path().join("fleet");
+    let served = w.path().join("cache-srv");
+    std::fs::create_dir_all(&served).unwrap();
+    let (sk, pk) = (w.path().join("cache-sk"), w.path().join("cache-pk"));
+    testworld::sh(&[
+        "nix-store",
+        "--generate-binary-cache-key",
+        "bench-cache-1",
+        sk.to_str().unwrap(),
+        pk.to_str().unwrap(),
+    ]);
+    let public = std::fs::read_to_string(&pk).unwrap().trim().to_string();
+    for h in &names {
+        let conf = w.host(h).dir.join("etc-nix/nix.conf");
+        let text =
+            std::fs::read_to_string(&conf).unwrap() + &format!("trusted-public-keys = {public}\n");
+        std::fs::write(&conf, text).unwrap();
+    }
+    let mut server = w
+        .host("cache")
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            served.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cache's HTTP server");
+    testworld::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &w.client_ns,
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        "eth0",
+        "root",
+        "tbf",
+        "rate",
+        &format!("{mbit}mbit"),
+        "burst",
+        "64kbit",
+        "latency",
+        "400ms",
+    ]);
+    let sshopts = format!("-F {}", w.ssh_config.display());
+    let cache_spec = format!(
+        r#"cache = {{ url = "http://{}:8080"; upload = "ssh://cache?remote-store=file://{}"; publicKey = "{public}"; secretKeyFile = "{}"; }};"#,
+        w.host("cache").ip,
+        served.display(),
+        sk.display()
+    );
+    let fleet = |hosts: &[String], salt: &str, extra: &str| -> Vec<FixtureHost> {
+        hosts
+            .iter()
+            .map(|h| {
+                let mut f = w.fixture_host(h, 1, extra);
+                f.shared_blob = Some(((mib * 1024) as u32, salt.to_string()));
+                f
+            })
+            .collect()
+    };
+
+    let one = deploy(&w, &flake, &fleet(&names[..1], "one", ""), &sshopts);
+    let direct = deploy(&w, &flake, &fleet(&names, "direct", ""), &sshopts);
+    let cached = deploy(&w, &flake, &fleet(&names, "cache", &cache_spec), &sshopts);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let closure = (mib * 1024 * 1024) as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let copy_ms = |r: &Run| -> Vec<u64> {
+        r.stages
+            .iter()
+            .map(|s| s["copy"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let one_copy = copy_ms(&one).first().copied().unwrap_or(0) as f64;
+    let slowest_copy_cached = copy_ms(&cached).into_iter().max().unwrap_or(0) as f64;
+    println!("cache benchmark: {n} hosts, a shared {mib} MiB path, deployer uplink {mbit} Mbit/s");
+    println!(
+        "{:<34} {:>10} {:>8} {:>12} {:>8}",
+        "case", "wall ms", "x one", "sent MiB", "x path"
+    );
+    for (name, r) in [
+        ("one host, direct copy", &one),
+        ("fleet, direct copies", &direct),
+        ("fleet, through the cache", &cached),
+    ] {
+        println!(
+            "{:<34} {:>10.0} {:>8.2} {:>12.1} {:>8.2}",
+            name,
+            ms(r.wall),
+            ms(r.wall) / ms(one.wall),
+            r.sent as f64 / 1048576.0,
+            r.sent as f64 / closure
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "cache",
+            "hosts": n,
+            "sharedMiB": mib,
+            "uplinkMbit": mbit,
+            "oneHostMs": ms(one.wall),
+            "oneHostCopyMs": one_copy,
+            "directMs": ms(direct.wall),
+            "directSentBytes": direct.sent,
+            "cacheMs": ms(cached.wall),
+            "cacheSentBytes": cached.sent,
+            "cacheSentPerPath": cached.sent as f64 / closure,
+            "directSentPerPath": direct.sent as f64 / closure,
+            "cacheSlowestCopyStageMs": slowest_copy_cached,
+            "cacheWallOverOneHost": ms(cached.wall) / ms(one.wall),
+        })
+    );
+}
