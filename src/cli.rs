@@ -338,6 +338,9 @@ pub struct DeployArgs {
     #[arg(value_name = "SELECTOR", required = true)]
     pub selectors: Vec<String>,
 
+    #[command(flatten)]
+    pub eval: EvalFlags,
+
     /// Only build; do not touch the hosts.
     #[arg(long, conflicts_with = "dry_run")]
     pub build_only: bool,
@@ -538,11 +541,43 @@ impl ActivationFlags {
     }
 }
 
+/// How the hosts' systems are evaluated (deploy, build-all).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EvalFlags {
+    /// Evaluate the selected hosts' systems in N `nix eval` processes at
+    /// once (a large fleet: one process holds every host's evaluation in
+    /// its memory and uses one core); default: one process.
+    #[arg(long, value_name = "N", env = "PANTHEROS_EVAL_JOBS")]
+    pub eval_jobs: Option<usize>,
+
+    /// With --eval-jobs: each worker's memory in MiB (its data segment,
+    /// `prlimit --data`); a worker past it fails alone, and its hosts are
+    /// then evaluated one by one.
+    #[arg(long, value_name = "MIB", requires = "eval_jobs")]
+    pub eval_max_memory: Option<u64>,
+}
+
+impl EvalFlags {
+    /// The evaluation's options for the systems of `selectors`.
+    pub fn options(&self, selectors: &[String], disko: bool) -> crate::inventory::EvalOptions {
+        crate::inventory::EvalOptions {
+            drv_for: Some(selectors.to_vec()),
+            disko,
+            jobs: self.eval_jobs.unwrap_or(1),
+            max_memory_mib: self.eval_max_memory,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BuildAllArgs {
     /// Host names, globs or @tag; none builds every host.
     #[arg(value_name = "SELECTOR")]
     pub selectors: Vec<String>,
+
+    #[command(flatten)]
+    pub eval: EvalFlags,
 
     /// Stop before anything is built when the evaluation printed a warning
     /// (for CI); the warnings are shown either way.

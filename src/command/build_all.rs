@@ -8,8 +8,15 @@ use crate::error::Result;
 pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
     let flake = app.flake()?;
     let nix = app.nix()?;
-    let hosts =
-        selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings).await?;
+    let hosts = selected_hosts_checked(
+        &nix,
+        &flake,
+        &args.selectors,
+        false,
+        args.fail_on_warnings,
+        &args.eval,
+    )
+    .await?;
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

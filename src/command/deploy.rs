@@ -12,8 +12,15 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
     let prebuilt = prebuilt_systems(&args)?;
     let mut hosts = match &prebuilt {
         None => {
-            selected_hosts_checked(&nix, &flake, &args.selectors, false, args.fail_on_warnings)
-                .await?
+            selected_hosts_checked(
+                &nix,
+                &flake,
+                &args.selectors,
+                false,
+                args.fail_on_warnings,
+                &args.eval,
+            )
+            .await?
         }
         Some(systems) => prebuilt_hosts(&nix, &flake, &args.selectors, systems).await?,
     };

@@ -77,7 +77,7 @@ pub async fn selected_hosts(
     selectors: &[String],
     disko: bool,
 ) -> Result<Vec<inventory::Host>> {
-    selected_hosts_checked(nix, flake, selectors, disko, false).await
+    selected_hosts_checked(nix, flake, selectors, disko, false, &Default::default()).await
 }
 
 /// [`selected_hosts`], showing the selected hosts' evaluation warnings
@@ -90,12 +90,9 @@ pub async fn selected_hosts_checked(
     selectors: &[String],
     disko: bool,
     fail_on_warnings: bool,
+    eval: &crate::cli::EvalFlags,
 ) -> Result<Vec<inventory::Host>> {
-    let opts = inventory::EvalOptions {
-        drv_for: Some(selectors.to_vec()),
-        disko,
-        ..Default::default()
-    };
+    let opts = eval.options(selectors, disko);
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
     if let Some(err) = selection.failure() {

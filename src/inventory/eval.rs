@@ -27,6 +27,13 @@ pub struct EvalOptions {
     /// the same pass (validate's Flashpods summary); each value lands in
     /// [`super::Host::extras`] under its name.
     pub extras: Vec<Extra>,
+    /// Evaluate the systems (`drv_for`) in this many `nix eval` processes at
+    /// once (0 or 1: one process for the whole fleet). See
+    /// [`super::load`].
+    pub jobs: usize,
+    /// Each worker's memory, in MiB (its data segment, `prlimit --data`):
+    /// a worker past it fails alone instead of the machine swapping.
+    pub max_memory_mib: Option<u64>,
 }
 
 /// One extra value per host: `nix` is a Nix function from a host's

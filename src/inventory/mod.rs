@@ -508,15 +508,141 @@ fn eval_failure(cmd: &runner::Cmd, out: &runner::Output) -> CommandFailure {
     f
 }
 
-/// Read the fleet from the flake: one `nix eval` for all hosts.
+/// Read the fleet from the flake: one `nix eval` for all hosts, or, with
+/// `opts.jobs` > 1 and systems to evaluate, [`load_in_workers`].
 pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
-    let cmd = nix.cmd([
+    if opts.jobs > 1 && opts.drv_for.is_some() {
+        return load_in_workers(nix, flake, opts).await;
+    }
+    load_in_one(nix, flake, opts).await
+}
+
+/// The systems of a large fleet in `opts.jobs` processes: first the
+/// deployment metadata of every host (one process, no system evaluated),
+/// then the selected hosts' systems split among the workers, each a
+/// `nix eval` of its share alone, run at once and each bounded in memory
+/// (`opts.max_memory_mib`). A worker whose evaluation fails as a whole
+/// has its hosts evaluated one by one, so every host is in the result,
+/// evaluated or with its own error.
+async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
+    let meta_opts = EvalOptions {
+        drv_for: None,
+        disko: false,
+        jobs: 1,
+        max_memory_mib: None,
+        ..opts.clone()
+    };
+    let mut inv = load_in_one(nix, flake, &meta_opts).await?;
+    let selectors = opts.drv_for.clone().unwrap_or_default();
+    let picked: Vec<String> = inv
+        .select(&selectors)?
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    let shares = split_among(&picked, opts.jobs);
+    tracing::debug!(
+        workers = shares.len(),
+        hosts = picked.len(),
+        "evaluating systems in workers"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for share in shares {
+        let share_opts = EvalOptions {
+            drv_for: Some(share.clone()),
+            jobs: 1,
+            ..opts.clone()
+        };
+        let (nix, flake) = (nix.clone(), flake.clone());
+        tasks.spawn(async move {
+            let r = load_in_one(&nix, &flake, &share_opts).await;
+            (share, r)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((share, result)) = joined else {
+            continue;
+        };
+        let part = match result {
+            Ok(part) => part,
+            // The share as a whole failed: each host on its own.
+            Err(_) => {
+                let one_opts = EvalOptions {
+                    drv_for: Some(share.clone()),
+                    jobs: 1,
+                    ..opts.clone()
+                };
+                let mut hosts = vec![];
+                let errors =
+                    explain_failures(nix, flake, &one_opts, share.clone(), &mut hosts).await?;
+                Inventory {
+                    flake: inv.flake.clone(),
+                    nix_version: inv.nix_version.clone(),
+                    hosts,
+                    errors,
+                    warnings: vec![],
+                }
+            }
+        };
+        for name in &share {
+            if let Some(e) = part.errors.iter().find(|e| &e.name == name) {
+                inv.hosts.retain(|h| &h.name != name);
+                if !inv.errors.iter().any(|x| &x.name == name) {
+                    inv.errors.push(e.clone());
+                }
+            } else if let (Some(evaluated), Some(h)) = (
+                part.hosts.iter().find(|h| &h.name == name),
+                inv.hosts.iter_mut().find(|h| &h.name == name),
+            ) {
+                h.drv_path = evaluated.drv_path.clone();
+                h.system = evaluated.system.clone();
+                h.toplevel = evaluated.toplevel.clone();
+                h.disko_drv_path = evaluated.disko_drv_path.clone();
+                for w in &evaluated.warnings {
+                    if !h.warnings.contains(w) {
+                        h.warnings.push(w.clone());
+                    }
+                }
+            }
+        }
+    }
+    inv.errors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(inv)
+}
+
+/// `names` dealt among at most `jobs` shares, round robin (so neighbours
+/// in name, often alike in cost, land in different workers).
+fn split_among(names: &[String], jobs: usize) -> Vec<Vec<String>> {
+    let n = jobs.clamp(1, names.len().max(1));
+    let mut shares = vec![vec![]; n];
+    for (i, name) in names.iter().enumerate() {
+        shares[i % n].push(name.clone());
+    }
+    shares.retain(|s: &Vec<String>| !s.is_empty());
+    shares
+}
+
+/// One `nix eval` for all hosts (each under tryEval), bounded in memory
+/// when `opts.max_memory_mib` says so.
+async fn load_in_one(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
+    let mut cmd = nix.cmd([
         "eval".to_string(),
         "--json".into(),
         flake.attr("nixosConfigurations"),
         "--apply".into(),
         eval::apply(opts, None),
     ]);
+    if let Some(mib) = opts.max_memory_mib {
+        let limit = mib.saturating_mul(1024 * 1024);
+        cmd.argv.splice(
+            0..0,
+            [
+                "prlimit".to_string(),
+                format!("--data={limit}:{limit}"),
+                "--".into(),
+            ],
+        );
+    }
     let out = runner::run(&cmd).await.map_err(Error::Command)?;
     if out.success() {
         let raw: RawAll =
@@ -650,6 +776,18 @@ async fn explain_failures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_are_dealt_round_robin() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(
+            split_among(&names, 2),
+            [vec!["a", "c", "e"], vec!["b", "d"]]
+        );
+        assert_eq!(split_among(&names, 9).len(), 5);
+        assert_eq!(split_among(&names[..1], 0), [vec!["a"]]);
+        assert!(split_among(&[], 4).is_empty());
+    }
 
     #[test]
     fn globs_become_nix_regexes() {

@@ -639,3 +639,73 @@ fn a_host_waiting_for_a_fact_is_refused_with_the_command_that_records_it() {
         "{err}"
     );
 }
+
+/// `--eval-jobs N`: the metadata in one `nix eval`, then the selected
+/// systems shared among N worker processes at once; the same systems as
+/// one process. A broken host among them is still named (and refused);
+/// a worker memory limit too small for its share fails it alone, and its
+/// hosts are then evaluated one by one, so every host is in the result.
+#[test]
+fn systems_evaluate_in_workers_with_the_same_result() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet();
+    let logs = tempfile::tempdir().unwrap();
+    let toplevels = |args: &[&str]| -> (std::collections::BTreeMap<String, String>, String) {
+        let out = pantheros(&flake)
+            .env("PANTHEROS_LOG_DIR", logs.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tops = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["host"].as_str().unwrap().to_string(),
+                    h["toplevel"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        (tops, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (one, _) = toplevels(&["build-all", "--json"]);
+    let (workers, stderr) = toplevels(&["build-all", "--json", "-v", "--eval-jobs", "3"]);
+    assert_eq!(one, workers);
+    assert!(one.len() >= 3, "{one:?}");
+    let evals = stderr
+        .lines()
+        .filter(|l| l.contains("run") && l.contains(" eval "))
+        .count();
+    assert_eq!(
+        evals,
+        1 + 3,
+        "one metadata evaluation and three workers:\n{stderr}"
+    );
+    // Too little memory for any worker: each host alone, same systems.
+    let (alone, _) = toplevels(&[
+        "build-all",
+        "--json",
+        "--eval-jobs",
+        "2",
+        "--eval-max-memory",
+        "1",
+    ]);
+    assert_eq!(one, alone);
+
+    let (_d2, broken) = fleet_with_zephyrus("{ config = throw \"zephyrus is broken\"; }");
+    pantheros(&broken)
+        .env("PANTHEROS_LOG_DIR", logs.path())
+        .args(["build-all", "--eval-jobs", "3"])
+        .assert()
+        .code(14)
+        .stderr(predicate::str::contains("zephyrus is broken"));
+}
