@@ -166,3 +166,41 @@ fn the_package_source_holds_what_cargo_needs() {
     }
     assert!(missing.is_empty(), "not in the package source: {missing:?}");
 }
+
+/// The package's source fileset holds every target Cargo.toml names (cargo
+/// refuses a manifest whose target file is missing, so `nix build` would
+/// fail on a bench added without it).
+#[test]
+fn the_package_source_holds_every_cargo_target() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let package = std::fs::read_to_string(root.join("nix/package.nix")).unwrap();
+    let targets: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path = \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter(|p| p.ends_with(".rs"))
+        .collect();
+    assert!(
+        !targets.is_empty(),
+        "no [[example]] paths found in Cargo.toml"
+    );
+    // A fileset entry covers a target when it is the file or a folder
+    // holding it (../src holds src/main.rs).
+    let entries: Vec<&str> = package
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("../"))
+        .collect();
+    let missing: Vec<&&str> = targets
+        .iter()
+        .filter(|t| {
+            !entries
+                .iter()
+                .any(|e| **t == *e || t.starts_with(&format!("{e}/")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "nix/package.nix's fileset lacks {missing:?}"
+    );
+}
