@@ -24,6 +24,7 @@ rustPlatform.buildRustPackage {
       ../bench/fleet/main.rs
       ../bench/reboot/main.rs
       ../bench/cache/main.rs
+      ../bench/eval/main.rs
       # The workspace member (a dev-dependency that `cargo test --lib`
       # compiles) and the file it includes.
       ../crates/testworld
