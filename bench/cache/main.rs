@@ -14,7 +14,6 @@
 //!     bash bench/cache/run.sh        (needs root; builds the release binary)
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testworld::{FixtureHost, World, write_fleet};
@@ -88,41 +87,11 @@ fn main() {
     for h in &names {
         w.add_host(h);
     }
-    w.add_host("cache");
-    let flake = w.path().join("fleet");
-    let served = w.path().join("cache-srv");
-    std::fs::create_dir_all(&served).unwrap();
-    let (sk, pk) = (w.path().join("cache-sk"), w.path().join("cache-pk"));
-    testworld::sh(&[
-        "nix-store",
-        "--generate-binary-cache-key",
-        "bench-cache-1",
-        sk.to_str().unwrap(),
-        pk.to_str().unwrap(),
-    ]);
-    let public = std::fs::read_to_string(&pk).unwrap().trim().to_string();
+    let cache = w.add_cache_host("cache");
     for h in &names {
-        let conf = w.host(h).dir.join("etc-nix/nix.conf");
-        let text =
-            std::fs::read_to_string(&conf).unwrap() + &format!("trusted-public-keys = {public}\n");
-        std::fs::write(&conf, text).unwrap();
+        w.trust_cache_key(h, &cache.public_key);
     }
-    let mut server = w
-        .host("cache")
-        .command(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "0.0.0.0",
-            "--directory",
-            served.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the cache's HTTP server");
+    let flake = w.path().join("fleet");
     testworld::sh(&[
         "ip",
         "netns",
@@ -144,10 +113,11 @@ fn main() {
     ]);
     let sshopts = format!("-F {}", w.ssh_config.display());
     let cache_spec = format!(
-        r#"cache = {{ url = "http://{}:8080"; upload = "ssh://cache?remote-store=file://{}"; publicKey = "{public}"; secretKeyFile = "{}"; }};"#,
-        w.host("cache").ip,
-        served.display(),
-        sk.display()
+        r#"cache = {{ url = "{}"; upload = "ssh://cache?remote-store=file://{}"; publicKey = "{}"; secretKeyFile = "{}"; }};"#,
+        cache.url,
+        cache.dir.display(),
+        cache.public_key,
+        cache.secret_key.display()
     );
     let fleet = |hosts: &[String], salt: &str, extra: &str| -> Vec<FixtureHost> {
         hosts
@@ -163,8 +133,7 @@ fn main() {
     let one = deploy(&w, &flake, &fleet(&names[..1], "one", ""), &sshopts);
     let direct = deploy(&w, &flake, &fleet(&names, "direct", ""), &sshopts);
     let cached = deploy(&w, &flake, &fleet(&names, "cache", &cache_spec), &sshopts);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(cache);
 
     let closure = (mib * 1024 * 1024) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -2,72 +2,25 @@
 //! closure is uploaded once, signed, and each host substitutes it from the
 //! cache over HTTP instead of receiving it from the deployer.
 
-use std::process::{Child, Stdio};
+use testworld::{CacheHost, FixtureHost, World, assert_exit, write_fleet};
 
-use testworld::{FixtureHost, World, assert_exit, write_fleet};
-
-/// A static HTTP server over the cache directory, inside the cache host.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A world with a cache host serving WORLD/cache on port 8080, a signing
-/// key pair, and `hosts` light hosts; returns the cache section of their
-/// deployment metadata and the public key.
-fn cache_world(hosts: &[&str]) -> Option<(World, Served, String, String)> {
+/// A world with a cache host and `hosts` light hosts; returns the cache
+/// section of their deployment metadata (uploads into the cache's
+/// directory, signed with its key).
+fn cache_world(hosts: &[&str]) -> Option<(World, CacheHost, String)> {
     let mut w = World::new()?;
     for h in hosts {
         w.add_host(h);
     }
-    w.add_host("cache");
-    let dir = w.path().join("cache");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (sk, pk) = (w.path().join("cache-sk"), w.path().join("cache-pk"));
-    testworld::sh(&[
-        "nix-store",
-        "--generate-binary-cache-key",
-        "pantheros-test-cache-1",
-        sk.to_str().unwrap(),
-        pk.to_str().unwrap(),
-    ]);
-    let public = std::fs::read_to_string(&pk).unwrap().trim().to_string();
-    let server = w
-        .host("cache")
-        .command(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "0.0.0.0",
-            "--directory",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the cache's HTTP server");
-    let ip = w.host("cache").ip.clone();
+    let cache = w.add_cache_host("cache");
     let spec = format!(
-        r#"cache = {{ url = "http://{ip}:8080"; upload = "file://{}"; publicKey = "{public}"; secretKeyFile = "{}"; }};"#,
-        dir.display(),
-        sk.display()
+        r#"cache = {{ url = "{}"; upload = "file://{}"; publicKey = "{}"; secretKeyFile = "{}"; }};"#,
+        cache.url,
+        cache.dir.display(),
+        cache.public_key,
+        cache.secret_key.display()
     );
-    Some((w, Served(server), spec, public))
-}
-
-/// Let `host`'s Nix trust the cache's key (what the deployment module's
-/// nix.settings do on NixOS).
-fn trust(w: &World, host: &str, key: &str) {
-    let conf = w.host(host).dir.join("etc-nix/nix.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str(&format!("trusted-public-keys = {key}\n"));
-    std::fs::write(&conf, text).unwrap();
+    Some((w, cache, spec))
 }
 
 fn fixture(w: &World, name: &str, spec: &str) -> FixtureHost {
@@ -79,11 +32,11 @@ fn fixture(w: &World, name: &str, spec: &str) -> FixtureHost {
 
 #[test]
 fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
-    let Some((w, _served, spec, key)) = cache_world(&["c1", "c2", "c3"]) else {
+    let Some((w, cache, spec)) = cache_world(&["c1", "c2", "c3"]) else {
         return;
     };
-    trust(&w, "c1", &key);
-    trust(&w, "c2", &key);
+    w.trust_cache_key("c1", &cache.public_key);
+    w.trust_cache_key("c2", &cache.public_key);
     let flake = w.path().join("fleet");
     write_fleet(
         &flake,
@@ -149,7 +102,7 @@ fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
         "a path was uploaded twice: {uploaded:?}"
     );
     assert!(total > 3, "nothing was uploaded: {uploaded:?}");
-    let narinfos = std::fs::read_dir(w.path().join("cache"))
+    let narinfos = std::fs::read_dir(&cache.dir)
         .unwrap()
         .filter(|e| {
             e.as_ref()
@@ -164,16 +117,16 @@ fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
 
 #[test]
 fn an_unwritable_cache_fails_every_host_before_any_changes() {
-    let Some((w, _served, spec, key)) = cache_world(&["d1", "d2"]) else {
+    let Some((w, cache, spec)) = cache_world(&["d1", "d2"]) else {
         return;
     };
-    trust(&w, "d1", &key);
-    trust(&w, "d2", &key);
+    w.trust_cache_key("d1", &cache.public_key);
+    w.trust_cache_key("d2", &cache.public_key);
     // The upload store cannot be written (a file where its directory goes).
     let blocked = w.path().join("blocked");
     std::fs::write(&blocked, "not a directory").unwrap();
     let spec = spec.replace(
-        &format!("file://{}", w.path().join("cache").display()),
+        &format!("file://{}", cache.dir.display()),
         &format!("file://{}/cache", blocked.display()),
     );
     let flake = w.path().join("fleet");

@@ -83,6 +83,18 @@ impl FakeHetzner {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
+    /// The argv prefix that runs a command where the fake listens.
+    fn in_netns(&self) -> Vec<String> {
+        match &self.netns {
+            Some(ns) => vec![
+                "nsenter".into(),
+                format!("--net=/run/netns/{ns}"),
+                "--".into(),
+            ],
+            None => vec![],
+        }
+    }
+
     fn control(
         &self,
         method: &str,
@@ -90,14 +102,7 @@ impl FakeHetzner {
         body: Option<serde_json::Value>,
     ) -> serde_json::Value {
         let url = format!("http://127.0.0.1:{}/__fake/{path}", self.port);
-        let mut argv: Vec<String> = match &self.netns {
-            Some(ns) => vec![
-                "nsenter".into(),
-                format!("--net=/run/netns/{ns}"),
-                "--".into(),
-            ],
-            None => vec![],
-        };
+        let mut argv = self.in_netns();
         argv.extend([
             "curl".to_string(),
             "-sS".into(),
@@ -217,14 +222,7 @@ impl FakeHetzner {
     /// Create a server through the API itself (validated like any request),
     /// labelled as pantheros labels its own, for the project of `token`.
     pub fn create_server(&self, token: &str, name: &str) -> serde_json::Value {
-        let mut argv: Vec<String> = match &self.netns {
-            Some(ns) => vec![
-                "nsenter".into(),
-                format!("--net=/run/netns/{ns}"),
-                "--".into(),
-            ],
-            None => vec![],
-        };
+        let mut argv = self.in_netns();
         let body = serde_json::json!({
             "name": name, "server_type": "cx23", "image": "ubuntu-24.04", "location": "fsn1",
             "labels": {"managed-by": "pantheros", "pantheros-host": name},

@@ -14,6 +14,7 @@
 //! set up its world must fail there, not pass.
 
 mod assert;
+mod cache;
 mod env;
 mod fleet;
 pub mod hetzner;
@@ -22,6 +23,7 @@ mod systemd;
 mod world;
 
 pub use assert::*;
+pub use cache::*;
 pub use env::*;
 pub use fleet::*;
 pub use light::*;
