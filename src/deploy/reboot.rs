@@ -106,33 +106,21 @@ pub async fn reboot(
     current: &Current,
 ) -> Rebooted {
     let mut report = RebootReport::default();
-    // A host that did not answer is not asked again for its generation.
-    let end = |activated, report| Rebooted {
-        observed: matches!(activated, Activated::Unknown { .. }).then_some((None, None)),
-        activated,
-        report,
-        unhealthy: None,
+    let (Some(generation_before), Some(system)) = (current.generation, current.system.clone())
+    else {
+        let reason = "the host has no previous generation to come back to".into();
+        return ended(Activated::NotStarted { reason }, report);
     };
-    let (Some(prev_gen), Some(prev_sys)) = (current.generation, current.system.clone()) else {
-        return end(
-            Activated::NotStarted {
-                reason: "the host has no previous generation to come back to".into(),
-            },
-            report,
-        );
+    let old = Old {
+        generation: generation_before,
+        system,
     };
     ctx.say("rebooting into the new system once (the old one stays the boot default)");
     let armed = match arm(ctx, toplevel, generation).await {
         Ok(a) => a,
-        Err(activated) => return end(activated, report),
+        Err(activated) => return ended(activated, report),
     };
     report.rebooted = true;
-    let back = |reboot| RebootStep::Back {
-        profile: &ctx.host.deployment.profile,
-        generation: prev_gen,
-        system: &prev_sys,
-        reboot,
-    };
     report.boot_id_before = Some(armed.boot.clone());
     report.entry = Some(armed.entry.clone());
     // The master connection died with the host; later commands open anew.
@@ -141,86 +129,133 @@ pub async fn reboot(
     let timeout = ctx.host.deployment.reboot_timeout;
     let answer = match await_boot(ctx, &armed.boot, timeout).await {
         Some(a) => a,
-        None => {
-            // The last resort: a power cycle through the provider's API
-            // (the one-shot entry is spent: the old default boots).
-            let reset = match provider_reset(ctx).await {
-                Ok(note) => note,
-                Err(why) => {
-                    ctx.log.note(&format!("no reset through a provider: {why}"));
-                    return end(no_answer(ctx, timeout), report);
-                }
-            };
-            ctx.say(&format!("{reset}; waiting for the old system"));
-            match await_boot(ctx, &armed.boot, timeout).await {
-                Some(a) if a.booted == prev_sys => {
-                    report.boot_id_after = Some(a.boot.clone());
-                    report.booted_system = Some(a.booted.clone());
-                    report.watchdog = a.watchdog.clone();
-                    let why = format!(
-                        "it did not answer within {timeout}s after the reboot, so {reset} and the old system came back"
-                    );
-                    let activated = match step(ctx, &back(false)).await {
-                        Ok(_) => Activated::RolledBack {
-                            reason: format!(
-                                "the new system did not prove itself after the reboot ({why})"
-                            ),
-                        },
-                        Err(e) => Activated::RollbackFailed {
-                            reason: format!(
-                                "{why}; putting the old system back as the profile's generation failed: {e}"
-                            ),
-                        },
-                    };
-                    return end(activated, report);
-                }
-                Some(a) => a,
-                None => {
-                    let last = format!(
-                        "{} did not answer within {timeout}s after the reboot, nor within {timeout}s after {reset}",
-                        ctx.name()
-                    );
-                    return end(Activated::Unknown { last }, report);
-                }
-            }
-        }
+        None => match after_silence(ctx, &armed, &old, &mut report).await {
+            Ok(a) => a,
+            Err(activated) => return ended(activated, report),
+        },
     };
-    report.boot_id_after = Some(answer.boot.clone());
-    report.booted_system = Some(answer.booted.clone()).filter(|b| !b.is_empty());
-    report.watchdog = answer.watchdog.clone();
-
-    if answer.booted == prev_sys {
+    report.saw(Some(&answer));
+    if answer.booted == old.system {
         let why = came_back_why(
             &answer,
             toplevel,
             ctx.host.deployment.reboot_confirm_timeout,
         );
-        let activated = match step(ctx, &back(false)).await {
-            Ok(_) => Activated::RolledBack {
-                reason: format!("the new system did not prove itself after the reboot ({why})"),
-            },
-            Err(e) => Activated::RollbackFailed {
-                reason: format!(
-                    "{why}; putting the old system back as the profile's generation failed: {e}"
-                ),
-            },
-        };
-        return end(activated, report);
+        return ended(back_on_old(ctx, &old, why).await, report);
     }
     if answer.booted != toplevel {
-        return end(
-            Activated::Unknown {
-                last: format!(
-                    "after the reboot the host runs {}, neither the new system nor the old one",
-                    answer.booted
-                ),
-            },
-            report,
+        let last = format!(
+            "after the reboot the host runs {}, neither the new system nor the old one",
+            answer.booted
         );
+        return ended(Activated::Unknown { last }, report);
     }
+    on_new_system(ctx, toplevel, current, &old, &answer, report).await
+}
 
-    // The new system answered over a fresh connection: its keys (in /run,
-    // emptied by the reboot), then its health.
+/// What the host ran before: the generation and system to come back to.
+struct Old {
+    generation: u64,
+    system: String,
+}
+
+impl Old {
+    /// reboot.sh's `back` to this system (and, with `reboot`, a reboot).
+    fn back<'a>(&'a self, ctx: &'a Ctx, reboot: bool) -> RebootStep<'a> {
+        RebootStep::Back {
+            profile: &ctx.host.deployment.profile,
+            generation: self.generation,
+            system: &self.system,
+            reboot,
+        }
+    }
+}
+
+impl RebootReport {
+    /// The boot the host answered from (none: it did not answer).
+    fn saw(&mut self, answer: Option<&Answer>) {
+        self.boot_id_after = answer.map(|a| a.boot.clone());
+        self.booted_system = answer.map(|a| a.booted.clone()).filter(|b| !b.is_empty());
+        if let Some(a) = answer {
+            self.watchdog = a.watchdog.clone();
+        }
+    }
+}
+
+/// A reboot deploy's end; a host that did not answer is not asked again
+/// for its generation.
+fn ended(activated: Activated, report: RebootReport) -> Rebooted {
+    Rebooted {
+        observed: matches!(activated, Activated::Unknown { .. }).then_some((None, None)),
+        activated,
+        report,
+        unhealthy: None,
+    }
+}
+
+/// The host came back on the old system: the profile is put back on it,
+/// and the deploy is rolled back, `why`.
+async fn back_on_old(ctx: &Ctx, old: &Old, why: String) -> Activated {
+    match step(ctx, &old.back(ctx, false)).await {
+        Ok(_) => Activated::RolledBack {
+            reason: format!("the new system did not prove itself after the reboot ({why})"),
+        },
+        Err(e) => Activated::RollbackFailed {
+            reason: format!(
+                "{why}; putting the old system back as the profile's generation failed: {e}"
+            ),
+        },
+    }
+}
+
+/// No answer within rebootTimeout: the last resort, a reset through the
+/// provider's API (the one-shot entry is spent: the old default boots).
+/// Ok: the boot that answered after it, on another system than the old
+/// one (judged as any answer); Err: how the deploy ends.
+async fn after_silence(
+    ctx: &Ctx,
+    armed: &Armed,
+    old: &Old,
+    report: &mut RebootReport,
+) -> Result<Answer, Activated> {
+    let timeout = ctx.host.deployment.reboot_timeout;
+    let reset = match provider_reset(ctx).await {
+        Ok(note) => note,
+        Err(why) => {
+            ctx.log.note(&format!("no reset through a provider: {why}"));
+            return Err(no_answer(ctx, timeout));
+        }
+    };
+    ctx.say(&format!("{reset}; waiting for the old system"));
+    match await_boot(ctx, &armed.boot, timeout).await {
+        Some(a) if a.booted == old.system => {
+            report.saw(Some(&a));
+            let why = format!(
+                "it did not answer within {timeout}s after the reboot, so {reset} and the old system came back"
+            );
+            Err(back_on_old(ctx, old, why).await)
+        }
+        Some(a) => Ok(a),
+        None => Err(Activated::Unknown {
+            last: format!(
+                "{} did not answer within {timeout}s after the reboot, nor within {timeout}s after {reset}",
+                ctx.name()
+            ),
+        }),
+    }
+}
+
+/// The new system answered over a fresh connection: its keys (in /run,
+/// emptied by the reboot), then its health; kept when they pass (or when
+/// rollback is off), otherwise sent back with a reboot.
+async fn on_new_system(
+    ctx: &Ctx,
+    toplevel: &str,
+    current: &Current,
+    old: &Old,
+    answer: &Answer,
+    mut report: RebootReport,
+) -> Rebooted {
     ctx.say(&format!(
         "the host is back on the new system (boot {})",
         short(&answer.boot)
@@ -236,40 +271,32 @@ pub async fn reboot(
         .opts
         .rollback_on_health
         .unwrap_or(ctx.host.deployment.rollback_on_health_failure);
-    match problems {
-        None => kept(ctx, toplevel, report, None).await,
-        Some(p) if !roll => kept(ctx, toplevel, report, Some(p)).await,
-        Some(p) => {
-            ctx.say(&format!("{p}; rebooting back into the old system"));
-            if let Err(e) = step(ctx, &back(true)).await {
-                return end(
-                    Activated::RollbackFailed {
-                        reason: format!("{p}; going back failed: {e}"),
-                    },
-                    report,
-                );
-            }
-            ctx.target.close().await;
-            let again = await_boot(ctx, &answer.boot, timeout).await;
-            report.boot_id_after = again.as_ref().map(|a| a.boot.clone());
-            report.booted_system = again
-                .as_ref()
-                .map(|a| a.booted.clone())
-                .filter(|b| !b.is_empty());
-            let activated = match again {
-                Some(a) if a.booted == prev_sys => Activated::RolledBack {
-                    reason: format!(
-                        "the new system did not prove itself after the reboot ({p}); rebooted back into generation {prev_gen}"
-                    ),
-                },
-                Some(a) => Activated::Unknown {
-                    last: format!("{p}; after rebooting back the host runs {}", a.booted),
-                },
-                None => no_answer(ctx, timeout),
-            };
-            end(activated, report)
-        }
+    let p = match problems {
+        None => return kept(ctx, toplevel, report, None).await,
+        Some(p) if !roll => return kept(ctx, toplevel, report, Some(p)).await,
+        Some(p) => p,
+    };
+    ctx.say(&format!("{p}; rebooting back into the old system"));
+    if let Err(e) = step(ctx, &old.back(ctx, true)).await {
+        let reason = format!("{p}; going back failed: {e}");
+        return ended(Activated::RollbackFailed { reason }, report);
     }
+    ctx.target.close().await;
+    let again = await_boot(ctx, &answer.boot, ctx.host.deployment.reboot_timeout).await;
+    report.saw(again.as_ref());
+    let activated = match again {
+        Some(a) if a.booted == old.system => Activated::RolledBack {
+            reason: format!(
+                "the new system did not prove itself after the reboot ({p}); rebooted back into generation {}",
+                old.generation
+            ),
+        },
+        Some(a) => Activated::Unknown {
+            last: format!("{p}; after rebooting back the host runs {}", a.booted),
+        },
+        None => no_answer(ctx, ctx.host.deployment.reboot_timeout),
+    };
+    ended(activated, report)
 }
 
 /// The trial as armed: the boot id it left from, the one-shot entry.
