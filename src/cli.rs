@@ -365,9 +365,11 @@ pub struct DeployArgs {
     #[arg(long, conflicts_with_all = ["build_only", "dry_run"])]
     pub rollback_succeeded: bool,
 
-    /// Go on with the other hosts after one failed. Without it, the first
-    /// failure stops every host that has not started its activation (those
-    /// already activating finish), and no confirmation is asked.
+    /// Go on with the other hosts after one failed, also when a selected
+    /// host fails to evaluate (it is reported, stage "evaluate", and the
+    /// others run). Without it, a host that fails to evaluate refuses the
+    /// run, and the first failure stops every host that has not started
+    /// its activation (those already activating finish).
     #[arg(long)]
     pub keep_going: bool,
 

@@ -48,6 +48,7 @@ pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
         rollback_succeeded: false,
         keep_going: true,
         master_log: Some(header),
+        unevaluated: vec![],
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

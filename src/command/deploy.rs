@@ -1,7 +1,7 @@
 //! `pantheros deploy`: the pipeline for the selected hosts.
 
 use super::app::App;
-use super::selected_hosts_checked;
+use super::{selected_hosts_checked, selected_hosts_split};
 use crate::cli;
 use crate::error::{Error, Result};
 use crate::{inventory, nix};
@@ -10,8 +10,25 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
     let flake = app.flake()?;
     let nix = app.nix()?;
     let prebuilt = prebuilt_systems(&args)?;
-    let mut hosts = match &prebuilt {
-        None => {
+    // With --keep-going, hosts that fail to evaluate are failed outcomes
+    // and the others run; without it, they refuse the run.
+    let (mut hosts, unevaluated) = match &prebuilt {
+        None if args.keep_going => {
+            let (hosts, failed) = selected_hosts_split(
+                &nix,
+                &flake,
+                &args.selectors,
+                false,
+                args.fail_on_warnings,
+                &args.eval,
+            )
+            .await?;
+            if hosts.is_empty() {
+                return Err(Error::HostsFailedToEvaluate { failed });
+            }
+            (hosts, failed)
+        }
+        None => (
             selected_hosts_checked(
                 &nix,
                 &flake,
@@ -20,9 +37,13 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
                 args.fail_on_warnings,
                 &args.eval,
             )
-            .await?
-        }
-        Some(systems) => prebuilt_hosts(&nix, &flake, &args.selectors, systems).await?,
+            .await?,
+            vec![],
+        ),
+        Some(systems) => (
+            prebuilt_hosts(&nix, &flake, &args.selectors, systems).await?,
+            vec![],
+        ),
     };
     args.activation.overrides.apply(&mut hosts)?;
     // A build needs no real values; anything that touches a host does.
@@ -65,6 +86,7 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
         rollback_succeeded: args.rollback_succeeded,
         keep_going: args.keep_going,
         master_log: None,
+        unevaluated,
     };
     let json = fleet.json;
     let evaluated = hosts.clone();

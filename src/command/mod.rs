@@ -92,12 +92,33 @@ pub async fn selected_hosts_checked(
     fail_on_warnings: bool,
     eval: &crate::cli::EvalFlags,
 ) -> Result<Vec<inventory::Host>> {
+    let (hosts, failed) =
+        selected_hosts_split(nix, flake, selectors, disko, fail_on_warnings, eval).await?;
+    if !failed.is_empty() {
+        return Err(Error::HostsFailedToEvaluate { failed });
+    }
+    Ok(hosts)
+}
+
+/// [`selected_hosts_checked`], with the selected hosts that failed to
+/// evaluate returned beside the others ((host, Nix's message) each)
+/// instead of refusing the run: `deploy --keep-going`.
+pub async fn selected_hosts_split(
+    nix: &nix::Nix,
+    flake: &inventory::FlakeRef,
+    selectors: &[String],
+    disko: bool,
+    fail_on_warnings: bool,
+    eval: &crate::cli::EvalFlags,
+) -> Result<(Vec<inventory::Host>, Vec<(String, String)>)> {
     let opts = eval.options(selectors, disko);
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
-    if let Some(err) = selection.failure() {
-        return Err(err);
-    }
+    let failed: Vec<(String, String)> = selection
+        .failed
+        .iter()
+        .map(|e| (e.name.clone(), e.message.clone()))
+        .collect();
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     let mut warned: Vec<String> = vec![];
     for h in &hosts {
@@ -124,7 +145,7 @@ pub async fn selected_hosts_checked(
             detail: format!("no toplevel derivation for {}", missing.join(", ")),
         });
     }
-    Ok(hosts)
+    Ok((hosts, failed))
 }
 /// Record what each host's deploy read back (`recordFacts`) in its facts
 /// file; a file that cannot be written is said, and the deploy stands.

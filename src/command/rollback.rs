@@ -35,6 +35,7 @@ pub async fn rollback(app: &App, args: cli::RollbackArgs) -> Result<i32> {
         rollback_succeeded: false,
         keep_going: true,
         master_log: None,
+        unevaluated: vec![],
     };
     Ok(crate::deploy::fleet::deploy(&nix, hosts, opts, fleet).await)
 }

@@ -337,6 +337,7 @@ impl<'a> Up<'a> {
             rollback_succeeded: false,
             keep_going: true,
             master_log: None,
+            unevaluated: vec![],
         };
         let evaluated = vec![host.clone()];
         let (code, outcomes) = crate::deploy::fleet::run(self.nix, vec![host], opts, fleet).await;

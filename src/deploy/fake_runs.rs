@@ -470,6 +470,7 @@ async fn rollout(
         rollback_succeeded,
         keep_going,
         master_log: None,
+        unevaluated: vec![],
     };
     fleet::deploy(&nix, hosts, options(fake, dir), args).await
 }

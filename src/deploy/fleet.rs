@@ -34,6 +34,9 @@ pub struct FleetArgs {
     /// header, each host's result as it finished, the summary (`build-all`,
     /// as the original tool's master log).
     pub master_log: Option<String>,
+    /// Selected hosts that failed to evaluate, (host, Nix's message): with
+    /// `--keep-going` the others run, and these are failed outcomes.
+    pub unevaluated: Vec<(String, String)>,
 }
 
 /// Deploy `hosts` (already evaluated with their drvPaths); with `--json`,
@@ -126,6 +129,13 @@ pub async fn run(
         outcomes.push(outcome);
     }
     drop(gates);
+    for (name, message) in &args.unevaluated {
+        let o = summary::unevaluated(name, message, &opts, &places);
+        if let Some(m) = &master {
+            m.note(&summary::finished_line(&o));
+        }
+        outcomes.push(o);
+    }
     if args.rollback_succeeded && opts.mode == Mode::Deploy {
         outcomes = roll_back_succeeded(&ctxs, outcomes, control.path(), &log_dir, &ts).await;
     }

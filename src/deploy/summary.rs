@@ -27,6 +27,59 @@ pub fn print_document(code: i32, outcomes: &[Outcome]) {
     crate::report::print_document(&serde_json::json!({ "exitCode": code, "hosts": outcomes }));
 }
 
+/// A selected host that failed to evaluate while `--keep-going` ran the
+/// others: a failed outcome at stage "evaluate", with Nix's message, and a
+/// log of its own that says so.
+pub fn unevaluated(
+    name: &str,
+    message: &str,
+    opts: &super::Options,
+    places: &super::RunPlaces<'_>,
+) -> Outcome {
+    let error = format!("{name} failed to evaluate; nothing was built or changed:\n{message}");
+    let log =
+        match crate::report::log::HostLog::create(places.log_dir, places.kind, name, places.ts) {
+            Ok(l) => {
+                l.note(&error);
+                l.path.clone()
+            }
+            Err(_) => places.log_dir.to_path_buf(),
+        };
+    say(
+        name,
+        &format!(
+            "FAILED (nothing changed): {}",
+            error.lines().next().unwrap_or_default()
+        ),
+    );
+    Outcome {
+        host: name.to_string(),
+        target: String::new(),
+        mode: opts.mode,
+        goal: opts.goal,
+        result: HostResult::Failed,
+        generation_before: None,
+        generation_after: None,
+        system_before: None,
+        system_after: None,
+        toplevel: None,
+        rollback_reason: None,
+        reboot_required: None,
+        rebooted: false,
+        reboot: None,
+        live: None,
+        warnings: vec![],
+        facts_read: BTreeMap::new(),
+        error: Some(error),
+        diff: None,
+        durations_ms: BTreeMap::new(),
+        keys: vec![],
+        stage: Some("evaluate".into()),
+        log,
+        started: chrono::Local::now().to_rfc3339(),
+    }
+}
+
 /// A host whose task panicked or was cancelled: its state is unknown. Its
 /// lock is released if this run holds it; the outcome says to check by hand.
 pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {

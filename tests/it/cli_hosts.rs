@@ -709,3 +709,58 @@ fn systems_evaluate_in_workers_with_the_same_result() {
         .code(14)
         .stderr(predicate::str::contains("zephyrus is broken"));
 }
+
+/// `deploy --keep-going` with a host that fails to evaluate (here among
+/// workers): it is a failed outcome at stage "evaluate" with Nix's
+/// message and a log of its own, and the others run; without
+/// `--keep-going` the run is refused (14).
+#[test]
+fn keep_going_runs_the_others_when_one_host_fails_to_evaluate() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet_with_zephyrus("{ config = throw \"zephyrus is broken\"; }");
+    let logs = tempfile::tempdir().unwrap();
+    pantheros(&flake)
+        .env("PANTHEROS_LOG_DIR", logs.path())
+        .args(["deploy", "*", "--build-only", "--eval-jobs", "2"])
+        .assert()
+        .code(14);
+    let out = pantheros(&flake)
+        .env("PANTHEROS_LOG_DIR", logs.path())
+        .args([
+            "deploy",
+            "*",
+            "--build-only",
+            "--keep-going",
+            "--eval-jobs",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    testworld::assert_schema(&v, "deploy");
+    let hosts = v["hosts"].as_array().unwrap();
+    assert!(hosts.len() >= 3, "{v}");
+    for h in hosts {
+        if h["host"] == "zephyrus" {
+            assert_eq!(h["result"], "failed", "{v}");
+            assert_eq!(h["stage"], "evaluate", "{v}");
+            assert!(
+                h["error"].as_str().unwrap().contains("zephyrus is broken"),
+                "{v}"
+            );
+            let log = std::fs::read_to_string(h["log"].as_str().unwrap()).unwrap();
+            assert!(log.contains("zephyrus failed to evaluate"), "{log}");
+        } else {
+            assert_eq!(h["result"], "success", "{v}");
+        }
+    }
+}
