@@ -417,7 +417,11 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
         ));
         or_done!(
             trail
-                .step(ctx, Stage::Reboot, super::reboot::loader(ctx))
+                .step(
+                    ctx,
+                    Stage::Reboot,
+                    super::reboot::loader(ctx, &built.toplevel),
+                )
                 .await
         );
     }

@@ -68,19 +68,28 @@ struct Answer {
 }
 
 /// Whether this host's boot loader can boot a generation once; Err says
-/// why not, before anything changes.
-pub async fn loader(ctx: &Ctx) -> Result<(), StageError> {
+/// why not, before anything changes. A `toplevel` without the boot
+/// watchdog (a system that does not import the deployment module) gets a
+/// warning: nothing but a reset would bring the old system back.
+pub async fn loader(ctx: &Ctx, toplevel: &str) -> Result<(), StageError> {
     let cmd = ctx
         .target
         .root_script(
             &REBOOT,
-            &scripts::reboot_args(STATE_DIR, &RebootStep::Loader),
+            &scripts::reboot_args(STATE_DIR, &RebootStep::Loader { toplevel }),
         )
         .timeout(Duration::from_secs(30));
     let out =
         ctx.log.run_ok(&cmd).await.map_err(|f| {
             StageError::cmd("could not find out which boot loader the host uses", f)
         })?;
+    if section(&out.stdout, "watchdog").join("").trim() == "no" {
+        ctx.say(
+            "warning: the new system has no pantheros boot watchdog (it does not import \
+             pantheros.nixosModules.deployment): if it cannot be reached after the reboot, only a reset \
+             (Hetzner's, through the API, or yours) brings the old system back",
+        );
+    }
     let said = section(&out.stdout, "loader").join(" ");
     match said.trim() {
         "systemd-boot" | "grub" => Ok(()),

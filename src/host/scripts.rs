@@ -340,8 +340,9 @@ pub fn cache_fetch_args(url: &str, toplevel: &str) -> Vec<String> {
 /// One step of `deploy --reboot` (reboot.sh), as its argv.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RebootStep<'a> {
-    /// Which boot loader can boot a generation once.
-    Loader,
+    /// Which boot loader can boot a generation once, and whether
+    /// `toplevel` has the boot watchdog.
+    Loader { toplevel: &'a str },
     /// Put the system in the profile as a one-shot boot entry, write the
     /// watchdog's trial marker, reboot.
     Arm {
@@ -369,7 +370,9 @@ pub enum RebootStep<'a> {
 pub fn reboot_args(state: &str, step: &RebootStep<'_>) -> Vec<String> {
     let mut v: Vec<String> = vec![];
     match step {
-        RebootStep::Loader => v.extend(["loader".into(), state.into()]),
+        RebootStep::Loader { toplevel } => {
+            v.extend(["loader".into(), state.into(), toplevel.to_string()])
+        }
         RebootStep::Arm {
             profile,
             toplevel,
@@ -577,7 +580,15 @@ mod tests {
     #[test]
     fn reboot_argv_matches_the_scripts_positions() {
         let s = "/var/lib/pantheros";
-        assert_eq!(reboot_args(s, &RebootStep::Loader), ["loader", s]);
+        assert_eq!(
+            reboot_args(
+                s,
+                &RebootStep::Loader {
+                    toplevel: "/nix/store/t"
+                }
+            ),
+            ["loader", s, "/nix/store/t"]
+        );
         assert_eq!(reboot_args(s, &RebootStep::Check), ["check", s]);
         let arm = RebootStep::Arm {
             profile: "/nix/var/nix/profiles/system",

@@ -669,3 +669,25 @@ fn a_host_stuck_starting_is_named_as_the_cause_and_nothing_changes() {
     w.ssh_ok("rb10", "systemctl stop fixture-hang.service");
     assert_exit(&w.pantheros(&flake, &["deploy", "rb10", "--yes"]), 0);
 }
+
+/// A new system without the boot watchdog (it does not import the
+/// deployment module): the reboot goes on, with a warning that only a reset
+/// would bring the old system back.
+#[test]
+fn a_system_without_the_boot_watchdog_is_rebooted_with_a_warning() {
+    let Some(mut w) = World::with_systemd() else {
+        return;
+    };
+    host_on_generation_1(&mut w, "rb11");
+    let mut bare = host(&w, "rb11", 2, "");
+    bare.no_watchdog = true;
+    let out = deploy_rebooting(&w, bare, &[]);
+    assert_exit(&out, 0);
+    let stderr = testworld::stderr(&out);
+    assert!(
+        stderr.contains("warning: the new system has no pantheros boot watchdog"),
+        "{stderr}"
+    );
+    let gen2 = w.ssh_ok("rb11", "readlink -f /nix/var/nix/profiles/system");
+    assert_eq!(w.ssh_ok("rb11", "readlink -f /run/booted-system"), gen2);
+}

@@ -72,6 +72,8 @@ pub struct FixtureHost {
     pub ssh_dead_at_boot: bool,
     /// The boot watchdog's unit fails at once.
     pub watchdog_broken: bool,
+    /// No boot watchdog (a system without the deployment module).
+    pub no_watchdog: bool,
     /// A unit that never finishes starting (the host stays "starting").
     pub hang_boot: bool,
     /// The activation script fails: the switch goes on, then exits 2.
@@ -119,6 +121,7 @@ impl FixtureHost {
             block_ssh: false,
             ssh_dead_at_boot: false,
             watchdog_broken: false,
+            no_watchdog: false,
             hang_boot: false,
             fail_activate_script: false,
             fail_unit: false,
@@ -201,7 +204,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
         };
         body.push_str(&format!(
             "    {name} = {{ config = {{\n      warnings = [ {warn} ];\n      system.build.toplevel = {trace}mkSystem {{ name = \"{name}\"; generation = \"{g}\"; \
-             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; hangBoot = {hb}; failActivateScript = {fa}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
+             packages = [ {pkgs} ]; failSwitch = {fs}; blockSsh = {bs}; failUnit = {fu}; sshDeadAtBoot = {sd}; watchdogBroken = {wb}; noWatchdog = {nw}; hangBoot = {hb}; failActivateScript = {fa}; flakyUnit = {fl}; failPreSwitchCheck = {fp}; \
              switchSeconds = {ss}; buildSeconds = {bsec}; blobKiB = {blob}; outputKiB = {out};{extra} }};\n      \
              pantheros.deployment = {{ {dep} }};\n    }}; }};\n",
             warn = warnings.join(" "),
@@ -214,6 +217,7 @@ pub fn write_fleet(dir: &Path, hosts: &[FixtureHost]) {
             bs = h.block_ssh,
             sd = h.ssh_dead_at_boot,
             wb = h.watchdog_broken,
+            nw = h.no_watchdog,
             hb = h.hang_boot,
             fa = h.fail_activate_script,
             fu = h.fail_unit,

@@ -2,9 +2,11 @@
 # reboot.sh MODE STATE_DIR ...: `pantheros deploy --reboot` on the host.
 # One mode per step; every mode prints its answer in "== name" sections.
 #
-#   loader                      which boot loader can boot a generation once:
+#   loader TOPLEVEL             which boot loader can boot a generation once:
 #                               "== loader" then systemd-boot, grub, or
-#                               "none WHY"
+#                               "none WHY"; "== watchdog" yes or no: whether
+#                               TOPLEVEL has the boot watchdog's unit (the
+#                               deployment module gives it)
 #   arm PROFILE TOPLEVEL CONFIRM RUN [GENERATION]
 #                               put TOPLEVEL in the profile (GENERATION: switch
 #                               the profile to that generation instead), let
@@ -135,6 +137,8 @@ case "$mode" in
 loader)
   echo "== loader"
   loader
+  echo "== watchdog"
+  if [ -e "$1/etc/systemd/system/pantheros-boot-watchdog.service" ]; then echo yes; else echo no; fi
   ;;
 arm)
   profile=$1 toplevel=$2 confirm=$3 run=$4 generation=${5:-}
