@@ -83,6 +83,9 @@ pub struct Probe {
     pub record: Option<Record>,
     /// A record that is there but could not be read.
     pub record_error: Option<String>,
+    /// The system of a `deploy --reboot` trial whose marker is still on
+    /// the host (its boot watchdog judges that system's next boot).
+    pub reboot_trial: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,6 +155,7 @@ pub fn parse_probe(out: &str) -> Probe {
         lock,
         record,
         record_error,
+        reboot_trial: one("trial"),
     }
 }
 
@@ -244,6 +248,21 @@ pub fn judge(
                 "its boot default (generation {}) is {}, not the running system",
                 probe.generation.map_or("?".into(), |g| g.to_string()),
                 short(profile)
+            ),
+        ));
+    }
+    // A trial a --reboot run left behind (a running one holds the lock).
+    if let Some(t) = probe
+        .reboot_trial
+        .as_deref()
+        .filter(|_| probe.lock.is_none())
+    {
+        found.push((
+            State::PendingReboot,
+            format!(
+                "a --reboot trial of {} was left unfinished (/var/lib/pantheros/trial): its boot watchdog judges \
+                 that system's next boot; deploy again with --reboot, or remove the marker",
+                short(t)
             ),
         ));
     }
@@ -495,6 +514,15 @@ mod tests {
         assert_eq!(s.state, State::Locked);
         assert!(s.details[0].contains("for 42 s"), "{s:?}");
         assert_eq!(s.details.len(), 3, "{s:?}");
+        // A --reboot trial left behind: pending reboot, unless a run holds
+        // the lock (then it is that run's).
+        let t = format!("{}== trial\n{B}\n", text(A, A, &record(A), ""));
+        let s = st(Some(A), &t);
+        assert_eq!(s.state, State::PendingReboot, "{s:?}");
+        assert!(s.details[0].contains("--reboot trial of"), "{s:?}");
+        let locked = t.replace("== lock\n", "== lock\n42 20261207-1-9 u@yoga since now\n");
+        let s = st(Some(A), &locked);
+        assert!(!s.details.iter().any(|d| d.contains("trial")), "{s:?}");
         // A new kernel in the running system, not yet booted.
         let t = text(A, A, &record(A), "").replace(
             "== booted-boot-files\nkernel /k1",

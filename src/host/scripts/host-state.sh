@@ -5,7 +5,8 @@
 # default), the running and the booted system, the kernel, initrd and
 # modules of each (a difference needs a reboot), whether systemd runs the
 # host and its failed units, the deploy lock's holder and age in seconds,
-# and the last deploy record.
+# the last deploy record, and the system of a `--reboot` trial whose marker
+# is still there.
 set -u
 state=$1 profile=$2
 link=$(readlink "$profile" 2>/dev/null || true)
@@ -45,3 +46,6 @@ if [ -d "$state/lock" ]; then
 fi
 echo "== record"
 cat "$state/records/last.json" 2>/dev/null || true
+echo
+echo "== trial"
+sed -n 's/^toplevel=//p' "$state/trial" 2>/dev/null || true
