@@ -555,7 +555,7 @@ async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Res
         };
         let (nix, flake) = (nix.clone(), flake.clone());
         tasks.spawn(async move {
-            let r = load_in_one(&nix, &flake, &share_opts).await;
+            let r = eval_all(&nix, &flake, &share_opts).await;
             (share, r)
         });
     }
@@ -563,9 +563,10 @@ async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Res
         let Ok((share, result)) = joined else {
             continue;
         };
-        let part = match result {
+        let part = match result? {
             Ok(part) => part,
-            // The share as a whole failed: each host on its own.
+            // The share's evaluation failed as a whole (out of its memory,
+            // a host Nix cannot catch): its hosts each on their own.
             Err(_) => {
                 let one_opts = EvalOptions {
                     drv_for: Some(share.clone()),
@@ -622,9 +623,24 @@ fn split_among(names: &[String], jobs: usize) -> Vec<Vec<String>> {
     shares
 }
 
-/// One `nix eval` for all hosts (each under tryEval), bounded in memory
-/// when `opts.max_memory_mib` says so.
+/// One `nix eval` for all hosts; when it fails as a whole, the reason
+/// (an old Nix, a flake without nixosConfigurations) or every host
+/// evaluated on its own.
 async fn load_in_one(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
+    match eval_all(nix, flake, opts).await? {
+        Ok(inv) => Ok(inv),
+        Err((cmd, out)) => whole_failure(nix, flake, opts, &cmd, &out).await,
+    }
+}
+
+/// One `nix eval` for all hosts (each under tryEval), bounded in memory
+/// when `opts.max_memory_mib` says so: the inventory, or, when the
+/// evaluation failed as a whole, its command and output.
+async fn eval_all(
+    nix: &Nix,
+    flake: &FlakeRef,
+    opts: &EvalOptions,
+) -> Result<std::result::Result<Inventory, (runner::Cmd, runner::Output)>> {
     let mut cmd = nix.cmd([
         "eval".to_string(),
         "--json".into(),
@@ -666,17 +682,27 @@ async fn load_in_one(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<
             .into_iter()
             .filter(|w| !hosts.iter().any(|h| h.warnings.contains(w)))
             .collect();
-        return Ok(Inventory {
+        return Ok(Ok(Inventory {
             flake: flake.to_string(),
             nix_version: raw.nix_version,
             hosts,
             errors,
             warnings,
-        });
+        }));
     }
-    // The evaluation as a whole failed. First rule out a Nix too old for
-    // this command line, then a flake-level problem, then find the host(s).
-    let failure = eval_failure(&cmd, &out);
+    Ok(Err((cmd, out)))
+}
+
+/// The evaluation as a whole failed. First rule out a Nix too old for this
+/// command line, then a flake-level problem, then find the host(s).
+async fn whole_failure(
+    nix: &Nix,
+    flake: &FlakeRef,
+    opts: &EvalOptions,
+    cmd: &runner::Cmd,
+    out: &runner::Output,
+) -> Result<Inventory> {
+    let failure = eval_failure(cmd, out);
     nix.probe_version().await?;
     let text = failure.output();
     if text.contains("does not provide attribute") && text.contains("nixosConfigurations") {

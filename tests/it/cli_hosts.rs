@@ -690,16 +690,31 @@ fn systems_evaluate_in_workers_with_the_same_result() {
         1 + 3,
         "one metadata evaluation and three workers:\n{stderr}"
     );
-    // Too little memory for any worker: each host alone, same systems.
-    let (alone, _) = toplevels(&[
+    // Too little memory for any worker: each of its hosts alone (and only
+    // its hosts), same systems.
+    let (alone, stderr) = toplevels(&[
         "build-all",
         "--json",
+        "-v",
         "--eval-jobs",
         "2",
         "--eval-max-memory",
         "1",
     ]);
     assert_eq!(one, alone);
+    assert!(
+        stderr.contains("prlimit --data=1048576:1048576"),
+        "{stderr}"
+    );
+    let evals = stderr
+        .lines()
+        .filter(|l| l.contains("run") && l.contains(" eval "))
+        .count();
+    assert_eq!(
+        evals,
+        1 + 2 + one.len(),
+        "the metadata, two workers that fail, then each host once:\n{stderr}"
+    );
 
     let (_d2, broken) = fleet_with_zephyrus("{ config = throw \"zephyrus is broken\"; }");
     pantheros(&broken)
