@@ -8,13 +8,14 @@ use crate::error::Result;
 pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
     let flake = app.flake()?;
     let nix = app.nix()?;
-    let hosts = selected_hosts_checked(
+    let (hosts, _) = selected_hosts_checked(
         &nix,
         &flake,
         &args.selectors,
         false,
         args.fail_on_warnings,
         &args.eval,
+        false,
     )
     .await?;
     let jobs = args.jobs.unwrap_or_else(|| {

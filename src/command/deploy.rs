@@ -1,7 +1,7 @@
 //! `pantheros deploy`: the pipeline for the selected hosts.
 
 use super::app::App;
-use super::{selected_hosts_checked, selected_hosts_split};
+use super::selected_hosts_checked;
 use crate::cli;
 use crate::error::{Error, Result};
 use crate::{inventory, nix};
@@ -13,22 +13,7 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
     // With --keep-going, hosts that fail to evaluate are failed outcomes
     // and the others run; without it, they refuse the run.
     let (mut hosts, unevaluated) = match &prebuilt {
-        None if args.keep_going => {
-            let (hosts, failed) = selected_hosts_split(
-                &nix,
-                &flake,
-                &args.selectors,
-                false,
-                args.fail_on_warnings,
-                &args.eval,
-            )
-            .await?;
-            if hosts.is_empty() {
-                return Err(Error::HostsFailedToEvaluate { failed });
-            }
-            (hosts, failed)
-        }
-        None => (
+        None => {
             selected_hosts_checked(
                 &nix,
                 &flake,
@@ -36,10 +21,10 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
                 false,
                 args.fail_on_warnings,
                 &args.eval,
+                args.keep_going,
             )
-            .await?,
-            vec![],
-        ),
+            .await?
+        }
         Some(systems) => (
             prebuilt_hosts(&nix, &flake, &args.selectors, systems).await?,
             vec![],

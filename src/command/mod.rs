@@ -77,13 +77,26 @@ pub async fn selected_hosts(
     selectors: &[String],
     disko: bool,
 ) -> Result<Vec<inventory::Host>> {
-    selected_hosts_checked(nix, flake, selectors, disko, false, &Default::default()).await
+    let (hosts, _) = selected_hosts_checked(
+        nix,
+        flake,
+        selectors,
+        disko,
+        false,
+        &Default::default(),
+        false,
+    )
+    .await?;
+    Ok(hosts)
 }
 
 /// [`selected_hosts`], showing the selected hosts' evaluation warnings
 /// first (grouped per host; those Nix printed for no host in particular
 /// as `[evaluation]`), and with `fail_on_warnings` refusing to go on when
-/// there is any.
+/// there is any. A selected host that failed to evaluate refuses the run,
+/// unless `keep_going` (`deploy --keep-going`): then those hosts come back
+/// beside the others, (host, Nix's message) each, and only a selection
+/// where none evaluated is refused.
 pub async fn selected_hosts_checked(
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
@@ -91,25 +104,7 @@ pub async fn selected_hosts_checked(
     disko: bool,
     fail_on_warnings: bool,
     eval: &crate::cli::EvalFlags,
-) -> Result<Vec<inventory::Host>> {
-    let (hosts, failed) =
-        selected_hosts_split(nix, flake, selectors, disko, fail_on_warnings, eval).await?;
-    if !failed.is_empty() {
-        return Err(Error::HostsFailedToEvaluate { failed });
-    }
-    Ok(hosts)
-}
-
-/// [`selected_hosts_checked`], with the selected hosts that failed to
-/// evaluate returned beside the others ((host, Nix's message) each)
-/// instead of refusing the run: `deploy --keep-going`.
-pub async fn selected_hosts_split(
-    nix: &nix::Nix,
-    flake: &inventory::FlakeRef,
-    selectors: &[String],
-    disko: bool,
-    fail_on_warnings: bool,
-    eval: &crate::cli::EvalFlags,
+    keep_going: bool,
 ) -> Result<(Vec<inventory::Host>, Vec<(String, String)>)> {
     let opts = eval.options(selectors, disko);
     let inv = inventory::load(nix, flake, &opts).await?;
@@ -119,6 +114,9 @@ pub async fn selected_hosts_split(
         .iter()
         .map(|e| (e.name.clone(), e.message.clone()))
         .collect();
+    if !failed.is_empty() && (!keep_going || selection.hosts.is_empty()) {
+        return Err(Error::HostsFailedToEvaluate { failed });
+    }
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     let mut warned: Vec<String> = vec![];
     for h in &hosts {
