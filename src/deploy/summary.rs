@@ -53,11 +53,27 @@ pub fn unevaluated(
         ),
     );
     Outcome {
-        host: name.to_string(),
-        target: String::new(),
+        error: Some(error),
+        stage: Some("evaluate".into()),
+        ..nothing_learnt(name, String::new(), opts, HostResult::Failed, log)
+    }
+}
+
+/// The outcome of a host the pipeline learnt nothing about: no system,
+/// generation, plan or timing; the caller adds the error and what it knows.
+fn nothing_learnt(
+    host: &str,
+    target: String,
+    opts: &super::Options,
+    result: HostResult,
+    log: std::path::PathBuf,
+) -> Outcome {
+    Outcome {
+        host: host.to_string(),
+        target,
         mode: opts.mode,
         goal: opts.goal,
-        result: HostResult::Failed,
+        result,
         generation_before: None,
         generation_after: None,
         system_before: None,
@@ -70,11 +86,11 @@ pub fn unevaluated(
         live: None,
         warnings: vec![],
         facts_read: BTreeMap::new(),
-        error: Some(error),
+        error: None,
         diff: None,
         durations_ms: BTreeMap::new(),
         keys: vec![],
-        stage: Some("evaluate".into()),
+        stage: None,
         log,
         started: chrono::Local::now().to_rfc3339(),
     }
@@ -95,33 +111,18 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         preflight::unlock_after_crash(ctx).await;
     }
     let o = Outcome {
-        host: ctx.host.name.clone(),
-        target: ctx.target_label(),
-        mode: ctx.opts.mode,
-        goal: ctx.opts.goal,
-        result: HostResult::Unknown,
-        generation_before: None,
-        generation_after: None,
-        system_before: None,
-        system_after: None,
-        toplevel: None,
-        rollback_reason: None,
-        reboot_required: None,
-        rebooted: false,
-        reboot: None,
-        live: None,
         warnings: ctx.host.warnings.clone(),
-        facts_read: BTreeMap::new(),
         error: Some(format!(
             "{msg}\n  hint: {}",
             super::activate::console_hint(&ctx.host.name, &ctx.host.deployment.profile)
         )),
-        diff: None,
-        durations_ms: BTreeMap::new(),
-        keys: vec![],
-        stage: None,
-        log: ctx.log.path.clone(),
-        started: chrono::Local::now().to_rfc3339(),
+        ..nothing_learnt(
+            &ctx.host.name,
+            ctx.target_label(),
+            &ctx.opts,
+            HostResult::Unknown,
+            ctx.log.path.clone(),
+        )
     };
     write_info(ctx, &o);
     o
