@@ -62,7 +62,32 @@ fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
             .unwrap();
         std::fs::read_to_string(h["log"].as_str().unwrap()).unwrap()
     };
+    // What a host's store holds for its system, with its signatures: a
+    // path substituted from the cache carries the cache's.
+    let signed_by_cache = |name: &str| {
+        let h = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap();
+        let top = h["toplevel"].as_str().unwrap();
+        let sigs = w.host(name).exec_ok(&[
+            "nix",
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--sigs",
+            top,
+        ]);
+        assert!(sigs.starts_with(top), "{name} does not hold {top}: {sigs}");
+        sigs.contains("cache-1:")
+    };
     for name in ["c1", "c2"] {
+        assert!(
+            signed_by_cache(name),
+            "{name}'s system did not come from the cache"
+        );
         let log = log_of(name);
         assert!(
             log.contains("cache.sh fetch http://"),
@@ -80,6 +105,7 @@ fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
         "{stderr}"
     );
     assert!(log_of("c3").contains("--to ssh://root@c3"));
+    assert!(!signed_by_cache("c3"), "c3's system came from the cache");
     assert_eq!(w.generation_marker("c3"), "1");
     // Every path reached the cache once: each "copying path" of the
     // uploads names a different path, and the cache holds them all.
