@@ -330,6 +330,7 @@ fn reboot_is_refused_without_systemd_boot_and_skipped_when_not_needed() {
         w.ssh_ok("rb6", "readlink -f /nix/var/nix/profiles/system"),
         gen1
     );
+    let boot = w.ssh_ok("rb6", "cat /proc/sys/kernel/random/boot_id");
     let flake = w.path().join("fleet");
     write_fleet(&flake, &[host(&w, "rb6", 2, "")]);
     let out = w.pantheros(
@@ -339,6 +340,11 @@ fn reboot_is_refused_without_systemd_boot_and_skipped_when_not_needed() {
     assert_exit(&out, 0);
     let v = testworld::json(&out);
     assert_eq!(v["hosts"][0]["rebooted"], false, "{v}");
+    // Switched live: the new system runs, in the same boot.
+    let gen2 = w.ssh_ok("rb6", "readlink -f /nix/var/nix/profiles/system");
+    assert_ne!(gen2, gen1);
+    assert_eq!(w.ssh_ok("rb6", "readlink -f /run/current-system"), gen2);
+    assert_eq!(w.ssh_ok("rb6", "cat /proc/sys/kernel/random/boot_id"), boot);
     // --goal test cannot go with --reboot.
     let out = w.pantheros(
         &flake,
