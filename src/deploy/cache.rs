@@ -4,8 +4,9 @@
 //! receiving it from this machine: a fleet costs one upload, not one per
 //! host.
 //!
-//! 1. [`trusts`]: does the host's Nix trust the cache's key? A host that
-//!    does not gets a direct copy, with a note;
+//! 1. does the host's Nix trust the cache's key (preflight.sh asked, in the
+//!    round trip it makes anyway)? A host that does not gets a direct copy,
+//!    with a note;
 //! 2. [`upload`]: `nix copy --to UPLOAD`, signed with the key: by the
 //!    binary cache store itself (`?secret-key=`) for a `file://`, `s3://`
 //!    or `http(s)://` upload; for an `ssh://` one (e.g. with
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use super::build::Built;
 use super::{Ctx, StageError};
-use crate::host::protocol::section;
 use crate::host::scripts::{self, CACHE};
 use crate::inventory::CacheSpec;
 
@@ -41,10 +41,16 @@ pub enum Fanned {
     Direct(String),
 }
 
-/// Upload the closure once and let the host substitute it; Err when the
-/// cache cannot be written (nothing changed on any host).
-pub async fn fan_out(ctx: &Ctx, built: &Built, cache: &CacheSpec) -> Result<Fanned, StageError> {
-    if !trusts(ctx, &cache.public_key).await {
+/// Upload the closure once and let the host substitute it (`trusted`: the
+/// host trusts the cache's key, as its preflight said); Err when the cache
+/// cannot be written (nothing changed on any host).
+pub async fn fan_out(
+    ctx: &Ctx,
+    built: &Built,
+    cache: &CacheSpec,
+    trusted: bool,
+) -> Result<Fanned, StageError> {
+    if !trusted {
         return Ok(Fanned::Direct(format!(
             "{} does not trust the cache's key {} (its nix.settings.trusted-public-keys; the deployment \
              module adds it once this system is deployed)",
@@ -68,18 +74,6 @@ pub async fn fan_out(ctx: &Ctx, built: &Built, cache: &CacheSpec) -> Result<Fann
             cache.url,
             f.tail.last().cloned().unwrap_or_else(|| f.how.clone())
         ))),
-    }
-}
-
-/// Whether the host's Nix trusts `key` (false when it cannot be asked).
-async fn trusts(ctx: &Ctx, key: &str) -> bool {
-    let cmd = ctx
-        .target
-        .root_script(&CACHE, &scripts::cache_trusts_args(key))
-        .timeout(Duration::from_secs(30));
-    match ctx.log.run_ok(&cmd).await {
-        Ok(out) => section(&out.stdout, "trusts").join("").trim() == "yes",
-        Err(_) => false,
     }
 }
 

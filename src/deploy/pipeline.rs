@@ -388,7 +388,11 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
         return Prepare::Done(end, seen, changed);
     }
 
-    or_done!(trail.step(ctx, Stage::Copy, ship::ship(ctx, &built)).await);
+    or_done!(
+        trail
+            .step(ctx, Stage::Copy, ship::ship(ctx, &built, &current))
+            .await
+    );
     let plan = or_done!(
         trail
             .step(ctx, Stage::Diff, diff::plan(ctx, &current, &built))

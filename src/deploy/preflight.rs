@@ -26,6 +26,8 @@ pub struct Current {
     pub systemd: bool,
     /// Units that had failed before this run (the health checks' baseline).
     pub failed_units: Vec<String>,
+    /// With a binary cache: whether the host's Nix trusts its key.
+    pub cache_trusted: Option<bool>,
 }
 
 impl Current {
@@ -73,6 +75,11 @@ pub async fn preflight(
                 &ctx.opts.run_id,
                 &owner(),
                 noop_if,
+                ctx.host
+                    .deployment
+                    .cache
+                    .as_ref()
+                    .map(|c| c.public_key.as_str()),
             ),
         )
         .timeout(std::time::Duration::from_secs(60));
@@ -125,6 +132,9 @@ pub async fn preflight(
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
+        cache_trusted: section(&out.stdout, "cache-trusted")
+            .first()
+            .map(|s| s.trim() == "yes"),
     };
     let released = out.stdout.lines().any(|l| l.trim() == "== noop");
     Ok((current, (!released).then_some(Lock(()))))

@@ -3,10 +3,11 @@
 //! it can. Bounded: an hour at most, and SSH's keep-alives end a dead link.
 
 use super::build::Built;
+use super::preflight::Current;
 use super::{Ctx, StageError};
 use crate::host::scripts;
 
-pub async fn ship(ctx: &Ctx, built: &Built) -> Result<(), StageError> {
+pub async fn ship(ctx: &Ctx, built: &Built, current: &Current) -> Result<(), StageError> {
     if ctx.target.is_local() || built.on_target {
         return Ok(());
     }
@@ -15,7 +16,8 @@ pub async fn ship(ctx: &Ctx, built: &Built) -> Result<(), StageError> {
     if let Some(cache) = &ctx.host.deployment.cache
         && built.on_builder.is_none()
     {
-        match super::cache::fan_out(ctx, built, cache).await? {
+        let trusted = current.cache_trusted == Some(true);
+        match super::cache::fan_out(ctx, built, cache, trusted).await? {
             super::cache::Fanned::Substituted => return Ok(()),
             super::cache::Fanned::Direct(why) => {
                 ctx.say(&format!("note: {why}; copying the closure directly"))

@@ -139,13 +139,14 @@ fn yes_no(b: bool) -> String {
     if b { "yes".into() } else { "no".into() }
 }
 
-/// preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF]
+/// preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF|- [CACHE_KEY]]
 pub fn preflight_args(
     state_dir: &str,
     profile: &str,
     run_id: &str,
     owner: &str,
     noop_if: Option<&str>,
+    cache_key: Option<&str>,
 ) -> Vec<String> {
     let mut v = vec![
         state_dir.into(),
@@ -153,7 +154,10 @@ pub fn preflight_args(
         run_id.into(),
         owner.into(),
     ];
-    v.extend(noop_if.map(String::from));
+    match (noop_if, cache_key) {
+        (n, Some(k)) => v.extend([n.unwrap_or("-").to_string(), k.to_string()]),
+        (n, None) => v.extend(n.map(String::from)),
+    }
     v
 }
 
@@ -327,14 +331,9 @@ pub fn confirm_args(
     v
 }
 
-/// cache.sh: does the host trust `key`?
-pub fn cache_trusts_args(key: &str) -> Vec<String> {
-    vec!["trusts".into(), key.into()]
-}
-
-/// cache.sh: substitute `toplevel` from the cache at `url`.
+/// cache.sh URL TOPLEVEL: substitute `toplevel` from the cache at `url`.
 pub fn cache_fetch_args(url: &str, toplevel: &str) -> Vec<String> {
-    vec!["fetch".into(), url.into(), toplevel.into()]
+    vec![url.into(), toplevel.into()]
 }
 
 /// One step of `deploy --reboot` (reboot.sh), as its argv.
@@ -568,13 +567,11 @@ mod tests {
 
     #[test]
     fn cache_argv_matches_the_scripts_positions() {
-        assert_eq!(cache_trusts_args("c-1:AAA="), ["trusts", "c-1:AAA="]);
         assert_eq!(
             cache_fetch_args("http://c:8080", "/nix/store/x-system"),
-            ["fetch", "http://c:8080", "/nix/store/x-system"]
+            ["http://c:8080", "/nix/store/x-system"]
         );
-        let text = CACHE.text();
-        assert!(text.contains("trusts)") && text.contains("fetch)"));
+        assert!(CACHE.text().contains("url=$1 top=$2"));
     }
 
     #[test]
@@ -790,9 +787,21 @@ mod tests {
     #[test]
     fn the_other_builders() {
         assert_eq!(
-            preflight_args("/var/lib/pantheros", "/p", "r1", "me", Some("/nix/store/t")),
+            preflight_args(
+                "/var/lib/pantheros",
+                "/p",
+                "r1",
+                "me",
+                Some("/nix/store/t"),
+                None
+            ),
             ["/var/lib/pantheros", "/p", "r1", "me", "/nix/store/t"]
         );
+        assert_eq!(
+            preflight_args("/s", "/p", "r1", "me", None, Some("c-1:AAA="))[4..],
+            ["-", "c-1:AAA="]
+        );
+        assert!(PREFLIGHT.text().contains("cache_trusts_key \"$cache_key\""));
         assert_eq!(
             unlock_args("/var/lib/pantheros", "r1"),
             ["/var/lib/pantheros", "r1"]

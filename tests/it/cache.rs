@@ -90,7 +90,7 @@ fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
         );
         let log = log_of(name);
         assert!(
-            log.contains("cache.sh fetch http://"),
+            log.contains("cache.sh http://"),
             "{name} did not substitute:\n{log}"
         );
         assert!(

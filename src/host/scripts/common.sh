@@ -211,6 +211,18 @@ activation_lock_free() {
   flock -s -w "$1" "$ACTIVATION_LOCK" true 2>/dev/null
 }
 
+# "yes" when this host's Nix trusts the binary cache key $1 (its
+# trusted-public-keys: paths signed with it substitute here), else "no".
+# shellcheck disable=SC2317,SC2329 # shared: not every script calls it
+cache_trusts_key() {
+  ctk_keys=$(nix --extra-experimental-features nix-command config show trusted-public-keys 2>/dev/null ||
+    nix --extra-experimental-features nix-command show-config 2>/dev/null | sed -n 's/^trusted-public-keys = //p')
+  case " $ctk_keys " in
+  *" $1 "*) echo yes ;;
+  *) echo no ;;
+  esac
+}
+
 # Wait up to $1 seconds for systemd to settle (SystemState running,
 # degraded or maintenance), as NixOS's activation program does before it
 # does anything; 0 when it did (or systemd does not run the host), 1 when it

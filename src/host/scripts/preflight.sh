@@ -1,14 +1,17 @@
 # shellcheck shell=sh
-# preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF]: take the host's deploy lock (a
+# preflight.sh STATE_DIR PROFILE RUN_ID OWNER [NOOP_IF|- [CACHE_KEY]]: take the host's deploy lock (a
 # directory: mkdir is atomic; lock/owner names the run that holds it), then
 # report the profile's current generation (from its link name, no nix-env),
 # the boot default (the profile), the running system, and, unless nothing is
 # to be done, whether systemd runs the host and (then) its failed units, each
 # section after a "== name" line. When the host already runs and boots
 # NOOP_IF, the lock is given back at once and "== noop" ends the report: a
-# no-op deploy is one round trip of a few reads.
+# no-op deploy is one round trip of a few reads. With CACHE_KEY (the
+# deploy's binary cache), "== cache-trusted" then yes or no: whether this
+# host's Nix trusts that key (cache_trusts_key).
 set -u
-state=$1 profile=$2 run=$3 owner=$4 noop_if=${5:-}
+state=$1 profile=$2 run=$3 owner=$4 noop_if=${5:-} cache_key=${6:-}
+[ "$noop_if" = - ] && noop_if=
 mkdir -p "$state"
 if ! mkdir "$state/lock" 2>/dev/null; then
   echo "LOCKED $(cat "$state/lock/owner" 2>/dev/null || echo 'unknown holder')"
@@ -43,4 +46,8 @@ if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemctl --failed --no-legend --plain 2>/dev/null | awk '{ print $1 }'
 else
   echo no
+fi
+if [ -n "$cache_key" ]; then
+  echo "== cache-trusted"
+  cache_trusts_key "$cache_key"
 fi
