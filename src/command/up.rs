@@ -300,7 +300,7 @@ impl<'a> Up<'a> {
         install::record_facts(&self.host, self.flake, &done).map_err(p::Failure::into_error)?;
         Ok((
             StepResult::Done,
-            format!("{} runs NixOS {}", done.ipv4, done.toplevel),
+            format!("{} runs NixOS {}", done.address, done.toplevel),
         ))
     }
 

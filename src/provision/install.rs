@@ -202,7 +202,11 @@ pub struct Built {
 #[serde(rename_all = "camelCase")]
 pub struct Installed {
     pub host: String,
-    pub ipv4: String,
+    /// The address it was installed and verified over (the IPv4 one, else
+    /// the first of its IPv6 network).
+    pub address: String,
+    /// The server's public IPv4 address; none on an IPv6-only server.
+    pub ipv4: Option<String>,
     pub toplevel: String,
     pub known_hosts: PathBuf,
     pub host_key: String,
@@ -302,7 +306,8 @@ pub async fn install_system(
     progress.done(&format!("{} runs NixOS {}", args.host, built.toplevel));
     Ok(Installed {
         host: args.host.clone(),
-        ipv4: ip,
+        ipv4: server.ipv4.clone(),
+        address: ip,
         toplevel: built.toplevel.clone(),
         known_hosts: kh,
         host_key: pinned,

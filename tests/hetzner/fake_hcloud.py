@@ -352,7 +352,8 @@ class Fake:
         # An address the test planned for this name (set-ip before creation).
         ip = getattr(self, "planned_ips", {}).get(body["name"], "203.0.113.%d" % n)
         pn["ipv4"] = dict(pn.get("ipv4") or {}, ip=ip, blocked=False, dns_ptr="static.%d.example" % n, id=sid)
-        pn["ipv6"] = dict(pn.get("ipv6") or {}, ip="2001:db8:%x::/64" % n, blocked=False, dns_ptr=[], id=sid)
+        net = getattr(self, "planned_ipv6", {}).get(body["name"], "2001:db8:%x::/64" % n)
+        pn["ipv6"] = dict(pn.get("ipv6") or {}, ip=net, blocked=False, dns_ptr=[], id=sid)
         # public_net.enable_ipv4 = false: no IPv4 address at all (Hetzner's IPv6-only servers).
         if (body.get("public_net") or {}).get("enable_ipv4") is False:
             pn["ipv4"] = None
@@ -445,6 +446,14 @@ def make_handler(fake):
                         for srv in p.servers.values():
                             if srv["name"] == req["name"]:
                                 srv["public_net"]["ipv4"]["ip"] = req["ip"]
+                    return self.reply(200, {"ok": True})
+                if path == "/__fake/set-ipv6" and method == "POST":
+                    # The /64 a server created later under that name gets
+                    # (a network of the test world, so it can be reached).
+                    req = json.loads(raw)
+                    if not hasattr(fake, "planned_ipv6"):
+                        fake.planned_ipv6 = {}
+                    fake.planned_ipv6[req["name"]] = req["net"]
                     return self.reply(200, {"ok": True})
                 if path == "/__fake/deprecate" and method == "POST":
                     # Deprecate a server type everywhere, as Hetzner does:

@@ -126,6 +126,8 @@ fn install_runs_nixos_anywhere_pins_the_host_key_and_verifies() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     testworld::assert_schema(&v, "provision");
+    assert_eq!(v["address"], ip.as_str(), "{v}");
+    assert_eq!(v["ipv4"], ip.as_str(), "{v}");
     // nixos-anywhere got the store paths pantheros built (it evaluates
     // nothing), the host key pantheros made, our key and the server.
     let argv: Vec<String> = std::fs::read_to_string(&i.record)
@@ -418,4 +420,115 @@ fn once_more_nothing_is_done_twice(i: &Installation) {
     assert!(!record.exists(), "nixos-anywhere ran again");
     assert_eq!(fake.count("POST", "/v1/servers"), 2);
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+}
+
+/// `up --ipv6-only` to a server with no IPv4 address at all (Hetzner's
+/// IPv6-only servers): the server is created without one, nixos-anywhere
+/// is handed the IPv6 literal, the installed system's key is pinned for
+/// that literal, the first deploy runs over it, and later commands reach
+/// the host at the address recorded in its facts.
+#[test]
+fn up_installs_and_deploys_a_server_reached_over_ipv6_alone() {
+    let Some(i) = Installation::new() else { return };
+    // As the shipped hosts/hetzner-vps: no address of its own, reached at
+    // the one recorded in its facts (the deployment module's default for
+    // targetHost, written out: the fixture has no module system).
+    let flake_nix = i.flake.join("flake.nix");
+    let text = std::fs::read_to_string(&flake_nix).unwrap();
+    let fixed = "targetHost = \"203.0.113.10\";";
+    assert!(text.contains(fixed), "the fixture's hetzner-vps changed");
+    // The key `up` logged in with: ssh takes the user's ~/.ssh from the
+    // password database, not from the test's HOME, so it is named here.
+    let from_facts = format!(
+        "targetHost = hetznerFacts.ipv4 or \
+         (builtins.head (builtins.split \"/\" (hetznerFacts.ipv6Address or \"\"))); \
+         sshOptions = [ \"-i\" \"{}\" \"-o\" \"IdentitiesOnly=yes\" ];",
+        i.home.join(".ssh/id_ed25519").display()
+    );
+    std::fs::write(&flake_nix, text.replace(fixed, &from_facts)).unwrap();
+    let net = i.w.make_systemd_ipv6_only("sys1");
+    i.fake.set_ipv6("hetzner-vps", &net);
+    let address = net.replace("::/64", "::1");
+    let host = i.w.systemd_host("sys1");
+    let v4 = stdout(&testworld::sh(&[
+        "ip",
+        "-n",
+        &host.netns,
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ]));
+    assert!(v4.trim().is_empty(), "the server still has IPv4: {v4}");
+
+    // The world's own connections before this point came over IPv4.
+    let since = i.on_host("date +%s.%N");
+
+    let (out, doc, steps) = up(&i, &["--ipv6-only", "--yes"], false);
+    assert_exit(&out, 0);
+    assert_eq!(
+        steps,
+        pairs(&[("server", "done"), ("install", "done"), ("deploy", "done")])
+    );
+    let post = i
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
+        .unwrap();
+    assert_eq!(post["body"]["public_net"]["enable_ipv4"], false, "{post}");
+    // nixos-anywhere was given the literal, unbracketed (as ssh takes it).
+    let argv = std::fs::read_to_string(&i.record).unwrap();
+    assert_eq!(
+        argv.lines().last(),
+        Some(format!("root@{address}").as_str())
+    );
+    // The installed system's key is pinned for the literal.
+    let kh = std::fs::read_to_string(i.w.path().join("config/pantheros/known_hosts")).unwrap();
+    let served = i.on_host("cat /etc/ssh/ssh_host_ed25519_key.pub");
+    let material = served.split_whitespace().nth(1).unwrap();
+    assert!(
+        kh.contains(&format!("{address} ssh-ed25519 {material}")),
+        "{kh}"
+    );
+    // The first deploy switched the host to the built system.
+    let top = doc["deploy"][0]["toplevel"].as_str().unwrap().to_string();
+    assert_eq!(doc["deploy"][0]["result"], "success", "{doc}");
+    assert_eq!(i.on_host("readlink -f /run/current-system"), top);
+    assert_eq!(i.on_host("readlink -f /nix/var/nix/profiles/system"), top);
+    // Only IPv6 facts; the configuration was built with the address.
+    let facts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(i.flake.join("hetzner-vps.facts.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(facts["facts"].get("ipv4").is_none(), "{facts}");
+    assert_eq!(
+        facts["facts"]["ipv6Address"]["value"],
+        format!("{address}/64").as_str(),
+        "{facts}"
+    );
+    // Every SSH connection the server accepted came over IPv6 (it has no
+    // other address; its sshd logs the peer of each).
+    let accepted = i.on_host(&format!(
+        "journalctl -q -u ssh --since @{since} --no-pager | grep 'Accepted publickey' || true"
+    ));
+    assert!(!accepted.is_empty(), "no accepted connection was logged");
+    for line in accepted.lines() {
+        assert!(
+            line.contains(&format!("from {net_}", net_ = net.trim_end_matches(":/64"))),
+            "{line}"
+        );
+    }
+
+    // Later: `status` and a redeploy reach it at the recorded address.
+    let out = i.run(&["status", "hetzner-vps", "--json"], &[]);
+    assert_exit(&out, 0);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["hosts"][0]["state"], "in-sync", "{st}");
+    let out = i.run(&["deploy", "hetzner-vps", "--yes", "--json"], &[]);
+    assert_exit(&out, 0);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["hosts"][0]["result"], "unchanged", "{d}");
+    assert!(i.fake.violations().is_empty(), "{:?}", i.fake.violations());
 }

@@ -245,6 +245,16 @@ impl FakeHetzner {
         serde_json::from_slice(&out.stdout).expect("the fake's answer to POST /servers")
     }
 
+    /// The IPv6 network (`NET::/64`) the server named `name` gets when it
+    /// is created.
+    pub fn set_ipv6(&self, name: &str, net: &str) {
+        self.control(
+            "POST",
+            "set-ipv6",
+            Some(serde_json::json!({"name": name, "net": net})),
+        );
+    }
+
     pub fn set_ip(&self, name: &str, ip: &str) {
         self.control(
             "POST",

@@ -406,6 +406,31 @@ impl World {
         }
     }
 
+    /// Make systemd host `name` a server with IPv6 alone, as Hetzner's
+    /// IPv6-only servers are: a /64 of its own (`NET::/64`, returned), the
+    /// host at its first address (`NET::1`, where Hetzner's images put it),
+    /// the client on the same link at `NET::fe`, and the host's IPv4
+    /// address removed. Its sshd (Debian's, listening on every address)
+    /// answers on the IPv6 one only from now on.
+    pub fn make_systemd_ipv6_only(&self, name: &str) -> String {
+        let host = self.systemd_host(name);
+        let index = host.ip.rsplit('.').next().unwrap_or("2").to_string();
+        let net = format!("{}:{index}::", self.ipv6_prefix());
+        sh(&[
+            "ip",
+            "-n",
+            &self.client_ns,
+            "addr",
+            "add",
+            &format!("{net}fe/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        crate::world::swap_ipv4_for_ipv6(&host.netns, &host.ip, &format!("{net}1"));
+        format!("{net}/64")
+    }
+
     /// `ssh name sh -c SCRIPT`, panicking on failure; returns stdout.
     #[track_caller]
     pub fn ssh_ok(&self, host: &str, script: &str) -> String {

@@ -377,6 +377,21 @@ impl World {
         host.start_sshd(&client_ns);
     }
 
+    /// This world's IPv6 prefix (`fd00:X:Y`, from its IPv4 subnet), unique
+    /// among the worlds running at once.
+    pub(crate) fn ipv6_prefix(&self) -> String {
+        let octets: Vec<u32> = self
+            .subnet
+            .split('.')
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        format!(
+            "fd00:{:x}:{:x}",
+            octets.get(1).copied().unwrap_or(0),
+            octets.get(2).copied().unwrap_or(0)
+        )
+    }
+
     /// Kill a light host's sshd and every SSH session it serves (as a
     /// crash or an OOM kill of sshd would): open connections drop, new ones
     /// are refused until [`World::start_sshd`].
@@ -407,16 +422,7 @@ impl World {
     /// knows the host by that literal (pinned key, the client key). Returns
     /// the literal (e.g. `fd00:fb:1::5`).
     pub fn make_ipv6_only(&mut self, name: &str) -> String {
-        let octets: Vec<u32> = self
-            .subnet
-            .split('.')
-            .filter_map(|o| o.parse().ok())
-            .collect();
-        let prefix = format!(
-            "fd00:{:x}:{:x}::",
-            octets.get(1).copied().unwrap_or(0),
-            octets.get(2).copied().unwrap_or(0)
-        );
+        let prefix = format!("{}::", self.ipv6_prefix());
         // The client's address (once per world; "exists" is fine).
         let _ = try_sh(&[
             "ip",
@@ -433,27 +439,7 @@ impl World {
         let index = host.ip.rsplit('.').next().unwrap_or("2").to_string();
         let v6 = format!("{prefix}{index}");
         let (ns, v4) = (host.netns.clone(), host.ip.clone());
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "del",
-            &format!("{v4}/24"),
-            "dev",
-            "eth0",
-        ]);
+        swap_ipv4_for_ipv6(&ns, &v4, &v6);
         let cfg = host.dir.join("ssh/sshd_config");
         let text = fs::read_to_string(&cfg).unwrap().replace(
             &format!("ListenAddress {v4}\n"),
@@ -569,4 +555,30 @@ impl Drop for World {
             ])
             .status();
     }
+}
+
+/// In network namespace `ns`: `v6`/64 on eth0 (no duplicate detection, so
+/// it answers at once), then the IPv4 address `v4`/24 removed.
+pub(crate) fn swap_ipv4_for_ipv6(ns: &str, v4: &str, v6: &str) {
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "del",
+        &format!("{v4}/24"),
+        "dev",
+        "eth0",
+    ]);
 }
