@@ -548,7 +548,9 @@ impl ActivationFlags {
 pub struct EvalFlags {
     /// Evaluate the selected hosts' systems in N `nix eval` processes at
     /// once (a large fleet: one process holds every host's evaluation in
-    /// its memory and uses one core); default: one process.
+    /// its memory and uses one core); 1: always one process. Default: one
+    /// process for fewer than 8 systems or on one core, else one per core
+    /// (at most 4).
     #[arg(long, value_name = "N", env = "PANTHEROS_EVAL_JOBS")]
     pub eval_jobs: Option<usize>,
 
@@ -565,7 +567,7 @@ impl EvalFlags {
         crate::inventory::EvalOptions {
             drv_for: Some(selectors.to_vec()),
             disko,
-            jobs: self.eval_jobs.unwrap_or(1),
+            jobs: self.eval_jobs.unwrap_or(0),
             max_memory_mib: self.eval_max_memory,
             ..Default::default()
         }

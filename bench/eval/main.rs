@@ -1,7 +1,7 @@
 //! bench/eval: evaluating a large fleet in one process against worker
 //! processes (`--eval-jobs N`).
 //!
-//! A synthetic fleet of 32 and 100 hosts (`BENCH_HOSTS`, comma-separated)
+//! A synthetic fleet of 4, 8, 16, 32 and 100 hosts (`BENCH_HOSTS`, comma-separated)
 //! whose configurations go through nixpkgs' real module system (its `lib`,
 //! as the test tiers find it): each host evaluates 1500 options
 //! (`BENCH_OPTIONS`) and its toplevel depends on all of them, so an
@@ -9,7 +9,8 @@
 //! Each case is `pantheros build-all --json` after a warm-up run (the tiny
 //! builds cached), timed, with the largest single process's peak RSS (GNU
 //! time's %M: the pantheros process or one of its `nix eval`s). Reported:
-//! wall and peak memory of one process and of 2 and 4 workers, in one run.
+//! wall and peak memory of one process (`--eval-jobs 1`), of 2 and 4
+//! workers, and of pantheros' own choice (no flag), in one run.
 //!
 //!     bash bench/eval/run.sh        (needs nixpkgs' lib; see README)
 
@@ -112,7 +113,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500);
     let sizes: Vec<usize> = std::env::var("BENCH_HOSTS")
-        .unwrap_or_else(|_| "32,100".into())
+        .unwrap_or_else(|_| "4,8,16,32,100".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -126,8 +127,8 @@ fn main() {
     for n in sizes {
         let dir = tmp.path().join(format!("fleet-{n}"));
         flake(&dir, &lib, n, options);
-        run(&dir, &[]); // warm-up: the builds, cached from now on
-        let (one, one_rss) = run(&dir, &[]);
+        run(&dir, &["--eval-jobs", "1"]); // warm-up: the builds, cached from now on
+        let (one, one_rss) = run(&dir, &["--eval-jobs", "1"]);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "{:<8} {:<12} {:>10.0} {:>8} {:>14.1}",
@@ -138,18 +139,35 @@ fn main() {
             one_rss as f64 / 1024.0
         );
         let mut row = serde_json::json!({"hosts": n, "oneMs": ms(one), "onePeakKiB": one_rss});
-        for jobs in [2, 4] {
-            let (t, rss) = run(&dir, &["--eval-jobs", &jobs.to_string()]);
+        // 0: no --eval-jobs, pantheros' own choice.
+        for jobs in [2, 4, 0] {
+            let flag = jobs.to_string();
+            let extra: &[&str] = if jobs == 0 {
+                &[]
+            } else {
+                &["--eval-jobs", &flag]
+            };
+            let (t, rss) = run(&dir, extra);
+            let label = if jobs == 0 {
+                "automatic".to_string()
+            } else {
+                format!("{jobs} workers")
+            };
             println!(
                 "{:<8} {:<12} {:>10.0} {:>8.2} {:>14.1}",
                 n,
-                format!("{jobs} workers"),
+                label,
                 ms(t),
                 ms(t) / ms(one),
                 rss as f64 / 1024.0
             );
-            row[format!("workers{jobs}Ms")] = ms(t).into();
-            row[format!("workers{jobs}PeakKiB")] = rss.into();
+            let key = if jobs == 0 {
+                "automatic".to_string()
+            } else {
+                format!("workers{jobs}")
+            };
+            row[format!("{key}Ms")] = ms(t).into();
+            row[format!("{key}PeakKiB")] = rss.into();
         }
         rows.push(row);
     }

@@ -28,8 +28,8 @@ pub struct EvalOptions {
     /// [`super::Host::extras`] under its name.
     pub extras: Vec<Extra>,
     /// Evaluate the systems (`drv_for`) in this many `nix eval` processes at
-    /// once (0 or 1: one process for the whole fleet). See
-    /// [`super::load`].
+    /// once: 1, one process for the whole fleet; 0, chosen by the number of
+    /// systems and cores (the default). See [`super::load`].
     pub jobs: usize,
     /// Each worker's memory, in MiB (its data segment, `prlimit --data`):
     /// a worker past it fails alone instead of the machine swapping.

@@ -509,12 +509,92 @@ fn eval_failure(cmd: &runner::Cmd, out: &runner::Output) -> CommandFailure {
 }
 
 /// Read the fleet from the flake: one `nix eval` for all hosts, or, with
-/// `opts.jobs` > 1 and systems to evaluate, [`load_in_workers`].
+/// systems to evaluate and more than one worker (`opts.jobs`, or chosen by
+/// [`auto_jobs`] when it is 0), [`load_in_workers`].
 pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
-    if opts.jobs > 1 && opts.drv_for.is_some() {
-        return load_in_workers(nix, flake, opts).await;
+    if let Some(selectors) = &opts.drv_for {
+        let jobs = match opts.jobs {
+            0 => auto_jobs(nix, flake, selectors).await,
+            n => n,
+        };
+        if jobs > 1 {
+            let opts = EvalOptions {
+                jobs,
+                ..opts.clone()
+            };
+            return load_in_workers(nix, flake, &opts).await;
+        }
     }
     load_in_one(nix, flake, opts).await
+}
+
+/// From how many systems to evaluate worker processes pay off. Measured
+/// with `bench/eval` (hosts through nixpkgs' module system, 2 cores): 4
+/// hosts 1.07 × one process with 2 workers, 8 hosts 0.90 ×, 16 hosts
+/// 0.80 ×, 32 hosts 0.70 ×.
+pub const AUTO_WORKERS_FROM: usize = 8;
+
+/// The most workers chosen automatically (bench/eval: more workers than
+/// cores cost more than they save; each one evaluates every host's
+/// deployment metadata again).
+const AUTO_WORKERS_MAX: usize = 4;
+
+/// How many evaluation processes for the systems `selectors` pick, when
+/// the user did not say (`--eval-jobs`): one for fewer than
+/// [`AUTO_WORKERS_FROM`] systems or on one core, else one per core up to
+/// [`AUTO_WORKERS_MAX`]. Plain host names are counted as given; a glob, a
+/// tag or no selector counts every host of the flake (its names only, one
+/// cheap `nix eval` that evaluates no configuration). When even that
+/// fails, one process (whose evaluation then says why).
+async fn auto_jobs(nix: &Nix, flake: &FlakeRef, selectors: &[String]) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return 1;
+    }
+    let named: Option<std::collections::BTreeSet<&str>> = selectors
+        .iter()
+        .map(|s| match select::Selector::parse(s) {
+            select::Selector::Name(_) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    let systems = match named {
+        Some(names) if !names.is_empty() => names.len(),
+        _ => match host_names(nix, flake).await {
+            Ok(names) => names.len(),
+            Err(_) => return 1,
+        },
+    };
+    let jobs = if systems >= AUTO_WORKERS_FROM {
+        cores.min(AUTO_WORKERS_MAX)
+    } else {
+        1
+    };
+    tracing::debug!(systems, cores, jobs, "evaluation processes chosen");
+    jobs
+}
+
+/// The flake's host names (`nixosConfigurations`' attribute names; no
+/// configuration is evaluated).
+async fn host_names(nix: &Nix, flake: &FlakeRef) -> Result<Vec<String>> {
+    let names_cmd = nix.cmd([
+        "eval".to_string(),
+        "--json".into(),
+        flake.attr("nixosConfigurations"),
+        "--apply".into(),
+        "builtins.attrNames".into(),
+    ]);
+    let names_out = runner::run(&names_cmd).await.map_err(Error::Command)?;
+    if !names_out.success() {
+        return Err(Error::Eval {
+            what: format!("the flake {flake}"),
+            failure: eval_failure(&names_cmd, &names_out),
+        });
+    }
+    serde_json::from_str(&names_out.stdout).map_err(|e| Error::UnexpectedOutput {
+        command: "nix eval".into(),
+        detail: format!("the host names did not parse: {e}"),
+    })
 }
 
 /// The systems of a large fleet in `opts.jobs` processes: first the
@@ -711,25 +791,7 @@ async fn whole_failure(
             failure,
         });
     }
-    let names_cmd = nix.cmd([
-        "eval".to_string(),
-        "--json".into(),
-        flake.attr("nixosConfigurations"),
-        "--apply".into(),
-        "builtins.attrNames".into(),
-    ]);
-    let names_out = runner::run(&names_cmd).await.map_err(Error::Command)?;
-    if !names_out.success() {
-        return Err(Error::Eval {
-            what: format!("the flake {flake}"),
-            failure: eval_failure(&names_cmd, &names_out),
-        });
-    }
-    let names: Vec<String> =
-        serde_json::from_str(&names_out.stdout).map_err(|e| Error::UnexpectedOutput {
-            command: "nix eval".into(),
-            detail: format!("the host names did not parse: {e}"),
-        })?;
+    let names = host_names(nix, flake).await?;
     let mut hosts = Vec::new();
     let errors = explain_failures(nix, flake, opts, names, &mut hosts).await?;
     Ok(Inventory {

@@ -725,6 +725,102 @@ fn systems_evaluate_in_workers_with_the_same_result() {
         .stderr(predicate::str::contains("zephyrus is broken"));
 }
 
+/// Without `--eval-jobs`, the number of processes follows the number of
+/// systems: a few named hosts in one `nix eval`; a large selection (every
+/// host of a 10-host flake, counted by its names alone) in one process per
+/// core (at most 4) after the metadata; `--eval-jobs 1` always one.
+#[test]
+fn evaluation_workers_are_chosen_by_the_number_of_systems() {
+    if !nix_available() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let d = tempfile::tempdir().unwrap();
+    let flake = d.path().join("big");
+    fs::create_dir_all(&flake).unwrap();
+    fs::write(
+        flake.join("flake.nix"),
+        r#"{
+  outputs = { self }: {
+    nixosConfigurations = builtins.listToAttrs (map (i: {
+      name = "h${toString i}";
+      value.config.system.build.toplevel = derivation {
+        name = "auto-jobs-${toString i}";
+        system = "x86_64-linux";
+        builder = "/bin/sh";
+        args = [ "-c" "echo ${toString i} > $out" ];
+      };
+    }) (builtins.genList (i: i) 10));
+  };
+}
+"#,
+    )
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    // (the hosts' toplevels, how many `nix eval`s ran, -v's log)
+    let run = |args: &[&str]| {
+        let out = pantheros(&flake)
+            .env("PANTHEROS_LOG_DIR", logs.path())
+            .env_remove("PANTHEROS_EVAL_JOBS")
+            .args(["build-all", "--json", "-v"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tops: std::collections::BTreeMap<String, String> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let name = h["host"].as_str().unwrap().to_string();
+                (name, h["toplevel"].as_str().unwrap().to_string())
+            })
+            .collect();
+        let evals = err
+            .lines()
+            .filter(|l| l.contains("run") && l.contains(" eval "))
+            .count();
+        (tops, evals, err)
+    };
+    let (forced, evals, err) = run(&["--eval-jobs", "1"]);
+    assert_eq!(forced.len(), 10, "{forced:?}");
+    assert_eq!(evals, 1, "--eval-jobs 1 is one process:\n{err}");
+    let (few, evals, err) = run(&["h1", "h2"]);
+    assert_eq!(few.len(), 2);
+    assert_eq!(
+        evals, 1,
+        "two named hosts, one process, nothing counted:\n{err}"
+    );
+    let (all, evals, err) = run(&[]);
+    assert_eq!(all, forced, "the same systems either way");
+    if cores < 2 {
+        assert_eq!(
+            evals,
+            1 + 1,
+            "one core: the names, then one process:\n{err}"
+        );
+        return;
+    }
+    let workers = cores.min(4);
+    assert_eq!(
+        evals,
+        1 + 1 + workers,
+        "the names, the metadata, then {workers} workers:\n{err}"
+    );
+    assert!(err.contains("evaluation processes chosen"), "{err}");
+    let named: Vec<String> = (0..9).map(|i| format!("h{i}")).collect();
+    let named: Vec<&str> = named.iter().map(String::as_str).collect();
+    let (nine, evals, err) = run(&named);
+    assert_eq!(nine.len(), 9);
+    assert_eq!(
+        evals,
+        1 + workers,
+        "nine named hosts: counted as given, the metadata, then the workers:\n{err}"
+    );
+}
+
 /// `deploy --keep-going` with a host that fails to evaluate (here among
 /// workers): it is a failed outcome at stage "evaluate" with Nix's
 /// message and a log of its own, and the others run; without
