@@ -4,8 +4,10 @@
 //! A synthetic fleet of 4, 8, 16, 32 and 100 hosts (`BENCH_HOSTS`, comma-separated)
 //! whose configurations go through nixpkgs' real module system (its `lib`,
 //! as the test tiers find it): each host evaluates 1500 options
-//! (`BENCH_OPTIONS`) and its toplevel depends on all of them, so an
-//! evaluation holds every host's configuration, as a real fleet's does.
+//! (`BENCH_OPTIONS`) and its toplevel and its `warnings` depend on all of
+//! them (NixOS's warnings come from its modules' settings), beside cheap
+//! deployment metadata, so an evaluation holds every host's configuration,
+//! as a real fleet's does.
 //! Each case is `pantheros build-all --json` after a warm-up run (the tiny
 //! builds cached), timed, with the largest single process's peak RSS (GNU
 //! time's %M: the pantheros process or one of its `nix eval`s). Reported:
@@ -62,6 +64,14 @@ fn flake(dir: &Path, lib: &Path, hosts: usize, options: usize) {
               system = "x86_64-linux";
               builder = "/bin/sh";
               args = [ "-c" "echo ${{toString total}} > $out" ];
+            }};
+            # As NixOS's: the warnings and the deployment metadata are read
+            # from the same configuration (a module's warning depends on its
+            # settings, so reading them costs what the system does).
+            warnings = if total < 0 then [ "impossible" ] else [ ];
+            pantheros.deployment = {{
+              targetHost = name;
+              tags = [ "bench" ];
             }};
           }};
         }};

@@ -10,6 +10,8 @@
 #   platformFor null, or the selectors of the hosts whose platform is
 #               wanted without evaluating their systems
 #   extras      name -> selectors of the hosts each extra is wanted for
+#   only        null, or the names of the hosts to read at all (an
+#               evaluation worker's share: the other hosts are not touched)
 # A selector is { name = "..."; }, { regex = "..."; } (a glob, already a
 # POSIX ERE) or { tag = "..."; }; an empty list picks every host.
 #
@@ -61,11 +63,13 @@ let
     in
     {
       deployment = d;
-      warnings = c.warnings or [ ];
     }
     // (
+      # A host's warnings come from its modules' settings: reading them
+      # costs about what its system does, so only with its system.
       if wanted args.drvFor name dd then
         {
+          warnings = c.warnings or [ ];
           drvPath = top.drvPath;
           system = top.system or null;
           toplevel = top.outPath or null;
@@ -87,6 +91,16 @@ let
     )
     // (if extraValues == { } then { } else { extras = extraValues; });
 
+  # { name = null; ... } for a list of names (the keys intersectAttrs reads).
+  names =
+    list:
+    builtins.listToAttrs (
+      map (name: {
+        inherit name;
+        value = null;
+      }) list
+    );
+
   # A host that throws does not hide the others.
   guarded =
     name: cfg:
@@ -101,5 +115,7 @@ if args.one != null then
 else
   {
     nixVersion = builtins.nixVersion;
-    hosts = builtins.mapAttrs guarded cfgs;
+    hosts = builtins.mapAttrs guarded (
+      if args.only == null then cfgs else builtins.intersectAttrs (names args.only) cfgs
+    );
   }

@@ -31,6 +31,9 @@ pub struct EvalOptions {
     /// once: 1, one process for the whole fleet; 0, chosen by the number of
     /// systems and cores (the default). See [`super::load`].
     pub jobs: usize,
+    /// Read only these hosts (by name); the others are not evaluated at
+    /// all (an evaluation worker's share). None: every host.
+    pub only: Option<Vec<String>>,
     /// Each worker's memory, in MiB (its data segment, `prlimit --data`):
     /// a worker past it fails alone instead of the machine swapping.
     pub max_memory_mib: Option<u64>,
@@ -74,6 +77,7 @@ pub fn apply(opts: &EvalOptions, one: Option<&str>) -> String {
         "drvFor": opts.drv_for.as_deref().map(selectors),
         "disko": opts.disko,
         "platformFor": opts.platform_for.as_deref().map(selectors),
+        "only": opts.only,
         "extras": opts
             .extras
             .iter()

@@ -628,8 +628,12 @@ async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Res
     );
     let mut tasks = tokio::task::JoinSet::new();
     for share in shares {
+        // The share alone: the other hosts are not read at all (each
+        // worker reading every host's metadata and warnings would cost
+        // every worker nearly the whole fleet's evaluation).
         let share_opts = EvalOptions {
             drv_for: Some(share.clone()),
+            only: Some(share.clone()),
             jobs: 1,
             ..opts.clone()
         };
@@ -644,7 +648,14 @@ async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Res
             continue;
         };
         let part = match result? {
-            Ok(part) => part,
+            Ok(part) => {
+                for w in &part.warnings {
+                    if !inv.warnings.contains(w) {
+                        inv.warnings.push(w.clone());
+                    }
+                }
+                part
+            }
             // The share's evaluation failed as a whole (out of its memory,
             // a host Nix cannot catch): its hosts each on their own.
             Err(_) => {

@@ -725,6 +725,43 @@ fn systems_evaluate_in_workers_with_the_same_result() {
         .stderr(predicate::str::contains("zephyrus is broken"));
 }
 
+/// An evaluation worker reads its share of hosts and nothing else, and a
+/// host's warnings (which cost what its system does) are read only with
+/// its system: a host outside the selection is never looked at beyond its
+/// deployment metadata.
+#[test]
+fn a_worker_reads_only_its_share_and_warnings_only_with_systems() {
+    if !nix_available() {
+        return;
+    }
+    let (_d, flake) = fleet_with_zephyrus(
+        "let z = host { name = \"zephyrus\"; }; in z // { config = z.config // { \
+         warnings = builtins.trace \"warning: reading zephyrus' warnings\" [ ]; }; }",
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let stderr = |args: &[&str]| {
+        let out = pantheros(&flake)
+            .env("PANTHEROS_LOG_DIR", logs.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let probe = "reading zephyrus' warnings";
+    // Selected: its warnings are read (the probe is seen) ...
+    for jobs in ["1", "2"] {
+        let err = stderr(&["build-all", "zephyrus", "yoga", "--eval-jobs", jobs]);
+        assert!(err.contains(probe), "--eval-jobs {jobs}:\n{err}");
+    }
+    // ... not selected: never, in one process or in workers.
+    for jobs in ["1", "2"] {
+        let err = stderr(&["build-all", "yoga", "hetzner-vps", "--eval-jobs", jobs]);
+        assert!(!err.contains(probe), "--eval-jobs {jobs}:\n{err}");
+    }
+}
+
 /// Without `--eval-jobs`, the number of processes follows the number of
 /// systems: a few named hosts in one `nix eval`; a large selection (every
 /// host of a 10-host flake, counted by its names alone) in one process per
