@@ -111,8 +111,8 @@ pub struct Options {
     pub force_switch: bool,
     /// `--reboot`: boot the new system once, prove it, keep it.
     pub reboot: Reboot,
-    /// The run's uploads to binary caches: one at a time, and what each
-    /// cache's first upload found (see [`cache`]).
+    /// The run's uploads to binary caches: one at a time, in batches of
+    /// the hosts waiting, and each cache's first failure (see [`cache`]).
     pub caches: cache::Uploads,
     /// What runs the hosts' commands (processes; a fake in unit tests).
     pub executor: std::sync::Arc<dyn crate::host::exec::Executor>,
