@@ -184,9 +184,13 @@ fn main() {
             .collect()
     };
 
-    let one = deploy(&w, &flake, &fleet(&names[..1], "one", ""), &sshopts);
-    let direct = deploy(&w, &flake, &fleet(&names, "direct", ""), &sshopts);
-    let cached = deploy(&w, &flake, &fleet(&names, "cache", &cache_spec), &sshopts);
+    // The module's default: the test world's 6 s is too short for a proof
+    // that waits behind 15 other hosts' copies on a 20 Mbit/s uplink.
+    let confirm = "confirmTimeout = 30; ";
+    let one = deploy(&w, &flake, &fleet(&names[..1], "one", confirm), &sshopts);
+    let direct = deploy(&w, &flake, &fleet(&names, "direct", confirm), &sshopts);
+    let with_cache = format!("{confirm}{cache_spec}");
+    let cached = deploy(&w, &flake, &fleet(&names, "cache", &with_cache), &sshopts);
     drop(cache);
 
     let closure = (mib * 1024 * 1024) as f64;

@@ -8,21 +8,33 @@ use crate::error::Result;
 pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
     let flake = app.flake()?;
     let nix = app.nix()?;
-    let (hosts, _) = selected_hosts_checked(
-        &nix,
-        &flake,
-        &args.selectors,
-        false,
-        args.fail_on_warnings,
-        &args.eval,
-        false,
-    )
-    .await?;
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let log_dir = app.log_root(&flake, args.log_dir.clone());
+    // With evaluation workers, each share's systems start building as
+    // soon as it is evaluated (kept until the run ends).
+    let (_early, on_evaluated) = crate::deploy::build::EarlyBuilds::start(
+        &nix,
+        &crate::deploy::Options::gcroot_dir(&log_dir),
+        jobs,
+        false,
+    );
+    let opts = crate::inventory::EvalOptions {
+        on_evaluated: Some(on_evaluated),
+        ..args.eval.options(&args.selectors, false)
+    };
+    let (hosts, _) = selected_hosts_checked(
+        &nix,
+        &flake,
+        &args.selectors,
+        opts,
+        args.fail_on_warnings,
+        false,
+    )
+    .await?;
     let header = format!(
         "=== pantheros parallel build ===\nBuilding with {jobs} parallel jobs\nHosts: {}",
         hosts
@@ -32,7 +44,6 @@ pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
             .join(" ")
     );
     eprintln!("{header}");
-    let log_dir = app.log_root(&flake, args.log_dir);
     let opts = crate::deploy::Options {
         force_local: true,
         ..crate::deploy::Options::new(

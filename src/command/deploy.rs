@@ -10,17 +10,29 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
     let flake = app.flake()?;
     let nix = app.nix()?;
     let prebuilt = prebuilt_systems(&args)?;
+    let log_dir = app.log_root(&flake, args.activation.log_dir.clone());
+    // With evaluation workers, each share's systems start building as
+    // soon as it is evaluated (kept until the run ends).
+    let (_early, on_evaluated) = crate::deploy::build::EarlyBuilds::start(
+        &nix,
+        &crate::deploy::Options::gcroot_dir(&log_dir),
+        args.jobs,
+        args.build_host.is_some(),
+    );
     // With --keep-going, hosts that fail to evaluate are failed outcomes
     // and the others run; without it, they refuse the run.
     let (mut hosts, unevaluated) = match &prebuilt {
         None => {
+            let opts = inventory::EvalOptions {
+                on_evaluated: Some(on_evaluated),
+                ..args.eval.options(&args.selectors, false)
+            };
             selected_hosts_checked(
                 &nix,
                 &flake,
                 &args.selectors,
-                false,
+                opts,
                 args.fail_on_warnings,
-                &args.eval,
                 args.keep_going,
             )
             .await?
@@ -43,7 +55,6 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
     }
     args.activation
         .refuse_conflicts(args.local || hosts.iter().any(|h| h.is_local()))?;
-    let log_dir = app.log_root(&flake, args.activation.log_dir.clone());
     let mode = if args.build_only {
         crate::deploy::Mode::BuildOnly
     } else if args.dry_run {

@@ -3,12 +3,11 @@
 //! secret changed), over one SSH connection per host.
 
 use super::app::App;
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::cli;
-use crate::deploy::{Ctx, Goal, Mode, Options, interrupt, keys};
+use crate::deploy::keys;
 use crate::error::{Error, Result, exit};
 use crate::host;
 use crate::inventory;
@@ -33,15 +32,15 @@ pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
     let hosts: Vec<inventory::Host> = selection.hosts.into_iter().cloned().collect();
     inventory::refuse_unfilled(&hosts, &[])?;
     let log_dir = app.log_root(&flake, args.log_dir.clone()).join("keys");
-    let opts = Arc::new(Options {
-        sudo_password: args.password.sudo_password()?,
-        ..Options::new(Mode::Deploy, Goal::Switch, log_dir.clone())
-    });
+    let reach = host::Reach {
+        force_local: false,
+        password: args.password.sudo_password()?,
+        executor: host::exec::processes(),
+    };
     let control =
         host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
-    let intr = interrupt::install();
     let ts = crate::report::log::timestamp();
-    let places = crate::deploy::RunPlaces {
+    let places = host::RunPlaces {
         log_dir: &log_dir,
         kind: "keys",
         ts: &ts,
@@ -62,14 +61,14 @@ pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
             continue;
         }
         let keys = keys::read(&h).await;
-        let ctx = Ctx::open(h, &places, opts.clone(), nix.clone(), intr.clone(), keys)
+        let session = host::Session::open(&h, &places, &reach)
             .map_err(|e| Error::io(format!("creating the log in {}", log_dir.display()), e))?;
-        let r = match (&ctx.keys, ctx.target.settle_password().await) {
+        let r = match (&keys, session.target.settle_password().await) {
             (_, Err(why)) => Err(crate::error::StageError::new(why)),
-            (Ok(k), Ok(())) => keys::upload(&ctx, k, None).await,
+            (Ok(k), Ok(())) => keys::upload(&session, k, None).await,
             (Err(e), Ok(())) => Err(e.clone()),
         };
-        ctx.target.close().await;
+        session.target.close().await;
         match r {
             Ok(uploaded) => results.push(HostKeys {
                 host: name,
@@ -79,8 +78,8 @@ pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
             }),
             Err(e) => {
                 failed = true;
-                let text = ctx.log.redact(&e.render());
-                ctx.log.note(&text);
+                let text = session.log.redact(&e.render());
+                session.log.note(&text);
                 crate::report::say(&name, &format!("error: {text}"));
                 results.push(HostKeys {
                     host: name,

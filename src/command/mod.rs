@@ -77,16 +77,8 @@ pub async fn selected_hosts(
     selectors: &[String],
     disko: bool,
 ) -> Result<Vec<inventory::Host>> {
-    let (hosts, _) = selected_hosts_checked(
-        nix,
-        flake,
-        selectors,
-        disko,
-        false,
-        &Default::default(),
-        false,
-    )
-    .await?;
+    let opts = crate::cli::EvalFlags::default().options(selectors, disko);
+    let (hosts, _) = selected_hosts_checked(nix, flake, selectors, opts, false, false).await?;
     Ok(hosts)
 }
 
@@ -101,12 +93,10 @@ pub async fn selected_hosts_checked(
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
     selectors: &[String],
-    disko: bool,
+    opts: inventory::EvalOptions,
     fail_on_warnings: bool,
-    eval: &crate::cli::EvalFlags,
     keep_going: bool,
 ) -> Result<(Vec<inventory::Host>, Vec<(String, String)>)> {
-    let opts = eval.options(selectors, disko);
     let inv = inventory::load(nix, flake, &opts).await?;
     let selection = inv.select(selectors)?;
     let failed: Vec<(String, String)> = selection

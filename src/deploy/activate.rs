@@ -66,13 +66,16 @@ pub(super) enum Wait {
 pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
     let args = scripts::dir_args(&ctx.state_dir());
     let cmd = if fresh {
-        ctx.target.fresh_root_script(&scripts::STATUS, &args)
+        ctx.session
+            .target
+            .fresh_root_script(&scripts::STATUS, &args)
     } else {
-        ctx.target
+        ctx.session
+            .target
             .root_script(&scripts::STATUS, &args)
             .timeout(Duration::from_secs(20))
     };
-    status_of(ctx, ctx.log.run(&cmd).await)
+    status_of(ctx, ctx.session.log.run(&cmd).await)
 }
 
 /// How a launch ended.
@@ -123,6 +126,7 @@ async fn launch(
     let wait = seconds.clamp(1, 60);
     let args = scripts::launch_args(&ctx.state_dir(), unit, Some((until, wait)), what);
     let cmd = ctx
+        .session
         .target
         .root_script_text(&scripts::LAUNCH, scripts::launch_text(), &args)
         .timeout(Duration::from_secs(60 + wait));
@@ -134,7 +138,7 @@ async fn launch(
             news.notify_one();
         }
     };
-    let run = ctx.log.run_watching(&cmd, &watch);
+    let run = ctx.session.log.run_watching(&cmd, &watch);
     tokio::pin!(run);
     let ran = loop {
         let launched = started.load(Ordering::SeqCst);
@@ -178,12 +182,14 @@ async fn launch(
 async fn await_status(ctx: &Ctx, until: &str, seconds: u64, fresh: bool) -> Option<Status> {
     let args = scripts::await_args(&ctx.state_dir(), until, seconds);
     let cmd = if fresh {
-        ctx.target.fresh_root_script(&scripts::STATUS, &args)
+        ctx.session
+            .target
+            .fresh_root_script(&scripts::STATUS, &args)
     } else {
-        ctx.target.root_script(&scripts::STATUS, &args)
+        ctx.session.target.root_script(&scripts::STATUS, &args)
     }
     .timeout(Duration::from_secs(seconds + 20));
-    status_of(ctx, ctx.log.run(&cmd).await)
+    status_of(ctx, ctx.session.log.run(&cmd).await)
 }
 
 /// The status a status read printed (its note said once: awaiting-confirm
@@ -245,13 +251,14 @@ pub(super) async fn wait_status(ctx: &Ctx, until: &str, deadline: Duration, fres
 /// The host's current generation and boot default, read again.
 pub async fn observe(ctx: &Ctx) -> (Option<u64>, Option<String>) {
     let cmd = ctx
+        .session
         .target
         .root_script(
             &scripts::GENERATIONS,
             &scripts::generations_args(&ctx.host.deployment.profile, false),
         )
         .timeout(Duration::from_secs(60));
-    match ctx.log.run(&cmd).await {
+    match ctx.session.log.run(&cmd).await {
         Ok(out) if out.success() => {
             let gens = generations::parse(&out.stdout);
             let cur = gens.iter().find(|g| g.current);
@@ -351,6 +358,7 @@ async fn confirm(ctx: &Ctx, req: &Request) -> (Activated, Proof) {
     let checks = super::health::checks(ctx, req.systemd, &req.baseline);
     let health_timeout = checks.as_ref().map_or(0, |c| c.timeout * 2 + 30);
     let cmd = ctx
+        .session
         .target
         .fresh_root_script(
             &scripts::CONFIRM,
@@ -369,7 +377,7 @@ async fn confirm(ctx: &Ctx, req: &Request) -> (Activated, Proof) {
     let mut taken = None;
     while Instant::now() < until {
         let ran = tokio::select! {
-            r = ctx.log.run_watching(&cmd, &watch) => r,
+            r = ctx.session.log.run_watching(&cmd, &watch) => r,
             // The proof may have been taken: the status says where it stands.
             _ = ctx.interrupt.wait() => {
                 let status = read_status(ctx, false).await.unwrap_or(Status::None);

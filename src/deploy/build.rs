@@ -2,6 +2,8 @@
 //! returned (no second evaluation), with a GC root; or, for
 //! `buildOnTarget`, copy the derivation and build it there.
 
+use std::sync::Arc;
+
 use super::{Ctx, Mode, StageError};
 use crate::nix::store_path::StorePath;
 
@@ -49,27 +51,30 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         return on_builder(ctx, &drv, builder).await;
     }
     ctx.say(&format!("building {drv}"));
-    ctx.log.note(&format!("build {drv}"));
+    ctx.session.log.note(&format!("build {drv}"));
     let on_target = ctx.host.deployment.build_on_target
-        && !ctx.target.is_local()
+        && !ctx.session.target.is_local()
         && ctx.opts.mode != Mode::BuildOnly;
     let built = if on_target {
-        ctx.log
-            .run_ok(&copy_derivation(ctx, &drv, ctx.target.store_uri()))
+        ctx.session
+            .log
+            .run_ok(&copy_derivation(ctx, &drv, ctx.session.target.store_uri()))
             .await
             .map_err(|f| StageError::cmd("copying the derivation to the target failed", f))?;
         let out = ctx
+            .session
             .log
-            .run_ok(
-                &ctx.target
-                    .root_cmd(&["nix-store".into(), "--realise".into(), drv.clone()]),
-            )
+            .run_ok(&ctx.session.target.root_cmd(&[
+                "nix-store".into(),
+                "--realise".into(),
+                drv.clone(),
+            ]))
             .await
             .map_err(|f| StageError::cmd("building on the target failed", f))?;
         Built::checked(out.stdout.lines().last().unwrap_or_default(), true)?
     } else {
         let rooted = gc_rooted(ctx, &drv)?;
-        ctx.log.run_ok(&rooted.cmd).await.map_err(|f| {
+        ctx.session.log.run_ok(&rooted.cmd).await.map_err(|f| {
             StageError::cmd("the build failed", f)
                 .hint("fix the build error above; nothing was changed on the host")
         })?;
@@ -77,6 +82,72 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
     };
     ctx.say(&format!("built {}", built.toplevel));
     Ok(built)
+}
+
+/// Builds started while the fleet is still being evaluated: evaluation
+/// workers hand over each share of hosts as it returns
+/// ([`crate::inventory::OnEvaluated`]), and each host built here is
+/// realised at once, with the same GC root as [`build`]'s, so the build
+/// stage then finds its system built (or waits on Nix's lock while it
+/// builds). At most `jobs` at once. A failure is left to the build stage,
+/// which runs the build again and reports it with its output. Dropping
+/// this stops the builds still running.
+pub struct EarlyBuilds {
+    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl EarlyBuilds {
+    /// The builds and the hook that starts them. Hosts built elsewhere
+    /// (`build_host` for the whole run, a host's `buildHost` or
+    /// `buildOnTarget`) are left alone.
+    pub fn start(
+        nix: &crate::nix::Nix,
+        gcroot_dir: &std::path::Path,
+        jobs: usize,
+        build_host: bool,
+    ) -> (EarlyBuilds, crate::inventory::OnEvaluated) {
+        let tasks = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let permits = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+        let (nix, dir, set) = (nix.clone(), gcroot_dir.to_path_buf(), tasks.clone());
+        let hook = move |hosts: Vec<crate::inventory::Host>| {
+            let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
+            for h in hosts {
+                let d = &h.deployment;
+                if build_host || d.build_on_target || d.build_host.is_some() {
+                    continue;
+                }
+                let Some(drv) = h.drv_path.clone() else {
+                    continue;
+                };
+                let Ok(rooted) = nix.rooted_realise(&drv, &dir, &h.name) else {
+                    continue;
+                };
+                let permits = permits.clone();
+                set.spawn(async move {
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    tracing::debug!(host = %h.name, %drv, "building while the others evaluate");
+                    let done = crate::runner::run(&rooted.cmd).await;
+                    let ok = done.as_ref().is_ok_and(|o| o.success());
+                    tracing::debug!(host = %h.name, ok, "early build finished");
+                });
+            }
+        };
+        (
+            EarlyBuilds { tasks },
+            crate::inventory::OnEvaluated(Arc::new(hook)),
+        )
+    }
+}
+
+impl Drop for EarlyBuilds {
+    /// The run is over: the early builds still running are stopped (their
+    /// `nix-store` processes killed with them).
+    fn drop(&mut self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.abort_all();
+    }
 }
 
 /// The host's realise of `drv`, rooted in the run's GC-root directory.
@@ -106,7 +177,7 @@ fn copy_derivation(ctx: &Ctx, drv: &str, store: String) -> crate::runner::Cmd {
             store,
             drv.to_string(),
         ])
-        .envs(ctx.target.nix_copy_env())
+        .envs(ctx.session.target.nix_copy_env())
 }
 
 /// `--build-host`: the derivation goes to the build host, is built there,
@@ -115,7 +186,8 @@ fn copy_derivation(ctx: &Ctx, drv: &str, store: String) -> crate::runner::Cmd {
 /// wrapper, which passes them quoted).
 async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageError> {
     ctx.say(&format!("building {drv} on {builder}"));
-    ctx.log
+    ctx.session
+        .log
         .run_ok(&copy_derivation(ctx, drv, format!("ssh://{builder}")))
         .await
         .map_err(|f| {
@@ -130,6 +202,7 @@ async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageE
     // The same ssh as the copy's: the host's wrapper, which reaches any
     // other machine with the host's own sshOptions, quoted.
     let ssh = ctx
+        .session
         .target
         .ssh_wrapper()
         .map_err(|e| StageError::new(format!("writing the ssh wrapper: {e}")))?
@@ -140,7 +213,7 @@ async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageE
         "--".into(),
         shell_words::join(["nix-store", "--realise", drv]),
     ]);
-    let out = ctx.log.run_ok(&realise).await.map_err(|f| {
+    let out = ctx.session.log.run_ok(&realise).await.map_err(|f| {
         StageError::cmd(format!("the build on {builder} failed"), f)
             .hint("its build log is above; nothing was changed on the host")
     })?;
@@ -163,7 +236,7 @@ async fn prebuilt(ctx: &Ctx, path: &str) -> Result<Built, StageError> {
     }
     ctx.say(&format!("using the system built elsewhere: {path}"));
     let rooted = gc_rooted(ctx, path)?;
-    ctx.log
+    ctx.session.log
         .run_ok(&rooted.cmd)
         .await
         .map_err(|f| {

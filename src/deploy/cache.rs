@@ -144,13 +144,14 @@ pub async fn fan_out(
     upload(ctx, built, cache).await?;
     ctx.say(&format!("substituting the closure from {}", cache.url));
     let cmd = ctx
+        .session
         .target
         .root_script(
             &CACHE,
             &scripts::cache_fetch_args(&cache.url, &built.toplevel),
         )
         .timeout(Duration::from_secs(3600));
-    match ctx.log.run_ok(&cmd).await {
+    match ctx.session.log.run_ok(&cmd).await {
         Ok(_) => Ok(Fanned::Substituted),
         Err(f) => Ok(Fanned::Direct(format!(
             "substituting from {} failed ({})",
@@ -196,7 +197,7 @@ async fn upload(ctx: &Ctx, built: &Built, cache: &CacheSpec) -> Result<(), Stage
         })
         .await?;
     if served == Served::Carried {
-        ctx.log.note(&format!(
+        ctx.session.log.note(&format!(
             "{} was uploaded to {store} with another host's batch",
             built.toplevel
         ));
@@ -228,7 +229,7 @@ async fn upload_batch(
         ];
         argv.extend(batch.iter().cloned());
         let sign = ctx.nix.cmd(argv).timeout(Duration::from_secs(600));
-        if let Err(f) = ctx.log.run_ok(&sign).await {
+        if let Err(f) = ctx.session.log.run_ok(&sign).await {
             let w = why(&f);
             return Err((StageError::cmd(
                 format!("signing the closure for the binary cache {store} failed; nothing was changed"),
@@ -244,7 +245,7 @@ async fn upload_batch(
     let mut argv: Vec<String> = vec!["copy".into(), "--to".into(), upload_uri(cache)];
     argv.extend(batch);
     let cmd = ctx.nix.cmd(argv).timeout(Duration::from_secs(3600));
-    ctx.log.run_ok(&cmd).await.map(|_| ()).map_err(|f| {
+    ctx.session.log.run_ok(&cmd).await.map(|_| ()).map_err(|f| {
         let w = why(&f);
         (
             StageError::cmd(

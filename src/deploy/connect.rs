@@ -17,13 +17,15 @@ pub async fn connect(ctx: &Ctx) -> Result<(), StageError> {
 /// through the host's log.
 async fn settle_password(ctx: &Ctx) -> Result<(), StageError> {
     let settled = ctx
+        .session
         .target
-        .settle_password_with(|c| async move { ctx.log.run(&c).await })
+        .settle_password_with(|c| async move { ctx.session.log.run(&c).await })
         .await;
     match settled {
         Ok(false) => {
-            if ctx.target.password.is_some() {
-                ctx.log
+            if ctx.session.target.password.is_some() {
+                ctx.session
+                    .log
                     .note("the escalation needs no password here: the password is not used");
             }
             Ok(())
@@ -53,10 +55,10 @@ async fn settle_password(ctx: &Ctx) -> Result<(), StageError> {
 }
 
 async fn open(ctx: &Ctx) -> Result<(), StageError> {
-    let Some(cmd) = ctx.target.connect_cmd() else {
+    let Some(cmd) = ctx.session.target.connect_cmd() else {
         return Ok(());
     };
-    ctx.log.run_ok(&cmd).await.map_err(|f| {
+    ctx.session.log.run_ok(&cmd).await.map_err(|f| {
         let ssh_failed = f.how == "exit status 255";
         let changed = f.output().contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
             || f.output().contains("Host key verification failed");
@@ -98,7 +100,7 @@ fn changed_key_hint(ctx: &Ctx) -> String {
 
 /// What to try when ssh itself (exit 255) failed.
 pub fn unreachable_hint(ctx: &Ctx) -> String {
-    unreachable_hint_for(&ctx.host, &ctx.target.destination())
+    unreachable_hint_for(&ctx.host, &ctx.session.target.destination())
 }
 
 /// [`unreachable_hint`] for `host` reached at `destination`: a host whose

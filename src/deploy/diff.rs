@@ -33,6 +33,7 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
     // Another activation may hold NixOS's lock: wait for it a while.
     let wait = d.activation_timeout.min(120);
     let cmd = ctx
+        .session
         .target
         .root_script(
             &scripts::DRY_ACTIVATE,
@@ -40,6 +41,7 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
         )
         .timeout(std::time::Duration::from_secs(d.activation_timeout + wait));
     let out = ctx
+        .session
         .log
         .run(&cmd)
         .await

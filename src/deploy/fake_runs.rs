@@ -78,11 +78,15 @@ async fn run(fake: &FakeFleet, h: Host) -> Outcome {
     let log = HostLog::create(&dir.path().join("logs"), "deploy", &h.name, "t")
         .unwrap()
         .with_executor(fake.executor());
+    let session = crate::host::Session {
+        name: h.name.clone(),
+        target: Target::for_host(&h, dir.path(), false),
+        log,
+    };
     let ctx = Ctx {
         keys: keys::read(&h).await,
-        target: Target::for_host(&h, dir.path(), false),
+        session,
         host: h,
-        log,
         opts: Arc::new(opts),
         nix: Nix {
             program: "nix".into(),

@@ -120,7 +120,7 @@ pub async fn run(
             }
         };
         if let Some(ctx) = ctx {
-            ctx.target.close().await;
+            ctx.session.target.close().await;
         }
         gates.finished(&outcome);
         if let Some(m) = &master {
@@ -181,7 +181,7 @@ async fn open_hosts(
                 return None;
             }
         };
-        ctx.log.note(&format!(
+        ctx.session.log.note(&format!(
             "pantheros {} {} goal={} target={}",
             env!("CARGO_PKG_VERSION"),
             match opts.mode {
@@ -308,7 +308,7 @@ async fn roll_back_succeeded(
             }
         };
         let r = pipeline::run_host(&back, Gate::open(), &Permits::new(1)).await;
-        back.target.close().await;
+        back.session.target.close().await;
         out.push(match r.result {
             HostResult::Success => Outcome {
                 result: HostResult::RolledBack,

@@ -53,11 +53,12 @@ pub async fn health(
             Some(r) => r,
             None => {
                 let cmd = ctx
+                    .session
                     .target
                     .root_script(&scripts::HEALTH, &args)
                     .timeout(Duration::from_secs(checks.timeout * 2 + 30));
                 tokio::select! {
-                    r = ctx.log.run(&cmd) => match r {
+                    r = ctx.session.log.run(&cmd) => match r {
                         Ok(o) if o.success() => Round::Passed(o.stdout),
                         Ok(o) => Round::Failed(o.stdout.trim().replace('\n', "; ")),
                         Err(f) => Round::Failed(f.to_string()),

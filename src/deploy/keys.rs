@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Ctx, StageError};
+use super::StageError;
+use crate::host::Session;
 use crate::host::protocol::exits;
 use crate::host::scripts;
 use crate::inventory::{Host, KeySpec, UploadAt};
@@ -207,7 +208,7 @@ pub async fn read(host: &Host) -> Result<Vec<Key>, StageError> {
 /// check owners and groups in one command, then one command per key, all
 /// over the host's master connection. No keys due: no command at all.
 pub async fn upload(
-    ctx: &Ctx,
+    s: &Session,
     keys: &[Key],
     at: Option<UploadAt>,
 ) -> Result<Vec<Uploaded>, StageError> {
@@ -218,14 +219,14 @@ pub async fn upload(
     if due.is_empty() {
         return Ok(vec![]);
     }
-    let check = ctx
+    let check = s
         .target
         .root_script(
             &scripts::KEYS_CHECK,
             &scripts::keys_check_args(due.iter().map(|k| (k.user.as_str(), k.group.as_str()))),
         )
         .timeout(Duration::from_secs(60));
-    let out = ctx
+    let out = s
         .log
         .run(&check)
         .await
@@ -245,7 +246,7 @@ pub async fn upload(
             return Err(StageError::new(format!(
                 "keys: {} missing on {}; keys and owners: {}. No key was written",
                 missing.join(", "),
-                ctx.name(),
+                &s.name,
                 owners.join(", ")
             ))
             .hint(
@@ -262,7 +263,7 @@ pub async fn upload(
     }
     let mut uploaded = vec![];
     for k in due {
-        let cmd = ctx
+        let cmd = s
             .target
             .root_script_with_input(
                 &scripts::KEY_WRITE,
@@ -270,7 +271,7 @@ pub async fn upload(
                 &k.value.0,
             )
             .timeout(Duration::from_secs(120));
-        let out = ctx.log.run_ok(&cmd).await.map_err(|f| {
+        let out = s.log.run_ok(&cmd).await.map_err(|f| {
             StageError::cmd(
                 format!("writing key `{}` to {} failed", k.name, k.path()),
                 f,
@@ -283,7 +284,7 @@ pub async fn upload(
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(k.value.0.len() as u64);
-        ctx.log.note(&format!(
+        s.log.note(&format!(
             "key {}: {} ({}:{} {}, {size} bytes)",
             k.name,
             k.path(),
@@ -300,7 +301,7 @@ pub async fn upload(
             size,
         });
     }
-    ctx.say(&format!(
+    s.say(&format!(
         "uploaded {} key{}: {}",
         uploaded.len(),
         if uploaded.len() == 1 { "" } else { "s" },

@@ -39,10 +39,10 @@ use serde::Serialize;
 
 pub use crate::error::StageError;
 use crate::error::exit;
-use crate::host::Target;
+pub use crate::host::RunPlaces;
+use crate::host::Session;
 use crate::inventory::Host;
 use crate::nix::Nix;
-use crate::report::log::HostLog;
 pub use crate::report::say;
 
 /// How far the pipeline goes.
@@ -128,13 +128,27 @@ pub struct Options {
 }
 
 impl Options {
+    /// How this run reaches its hosts.
+    pub fn reach(&self) -> crate::host::Reach {
+        crate::host::Reach {
+            force_local: self.force_local,
+            password: self.sudo_password.clone(),
+            executor: self.executor.clone(),
+        }
+    }
+
+    /// Where a run logging under `log_dir` keeps its systems' GC roots.
+    pub fn gcroot_dir(log_dir: &std::path::Path) -> PathBuf {
+        log_dir.join("gcroots")
+    }
+
     /// Options for one run: logs and GC roots under `log_dir`, a run id
     /// unique on this machine, every override unset.
     pub fn new(mode: Mode, goal: Goal, log_dir: PathBuf) -> Options {
         Options {
             mode,
             goal,
-            gcroot_dir: log_dir.join("gcroots"),
+            gcroot_dir: Options::gcroot_dir(&log_dir),
             log_dir,
             magic_rollback: None,
             rollback_on_health: None,
@@ -270,8 +284,8 @@ pub struct Outcome {
 /// Everything one host's run works with, read-only for every stage.
 pub struct Ctx {
     pub host: Host,
-    pub target: Target,
-    pub log: HostLog,
+    /// Where the host is reached and where its commands are logged.
+    pub session: Session,
     pub opts: Arc<Options>,
     pub nix: Nix,
     pub interrupt: interrupt::Interrupt,
@@ -280,20 +294,9 @@ pub struct Ctx {
     pub keys: Result<Vec<keys::Key>, StageError>,
 }
 
-/// Where a run keeps its per-host files and connections.
-pub struct RunPlaces<'a> {
-    /// The run's log directory (e.g. logs/deploy), and the logs' prefix.
-    pub log_dir: &'a std::path::Path,
-    pub kind: &'a str,
-    /// The run's timestamp in log names.
-    pub ts: &'a str,
-    /// The run's SSH control-socket directory.
-    pub control: &'a std::path::Path,
-}
-
 impl Ctx {
-    /// A host's context for one run: its target, and its private log
-    /// (secrets redacted, commands run by the run's executor).
+    /// A host's context for one run: its session (target and private log)
+    /// and the run's options.
     pub fn open(
         host: Host,
         at: &RunPlaces<'_>,
@@ -302,16 +305,10 @@ impl Ctx {
         interrupt: interrupt::Interrupt,
         keys: Result<Vec<keys::Key>, StageError>,
     ) -> std::io::Result<Ctx> {
-        let log = HostLog::create(at.log_dir, at.kind, &host.name, at.ts)?
-            .with_redactor(crate::report::redact::Redactor::for_deployment(
-                &host.deployment,
-            ))
-            .with_executor(opts.executor.clone());
+        let session = Session::open(&host, at, &opts.reach())?;
         Ok(Ctx {
-            target: Target::for_host(&host, at.control, opts.force_local)
-                .with_password(opts.sudo_password.clone()),
             host,
-            log,
+            session,
             opts,
             nix,
             interrupt,
@@ -325,7 +322,7 @@ impl Ctx {
 
     /// A progress line for this host (its secrets redacted).
     pub fn say(&self, msg: &str) {
-        say(&self.host.name, &self.log.redact(msg));
+        self.session.say(msg);
     }
 
     /// This run's directory on the target (status, confirmation, watchdog log).
@@ -341,11 +338,7 @@ impl Ctx {
 
     /// Where the target is reached, for the outcome ("local" or user@host).
     pub fn target_label(&self) -> String {
-        if self.target.is_local() {
-            "local".into()
-        } else {
-            self.target.destination()
-        }
+        self.session.target_label()
     }
 }
 

@@ -208,7 +208,7 @@ impl Trail {
     }
 
     fn record(&mut self, ctx: &Ctx, name: &str, ms: u64) {
-        ctx.log.note(&format!("stage {name}: {ms} ms"));
+        ctx.session.log.note(&format!("stage {name}: {ms} ms"));
         self.timings.insert(name.to_string(), ms);
     }
 }
@@ -281,7 +281,7 @@ struct Learnt {
 
 pub async fn run_host(ctx: &Ctx, gate: Gate, permits: &Permits) -> Outcome {
     for w in &ctx.host.warnings {
-        ctx.log.note(&format!("evaluation warning: {w}"));
+        ctx.session.log.note(&format!("evaluation warning: {w}"));
     }
     let started = Instant::now();
     let started_at = chrono::Local::now().to_rfc3339();
@@ -399,7 +399,7 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
             .await
     );
     seen.plan = Some(plan.clone());
-    ctx.log.note(&plan.live.line());
+    ctx.session.log.note(&plan.live.line());
     if mode == Mode::DryRun {
         crate::report::progress::block(&format!(
             "Changes for {}:\n{}  {}\n",
@@ -457,7 +457,7 @@ async fn build_or_choose(ctx: &Ctx, trail: &mut Trail) -> Result<(Built, Option<
     }
     // The SSH handshake runs while the toplevel builds (not when the
     // build itself runs over SSH: two masters would race).
-    let local_build = !ctx.host.deployment.build_on_target || ctx.target.is_local();
+    let local_build = !ctx.host.deployment.build_on_target || ctx.session.target.is_local();
     if mode == Mode::BuildOnly || !local_build {
         return Ok((
             trail.step(ctx, Stage::Build, build::build(ctx)).await?,
@@ -471,7 +471,7 @@ async fn build_or_choose(ctx: &Ctx, trail: &mut Trail) -> Result<(Built, Option<
     };
     let both = async { tokio::try_join!(timed(build::build(ctx)), connect) };
     let ((built, build_ms), ((), connect_ms)) = trail.step(ctx, Stage::Build, both).await?;
-    ctx.log.note(&format!(
+    ctx.session.log.note(&format!(
         "build: {build_ms} ms, connect: {connect_ms} ms (side by side)"
     ));
     trail.record(ctx, Stage::Build.name(), build_ms);
@@ -498,7 +498,7 @@ async fn keep(ctx: &Ctx, trail: &mut Trail, keys: &[keys::Key]) -> (End, Vec<key
     }
     ctx.say("already running this system; writing its keys");
     match trail
-        .change(ctx, Stage::Keys, keys::upload(ctx, keys, None))
+        .change(ctx, Stage::Keys, keys::upload(&ctx.session, keys, None))
         .await
     {
         Ok(uploaded) => (End::ok(HostResult::Unchanged), uploaded),
@@ -704,7 +704,7 @@ async fn upload_keys(
     };
     if keys.iter().any(|k| k.at == at) {
         trail
-            .change(ctx, stage, keys::upload(ctx, keys, Some(at)))
+            .change(ctx, stage, keys::upload(&ctx.session, keys, Some(at)))
             .await
     } else {
         Ok(vec![])
@@ -746,7 +746,10 @@ async fn judge_health(
     }
     ctx.say("health checks failed; rolling back");
     // The reason is written on the target: no secrets in it.
-    let reason = ctx.log.redact(&format!("health checks failed: {problems}"));
+    let reason = ctx
+        .session
+        .log
+        .redact(&format!("health checks failed: {problems}"));
     Ok(trail
         .change(ctx, Stage::Rollback, rollback::roll_back(ctx, reason))
         .await)
@@ -787,10 +790,11 @@ async fn read_facts(ctx: &Ctx) -> BTreeMap<String, String> {
         return BTreeMap::new();
     }
     let cmd = ctx
+        .session
         .target
         .root_script(&scripts::READ_FACTS, &scripts::read_facts_args(commands))
         .timeout(std::time::Duration::from_secs(30));
-    match ctx.log.run_ok(&cmd).await {
+    match ctx.session.log.run_ok(&cmd).await {
         Ok(out) => commands
             .keys()
             .filter_map(|name| {
@@ -972,7 +976,7 @@ fn interrupted_while_active(ctx: &Ctx, status: Status, health: Option<String>) -
         ),
     };
     ctx.say(&msg);
-    ctx.log.note(&msg);
+    ctx.session.log.note(&msg);
     let mut end = End::err(
         HostResult::Unknown,
         StageError::new(msg).hint(format!(
@@ -997,9 +1001,12 @@ fn outcome(ctx: &Ctx, learnt: Learnt, trail: Trail, end: End, started_at: String
         Some(p) => (Some(p.diff), Some(p.live)),
         None => (None, None),
     };
-    let error = end.error.as_ref().map(|e| ctx.log.redact(&e.render()));
+    let error = end
+        .error
+        .as_ref()
+        .map(|e| ctx.session.log.redact(&e.render()));
     if let Some(e) = &error {
-        ctx.log.note(&format!("error: {e}"));
+        ctx.session.log.note(&format!("error: {e}"));
         if !matches!(end.result, HostResult::RolledBack | HostResult::Success) {
             let label = match end.result {
                 HostResult::Failed => "FAILED (nothing changed)".to_string(),
@@ -1022,11 +1029,11 @@ fn outcome(ctx: &Ctx, learnt: Learnt, trail: Trail, end: End, started_at: String
         system_before: current.system,
         system_after: changed.system_after,
         toplevel: seen.built.map(|b| b.toplevel),
-        rollback_reason: changed.rollback_reason.map(|r| ctx.log.redact(&r)),
+        rollback_reason: changed.rollback_reason.map(|r| ctx.session.log.redact(&r)),
         reboot_required: changed
             .reboot_required
             .or(seen.reboot_required)
-            .map(|r| ctx.log.redact(&r)),
+            .map(|r| ctx.session.log.redact(&r)),
         rebooted: changed.reboot.as_ref().is_some_and(|r| r.rebooted),
         reboot: changed.reboot.map(|r| *r),
         live,
@@ -1040,7 +1047,7 @@ fn outcome(ctx: &Ctx, learnt: Learnt, trail: Trail, end: End, started_at: String
             .then_some(trail.stage)
             .flatten()
             .map(String::from),
-        log: ctx.log.path.clone(),
+        log: ctx.session.log.path.clone(),
         started: started_at,
     };
     super::summary::write_info(ctx, &o);

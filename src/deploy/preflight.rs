@@ -66,6 +66,7 @@ pub async fn preflight(
     noop_if: Option<&str>,
 ) -> Result<(Current, Option<Lock>), StageError> {
     let cmd = ctx
+        .session
         .target
         .root_script(
             &scripts::PREFLIGHT,
@@ -84,6 +85,7 @@ pub async fn preflight(
         )
         .timeout(std::time::Duration::from_secs(60));
     let out = ctx
+        .session
         .log
         .run(&cmd)
         .await
@@ -144,6 +146,7 @@ pub async fn preflight(
 /// activation is still in progress on the host is refused unless `force`.
 pub async fn break_lock(ctx: &Ctx, force: bool) -> Result<(), StageError> {
     let cmd = ctx
+        .session
         .target
         .root_script(
             &scripts::BREAK_LOCK,
@@ -151,6 +154,7 @@ pub async fn break_lock(ctx: &Ctx, force: bool) -> Result<(), StageError> {
         )
         .timeout(std::time::Duration::from_secs(60));
     let out = ctx
+        .session
         .log
         .run(&cmd)
         .await
@@ -179,12 +183,14 @@ pub async fn break_lock(ctx: &Ctx, force: bool) -> Result<(), StageError> {
 /// lock back when the watchdog had already ended (then release it here).
 pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
     let cmd = ctx
+        .session
         .target
         .root_script(&scripts::HANDOVER, &scripts::dir_args(&ctx.state_dir()))
         .timeout(std::time::Duration::from_secs(20));
-    match ctx.log.run_ok(&cmd).await {
+    match ctx.session.log.run_ok(&cmd).await {
         Ok(out) if !crate::host::protocol::Status::parse(&out.stdout).is_final() => {
-            ctx.log
+            ctx.session
+                .log
                 .note("the deploy lock is handed over to the host's watchdog");
             let Lock(()) = lock;
             None
@@ -233,16 +239,22 @@ async fn release(ctx: &Ctx, record: Option<&super::record::Record>) -> Result<()
     };
     let unlock = |fresh: bool| match (input, fresh) {
         (Some(i), false) => ctx
+            .session
             .target
             .root_script_with_input(&scripts::UNLOCK, &args, i),
-        (Some(i), true) => ctx
+        (Some(i), true) => {
+            ctx.session
+                .target
+                .fresh_root_script_with_input(&scripts::UNLOCK, &args, i)
+        }
+        (None, false) => ctx.session.target.root_script(&scripts::UNLOCK, &args),
+        (None, true) => ctx
+            .session
             .target
-            .fresh_root_script_with_input(&scripts::UNLOCK, &args, i),
-        (None, false) => ctx.target.root_script(&scripts::UNLOCK, &args),
-        (None, true) => ctx.target.fresh_root_script(&scripts::UNLOCK, &args),
+            .fresh_root_script(&scripts::UNLOCK, &args),
     };
     let cmd = unlock(false).timeout(std::time::Duration::from_secs(30));
-    let first = match ctx.log.run_ok(&cmd).await {
+    let first = match ctx.session.log.run_ok(&cmd).await {
         Ok(out) => return released(ctx, &out.stdout),
         Err(f) => f.how.clone(),
     };
@@ -255,7 +267,7 @@ async fn release(ctx: &Ctx, record: Option<&super::record::Record>) -> Result<()
     while std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let cmd = unlock(true);
-        match ctx.log.run_ok(&cmd).await {
+        match ctx.session.log.run_ok(&cmd).await {
             Ok(out) => {
                 ctx.say("released the deploy lock over a new connection");
                 return released(ctx, &out.stdout);
@@ -268,7 +280,8 @@ async fn release(ctx: &Ctx, record: Option<&super::record::Record>) -> Result<()
 
 fn released(ctx: &Ctx, stdout: &str) -> Result<(), String> {
     if stdout.starts_with("NOT-OURS") {
-        ctx.log
+        ctx.session
+            .log
             .note(&format!("the lock is not ours any more: {}", stdout.trim()));
     }
     if stdout.lines().any(|l| l == "RECORD-FAILED") {

@@ -73,6 +73,7 @@ struct Answer {
 /// warning: nothing but a reset would bring the old system back.
 pub async fn loader(ctx: &Ctx, toplevel: &str) -> Result<(), StageError> {
     let cmd = ctx
+        .session
         .target
         .root_script(
             &REBOOT,
@@ -80,7 +81,7 @@ pub async fn loader(ctx: &Ctx, toplevel: &str) -> Result<(), StageError> {
         )
         .timeout(Duration::from_secs(30));
     let out =
-        ctx.log.run_ok(&cmd).await.map_err(|f| {
+        ctx.session.log.run_ok(&cmd).await.map_err(|f| {
             StageError::cmd("could not find out which boot loader the host uses", f)
         })?;
     if section(&out.stdout, "watchdog").join("").trim() == "no" {
@@ -133,7 +134,7 @@ pub async fn reboot(
     report.boot_id_before = Some(armed.boot.clone());
     report.entry = Some(armed.entry.clone());
     // The master connection died with the host; later commands open anew.
-    ctx.target.close().await;
+    ctx.session.target.close().await;
 
     let timeout = ctx.host.deployment.reboot_timeout;
     let answer = match await_boot(ctx, &armed.boot, timeout).await {
@@ -231,7 +232,9 @@ async fn after_silence(
     let reset = match provider_reset(ctx).await {
         Ok(note) => note,
         Err(why) => {
-            ctx.log.note(&format!("no reset through a provider: {why}"));
+            ctx.session
+                .log
+                .note(&format!("no reset through a provider: {why}"));
             return Err(no_answer(ctx, timeout));
         }
     };
@@ -290,7 +293,7 @@ async fn on_new_system(
         let reason = format!("{p}; going back failed: {e}");
         return ended(Activated::RollbackFailed { reason }, report);
     }
-    ctx.target.close().await;
+    ctx.session.target.close().await;
     let again = await_boot(ctx, &answer.boot, ctx.host.deployment.reboot_timeout).await;
     report.saw(again.as_ref());
     let activated = match again {
@@ -327,10 +330,11 @@ async fn arm(ctx: &Ctx, toplevel: &str, generation: Option<u64>) -> Result<Armed
         },
     );
     let cmd = ctx
+        .session
         .target
         .root_script(&REBOOT, &args)
         .timeout(Duration::from_secs(d.activation_timeout + 60));
-    let out = match ctx.log.run(&cmd).await {
+    let out = match ctx.session.log.run(&cmd).await {
         Ok(o) => o.stdout,
         Err(f) => f.output().to_string(),
     };
@@ -366,10 +370,11 @@ async fn await_boot(ctx: &Ctx, before: &str, seconds: u64) -> Option<Answer> {
             return None;
         }
         let cmd = ctx
+            .session
             .target
             .fresh_root_script(&REBOOT, &args)
             .timeout(Duration::from_secs(15));
-        if let Ok(out) = ctx.log.run(&cmd).await
+        if let Ok(out) = ctx.session.log.run(&cmd).await
             && out.success()
         {
             let boot = section(&out.stdout, "boot").join("").trim().to_string();
@@ -460,12 +465,13 @@ async fn kept(
 /// failed.
 async fn step(ctx: &Ctx, step: &RebootStep<'_>) -> Result<String, String> {
     let cmd = ctx
+        .session
         .target
         .root_script(&REBOOT, &scripts::reboot_args(STATE_DIR, step))
         .timeout(Duration::from_secs(
             ctx.host.deployment.activation_timeout + 60,
         ));
-    match ctx.log.run(&cmd).await {
+    match ctx.session.log.run(&cmd).await {
         Ok(o) if o.success() => Ok(o.stdout),
         Ok(o) => Err({
             let failed = section(&o.stdout, "failed").join(" ");
@@ -486,7 +492,7 @@ async fn rewrite_keys(ctx: &Ctx) -> Result<(), String> {
     if !keys.iter().any(|k| k.at == UploadAt::PreActivation) {
         return Ok(());
     }
-    keys::upload(ctx, keys, Some(UploadAt::PreActivation))
+    keys::upload(&ctx.session, keys, Some(UploadAt::PreActivation))
         .await
         .map(|_| ())
         .map_err(|e| e.message)

@@ -8,7 +8,7 @@ use super::{Ctx, StageError};
 use crate::host::scripts;
 
 pub async fn ship(ctx: &Ctx, built: &Built, current: &Current) -> Result<(), StageError> {
-    if ctx.target.is_local() || built.on_target {
+    if ctx.session.target.is_local() || built.on_target {
         return Ok(());
     }
     // Through the host's binary cache when it has one (not for a system
@@ -35,19 +35,19 @@ pub async fn ship(ctx: &Ctx, built: &Built, current: &Current) -> Result<(), Sta
     }
     args.extend([
         "--to".into(),
-        ctx.target.store_uri(),
+        ctx.session.target.store_uri(),
         built.toplevel.clone(),
     ]);
     let cmd = ctx
         .nix
         .cmd(args)
-        .envs(ctx.target.nix_copy_env())
+        .envs(ctx.session.target.nix_copy_env())
         .timeout(std::time::Duration::from_secs(3600));
     ctx.say(&format!(
         "copying the closure to {}",
-        ctx.target.destination()
+        ctx.session.target.destination()
     ));
-    let Err(f) = ctx.log.run_ok(&cmd).await else {
+    let Err(f) = ctx.session.log.run_ok(&cmd).await else {
         return Ok(());
     };
     if !disk_full(&f.tail) {
@@ -80,22 +80,24 @@ fn disk_full(tail: &[String]) -> bool {
 async fn clean_up(ctx: &Ctx, built: &Built) -> String {
     let closure = crate::runner::Cmd::new(["nix-store", "-qR", built.toplevel.as_str()])
         .timeout(std::time::Duration::from_secs(300));
-    let Ok(paths) = ctx.log.run_ok(&closure).await else {
+    let Ok(paths) = ctx.session.log.run_ok(&closure).await else {
         return String::new();
     };
     let paths: Vec<String> = paths.stdout.lines().map(String::from).collect();
     let cmd = ctx
+        .session
         .target
         .root_script(&scripts::COPY_CLEANUP, &scripts::copy_cleanup_args(&paths))
         .timeout(std::time::Duration::from_secs(300));
-    match ctx.log.run_ok(&cmd).await {
+    match ctx.session.log.run_ok(&cmd).await {
         Ok(out) => {
             let removed = out
                 .stdout
                 .lines()
                 .filter(|l| l.starts_with("REMOVED "))
                 .count();
-            ctx.log
+            ctx.session
+                .log
                 .note(&format!("removed {removed} partly copied paths"));
             out.stdout
                 .lines()
@@ -105,7 +107,8 @@ async fn clean_up(ctx: &Ctx, built: &Built) -> String {
                 .unwrap_or_default()
         }
         Err(f) => {
-            ctx.log
+            ctx.session
+                .log
                 .note(&format!("cleaning up after the copy failed: {}", f.how));
             String::new()
         }

@@ -106,7 +106,7 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
     };
     let msg = format!("{why}; the host's state is unknown: check it by hand");
     say(&ctx.host.name, &msg);
-    ctx.log.note(&format!("{msg} ({e})"));
+    ctx.session.log.note(&format!("{msg} ({e})"));
     if ctx.opts.mode != Mode::BuildOnly {
         preflight::unlock_after_crash(ctx).await;
     }
@@ -121,7 +121,7 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
             ctx.target_label(),
             &ctx.opts,
             HostResult::Unknown,
-            ctx.log.path.clone(),
+            ctx.session.log.path.clone(),
         )
     };
     write_info(ctx, &o);
@@ -216,7 +216,7 @@ pub fn summary(outcomes: &[Outcome], mode: Mode) {
 
 /// The `.info` file: the outcome as JSON, beside the log.
 pub fn write_info(ctx: &Ctx, o: &Outcome) {
-    let info = ctx.log.path.with_extension("info");
+    let info = ctx.session.log.path.with_extension("info");
     match serde_json::to_vec_pretty(o) {
         Ok(bytes) => {
             if let Err(e) = crate::report::file::write_atomic(&info, &bytes, 0o600) {

@@ -20,8 +20,10 @@ pub mod fake;
 pub mod password;
 pub mod protocol;
 pub mod scripts;
+pub mod session;
 
 pub use scripts::Script;
+pub use session::{Reach, RunPlaces, Session};
 
 #[derive(Debug, Clone)]
 pub enum Kind {

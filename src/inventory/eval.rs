@@ -34,9 +34,22 @@ pub struct EvalOptions {
     /// Read only these hosts (by name); the others are not evaluated at
     /// all (an evaluation worker's share). None: every host.
     pub only: Option<Vec<String>>,
+    /// Told of each share's evaluated hosts as soon as its worker returns
+    /// them (only with workers): a deploy starts their builds then.
+    pub on_evaluated: Option<OnEvaluated>,
     /// Each worker's memory, in MiB (its data segment, `prlimit --data`):
     /// a worker past it fails alone instead of the machine swapping.
     pub max_memory_mib: Option<u64>,
+}
+
+/// A function told of evaluated hosts ([`EvalOptions::on_evaluated`]).
+#[derive(Clone)]
+pub struct OnEvaluated(pub std::sync::Arc<dyn Fn(Vec<super::Host>) + Send + Sync>);
+
+impl std::fmt::Debug for OnEvaluated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEvaluated(..)")
+    }
 }
 
 /// One extra value per host: `nix` is a Nix function from a host's

@@ -20,7 +20,7 @@ use crate::runner;
 pub use flake::FlakeRef;
 use select::Selectable;
 
-pub use eval::{EvalOptions, Extra};
+pub use eval::{EvalOptions, Extra, OnEvaluated};
 #[cfg(test)]
 use eval::{glob_to_regex, nix_string};
 
@@ -599,11 +599,13 @@ async fn host_names(nix: &Nix, flake: &FlakeRef) -> Result<Vec<String>> {
 
 /// The systems of a large fleet in `opts.jobs` processes: first the
 /// deployment metadata of every host (one process, no system evaluated),
-/// then the selected hosts' systems split among the workers, each a
-/// `nix eval` of its share alone, run at once and each bounded in memory
-/// (`opts.max_memory_mib`). A worker whose evaluation fails as a whole
-/// has its hosts evaluated one by one, so every host is in the result,
-/// evaluated or with its own error.
+/// then the selected hosts' systems dealt into shares ([`shares_for`]),
+/// each a `nix eval` of its hosts alone, `opts.jobs` of them at once and
+/// each bounded in memory (`opts.max_memory_mib`). Each share's hosts are
+/// handed to `opts.on_evaluated` as soon as it returns (their builds can
+/// start while the others evaluate). A share whose evaluation fails as a
+/// whole has its hosts evaluated one by one, so every host is in the
+/// result, evaluated or with its own error.
 async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inventory> {
     let meta_opts = EvalOptions {
         drv_for: None,
@@ -620,92 +622,117 @@ async fn load_in_workers(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Res
         .iter()
         .map(|h| h.name.clone())
         .collect();
-    let shares = split_among(&picked, opts.jobs);
+    let mut queue = shares_for(&picked, opts.jobs).into_iter();
     tracing::debug!(
-        workers = shares.len(),
+        workers = opts.jobs,
+        shares = queue.len(),
         hosts = picked.len(),
         "evaluating systems in workers"
     );
     let mut tasks = tokio::task::JoinSet::new();
-    for share in shares {
-        // The share alone: the other hosts are not read at all (each
-        // worker reading every host's metadata and warnings would cost
-        // every worker nearly the whole fleet's evaluation).
-        let share_opts = EvalOptions {
-            drv_for: Some(share.clone()),
-            only: Some(share.clone()),
-            jobs: 1,
-            ..opts.clone()
-        };
-        let (nix, flake) = (nix.clone(), flake.clone());
+    let start = |tasks: &mut tokio::task::JoinSet<_>, share: Vec<String>| {
+        let (nix, flake, opts) = (nix.clone(), flake.clone(), opts.clone());
         tasks.spawn(async move {
-            let r = eval_all(&nix, &flake, &share_opts).await;
+            let r = evaluate_share(&nix, &flake, &opts, &share).await;
             (share, r)
         });
+    };
+    for share in queue.by_ref().take(opts.jobs.max(1)) {
+        start(&mut tasks, share);
     }
     while let Some(joined) = tasks.join_next().await {
+        if let Some(next) = queue.next() {
+            start(&mut tasks, next);
+        }
         let Ok((share, result)) = joined else {
             continue;
         };
-        let part = match result? {
-            Ok(part) => {
-                for w in &part.warnings {
-                    if !inv.warnings.contains(w) {
-                        inv.warnings.push(w.clone());
-                    }
-                }
-                part
-            }
-            // The share's evaluation failed as a whole (out of its memory,
-            // a host Nix cannot catch): its hosts each on their own.
-            Err(_) => {
-                let one_opts = EvalOptions {
-                    drv_for: Some(share.clone()),
-                    jobs: 1,
-                    ..opts.clone()
-                };
-                let mut hosts = vec![];
-                let errors =
-                    explain_failures(nix, flake, &one_opts, share.clone(), &mut hosts).await?;
-                Inventory {
-                    flake: inv.flake.clone(),
-                    nix_version: inv.nix_version.clone(),
-                    hosts,
-                    errors,
-                    warnings: vec![],
-                }
-            }
-        };
-        for name in &share {
-            if let Some(e) = part.errors.iter().find(|e| &e.name == name) {
-                inv.hosts.retain(|h| &h.name != name);
-                if !inv.errors.iter().any(|x| &x.name == name) {
-                    inv.errors.push(e.clone());
-                }
-            } else if let (Some(evaluated), Some(h)) = (
-                part.hosts.iter().find(|h| &h.name == name),
-                inv.hosts.iter_mut().find(|h| &h.name == name),
-            ) {
-                h.drv_path = evaluated.drv_path.clone();
-                h.system = evaluated.system.clone();
-                h.toplevel = evaluated.toplevel.clone();
-                h.disko_drv_path = evaluated.disko_drv_path.clone();
-                for w in &evaluated.warnings {
-                    if !h.warnings.contains(w) {
-                        h.warnings.push(w.clone());
-                    }
-                }
-            }
+        let evaluated = merge_share(&mut inv, &share, result?);
+        tracing::debug!(hosts = ?share, "share evaluated");
+        if let Some(hook) = &opts.on_evaluated {
+            (hook.0)(evaluated);
         }
     }
     inv.errors.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(inv)
 }
 
-/// `names` dealt among at most `jobs` shares, round robin (so neighbours
-/// in name, often alike in cost, land in different workers).
-fn split_among(names: &[String], jobs: usize) -> Vec<Vec<String>> {
-    let n = jobs.clamp(1, names.len().max(1));
+/// One share's systems: a `nix eval` of those hosts alone (the others are
+/// not read at all: every worker reading every host's metadata and
+/// warnings would cost each nearly the whole fleet's evaluation); when it
+/// fails as a whole (out of its memory, a host Nix cannot catch), each of
+/// its hosts on its own.
+async fn evaluate_share(
+    nix: &Nix,
+    flake: &FlakeRef,
+    opts: &EvalOptions,
+    share: &[String],
+) -> Result<Inventory> {
+    let share_opts = EvalOptions {
+        drv_for: Some(share.to_vec()),
+        only: Some(share.to_vec()),
+        jobs: 1,
+        ..opts.clone()
+    };
+    if let Ok(part) = eval_all(nix, flake, &share_opts).await? {
+        return Ok(part);
+    }
+    let mut hosts = vec![];
+    let errors = explain_failures(nix, flake, &share_opts, share.to_vec(), &mut hosts).await?;
+    Ok(Inventory {
+        flake: flake.to_string(),
+        nix_version: String::new(),
+        hosts,
+        errors,
+        warnings: vec![],
+    })
+}
+
+/// Put a share's results into the inventory: each host's system and
+/// warnings, or its error (the host then leaves `inv.hosts`). The hosts it
+/// evaluated, as they now are in `inv`.
+fn merge_share(inv: &mut Inventory, share: &[String], part: Inventory) -> Vec<Host> {
+    for w in part.warnings {
+        if !inv.warnings.contains(&w) {
+            inv.warnings.push(w);
+        }
+    }
+    let mut evaluated = vec![];
+    for name in share {
+        if let Some(e) = part.errors.iter().find(|e| &e.name == name) {
+            inv.hosts.retain(|h| &h.name != name);
+            if !inv.errors.iter().any(|x| &x.name == name) {
+                inv.errors.push(e.clone());
+            }
+        } else if let (Some(new), Some(h)) = (
+            part.hosts.iter().find(|h| &h.name == name),
+            inv.hosts.iter_mut().find(|h| &h.name == name),
+        ) {
+            h.drv_path = new.drv_path.clone();
+            h.system = new.system.clone();
+            h.toplevel = new.toplevel.clone();
+            h.disko_drv_path = new.disko_drv_path.clone();
+            for w in &new.warnings {
+                if !h.warnings.contains(w) {
+                    h.warnings.push(w.clone());
+                }
+            }
+            evaluated.push(h.clone());
+        }
+    }
+    evaluated
+}
+
+/// The selected `names` dealt into shares, round robin (so neighbours in
+/// name, often alike in cost, land apart): about four hosts each, at least
+/// one per worker and at most four per worker. Smaller shares than one
+/// per worker let the first ones' builds start early and bound each
+/// process's memory; each share costs a process start.
+fn shares_for(names: &[String], jobs: usize) -> Vec<Vec<String>> {
+    let jobs = jobs.max(1);
+    let n = (names.len() / 4)
+        .clamp(jobs, jobs * 4)
+        .clamp(1, names.len().max(1));
     let mut shares = vec![vec![]; n];
     for (i, name) in names.iter().enumerate() {
         shares[i % n].push(name.clone());
@@ -879,13 +906,17 @@ mod tests {
     #[test]
     fn shares_are_dealt_round_robin() {
         let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-        assert_eq!(
-            split_among(&names, 2),
-            [vec!["a", "c", "e"], vec!["b", "d"]]
-        );
-        assert_eq!(split_among(&names, 9).len(), 5);
-        assert_eq!(split_among(&names[..1], 0), [vec!["a"]]);
-        assert!(split_among(&[], 4).is_empty());
+        assert_eq!(shares_for(&names, 2), [vec!["a", "c", "e"], vec!["b", "d"]]);
+        assert_eq!(shares_for(&names, 9).len(), 5);
+        assert_eq!(shares_for(&names[..1], 0), [vec!["a"]]);
+        assert!(shares_for(&[], 4).is_empty());
+        // About four hosts a share, between one and four shares a worker.
+        let many: Vec<String> = (0..100).map(|i| format!("h{i}")).collect();
+        assert_eq!(shares_for(&many, 2).len(), 8);
+        assert_eq!(shares_for(&many[..32], 2).len(), 8);
+        assert_eq!(shares_for(&many[..16], 2).len(), 4);
+        assert_eq!(shares_for(&many[..10], 2).len(), 2);
+        assert_eq!(shares_for(&many[..16], 4).len(), 4);
     }
 
     #[test]

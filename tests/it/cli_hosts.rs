@@ -762,6 +762,112 @@ fn a_worker_reads_only_its_share_and_warnings_only_with_systems() {
     }
 }
 
+/// `text` without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// With evaluation workers, a host's build starts as soon as its share is
+/// evaluated, while a slower share still evaluates; the result is the same
+/// systems as one process gives.
+#[test]
+fn builds_start_while_other_shares_still_evaluate() {
+    if !nix_available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let flake = d.path().join("slow");
+    fs::create_dir_all(&flake).unwrap();
+    // b's system takes about a second of evaluation; a's and c's none.
+    fs::write(
+        flake.join("flake.nix"),
+        r#"{
+  outputs = { self }:
+    let
+      slow = builtins.foldl' (a: i: a + builtins.foldl' builtins.add i (builtins.genList (x: x) 3000)) 0 (builtins.genList (x: x) 3000);
+      host = name: extra: {
+        config.system.build.toplevel = derivation {
+          name = "early-${name}-${extra}";
+          system = "x86_64-linux";
+          builder = "/bin/sh";
+          args = [ "-c" "echo ${name} > $out" ];
+        };
+      };
+    in {
+      nixosConfigurations = {
+        a = host "a" "0";
+        b = host "b" (toString slow);
+        c = host "c" "0";
+      };
+    };
+}
+"#,
+    )
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = pantheros(&flake)
+            .env("PANTHEROS_LOG_DIR", logs.path())
+            .args(["build-all", "--json", "-v"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tops: std::collections::BTreeMap<String, String> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let name = h["host"].as_str().unwrap().to_string();
+                (name, h["toplevel"].as_str().unwrap().to_string())
+            })
+            .collect();
+        (tops, err)
+    };
+    let (workers, err) = run(&["--eval-jobs", "2"]);
+    // tracing's fields, without their colours.
+    let err = strip_ansi(&err);
+    // Shares: [a, c] and [b]. a's and c's builds began before b's share
+    // came back.
+    let line = |needle: &str, host: &str| {
+        err.lines()
+            .position(|l| l.contains(needle) && l.contains(host))
+            .unwrap_or_else(|| panic!("no {needle:?} for {host}:\n{err}"))
+    };
+    let b_back = line("share evaluated", "\"b\"");
+    for h in ["host=a", "host=c"] {
+        assert!(
+            line("building while the others evaluate", h) < b_back,
+            "{h} was not built early:\n{err}"
+        );
+    }
+    assert!(
+        err.lines().any(|l| l.contains("early build finished")
+            && l.contains("host=a")
+            && l.contains("ok=true")),
+        "{err}"
+    );
+    // The same systems as one process gives.
+    let (one, _) = run(&["--eval-jobs", "1"]);
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    assert_eq!(workers, one);
+}
+
 /// Without `--eval-jobs`, the number of processes follows the number of
 /// systems: a few named hosts in one `nix eval`; a large selection (every
 /// host of a 10-host flake, counted by its names alone) in one process per
