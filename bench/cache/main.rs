@@ -167,7 +167,9 @@ fn main() {
     ]);
     let sshopts = format!("-F {}", w.ssh_config.display());
     let cache_spec = format!(
-        r#"cache = {{ url = "{}"; upload = "ssh://cache?remote-store=file://{}"; publicKey = "{}"; secretKeyFile = "{}"; }};"#,
+        // zstd, not Nix's default xz: xz takes ~20 s for 32 MiB on this
+        // machine, longer than the upload itself (docs/workflow.md).
+        r#"cache = {{ url = "{}"; upload = "ssh://cache?remote-store=file://{}%3Fcompression%3Dzstd"; publicKey = "{}"; secretKeyFile = "{}"; }};"#,
         cache.url,
         cache.dir.display(),
         cache.public_key,
@@ -191,6 +193,19 @@ fn main() {
     let direct = deploy(&w, &flake, &fleet(&names, "direct", confirm), &sshopts);
     let with_cache = format!("{confirm}{cache_spec}");
     let cached = deploy(&w, &flake, &fleet(&names, "cache", &with_cache), &sshopts);
+    // How the cache stored the NARs (its narinfos' Compression).
+    let compression = std::fs::read_dir(&cache.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "narinfo"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Compression: ").map(String::from))
+        })
+        .collect::<std::collections::BTreeSet<_>>();
+    println!("the cache's NARs: {compression:?}");
     drop(cache);
 
     let closure = (mib * 1024 * 1024) as f64;

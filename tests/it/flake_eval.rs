@@ -140,7 +140,16 @@ fn assert_sound(what: &str, r: &Value) {
 #[test]
 fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
     let Some(t) = Tier::new() else { return };
+    each_host_lists_its_placeholders_and_warnings(&t);
+    every_check_evaluates_with_what_its_script_waits_for(&t);
+    the_other_outputs_evaluate(&t);
+    the_hetzner_disk_is_laid_out_as_disko_does(&t);
+    validate_reads_the_flashpods_summary(&t);
+}
 
+/// The four hosts, each with what a user must fill in before pantheros
+/// deploys it and the warnings a build shows.
+fn each_host_lists_its_placeholders_and_warnings(t: &Tier) {
     let hosts = t.eval_ok("nixosConfigurations", "builtins.attrNames");
     assert_eq!(hosts, json!(["hetzner-vps", "ovh-vps", "yoga", "zephyrus"]));
     // Each host: what a user must fill in before pantheros deploys it, and
@@ -207,7 +216,11 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
             "{host}: commands a NixOS service could not find (exit 127)"
         );
     }
+}
 
+/// Every check: the VM tests' nodes as hosts, and what their scripts
+/// wait for; the package.
+fn every_check_evaluates_with_what_its_script_waits_for(t: &Tier) {
     // Every check: the VM tests' nodes as hosts, and what their scripts
     // wait for; the package.
     let checks = t.eval_ok(&format!("checks.{SYSTEM}"), "builtins.attrNames");
@@ -241,7 +254,10 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
         pkg.as_str().unwrap().ends_with("-pantheros-0.1.0.drv"),
         "{pkg}"
     );
+}
 
+/// The apps, the shell, the formatter, the package and the modules.
+fn the_other_outputs_evaluate(t: &Tier) {
     // The other outputs `nix flake check` evaluates.
     let apps = t.eval_ok(
         &format!("apps.{SYSTEM}"),
@@ -289,6 +305,10 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
             .ends_with("/modules/deployment.nix"),
         "{m}"
     );
+}
+
+/// The Hetzner host's disk as disko lays it out.
+fn the_hetzner_disk_is_laid_out_as_disko_does(t: &Tier) {
     // The Hetzner host's disk as disko lays it out (lib/types/gpt.nix: labels
     // disk-<disk>-<partition>, the 100% partition last, its end -0) and
     // what disko configures from it: the mounts, the swap encrypted with a
@@ -312,6 +332,10 @@ fn the_shipped_flake_evaluates_as_nix_flake_check_would() {
             "bootPart": { "priority": 1000, "end": "+1M", "type": "EF02" }
         })
     );
+}
+
+/// What `validate` reads of a host.
+fn validate_reads_the_flashpods_summary(t: &Tier) {
     // What `validate` reads of a host (the summary the inventory's one
     // evaluation splices in): the Flashpods host's declared values, in the
     // shape pantheros parses; null for a host without Flashpods.

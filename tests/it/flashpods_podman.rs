@@ -3,7 +3,7 @@
 //! or rsync on the host, still reaches the internet through netavark's NAT,
 //! and reloading our rules leaves netavark's own tables alone.
 
-use std::process::Output;
+use std::process::{Child, Output};
 
 use testworld::{World, render, stderr, stdout};
 
@@ -39,33 +39,70 @@ fn answered(o: &Output) -> bool {
     stdout(o).starts_with("HTTP/1.0 200")
 }
 
-#[test]
-fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
-    if !testworld::have_tools(&["podman", "runc", "nft", "busybox", "python3"]) {
-        return;
+/// The server (its WireGuard address on a stand-in wg0 link: the laptop's
+/// side is covered by the WireGuard traffic test; the API's and rsync's
+/// ports answering on every address) and "the internet" with a web server.
+/// The services stop when it is dropped.
+struct PodLab {
+    w: World,
+    internet_ip: String,
+    children: Vec<Child>,
+}
+
+impl Drop for PodLab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
-    let Some(mut w) = World::new() else { return };
+}
+
+fn pod_lab() -> Option<PodLab> {
+    let mut w = World::new()?;
     w.add_host("server");
     w.add_host("internet");
     let internet_ip = w.host("internet").ip.clone();
     let server = w.host("server");
     server.mount_cgroups();
-    server.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    // The WireGuard address the API and rsync live on (a stand-in wg0 link is enough
-    // here: the laptop's side is covered by the WireGuard traffic test).
     server.exec_ok(&["ip", "link", "add", "wg0", "type", "bridge"]);
     server.exec_ok(&["ip", "addr", "add", "10.0.0.1/24", "dev", "wg0"]);
     server.exec_ok(&["ip", "link", "set", "wg0", "up"]);
-
-    // Services: API and "rsync" ports answering on every address.
     let mut children = vec![];
     for (h, port) in [("server", "8080"), ("server", "873"), ("internet", "80")] {
         children.push(w.host(h).serve_http(port));
     }
+    Some(PodLab {
+        w,
+        internet_ip,
+        children,
+    })
+}
+
+/// Load the Flashpods table rendered from `expr` on the server.
+fn load_table(w: &World, expr: &str) {
+    let f = w.path().join("flashpods.nft");
+    std::fs::write(&f, render(expr)).unwrap();
+    w.host("server")
+        .exec_ok(&["nft", "-f", f.to_str().unwrap()]);
+}
+
+/// An HTTP GET from inside the job container, as (address, port).
+type Get<'a> = &'a dyn Fn(&str, &str) -> Output;
+
+#[test]
+fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
+    if !testworld::have_tools(&["podman", "runc", "nft", "busybox", "python3"]) {
+        return;
+    }
+    let Some(lab) = pod_lab() else { return };
+    let w = &lab.w;
+    w.host("server")
+        .exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
 
     // A busybox image, imported offline, and one long-running job container.
     let pod = w.path().join("podman");
-    let tar = busybox_tar(&w);
+    let tar = busybox_tar(w);
     // This machine cannot raise hard rlimits (no CAP_SYS_RESOURCE), and crun
     // refuses its hybrid cgroups (reference/test-world.md).
     let conf = pod.join("containers.conf");
@@ -116,57 +153,48 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
         }
     }
     let _remove = Remove(&podman);
-    let in_container = |argv: &[&str]| -> Output {
-        let mut a = vec!["exec", "job"];
-        a.extend_from_slice(argv);
-        podman(&a)
-    };
-    // busybox's static wget crashes without NSS files; plain HTTP over nc is enough.
-    let get = |ip: &str, port: &str| -> Output {
-        in_container(&[
-            "sh",
-            "-c",
-            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}"),
-        ])
-    };
-    let ok = |o: &Output| stdout(o).starts_with("HTTP/1.0 200");
+    let get = |ip: &str, port: &str| podman(&["exec", "job", "sh", "-c", GET, ip, port]);
+    rootful_reaches_everything_before_the_rules(&lab, &get);
+    our_rules_refuse_the_rootful_container_api_and_rsync(&lab, &get);
+}
 
-    // Before our rules: the container reaches everything (so what follows
-    // is the firewall's doing), the internet through netavark's NAT.
+/// Before our rules: the container reaches everything (so what follows is
+/// the firewall's doing), the internet through netavark's NAT.
+fn rootful_reaches_everything_before_the_rules(lab: &PodLab, get: Get) {
     let base = get("10.0.0.1", "8080");
     assert!(
-        ok(&base),
+        answered(&base),
         "baseline: container -> API: {}{}",
         stdout(&base),
         stderr(&base)
     );
     assert!(
-        ok(&get("10.0.0.1", "873")),
+        answered(&get("10.0.0.1", "873")),
         "baseline: container -> rsync port"
     );
-    let egress = get(&internet_ip, "80");
+    let egress = get(&lab.internet_ip, "80");
     assert!(
-        ok(&egress),
+        answered(&egress),
         "container -> internet via netavark: {}",
         stderr(&egress)
     );
-    let netavark_tables = w.host("server").exec_ok(&["nft", "list", "tables"]);
+    let netavark_tables = lab.w.host("server").exec_ok(&["nft", "list", "tables"]);
     assert!(
         netavark_tables.contains("table ip nat"),
         "netavark made no NAT table: {netavark_tables}"
     );
+}
 
-    // Our rules, rendered from the example fleet's data.
-    let fw = render(
-        "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; wireguardPort = net.listenPort; }).ruleset",
-    );
-    let fw_file = w.path().join("flashpods.nft");
-    std::fs::write(&fw_file, fw).unwrap();
+/// Our rules, rendered from the example fleet's data, loaded and reloaded:
+/// API and rsync refused, egress kept, netavark's tables left alone.
+fn our_rules_refuse_the_rootful_container_api_and_rsync(lab: &PodLab, get: Get) {
     for round in ["load", "reload"] {
-        w.host("server")
-            .exec_ok(&["nft", "-f", fw_file.to_str().unwrap()]);
+        load_table(
+            &lab.w,
+            "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; wireguardPort = net.listenPort; }).ruleset",
+        );
         let api = get("10.0.0.1", "8080");
-        assert!(!ok(&api), "{round}: container -> API must be blocked");
+        assert!(!answered(&api), "{round}: container -> API must be blocked");
         assert!(
             stderr(&api).contains("refused"),
             "{round}: expected a refused connection: {}",
@@ -174,16 +202,16 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
         );
         let rsync = get("10.0.0.1", "873");
         assert!(
-            !ok(&rsync) && stderr(&rsync).contains("refused"),
+            !answered(&rsync) && stderr(&rsync).contains("refused"),
             "{round}: container -> rsync must be blocked"
         );
-        let egress = get(&internet_ip, "80");
+        let egress = get(&lab.internet_ip, "80");
         assert!(
-            ok(&egress),
+            answered(&egress),
             "{round}: container egress: {}",
             stderr(&egress)
         );
-        let tables = w.host("server").exec_ok(&["nft", "list", "tables"]);
+        let tables = lab.w.host("server").exec_ok(&["nft", "list", "tables"]);
         assert!(
             tables.contains("table ip nat") && tables.contains("table ip filter"),
             "{round}: netavark's tables: {tables}"
@@ -193,10 +221,6 @@ fn a_real_podman_container_is_kept_away_from_the_api_and_rsync() {
             1,
             "{tables}"
         );
-    }
-    for mut c in children {
-        let _ = c.kill();
-        let _ = c.wait();
     }
 }
 
@@ -218,25 +242,14 @@ fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_inte
     ]) {
         return;
     }
-    let Some(mut w) = World::new() else { return };
-    w.add_host("server");
-    w.add_host("internet");
-    let internet_ip = w.host("internet").ip.clone();
-    let server = w.host("server");
-    server.mount_cgroups();
-    server.exec_ok(&["ip", "link", "add", "wg0", "type", "bridge"]);
-    server.exec_ok(&["ip", "addr", "add", "10.0.0.1/24", "dev", "wg0"]);
-    server.exec_ok(&["ip", "link", "set", "wg0", "up"]);
-    let mut children = vec![];
-    for (h, port) in [("server", "8080"), ("server", "873"), ("internet", "80")] {
-        children.push(w.host(h).serve_http(port));
-    }
+    let Some(lab) = pod_lab() else { return };
+    let server = lab.w.host("server");
 
     // The module's user and runtime directory (modules/flashpods).
     server.exec_ok(&["install", "-d", "-m", "0750", "/run/flashpods"]);
     let podman = server.rootless_podman("flashpods", 870, "/run/flashpods/podman-runtime");
     server.exec_ok(&["chown", "870:870", "/run/flashpods"]);
-    let out = podman.import(&busybox_tar(&w), "localhost/busybox:test");
+    let out = podman.import(&busybox_tar(&lab.w), "localhost/busybox:test");
     assert!(
         out.status.success(),
         "podman import (rootless): {}",
@@ -271,7 +284,7 @@ fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_inte
     for (ip, port) in [
         ("10.0.0.1", "8080"),
         ("10.0.0.1", "873"),
-        (internet_ip.as_str(), "80"),
+        (lab.internet_ip.as_str(), "80"),
     ] {
         let o = get(ip, port);
         assert!(
@@ -281,17 +294,17 @@ fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_inte
             stderr(&o)
         );
     }
+    the_rootful_only_table_drops_the_rootless_helper(&lab, &get);
+    the_module_table_refuses_the_helper_uid(&lab, &get);
+    drop(podman);
+}
 
-    // The table as it was for rootful Podman only: the container-network
-    // rule never matches; only the catch-all drop stops the helper, so the
-    // container waits out its timeout instead of being refused.
-    let load = |expr: &str| {
-        let f = w.path().join("flashpods.nft");
-        std::fs::write(&f, render(expr)).unwrap();
-        w.host("server")
-            .exec_ok(&["nft", "-f", f.to_str().unwrap()]);
-    };
-    load(
+/// The table as it was for rootful Podman only: the container-network rule
+/// never matches; only the catch-all drop stops the helper, so the
+/// container waits out its timeout instead of being refused.
+fn the_rootful_only_table_drops_the_rootless_helper(lab: &PodLab, get: Get) {
+    load_table(
+        &lab.w,
         "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; }).ruleset",
     );
     let o = get("10.0.0.1", "8080");
@@ -304,9 +317,10 @@ fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_inte
         "not refused without the uid rule: {}",
         stderr(&o)
     );
-    let rule = w
-        .host("server")
-        .exec_ok(&["nft", "list", "chain", "inet", "flashpods", "input"]);
+    let rule =
+        lab.w
+            .host("server")
+            .exec_ok(&["nft", "list", "chain", "inet", "flashpods", "input"]);
     let line = |needle: &str| {
         rule.lines()
             .find(|l| l.contains(needle))
@@ -321,11 +335,15 @@ fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_inte
         !line("nobody else").contains("counter packets 0 "),
         "the catch-all drop stopped it:\n{rule}"
     );
+}
 
-    // The module's table: the helper's uid is refused on the way out, for
-    // the host's own addresses only; the internet stays reachable.
+/// The module's table: the helper's uid is refused on the way out, for the
+/// host's own addresses only; the internet stays reachable.
+fn the_module_table_refuses_the_helper_uid(lab: &PodLab, get: Get) {
+    let internet_ip = &lab.internet_ip;
     for round in ["load", "reload"] {
-        load(
+        load_table(
+            &lab.w,
             "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; containerUsers = [ 870 ]; }).ruleset",
         );
         for port in ["8080", "873"] {
@@ -340,28 +358,25 @@ fn a_rootless_podman_container_is_refused_the_api_and_rsync_and_reaches_the_inte
                 stderr(&o)
             );
         }
-        let o = get(&internet_ip, "80");
+        let o = get(internet_ip, "80");
         assert!(
             answered(&o),
             "{round}: container -> internet: {}",
             stderr(&o)
         );
         // The server's own root processes are untouched by the uid rule.
-        let root = w
+        let root = lab
+            .w
             .host("server")
-            .exec(&["sh", "-c", GET, &internet_ip, "80"]);
+            .exec(&["sh", "-c", GET, internet_ip, "80"]);
         assert!(answered(&root), "{round}: root on the server -> internet");
     }
-    let out = w
-        .host("server")
-        .exec_ok(&["nft", "list", "chain", "inet", "flashpods", "output"]);
+    let out =
+        lab.w
+            .host("server")
+            .exec_ok(&["nft", "list", "chain", "inet", "flashpods", "output"]);
     assert!(
         out.contains("meta skuid 870") && !out.contains("counter packets 0 "),
         "the uid rule did the refusing:\n{out}"
     );
-    drop(podman);
-    for mut c in children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
 }

@@ -6,6 +6,7 @@
 //! Each "blocked" check is preceded by the same request succeeding before
 //! the firewall is loaded, so a wrong rule makes the test fail.
 
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -66,10 +67,54 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     w.add_host("server");
     w.add_host("laptop");
     w.add_host("internet");
-    let server_ip = w.host("server").ip.clone();
-    let internet_ip = w.host("internet").ip.clone();
-    let mut children: Vec<Child> = vec![];
+    let mut t = Traffic {
+        server_ip: w.host("server").ip.clone(),
+        internet_ip: w.host("internet").ip.clone(),
+        w,
+        children: vec![],
+        ctr: String::new(),
+    };
+    start_wireguard(&mut t);
+    t.ctr = container_on_the_podman_bridge(&mut t.w);
+    let uploads = start_services(&mut t);
+    everything_reaches_the_api_before_the_firewall(&t);
+    let fw_file = the_firewall_lets_only_the_laptop_in(&t, &uploads);
+    a_reload_replaces_only_its_own_table(&t, &fw_file);
+    a_wrong_laptop_address_locks_the_laptop_out(&t, &fw_file);
+}
 
+/// The test's world: the server, the laptop, "the internet", the
+/// container's namespace, and the processes started (stopped on drop).
+struct Traffic {
+    w: World,
+    server_ip: String,
+    internet_ip: String,
+    ctr: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const API_WG: &str = "http://10.0.0.1:8080/";
+
+impl Traffic {
+    fn api_public(&self) -> String {
+        format!("http://{}:8080/", self.server_ip)
+    }
+}
+
+/// WireGuard (wireguard-go, userspace) with rendered configs: the laptop
+/// reaches the server through it.
+fn start_wireguard(t: &mut Traffic) {
+    let (w, server_ip) = (&t.w, &t.server_ip);
+    let mut children: Vec<Child> = vec![];
     // --- WireGuard (wireguard-go, userspace) with rendered configs.
     let mut keys = std::collections::HashMap::new();
     for h in ["server", "laptop"] {
@@ -130,7 +175,12 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         shown.contains(&keys["laptop"].1) && shown.contains("ListenPort = 51820"),
         "{shown}"
     );
+    t.children.extend(children);
+}
 
+/// The container: a namespace on the server's bridge podman0, and
+/// Podman's own NAT table (what netavark creates) for its egress.
+fn container_on_the_podman_bridge(w: &mut World) -> String {
     // --- The container: a namespace on the server's bridge podman0, and
     // Podman's own NAT table (what netavark creates) for its egress.
     let ctr = w.add_netns("ctr");
@@ -190,6 +240,15 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     w.host("server")
         .exec_ok(&["nft", "-f", netavark.to_str().unwrap()]);
 
+    ctr
+}
+
+/// The API (any address; only the firewall may stop it), the rsync
+/// daemon from the rendered config, a web server "on the internet". The
+/// upload directory.
+fn start_services(t: &mut Traffic) -> std::path::PathBuf {
+    let w = &t.w;
+    let mut children: Vec<Child> = vec![];
     // --- Services: the API (any address; only the firewall may stop it),
     // the rsync daemon from the rendered config, a web server "on the internet".
     for (h, port) in [("server", "8080"), ("internet", "80")] {
@@ -217,14 +276,19 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
             .spawn()
             .unwrap(),
     );
-    wait_port(&w, "server", "0.0.0.0", "8080");
-    wait_port(&w, "server", "10.0.0.1", "873");
-    wait_port(&w, "internet", "0.0.0.0", "80");
-    let api_wg = "http://10.0.0.1:8080/";
-    let api_public = format!("http://{server_ip}:8080/");
-    let payload = w.path().join("job.tar");
-    std::fs::write(&payload, "job input").unwrap();
+    wait_port(w, "server", "0.0.0.0", "8080");
+    wait_port(w, "server", "10.0.0.1", "873");
+    wait_port(w, "internet", "0.0.0.0", "80");
 
+    t.children.extend(children);
+    uploads
+}
+
+/// Before the firewall everything reaches the API (so the blocks after
+/// it are the firewall's doing).
+fn everything_reaches_the_api_before_the_firewall(t: &Traffic) {
+    let (w, ctr) = (&t.w, &t.ctr);
+    let (api_wg, api_public) = (API_WG, t.api_public());
     // --- Before the firewall: everything reaches the API (so the blocks
     // below are the firewall's doing).
     assert!(http_ok(&w.host("laptop").exec(&curl(api_wg))));
@@ -233,11 +297,20 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         "laptop -> public API before the firewall"
     );
     assert!(
-        http_ok(&in_ns(&ctr, &curl(api_wg))),
+        http_ok(&in_ns(ctr, &curl(api_wg))),
         "container -> API before the firewall"
     );
     assert!(http_ok(&w.host("internet").exec(&curl(&api_public))));
+}
 
+/// The firewall, rendered from the example fleet's data: the laptop over
+/// WireGuard gets in, nothing else; the container keeps its egress. The
+/// ruleset's file.
+fn the_firewall_lets_only_the_laptop_in(t: &Traffic, uploads: &Path) -> std::path::PathBuf {
+    let (w, ctr, server_ip, internet_ip) = (&t.w, &t.ctr, &t.server_ip, &t.internet_ip);
+    let (api_wg, api_public) = (API_WG, t.api_public());
+    let payload = w.path().join("job.tar");
+    std::fs::write(&payload, "job input").unwrap();
     // --- The firewall, rendered from the example fleet's data.
     let fw = render(
         "(lib.nftables { laptopAddresses = [ net.peers.${net.laptop}.address ]; inherit (net) containerNetworks; wireguardPort = net.listenPort; }).ruleset",
@@ -277,7 +350,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     );
     // The container: API and rsync refused by the firewall (a TCP reset,
     // not rsync's own `hosts allow`).
-    let out = in_ns(&ctr, &curl(api_wg));
+    let out = in_ns(ctr, &curl(api_wg));
     assert!(!http_ok(&out), "container -> API must be blocked");
     assert_eq!(
         out.status.code(),
@@ -286,7 +359,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         out.status
     );
     let out = in_ns(
-        &ctr,
+        ctr,
         &["rsync", "--contimeout=3", "rsync://10.0.0.1/uploads/"],
     );
     assert!(!out.status.success());
@@ -303,7 +376,7 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
     assert!(!out.status.success(), "internet -> rsync must fail");
     // The container still reaches the internet.
     assert!(
-        http_ok(&in_ns(&ctr, &curl(&format!("http://{internet_ip}/")))),
+        http_ok(&in_ns(ctr, &curl(&format!("http://{internet_ip}/")))),
         "container egress to the internet"
     );
     // WireGuard itself is still open from anywhere.
@@ -312,6 +385,12 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         .exec(&["busybox", "ping", "-c", "1", "-W", "2", "10.0.0.1"]);
     assert!(ping.status.success());
 
+    fw_file
+}
+
+/// A reload replaces our table only: Podman's NAT table stays.
+fn a_reload_replaces_only_its_own_table(t: &Traffic, fw_file: &Path) {
+    let (w, ctr, internet_ip, api_wg) = (&t.w, &t.ctr, &t.internet_ip, API_WG);
     // --- A reload replaces our table only: Podman's NAT table stays.
     w.host("server")
         .exec_ok(&["nft", "-f", fw_file.to_str().unwrap()]);
@@ -323,11 +402,11 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         "{tables}"
     );
     assert!(
-        http_ok(&in_ns(&ctr, &curl(&format!("http://{internet_ip}/")))),
+        http_ok(&in_ns(ctr, &curl(&format!("http://{internet_ip}/")))),
         "egress after reload"
     );
     assert_eq!(
-        in_ns(&ctr, &curl(api_wg)).status.code(),
+        in_ns(ctr, &curl(api_wg)).status.code(),
         Some(7),
         "API still blocked after reload"
     );
@@ -335,20 +414,20 @@ fn wireguard_firewall_and_rsync_isolate_the_flashpods_host() {
         http_ok(&w.host("laptop").exec(&curl(api_wg))),
         "laptop still allowed after reload"
     );
+}
 
+/// A rule for the wrong laptop address locks the laptop out: the checks
+/// above depend on the accept rule.
+fn a_wrong_laptop_address_locks_the_laptop_out(t: &Traffic, fw_file: &Path) {
+    let (w, api_wg) = (&t.w, API_WG);
     // --- A rule for the wrong laptop address locks the laptop out: the
     // checks above depend on the accept rule.
     let wrong = render("(lib.nftables { laptopAddresses = [ \"10.0.0.3\" ]; }).ruleset");
-    std::fs::write(&fw_file, wrong).unwrap();
+    std::fs::write(fw_file, wrong).unwrap();
     w.host("server")
         .exec_ok(&["nft", "-f", fw_file.to_str().unwrap()]);
     assert!(
         !http_ok(&w.host("laptop").exec(&curl(api_wg))),
         "the laptop must be blocked when it is not listed"
     );
-
-    for mut c in children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
 }

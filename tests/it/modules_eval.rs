@@ -91,8 +91,14 @@ fn the_flashpods_module_declares_its_parts_under_the_service() {
 #[test]
 fn modules_evaluate_with_the_real_module_system() {
     let Some(v) = evaluate() else { return };
-    let s = &v["server"];
+    a_well_formed_server_is_what_the_checklist_asks(&v["server"]);
+    misconfigurations_are_caught_with_clear_messages(&v);
+    the_example_hosts_declare_their_metadata_and_placeholders(&v);
+}
 
+/// A well-formed Flashpods server: WireGuard, firewall, rsyncd, SPIRE,
+/// the checklist's directories, the API's settings.
+fn a_well_formed_server_is_what_the_checklist_asks(s: &serde_json::Value) {
     // A well-formed server: no failed assertion, no warning.
     assert_eq!(s["failedAssertions"], serde_json::json!([]), "{s}");
     assert_eq!(s["warnings"], serde_json::json!([]));
@@ -176,7 +182,11 @@ fn modules_evaluate_with_the_real_module_system() {
             .unwrap()
             .ends_with("system service --time=0 unix:///run/flashpods/podman.sock")
     );
+}
 
+/// Misconfigurations are refused by assertions and types, with clear
+/// messages.
+fn misconfigurations_are_caught_with_clear_messages(v: &serde_json::Value) {
     // Misconfigurations are caught by assertions, with clear messages.
     let msgs = |k: &str| {
         v[k].as_array()
@@ -213,7 +223,11 @@ fn modules_evaluate_with_the_real_module_system() {
     );
     assert_eq!(v["peer"]["listenPort"], serde_json::Value::Null);
     assert_eq!(v["peer"]["udpPorts"], serde_json::json!([]));
+}
 
+/// The example hosts: metadata as `pantheros hosts` reads it; their example
+/// values evaluate and are declared as unfilled placeholders.
+fn the_example_hosts_declare_their_metadata_and_placeholders(v: &serde_json::Value) {
     // The example hosts: metadata as `pantheros hosts` reads it; their
     // example values evaluate and are declared as unfilled placeholders
     // (the admin key is set by this evaluation, so that one is filled).

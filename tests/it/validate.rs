@@ -416,10 +416,23 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     ]) {
         return;
     }
-    let Some(mut w) = World::new() else { return };
-    let Some(stub) = testworld::stand_in_nixpkgs(w.path()) else {
-        return;
-    };
+    let Some(mut lab) = build_lab() else { return };
+    start_wireguard(&mut lab);
+    start_services(&mut lab);
+    let tar = start_rootful_podman(&mut lab);
+    start_spire_agent(&mut lab);
+    start_token_service(&mut lab);
+    every_row_passes_as_declared(&lab);
+    each_broken_part_fails_its_own_row(&mut lab);
+    rootless_podman_is_judged_as_it_is(&mut lab, &tar);
+}
+
+/// The lab: two hosts (the Flashpods server, "the internet"), the stand-in
+/// SPIRE's state (the declared entries as the reconcile unit leaves them,
+/// the host's attested agent), WireGuard keys and the flake.
+fn build_lab() -> Option<Lab> {
+    let mut w = World::new()?;
+    let stub = testworld::stand_in_nixpkgs(w.path())?;
     w.add_host("server");
     w.add_host("internet");
     let internet_ip = w.host("internet").ip.clone();
@@ -460,7 +473,7 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     let laptop_keys = testworld::wg_keypair();
     let flake = w.path().join("flake");
     write_flake(&flake, &stub, &w, &laptop_keys.1, &spire);
-    let mut lab = Lab {
+    Some(Lab {
         w,
         flake,
         internet_ip,
@@ -470,8 +483,12 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
         spire,
         stub,
         parts: vec![],
-    };
+    })
+}
 
+/// WireGuard: the server's wg0 and the laptop's own interface, until the
+/// laptop reaches the server through the tunnel.
+fn start_wireguard(lab: &mut Lab) {
     // --- WireGuard: the server's wg0 and the laptop's own interface (the
     // client namespace shares this machine's /run, so its name is unique).
     let laptop_if = format!("wgv{}", std::process::id() % 100_000);
@@ -522,7 +539,10 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
                 .success()
         },
     );
+}
 
+/// The API on the WireGuard address, rsyncd, "the internet", the firewall.
+fn start_services(lab: &mut Lab) {
     // --- Services: the API on the WireGuard address, rsyncd, the firewall.
     lab.api("10.0.0.1");
     lab.rsyncd("\"10.0.0.2\"");
@@ -538,7 +558,11 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     ]);
     lab.start("internet", cmd);
     lab.firewall("\"10.88.0.0/16\"");
+}
 
+/// Rootful Podman behind the flashpods socket path, with the job image
+/// imported; the image's tarball, for the rootless phase.
+fn start_rootful_podman(lab: &mut Lab) -> std::path::PathBuf {
     // --- Podman: rootful first (the SPIRE rows need per-container cgroups,
     // which rootless Podman gets only from systemd's cgroup manager),
     // behind the flashpods user's socket path, with netavark's NAT for
@@ -607,6 +631,11 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
             .success()
     });
 
+    tar
+}
+
+/// The stand-in SPIRE agent, attesting through Podman's socket.
+fn start_spire_agent(lab: &mut Lab) {
     // --- The stand-in SPIRE agent, attesting through Podman's socket.
     let agent = lab.spire.join("bin/spire-agent");
     let cmd = lab.server().command(&[
@@ -624,7 +653,10 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
             .status
             .success()
     });
+}
 
+/// The stand-in token service, with the job secrets.
+fn start_token_service(lab: &mut Lab) {
     // --- The stand-in token service, with the job secrets.
     let secrets = lab.w.path().join("secrets.json");
     fs::write(
@@ -646,7 +678,10 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
             .status
             .success()
     });
+}
 
+/// Everything as declared: every row passes.
+fn every_row_passes_as_declared(lab: &Lab) {
     // --- Everything as declared: every row passes, the document follows
     // its schema, and neither a token's value nor a JWT is printed.
     let (code, doc, text) = lab.validate_output();
@@ -705,7 +740,10 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
         "{table}\n{}",
         stderr(&out)
     );
+}
 
+/// Each part broken in turn fails exactly its own row, then is mended.
+fn each_broken_part_fails_its_own_row(lab: &mut Lab) {
     // --- Broken: the firewall's rule for the container networks removed.
     // The catch-all drop still stops the container, but the declared rule
     // did not reject it: the row says so.
@@ -778,7 +816,10 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
     );
     let right = lab.laptop_keys.1.clone();
     lab.server_peer(&right);
+}
 
+/// The module's own mode, rootless Podman: judged as it really is.
+fn rootless_podman_is_judged_as_it_is(lab: &mut Lab, tar: &Path) {
     // --- The module's own mode: rootless Podman as the flashpods user (uid
     // 870, the module's default) behind the same socket. Its containers'
     // connections leave through slirp4netns as that user, from the host.
@@ -789,7 +830,7 @@ fn validate_signs_off_a_flashpods_host_and_fails_exactly_the_broken_row() {
         .rootless_podman("flashpods", 870, "/run/flashpods/podman-runtime");
     lab.server()
         .exec_ok(&["chown", "870:870", "/run/flashpods"]);
-    let out = rootless.import(&tar, IMAGE);
+    let out = rootless.import(tar, IMAGE);
     assert!(
         out.status.success(),
         "podman import (rootless): {}",
