@@ -51,26 +51,27 @@ async fn list(
 ) -> Result<i32> {
     let control = crate::host::control_dir()
         .map_err(|e| Error::io("creating the SSH control directory", e))?;
-    let log =
-        crate::report::log::HostLog::discard().map_err(|e| Error::io("opening /dev/null", e))?;
     let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
     for host in hosts {
+        // A read-only query: its commands are not logged.
+        let log = crate::report::log::HostLog::discard()
+            .map_err(|e| Error::io("opening /dev/null", e))?;
         let target = crate::host::Target::for_host(host, control.path(), false)
             .with_password(password.clone());
-        if let Err(why) = target.settle_password().await {
+        let session = crate::host::Session::new(host, target, log, crate::host::exec::processes());
+        if let Err(why) = session.target.settle_password().await {
             read.push((host, Err(Error::Usage(why))));
-            target.close().await;
+            session.target.close().await;
             continue;
         }
         let res = crate::generations::list_with_records(
-            &target,
-            &log,
+            &session,
             &host.deployment.profile,
             sizes,
             &format!("{}/records", crate::deploy::preflight::STATE_DIR),
         )
         .await;
-        target.close().await;
+        session.target.close().await;
         read.push((host, res.map_err(|e| e.into_error())));
     }
     drop(control);

@@ -75,7 +75,7 @@ pub(super) async fn read_status(ctx: &Ctx, fresh: bool) -> Option<Status> {
             .root_script(&scripts::STATUS, &args)
             .timeout(Duration::from_secs(20))
     };
-    status_of(ctx, ctx.session.log.run(&cmd).await)
+    status_of(ctx, ctx.session.run(&cmd).await)
 }
 
 /// How a launch ended.
@@ -138,7 +138,7 @@ async fn launch(
             news.notify_one();
         }
     };
-    let run = ctx.session.log.run_watching(&cmd, &watch);
+    let run = ctx.session.run_watching(&cmd, &watch);
     tokio::pin!(run);
     let ran = loop {
         let launched = started.load(Ordering::SeqCst);
@@ -189,7 +189,7 @@ async fn await_status(ctx: &Ctx, until: &str, seconds: u64, fresh: bool) -> Opti
         ctx.session.target.root_script(&scripts::STATUS, &args)
     }
     .timeout(Duration::from_secs(seconds + 20));
-    status_of(ctx, ctx.session.log.run(&cmd).await)
+    status_of(ctx, ctx.session.run(&cmd).await)
 }
 
 /// The status a status read printed (its note said once: awaiting-confirm
@@ -258,7 +258,7 @@ pub async fn observe(ctx: &Ctx) -> (Option<u64>, Option<String>) {
             &scripts::generations_args(&ctx.host.deployment.profile, false),
         )
         .timeout(Duration::from_secs(60));
-    match ctx.session.log.run(&cmd).await {
+    match ctx.session.run(&cmd).await {
         Ok(out) if out.success() => {
             let gens = generations::parse(&out.stdout);
             let cur = gens.iter().find(|g| g.current);
@@ -377,7 +377,7 @@ async fn confirm(ctx: &Ctx, req: &Request) -> (Activated, Proof) {
     let mut taken = None;
     while Instant::now() < until {
         let ran = tokio::select! {
-            r = ctx.session.log.run_watching(&cmd, &watch) => r,
+            r = ctx.session.run_watching(&cmd, &watch) => r,
             // The proof may have been taken: the status says where it stands.
             _ = ctx.interrupt.wait() => {
                 let status = read_status(ctx, false).await.unwrap_or(Status::None);

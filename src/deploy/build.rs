@@ -57,13 +57,11 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         && ctx.opts.mode != Mode::BuildOnly;
     let built = if on_target {
         ctx.session
-            .log
             .run_ok(&copy_derivation(ctx, &drv, ctx.session.target.store_uri()))
             .await
             .map_err(|f| StageError::cmd("copying the derivation to the target failed", f))?;
         let out = ctx
             .session
-            .log
             .run_ok(&ctx.session.target.root_cmd(&[
                 "nix-store".into(),
                 "--realise".into(),
@@ -74,7 +72,7 @@ pub async fn build(ctx: &Ctx) -> Result<Built, StageError> {
         Built::checked(out.stdout.lines().last().unwrap_or_default(), true)?
     } else {
         let rooted = gc_rooted(ctx, &drv)?;
-        ctx.session.log.run_ok(&rooted.cmd).await.map_err(|f| {
+        ctx.session.run_ok(&rooted.cmd).await.map_err(|f| {
             StageError::cmd("the build failed", f)
                 .hint("fix the build error above; nothing was changed on the host")
         })?;
@@ -187,7 +185,6 @@ fn copy_derivation(ctx: &Ctx, drv: &str, store: String) -> crate::runner::Cmd {
 async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageError> {
     ctx.say(&format!("building {drv} on {builder}"));
     ctx.session
-        .log
         .run_ok(&copy_derivation(ctx, drv, format!("ssh://{builder}")))
         .await
         .map_err(|f| {
@@ -213,7 +210,7 @@ async fn on_builder(ctx: &Ctx, drv: &str, builder: &str) -> Result<Built, StageE
         "--".into(),
         shell_words::join(["nix-store", "--realise", drv]),
     ]);
-    let out = ctx.session.log.run_ok(&realise).await.map_err(|f| {
+    let out = ctx.session.run_ok(&realise).await.map_err(|f| {
         StageError::cmd(format!("the build on {builder} failed"), f)
             .hint("its build log is above; nothing was changed on the host")
     })?;
@@ -236,8 +233,7 @@ async fn prebuilt(ctx: &Ctx, path: &str) -> Result<Built, StageError> {
     }
     ctx.say(&format!("using the system built elsewhere: {path}"));
     let rooted = gc_rooted(ctx, path)?;
-    ctx.session.log
-        .run_ok(&rooted.cmd)
+    ctx.session.run_ok(&rooted.cmd)
         .await
         .map_err(|f| {
             StageError::cmd(format!("{path} is not in this store and could not be substituted"), f)

@@ -151,7 +151,7 @@ pub async fn fan_out(
             &scripts::cache_fetch_args(&cache.url, &built.toplevel),
         )
         .timeout(Duration::from_secs(3600));
-    match ctx.session.log.run_ok(&cmd).await {
+    match ctx.session.run_ok(&cmd).await {
         Ok(_) => Ok(Fanned::Substituted),
         Err(f) => Ok(Fanned::Direct(format!(
             "substituting from {} failed ({})",
@@ -229,7 +229,7 @@ async fn upload_batch(
         ];
         argv.extend(batch.iter().cloned());
         let sign = ctx.nix.cmd(argv).timeout(Duration::from_secs(600));
-        if let Err(f) = ctx.session.log.run_ok(&sign).await {
+        if let Err(f) = ctx.session.run_ok(&sign).await {
             let w = why(&f);
             return Err((StageError::cmd(
                 format!("signing the closure for the binary cache {store} failed; nothing was changed"),
@@ -245,7 +245,7 @@ async fn upload_batch(
     let mut argv: Vec<String> = vec!["copy".into(), "--to".into(), upload_uri(cache)];
     argv.extend(batch);
     let cmd = ctx.nix.cmd(argv).timeout(Duration::from_secs(3600));
-    ctx.session.log.run_ok(&cmd).await.map(|_| ()).map_err(|f| {
+    ctx.session.run_ok(&cmd).await.map(|_| ()).map_err(|f| {
         let w = why(&f);
         (
             StageError::cmd(

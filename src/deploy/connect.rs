@@ -19,7 +19,7 @@ async fn settle_password(ctx: &Ctx) -> Result<(), StageError> {
     let settled = ctx
         .session
         .target
-        .settle_password_with(|c| async move { ctx.session.log.run(&c).await })
+        .settle_password_with(|c| async move { ctx.session.run(&c).await })
         .await;
     match settled {
         Ok(false) => {
@@ -58,7 +58,7 @@ async fn open(ctx: &Ctx) -> Result<(), StageError> {
     let Some(cmd) = ctx.session.target.connect_cmd() else {
         return Ok(());
     };
-    ctx.session.log.run_ok(&cmd).await.map_err(|f| {
+    ctx.session.run_ok(&cmd).await.map_err(|f| {
         let ssh_failed = f.how == "exit status 255";
         let changed = f.output().contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
             || f.output().contains("Host key verification failed");

@@ -42,7 +42,6 @@ pub async fn plan(ctx: &Ctx, current: &Current, built: &Built) -> Result<Plan, S
         .timeout(std::time::Duration::from_secs(d.activation_timeout + wait));
     let out = ctx
         .session
-        .log
         .run(&cmd)
         .await
         .map_err(|f| StageError::cmd("could not run dry-activate on the target", f))?;

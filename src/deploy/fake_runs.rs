@@ -75,14 +75,9 @@ fn options(fake: &FakeFleet, dir: &Path) -> Options {
 async fn run(fake: &FakeFleet, h: Host) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(fake, dir.path());
-    let log = HostLog::create(&dir.path().join("logs"), "deploy", &h.name, "t")
-        .unwrap()
-        .with_executor(fake.executor());
-    let session = crate::host::Session {
-        name: h.name.clone(),
-        target: Target::for_host(&h, dir.path(), false),
-        log,
-    };
+    let log = HostLog::create(&dir.path().join("logs"), "deploy", &h.name, "t").unwrap();
+    let target = Target::for_host(&h, dir.path(), false);
+    let session = crate::host::Session::new(&h, target, log, fake.executor());
     let ctx = Ctx {
         keys: keys::read(&h).await,
         session,

@@ -58,7 +58,7 @@ pub async fn health(
                     .root_script(&scripts::HEALTH, &args)
                     .timeout(Duration::from_secs(checks.timeout * 2 + 30));
                 tokio::select! {
-                    r = ctx.session.log.run(&cmd) => match r {
+                    r = ctx.session.run(&cmd) => match r {
                         Ok(o) if o.success() => Round::Passed(o.stdout),
                         Ok(o) => Round::Failed(o.stdout.trim().replace('\n', "; ")),
                         Err(f) => Round::Failed(f.to_string()),

@@ -227,7 +227,6 @@ pub async fn upload(
         )
         .timeout(Duration::from_secs(60));
     let out = s
-        .log
         .run(&check)
         .await
         .map_err(|f| StageError::cmd("could not check the keys' owners on the host", f))?;
@@ -271,7 +270,7 @@ pub async fn upload(
                 &k.value.0,
             )
             .timeout(Duration::from_secs(120));
-        let out = s.log.run_ok(&cmd).await.map_err(|f| {
+        let out = s.run_ok(&cmd).await.map_err(|f| {
             StageError::cmd(
                 format!("writing key `{}` to {} failed", k.name, k.path()),
                 f,

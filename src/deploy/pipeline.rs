@@ -794,7 +794,7 @@ async fn read_facts(ctx: &Ctx) -> BTreeMap<String, String> {
         .target
         .root_script(&scripts::READ_FACTS, &scripts::read_facts_args(commands))
         .timeout(std::time::Duration::from_secs(30));
-    match ctx.session.log.run_ok(&cmd).await {
+    match ctx.session.run_ok(&cmd).await {
         Ok(out) => commands
             .keys()
             .filter_map(|name| {

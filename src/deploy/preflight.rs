@@ -86,7 +86,6 @@ pub async fn preflight(
         .timeout(std::time::Duration::from_secs(60));
     let out = ctx
         .session
-        .log
         .run(&cmd)
         .await
         .map_err(|f| StageError::cmd("could not run the preflight checks on the target", f))?;
@@ -155,7 +154,6 @@ pub async fn break_lock(ctx: &Ctx, force: bool) -> Result<(), StageError> {
         .timeout(std::time::Duration::from_secs(60));
     let out = ctx
         .session
-        .log
         .run(&cmd)
         .await
         .map_err(|f| StageError::cmd("could not break the lock on the target", f))?;
@@ -187,7 +185,7 @@ pub async fn hand_over(ctx: &Ctx, lock: Lock) -> Option<Lock> {
         .target
         .root_script(&scripts::HANDOVER, &scripts::dir_args(&ctx.state_dir()))
         .timeout(std::time::Duration::from_secs(20));
-    match ctx.session.log.run_ok(&cmd).await {
+    match ctx.session.run_ok(&cmd).await {
         Ok(out) if !crate::host::protocol::Status::parse(&out.stdout).is_final() => {
             ctx.session
                 .log
@@ -254,7 +252,7 @@ async fn release(ctx: &Ctx, record: Option<&super::record::Record>) -> Result<()
             .fresh_root_script(&scripts::UNLOCK, &args),
     };
     let cmd = unlock(false).timeout(std::time::Duration::from_secs(30));
-    let first = match ctx.session.log.run_ok(&cmd).await {
+    let first = match ctx.session.run_ok(&cmd).await {
         Ok(out) => return released(ctx, &out.stdout),
         Err(f) => f.how.clone(),
     };
@@ -267,7 +265,7 @@ async fn release(ctx: &Ctx, record: Option<&super::record::Record>) -> Result<()
     while std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let cmd = unlock(true);
-        match ctx.session.log.run_ok(&cmd).await {
+        match ctx.session.run_ok(&cmd).await {
             Ok(out) => {
                 ctx.say("released the deploy lock over a new connection");
                 return released(ctx, &out.stdout);

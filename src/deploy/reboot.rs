@@ -81,7 +81,7 @@ pub async fn loader(ctx: &Ctx, toplevel: &str) -> Result<(), StageError> {
         )
         .timeout(Duration::from_secs(30));
     let out =
-        ctx.session.log.run_ok(&cmd).await.map_err(|f| {
+        ctx.session.run_ok(&cmd).await.map_err(|f| {
             StageError::cmd("could not find out which boot loader the host uses", f)
         })?;
     if section(&out.stdout, "watchdog").join("").trim() == "no" {
@@ -334,7 +334,7 @@ async fn arm(ctx: &Ctx, toplevel: &str, generation: Option<u64>) -> Result<Armed
         .target
         .root_script(&REBOOT, &args)
         .timeout(Duration::from_secs(d.activation_timeout + 60));
-    let out = match ctx.session.log.run(&cmd).await {
+    let out = match ctx.session.run(&cmd).await {
         Ok(o) => o.stdout,
         Err(f) => f.output().to_string(),
     };
@@ -374,7 +374,7 @@ async fn await_boot(ctx: &Ctx, before: &str, seconds: u64) -> Option<Answer> {
             .target
             .fresh_root_script(&REBOOT, &args)
             .timeout(Duration::from_secs(15));
-        if let Ok(out) = ctx.session.log.run(&cmd).await
+        if let Ok(out) = ctx.session.run(&cmd).await
             && out.success()
         {
             let boot = section(&out.stdout, "boot").join("").trim().to_string();
@@ -471,7 +471,7 @@ async fn step(ctx: &Ctx, step: &RebootStep<'_>) -> Result<String, String> {
         .timeout(Duration::from_secs(
             ctx.host.deployment.activation_timeout + 60,
         ));
-    match ctx.session.log.run(&cmd).await {
+    match ctx.session.run(&cmd).await {
         Ok(o) if o.success() => Ok(o.stdout),
         Ok(o) => Err({
             let failed = section(&o.stdout, "failed").join(" ");

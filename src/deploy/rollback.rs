@@ -51,13 +51,7 @@ pub struct Chosen {
 }
 
 pub async fn choose(ctx: &Ctx) -> Result<Chosen, StageError> {
-    let gens = generations::list(
-        &ctx.session.target,
-        &ctx.session.log,
-        &ctx.host.deployment.profile,
-        false,
-    )
-    .await?;
+    let gens = generations::list(&ctx.session, &ctx.host.deployment.profile, false).await?;
     let g = generations::choose(&gens, ctx.opts.rollback_to)?.clone();
     generations::say_choice(&ctx.host.name, &gens, &g);
     Ok(Chosen {

@@ -47,7 +47,7 @@ pub async fn ship(ctx: &Ctx, built: &Built, current: &Current) -> Result<(), Sta
         "copying the closure to {}",
         ctx.session.target.destination()
     ));
-    let Err(f) = ctx.session.log.run_ok(&cmd).await else {
+    let Err(f) = ctx.session.run_ok(&cmd).await else {
         return Ok(());
     };
     if !disk_full(&f.tail) {
@@ -80,7 +80,7 @@ fn disk_full(tail: &[String]) -> bool {
 async fn clean_up(ctx: &Ctx, built: &Built) -> String {
     let closure = crate::runner::Cmd::new(["nix-store", "-qR", built.toplevel.as_str()])
         .timeout(std::time::Duration::from_secs(300));
-    let Ok(paths) = ctx.session.log.run_ok(&closure).await else {
+    let Ok(paths) = ctx.session.run_ok(&closure).await else {
         return String::new();
     };
     let paths: Vec<String> = paths.stdout.lines().map(String::from).collect();
@@ -89,7 +89,7 @@ async fn clean_up(ctx: &Ctx, built: &Built) -> String {
         .target
         .root_script(&scripts::COPY_CLEANUP, &scripts::copy_cleanup_args(&paths))
         .timeout(std::time::Duration::from_secs(300));
-    match ctx.session.log.run_ok(&cmd).await {
+    match ctx.session.run_ok(&cmd).await {
         Ok(out) => {
             let removed = out
                 .stdout

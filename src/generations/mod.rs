@@ -5,8 +5,7 @@ use serde::Serialize;
 
 use crate::error::StageError;
 use crate::host::protocol::exits;
-use crate::host::{Target, scripts};
-use crate::report::log::HostLog;
+use crate::host::{Session, scripts};
 
 /// One generation, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,31 +77,28 @@ pub fn parse(out: &str) -> Vec<Generation> {
         .collect()
 }
 
-/// List the generations of `profile` on `target`.
+/// List the generations of `profile` on the session's host.
 pub async fn list(
-    target: &Target,
-    log: &HostLog,
+    session: &Session,
     profile: &str,
     sizes: bool,
 ) -> Result<Vec<Generation>, StageError> {
-    list_from(target, log, profile, sizes, None).await
+    list_from(session, profile, sizes, None).await
 }
 
 /// [`list`], each generation with the deploy record that made it the
 /// host's (from `records_dir`).
 pub async fn list_with_records(
-    target: &Target,
-    log: &HostLog,
+    session: &Session,
     profile: &str,
     sizes: bool,
     records_dir: &str,
 ) -> Result<Vec<Generation>, StageError> {
-    list_from(target, log, profile, sizes, Some(records_dir)).await
+    list_from(session, profile, sizes, Some(records_dir)).await
 }
 
 async fn list_from(
-    target: &Target,
-    log: &HostLog,
+    session: &Session,
     profile: &str,
     sizes: bool,
     records_dir: Option<&str>,
@@ -111,8 +107,9 @@ async fn list_from(
         Some(dir) => scripts::generations_with_records_args(profile, sizes, dir),
         None => scripts::generations_args(profile, sizes),
     };
+    let target = &session.target;
     let cmd = target.root_script(&scripts::GENERATIONS, &args);
-    let out = log
+    let out = session
         .run(&cmd)
         .await
         .map_err(|f| StageError::cmd("listing generations failed", f))?;

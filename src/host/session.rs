@@ -7,8 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::Target;
+use crate::error::CommandFailure;
 use crate::inventory::Host;
 use crate::report::log::HostLog;
+use crate::runner::{Cmd, Lines, Output};
 
 /// Where a run keeps its per-host files and connections.
 pub struct RunPlaces<'a> {
@@ -35,24 +37,76 @@ pub struct Reach {
 pub struct Session {
     pub name: String,
     pub target: Target,
+    /// Where every command and its output is recorded.
     pub log: HostLog,
+    /// What runs the commands (processes; a fake in unit tests).
+    exec: Arc<dyn super::exec::Executor>,
 }
 
 impl Session {
     /// `host`'s session: its target and its private log, created under
     /// `at` (0600, the host's secrets redacted).
     pub fn open(host: &Host, at: &RunPlaces<'_>, reach: &Reach) -> std::io::Result<Session> {
-        let log = HostLog::create(at.log_dir, at.kind, &host.name, at.ts)?
-            .with_redactor(crate::report::redact::Redactor::for_deployment(
-                &host.deployment,
-            ))
-            .with_executor(reach.executor.clone());
-        Ok(Session {
-            name: host.name.clone(),
-            target: Target::for_host(host, at.control, reach.force_local)
+        let log = HostLog::create(at.log_dir, at.kind, &host.name, at.ts)?.with_redactor(
+            crate::report::redact::Redactor::for_deployment(&host.deployment),
+        );
+        Ok(Session::new(
+            host,
+            Target::for_host(host, at.control, reach.force_local)
                 .with_password(reach.password.clone()),
             log,
-        })
+            reach.executor.clone(),
+        ))
+    }
+
+    /// A session of `host` over `target`, recording into `log`, its
+    /// commands run by `exec`.
+    pub fn new(
+        host: &Host,
+        target: Target,
+        log: HostLog,
+        exec: Arc<dyn super::exec::Executor>,
+    ) -> Session {
+        Session {
+            name: host.name.clone(),
+            target,
+            log,
+            exec,
+        }
+    }
+
+    /// Run `cmd` on the host's behalf, recorded in its log (the command
+    /// before it starts, its lines as they arrive, how it ended); a
+    /// non-zero exit is returned, not an error.
+    pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
+        self.run_into(cmd, &self.log).await
+    }
+
+    /// [`Session::run`], also handing each stdout line, as it arrives, to
+    /// `watch` (to act on a line before the command has ended).
+    pub async fn run_watching(
+        &self,
+        cmd: &Cmd,
+        watch: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Output, CommandFailure> {
+        self.run_into(cmd, &self.log.watching(watch)).await
+    }
+
+    /// [`Session::run`]; a non-zero exit is an error.
+    pub async fn run_ok(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
+        let out = self.run(cmd).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(crate::runner::failure_of(cmd, &out))
+        }
+    }
+
+    async fn run_into(&self, cmd: &Cmd, lines: &dyn Lines) -> Result<Output, CommandFailure> {
+        let shown = self.log.started(cmd);
+        let out = self.exec.run(shown.as_ref().unwrap_or(cmd), lines).await;
+        self.log.ended(&out);
+        out
     }
 
     /// A progress line for this host (its secrets redacted).

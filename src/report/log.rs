@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::CommandFailure;
-use crate::runner::{self, Cmd, Lines, Output, Stream};
+use crate::runner::{Cmd, Lines, Output, Stream};
 
 pub struct HostLog {
     pub path: PathBuf,
@@ -14,8 +14,6 @@ pub struct HostLog {
     host: String,
     file: Mutex<File>,
     redactor: super::redact::Redactor,
-    /// What runs the host's commands (processes; a fake in unit tests).
-    exec: std::sync::Arc<dyn crate::host::exec::Executor>,
 }
 
 /// `YYYYmmdd-HHMMSS` in local time.
@@ -51,7 +49,6 @@ impl HostLog {
                         host: host.to_string(),
                         file: Mutex::new(file),
                         redactor: Default::default(),
-                        exec: crate::host::exec::processes(),
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -71,7 +68,6 @@ impl HostLog {
             host: String::new(),
             file: Mutex::new(file),
             redactor: Default::default(),
-            exec: crate::host::exec::processes(),
         })
     }
 
@@ -79,15 +75,6 @@ impl HostLog {
     /// host's run prints through [`HostLog::redact`]).
     pub fn with_redactor(mut self, r: super::redact::Redactor) -> HostLog {
         self.redactor = r;
-        self
-    }
-
-    /// Run this host's commands with `exec` instead of as processes.
-    pub fn with_executor(
-        mut self,
-        exec: std::sync::Arc<dyn crate::host::exec::Executor>,
-    ) -> HostLog {
-        self.exec = exec;
         self
     }
 
@@ -124,58 +111,39 @@ impl HostLog {
         }
     }
 
-    /// Run and log; a non-zero exit is returned, not an error. The command
-    /// is logged before it starts and its lines as they arrive, so the log
-    /// of a run that is killed has everything printed until then.
-    pub async fn run(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
-        self.run_into(cmd, self).await
-    }
-
-    /// [`HostLog::run`], also handing each stdout line, as it arrives, to
-    /// `watch` (to act on a line before the command has ended).
-    pub async fn run_watching(
-        &self,
-        cmd: &Cmd,
-        watch: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<Output, CommandFailure> {
-        let lines = Watching { log: self, watch };
-        self.run_into(cmd, &lines).await
-    }
-
-    async fn run_into(&self, cmd: &Cmd, lines: &dyn Lines) -> Result<Output, CommandFailure> {
+    /// A command is about to run: its line in the log (before it starts,
+    /// so the log of a run that is killed has it), and the command as `-v`
+    /// should show it (its secrets hidden; only a host with secrets needs
+    /// its own rendering).
+    pub fn started(&self, cmd: &Cmd) -> Option<Cmd> {
         let r = &self.redactor;
         self.write_line(&format!(
             "[{}] $ {}",
             chrono::Local::now().format("%H:%M:%S%.3f"),
             r.apply(&crate::report::shorten_argv(&cmd.argv))
         ));
-        // Only a host with secrets needs its own rendering for `-v`.
-        let out = if r.is_empty() {
-            self.exec.run(cmd, lines).await
-        } else {
+        (!r.is_empty()).then(|| {
             let mut shown = cmd.clone();
             shown.shown = Some(r.apply(&crate::error::render_argv(&cmd.argv)));
-            self.exec.run(&shown, lines).await
-        };
-        match &out {
+            shown
+        })
+    }
+
+    /// How the command that [`HostLog::started`] ended.
+    pub fn ended(&self, out: &Result<Output, CommandFailure>) {
+        match out {
             Ok(o) => self.write_line(&format!(
                 "  -> exit {:?} in {} ms",
                 o.code,
                 o.duration.as_millis()
             )),
-            Err(e) => self.write_line(&format!("  -> {}", r.apply(&e.how))),
+            Err(e) => self.write_line(&format!("  -> {}", self.redactor.apply(&e.how))),
         }
-        out
     }
 
-    /// Run and log; a non-zero exit is an error.
-    pub async fn run_ok(&self, cmd: &Cmd) -> Result<Output, CommandFailure> {
-        let out = self.run(cmd).await?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(runner::failure_of(cmd, &out))
-        }
+    /// The log's lines, and each stdout line to `watch` too.
+    pub fn watching<'a>(&'a self, watch: &'a (dyn Fn(&str) + Send + Sync)) -> impl Lines + 'a {
+        Watching { log: self, watch }
     }
 }
 
