@@ -15,6 +15,7 @@
 //! workers, and of pantheros' own choice (no flag), in one run.
 //!
 //!     bash bench/eval/run.sh        (needs nixpkgs' lib; see README)
+//!     BENCH_OPTIONS=6000 BENCH_HOSTS=32,100 bash bench/eval/run.sh   (heavier hosts)
 
 use std::path::Path;
 use std::process::Command;

@@ -529,9 +529,9 @@ pub async fn load(nix: &Nix, flake: &FlakeRef, opts: &EvalOptions) -> Result<Inv
 }
 
 /// From how many systems to evaluate worker processes pay off. Measured
-/// with `bench/eval` (hosts through nixpkgs' module system, 2 cores): 4
-/// hosts 1.12 × one process with 2 workers, 8 hosts 0.83 ×, 16 hosts
-/// 0.72 ×, 32 hosts 0.85 ×, 100 hosts 0.75 ×.
+/// with `bench/eval` (hosts through nixpkgs' module system, 2 cores, one
+/// share per worker): 4 hosts 1.12 × one process with 2 workers, 8 hosts
+/// 0.83 ×, 16 hosts 0.72 ×, 32 hosts 0.85 ×, 100 hosts 0.75 ×.
 pub const AUTO_WORKERS_FROM: usize = 8;
 
 /// The most workers chosen automatically (bench/eval: more workers than
