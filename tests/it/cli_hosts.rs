@@ -652,39 +652,12 @@ fn systems_evaluate_in_workers_with_the_same_result() {
     }
     let (_d, flake) = fleet();
     let logs = tempfile::tempdir().unwrap();
-    let toplevels = |args: &[&str]| -> (std::collections::BTreeMap<String, String>, String) {
-        let out = pantheros(&flake)
-            .env("PANTHEROS_LOG_DIR", logs.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let tops = v["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h["host"].as_str().unwrap().to_string(),
-                    h["toplevel"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        (tops, String::from_utf8_lossy(&out.stderr).into_owned())
-    };
-    let (one, _) = toplevels(&["build-all", "--json"]);
-    let (workers, stderr) = toplevels(&["build-all", "--json", "-v", "--eval-jobs", "3"]);
+    let toplevels = |args: &[&str]| build_all_toplevels(&flake, logs.path(), args);
+    let (one, _) = toplevels(&["--eval-jobs", "1"]);
+    let (workers, stderr) = toplevels(&["--eval-jobs", "3"]);
     assert_eq!(one, workers);
     assert!(one.len() >= 3, "{one:?}");
-    let evals = stderr
-        .lines()
-        .filter(|l| l.contains("run") && l.contains(" eval "))
-        .count();
+    let evals = evaluations(&stderr);
     assert_eq!(
         evals,
         1 + 3,
@@ -692,26 +665,14 @@ fn systems_evaluate_in_workers_with_the_same_result() {
     );
     // Too little memory for any worker: each of its hosts alone (and only
     // its hosts), same systems.
-    let (alone, stderr) = toplevels(&[
-        "build-all",
-        "--json",
-        "-v",
-        "--eval-jobs",
-        "2",
-        "--eval-max-memory",
-        "1",
-    ]);
+    let (alone, stderr) = toplevels(&["--eval-jobs", "2", "--eval-max-memory", "1"]);
     assert_eq!(one, alone);
     assert!(
         stderr.contains("prlimit --data=1048576:1048576"),
         "{stderr}"
     );
-    let evals = stderr
-        .lines()
-        .filter(|l| l.contains("run") && l.contains(" eval "))
-        .count();
     assert_eq!(
-        evals,
+        evaluations(&stderr),
         1 + 2 + one.len(),
         "the metadata, two workers that fail, then each host once:\n{stderr}"
     );
@@ -760,6 +721,43 @@ fn a_worker_reads_only_its_share_and_warnings_only_with_systems() {
         let err = stderr(&["build-all", "yoga", "hetzner-vps", "--eval-jobs", jobs]);
         assert!(!err.contains(probe), "--eval-jobs {jobs}:\n{err}");
     }
+}
+
+/// `pantheros build-all --json -v ARGS` in `flake` (the evaluation as the
+/// flags say: `PANTHEROS_EVAL_JOBS` unset), which must succeed: each host's
+/// toplevel, and stderr without colours.
+fn build_all_toplevels(
+    flake: &Path,
+    logs: &Path,
+    args: &[&str],
+) -> (std::collections::BTreeMap<String, String>, String) {
+    let out = pantheros(flake)
+        .env("PANTHEROS_LOG_DIR", logs)
+        .env_remove("PANTHEROS_EVAL_JOBS")
+        .args(["build-all", "--json", "-v"])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tops = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let name = h["host"].as_str().unwrap().to_string();
+            (name, h["toplevel"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    (tops, err)
+}
+
+/// How many `nix eval`s a `-v` log shows.
+fn evaluations(err: &str) -> usize {
+    err.lines()
+        .filter(|l| l.contains("run") && l.contains(" eval "))
+        .count()
 }
 
 /// `text` without terminal colour sequences (`ESC [ … m`).
@@ -818,30 +816,7 @@ fn builds_start_while_other_shares_still_evaluate() {
     )
     .unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = pantheros(&flake)
-            .env("PANTHEROS_LOG_DIR", logs.path())
-            .args(["build-all", "--json", "-v"])
-            .args(args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{err}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let tops: std::collections::BTreeMap<String, String> = v["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let name = h["host"].as_str().unwrap().to_string();
-                (name, h["toplevel"].as_str().unwrap().to_string())
-            })
-            .collect();
-        (tops, err)
-    };
-    let (workers, err) = run(&["--eval-jobs", "2"]);
-    // tracing's fields, without their colours.
-    let err = strip_ansi(&err);
+    let (workers, err) = build_all_toplevels(&flake, logs.path(), &["--eval-jobs", "2"]);
     // Shares: [a, c] and [b]. a's and c's builds began before b's share
     // came back.
     let line = |needle: &str, host: &str| {
@@ -863,7 +838,7 @@ fn builds_start_while_other_shares_still_evaluate() {
         "{err}"
     );
     // The same systems as one process gives.
-    let (one, _) = run(&["--eval-jobs", "1"]);
+    let (one, _) = build_all_toplevels(&flake, logs.path(), &["--eval-jobs", "1"]);
     assert_eq!(workers.len(), 3, "{workers:?}");
     assert_eq!(workers, one);
 }
@@ -902,30 +877,8 @@ fn evaluation_workers_are_chosen_by_the_number_of_systems() {
     let logs = tempfile::tempdir().unwrap();
     // (the hosts' toplevels, how many `nix eval`s ran, -v's log)
     let run = |args: &[&str]| {
-        let out = pantheros(&flake)
-            .env("PANTHEROS_LOG_DIR", logs.path())
-            .env_remove("PANTHEROS_EVAL_JOBS")
-            .args(["build-all", "--json", "-v"])
-            .args(args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{err}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let tops: std::collections::BTreeMap<String, String> = v["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let name = h["host"].as_str().unwrap().to_string();
-                (name, h["toplevel"].as_str().unwrap().to_string())
-            })
-            .collect();
-        let evals = err
-            .lines()
-            .filter(|l| l.contains("run") && l.contains(" eval "))
-            .count();
-        (tops, evals, err)
+        let (tops, err) = build_all_toplevels(&flake, logs.path(), args);
+        (tops, evaluations(&err), err)
     };
     let (forced, evals, err) = run(&["--eval-jobs", "1"]);
     assert_eq!(forced.len(), 10, "{forced:?}");

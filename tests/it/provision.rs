@@ -112,11 +112,7 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
         stderr(&out)
     );
     // What was posted: defaults, our labels, the uploaded key.
-    let reqs = e.fake.requests();
-    let post = reqs
-        .iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
-        .unwrap();
+    let post = e.fake.first("POST", "/v1/servers");
     assert_eq!(post["body"]["server_type"], "cx23");
     assert_eq!(post["body"]["image"], "ubuntu-24.04");
     assert_eq!(post["body"]["location"], "nbg1");
@@ -125,7 +121,9 @@ fn create_with_defaults_then_a_second_run_reuses_the_server() {
     assert_eq!(post["body"]["ssh_keys"].as_array().unwrap().len(), 1);
     // The create action and its next actions were waited for.
     assert!(
-        reqs.iter()
+        e.fake
+            .requests()
+            .iter()
             .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/actions/"))
             .count()
             >= 2
@@ -171,11 +169,7 @@ fn an_ipv6_only_server_is_created_without_ipv4_and_reached_over_ipv6() {
     testworld::assert_schema(&v, "provision");
     assert!(v["ipv4"].is_null(), "{v}");
     let net = v["ipv6"].as_str().unwrap().to_string();
-    let reqs = e.fake.requests();
-    let post = reqs
-        .iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
-        .unwrap();
+    let post = e.fake.first("POST", "/v1/servers");
     assert_eq!(post["body"]["public_net"]["enable_ipv4"], false, "{post}");
     assert_eq!(post["body"]["public_net"]["enable_ipv6"], true, "{post}");
     let address = net.trim_end_matches("/64").to_string() + "1";
@@ -210,12 +204,7 @@ fn flags_override_the_hosts_settings() {
         "--json",
     ]);
     assert_exit(&out, 0);
-    let post = e
-        .fake
-        .requests()
-        .into_iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
-        .unwrap();
+    let post = e.fake.first("POST", "/v1/servers");
     assert_eq!(post["body"]["server_type"], "cpx22");
     assert_eq!(post["body"]["location"], "ash");
     assert_eq!(post["body"]["image"], "debian-12");

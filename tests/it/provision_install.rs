@@ -471,12 +471,7 @@ fn up_installs_and_deploys_a_server_reached_over_ipv6_alone() {
         steps,
         pairs(&[("server", "done"), ("install", "done"), ("deploy", "done")])
     );
-    let post = i
-        .fake
-        .requests()
-        .into_iter()
-        .find(|r| r["method"] == "POST" && r["path"] == "/v1/servers")
-        .unwrap();
+    let post = i.fake.first("POST", "/v1/servers");
     assert_eq!(post["body"]["public_net"]["enable_ipv4"], false, "{post}");
     // nixos-anywhere was given the literal, unbracketed (as ssh takes it).
     let argv = std::fs::read_to_string(&i.record).unwrap();

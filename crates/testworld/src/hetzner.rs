@@ -131,6 +131,15 @@ impl FakeHetzner {
             .unwrap_or_default()
     }
 
+    /// The first request with this method and path (panics when none came).
+    #[track_caller]
+    pub fn first(&self, method: &str, path: &str) -> serde_json::Value {
+        self.requests()
+            .into_iter()
+            .find(|r| r["method"] == method && r["path"] == path)
+            .unwrap_or_else(|| panic!("no {method} {path} reached the fake"))
+    }
+
     /// Requests with this method and path.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.requests()
