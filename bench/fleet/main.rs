@@ -4,7 +4,8 @@
 //! and a one-change deploy of the whole fleet, each against the same
 //! deploy to one host alone in the same run. With 8 at a time, 32 hosts are
 //! 4 waves, so the goal is wall ≤ 1.25 × (4 × one host). Also reported: the
-//! evaluations per run (from `-v`'s command log), the SSH connections each
+//! evaluations per run (from `-v`'s command log; from 8 hosts on, the
+//! evaluation workers' processes: at most 2 + 2 per worker), the SSH connections each
 //! host's sshd accepted per run (goal ≤ 2: master + reachability proof), and
 //! the deployer's peak RSS (VmHWM, sampled while it runs), and the SSH
 //! floor: one plain `ssh HOST true` per host, `-j` at a time, which on a
@@ -13,7 +14,7 @@
 //! and with one that takes 100 ms (as pyenv's or nvm's init does), which
 //! every SSH session's login shell reads: what each remote command costs.
 //! Last, `status` of the whole fleet (every host asked at once): one
-//! evaluation and one connection per host, its wall time against the
+//! evaluation (or the workers') and one connection per host, its wall time against the
 //! evaluation plus the slowest host's round trip (goal ≤ 1.2 ×).
 //!
 //!     bash bench/fleet/run.sh        (needs root; builds the release binary)
@@ -193,6 +194,15 @@ fn status(w: &World, flake: &Path, hosts: &[String]) -> Status {
 fn main() {
     let n = env("BENCH_HOSTS", 32);
     let jobs = env("BENCH_JOBS", 8);
+    // One evaluation below 8 hosts; from 8 on, evaluation workers by
+    // themselves: the names counted, the metadata, then at most two
+    // shares per worker (one worker per core, at most 4).
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let eval_bound = if n >= 8 && cores >= 2 {
+        2 + 2 * cores.min(4)
+    } else {
+        1
+    };
     let Some(mut w) = World::new() else {
         eprintln!("bench: the test world cannot be built here");
         std::process::exit(1);
@@ -289,7 +299,7 @@ fn main() {
                 "oneHostStagesMs": o.stages, "fleetStagesMedianMs": f.stages,
             }),
         );
-        ok &= f.evals <= 1 && f.max_conns <= 2;
+        ok &= f.evals <= eval_bound && f.max_conns <= 2;
     }
     println!("* fleet wall / ({waves} × one host); change+rc: every host's ~/.bashrc takes 100 ms");
     println!(
@@ -320,14 +330,14 @@ fn main() {
             "evaluations": status.evals, "maxSshConnectionsPerHost": status.max_conns,
         }),
     );
-    ok &= status.evals <= 1 && status.max_conns <= 1;
+    ok &= status.evals <= eval_bound && status.max_conns <= 1;
     println!(
         "{}",
         serde_json::json!({ "bench": "fleet", "hosts": n, "jobs": jobs, "cases": doc })
     );
     if !ok {
         eprintln!(
-            "bench: more than one evaluation per run, or more than 2 SSH connections per host"
+            "bench: more evaluations per run than the workers' bound ({eval_bound}), or more than 2 SSH connections per host"
         );
         std::process::exit(1);
     }
