@@ -526,6 +526,7 @@ impl ActivationFlags {
         &self,
         mode: crate::deploy::Mode,
         log_dir: std::path::PathBuf,
+        display: &crate::report::Display,
     ) -> crate::deploy::Options {
         let touches_hosts = !matches!(
             mode,
@@ -538,7 +539,7 @@ impl ActivationFlags {
             force: self.force,
             force_switch: self.force_switch,
             reboot: self.reboot.unwrap_or_default(),
-            ..crate::deploy::Options::new(mode, self.goal, log_dir)
+            ..crate::deploy::Options::new(mode, self.goal, log_dir, display.clone())
         }
     }
 }

@@ -9,7 +9,7 @@ use pantheros::error::exit;
 fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    pantheros::report::progress::init(cli.color, cli.verbose > 0);
+    let display = pantheros::report::Display::new(cli.color, cli.verbose > 0);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,7 +21,7 @@ fn main() {
         }
     };
     let json = cli.wants_json();
-    let code = match rt.block_on(pantheros::command::run(cli)) {
+    let code = match rt.block_on(pantheros::command::run(cli, display)) {
         Ok(code) => code,
         Err(e) => {
             pantheros::report::print_error(&e);

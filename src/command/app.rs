@@ -15,14 +15,22 @@ pub struct App {
     /// The directory pantheros was started in.
     pub cwd: PathBuf,
     nix_flags: NixFlags,
+    /// How progress is shown (decided once, from `--color` and `-v`).
+    pub display: crate::report::Display,
 }
 
 impl App {
-    pub fn new(flake_arg: Option<String>, cwd: PathBuf, nix_flags: NixFlags) -> App {
+    pub fn new(
+        flake_arg: Option<String>,
+        cwd: PathBuf,
+        nix_flags: NixFlags,
+        display: crate::report::Display,
+    ) -> App {
         App {
             flake_arg,
             cwd,
             nix_flags,
+            display,
         }
     }
 

@@ -27,6 +27,7 @@ pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
         ..args.eval.options(&args.selectors, false)
     };
     let (hosts, _) = selected_hosts_checked(
+        &app.display,
         &nix,
         &flake,
         &args.selectors,
@@ -50,6 +51,7 @@ pub async fn build_all(app: &App, args: cli::BuildAllArgs) -> Result<i32> {
             crate::deploy::Mode::BuildOnly,
             crate::deploy::Goal::Switch,
             log_dir,
+            app.display.clone(),
         )
     };
     let fleet = crate::deploy::fleet::FleetArgs {

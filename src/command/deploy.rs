@@ -28,6 +28,7 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
                 ..args.eval.options(&args.selectors, false)
             };
             selected_hosts_checked(
+                &app.display,
                 &nix,
                 &flake,
                 &args.selectors,
@@ -72,7 +73,7 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
             (Some(Prebuilt::ByHost(map)), _) => map.clone(),
             _ => Default::default(),
         },
-        ..args.activation.options(mode, log_dir)
+        ..args.activation.options(mode, log_dir, &app.display)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
         yes: args.activation.yes,
@@ -87,7 +88,7 @@ pub async fn deploy(app: &App, args: cli::DeployArgs) -> Result<i32> {
     let json = fleet.json;
     let evaluated = hosts.clone();
     let (code, outcomes) = crate::deploy::fleet::run(&nix, hosts, opts, fleet).await;
-    super::record_read_facts(&evaluated, &flake, &outcomes);
+    super::record_read_facts(&app.display, &evaluated, &flake, &outcomes);
     if json {
         crate::deploy::summary::print_document(code, &outcomes);
     }

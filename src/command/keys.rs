@@ -36,6 +36,7 @@ pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
         force_local: false,
         password: args.password.sudo_password()?,
         executor: host::exec::processes(),
+        display: app.display.clone(),
     };
     let control =
         host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;
@@ -51,7 +52,7 @@ pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
     for h in hosts {
         let name = h.name.clone();
         if h.deployment.keys.is_empty() {
-            crate::report::say(&name, "no keys declared");
+            app.display.say(&name, "no keys declared");
             results.push(HostKeys {
                 host: name,
                 result: "no-keys",
@@ -80,7 +81,7 @@ pub async fn upload(app: &App, args: cli::KeysUploadArgs) -> Result<i32> {
                 failed = true;
                 let text = session.log.redact(&e.render());
                 session.log.note(&text);
-                crate::report::say(&name, &format!("error: {text}"));
+                app.display.say(&name, &format!("error: {text}"));
                 results.push(HostKeys {
                     host: name,
                     result: "failed",

@@ -20,9 +20,9 @@ use crate::provision::Kind;
 use crate::{inventory, nix};
 use app::App;
 
-pub async fn run(cli: Cli) -> Result<i32> {
+pub async fn run(cli: Cli, display: crate::report::Display) -> Result<i32> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
-    let app = &App::new(cli.flake, cwd, cli.nix);
+    let app = &App::new(cli.flake, cwd, cli.nix, display);
     match cli.command {
         Command::Hosts(args) => {
             let (flake, nix) = app.open()?;
@@ -72,13 +72,15 @@ fn print_generated(text: &[u8], what: &str) -> Result<i32> {
 /// with `disko`, their disko scripts'), and return those hosts (every one
 /// evaluated).
 pub async fn selected_hosts(
+    display: &crate::report::Display,
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
     selectors: &[String],
     disko: bool,
 ) -> Result<Vec<inventory::Host>> {
     let opts = crate::cli::EvalFlags::default().options(selectors, disko);
-    let (hosts, _) = selected_hosts_checked(nix, flake, selectors, opts, false, false).await?;
+    let (hosts, _) =
+        selected_hosts_checked(display, nix, flake, selectors, opts, false, false).await?;
     Ok(hosts)
 }
 
@@ -90,6 +92,7 @@ pub async fn selected_hosts(
 /// beside the others, (host, Nix's message) each, and only a selection
 /// where none evaluated is refused.
 pub async fn selected_hosts_checked(
+    display: &crate::report::Display,
     nix: &nix::Nix,
     flake: &inventory::FlakeRef,
     selectors: &[String],
@@ -111,12 +114,12 @@ pub async fn selected_hosts_checked(
     let mut warned: Vec<String> = vec![];
     for h in &hosts {
         for w in &h.warnings {
-            crate::report::say(&h.name, &format!("warning: {w}"));
+            display.say(&h.name, &format!("warning: {w}"));
             warned.push(format!("{}: {w}", h.name));
         }
     }
     for w in &inv.warnings {
-        crate::report::say("evaluation", &format!("warning: {w}"));
+        display.say("evaluation", &format!("warning: {w}"));
         warned.push(w.clone());
     }
     if fail_on_warnings && !warned.is_empty() {
@@ -138,6 +141,7 @@ pub async fn selected_hosts_checked(
 /// Record what each host's deploy read back (`recordFacts`) in its facts
 /// file; a file that cannot be written is said, and the deploy stands.
 pub fn record_read_facts(
+    display: &crate::report::Display,
     hosts: &[inventory::Host],
     flake: &inventory::FlakeRef,
     outcomes: &[crate::deploy::Outcome],
@@ -151,8 +155,8 @@ pub fn record_read_facts(
             .iter()
             .map(|(n, v)| (n.as_str(), serde_json::Value::String(v.clone())))
             .collect();
-        if let Err(e) = inventory::facts::record(host, flake, &values, "host") {
-            crate::report::say(
+        if let Err(e) = inventory::facts::record(display, host, flake, &values, "host") {
+            display.say(
                 &host.name,
                 &format!("warning: the facts read from the host could not be recorded: {e}"),
             );

@@ -12,7 +12,13 @@ pub async fn rollback(app: &App, args: cli::RollbackArgs) -> Result<i32> {
     let (mut hosts, default_logs) = flake_hosts(app, &args.selectors).await?;
     a.overrides.apply(&mut hosts)?;
     if args.list {
-        return list(&hosts, args.sizes, a.json, a.password.sudo_password()?).await;
+        let reach = crate::host::Reach {
+            force_local: false,
+            password: a.password.sudo_password()?,
+            executor: crate::host::exec::processes(),
+            display: app.display.clone(),
+        };
+        return list(&hosts, args.sizes, a.json, &reach).await;
     }
     a.refuse_conflicts(args.selectors.is_empty() || hosts.iter().any(|h| h.is_local()))?;
     let log_dir = a.log_dir.clone().unwrap_or(default_logs);
@@ -25,7 +31,7 @@ pub async fn rollback(app: &App, args: cli::RollbackArgs) -> Result<i32> {
             .flake()
             .map(|f| crate::deploy::record::Origin::of(&f))
             .unwrap_or_else(|_| crate::deploy::record::Origin::here()),
-        ..a.options(crate::deploy::Mode::Rollback, log_dir)
+        ..a.options(crate::deploy::Mode::Rollback, log_dir, &app.display)
     };
     let fleet = crate::deploy::fleet::FleetArgs {
         yes: a.yes,
@@ -43,12 +49,7 @@ pub async fn rollback(app: &App, args: cli::RollbackArgs) -> Result<i32> {
 /// `--list`: each host's generations, in selection order. A host that
 /// cannot be read is reported (stderr, and an `error` in `--json`) and the
 /// others are still listed; the exit code is then the first failure's.
-async fn list(
-    hosts: &[Host],
-    sizes: bool,
-    json: bool,
-    password: Option<std::sync::Arc<crate::host::password::Password>>,
-) -> Result<i32> {
+async fn list(hosts: &[Host], sizes: bool, json: bool, reach: &crate::host::Reach) -> Result<i32> {
     let control = crate::host::control_dir()
         .map_err(|e| Error::io("creating the SSH control directory", e))?;
     let mut read: Vec<(&Host, Result<Vec<crate::generations::Generation>>)> = Vec::new();
@@ -57,8 +58,8 @@ async fn list(
         let log = crate::report::log::HostLog::discard()
             .map_err(|e| Error::io("opening /dev/null", e))?;
         let target = crate::host::Target::for_host(host, control.path(), false)
-            .with_password(password.clone());
-        let session = crate::host::Session::new(host, target, log, crate::host::exec::processes());
+            .with_password(reach.password.clone());
+        let session = crate::host::Session::new(host, target, log, reach);
         if let Err(why) = session.target.settle_password().await {
             read.push((host, Err(Error::Usage(why))));
             session.target.close().await;

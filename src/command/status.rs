@@ -403,7 +403,8 @@ pub async fn status(app: &App, args: StatusArgs) -> Result<i32> {
         args.selectors.clone()
     };
     let evaluation = std::time::Instant::now();
-    let hosts: Vec<Host> = super::selected_hosts(&nix, &flake, &selectors, false).await?;
+    let hosts: Vec<Host> =
+        super::selected_hosts(&app.display, &nix, &flake, &selectors, false).await?;
     let evaluation = evaluation.elapsed().as_secs_f64();
     let control =
         host::control_dir().map_err(|e| Error::io("creating the SSH control directory", e))?;

@@ -48,6 +48,7 @@ pub struct Step {
 /// The steps so far, and how the run ends.
 struct Run {
     host: String,
+    display: crate::report::Display,
     json: bool,
     steps: Vec<Step>,
     deploy: Vec<crate::deploy::Outcome>,
@@ -58,7 +59,7 @@ const STEPS: [&str; 3] = ["server", "install", "deploy"];
 impl Run {
     fn step(&mut self, step: &'static str, result: StepResult, detail: impl Into<String>) {
         let detail = detail.into();
-        crate::report::say(
+        self.display.say(
             &self.host,
             &format!("up: {step}: {} ({detail})", word(result)),
         );
@@ -120,8 +121,14 @@ fn word(r: StepResult) -> &'static str {
 pub async fn up(app: &App, args: cli::UpArgs) -> Result<i32> {
     let flake_ref = app.flake()?;
     let nix = app.nix()?;
-    let mut hosts =
-        selected_hosts(&nix, &flake_ref, std::slice::from_ref(&args.host), true).await?;
+    let mut hosts = selected_hosts(
+        &app.display,
+        &nix,
+        &flake_ref,
+        std::slice::from_ref(&args.host),
+        true,
+    )
+    .await?;
     // up records the server's facts itself: those placeholders wait.
     let recorded_here: Vec<&str> = inventory::facts::FROM_CREATE
         .iter()
@@ -132,6 +139,7 @@ pub async fn up(app: &App, args: cli::UpArgs) -> Result<i32> {
     let host = hosts.remove(0);
     let mut run = Run {
         host: host.name.clone(),
+        display: app.display.clone(),
         json: args.json,
         steps: vec![],
         deploy: vec![],
@@ -209,6 +217,7 @@ struct Up<'a> {
     cloud: p::hetzner::Hetzner,
     key: sshkey::LocalKey,
     private: std::path::PathBuf,
+    display: crate::report::Display,
 }
 
 impl<'a> Up<'a> {
@@ -247,6 +256,7 @@ impl<'a> Up<'a> {
             cloud,
             key,
             private,
+            display: app.display.clone(),
         })
     }
 
@@ -255,20 +265,27 @@ impl<'a> Up<'a> {
     /// evaluated again with them: the installation and the deploy build
     /// the system that knows its own addresses.
     async fn server(&mut self) -> Result<p::create::Created> {
-        let server = p::ensure_server(&self.cloud, &self.key, &self.wanted, &self.create)
-            .await
-            .map_err(p::Failure::into_error)?;
+        let server = p::ensure_server(
+            &self.display,
+            &self.cloud,
+            &self.key,
+            &self.wanted,
+            &self.create,
+        )
+        .await
+        .map_err(p::Failure::into_error)?;
         if self.args.dry_run {
             return Ok(server);
         }
-        let changed = p::create::record_facts(&self.host, self.flake, &server)
+        let changed = p::create::record_facts(&self.display, &self.host, self.flake, &server)
             .map_err(p::Failure::into_error)?;
         if changed {
             let name = std::slice::from_ref(&self.args.host);
-            let mut again = selected_hosts(self.nix, self.flake, name, true).await?;
+            let mut again = selected_hosts(&self.display, self.nix, self.flake, name, true).await?;
             if !again.is_empty() {
                 self.host = again.remove(0);
-                crate::report::say(&self.host.name, "evaluated again with the recorded facts");
+                self.display
+                    .say(&self.host.name, "evaluated again with the recorded facts");
             }
         }
         Ok(server)
@@ -294,10 +311,11 @@ impl<'a> Up<'a> {
             timeout: self.args.timeout,
             json: false,
         };
-        let done = install::install_system(&self.cloud, &self.key, &how, &built)
+        let done = install::install_system(&self.display, &self.cloud, &self.key, &how, &built)
             .await
             .map_err(p::Failure::into_error)?;
-        install::record_facts(&self.host, self.flake, &done).map_err(p::Failure::into_error)?;
+        install::record_facts(&self.display, &self.host, self.flake, &done)
+            .map_err(p::Failure::into_error)?;
         Ok((
             StepResult::Done,
             format!("{} runs NixOS {}", done.address, done.toplevel),
@@ -327,6 +345,7 @@ impl<'a> Up<'a> {
                 crate::deploy::Mode::Deploy,
                 crate::deploy::Goal::Switch,
                 self.logs,
+                self.display.clone(),
             )
         };
         let fleet = crate::deploy::fleet::FleetArgs {
@@ -341,7 +360,7 @@ impl<'a> Up<'a> {
         };
         let evaluated = vec![host.clone()];
         let (code, outcomes) = crate::deploy::fleet::run(self.nix, vec![host], opts, fleet).await;
-        super::record_read_facts(&evaluated, self.flake, &outcomes);
+        super::record_read_facts(&self.display, &evaluated, self.flake, &outcomes);
         (code, outcomes)
     }
 }

@@ -148,7 +148,7 @@ pub async fn validate(app: &App, args: ValidateArgs) -> Result<i32> {
         target: &target,
         timeout: args.timeout,
     };
-    let progress = crate::report::progress::Spinner::new();
+    let progress = app.display.spinner();
     progress.say(&format!(
         "validating {}: from this laptop and over SSH",
         host.name

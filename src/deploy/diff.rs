@@ -247,7 +247,8 @@ impl Diff {
     }
 
     /// The human rendering, one line per package.
-    pub fn render(&self) -> String {
+    /// The changes as lines, coloured as `display` says.
+    pub fn render(&self, display: &crate::report::Display) -> String {
         let width = self
             .added
             .iter()
@@ -260,7 +261,7 @@ impl Diff {
         for c in &self.changed {
             s.push_str(&format!(
                 "  {} {:<width$}  {} -> {}\n",
-                crate::report::paint("33", "[U]"),
+                display.paint("33", "[U]"),
                 c.name,
                 c.before.join(", "),
                 c.after.join(", ")
@@ -269,7 +270,7 @@ impl Diff {
         for c in &self.added {
             s.push_str(&format!(
                 "  {} {:<width$}  {}\n",
-                crate::report::paint("32", "[A]"),
+                display.paint("32", "[A]"),
                 c.name,
                 c.after.join(", ")
             ));
@@ -277,7 +278,7 @@ impl Diff {
         for c in &self.removed {
             s.push_str(&format!(
                 "  {} {:<width$}  {}\n",
-                crate::report::paint("31", "[R]"),
+                display.paint("31", "[R]"),
                 c.name,
                 c.before.join(", ")
             ));
@@ -378,7 +379,7 @@ mod tests {
         assert_eq!(d.size_after, 186);
         assert_eq!(d.paths_added, 4);
         // Without colour codes, whether or not stderr is a terminal.
-        let r = without_colour(&d.render());
+        let r = without_colour(&d.render(&crate::report::Display::plain()));
         assert!(r.contains("[U] hello  2.12 -> 2.13"), "{r}");
         assert!(r.contains("[A] curl   8.5.0"), "{r}");
         assert!(r.contains("[R] wget   1.21"), "{r}");
@@ -390,7 +391,10 @@ mod tests {
         let a = c(&[("hello-2.12", 100)]);
         let d = diff(&a, &a);
         assert!(d.is_empty());
-        assert!(d.render().contains("no package versions change"));
+        assert!(
+            d.render(&crate::report::Display::plain())
+                .contains("no package versions change")
+        );
     }
 
     #[test]

@@ -67,7 +67,12 @@ fn running_old() -> State {
 }
 
 fn options(fake: &FakeFleet, dir: &Path) -> Options {
-    let mut o = Options::new(Mode::Deploy, Goal::Switch, dir.join("logs"));
+    let mut o = Options::new(
+        Mode::Deploy,
+        Goal::Switch,
+        dir.join("logs"),
+        crate::report::Display::plain(),
+    );
     o.executor = fake.executor();
     o
 }
@@ -77,7 +82,8 @@ async fn run(fake: &FakeFleet, h: Host) -> Outcome {
     let opts = options(fake, dir.path());
     let log = HostLog::create(&dir.path().join("logs"), "deploy", &h.name, "t").unwrap();
     let target = Target::for_host(&h, dir.path(), false);
-    let session = crate::host::Session::new(&h, target, log, fake.executor());
+    let reach = opts.reach();
+    let session = crate::host::Session::new(&h, target, log, &reach);
     let ctx = Ctx {
         keys: keys::read(&h).await,
         session,
@@ -141,7 +147,12 @@ async fn a_deploy_runs_its_stages_in_order_and_gives_the_lock_back() {
     );
     assert_eq!(o.system_after.as_deref(), Some(top("a").as_str()));
     let diff = o.diff.expect("a diff");
-    assert!(diff.render().contains("hello"), "{}", diff.render());
+    assert!(
+        diff.render(&crate::report::Display::plain())
+            .contains("hello"),
+        "{}",
+        diff.render(&crate::report::Display::plain())
+    );
     for stage in [
         "build",
         "connect",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::gate::{Gate, GateRules, Gates, Permits};
-use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline, say, summary};
+use super::{Ctx, HostResult, Mode, Options, Outcome, interrupt, keys, pipeline, summary};
 use crate::host;
 use crate::inventory::Host;
 use crate::nix::Nix;
@@ -72,7 +72,8 @@ pub async fn run(
         Mode::Deploy | Mode::DryRun => "deploy",
     };
     let log_dir = opts.log_dir.join(kind);
-    let intr = interrupt::install();
+    let display = opts.display.clone();
+    let intr = interrupt::install(&display);
     let places = super::RunPlaces {
         log_dir: &log_dir,
         kind,
@@ -82,7 +83,7 @@ pub async fn run(
     let Some(ctxs) = open_hosts(nix, hosts, &opts, &places, &intr).await else {
         return (crate::error::exit::FAILED_NOTHING_CHANGED, vec![]);
     };
-    progress::hosts(ctxs.iter().map(|c| c.host.name.as_str()));
+    display.hosts(ctxs.iter().map(|c| c.host.name.as_str()));
     let master = args
         .master_log
         .as_deref()
@@ -97,6 +98,7 @@ pub async fn run(
             .map(|c| c.host.name.clone())
             .collect(),
         keep_going: args.keep_going,
+        display: display.clone(),
     };
     let mut gates = Gates::new(ctxs.len(), rules, intr.clone());
     let permits = Permits::new(args.jobs);
@@ -141,11 +143,13 @@ pub async fn run(
     }
     outcomes.sort_by(|a, b| a.host.cmp(&b.host));
     let code = super::run_exit_code(outcomes.iter().map(|o| o.result));
-    summary::summary(&outcomes, opts.mode);
+    summary::summary(&outcomes, opts.mode, &display);
     if let Some(m) = &master {
-        m.text(&summary::render_summary(&outcomes, opts.mode, |_, text| {
-            text.to_string()
-        }));
+        m.text(&summary::render_summary(
+            &outcomes,
+            opts.mode,
+            &|_, text| text.to_string(),
+        ));
     }
     if let Some(sig) = intr.fired() {
         eprintln!("(interrupted by {sig})");
@@ -226,7 +230,8 @@ fn host_task(
     let halter = gates.halter();
     let span = tracing::info_span!("host", name = %ctx.host.name);
     async move {
-        progress::state(&ctx.host.name, progress::State::Running, "");
+        let display = &ctx.opts.display;
+        display.state(&ctx.host.name, progress::State::Running, "");
         let outcome = pipeline::run_host(&ctx, gate, &permits)
             .instrument(span)
             .await;
@@ -235,7 +240,7 @@ fn host_task(
         } else {
             progress::State::Failed
         };
-        progress::state(&ctx.host.name, state, outcome.result.word());
+        display.state(&ctx.host.name, state, outcome.result.word());
         halter.finished(&outcome);
         drop(leave);
         outcome
@@ -273,10 +278,7 @@ async fn roll_back_succeeded(
             out.push(o);
             continue;
         };
-        say(
-            &o.host,
-            &format!("rolling back to generation {before}: {why}"),
-        );
+        ctx.say(&format!("rolling back to generation {before}: {why}"));
         let mut opts = (*ctx.opts).clone();
         opts.mode = Mode::Rollback;
         opts.rollback_to = Some(before);

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::{Ctx, HostResult, Mode, Outcome, StageError, interrupt};
-use crate::report::progress;
 
 /// At most `--jobs` hosts work at once; a host waiting for the confirmation
 /// holds no permit.
@@ -219,7 +218,7 @@ impl Confirm {
     async fn approve(&mut self, ctx: &Ctx, text: String) -> bool {
         match self {
             Confirm::Open => {
-                progress::block(&text);
+                ctx.opts.display.block(&text);
                 true
             }
             Confirm::Ask { tx, decision, sent } => {
@@ -290,6 +289,8 @@ pub struct GateRules {
     /// The first hosts, activated before the others (`--canary N`).
     pub canaries: Vec<String>,
     pub keep_going: bool,
+    /// Where the question and the plans are shown.
+    pub display: crate::report::Display,
 }
 
 impl Gates {
@@ -307,6 +308,7 @@ impl Gates {
                 rules.mode,
                 intr,
                 halt_rx.clone(),
+                rules.display.clone(),
             ));
             (Some((gate_tx, decide_rx)), Some(keeper))
         } else {
@@ -395,6 +397,7 @@ async fn gatekeeper(
     mode: Mode,
     intr: interrupt::Interrupt,
     halt: Halt,
+    display: crate::report::Display,
 ) {
     let mut ready: BTreeMap<String, String> = BTreeMap::new();
     let mut answered = 0;
@@ -412,7 +415,7 @@ async fn gatekeeper(
         return;
     }
     if let Some(failed) = halt.borrow().clone() {
-        progress::block(&format!(
+        display.block(&format!(
             "not asking for confirmation: {failed} failed, so nothing is activated \
              (--keep-going deploys the other hosts regardless)\n"
         ));
@@ -420,10 +423,10 @@ async fn gatekeeper(
         return;
     }
     for text in ready.values() {
-        progress::block(text);
+        display.block(text);
     }
     if !std::io::stdin().is_terminal() {
-        progress::block(
+        display.block(
             "error: refusing to deploy without confirmation: stdin is not a terminal\n\
              hint: pass --yes to deploy non-interactively, or --dry-run to only see the changes\n",
         );
@@ -437,7 +440,7 @@ async fn gatekeeper(
         "Deploy to"
     };
     // The live lines stay off the screen while the question is on it.
-    let hidden = progress::hidden();
+    let hidden = display.hidden();
     eprintln!("{verb} {}?", names.join(", "));
     let ask = tokio::task::spawn_blocking(|| {
         dialoguer::Input::<String>::new()

@@ -40,7 +40,8 @@ impl Interrupt {
 }
 
 /// Install the handler for SIGINT and SIGTERM (once per run).
-pub fn install() -> Interrupt {
+pub fn install(display: &crate::report::Display) -> Interrupt {
+    let display = display.clone();
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -61,7 +62,7 @@ pub fn install() -> Interrupt {
                 eprintln!("\n{name} again: exiting now; hosts may still hold their locks");
                 std::process::exit(crate::error::exit::INTERRUPTED);
             }
-            crate::report::progress::block(&format!(
+            display.block(&format!(
                 "\n{name}: stopping. Hosts that have not started activating release their locks; \
                  a host that is activating is left to its watchdog. Press Ctrl-C again to exit at once.\n"
             ));

@@ -43,7 +43,7 @@ pub use crate::host::RunPlaces;
 use crate::host::Session;
 use crate::inventory::Host;
 use crate::nix::Nix;
-pub use crate::report::say;
+use crate::report::Display;
 
 /// How far the pipeline goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -125,12 +125,15 @@ pub struct Options {
     pub sudo_password: Option<Arc<crate::host::password::Password>>,
     /// `--build-host`: where the systems are built (an ssh destination).
     pub build_host: Option<String>,
+    /// How the run's progress is shown.
+    pub display: Display,
 }
 
 impl Options {
     /// How this run reaches its hosts.
     pub fn reach(&self) -> crate::host::Reach {
         crate::host::Reach {
+            display: self.display.clone(),
             force_local: self.force_local,
             password: self.sudo_password.clone(),
             executor: self.executor.clone(),
@@ -144,8 +147,9 @@ impl Options {
 
     /// Options for one run: logs and GC roots under `log_dir`, a run id
     /// unique on this machine, every override unset.
-    pub fn new(mode: Mode, goal: Goal, log_dir: PathBuf) -> Options {
+    pub fn new(mode: Mode, goal: Goal, log_dir: PathBuf, display: Display) -> Options {
         Options {
+            display,
             mode,
             goal,
             gcroot_dir: Options::gcroot_dir(&log_dir),

@@ -401,10 +401,10 @@ async fn prepare(ctx: &Ctx, trail: &mut Trail, permits: &Permits) -> Prepare {
     seen.plan = Some(plan.clone());
     ctx.session.log.note(&plan.live.line());
     if mode == Mode::DryRun {
-        crate::report::progress::block(&format!(
+        ctx.opts.display.block(&format!(
             "Changes for {}:\n{}  {}\n",
             ctx.name(),
-            plan.diff.render(),
+            plan.diff.render(&ctx.opts.display),
             plan.live.line()
         ));
         return Prepare::Done(End::ok(HostResult::Success), seen, Changed::default());
@@ -544,7 +544,7 @@ async fn approve_and_change(
     let text = format!(
         "Changes for {} ({from} -> {to}):\n{}  {}\n",
         ctx.name(),
-        plan.diff.render(),
+        plan.diff.render(&ctx.opts.display),
         plan.live.line()
     );
     fault(ctx, Stage::Confirm);

@@ -53,7 +53,7 @@ pub struct Chosen {
 pub async fn choose(ctx: &Ctx) -> Result<Chosen, StageError> {
     let gens = generations::list(&ctx.session, &ctx.host.deployment.profile, false).await?;
     let g = generations::choose(&gens, ctx.opts.rollback_to)?.clone();
-    generations::say_choice(&ctx.host.name, &gens, &g);
+    generations::say_choice(&ctx.session, &gens, &g);
     Ok(Chosen {
         built: Built {
             toplevel: g.system,

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ctx, HostResult, Mode, Outcome, preflight, say};
-use crate::report::progress;
+use super::{Ctx, HostResult, Mode, Outcome, preflight};
 
 /// One line of the run's own log for a host that finished.
 pub fn finished_line(o: &Outcome) -> String {
@@ -45,7 +44,7 @@ pub fn unevaluated(
             }
             Err(_) => places.log_dir.to_path_buf(),
         };
-    say(
+    opts.display.say(
         name,
         &format!(
             "FAILED (nothing changed): {}",
@@ -105,7 +104,7 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
         "the deployment task for this host was cancelled"
     };
     let msg = format!("{why}; the host's state is unknown: check it by hand");
-    say(&ctx.host.name, &msg);
+    ctx.say(&msg);
     ctx.session.log.note(&format!("{msg} ({e})"));
     if ctx.opts.mode != Mode::BuildOnly {
         preflight::unlock_after_crash(ctx).await;
@@ -130,7 +129,11 @@ pub async fn crashed(ctx: &Ctx, e: &tokio::task::JoinError) -> Outcome {
 
 /// The end of a run: each host's result and, for several hosts, what
 /// went wrong where. `paint` styles the result words (or not, for a file).
-pub fn render_summary(outcomes: &[Outcome], mode: Mode, paint: fn(&str, &str) -> String) -> String {
+pub fn render_summary(
+    outcomes: &[Outcome],
+    mode: Mode,
+    paint: &dyn Fn(&str, &str) -> String,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "\n=== Summary ===");
@@ -209,9 +212,12 @@ fn short_system(p: &str) -> &str {
     name.split_once('-').map(|(_, n)| n).unwrap_or(name)
 }
 
-pub fn summary(outcomes: &[Outcome], mode: Mode) {
-    progress::clear();
-    eprint!("{}", render_summary(outcomes, mode, crate::report::paint));
+pub fn summary(outcomes: &[Outcome], mode: Mode, display: &crate::report::Display) {
+    display.clear();
+    eprint!(
+        "{}",
+        render_summary(outcomes, mode, &|style, text| display.paint(style, text))
+    );
 }
 
 /// The `.info` file: the outcome as JSON, beside the log.

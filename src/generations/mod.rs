@@ -186,16 +186,13 @@ pub fn choose(gens: &[Generation], to: Option<u64>) -> Result<&Generation, Stage
 }
 
 /// Say which generation a rollback goes to.
-pub fn say_choice(host: &str, gens: &[Generation], to: &Generation) {
+pub fn say_choice(session: &Session, gens: &[Generation], to: &Generation) {
     let from = gens
         .iter()
         .find(|g| g.current)
         .map(|g| g.number.to_string())
         .unwrap_or("?".into());
-    crate::report::say(
-        host,
-        &format!("rolling back: generation {from} -> {}", to.number),
-    );
+    session.say(&format!("rolling back: generation {from} -> {}", to.number));
 }
 
 /// The `--list` table.

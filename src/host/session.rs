@@ -32,6 +32,8 @@ pub struct Reach {
     pub password: Option<Arc<super::password::Password>>,
     /// What runs the commands (processes; a fake in unit tests).
     pub executor: Arc<dyn super::exec::Executor>,
+    /// Where progress lines go.
+    pub display: crate::report::Display,
 }
 
 pub struct Session {
@@ -41,37 +43,36 @@ pub struct Session {
     pub log: HostLog,
     /// What runs the commands (processes; a fake in unit tests).
     exec: Arc<dyn super::exec::Executor>,
+    display: crate::report::Display,
 }
 
 impl Session {
     /// `host`'s session: its target and its private log, created under
     /// `at` (0600, the host's secrets redacted).
     pub fn open(host: &Host, at: &RunPlaces<'_>, reach: &Reach) -> std::io::Result<Session> {
-        let log = HostLog::create(at.log_dir, at.kind, &host.name, at.ts)?.with_redactor(
-            crate::report::redact::Redactor::for_deployment(&host.deployment),
-        );
+        let log = HostLog::create(at.log_dir, at.kind, &host.name, at.ts)?
+            .with_redactor(crate::report::redact::Redactor::for_deployment(
+                &host.deployment,
+            ))
+            .with_display(reach.display.clone());
         Ok(Session::new(
             host,
             Target::for_host(host, at.control, reach.force_local)
                 .with_password(reach.password.clone()),
             log,
-            reach.executor.clone(),
+            reach,
         ))
     }
 
     /// A session of `host` over `target`, recording into `log`, its
-    /// commands run by `exec`.
-    pub fn new(
-        host: &Host,
-        target: Target,
-        log: HostLog,
-        exec: Arc<dyn super::exec::Executor>,
-    ) -> Session {
+    /// commands run and its progress shown as `reach` says.
+    pub fn new(host: &Host, target: Target, log: HostLog, reach: &Reach) -> Session {
         Session {
             name: host.name.clone(),
             target,
             log,
-            exec,
+            exec: reach.executor.clone(),
+            display: reach.display.clone(),
         }
     }
 
@@ -111,7 +112,7 @@ impl Session {
 
     /// A progress line for this host (its secrets redacted).
     pub fn say(&self, msg: &str) {
-        crate::report::say(&self.name, &self.log.redact(msg));
+        self.display.say(&self.name, &self.log.redact(msg));
     }
 
     /// Where the host is reached, for results ("local" or user@host).

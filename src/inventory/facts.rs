@@ -140,13 +140,14 @@ fn relative_to_source(p: &str) -> Option<PathBuf> {
 /// Record `values` in `host`'s facts file; says what changed and where.
 /// A host without a facts file records nothing (and says so once).
 pub fn record(
+    display: &crate::report::Display,
     host: &Host,
     flake: &FlakeRef,
     values: &[(&str, serde_json::Value)],
     source: &str,
 ) -> Result<Vec<Change>, String> {
     let Some(path) = path_of(host, flake) else {
-        crate::report::say(
+        display.say(
             &host.name,
             "note: the host declares no pantheros.deployment.factsFile: its facts are not recorded",
         );
@@ -164,7 +165,7 @@ pub fn record(
             .as_ref()
             .map(|b| format!(" (was {})", show(b)))
             .unwrap_or_default();
-        crate::report::say(
+        display.say(
             &host.name,
             &format!("fact {name} = {}{was} → {}", show(after), path.display()),
         );

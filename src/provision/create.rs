@@ -87,11 +87,12 @@ pub fn first_address(network: &str) -> Option<String> {
 /// Record what the creation decided in the host's facts file; whether a
 /// fact changed (then the host's configuration reads something new).
 pub fn record_facts(
+    display: &crate::report::Display,
     host: &crate::inventory::Host,
     flake: &crate::inventory::FlakeRef,
     created: &Created,
 ) -> Result<bool, Failure> {
-    crate::inventory::facts::record(host, flake, &created.facts(), "hetzner-api")
+    crate::inventory::facts::record(display, host, flake, &created.facts(), "hetzner-api")
         .map(|changes| !changes.is_empty())
         .map_err(|e| {
             Failure::new(
@@ -104,6 +105,7 @@ pub fn record_facts(
 
 /// `provision create HOST`: the server, its facts recorded, the result printed.
 pub async fn create(
+    display: &crate::report::Display,
     host: &crate::inventory::Host,
     flake: &crate::inventory::FlakeRef,
     args: &CreateArgs,
@@ -111,8 +113,8 @@ pub async fn create(
     let wanted = Wanted::of(host, args)?;
     let cloud = super::connect().await?;
     let key = sshkey::choose(args.server.ssh_key.as_deref())?;
-    let out = ensure_server(&cloud, &key, &wanted, args).await?;
-    let _changed = record_facts(host, flake, &out)?;
+    let out = ensure_server(display, &cloud, &key, &wanted, args).await?;
+    let _changed = record_facts(display, host, flake, &out)?;
     if out.address().is_some() {
         eprintln!("  next:     pantheros provision install {}", out.name);
     }
@@ -126,12 +128,13 @@ pub async fn create(
 /// `--dry-run`, what would be created), waited for until it runs, its
 /// details printed; the Kamal config updated.
 pub async fn ensure_server(
+    display: &crate::report::Display,
     cloud: &impl Cloud,
     key: &sshkey::LocalKey,
     wanted: &Wanted,
     args: &CreateArgs,
 ) -> Result<Created, Failure> {
-    let mut out = server_for(cloud, wanted, key, args).await?;
+    let mut out = server_for(display, cloud, wanted, key, args).await?;
     if let Some(ip) = out.address() {
         eprintln!("  name:     {}", out.name);
         eprintln!("  type:     {}", out.server_type);
@@ -213,13 +216,14 @@ impl Wanted {
 
 /// The flow, on any [`Cloud`]: preflight, key, server, wait.
 pub async fn server_for(
+    display: &crate::report::Display,
     cloud: &impl Cloud,
     w: &Wanted,
     key: &sshkey::LocalKey,
     args: &CreateArgs,
 ) -> Result<Created, Failure> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let progress = Spinner::new();
+    let progress = display.spinner();
     progress.say(&format!(
         "checking {} in {} with {}",
         w.server_type, w.location, w.image
@@ -619,15 +623,27 @@ mod tests {
     async fn a_second_run_reuses_the_server_and_the_key() {
         let cloud = FakeCloud::new();
         let k = key("id_ed25519");
-        let first = server_for(&cloud, &standard(), &k, &args(false))
-            .await
-            .unwrap();
+        let first = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &k,
+            &args(false),
+        )
+        .await
+        .unwrap();
         assert_eq!(first.result, "created");
         assert!(first.ssh_key_uploaded);
         assert_eq!(first.status, "running");
-        let again = server_for(&cloud, &standard(), &k, &args(false))
-            .await
-            .unwrap();
+        let again = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &k,
+            &args(false),
+        )
+        .await
+        .unwrap();
         assert_eq!(again.result, "reused");
         assert!(!again.ssh_key_uploaded);
         assert_eq!(again.id, first.id);
@@ -639,9 +655,15 @@ mod tests {
     #[tokio::test]
     async fn a_dry_run_creates_nothing() {
         let cloud = FakeCloud::new();
-        let out = server_for(&cloud, &standard(), &key("k"), &args(true))
-            .await
-            .unwrap();
+        let out = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(true),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.result, "dry-run");
         assert_eq!(out.status, "not created");
         assert_eq!(
@@ -656,9 +678,15 @@ mod tests {
     async fn a_lost_answer_to_create_is_looked_up_not_repeated() {
         let cloud = FakeCloud::new();
         cloud.state().create_then_fail = Some(api_error("POST /v1/servers", 504, "timeout"));
-        let out = server_for(&cloud, &standard(), &key("k"), &args(false))
-            .await
-            .unwrap();
+        let out = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(false),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.result, "created");
         assert_eq!(cloud.calls("create_server"), 1);
         assert_eq!(cloud.state().servers.len(), 1);
@@ -672,9 +700,15 @@ mod tests {
             "create_server",
             api_error("POST /v1/servers", 502, "bad_gateway"),
         );
-        let out = server_for(&cloud, &standard(), &key("k"), &args(false))
-            .await
-            .unwrap();
+        let out = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(false),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.result, "created");
         assert_eq!(cloud.calls("create_server"), 2);
         assert_eq!(cloud.state().servers.len(), 1);
@@ -687,9 +721,15 @@ mod tests {
             "create_server",
             api_error("POST /v1/servers", 403, "forbidden"),
         );
-        let e = server_for(&cloud, &standard(), &key("k"), &args(false))
-            .await
-            .unwrap_err();
+        let e = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(false),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, Kind::Api);
         assert!(e.hint.contains("not allowed"), "{}", e.hint);
         let cloud = FakeCloud::new();
@@ -697,9 +737,15 @@ mod tests {
             "server_type",
             api_error("GET /v1/server_types", 401, "unauthorized"),
         );
-        let e = server_for(&cloud, &standard(), &key("k"), &args(false))
-            .await
-            .unwrap_err();
+        let e = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(false),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, Kind::Token);
     }
 
@@ -707,9 +753,15 @@ mod tests {
     async fn a_server_of_that_name_that_pantheros_did_not_make_is_left_alone() {
         let cloud = FakeCloud::new();
         cloud.add_server("web", &[("owner", "someone")]);
-        let e = server_for(&cloud, &standard(), &key("k"), &args(false))
-            .await
-            .unwrap_err();
+        let e = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(false),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, Kind::ForeignServer);
         assert_eq!(cloud.calls("create_server"), 0);
     }
@@ -731,9 +783,15 @@ mod tests {
             (wanted("cax11", "fsn1", "x86-only"), "that architecture"),
         ] {
             let cloud = FakeCloud::new();
-            let e = server_for(&cloud, &w, &key("k"), &args(false))
-                .await
-                .unwrap_err();
+            let e = server_for(
+                &crate::report::Display::plain(),
+                &cloud,
+                &w,
+                &key("k"),
+                &args(false),
+            )
+            .await
+            .unwrap_err();
             assert_eq!(e.kind, Kind::Preflight, "{w:?}");
             assert!(
                 e.hint.contains(says) || e.message.contains(says),
@@ -766,6 +824,7 @@ mod tests {
         let cloud = FakeCloud::new();
         cloud.state().action_polls = 1_000_000;
         let e = server_for(
+            &crate::report::Display::plain(),
             &cloud,
             &standard(),
             &key("k"),
@@ -781,9 +840,15 @@ mod tests {
         // An action Hetzner reports as failed: an API failure naming it.
         let cloud = FakeCloud::new();
         cloud.state().action_error = Some(("no_space".into(), "no capacity left".into()));
-        let e = server_for(&cloud, &standard(), &key("k"), &args(false))
-            .await
-            .unwrap_err();
+        let e = server_for(
+            &crate::report::Display::plain(),
+            &cloud,
+            &standard(),
+            &key("k"),
+            &args(false),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, Kind::Api, "{}", e.message);
         assert!(
             e.message.contains("failed: no capacity left (no_space)"),

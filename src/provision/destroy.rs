@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use super::cloud::Cloud;
 use super::{Failure, Spinner, exit, our_server, wait};
 
-pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure> {
+pub async fn destroy(
+    display: &crate::report::Display,
+    host: &str,
+    yes: bool,
+    timeout: u64,
+) -> Result<i32, Failure> {
     let cloud = super::connect().await?;
     let s = our_server(&cloud, host).await?;
     if !yes {
@@ -35,7 +40,7 @@ pub async fn destroy(host: &str, yes: bool, timeout: u64) -> Result<i32, Failure
             ));
         }
     }
-    let progress = Spinner::new();
+    let progress = display.spinner();
     delete(
         &cloud,
         s.id,
@@ -78,7 +83,7 @@ mod tests {
         let s = our_server(&cloud, "web").await.unwrap();
         assert_eq!(s.id, ours);
         let d = Instant::now() + Duration::from_secs(5);
-        delete(&cloud, s.id, d, &Spinner::new()).await.unwrap();
+        delete(&cloud, s.id, d, &Spinner::silent()).await.unwrap();
         assert!(!cloud.state().servers.contains_key(&ours));
         assert_eq!(cloud.state().servers.len(), 1, "the other server stays");
     }

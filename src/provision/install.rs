@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::cloud::Cloud;
 use super::create::ensure_ssh_key;
-use super::{Failure, Spinner, credentials, exit, our_server, sshkey};
+use super::{Failure, credentials, exit, our_server, sshkey};
 
 /// nixos-anywhere to run when it is not on PATH (override with
 /// $PANTHEROS_NIXOS_ANYWHERE: a program path or a flake reference).
@@ -215,6 +215,7 @@ pub struct Installed {
 
 /// `provision install HOST`: install, then print the result.
 pub async fn install(
+    display: &crate::report::Display,
     host: &crate::inventory::Host,
     flake: &crate::inventory::FlakeRef,
     args: &InstallArgs,
@@ -222,8 +223,8 @@ pub async fn install(
 ) -> Result<i32, Failure> {
     let cloud = super::connect().await?;
     let key = sshkey::choose(args.ssh_key.as_deref())?;
-    let done = install_system(&cloud, &key, args, built).await?;
-    record_facts(host, flake, &done)?;
+    let done = install_system(display, &cloud, &key, args, built).await?;
+    record_facts(display, host, flake, &done)?;
     eprintln!("  host key pinned in {}", done.known_hosts.display());
     eprintln!("  next: pantheros deploy {}", args.host);
     if args.json {
@@ -234,6 +235,7 @@ pub async fn install(
 
 /// Record the host key the installation generated in the host's facts.
 pub fn record_facts(
+    display: &crate::report::Display,
     host: &crate::inventory::Host,
     flake: &crate::inventory::FlakeRef,
     done: &Installed,
@@ -245,6 +247,7 @@ pub fn record_facts(
         .collect::<Vec<_>>()
         .join(" ");
     crate::inventory::facts::record(
+        display,
         host,
         flake,
         &[(crate::inventory::facts::names::HOST_KEY, key.into())],
@@ -270,6 +273,7 @@ pub async fn runs_installed_nixos(ip: &str, key: &std::path::Path) -> bool {
 /// Install the host's built system on its server (logging in with `key`)
 /// and verify it.
 pub async fn install_system(
+    display: &crate::report::Display,
     h: &impl Cloud,
     key: &sshkey::LocalKey,
     args: &InstallArgs,
@@ -289,18 +293,27 @@ pub async fn install_system(
     })?;
     let step = Duration::from_secs(args.timeout);
     if args.via == Via::Rescue {
-        boot_rescue(h, key, args, &server, &ip, step).await?;
+        boot_rescue(display, h, key, args, &server, &ip, step).await?;
     }
     let host_key = generate_host_key(&args.host).await?;
-    run_nixos_anywhere(built, &host_key, &private, &ip).await?;
+    run_nixos_anywhere(display, built, &host_key, &private, &ip).await?;
     let kh = known_hosts();
     pin_host_key(&kh, &ip, &host_key.public)?;
     let pinned = host_key.public.clone();
     drop(host_key);
-    await_installed(&args.host, &ip, &private, &kh, &built.toplevel, step).await?;
+    await_installed(
+        display,
+        &args.host,
+        &ip,
+        &private,
+        &kh,
+        &built.toplevel,
+        step,
+    )
+    .await?;
 
     // Tidy up.
-    let progress = Spinner::new();
+    let progress = display.spinner();
     let server = super::server(h, server.id).await?;
     super::iso::detach(h, &server, Instant::now() + step, &progress).await?;
     progress.done(&format!("{} runs NixOS {}", args.host, built.toplevel));
@@ -318,6 +331,7 @@ pub async fn install_system(
 /// Phase 1 (with `--via rescue`): the installer environment, Hetzner's
 /// rescue system, booted and answering on port 22.
 async fn boot_rescue(
+    display: &crate::report::Display,
     h: &impl Cloud,
     key: &sshkey::LocalKey,
     args: &InstallArgs,
@@ -325,7 +339,7 @@ async fn boot_rescue(
     ip: &str,
     step: Duration,
 ) -> Result<(), Failure> {
-    let progress = Spinner::new();
+    let progress = display.spinner();
     let (key_id, _) = ensure_ssh_key(h, key, false).await?;
     progress.say(&format!("booting {} into the rescue system", args.host));
     super::rescue::boot(h, server, key_id, Instant::now() + step, &progress).await?;
@@ -356,6 +370,7 @@ async fn boot_rescue(
 /// Phase 2: nixos-anywhere, with the system, the disk script and the host
 /// key made here.
 async fn run_nixos_anywhere(
+    display: &crate::report::Display,
     built: &Built,
     host_key: &HostKey,
     private: &Path,
@@ -372,7 +387,7 @@ async fn run_nixos_anywhere(
         private.to_string_lossy().into_owned(),
         format!("root@{ip}"),
     ]);
-    Spinner::new().done(&format!(
+    display.spinner().done(&format!(
         "installing {} on {ip} with nixos-anywhere",
         built.toplevel
     ));
@@ -398,6 +413,7 @@ async fn run_nixos_anywhere(
 /// Phase 3: the reboot, and the proof over a connection that verifies the
 /// host key pantheros made (pinned in `kh` before the first connection).
 async fn await_installed(
+    display: &crate::report::Display,
     host: &str,
     ip: &str,
     private: &Path,
@@ -405,7 +421,7 @@ async fn await_installed(
     toplevel: &str,
     step: Duration,
 ) -> Result<(), Failure> {
-    let progress = Spinner::new();
+    let progress = display.spinner();
     let deadline = Instant::now() + step;
     let mut answered = false;
     loop {

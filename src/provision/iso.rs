@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use super::cloud::{Cloud, Server};
 use super::{Failure, IsoCommand, Spinner, exit, our_server, wait};
 
-pub async fn iso(cmd: &IsoCommand) -> Result<i32, Failure> {
+pub async fn iso(display: &crate::report::Display, cmd: &IsoCommand) -> Result<i32, Failure> {
     let cloud = super::connect().await?;
-    let progress = Spinner::new();
+    let progress = display.spinner();
     match cmd {
         IsoCommand::Attach(crate::cli::IsoAttachArgs { host, iso, timeout }) => {
             let s = our_server(&cloud, host).await?;
@@ -72,23 +72,23 @@ mod tests {
         let id = cloud.add_server("web", &[]);
         let s = cloud.state().servers[&id].clone();
         let d = Instant::now() + Duration::from_secs(5);
-        let e = attach(&cloud, &s, "windows", d, &Spinner::new())
+        let e = attach(&cloud, &s, "windows", d, &Spinner::silent())
             .await
             .unwrap_err();
         assert_eq!(e.kind, Kind::Preflight);
         assert_eq!(cloud.calls("attach_iso"), 0);
-        detach(&cloud, &s, d, &Spinner::new()).await.unwrap();
+        detach(&cloud, &s, d, &Spinner::silent()).await.unwrap();
         assert_eq!(
             cloud.calls("detach_iso"),
             0,
             "nothing attached: nothing to do"
         );
-        attach(&cloud, &s, "nixos-minimal", d, &Spinner::new())
+        attach(&cloud, &s, "nixos-minimal", d, &Spinner::silent())
             .await
             .unwrap();
         let s = cloud.state().servers[&id].clone();
         assert!(s.iso_attached);
-        detach(&cloud, &s, d, &Spinner::new()).await.unwrap();
+        detach(&cloud, &s, d, &Spinner::silent()).await.unwrap();
         assert!(!cloud.state().servers[&id].iso_attached);
     }
 }

@@ -9,6 +9,7 @@ use super::create::ensure_ssh_key;
 use super::{Failure, Spinner, exit, our_server, sshkey, wait};
 
 pub async fn rescue(
+    display: &crate::report::Display,
     host: &str,
     ssh_key: Option<&std::path::Path>,
     timeout: u64,
@@ -17,7 +18,7 @@ pub async fn rescue(
     let key = sshkey::choose(ssh_key)?;
     let s = our_server(&cloud, host).await?;
     let (key_id, _) = ensure_ssh_key(&cloud, &key, false).await?;
-    let progress = Spinner::new();
+    let progress = display.spinner();
     boot(
         &cloud,
         &s,
@@ -76,13 +77,13 @@ mod tests {
         let id = cloud.add_server("web", &[]);
         let s = cloud.state().servers[&id].clone();
         let deadline = Instant::now() + Duration::from_secs(5);
-        boot(&cloud, &s, Some(7), deadline, &Spinner::new())
+        boot(&cloud, &s, Some(7), deadline, &Spinner::silent())
             .await
             .unwrap();
         assert_eq!(cloud.calls("enable_rescue"), 1);
         assert_eq!(cloud.calls("reset"), 1);
         cloud.fail("reset", api_error("POST reset", 423, "locked"));
-        let e = boot(&cloud, &s, None, deadline, &Spinner::new())
+        let e = boot(&cloud, &s, None, deadline, &Spinner::silent())
             .await
             .unwrap_err();
         assert_eq!(e.kind, Kind::Rescue);

@@ -14,6 +14,8 @@ pub struct HostLog {
     host: String,
     file: Mutex<File>,
     redactor: super::redact::Redactor,
+    /// Where a command's lines are shown as they arrive (none: only here).
+    display: Option<super::Display>,
 }
 
 /// `YYYYmmdd-HHMMSS` in local time.
@@ -49,6 +51,7 @@ impl HostLog {
                         host: host.to_string(),
                         file: Mutex::new(file),
                         redactor: Default::default(),
+                        display: None,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -68,6 +71,7 @@ impl HostLog {
             host: String::new(),
             file: Mutex::new(file),
             redactor: Default::default(),
+            display: None,
         })
     }
 
@@ -75,6 +79,12 @@ impl HostLog {
     /// host's run prints through [`HostLog::redact`]).
     pub fn with_redactor(mut self, r: super::redact::Redactor) -> HostLog {
         self.redactor = r;
+        self
+    }
+
+    /// Show the lines of this host's commands on `display` as they arrive.
+    pub fn with_display(mut self, display: super::Display) -> HostLog {
+        self.display = Some(display);
         self
     }
 
@@ -172,8 +182,8 @@ impl Lines for HostLog {
         };
         let line = self.redactor.apply(line);
         self.write_line(&format!("  {mark} {line}"));
-        if !self.host.is_empty() {
-            super::progress::output(&self.host, &line);
+        if let Some(d) = self.display.as_ref().filter(|_| !self.host.is_empty()) {
+            d.output(&self.host, &line);
         }
     }
 }

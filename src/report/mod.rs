@@ -7,19 +7,7 @@ pub mod log;
 pub mod progress;
 pub mod redact;
 
-/// Colour on stderr (decided once, in [`progress`], from `--color`).
-pub fn color() -> bool {
-    progress::color()
-}
-
-/// Wrap `text` in an ANSI style (e.g. "1" bold, "31" red) when colour is on.
-pub fn paint(style: &str, text: &str) -> String {
-    if color() {
-        format!("\x1b[{style}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
+pub use progress::Display;
 
 use crate::error::Error;
 use crate::inventory::Host;
@@ -129,11 +117,6 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         format!("{v:.1} {}", units[u])
     }
-}
-
-/// A progress line for a host: `[host] msg` (see [`progress::say`]).
-pub fn say(host: &str, msg: &str) {
-    progress::say(host, msg);
 }
 
 /// The version of every `--json` document (its `version` field). Documents

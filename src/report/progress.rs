@@ -8,12 +8,14 @@
 //! so they never interleave with the live lines.
 //!
 //! indicatif draws the live lines (`MultiProgress`); this module is the one
-//! place that decides whether there are any.
+//! place that decides whether there are any. The decision is a [`Display`],
+//! made once per invocation (`command::run`) and handed to whatever shows
+//! progress: no process-wide state.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -51,57 +53,179 @@ struct HostLine {
     state: State,
 }
 
-struct Display {
+struct Inner {
     color: bool,
     live: Option<Live>,
 }
 
-static DISPLAY: OnceLock<Display> = OnceLock::new();
+/// How this invocation shows progress (a cheap handle; clones share it).
+#[derive(Clone)]
+pub struct Display(Arc<Inner>);
 
-/// Decide, once, how this process shows progress. `verbose` (`-v`) keeps
-/// it plain, so tracing's lines are never drawn over.
-pub fn init(choice: ColorChoice, verbose: bool) {
-    let _ = DISPLAY.set(decide(choice, verbose));
-}
+impl Display {
+    /// Decide how to show progress: colour and the live lines on a
+    /// terminal (per `choice`, `NO_COLOR`); `verbose` (`-v`) keeps it plain,
+    /// so tracing's lines are never drawn over.
+    pub fn new(choice: ColorChoice, verbose: bool) -> Display {
+        let terminal = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => terminal && !no_color,
+        };
+        let live = (terminal && color && !verbose).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let stats = multi.add(ProgressBar::new_spinner());
+            stats.set_style(style("{msg}"));
+            Live {
+                multi,
+                stats,
+                hosts: Mutex::new(BTreeMap::new()),
+                width: AtomicUsize::new(0),
+            }
+        });
+        Display(Arc::new(Inner { color, live }))
+    }
 
-fn decide(choice: ColorChoice, verbose: bool) -> Display {
-    let terminal = std::io::stderr().is_terminal();
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let color = match choice {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => terminal && !no_color,
-    };
-    let live = (terminal && color && !verbose).then(|| {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let stats = multi.add(ProgressBar::new_spinner());
-        stats.set_style(style("{msg}"));
-        Live {
-            multi,
-            stats,
-            hosts: Mutex::new(BTreeMap::new()),
-            width: AtomicUsize::new(0),
+    /// Plain lines, no colour (unit tests, and what a pipe gets).
+    pub fn plain() -> Display {
+        Display(Arc::new(Inner {
+            color: false,
+            live: None,
+        }))
+    }
+
+    /// Colour on stderr?
+    pub fn color(&self) -> bool {
+        self.0.color
+    }
+
+    /// Is the live display on?
+    pub fn is_live(&self) -> bool {
+        self.0.live.is_some()
+    }
+
+    /// Wrap `text` in an ANSI style (e.g. "1" bold, "31" red) when colour
+    /// is on.
+    pub fn paint(&self, style: &str, text: &str) -> String {
+        if self.0.color {
+            format!("\x1b[{style}m{text}\x1b[0m")
+        } else {
+            text.to_string()
         }
-    });
-    Display { color, live }
-}
+    }
 
-fn display() -> &'static Display {
-    DISPLAY.get_or_init(|| decide(ColorChoice::Auto, false))
+    /// The hosts of the run (in the order their live lines appear); each
+    /// starts as "waiting".
+    pub fn hosts<'a>(&self, names: impl IntoIterator<Item = &'a str> + Clone) {
+        if let Some(live) = &self.0.live {
+            let width = names.clone().into_iter().map(str::len).max().unwrap_or(0);
+            live.width.fetch_max(width, Ordering::Relaxed);
+            for h in names {
+                live.line(h, |l| l.bar.set_message(l.stage.clone()));
+            }
+        }
+    }
+
+    /// A progress line for `host`: printed as `[host] msg` (above the live
+    /// lines on a terminal), and the host's stage on its live line.
+    pub fn say(&self, host: &str, msg: &str) {
+        let text = format!("{} {msg}", self.paint("1", &format!("[{host}]")));
+        match &self.0.live {
+            Some(live) => {
+                live.multi.println(&text).ok();
+                live.line(host, |l| {
+                    l.stage = msg.to_string();
+                    l.bar.set_message(msg.to_string());
+                });
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// A line of output of a command `host` runs: shown after the stage on
+    /// the host's live line (the derivation being built, the copy's
+    /// progress). Plain output shows only the stages; the log has every
+    /// line.
+    pub fn output(&self, host: &str, line: &str) {
+        let Some(live) = &self.0.live else { return };
+        let line = line.trim();
+        if line.is_empty() {
+            return;
+        }
+        live.line(host, |l| {
+            l.bar.set_message(format!("{} · {line}", l.stage));
+        });
+    }
+
+    /// The host's place in the run changed.
+    pub fn state(&self, host: &str, state: State, word: &str) {
+        if let Some(live) = &self.0.live {
+            live.line(host, |l| {
+                l.state = state;
+                if matches!(state, State::Done | State::Failed) {
+                    l.bar.finish_with_message(word.to_string());
+                } else if state == State::Running {
+                    l.bar.set_message(l.stage.clone());
+                }
+            });
+        }
+    }
+
+    /// Run `f` (which writes to the terminal, e.g. asks a question) with
+    /// the live lines hidden.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0.live {
+            Some(live) => live.multi.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// The live lines are gone from the screen (and drawn nowhere) until
+    /// the guard is dropped: for a question that waits on the user, during
+    /// which nothing may hold the display (an interrupt must still get
+    /// through).
+    pub fn hidden(&self) -> Hidden {
+        if let Some(live) = &self.0.live {
+            live.multi.clear().ok();
+            live.multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Hidden(self.clone())
+    }
+
+    /// Print a block of text on stderr without interleaving it with the
+    /// live lines.
+    pub fn block(&self, text: &str) {
+        self.suspend(|| eprint!("{text}"));
+    }
+
+    /// The run is over: the live lines go, before the summary is printed.
+    pub fn clear(&self) {
+        if let Some(live) = &self.0.live {
+            let hosts = live.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            for l in hosts.values() {
+                l.bar.finish_and_clear();
+            }
+            live.stats.finish_and_clear();
+            live.multi.clear().ok();
+        }
+    }
+
+    /// One long-running step's progress (provisioning, validate): a
+    /// spinner when the display is live, plain lines otherwise.
+    pub fn spinner(&self) -> Spinner {
+        let bar = self.is_live().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        });
+        Spinner { bar, quiet: false }
+    }
 }
 
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
-}
-
-/// Colour on stderr?
-pub fn color() -> bool {
-    display().color
-}
-
-/// Is the live display on?
-pub fn is_live() -> bool {
-    display().live.is_some()
 }
 
 impl Live {
@@ -140,113 +264,20 @@ impl Live {
     }
 }
 
-/// The hosts of the run (in the order their live lines appear); each
-/// starts as "waiting".
-pub fn hosts<'a>(names: impl IntoIterator<Item = &'a str> + Clone) {
-    if let Some(live) = &display().live {
-        let width = names.clone().into_iter().map(str::len).max().unwrap_or(0);
-        live.width.fetch_max(width, Ordering::Relaxed);
-        for h in names {
-            live.line(h, |l| l.bar.set_message(l.stage.clone()));
-        }
-    }
-}
-
-/// A progress line for `host`: printed as `[host] msg` (above the live
-/// lines on a terminal), and the host's stage on its live line.
-pub fn say(host: &str, msg: &str) {
-    let text = format!("{} {msg}", crate::report::paint("1", &format!("[{host}]")));
-    match &display().live {
-        Some(live) => {
-            live.multi.println(&text).ok();
-            live.line(host, |l| {
-                l.stage = msg.to_string();
-                l.bar.set_message(msg.to_string());
-            });
-        }
-        None => eprintln!("{text}"),
-    }
-}
-
-/// A line of output of a command `host` runs: shown after the stage on the
-/// host's live line (the derivation being built, the copy's progress).
-/// Plain output shows only the stages; the log has every line.
-pub fn output(host: &str, line: &str) {
-    let Some(live) = &display().live else { return };
-    let line = line.trim();
-    if line.is_empty() {
-        return;
-    }
-    live.line(host, |l| {
-        l.bar.set_message(format!("{} · {line}", l.stage));
-    });
-}
-
-/// The host's place in the run changed.
-pub fn state(host: &str, state: State, word: &str) {
-    if let Some(live) = &display().live {
-        live.line(host, |l| {
-            l.state = state;
-            if matches!(state, State::Done | State::Failed) {
-                l.bar.finish_with_message(word.to_string());
-            } else if state == State::Running {
-                l.bar.set_message(l.stage.clone());
-            }
-        });
-    }
-}
-
-/// Run `f` (which writes to the terminal, e.g. asks a question) with the
-/// live lines hidden.
-pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
-    match &display().live {
-        Some(live) => live.multi.suspend(f),
-        None => f(),
-    }
-}
-
-/// The live lines are gone from the screen (and drawn nowhere) until the
-/// guard is dropped: for a question that waits on the user, during which
-/// nothing may hold the display (an interrupt must still get through).
-pub fn hidden() -> Hidden {
-    if let Some(live) = &display().live {
-        live.multi.clear().ok();
-        live.multi.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    Hidden(())
-}
-
-/// See [`hidden`].
-pub struct Hidden(());
+/// See [`Display::hidden`].
+pub struct Hidden(Display);
 
 impl Drop for Hidden {
     fn drop(&mut self) {
-        if let Some(live) = &display().live {
+        if let Some(live) = &(self.0).0.live {
             live.multi.set_draw_target(ProgressDrawTarget::stderr());
         }
     }
 }
 
-/// Print a block of text on stderr without interleaving it with the live
-/// lines.
-pub fn block(text: &str) {
-    suspend(|| eprint!("{text}"));
-}
-
-/// The run is over: the live lines go, before the summary is printed.
-pub fn clear() {
-    if let Some(live) = &display().live {
-        let hosts = live.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        for l in hosts.values() {
-            l.bar.finish_and_clear();
-        }
-        live.stats.finish_and_clear();
-        live.multi.clear().ok();
-    }
-}
-
-/// One long-running step's progress on stderr (provisioning, validate): a
-/// spinner when the display is live, plain lines otherwise.
+/// One long-running step's progress on stderr (provisioning, validate), made
+/// by [`Display::spinner`]: a spinner when the display is live, plain lines
+/// otherwise.
 pub struct Spinner {
     bar: Option<indicatif::ProgressBar>,
     /// Says nothing (a wait inside a deploy, whose host lines tell it).
@@ -254,17 +285,6 @@ pub struct Spinner {
 }
 
 impl Spinner {
-    pub fn new() -> Spinner {
-        // The one decision of the live display (`--color`, NO_COLOR, -v, a
-        // terminal) holds here too.
-        let bar = is_live().then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.enable_steady_tick(Duration::from_millis(100));
-            b
-        });
-        Spinner { bar, quiet: false }
-    }
-
     /// A spinner that shows nothing.
     pub fn silent() -> Spinner {
         Spinner {
@@ -291,11 +311,5 @@ impl Spinner {
             Some(b) => b.finish_with_message(msg.to_string()),
             None => eprintln!("{msg}"),
         }
-    }
-}
-
-impl Default for Spinner {
-    fn default() -> Self {
-        Spinner::new()
     }
 }
