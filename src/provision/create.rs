@@ -516,6 +516,16 @@ fn kamal_update(path: &std::path::Path, ip: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`server_for`] with plain progress lines.
+    async fn flow(
+        cloud: &FakeCloud,
+        w: &Wanted,
+        k: &sshkey::LocalKey,
+        a: &CreateArgs,
+    ) -> Result<Created, Failure> {
+        server_for(&crate::report::Display::plain(), cloud, w, k, a).await
+    }
     use crate::provision::fake::{FakeCloud, api_error, key};
 
     fn st(name: &str, arch: &str, offers: &[(&str, bool)]) -> ServerType {
@@ -623,27 +633,11 @@ mod tests {
     async fn a_second_run_reuses_the_server_and_the_key() {
         let cloud = FakeCloud::new();
         let k = key("id_ed25519");
-        let first = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &k,
-            &args(false),
-        )
-        .await
-        .unwrap();
+        let first = flow(&cloud, &standard(), &k, &args(false)).await.unwrap();
         assert_eq!(first.result, "created");
         assert!(first.ssh_key_uploaded);
         assert_eq!(first.status, "running");
-        let again = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &k,
-            &args(false),
-        )
-        .await
-        .unwrap();
+        let again = flow(&cloud, &standard(), &k, &args(false)).await.unwrap();
         assert_eq!(again.result, "reused");
         assert!(!again.ssh_key_uploaded);
         assert_eq!(again.id, first.id);
@@ -655,15 +649,9 @@ mod tests {
     #[tokio::test]
     async fn a_dry_run_creates_nothing() {
         let cloud = FakeCloud::new();
-        let out = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(true),
-        )
-        .await
-        .unwrap();
+        let out = flow(&cloud, &standard(), &key("k"), &args(true))
+            .await
+            .unwrap();
         assert_eq!(out.result, "dry-run");
         assert_eq!(out.status, "not created");
         assert_eq!(
@@ -678,15 +666,9 @@ mod tests {
     async fn a_lost_answer_to_create_is_looked_up_not_repeated() {
         let cloud = FakeCloud::new();
         cloud.state().create_then_fail = Some(api_error("POST /v1/servers", 504, "timeout"));
-        let out = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(false),
-        )
-        .await
-        .unwrap();
+        let out = flow(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap();
         assert_eq!(out.result, "created");
         assert_eq!(cloud.calls("create_server"), 1);
         assert_eq!(cloud.state().servers.len(), 1);
@@ -700,15 +682,9 @@ mod tests {
             "create_server",
             api_error("POST /v1/servers", 502, "bad_gateway"),
         );
-        let out = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(false),
-        )
-        .await
-        .unwrap();
+        let out = flow(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap();
         assert_eq!(out.result, "created");
         assert_eq!(cloud.calls("create_server"), 2);
         assert_eq!(cloud.state().servers.len(), 1);
@@ -721,15 +697,9 @@ mod tests {
             "create_server",
             api_error("POST /v1/servers", 403, "forbidden"),
         );
-        let e = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(false),
-        )
-        .await
-        .unwrap_err();
+        let e = flow(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Api);
         assert!(e.hint.contains("not allowed"), "{}", e.hint);
         let cloud = FakeCloud::new();
@@ -737,15 +707,9 @@ mod tests {
             "server_type",
             api_error("GET /v1/server_types", 401, "unauthorized"),
         );
-        let e = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(false),
-        )
-        .await
-        .unwrap_err();
+        let e = flow(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Token);
     }
 
@@ -753,15 +717,9 @@ mod tests {
     async fn a_server_of_that_name_that_pantheros_did_not_make_is_left_alone() {
         let cloud = FakeCloud::new();
         cloud.add_server("web", &[("owner", "someone")]);
-        let e = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(false),
-        )
-        .await
-        .unwrap_err();
+        let e = flow(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::ForeignServer);
         assert_eq!(cloud.calls("create_server"), 0);
     }
@@ -783,15 +741,7 @@ mod tests {
             (wanted("cax11", "fsn1", "x86-only"), "that architecture"),
         ] {
             let cloud = FakeCloud::new();
-            let e = server_for(
-                &crate::report::Display::plain(),
-                &cloud,
-                &w,
-                &key("k"),
-                &args(false),
-            )
-            .await
-            .unwrap_err();
+            let e = flow(&cloud, &w, &key("k"), &args(false)).await.unwrap_err();
             assert_eq!(e.kind, Kind::Preflight, "{w:?}");
             assert!(
                 e.hint.contains(says) || e.message.contains(says),
@@ -823,8 +773,7 @@ mod tests {
     async fn a_failed_or_endless_action_is_an_error() {
         let cloud = FakeCloud::new();
         cloud.state().action_polls = 1_000_000;
-        let e = server_for(
-            &crate::report::Display::plain(),
+        let e = flow(
             &cloud,
             &standard(),
             &key("k"),
@@ -840,15 +789,9 @@ mod tests {
         // An action Hetzner reports as failed: an API failure naming it.
         let cloud = FakeCloud::new();
         cloud.state().action_error = Some(("no_space".into(), "no capacity left".into()));
-        let e = server_for(
-            &crate::report::Display::plain(),
-            &cloud,
-            &standard(),
-            &key("k"),
-            &args(false),
-        )
-        .await
-        .unwrap_err();
+        let e = flow(&cloud, &standard(), &key("k"), &args(false))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Api, "{}", e.message);
         assert!(
             e.message.contains("failed: no capacity left (no_space)"),

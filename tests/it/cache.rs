@@ -53,24 +53,22 @@ fn a_fleet_substitutes_from_the_cache_the_deployer_uploaded_to_once() {
     assert_exit(&out, 0);
     let v = testworld::json(&out);
     let stderr = testworld::stderr(&out);
-    let log_of = |name: &str| {
-        let h = v["hosts"]
+    // A host's entry in the run's document.
+    let outcome = |name: &str| {
+        v["hosts"]
             .as_array()
             .unwrap()
             .iter()
             .find(|h| h["host"] == name)
-            .unwrap();
-        std::fs::read_to_string(h["log"].as_str().unwrap()).unwrap()
+            .unwrap()
+            .clone()
     };
+    let log_of =
+        |name: &str| std::fs::read_to_string(outcome(name)["log"].as_str().unwrap()).unwrap();
     // What a host's store holds for its system, with its signatures: a
     // path substituted from the cache carries the cache's.
     let signed_by_cache = |name: &str| {
-        let h = v["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["host"] == name)
-            .unwrap();
+        let h = outcome(name);
         let top = h["toplevel"].as_str().unwrap();
         let sigs = w.host(name).exec_ok(&[
             "nix",

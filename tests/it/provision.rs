@@ -174,10 +174,7 @@ fn an_ipv6_only_server_is_created_without_ipv4_and_reached_over_ipv6() {
     assert_eq!(post["body"]["public_net"]["enable_ipv6"], true, "{post}");
     let address = net.trim_end_matches("/64").to_string() + "1";
     assert_stderr_has(&out, &["IPv6 only", &format!("ssh root@{address}")]);
-    let facts: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(e.flake().join("hetzner-vps.facts.json")).unwrap(),
-    )
-    .unwrap();
+    let facts: serde_json::Value = testworld::read_json(&e.flake().join("hetzner-vps.facts.json"));
     assert!(facts["facts"].get("ipv4").is_none(), "{facts}");
     assert_eq!(
         facts["facts"]["ipv6Address"]["value"],

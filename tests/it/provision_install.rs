@@ -373,10 +373,7 @@ fn the_first_deploy_runs_and_records_the_facts(i: &Installation) {
     // with its source; the system was built from the configuration that
     // reads them (its motd carries the recorded address), and the host's
     // placeholder waiting for that address never stopped `up`.
-    let facts: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(i.flake.join("hetzner-vps.facts.json")).unwrap(),
-    )
-    .unwrap();
+    let facts: serde_json::Value = testworld::read_json(&i.flake.join("hetzner-vps.facts.json"));
     let f = &facts["facts"];
     assert_eq!(f["ipv4"]["value"], i.ip.as_str(), "{facts}");
     assert_eq!(f["ipv4"]["source"], "hetzner-api");
@@ -493,10 +490,7 @@ fn up_installs_and_deploys_a_server_reached_over_ipv6_alone() {
     assert_eq!(i.on_host("readlink -f /run/current-system"), top);
     assert_eq!(i.on_host("readlink -f /nix/var/nix/profiles/system"), top);
     // Only IPv6 facts; the configuration was built with the address.
-    let facts: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(i.flake.join("hetzner-vps.facts.json")).unwrap(),
-    )
-    .unwrap();
+    let facts: serde_json::Value = testworld::read_json(&i.flake.join("hetzner-vps.facts.json"));
     assert!(facts["facts"].get("ipv4").is_none(), "{facts}");
     assert_eq!(
         facts["facts"]["ipv6Address"]["value"],

@@ -5,6 +5,16 @@ use std::process::{Child, Command, Output, Stdio};
 
 use crate::*;
 
+/// A JSON file's content (panics, naming the file, when it is missing or
+/// not JSON).
+#[track_caller]
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()))
+}
+
 /// Parse a command's stdout as JSON, or fail with everything it printed.
 #[track_caller]
 pub fn json(out: &Output) -> serde_json::Value {
